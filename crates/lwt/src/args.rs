@@ -1,0 +1,206 @@
+//! Command-line flags as parsed by clap; verbs turn them into validated
+//! library requests.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use lwtkit::Hook;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lwt",
+    version,
+    about = "eBPF programs on the lightweight-tunnel hooks (lwt_in, lwt_out, lwt_xmit) of Linux routes"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+/// Options every verb takes, before or after the verb.
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Run the whole command in network namespace NAME (like `ip -n`).
+    #[arg(short = 'n', long = "netns", global = true, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(short = 'j', long = "json", global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Verb {
+    /// Attach a program to a route's hook, creating or replacing the route in place.
+    Attach(AttachArgs),
+    /// Remove lwtkit's program(s) from a route, restoring the route as it was.
+    Detach(DetachArgs),
+    /// List routes that carry a lightweight-tunnel encap (all tables by default).
+    #[command(visible_alias = "ls", visible_alias = "show")]
+    List(ListArgs),
+    /// Packets and bytes counted by lwtkit's built-ins, per route and hook.
+    Stats(StatsArgs),
+    /// List the built-in programs.
+    Builtins,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum HookArg {
+    In,
+    Out,
+    Xmit,
+}
+
+impl From<HookArg> for Hook {
+    fn from(h: HookArg) -> Self {
+        match h {
+            HookArg::In => Hook::In,
+            HookArg::Out => Hook::Out,
+            HookArg::Xmit => Hook::Xmit,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ProgTypeArg {
+    #[value(name = "lwt_in")]
+    LwtIn,
+    #[value(name = "lwt_out")]
+    LwtOut,
+    #[value(name = "lwt_xmit")]
+    LwtXmit,
+}
+
+impl From<ProgTypeArg> for Hook {
+    fn from(t: ProgTypeArg) -> Self {
+        match t {
+            ProgTypeArg::LwtIn => Hook::In,
+            ProgTypeArg::LwtOut => Hook::Out,
+            ProgTypeArg::LwtXmit => Hook::Xmit,
+        }
+    }
+}
+
+/// Where the route is: prefix, table, local.
+#[derive(Args, Debug, Clone)]
+pub struct RouteArgs {
+    /// Destination prefix (ADDR/LEN; a bare address is a host route).
+    #[arg(value_name = "PREFIX")]
+    pub prefix: String,
+    /// Routing table (number or name); default main, or local with --local.
+    #[arg(long, value_name = "ID|NAME")]
+    pub table: Option<String>,
+    /// A `local`-type route (table local unless --table says otherwise).
+    #[arg(long)]
+    pub local: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["obj", "pinned", "builtin"]))]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub route: RouteArgs,
+    /// Output device of the route.
+    #[arg(long, value_name = "DEV")]
+    pub dev: String,
+    /// Hook to attach to.
+    #[arg(long, value_enum)]
+    pub hook: HookArg,
+    /// BPF object file holding the program.
+    #[arg(long, value_name = "FILE")]
+    pub obj: Option<PathBuf>,
+    /// Section of the program in --obj.
+    #[arg(long, value_name = "S", requires = "obj", conflicts_with_all = ["pinned", "builtin"])]
+    pub section: Option<String>,
+    /// Function name of the program in --obj.
+    #[arg(long, value_name = "NAME", requires = "obj", conflicts_with_all = ["pinned", "builtin"])]
+    pub program: Option<String>,
+    /// Force the program type (for section names libbpf does not know).
+    #[arg(long = "prog-type", value_enum, requires = "obj", conflicts_with_all = ["pinned", "builtin"])]
+    pub prog_type: Option<ProgTypeArg>,
+    /// A program already pinned on bpffs.
+    #[arg(long, value_name = "PATH")]
+    pub pinned: Option<PathBuf>,
+    /// One of lwtkit's built-in programs (see `lwt builtins`).
+    #[arg(long, value_name = "NAME")]
+    pub builtin: Option<String>,
+    /// Bytes of headroom to reserve for headers the program adds (max 256).
+    #[arg(long, value_name = "N")]
+    pub headroom: Option<u32>,
+    /// Gateway of the route.
+    #[arg(long, value_name = "GW")]
+    pub via: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DetachArgs {
+    #[command(flatten)]
+    pub route: RouteArgs,
+    /// Only if lwtkit attached on this device.
+    #[arg(long, value_name = "DEV")]
+    pub dev: Option<String>,
+    /// Remove only this hook.
+    #[arg(long, value_enum)]
+    pub hook: Option<HookArg>,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only this table (number, name, or `all`, the default).
+    #[arg(long, value_name = "ID|NAME|all")]
+    pub table: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_verb() {
+        for argv in [
+            &["lwt", "-n", "x", "-j", "list"][..],
+            &["lwt", "list", "-n", "x", "--json"][..],
+        ] {
+            let cli = Cli::try_parse_from(argv).expect("parses");
+            assert_eq!(cli.global.netns.as_deref(), Some("x"));
+            assert!(cli.global.json);
+        }
+    }
+
+    #[test]
+    fn attach_needs_exactly_one_program_source() {
+        let base = [
+            "lwt",
+            "attach",
+            "10.0.0.3/32",
+            "--dev",
+            "v0",
+            "--hook",
+            "out",
+        ];
+        assert!(Cli::try_parse_from(base).is_err(), "no source");
+        let two = [
+            &base[..],
+            &["--builtin", "count", "--pinned", "/sys/fs/bpf/x"],
+        ]
+        .concat();
+        assert!(Cli::try_parse_from(two).is_err(), "two sources");
+        let section_without_obj = [&base[..], &["--builtin", "count", "--section", "s"]].concat();
+        assert!(Cli::try_parse_from(section_without_obj).is_err());
+        let ok = [
+            &base[..],
+            &["--obj", "x.o", "--section", "s", "--prog-type", "lwt_out"],
+        ]
+        .concat();
+        assert!(Cli::try_parse_from(ok).is_ok());
+    }
+}

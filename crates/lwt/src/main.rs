@@ -1,0 +1,41 @@
+//! `lwt`: eBPF programs on the lightweight-tunnel hooks of routes.
+//! Thin: parse, enter the namespace, run one verb, render. The work lives
+//! in the lwtkit library.
+mod args;
+mod verbs;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("LWT_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lwt: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: args::Cli) -> anyhow::Result<()> {
+    // Like `ip -n`: everything below runs inside the namespace.
+    if let Some(ns) = &cli.global.netns {
+        lwtkit::system::enter_netns(ns)?;
+    }
+    let out = verbs::Output {
+        json: cli.global.json,
+    };
+    match cli.verb {
+        args::Verb::Attach(a) => verbs::attach::run(a, &out),
+        args::Verb::Detach(a) => verbs::detach::run(a, &out),
+        args::Verb::List(a) => verbs::list::run(a, &out),
+        args::Verb::Stats(a) => verbs::stats::run(a, &out),
+        args::Verb::Builtins => verbs::builtins::run(&out),
+    }
+}

@@ -1,0 +1,25 @@
+//! `lwt detach PREFIX [--dev DEV] [--hook H] [--table T] [--local]`
+use lwtkit::attach::{self, DetachRequest};
+
+use super::Output;
+use crate::args::DetachArgs;
+
+pub fn run(a: DetachArgs, out: &Output) -> anyhow::Result<()> {
+    let req = DetachRequest {
+        dst: attach::parse_prefix(&a.route.prefix)?,
+        dev: a.dev,
+        hook: a.hook.map(Into::into),
+        table: super::table(a.route.table.as_deref())?,
+        local: a.route.local,
+    };
+    let done = attach::detach(&req)?;
+    out.emit(&done, |d| {
+        let hooks: Vec<String> = d.hooks.iter().map(|h| h.to_string()).collect();
+        format!(
+            "detached {} from {}; route {}",
+            hooks.join(", "),
+            d.route,
+            d.route_now
+        )
+    })
+}

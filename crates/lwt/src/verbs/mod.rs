@@ -1,0 +1,36 @@
+//! One file per verb; each turns flags into a library request and renders
+//! the outcome as text or JSON.
+pub mod attach;
+pub mod builtins;
+pub mod detach;
+pub mod list;
+pub mod stats;
+
+/// How results are printed.
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints `value` as JSON, or the text `render` makes of it.
+    pub fn emit<T: serde::Serialize>(
+        &self,
+        value: &T,
+        render: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string(value)?);
+        } else {
+            let text = render(value);
+            if !text.is_empty() {
+                println!("{}", text.trim_end());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a `--table` value.
+pub fn table(arg: Option<&str>) -> anyhow::Result<Option<u32>> {
+    Ok(arg.map(lwtkit::route::table::parse_table).transpose()?)
+}

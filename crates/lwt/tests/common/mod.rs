@@ -1,0 +1,306 @@
+//! Shared test harness: throwaway network namespaces (unique names, always
+//! removed), a veth pair between two of them, servers and clients run in a
+//! namespace from a thread, the `lwt` binary, and C programs compiled by
+//! clang at test time.
+#![allow(dead_code)]
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::Duration,
+};
+
+/// Skips the calling test (loudly) unless it runs as root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !common::is_root() {
+            eprintln!(
+                "SKIPPED {}: needs root and network namespaces",
+                module_path!()
+            );
+            return;
+        }
+    };
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn ip(args: &[&str]) -> Output {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2's ip is installed");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace that exists for the life of the value.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let name = format!(
+            "lwtt-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME ...`, asserting success.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        String::from_utf8_lossy(&ip(&full).stdout).into_owned()
+    }
+
+    /// `ip -n NAME ...`, returning the raw output.
+    pub fn ip_raw(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .expect("ip runs")
+    }
+
+    /// Runs `f` on a thread inside this namespace (sockets it opens stay there).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    }
+
+    /// Like [`run`] but leaves the thread running (servers).
+    pub fn spawn(&self, f: impl FnOnce() + Send + 'static) {
+        let path = format!("/run/netns/{}", self.name);
+        thread::spawn(move || {
+            enter(&path);
+            f()
+        });
+    }
+
+    /// Runs `lwt -n NAME ARGS...`.
+    pub fn lwt(&self, args: &[&str]) -> Output {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        lwt(&full)
+    }
+
+    /// Runs `lwt -n NAME ARGS...` and returns stdout, asserting success.
+    pub fn lwt_ok(&self, args: &[&str]) -> String {
+        let out = self.lwt(args);
+        assert!(
+            out.status.success(),
+            "lwt {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `lwt` expecting failure; returns stderr.
+    pub fn lwt_err(&self, args: &[&str]) -> String {
+        let out = self.lwt(args);
+        assert!(
+            !out.status.success(),
+            "lwt {} should have failed but printed {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `ip -j route show table all` in this namespace, as text (for greps).
+    pub fn routes(&self) -> String {
+        self.ip(&["route", "show", "table", "all"])
+            + &self.ip(&["-6", "route", "show", "table", "all"])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+fn enter(path: &str) {
+    let f = File::open(path).expect("netns exists");
+    nix_setns(&f);
+}
+
+fn nix_setns(f: &File) {
+    use std::os::fd::AsRawFd;
+    extern "C" {
+        fn setns(fd: i32, nstype: i32) -> i32;
+    }
+    const CLONE_NEWNET: i32 = 0x4000_0000;
+    // SAFETY: valid namespace fd.
+    let rc = unsafe { setns(f.as_raw_fd(), CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+pub fn lwt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lwt"))
+        .args(args)
+        .output()
+        .expect("lwt runs")
+}
+
+/// Two namespaces joined by a veth pair: `a` is 10.0.0.2 / fd00::2 on
+/// `va`, `b` is 10.0.0.3 / fd00::3 on `vb`.
+pub struct Pair {
+    pub a: Netns,
+    pub b: Netns,
+}
+
+impl Pair {
+    pub fn new(tag: &str) -> Self {
+        let a = Netns::new(&format!("{tag}a"));
+        let b = Netns::new(&format!("{tag}b"));
+        a.ip(&[
+            "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.name,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (&a, "va", "10.0.0.2/24", "fd00::2/64"),
+            (&b, "vb", "10.0.0.3/24", "fd00::3/64"),
+        ] {
+            ns.ip(&["addr", "add", v4, "dev", dev]);
+            ns.ip(&["addr", "add", v6, "dev", dev, "nodad"]);
+            ns.ip(&["link", "set", dev, "up"]);
+        }
+        for (ns, dev) in [(&a, "va"), (&b, "vb")] {
+            let up = (0..100).any(|_| {
+                let s = ns.ip(&["link", "show", dev]);
+                s.contains("LOWER_UP") || {
+                    thread::sleep(Duration::from_millis(20));
+                    false
+                }
+            });
+            assert!(up, "{dev} in {} never came up", ns.name);
+        }
+        Pair { a, b }
+    }
+}
+
+/// Starts TCP servers in `ns` that answer "ok\n" to every connection.
+pub fn serve_tcp(ns: &Netns, addrs: &[&str]) {
+    for addr in addrs {
+        let addr: SocketAddr = addr.parse().expect("socket address");
+        let (tx, rx) = std::sync::mpsc::channel();
+        ns.spawn(move || {
+            let l = TcpListener::bind(addr).expect("bind server");
+            tx.send(()).expect("ready");
+            for mut s in l.incoming().flatten() {
+                let _ = s.write_all(b"ok\n");
+            }
+        });
+        rx.recv().expect("server started");
+    }
+}
+
+/// Whether a TCP connection from `ns` to `addr` completes and reads "ok".
+pub fn tcp_works(ns: &Netns, addr: &str) -> bool {
+    let addr: SocketAddr = addr.parse().expect("socket address");
+    ns.run(move || {
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(1500)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));
+        let mut buf = [0u8; 3];
+        s.read_exact(&mut buf).is_ok() && &buf == b"ok\n"
+    })
+}
+
+/// Waits (up to 5 s) until a TCP connection from `ns` to `addr` works: for
+/// baselines, where neighbour discovery may still be running.
+pub fn tcp_works_soon(ns: &Netns, addr: &str) -> bool {
+    (0..5).any(|_| tcp_works(ns, addr))
+}
+
+/// Sends `n` UDP datagrams of `len` payload bytes from `ns` to `addr`.
+pub fn send_udp(ns: &Netns, addr: &str, n: usize, len: usize) {
+    let addr: SocketAddr = addr.parse().expect("socket address");
+    ns.run(move || {
+        let bind = if addr.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let s = UdpSocket::bind(bind).expect("udp socket");
+        let payload = vec![0x5au8; len];
+        for _ in 0..n {
+            s.send_to(&payload, addr).expect("send");
+        }
+    })
+}
+
+/// Compiles NAME.c (from tests/bpf, or the repo's examples/bpf) with clang
+/// into a temp dir; returns the object.
+pub fn compile_bpf(name: &str) -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = [
+        manifest.join("tests/bpf"),
+        manifest.join("../../examples/bpf"),
+    ]
+    .iter()
+    .map(|d| d.join(format!("{name}.c")))
+    .find(|p| p.exists())
+    .unwrap_or_else(|| panic!("no C source for {name}"));
+    let dir = std::env::temp_dir().join(format!("lwtkit-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let obj = dir.join(format!("{name}.o"));
+    let arch_include = format!("-I/usr/include/{}-linux-gnu", std::env::consts::ARCH);
+    let out = Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", &arch_include, "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .expect("clang is installed (scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "clang {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    obj
+}
+
+/// Parses JSON from an lwt command's stdout.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

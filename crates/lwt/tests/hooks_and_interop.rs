@@ -1,0 +1,283 @@
+//! Stacking hooks on one route, custom sections, and interop with iproute2
+//! both ways.
+mod common;
+
+use common::{compile_bpf, json, send_udp, serve_tcp, tcp_works, tcp_works_soon, Netns, Pair};
+
+fn bpf_route<'a>(list: &'a serde_json::Value, dst: &str) -> &'a serde_json::Value {
+    list.as_array()
+        .and_then(|a| a.iter().find(|r| r["dst"] == dst))
+        .unwrap_or_else(|| panic!("{dst} not in lwt list: {list}"))
+}
+
+#[test]
+fn in_out_xmit_stack_on_one_route_and_detach_one_hook_at_a_time() {
+    require_root!();
+    let p = Pair::new("stk");
+    for hook in ["in", "out", "xmit"] {
+        p.a.lwt_ok(&[
+            "attach",
+            "10.0.0.3/32",
+            "--dev",
+            "va",
+            "--hook",
+            hook,
+            "--builtin",
+            "count",
+        ]);
+    }
+    let shown = p.a.ip(&["route", "show", "10.0.0.3/32"]);
+    for name in [
+        "in lwtkit-count:[lwt_in]",
+        "out lwtkit-count:[lwt_out]",
+        "xmit lwtkit-count:[lwt_xmit]",
+    ] {
+        assert!(shown.contains(name), "{name} in {shown}");
+    }
+    let list = json(&p.a.lwt_ok(&["list", "--json"]));
+    let r = bpf_route(&list, "10.0.0.3/32");
+    assert_eq!(r["encap"], "bpf");
+    assert_eq!(r["table"], "main");
+    assert_eq!(r["dev"], "va");
+    assert_eq!(r["type"], "unicast");
+    for hook in ["in", "out", "xmit"] {
+        assert!(
+            r[hook]["id"].as_u64().is_some_and(|id| id > 0),
+            "{hook} has a program id: {r}"
+        );
+        assert_eq!(r[hook]["name"], format!("lwtkit-count:[lwt_{hook}]"));
+    }
+
+    send_udp(&p.a, "10.0.0.3:9", 20, 1);
+    let stats = json(&p.a.lwt_ok(&["stats", "-j"]));
+    let count = |hook: &str| {
+        stats
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["hook"] == hook))
+            .map(|s| s["packets"].clone())
+    };
+    assert_eq!(count("out"), Some(20.into()), "{stats}");
+    assert_eq!(count("xmit"), Some(20.into()), "{stats}");
+    assert_eq!(count("in"), Some(0.into()), "{stats}");
+
+    p.a.lwt_ok(&["detach", "10.0.0.3/32", "--hook", "out"]);
+    let shown = p.a.ip(&["route", "show", "10.0.0.3/32"]);
+    assert!(
+        !shown.contains("lwt_out") && shown.contains("lwt_in") && shown.contains("lwt_xmit"),
+        "{shown}"
+    );
+    let err = p.a.lwt_err(&["detach", "10.0.0.3/32", "--hook", "out"]);
+    assert!(err.contains("no `out` hook"), "{err}");
+    p.a.lwt_ok(&["detach", "10.0.0.3/32", "--dev", "va"]);
+    assert_eq!(p.a.ip(&["route", "show", "10.0.0.3/32"]).trim(), "");
+}
+
+#[test]
+fn reattach_replaces_the_program_in_place() {
+    require_root!();
+    let p = Pair::new("rep");
+    serve_tcp(&p.b, &["10.0.0.3:8080"]);
+    let obj = compile_bpf("drop_tcp_8080");
+    p.a.lwt_ok(&[
+        "attach",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+        "--builtin",
+        "count",
+    ]);
+    assert!(tcp_works_soon(&p.a, "10.0.0.3:8080"), "baseline");
+    p.a.lwt_ok(&[
+        "attach",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+        "--obj",
+        obj.to_str().expect("utf-8"),
+    ]);
+    assert!(!tcp_works(&p.a, "10.0.0.3:8080"));
+    let shown = p.a.ip(&["route", "show", "10.0.0.3/32"]);
+    assert!(
+        shown.contains("drop_tcp_8080.o:[lwt_out]") && !shown.contains("lwtkit-count"),
+        "{shown}"
+    );
+    p.a.lwt_ok(&["detach", "10.0.0.3/32"]);
+}
+
+#[test]
+fn custom_section_needs_prog_type() {
+    require_root!();
+    let p = Pair::new("cus");
+    serve_tcp(&p.b, &["10.0.0.3:8081"]);
+    assert!(tcp_works_soon(&p.a, "10.0.0.3:8081"), "baseline");
+    let obj = compile_bpf("custom_section");
+    let obj = obj.to_str().expect("utf-8");
+    let err = p.a.lwt_err(&[
+        "attach",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+        "--obj",
+        obj,
+    ]);
+    assert!(err.contains("--prog-type"), "{err}");
+    assert_eq!(
+        p.a.ip(&["route", "show", "10.0.0.3/32"]).trim(),
+        "",
+        "nothing changed"
+    );
+
+    p.a.lwt_ok(&[
+        "attach",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        "xmit",
+        "--obj",
+        obj,
+        "--section",
+        "lwtkit_test_drop_all",
+        "--prog-type",
+        "lwt_xmit",
+    ]);
+    let shown = p.a.ip(&["route", "show", "10.0.0.3/32"]);
+    assert!(
+        shown.contains("xmit custom_section.o:[lwtkit_test_drop_all]"),
+        "{shown}"
+    );
+    assert!(
+        !tcp_works(&p.a, "10.0.0.3:8081"),
+        "the program drops everything"
+    );
+    p.a.lwt_ok(&["detach", "10.0.0.3/32"]);
+    assert!(tcp_works(&p.a, "10.0.0.3:8081"));
+}
+
+#[test]
+fn routes_attached_by_iproute2_are_listed_and_left_alone() {
+    require_root!();
+    let ns = Netns::new("ipr");
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    ns.ip(&["link", "set", "v0", "up"]);
+    let obj = compile_bpf("drop_tcp_8080");
+    let obj = obj.to_str().expect("utf-8");
+    ns.ip(&[
+        "route",
+        "add",
+        "192.0.2.0/24",
+        "dev",
+        "v0",
+        "encap",
+        "bpf",
+        "xmit",
+        "obj",
+        obj,
+        "section",
+        "lwt_xmit",
+        "headroom",
+        "20",
+    ]);
+    ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8::/64",
+        "dev",
+        "v0",
+        "encap",
+        "seg6",
+        "mode",
+        "encap",
+        "segs",
+        "fc00::1,fc00::2",
+    ]);
+
+    let list = json(&ns.lwt_ok(&["list", "-j"]));
+    let r = bpf_route(&list, "192.0.2.0/24");
+    assert_eq!(r["xmit"]["name"], "drop_tcp_8080.o:[lwt_xmit]");
+    // A kernel dump carries no headroom; only lwtkit's own routes show it.
+    assert!(r.get("headroom").is_none(), "{r}");
+    assert_eq!(r["managed"], false);
+    let s = bpf_route(&list, "2001:db8::/64");
+    assert_eq!(s["encap"], "seg6");
+    let text = ns.lwt_ok(&["list"]);
+    assert!(
+        text.contains("192.0.2.0/24") && text.contains("drop_tcp_8080.o:[lwt_xmit]"),
+        "{text}"
+    );
+
+    // lwtkit does not silently drop someone else's program.
+    let err = ns.lwt_err(&[
+        "attach",
+        "192.0.2.0/24",
+        "--dev",
+        "v0",
+        "--hook",
+        "out",
+        "--builtin",
+        "count",
+    ]);
+    assert!(
+        err.contains("did not attach") && err.contains("drop_tcp_8080.o:[lwt_xmit]"),
+        "{err}"
+    );
+    let err = ns.lwt_err(&["detach", "192.0.2.0/24"]);
+    assert!(err.contains("not managed by lwtkit"), "{err}");
+    assert!(
+        ns.ip(&["route", "show", "192.0.2.0/24"])
+            .contains("lwt_xmit"),
+        "route untouched"
+    );
+}
+
+#[test]
+fn list_filters_by_table_and_reports_origin() {
+    require_root!();
+    let ns = Netns::new("tbl");
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    ns.ip(&["link", "set", "v0", "up"]);
+    ns.lwt_ok(&[
+        "attach",
+        "198.51.100.0/24",
+        "--dev",
+        "v0",
+        "--hook",
+        "xmit",
+        "--builtin",
+        "count",
+        "--table",
+        "100",
+    ]);
+    ns.lwt_ok(&[
+        "attach",
+        "198.51.100.0/24",
+        "--dev",
+        "v0",
+        "--hook",
+        "out",
+        "--builtin",
+        "count",
+    ]);
+    let t100 = json(&ns.lwt_ok(&["list", "--table", "100", "-j"]));
+    assert_eq!(t100.as_array().map(Vec::len), Some(1), "{t100}");
+    assert_eq!(t100[0]["table"], "100");
+    assert_eq!(t100[0]["managed"], true);
+    assert!(
+        t100[0]["xmit"]["origin"]
+            .as_str()
+            .is_some_and(|o| o.contains("count")),
+        "{t100}"
+    );
+    let all = json(&ns.lwt_ok(&["-j", "list", "--table", "all"]));
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+    ns.lwt_ok(&["detach", "198.51.100.0/24", "--table", "100"]);
+    ns.lwt_ok(&["detach", "198.51.100.0/24"]);
+    assert_eq!(json(&ns.lwt_ok(&["list", "-j"])), serde_json::json!([]));
+}

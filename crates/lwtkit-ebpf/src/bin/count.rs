@@ -1,0 +1,22 @@
+//! Built-in `count`: passes every packet and counts packets and bytes.
+//! One entry per hook; the loader keeps only the one it attaches.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::programs::SkBuffContext;
+use lwtkit_common::verdict::BPF_OK;
+use lwtkit_ebpf::{counters::count, lwt_program};
+
+#[inline(always)]
+fn pass_and_count(ctx: SkBuffContext) -> i32 {
+    count(&ctx);
+    BPF_OK
+}
+
+lwt_program!(count_in, "lwt_in", pass_and_count);
+lwt_program!(count_out, "lwt_out", pass_and_count);
+lwt_program!(count_xmit, "lwt_xmit", pass_and_count);
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "license")]
+pub static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,29 @@
+//! Building blocks shared by lwtkit's kernel programs: the LWT entry macro
+//! and the per-attachment counters.
+#![no_std]
+
+pub mod counters;
+
+/// Defines an LWT program entry point in section `$section` (`lwt_in`,
+/// `lwt_out` or `lwt_xmit`) that wraps the raw `__sk_buff` in an
+/// [`aya_ebpf::programs::SkBuffContext`] and calls `$body`.
+///
+/// aya-ebpf has no LWT attribute macro; libbpf recognises the section name.
+#[macro_export]
+macro_rules! lwt_program {
+    ($name:ident, $section:literal, $body:path) => {
+        #[unsafe(no_mangle)]
+        #[unsafe(link_section = $section)]
+        pub fn $name(skb: *mut aya_ebpf::bindings::__sk_buff) -> i32 {
+            $body(aya_ebpf::programs::SkBuffContext::new(skb))
+        }
+    };
+}
+
+/// The kernel programs never unwind; the verifier would reject any path
+/// that reached here.
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

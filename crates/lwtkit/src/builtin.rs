@@ -1,0 +1,80 @@
+//! lwtkit's own kernel programs, built by the build script and embedded in
+//! the binary: a user never handles their object files.
+use crate::hook::Hook;
+
+/// A built-in program: one object with one entry per hook it serves.
+pub struct Builtin {
+    pub name: &'static str,
+    pub about: &'static str,
+    object: &'static [u8],
+    entries: &'static [(Hook, &'static str)],
+    /// The per-CPU counters map the CLI reads for `lwt stats`.
+    pub counters_map: Option<&'static str>,
+}
+
+impl Builtin {
+    /// The object's ELF bytes.
+    pub fn object(&self) -> &'static [u8] {
+        self.object
+    }
+
+    /// The program (function) name serving `hook`, if this built-in has one.
+    pub fn entry(&self, hook: Hook) -> Option<&'static str> {
+        self.entries
+            .iter()
+            .find(|(h, _)| *h == hook)
+            .map(|(_, p)| *p)
+    }
+
+    /// The name the route carries, shaped like iproute2's
+    /// `<object>:[<section>]`: `lwtkit-count:[lwt_out]`.
+    pub fn route_name(&self, hook: Hook) -> String {
+        format!("lwtkit-{}:[{}]", self.name, hook.section())
+    }
+
+    pub fn hooks(&self) -> impl Iterator<Item = Hook> + '_ {
+        self.entries.iter().map(|(h, _)| *h)
+    }
+}
+
+pub const BUILTINS: &[Builtin] = &[Builtin {
+    name: "count",
+    about: "passes every packet; counts packets and bytes per route and hook",
+    object: include_bytes!(env!("LWTKIT_COUNT_OBJ")),
+    entries: &[
+        (Hook::In, "count_in"),
+        (Hook::Out, "count_out"),
+        (Hook::Xmit, "count_xmit"),
+    ],
+    counters_map: Some(lwtkit_common::COUNTERS_MAP),
+}];
+
+pub fn find(name: &str) -> Option<&'static Builtin> {
+    BUILTINS.iter().find(|b| b.name == name)
+}
+
+/// Built-in names, for error messages and help.
+pub fn names() -> String {
+    BUILTINS
+        .iter()
+        .map(|b| b.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_is_embedded_as_bpf_elf() {
+        let count = find("count").expect("count is built in");
+        let obj = count.object();
+        assert_eq!(&obj[..4], b"\x7fELF");
+        assert_eq!(obj[18], 247, "e_machine is EM_BPF");
+        for hook in Hook::ALL {
+            assert!(count.entry(hook).is_some());
+        }
+        assert_eq!(count.route_name(Hook::Out), "lwtkit-count:[lwt_out]");
+    }
+}

@@ -1,0 +1,172 @@
+//! `lwt list` and `lwt stats`: what carries an encap in this namespace, and
+//! what lwtkit's built-ins counted.
+use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
+use lwtkit_common::Counters;
+use netlink_packet_route::route::{RouteMessage, RouteType};
+use serde::Serialize;
+
+use crate::{
+    attach::hex,
+    error::Result,
+    hook::Hook,
+    route::{
+        encap::{self, Encap},
+        netlink::Rtnl,
+        ops,
+        table::table_name,
+    },
+    state::{NetnsState, RouteRecord},
+    system,
+};
+
+/// One route with a lightweight-tunnel encap.
+#[derive(Clone, Debug, Serialize)]
+pub struct RouteEntry {
+    pub dst: String,
+    pub table: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(flatten)]
+    pub encap: Encap,
+    /// lwtkit attached at least one hook here.
+    pub managed: bool,
+}
+
+/// Lists routes that carry an encap, in `table` (all tables when `None`).
+pub fn list(table: Option<u32>) -> Result<Vec<RouteEntry>> {
+    let mut rtnl = Rtnl::open()?;
+    let routes = ops::dump_all(&mut rtnl)?;
+    let records = read_records();
+    let mut out = Vec::new();
+    for r in routes
+        .iter()
+        .filter(|r| table.is_none_or(|t| ops::table_of(r) == t))
+    {
+        let Some(mut enc) = encap::from_route_attributes(&r.attributes) else {
+            continue;
+        };
+        let dst = ops::dst_of(r);
+        let record = records
+            .iter()
+            .find(|rec| Some(rec.dst) == dst && rec.table == ops::table_of(r));
+        let mut managed = false;
+        if let Some(rec) = record {
+            enc.set_bpf_headroom(rec.headroom);
+            for hook in Hook::ALL {
+                let (Some(info), Some(h)) = (enc.bpf_hook_mut(hook), rec.hooks.get(&hook)) else {
+                    continue;
+                };
+                if info.name != h.name {
+                    continue;
+                }
+                managed = true;
+                info.origin = Some(h.origin.to_string());
+                if let Ok(p) = ProgramHandle::from_pinned_path(&h.pin) {
+                    info.id = Some(p.id());
+                    info.tag = Some(hex(&p.tag()));
+                }
+            }
+        }
+        out.push(RouteEntry {
+            dst: dst.map_or_else(
+                || "?".into(),
+                |d| {
+                    if d.prefix_len() == 0 {
+                        "default".into()
+                    } else {
+                        d.to_string()
+                    }
+                },
+            ),
+            table: table_name(ops::table_of(r)),
+            dev: ops::oif_of(r).and_then(ifname),
+            kind: route_type(r),
+            encap: enc,
+            managed,
+        });
+    }
+    Ok(out)
+}
+
+/// Packets and bytes one built-in counted on one route and hook.
+#[derive(Clone, Debug, Serialize)]
+pub struct HookStats {
+    pub dst: String,
+    pub table: String,
+    pub hook: Hook,
+    pub program: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Counters of every built-in lwtkit attached in this namespace, per-CPU
+/// slots summed.
+pub fn stats() -> Result<Vec<HookStats>> {
+    let mut out = Vec::new();
+    for rec in read_records() {
+        for (hook, h) in &rec.hooks {
+            let Some(pin) = &h.counters else { continue };
+            let total = read_counters(pin)?;
+            out.push(HookStats {
+                dst: rec.dst.to_string(),
+                table: table_name(rec.table),
+                hook: *hook,
+                program: h.name.clone(),
+                packets: total.packets,
+                bytes: total.bytes,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Sums the per-CPU slots of a pinned counters map.
+pub fn read_counters(pin: &std::path::Path) -> Result<Counters> {
+    let map = MapHandle::from_pinned_path(pin).map_err(|_| crate::Error::MissingPin(pin.into()))?;
+    let slots = map
+        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .map_err(|e| crate::Error::State {
+            path: pin.into(),
+            reason: e.to_string(),
+        })?
+        .unwrap_or_default();
+    let mut total = Counters::default();
+    for slot in slots {
+        if let Some(c) = Counters::from_ne_bytes(&slot) {
+            total.add(&c);
+        }
+    }
+    Ok(total)
+}
+
+fn read_records() -> Vec<RouteRecord> {
+    if !system::is_bpffs(std::path::Path::new(system::BPFFS)) {
+        return Vec::new();
+    }
+    NetnsState::open_existing(std::path::Path::new(system::BPFFS))
+        .ok()
+        .flatten()
+        .and_then(|s| s.records().ok())
+        .unwrap_or_default()
+}
+
+fn ifname(index: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return Some(format!("if{index}"));
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+fn route_type(r: &RouteMessage) -> String {
+    match r.header.kind {
+        RouteType::Unicast => "unicast".into(),
+        RouteType::Local => "local".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}

@@ -1,0 +1,16 @@
+//! lwtkit: attach eBPF programs to the lightweight-tunnel hooks of Linux
+//! routes (`lwt_in`, `lwt_out`, `lwt_xmit`, seg6local `End.BPF`), keep track
+//! of them, count and list what they do.
+pub mod hook;
+pub mod route;
+
+pub use hook::Hook;
+pub mod builtin;
+pub mod error;
+pub mod loader;
+pub mod state;
+pub mod system;
+
+pub use error::{Error, Result};
+pub mod attach;
+pub mod inventory;

@@ -1,0 +1,521 @@
+//! Loads an LWT program with libbpf (from an object file, an embedded
+//! built-in, or a bpffs pin), checks it fits the hook, and pins it under
+//! lwtkit's own bpffs directory.
+use std::{
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use libbpf_rs::{
+    MapCore, Object, ObjectBuilder, OpenObject, PrintLevel, ProgramHandle, ProgramType,
+};
+
+use crate::{
+    builtin,
+    error::{Error, Result},
+    hook::Hook,
+    route::codec::MAX_PROG_NAME,
+    state::{HookRecord, Origin},
+};
+
+/// Where the program to attach comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProgramSource {
+    /// A BPF object file; without `section` or `program`, the program whose
+    /// section matches the hook, or the object's only program.
+    Object {
+        path: PathBuf,
+        section: Option<String>,
+        program: Option<String>,
+        prog_type: Option<Hook>,
+    },
+    /// A program already pinned on bpffs.
+    Pinned(PathBuf),
+    /// One of lwtkit's built-ins, by name.
+    Builtin(String),
+}
+
+/// A program loaded in the kernel, ready to be attached and pinned.
+pub struct LoadedProgram {
+    fd: OwnedFd,
+    /// The name the route will carry.
+    pub route_name: String,
+    pub origin: Origin,
+    /// Kept alive so the counters map can be pinned.
+    object: Option<Object>,
+    counters_map: Option<&'static str>,
+}
+
+impl LoadedProgram {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Pins the program (and its counters map) in `dir`.
+    pub fn pin(&mut self, dir: &Path) -> Result<HookRecord> {
+        let pin = dir.join("prog");
+        let _ = std::fs::remove_file(&pin);
+        pin_fd(self.fd.as_fd(), &pin)?;
+        let mut counters = None;
+        if let (Some(obj), Some(map_name)) = (self.object.as_mut(), self.counters_map) {
+            if let Some(mut map) = obj.maps_mut().find(|m| m.name() == map_name) {
+                let path = dir.join("counters");
+                let _ = std::fs::remove_file(&path);
+                map.pin(&path).map_err(|e| pin_err(&path, e))?;
+                counters = Some(path);
+            }
+        }
+        Ok(HookRecord {
+            name: self.route_name.clone(),
+            pin,
+            counters,
+            origin: self.origin.clone(),
+        })
+    }
+}
+
+fn pin_err(path: &Path, e: libbpf_rs::Error) -> Error {
+    Error::State {
+        path: path.into(),
+        reason: format!("cannot pin: {e}"),
+    }
+}
+
+/// Pins the program behind `fd` at `path` (bpf_obj_pin).
+fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    use std::os::{fd::AsRawFd, unix::ffi::OsStrExt};
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Invalid(format!("pin path {} contains NUL", path.display())))?;
+    // SAFETY: a valid fd and NUL-terminated path for the duration of the call.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) };
+    if rc != 0 {
+        return Err(Error::State {
+            path: path.into(),
+            reason: format!("cannot pin: {}", std::io::Error::from_raw_os_error(-rc)),
+        });
+    }
+    Ok(())
+}
+
+/// Loads the program `source` describes for `hook`.
+pub fn load(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
+    match source {
+        ProgramSource::Builtin(name) => load_builtin(name, hook),
+        ProgramSource::Object {
+            path,
+            section,
+            program,
+            prog_type,
+        } => load_object_file(
+            path,
+            section.as_deref(),
+            program.as_deref(),
+            *prog_type,
+            hook,
+        ),
+        ProgramSource::Pinned(path) => load_pinned(path, hook),
+    }
+}
+
+fn load_builtin(name: &str, hook: Hook) -> Result<LoadedProgram> {
+    let b =
+        builtin::find(name).ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
+    let log = LibbpfLog::capture();
+    let entry = b.entry(hook).ok_or_else(|| {
+        Error::ProgramSelection(format!(
+            "built-in `{name}` has no program for hook `{hook}`"
+        ))
+    })?;
+    // libbpf parses the ELF in place; give it an owned, malloc-aligned copy.
+    let bytes = b.object().to_vec();
+    let open = ObjectBuilder::default()
+        .name(format!("lwtkit-{name}"))
+        .and_then(|o| o.open_memory(&bytes));
+    let messages = log.finish();
+    let open = open.map_err(|e| Error::Load {
+        program: name.into(),
+        reason: format!("{e}: {}", last_line(&messages)),
+    })?;
+    let (object, fd) = load_one(open, entry, hook.prog_type(), &b.route_name(hook))?;
+    Ok(LoadedProgram {
+        fd,
+        route_name: b.route_name(hook),
+        origin: Origin::Builtin { name: name.into() },
+        object: Some(object),
+        counters_map: b.counters_map,
+    })
+}
+
+fn load_object_file(
+    path: &Path,
+    section: Option<&str>,
+    program: Option<&str>,
+    prog_type: Option<Hook>,
+    hook: Hook,
+) -> Result<LoadedProgram> {
+    let obj_err = |reason: String| Error::Object {
+        path: path.into(),
+        reason,
+    };
+    if !path.is_file() {
+        return Err(obj_err("no such file".into()));
+    }
+    let log = LibbpfLog::capture();
+    let opened = ObjectBuilder::default().open_file(path);
+    let messages = log.finish();
+    let mut open = opened.map_err(|e| {
+        let detail = last_line(&messages);
+        obj_err(format!(
+            "not a loadable BPF object: {e}{}{detail}",
+            if detail.is_empty() { "" } else { ": " }
+        ))
+    })?;
+    let programs: Vec<ObjProgram> = open
+        .progs()
+        .map(|p| ObjProgram {
+            name: p.name().to_string_lossy().into_owned(),
+            section: p.section().to_string_lossy().into_owned(),
+            prog_type: p.prog_type(),
+        })
+        .collect();
+    let chosen = select_program(&programs, section, program, hook).map_err(|m| obj_err(m))?;
+
+    let ty = match prog_type {
+        Some(forced) => forced.prog_type(),
+        None if chosen.prog_type == ProgramType::Unspec => {
+            return Err(obj_err(format!(
+                "section `{}` is not one libbpf knows, so the program type is unknown; pass --prog-type {}",
+                chosen.section,
+                hook.section()
+            )))
+        }
+        None => chosen.prog_type,
+    };
+    if ty != hook.prog_type() {
+        return Err(Error::WrongProgramType {
+            program: chosen.name.clone(),
+            hook,
+            found: prog_type_name(ty),
+            expected: prog_type_name(hook.prog_type()),
+        });
+    }
+    let base = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let route_name = format!("{base}:[{}]", chosen.section);
+    check_name(&route_name)?;
+    for mut p in open.progs_mut() {
+        p.set_autoload(p.name().to_string_lossy() == chosen.name);
+    }
+    let (object, fd) = load_one(open, &chosen.name, ty, &route_name)?;
+    Ok(LoadedProgram {
+        fd,
+        route_name,
+        origin: Origin::Object {
+            path: absolute(path),
+            section: chosen.section.clone(),
+        },
+        object: Some(object),
+        counters_map: None,
+    })
+}
+
+fn load_pinned(path: &Path, hook: Hook) -> Result<LoadedProgram> {
+    let handle =
+        ProgramHandle::from_pinned_path(path).map_err(|_| Error::MissingPin(path.into()))?;
+    if handle.prog_type() != hook.prog_type() {
+        return Err(Error::WrongProgramType {
+            program: path.display().to_string(),
+            hook,
+            found: prog_type_name(handle.prog_type()),
+            expected: prog_type_name(hook.prog_type()),
+        });
+    }
+    let base = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let route_name = format!("{base}:[pinned]");
+    check_name(&route_name)?;
+    let fd = handle
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::MissingPin(PathBuf::from(format!("{} ({e})", path.display()))))?;
+    Ok(LoadedProgram {
+        fd,
+        route_name,
+        origin: Origin::Pinned {
+            path: absolute(path),
+        },
+        object: None,
+        counters_map: None,
+    })
+}
+
+/// Program names that go on the route: the kernel takes at most 255 bytes.
+pub fn check_name(name: &str) -> Result<()> {
+    if name.len() > MAX_PROG_NAME {
+        return Err(Error::ProgramNameTooLong {
+            name: name.into(),
+            len: name.len(),
+        });
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug)]
+struct ObjProgram {
+    name: String,
+    section: String,
+    prog_type: ProgramType,
+}
+
+/// Picks the program to attach, or says why it cannot.
+fn select_program<'a>(
+    programs: &'a [ObjProgram],
+    section: Option<&str>,
+    program: Option<&str>,
+    hook: Hook,
+) -> std::result::Result<&'a ObjProgram, String> {
+    let listing = || {
+        programs
+            .iter()
+            .map(|p| format!("{} [{}]", p.name, p.section))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if programs.is_empty() {
+        return Err("contains no BPF programs".into());
+    }
+    let pick = |matches: Vec<&'a ObjProgram>, what: String| match matches.len() {
+        1 => Ok(matches[0]),
+        0 => Err(format!("{what} not found; programs: {}", listing())),
+        _ => Err(format!(
+            "{what} is ambiguous: {}; choose one with --program",
+            matches
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    };
+    match (section, program) {
+        (_, Some(name)) => {
+            let found = programs
+                .iter()
+                .filter(|p| p.name == name && section.is_none_or(|s| p.section == s));
+            pick(found.collect(), format!("program `{name}`"))
+        }
+        (Some(s), None) => pick(
+            programs.iter().filter(|p| p.section == s).collect(),
+            format!("section `{s}`"),
+        ),
+        (None, None) => {
+            let for_hook: Vec<_> = programs
+                .iter()
+                .filter(|p| p.section == hook.section())
+                .collect();
+            match for_hook.len() {
+                0 if programs.len() == 1 => Ok(&programs[0]),
+                0 => Err(format!(
+                    "no program in section `{}` and several programs to choose from: {}; choose with --section or --program",
+                    hook.section(),
+                    listing()
+                )),
+                _ => pick(for_hook, format!("section `{}`", hook.section())),
+            }
+        }
+    }
+}
+
+/// Loads the one program `entry` of `open` as `ty` and returns the object
+/// with an owned fd of the program. Verifier failures carry the log's tail.
+fn load_one(
+    mut open: OpenObject,
+    entry: &str,
+    ty: ProgramType,
+    label: &str,
+) -> Result<(Object, OwnedFd)> {
+    for mut p in open.progs_mut() {
+        let is_entry = p.name().to_string_lossy() == entry;
+        p.set_autoload(is_entry);
+        if is_entry {
+            p.set_prog_type(ty);
+        }
+    }
+    let log = LibbpfLog::capture();
+    let loaded = open.load();
+    let messages = log.finish();
+    let object = loaded.map_err(|e| load_error(label, &e, &messages))?;
+    let fd = object
+        .progs()
+        .find(|p| p.name().to_string_lossy() == entry)
+        .ok_or_else(|| Error::Load {
+            program: label.into(),
+            reason: "program vanished after load".into(),
+        })?
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::Load {
+            program: label.into(),
+            reason: e.to_string(),
+        })?;
+    Ok((object, fd))
+}
+
+fn load_error(label: &str, e: &libbpf_rs::Error, messages: &str) -> Error {
+    match verifier_log_tail(messages, 30) {
+        Some(log) => Error::Verifier {
+            program: label.into(),
+            reason: e.to_string(),
+            log,
+        },
+        None => {
+            let detail = last_line(messages);
+            Error::Load {
+                program: label.into(),
+                reason: format!("{e}{}{detail}", if detail.is_empty() { "" } else { ": " }),
+            }
+        }
+    }
+}
+
+/// The last `lines` lines of the verifier log libbpf printed between its
+/// BEGIN/END PROG LOAD LOG markers.
+pub fn verifier_log_tail(messages: &str, lines: usize) -> Option<String> {
+    let start = messages.find("-- BEGIN PROG LOAD LOG --")?;
+    let body = &messages[start..];
+    let body = body
+        .split_once('\n')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let body = body.split("-- END PROG LOAD LOG --").next().unwrap_or(body);
+    let all: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &all[all.len().saturating_sub(lines)..];
+    Some(tail.join("\n"))
+}
+
+/// The last non-empty line libbpf printed, trimmed of its `libbpf: ` prefix.
+fn last_line(messages: &str) -> &str {
+    let line = messages
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .unwrap_or_default();
+    line.strip_prefix("libbpf: ").unwrap_or(line).trim()
+}
+
+fn prog_type_name(ty: ProgramType) -> String {
+    match Hook::from_prog_type(ty) {
+        Some(h) => h.section().to_string(),
+        None if ty == ProgramType::LwtSeg6local => "lwt_seg6local".into(),
+        None => format!("{ty:?}").to_lowercase(),
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Collects what libbpf prints while one load runs.
+static LIBBPF_MESSAGES: Mutex<String> = Mutex::new(String::new());
+
+struct LibbpfLog;
+
+impl LibbpfLog {
+    fn capture() -> Self {
+        fn collect(_level: PrintLevel, msg: String) {
+            if let Ok(mut m) = LIBBPF_MESSAGES.lock() {
+                m.push_str(&msg);
+            }
+        }
+        if let Ok(mut m) = LIBBPF_MESSAGES.lock() {
+            m.clear();
+        }
+        libbpf_rs::set_print(Some((PrintLevel::Debug, collect)));
+        LibbpfLog
+    }
+
+    fn finish(self) -> String {
+        libbpf_rs::set_print(None);
+        LIBBPF_MESSAGES
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prog(name: &str, section: &str) -> ObjProgram {
+        ObjProgram {
+            name: name.into(),
+            section: section.into(),
+            prog_type: ProgramType::Unspec,
+        }
+    }
+
+    #[test]
+    fn selects_the_section_matching_the_hook() {
+        let progs = [
+            prog("a", "lwt_in"),
+            prog("b", "lwt_out"),
+            prog("c", "lwt_xmit"),
+        ];
+        assert_eq!(
+            select_program(&progs, None, None, Hook::Out).map(|p| p.name.as_str()),
+            Ok("b")
+        );
+        assert_eq!(
+            select_program(&progs, Some("lwt_xmit"), None, Hook::Out).map(|p| p.name.as_str()),
+            Ok("c")
+        );
+        assert_eq!(
+            select_program(&progs, None, Some("a"), Hook::Out).map(|p| p.name.as_str()),
+            Ok("a")
+        );
+        let err = select_program(&progs, Some("nope"), None, Hook::Out).expect_err("missing");
+        assert!(err.contains("section `nope` not found"), "{err}");
+    }
+
+    #[test]
+    fn a_lone_program_is_taken_and_ambiguity_is_named() {
+        let lone = [prog("only", "my_custom")];
+        assert_eq!(
+            select_program(&lone, None, None, Hook::Xmit).map(|p| p.name.as_str()),
+            Ok("only")
+        );
+        let two = [prog("x", "custom1"), prog("y", "custom2")];
+        let err = select_program(&two, None, None, Hook::Xmit).expect_err("ambiguous");
+        assert!(
+            err.contains("x [custom1]") && err.contains("--section"),
+            "{err}"
+        );
+        let same = [prog("x", "lwt_out"), prog("y", "lwt_out")];
+        let err = select_program(&same, None, None, Hook::Out).expect_err("ambiguous");
+        assert!(err.contains("ambiguous"), "{err}");
+    }
+
+    #[test]
+    fn verifier_tail_keeps_the_end_of_the_log() {
+        let msgs = "libbpf: prog 'p': BPF program load failed: Permission denied\nlibbpf: prog 'p': -- BEGIN PROG LOAD LOG --\n0: R1=ctx()\n1: (b7) r0 = 0\nR0 !read_ok\n-- END PROG LOAD LOG --\nlibbpf: failed\n";
+        assert_eq!(
+            verifier_log_tail(msgs, 2).as_deref(),
+            Some("1: (b7) r0 = 0\nR0 !read_ok")
+        );
+        assert_eq!(verifier_log_tail("no log here", 5), None);
+    }
+
+    #[test]
+    fn long_names_are_refused() {
+        assert!(check_name(&"a".repeat(255)).is_ok());
+        assert!(matches!(
+            check_name(&"a".repeat(256)),
+            Err(Error::ProgramNameTooLong { len: 256, .. })
+        ));
+    }
+}

@@ -1,0 +1,164 @@
+//! What lwtkit needs from the system before it touches anything: the right
+//! network namespace, privileges, and a mounted bpffs.
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use nix::sched::{setns, CloneFlags};
+
+use crate::error::{Error, Result};
+
+/// Where `ip netns` keeps its named namespaces.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+/// Where bpffs lives.
+pub const BPFFS: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Moves this (single-threaded) process into network namespace `name`, like
+/// `ip -n NAME`. Must run before any socket is opened.
+pub fn enter_netns(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(Error::Invalid(format!(
+            "invalid network namespace name `{name}`"
+        )));
+    }
+    let path = Path::new(NETNS_RUN_DIR).join(name);
+    let file = File::open(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingNetns {
+            name: name.into(),
+            path: path.clone(),
+        },
+        _ => Error::EnterNetns {
+            name: name.into(),
+            source: e,
+        },
+    })?;
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| Error::EnterNetns {
+        name: name.into(),
+        source: std::io::Error::from_raw_os_error(e as i32),
+    })
+}
+
+/// The current network namespace's cookie: unique for the boot, never
+/// reused, so state keyed by it can never be confused with a later netns.
+pub fn netns_cookie() -> Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))
+        .map_err(|e| Error::Invalid(format!("cannot read the network namespace cookie: {e}")))?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as u32;
+    // SAFETY: valid fd, out pointer and length for a u64 option.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Invalid(format!(
+            "cannot read the network namespace cookie: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(cookie)
+}
+
+/// The current network namespace's inode (as `ls -L /proc/self/ns/net`).
+pub fn netns_inode() -> Result<u64> {
+    std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino())
+        .map_err(|e| Error::Invalid(format!("cannot stat /proc/self/ns/net: {e}")))
+}
+
+/// Inodes of every network namespace that is still alive: those a process
+/// is in and those `ip netns` keeps mounted.
+pub fn live_netns_inodes() -> std::collections::HashSet<u64> {
+    let mut live = std::collections::HashSet::new();
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            if let Ok(m) = std::fs::metadata(p.path().join("ns/net")) {
+                live.insert(m.ino());
+            }
+        }
+    }
+    if let Ok(named) = std::fs::read_dir(NETNS_RUN_DIR) {
+        for n in named.flatten() {
+            if let Ok(m) = std::fs::metadata(n.path()) {
+                live.insert(m.ino());
+            }
+        }
+    }
+    live
+}
+
+/// Linux capability numbers lwtkit checks.
+#[derive(Clone, Copy, Debug)]
+pub enum Capability {
+    NetAdmin = 12,
+    SysAdmin = 21,
+    Bpf = 39,
+}
+
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn has_capability(cap: Capability) -> bool {
+    effective_caps() & (1u64 << cap as u32) != 0
+}
+
+/// Attaching loads programs and changes routes: CAP_BPF (or CAP_SYS_ADMIN)
+/// and CAP_NET_ADMIN.
+pub fn require_attach_privileges(what: &str) -> Result<()> {
+    let bpf = has_capability(Capability::Bpf) || has_capability(Capability::SysAdmin);
+    if !(bpf && has_capability(Capability::NetAdmin)) {
+        return Err(Error::Privileges {
+            what: what.into(),
+            caps: "CAP_NET_ADMIN and CAP_BPF (or CAP_SYS_ADMIN)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Makes sure bpffs is mounted at /sys/fs/bpf, mounting it when it is not.
+pub fn ensure_bpffs() -> Result<PathBuf> {
+    let root = PathBuf::from(BPFFS);
+    if is_bpffs(&root) {
+        return Ok(root);
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        &root,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| Error::Bpffs(e.desc().to_string()))?;
+    if is_bpffs(&root) {
+        Ok(root)
+    } else {
+        Err(Error::Bpffs(
+            "mount reported success but no bpffs is there".into(),
+        ))
+    }
+}
+
+pub fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}

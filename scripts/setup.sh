@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what lwtkit needs to build and run, idempotently: Debian packages,
+# the pinned nightly with rust-src, bpf-linker against LLVM 22, and bpffs.
+set -euo pipefail
+
+NIGHTLY="nightly-2026-05-19"
+LLVM_MAJOR=22
+DEBS=(llvm-${LLVM_MAJOR}-dev libpolly-${LLVM_MAJOR}-dev clang libelf-dev linux-libc-dev zlib1g-dev pkg-config make gcc iproute2 util-linux nftables python3 curl)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: must run as root (installs packages, mounts bpffs)" >&2
+    exit 1
+fi
+
+missing=()
+for p in "${DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! rustup toolchain list | grep -q "^${NIGHTLY}"; then
+    log "installing Rust ${NIGHTLY} with rust-src"
+    rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src
+elif ! rustup component list --toolchain "$NIGHTLY" --installed | grep -q '^rust-src'; then
+    rustup component add rust-src --toolchain "$NIGHTLY"
+fi
+
+if ! command -v bpf-linker >/dev/null || ! bpf-linker --version 2>/dev/null | grep -q .; then
+    log "building bpf-linker against LLVM ${LLVM_MAJOR} (about 2 minutes)"
+    env "LLVM_SYS_${LLVM_MAJOR}1_PREFIX=/usr/lib/llvm-${LLVM_MAJOR}" "LLVM_PREFIX=/usr/lib/llvm-${LLVM_MAJOR}" \
+        cargo install --locked bpf-linker --version '^0.13' --no-default-features --features "llvm-${LLVM_MAJOR}"
+fi
+
+if ! mount | grep -q ' /sys/fs/bpf type bpf'; then
+    log "mounting bpffs on /sys/fs/bpf"
+    mount -t bpf bpf /sys/fs/bpf
+fi
+log "ready"

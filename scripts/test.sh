@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every lwtkit test: unit tests, and (as root) the namespace
+# integration tests. Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --workspace --all-targets
+cargo test --workspace -- --test-threads=4
