@@ -62,6 +62,7 @@ impl From<HookArg> for Hook {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+#[allow(clippy::enum_variant_names)] // the kernel's own names: lwt_in, lwt_out, lwt_xmit
 pub enum ProgTypeArg {
     #[value(name = "lwt_in")]
     LwtIn,

@@ -281,3 +281,158 @@ fn list_filters_by_table_and_reports_origin() {
     ns.lwt_ok(&["detach", "198.51.100.0/24"]);
     assert_eq!(json(&ns.lwt_ok(&["list", "-j"])), serde_json::json!([]));
 }
+
+#[test]
+fn pinned_program_is_attached_and_named_after_its_pin() {
+    require_root!();
+    let p = Pair::new("pin");
+    serve_tcp(&p.b, &["10.0.0.3:8080", "10.0.0.3:8081"]);
+    assert!(tcp_works_soon(&p.a, "10.0.0.3:8080"), "baseline");
+    // Load and pin the program as another tool would.
+    let obj = compile_bpf("drop_tcp_8080");
+    let mut open = libbpf_rs::ObjectBuilder::default()
+        .open_file(&obj)
+        .expect("open object");
+    for mut prog in open.progs_mut() {
+        prog.set_autoload(prog.name() == "drop_out");
+    }
+    let loaded = open.load().expect("load");
+    let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/lwtt_pinned_{}", std::process::id()));
+    let mut prog = loaded
+        .progs_mut()
+        .find(|p| p.name() == "drop_out")
+        .expect("drop_out");
+    prog.pin(&pin).expect("pin");
+    struct Unpin(std::path::PathBuf);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _unpin = Unpin(pin.clone());
+
+    let pin_s = pin.to_str().expect("utf-8");
+    let err = p.a.lwt_err(&[
+        "attach",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        "in",
+        "--pinned",
+        pin_s,
+    ]);
+    assert!(err.contains("needs lwt_in"), "{err}");
+    p.a.lwt_ok(&[
+        "attach",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+        "--pinned",
+        pin_s,
+    ]);
+    let shown = p.a.ip(&["route", "show", "10.0.0.3/32"]);
+    assert!(
+        shown.contains(&format!("out lwtt_pinned_{}:[pinned]", std::process::id())),
+        "{shown}"
+    );
+    assert!(!tcp_works(&p.a, "10.0.0.3:8080"));
+    assert!(tcp_works(&p.a, "10.0.0.3:8081"));
+    p.a.lwt_ok(&["detach", "10.0.0.3/32"]);
+    assert!(pin.exists(), "the user's own pin is left alone");
+    let err = p.a.lwt_err(&[
+        "attach",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+        "--pinned",
+        "/sys/fs/bpf/lwtt-no-such-pin",
+    ]);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn preexisting_gateway_route_is_restored_exactly() {
+    require_root!();
+    let p = Pair::new("gw");
+    p.a.ip(&[
+        "route",
+        "add",
+        "192.0.2.0/24",
+        "via",
+        "10.0.0.3",
+        "dev",
+        "va",
+        "proto",
+        "static",
+        "metric",
+        "50",
+    ]);
+    let before = p.a.ip(&["-d", "route", "show", "192.0.2.0/24"]);
+    p.a.lwt_ok(&[
+        "attach",
+        "192.0.2.0/24",
+        "--dev",
+        "va",
+        "--hook",
+        "xmit",
+        "--builtin",
+        "count",
+    ]);
+    let during = p.a.ip(&["-d", "route", "show", "192.0.2.0/24"]);
+    assert!(
+        during.contains("encap bpf xmit lwtkit-count:[lwt_xmit]")
+            && during.contains("via 10.0.0.3")
+            && during.contains("metric 50"),
+        "{during}"
+    );
+    assert_eq!(
+        during.lines().count(),
+        1,
+        "replaced in place, not added beside: {during}"
+    );
+    send_udp(&p.a, "192.0.2.7:9", 5, 1);
+    let stats = json(&p.a.lwt_ok(&["stats", "-j"]));
+    assert_eq!(stats[0]["packets"], 5, "{stats}");
+    p.a.lwt_ok(&["detach", "192.0.2.0/24"]);
+    assert_eq!(p.a.ip(&["-d", "route", "show", "192.0.2.0/24"]), before);
+}
+
+#[test]
+fn via_sets_the_gateway_of_a_new_route() {
+    require_root!();
+    let p = Pair::new("via");
+    p.a.lwt_ok(&[
+        "attach",
+        "198.51.100.0/24",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+        "--builtin",
+        "count",
+        "--via",
+        "10.0.0.3",
+    ]);
+    let shown = p.a.ip(&["route", "show", "198.51.100.0/24"]);
+    assert!(shown.contains("via 10.0.0.3 dev va"), "{shown}");
+    let err = p.a.lwt_err(&[
+        "attach",
+        "198.51.100.0/24",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+        "--builtin",
+        "count",
+        "--via",
+        "fd00::3",
+    ]);
+    assert!(err.contains("family"), "{err}");
+    p.a.lwt_ok(&["detach", "198.51.100.0/24"]);
+    assert_eq!(p.a.ip(&["route", "show", "198.51.100.0/24"]).trim(), "");
+}

@@ -401,6 +401,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kernel_errors_name_the_missing_feature() {
+        let no_encap = NetlinkError::Kernel {
+            errno: libc::EOPNOTSUPP,
+            message: Some("lwt encapsulation type not supported".into()),
+        };
+        assert!(matches!(route_error("r", no_encap), Error::NoLwtBpf(_)));
+        let eperm = NetlinkError::Kernel {
+            errno: libc::EPERM,
+            message: None,
+        };
+        assert!(matches!(route_error("r", eperm), Error::Privileges { .. }));
+        let other = NetlinkError::Kernel {
+            errno: libc::EINVAL,
+            message: Some("Invalid prefix".into()),
+        };
+        let text = route_error("10.0.0.0/8 table main", other).to_string();
+        assert!(
+            text.contains("Invalid prefix") && text.contains("10.0.0.0/8"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn prefixes_parse_like_ip_route() {
         assert_eq!(parse_prefix("10.0.0.3").ok(), "10.0.0.3/32".parse().ok());
         assert_eq!(parse_prefix("fc00::/64").ok(), "fc00::/64".parse().ok());

@@ -179,7 +179,7 @@ fn load_object_file(
             prog_type: p.prog_type(),
         })
         .collect();
-    let chosen = select_program(&programs, section, program, hook).map_err(|m| obj_err(m))?;
+    let chosen = select_program(&programs, section, program, hook).map_err(&obj_err)?;
 
     let ty = match prog_type {
         Some(forced) => forced.prog_type(),
@@ -401,8 +401,7 @@ pub fn verifier_log_tail(messages: &str, lines: usize) -> Option<String> {
 fn last_line(messages: &str) -> &str {
     let line = messages
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or_default();
     line.strip_prefix("libbpf: ").unwrap_or(line).trim()
 }

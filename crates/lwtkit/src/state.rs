@@ -164,7 +164,7 @@ impl NetnsState {
                 }
             }
         }
-        out.sort_by(|a, b| (a.table, a.dst.to_string()).cmp(&(b.table, b.dst.to_string())));
+        out.sort_by_key(|r| (r.table, r.dst.to_string()));
         Ok(out)
     }
 

@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 pub const NETNS_RUN_DIR: &str = "/run/netns";
 /// Where bpffs lives.
 pub const BPFFS: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// Moves this (single-threaded) process into network namespace `name`, like
 /// `ip -n NAME`. Must run before any socket is opened.
@@ -159,6 +158,6 @@ pub fn ensure_bpffs() -> Result<PathBuf> {
 
 pub fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
         .unwrap_or(false)
 }
