@@ -7,7 +7,11 @@
 //! the route is changed by one atomic RTM_NEWROUTE with NLM_F_REPLACE; pins
 //! are staged beside the live ones and swapped in only after the kernel
 //! accepted the route.
-use std::{fs, net::IpAddr, os::fd::AsRawFd};
+use std::{
+    fs,
+    net::IpAddr,
+    os::fd::{AsRawFd, OwnedFd},
+};
 
 use ipnet::IpNet;
 use libbpf_rs::ProgramHandle;
@@ -150,21 +154,10 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
         headroom: req.headroom.or(record.as_ref().and_then(|r| r.headroom)),
         ..LwtBpf::default()
     };
-    let mut kept_fds = Vec::new();
-    if let Some(rec) = &record {
-        for (hook, h) in rec.hooks.iter().filter(|(h, _)| **h != req.hook) {
-            let fd = libbpf_rs::Program::fd_from_pinned_path(&h.pin)
-                .map_err(|_| Error::MissingPin(h.pin.clone()))?;
-            bpf.set_hook(
-                *hook,
-                Some(BpfProgAttr {
-                    fd: Some(fd.as_raw_fd() as u32),
-                    name: h.name.clone(),
-                }),
-            );
-            kept_fds.push(fd);
-        }
-    }
+    let kept_fds = match &record {
+        Some(rec) => keep_hooks(rec, req.hook, &mut bpf)?,
+        None => Vec::new(),
+    };
     bpf.set_hook(
         req.hook,
         Some(BpfProgAttr {
@@ -250,6 +243,25 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
     })
 }
 
+/// Puts every hook of `record` but `except` into `bpf`, by opening its
+/// pin; the returned fds must stay open until the route is sent.
+fn keep_hooks(record: &RouteRecord, except: Hook, bpf: &mut LwtBpf) -> Result<Vec<OwnedFd>> {
+    let mut fds = Vec::new();
+    for (hook, h) in record.hooks.iter().filter(|(h, _)| **h != except) {
+        let fd = libbpf_rs::Program::fd_from_pinned_path(&h.pin)
+            .map_err(|_| Error::MissingPin(h.pin.clone()))?;
+        bpf.set_hook(
+            *hook,
+            Some(BpfProgAttr {
+                fd: Some(fd.as_raw_fd() as u32),
+                name: h.name.clone(),
+            }),
+        );
+        fds.push(fd);
+    }
+    Ok(fds)
+}
+
 /// Refuses to replace encaps lwtkit cannot put back: another encap type, or
 /// BPF hooks someone else attached (a dump gives their names, not the programs).
 fn check_foreign_encap(
@@ -324,19 +336,7 @@ pub fn detach(req: &DetachRequest) -> Result<Detached> {
                 headroom: record.headroom,
                 ..LwtBpf::default()
             };
-            let mut fds = Vec::new();
-            for (h, rec) in record.hooks.iter().filter(|(h, _)| **h != hook) {
-                let fd = libbpf_rs::Program::fd_from_pinned_path(&rec.pin)
-                    .map_err(|_| Error::MissingPin(rec.pin.clone()))?;
-                bpf.set_hook(
-                    *h,
-                    Some(BpfProgAttr {
-                        fd: Some(fd.as_raw_fd() as u32),
-                        name: rec.name.clone(),
-                    }),
-                );
-                fds.push(fd);
-            }
+            let _fds = keep_hooks(&record, hook, &mut bpf)?;
             let mut route = ops::without_encap(ops::sanitize(&current));
             route
                 .attributes
