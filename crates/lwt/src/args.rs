@@ -40,8 +40,86 @@ pub enum Verb {
     List(ListArgs),
     /// Packets and bytes counted by lwtkit's built-ins, per route and hook.
     Stats(StatsArgs),
+    /// Follow the events of `log` rules (one line, or JSON object, per event).
+    Events(EventsArgs),
     /// List the built-in programs.
     Builtins,
+    /// Filter policies: named rule sets attached to routes, changed live.
+    #[command(subcommand)]
+    Filter(FilterVerb),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FilterVerb {
+    /// Create an empty policy.
+    Create {
+        name: String,
+        /// Verdict when no rule matches.
+        #[arg(long, value_enum, default_value = "allow")]
+        default: VerdictArg,
+        /// Most rules the policy can hold (sizes its maps).
+        #[arg(long, value_name = "RULES")]
+        capacity: Option<u32>,
+    },
+    /// Delete a policy that no route uses.
+    Delete { name: String },
+    /// Add or delete single rules.
+    #[command(subcommand)]
+    Rule(RuleVerb),
+    /// Replace every rule at once from a file (one rule per line, `#` comments).
+    Replace {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Show a policy's rules with their counters and where it is attached.
+    Show { name: String },
+    /// List every policy.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Attach a policy to a route's hook.
+    Attach {
+        name: String,
+        #[arg(value_name = "PREFIX")]
+        prefix: String,
+        #[arg(long, value_name = "DEV")]
+        dev: String,
+        #[arg(long, value_enum)]
+        hook: HookArg,
+        #[arg(long, value_name = "ID|NAME")]
+        table: Option<String>,
+        #[arg(long)]
+        local: bool,
+    },
+    /// Take a policy off a route (every hook it is on there).
+    Detach {
+        name: String,
+        #[arg(value_name = "PREFIX")]
+        prefix: String,
+        #[arg(long, value_name = "ID|NAME")]
+        table: Option<String>,
+        #[arg(long)]
+        local: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RuleVerb {
+    /// Add a rule: [priority N] [src CIDR] [dst CIDR] [proto P] [sport P|P-Q] [dport P|P-Q]
+    /// [icmp-type N] [tcp-flags FLAGS] allow|drop [log]
+    Add {
+        name: String,
+        #[arg(required = true, num_args = 1.., value_name = "RULE")]
+        words: Vec<String>,
+    },
+    /// Delete the rule with id ID.
+    Del { name: String, id: u32 },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum VerdictArg {
+    Allow,
+    Drop,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -153,7 +231,30 @@ pub struct ListArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct StatsArgs {}
+pub struct StatsArgs {
+    /// Refresh every --interval seconds and show rates (Ctrl-C stops).
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between refreshes with --watch.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub interval: f64,
+    /// Stop --watch after this many refreshes.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Stop after N events.
+    #[arg(long, value_name = "N")]
+    pub count: Option<usize>,
+    /// Stop after SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Also write the captured bytes to FILE as pcap (link type raw IP).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+}
 
 #[cfg(test)]
 mod tests {

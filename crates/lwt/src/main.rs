@@ -37,5 +37,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Verb::List(a) => verbs::list::run(a, &out),
         args::Verb::Stats(a) => verbs::stats::run(a, &out),
         args::Verb::Builtins => verbs::builtins::run(&out),
+        args::Verb::Events(a) => verbs::events::run(a, &out),
+        args::Verb::Filter(v) => verbs::filter::run(v, &out),
     }
 }

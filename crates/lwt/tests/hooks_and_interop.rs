@@ -45,7 +45,13 @@ fn in_out_xmit_stack_on_one_route_and_detach_one_hook_at_a_time() {
             r[hook]["id"].as_u64().is_some_and(|id| id > 0),
             "{hook} has a program id: {r}"
         );
-        assert_eq!(r[hook]["name"], format!("lwtkit-count:[lwt_{hook}]"));
+        // lwtkit's names are unique per program: `<name>#<prog id>`.
+        let name = r[hook]["name"].as_str().unwrap_or_default();
+        assert_eq!(
+            name,
+            format!("lwtkit-count:[lwt_{hook}]#{}", r[hook]["id"]),
+            "{r}"
+        );
     }
 
     send_udp(&p.a, "10.0.0.3:9", 20, 1);
@@ -435,4 +441,183 @@ fn via_sets_the_gateway_of_a_new_route() {
     assert!(err.contains("family"), "{err}");
     p.a.lwt_ok(&["detach", "198.51.100.0/24"]);
     assert_eq!(p.a.ip(&["route", "show", "198.51.100.0/24"]).trim(), "");
+}
+
+#[test]
+fn two_ipv4_routes_each_run_their_own_program() {
+    require_root!();
+    // The kernel lets IPv4 routes with equal next hops and equally named
+    // encaps share one program; lwtkit's per-program names prevent that.
+    let p = Pair::new("two");
+    for dst in ["10.0.0.3/32", "10.0.0.4/32"] {
+        p.a.lwt_ok(&[
+            "attach",
+            dst,
+            "--dev",
+            "va",
+            "--hook",
+            "out",
+            "--builtin",
+            "count",
+        ]);
+    }
+    send_udp(&p.a, "10.0.0.3:9", 50, 1);
+    send_udp(&p.a, "10.0.0.4:9", 7, 1);
+    let stats = json(&p.a.lwt_ok(&["stats", "-j"]));
+    let packets = |dst: &str| {
+        stats
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["dst"] == dst))
+            .map(|s| s["packets"].clone())
+    };
+    assert_eq!(packets("10.0.0.3/32"), Some(50.into()), "{stats}");
+    assert_eq!(packets("10.0.0.4/32"), Some(7.into()), "{stats}");
+    // Re-attaching the same built-in replaces the running program too.
+    p.a.lwt_ok(&[
+        "attach",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+        "--builtin",
+        "count",
+    ]);
+    send_udp(&p.a, "10.0.0.3:9", 3, 1);
+    let stats = json(&p.a.lwt_ok(&["stats", "-j"]));
+    let row = stats
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["dst"] == "10.0.0.3/32"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["packets"], 3, "the new program counts: {stats}");
+    for dst in ["10.0.0.3/32", "10.0.0.4/32"] {
+        p.a.lwt_ok(&["detach", dst]);
+    }
+}
+
+#[test]
+fn routes_lwtkit_cannot_replace_faithfully_are_refused() {
+    require_root!();
+    let p = Pair::new("shp");
+    let obj = compile_bpf("drop_tcp_8080");
+    let obj = obj.to_str().expect("utf-8");
+    p.a.ip(&["link", "add", "vx", "type", "veth", "peer", "name", "vy"]);
+    p.a.ip(&["link", "set", "vx", "up"]);
+    // A foreign program on the very hook lwtkit would replace.
+    p.a.ip(&[
+        "route",
+        "add",
+        "192.0.2.0/24",
+        "dev",
+        "va",
+        "encap",
+        "bpf",
+        "out",
+        "obj",
+        obj,
+        "section",
+        "lwt_out",
+    ]);
+    let before = p.a.routes();
+    let err = p.a.lwt_err(&[
+        "attach",
+        "192.0.2.0/24",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+        "--builtin",
+        "count",
+    ]);
+    assert!(err.contains("did not attach"), "{err}");
+    // Another device, another gateway, another type.
+    p.a.ip(&[
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "via",
+        "10.0.0.3",
+        "dev",
+        "va",
+    ]);
+    let err = p.a.lwt_err(&[
+        "attach",
+        "198.51.100.0/24",
+        "--dev",
+        "vx",
+        "--hook",
+        "out",
+        "--builtin",
+        "count",
+    ]);
+    assert!(err.contains("another device"), "{err}");
+    let err = p.a.lwt_err(&[
+        "attach",
+        "198.51.100.0/24",
+        "--dev",
+        "va",
+        "--via",
+        "10.0.0.9",
+        "--hook",
+        "out",
+        "--builtin",
+        "count",
+    ]);
+    assert!(err.contains("another gateway"), "{err}");
+    let err = p.a.lwt_err(&[
+        "attach",
+        "10.0.0.2/32",
+        "--dev",
+        "va",
+        "--table",
+        "local",
+        "--hook",
+        "in",
+        "--builtin",
+        "count",
+    ]);
+    assert!(err.contains("pass --local"), "{err}");
+    // IPv6 kernel-made local routes have metric 0, which no replace can keep.
+    let err = p.a.lwt_err(&[
+        "attach",
+        "fd00::2/128",
+        "--local",
+        "--dev",
+        "va",
+        "--hook",
+        "in",
+        "--builtin",
+        "count",
+    ]);
+    assert!(err.contains("metric 0"), "{err}");
+    // Multipath routes carry encaps per next hop.
+    p.a.ip(&[
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "nexthop",
+        "via",
+        "10.0.0.3",
+        "dev",
+        "va",
+        "nexthop",
+        "via",
+        "10.0.0.4",
+        "dev",
+        "va",
+    ]);
+    let before_mp = p.a.routes();
+    let err = p.a.lwt_err(&[
+        "attach",
+        "203.0.113.0/24",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+        "--builtin",
+        "count",
+    ]);
+    assert!(err.contains("multipath"), "{err}");
+    assert_eq!(p.a.routes(), before_mp, "nothing changed");
 }

@@ -5,10 +5,13 @@
 //! sides agree on the bytes.
 #![no_std]
 
+pub mod filter;
+
 /// Packet and byte counters of one attachment, one slot per CPU in a
 /// per-CPU array; user space sums the slots.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
 pub struct Counters {
     pub packets: u64,
     pub bytes: u64,
@@ -32,8 +35,9 @@ impl Counters {
     }
 }
 
-/// Name of the counters map in every built-in program object.
-pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Name of the per-attachment counters map in every built-in program object
+/// (a per-CPU array of [`Counters`] indexed by `filter::verdict_slot`).
+pub const COUNTERS_MAP: &str = "ATTACH_STATS";
 
 /// Verdicts an LWT program returns (`include/uapi/linux/bpf.h`).
 pub mod verdict {

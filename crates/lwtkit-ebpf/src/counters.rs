@@ -1,20 +1,21 @@
-//! Per-attachment packet and byte counters: one slot per CPU, summed by
-//! user space. Each loaded program instance has its own map, so one route
-//! and hook map to one counter.
-use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map, programs::SkBuffContext};
-use lwtkit_common::Counters;
+//! Per-attachment counters: packets and bytes by verdict slot (allowed,
+//! dropped, malformed), one slot per CPU, summed by user space. Each loaded
+//! program instance has its own map, so one route and hook map to one
+//! set of counters. Shared by every built-in (`count` only uses ALLOWED).
+use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
+use lwtkit_common::{filter::verdict_slot, Counters};
 
 #[btf_map]
-static COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
+pub static ATTACH_STATS: PerCpuArray<Counters, { verdict_slot::COUNT as usize }> = PerCpuArray::new();
 
-/// Counts `ctx` as one packet of `ctx.len()` bytes (the L3 length).
+/// Counts one packet of `len` bytes (the L3 length) in `slot`.
 #[inline(always)]
-pub fn count(ctx: &SkBuffContext) {
-    if let Some(c) = COUNTERS.get_ptr_mut(0) {
+pub fn count(slot: u32, len: u32) {
+    if let Some(c) = ATTACH_STATS.get_ptr_mut(slot) {
         // Per-CPU slot: no other writer, plain adds are race free.
         unsafe {
             (*c).packets += 1;
-            (*c).bytes += u64::from(ctx.len());
+            (*c).bytes += u64::from(len);
         }
     }
 }

@@ -3,6 +3,8 @@
 #![no_std]
 
 pub mod counters;
+pub mod matcher;
+pub mod parse;
 
 /// Defines an LWT program entry point in section `$section` (`lwt_in`,
 /// `lwt_out` or `lwt_xmit`) that wraps the raw `__sk_buff` in an

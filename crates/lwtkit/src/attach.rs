@@ -15,7 +15,7 @@ use std::{
 
 use ipnet::IpNet;
 use libbpf_rs::ProgramHandle;
-use netlink_packet_route::route::{RouteMessage, RouteType};
+use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteType};
 
 use crate::{
     error::{Error, Result},
@@ -49,7 +49,7 @@ pub struct AttachRequest {
 pub struct Attached {
     pub route: String,
     pub dst: IpNet,
-    pub table: u32,
+    pub table: String,
     pub hook: Hook,
     pub name: String,
     pub id: u32,
@@ -83,14 +83,15 @@ pub struct Detached {
 pub fn parse_prefix(s: &str) -> Result<IpNet> {
     let net: IpNet = match s.parse::<IpNet>() {
         Ok(n) => n,
-        Err(_) => s
-            .parse::<IpAddr>()
-            .map(IpNet::from)
-            .map_err(|_| Error::InvalidPrefix(s.into()))?,
+        Err(_) => s.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+            Error::InvalidPrefix(format!(
+                "`{s}`: expected ADDRESS/LEN, e.g. 10.0.0.3/32 or fc00::/64"
+            ))
+        })?,
     };
     if net.network() != net.addr() {
         return Err(Error::InvalidPrefix(format!(
-            "{s} (host bits set; did you mean {}?)",
+            "`{s}`: host bits set; did you mean {}?",
             net.trunc()
         )));
     }
@@ -139,13 +140,8 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
         .map_err(|e| Error::Invalid(format!("route {route_label}: {e}")))?
         .flatten();
     if let Some(existing) = &existing {
-        check_foreign_encap(
-            existing,
-            live_bpf.as_ref(),
-            record.as_ref(),
-            req.hook,
-            &route_label,
-        )?;
+        check_existing_shape(existing, req, oif, &route_label)?;
+        check_foreign_encap(existing, live_bpf.as_ref(), record.as_ref(), &route_label)?;
     }
 
     let mut loaded = loader::load(&req.source, req.hook)?;
@@ -234,7 +230,7 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
     Ok(Attached {
         route: route_label,
         dst: key.dst,
-        table: key.table,
+        table: crate::route::table::table_name(key.table),
         hook: req.hook,
         name: hook_record.name,
         id: handle.id(),
@@ -262,13 +258,71 @@ fn keep_hooks(record: &RouteRecord, except: Hook, bpf: &mut LwtBpf) -> Result<Ve
     Ok(fds)
 }
 
+/// Refuses routes lwtkit could not replace faithfully: a different device,
+/// gateway or type than asked for, multipath routes (their encaps are per
+/// next hop), and IPv6 routes of metric 0 (the kernel turns metric 0 into
+/// 1024 on any add or replace, so the route could not be replaced in place).
+fn check_existing_shape(
+    existing: &RouteMessage,
+    req: &AttachRequest,
+    oif: u32,
+    route: &str,
+) -> Result<()> {
+    let attrs = &existing.attributes;
+    if attrs
+        .iter()
+        .any(|a| matches!(a, RouteAttribute::MultiPath(_)))
+    {
+        return Err(Error::Invalid(format!("route {route} is a multipath route; its encaps live on each next hop, which lwtkit does not attach to")));
+    }
+    if let Some(cur) = ops::oif_of(existing) {
+        if cur != oif {
+            return Err(Error::Invalid(format!(
+                "route {route} exists on another device (ifindex {cur}); lwtkit will not move it, pass that device with --dev"
+            )));
+        }
+    }
+    if let Some(gw) = req.via {
+        let cur = attrs.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(g) => Some(g.clone()),
+            _ => None,
+        });
+        if cur.is_some_and(|c| c != ops::address(gw)) {
+            return Err(Error::Invalid(format!(
+                "route {route} exists with another gateway; lwtkit will not change it (drop --via)"
+            )));
+        }
+    }
+    let is_local = existing.header.kind == RouteType::Local;
+    if req.local != is_local {
+        return Err(Error::Invalid(format!(
+            "route {route} exists and is {}a local route; {}",
+            if is_local { "" } else { "not " },
+            if is_local {
+                "pass --local"
+            } else {
+                "drop --local"
+            }
+        )));
+    }
+    let metric = attrs.iter().find_map(|a| match a {
+        RouteAttribute::Priority(p) => Some(*p),
+        _ => None,
+    });
+    if req.dst.addr().is_ipv6() && metric.unwrap_or(0) == 0 {
+        return Err(Error::Invalid(format!(
+            "route {route} is an IPv6 route of metric 0 (made by the kernel); the kernel turns metric 0 into 1024 on every add or replace, so it cannot be replaced in place"
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses to replace encaps lwtkit cannot put back: another encap type, or
 /// BPF hooks someone else attached (a dump gives their names, not the programs).
 fn check_foreign_encap(
     existing: &RouteMessage,
     live_bpf: Option<&LwtBpf>,
     record: Option<&RouteRecord>,
-    hook: Hook,
     route: &str,
 ) -> Result<()> {
     if let Some(bpf) = live_bpf {
@@ -276,7 +330,7 @@ fn check_foreign_encap(
             let ours = record
                 .and_then(|r| r.hooks.get(&h))
                 .is_some_and(|rec| rec.name == prog.name);
-            if !ours && h != hook {
+            if !ours {
                 return Err(Error::ForeignHook {
                     route: route.into(),
                     hook: h,
@@ -311,10 +365,11 @@ pub fn detach(req: &DetachRequest) -> Result<Detached> {
         .ok_or_else(|| Error::NotManaged(route_label.clone()))?;
     if let Some(dev) = &req.dev {
         if *dev != record.dev {
-            return Err(Error::NotManaged(format!(
-                "{route_label} dev {dev} (lwtkit manages it on dev {})",
-                record.dev
-            )));
+            return Err(Error::WrongDevice {
+                route: route_label,
+                managed: record.dev.clone(),
+                given: dev.clone(),
+            });
         }
     }
     let mut rtnl = Rtnl::open()?;
@@ -387,7 +442,7 @@ fn route_error(route: &str, e: NetlinkError) -> Error {
         },
         _ => Error::Route {
             route: route.into(),
-            source: e,
+            reason: e,
         },
     }
 }

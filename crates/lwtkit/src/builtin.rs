@@ -10,6 +10,8 @@ pub struct Builtin {
     entries: &'static [(Hook, &'static str)],
     /// The per-CPU counters map the CLI reads for `lwt stats`.
     pub counters_map: Option<&'static str>,
+    /// Attachable with `--builtin`; `filter` is attached through a policy.
+    pub standalone: bool,
 }
 
 impl Builtin {
@@ -37,26 +39,54 @@ impl Builtin {
     }
 }
 
-pub const BUILTINS: &[Builtin] = &[Builtin {
-    name: "count",
-    about: "passes every packet; counts packets and bytes per route and hook",
-    object: include_bytes!(env!("LWTKIT_COUNT_OBJ")),
-    entries: &[
-        (Hook::In, "count_in"),
-        (Hook::Out, "count_out"),
-        (Hook::Xmit, "count_xmit"),
-    ],
-    counters_map: Some(lwtkit_common::COUNTERS_MAP),
-}];
+pub const BUILTINS: &[Builtin] = &[
+    Builtin {
+        name: "count",
+        about: "passes every packet; counts packets and bytes per route and hook",
+        object: include_bytes!(env!("LWTKIT_COUNT_OBJ")),
+        entries: &[
+            (Hook::In, "count_in"),
+            (Hook::Out, "count_out"),
+            (Hook::Xmit, "count_xmit"),
+        ],
+        counters_map: Some(lwtkit_common::COUNTERS_MAP),
+        standalone: true,
+    },
+    Builtin {
+        name: "pass",
+        about: "passes every packet and does nothing else (the benchmarks' floor)",
+        object: include_bytes!(env!("LWTKIT_PASS_OBJ")),
+        entries: &[
+            (Hook::In, "pass_in"),
+            (Hook::Out, "pass_out"),
+            (Hook::Xmit, "pass_xmit"),
+        ],
+        counters_map: None,
+        standalone: true,
+    },
+    Builtin {
+        name: "filter",
+        about: "judges packets by a filter policy (attach with `lwt filter attach`)",
+        object: include_bytes!(env!("LWTKIT_FILTER_OBJ")),
+        entries: &[
+            (Hook::In, "filter_in"),
+            (Hook::Out, "filter_out"),
+            (Hook::Xmit, "filter_xmit"),
+        ],
+        counters_map: Some(lwtkit_common::COUNTERS_MAP),
+        standalone: false,
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static Builtin> {
     BUILTINS.iter().find(|b| b.name == name)
 }
 
-/// Built-in names, for error messages and help.
+/// Names of the built-ins `--builtin` takes, for error messages and help.
 pub fn names() -> String {
     BUILTINS
         .iter()
+        .filter(|b| b.standalone)
         .map(|b| b.name)
         .collect::<Vec<_>>()
         .join(", ")

@@ -6,7 +6,7 @@ use crate::{hook::Hook, route::netlink::NetlinkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid prefix `{0}`: expected ADDRESS/LEN, e.g. 10.0.0.3/32 or fc00::/64")]
+    #[error("invalid prefix {0}")]
     InvalidPrefix(String),
     #[error("invalid address `{0}`")]
     InvalidAddress(String),
@@ -18,21 +18,22 @@ pub enum Error {
     UnknownTable(String),
     #[error("network namespace `{name}` not found ({path} is missing); list them with `ip netns`")]
     MissingNetns { name: String, path: PathBuf },
-    #[error("cannot enter network namespace `{name}`: {source}")]
+    #[error("cannot enter network namespace `{name}`: {reason}")]
     EnterNetns {
         name: String,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("object file {path}: {reason}")]
     Object { path: PathBuf, reason: String },
     #[error("{0}")]
     ProgramSelection(String),
-    #[error("program `{program}` is of type {found}, but hook `{hook}` needs {expected}; pick another program or force the type with --prog-type")]
+    #[error("program `{program}` is of type {found}, but hook `{hook}` needs {expected}{hint}")]
     WrongProgramType {
         program: String,
         hook: Hook,
         found: String,
         expected: String,
+        hint: &'static str,
     },
     #[error("the kernel verifier rejected program `{program}`: {reason}\n--- verifier log (tail) ---\n{log}")]
     Verifier {
@@ -60,7 +61,13 @@ pub enum Error {
     Bpffs(String),
     #[error("route {0} is not managed by lwtkit (nothing lwtkit attached there); see `lwt list`")]
     NotManaged(String),
-    #[error("route {route} carries a BPF `{hook}` program that lwtkit did not attach (`{name}`); remove it first (`ip route` can) or attach to that hook to replace it")]
+    #[error("route {route}: lwtkit attached there on dev {managed}, not {given}")]
+    WrongDevice {
+        route: String,
+        managed: String,
+        given: String,
+    },
+    #[error("route {route} carries a BPF `{hook}` program that lwtkit did not attach (`{name}`); lwtkit could not put it back on detach (a dump names programs but gives no handle to them), so remove it first (`ip route` can)")]
     ForeignHook {
         route: String,
         hook: Hook,
@@ -68,8 +75,8 @@ pub enum Error {
     },
     #[error("route {route} has no `{hook}` hook attached by lwtkit")]
     HookNotAttached { route: String, hook: Hook },
-    #[error("route {route}: {source}")]
-    Route { route: String, source: NetlinkError },
+    #[error("route {route}: {reason}")]
+    Route { route: String, reason: NetlinkError },
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error("lwtkit state {path}: {reason}")]

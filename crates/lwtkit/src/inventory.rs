@@ -1,7 +1,7 @@
 //! `lwt list` and `lwt stats`: what carries an encap in this namespace, and
 //! what lwtkit's built-ins counted.
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
-use lwtkit_common::Counters;
+use lwtkit_common::{filter::verdict_slot, Counters};
 use netlink_packet_route::route::{RouteMessage, RouteType};
 use serde::Serialize;
 
@@ -15,7 +15,7 @@ use crate::{
         ops,
         table::table_name,
     },
-    state::{NetnsState, RouteRecord},
+    state::{NetnsState, Origin, RouteRecord},
     system,
 };
 
@@ -90,15 +90,21 @@ pub fn list(table: Option<u32>) -> Result<Vec<RouteEntry>> {
     Ok(out)
 }
 
-/// Packets and bytes one built-in counted on one route and hook.
+/// What one built-in counted on one route and hook: every packet it saw,
+/// and how they were judged (`count` allows everything).
 #[derive(Clone, Debug, Serialize)]
 pub struct HookStats {
     pub dst: String,
     pub table: String,
     pub hook: Hook,
     pub program: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     pub packets: u64,
     pub bytes: u64,
+    pub allowed: Counters,
+    pub dropped: Counters,
+    pub malformed: Counters,
 }
 
 /// Counters of every built-in lwtkit attached in this namespace, per-CPU
@@ -108,37 +114,55 @@ pub fn stats() -> Result<Vec<HookStats>> {
     for rec in read_records() {
         for (hook, h) in &rec.hooks {
             let Some(pin) = &h.counters else { continue };
-            let total = read_counters(pin)?;
+            let slots = read_counters(pin)?;
+            let slot = |i: u32| slots.get(i as usize).copied().unwrap_or_default();
+            let (allowed, dropped, malformed) = (
+                slot(verdict_slot::ALLOWED),
+                slot(verdict_slot::DROPPED),
+                slot(verdict_slot::MALFORMED),
+            );
             out.push(HookStats {
                 dst: rec.dst.to_string(),
                 table: table_name(rec.table),
                 hook: *hook,
                 program: h.name.clone(),
-                packets: total.packets,
-                bytes: total.bytes,
+                policy: match &h.origin {
+                    Origin::Filter { policy } => Some(policy.clone()),
+                    _ => None,
+                },
+                packets: allowed.packets + dropped.packets + malformed.packets,
+                bytes: allowed.bytes + dropped.bytes + malformed.bytes,
+                allowed,
+                dropped,
+                malformed,
             });
         }
     }
     Ok(out)
 }
 
-/// Sums the per-CPU slots of a pinned counters map.
-pub fn read_counters(pin: &std::path::Path) -> Result<Counters> {
+/// Sums the per-CPU slots of each entry of a pinned counters map.
+pub fn read_counters(pin: &std::path::Path) -> Result<Vec<Counters>> {
     let map = MapHandle::from_pinned_path(pin).map_err(|_| crate::Error::MissingPin(pin.into()))?;
-    let slots = map
-        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-        .map_err(|e| crate::Error::State {
-            path: pin.into(),
-            reason: e.to_string(),
-        })?
-        .unwrap_or_default();
-    let mut total = Counters::default();
-    for slot in slots {
-        if let Some(c) = Counters::from_ne_bytes(&slot) {
-            total.add(&c);
+    let entries = map.info().map(|i| i.info.max_entries).unwrap_or(1);
+    let mut out = Vec::new();
+    for key in 0..entries {
+        let slots = map
+            .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| crate::Error::State {
+                path: pin.into(),
+                reason: e.to_string(),
+            })?
+            .unwrap_or_default();
+        let mut total = Counters::default();
+        for slot in slots {
+            if let Some(c) = Counters::from_ne_bytes(&slot) {
+                total.add(&c);
+            }
         }
+        out.push(total);
     }
-    Ok(total)
+    Ok(out)
 }
 
 fn read_records() -> Vec<RouteRecord> {

@@ -7,6 +7,8 @@ pub mod route;
 pub use hook::Hook;
 pub mod builtin;
 pub mod error;
+pub mod events;
+pub mod filter;
 pub mod loader;
 pub mod state;
 pub mod system;

@@ -34,6 +34,12 @@ pub enum ProgramSource {
     Pinned(PathBuf),
     /// One of lwtkit's built-ins, by name.
     Builtin(String),
+    /// lwtkit's filter program on a policy's pinned maps.
+    Filter {
+        policy: String,
+        maps: PathBuf,
+        events: PathBuf,
+    },
 }
 
 /// A program loaded in the kernel, ready to be attached and pinned.
@@ -100,6 +106,20 @@ fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
 
 /// Loads the program `source` describes for `hook`.
 pub fn load(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
+    let mut loaded = load_source(source, hook)?;
+    // The kernel compares BPF encaps by name and lets IPv4 routes with equal
+    // next hops share one: a name unique to this program keeps each route on
+    // its own program (and a re-attach from being mistaken for the old one).
+    let id = libbpf_rs::Program::id_from_fd(loaded.fd.as_fd()).map_err(|e| Error::Load {
+        program: loaded.route_name.clone(),
+        reason: e.to_string(),
+    })?;
+    loaded.route_name = format!("{}#{id}", loaded.route_name);
+    check_name(&loaded.route_name)?;
+    Ok(loaded)
+}
+
+fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
     match source {
         ProgramSource::Builtin(name) => load_builtin(name, hook),
         ProgramSource::Object {
@@ -115,7 +135,56 @@ pub fn load(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
             hook,
         ),
         ProgramSource::Pinned(path) => load_pinned(path, hook),
+        ProgramSource::Filter {
+            policy,
+            maps,
+            events,
+        } => load_filter(policy, maps, events, hook),
     }
+}
+
+/// The filter program for `hook`, sharing the policy's pinned maps and the
+/// namespace's event ring buffer; its counters map is its own.
+fn load_filter(policy: &str, maps: &Path, events: &Path, hook: Hook) -> Result<LoadedProgram> {
+    use crate::filter::store::{CELLS_MAP, CONFIG_MAP, EVENTS_MAP, RULE_STATS_MAP};
+    let b = builtin::find("filter")
+        .ok_or_else(|| Error::UnknownBuiltin("filter".into(), builtin::names()))?;
+    let entry = b.entry(hook).ok_or_else(|| {
+        Error::ProgramSelection(format!("filter has no program for hook `{hook}`"))
+    })?;
+    let route_name = format!("lwtkit-filter-{policy}:[{}]", hook.section());
+    check_name(&route_name)?;
+    let bytes = b.object().to_vec();
+    let log = LibbpfLog::capture();
+    let open = ObjectBuilder::default()
+        .name("lwtkit-filter")
+        .and_then(|o| o.open_memory(&bytes));
+    let messages = log.finish();
+    let mut open = open.map_err(|e| Error::Load {
+        program: route_name.clone(),
+        reason: format!("{e}: {}", last_line(&messages)),
+    })?;
+    for mut m in open.maps_mut() {
+        let pin = match m.name().to_string_lossy().as_ref() {
+            CELLS_MAP => maps.join("cells"),
+            CONFIG_MAP => maps.join("config"),
+            RULE_STATS_MAP => maps.join("rule_stats"),
+            EVENTS_MAP => events.to_path_buf(),
+            _ => continue,
+        };
+        m.reuse_pinned_map(&pin)
+            .map_err(|_| Error::MissingPin(pin.clone()))?;
+    }
+    let (object, fd) = load_one(open, entry, hook.prog_type(), &route_name)?;
+    Ok(LoadedProgram {
+        fd,
+        route_name,
+        origin: Origin::Filter {
+            policy: policy.into(),
+        },
+        object: Some(object),
+        counters_map: b.counters_map,
+    })
 }
 
 fn load_builtin(name: &str, hook: Hook) -> Result<LoadedProgram> {
@@ -193,11 +262,18 @@ fn load_object_file(
         None => chosen.prog_type,
     };
     if ty != hook.prog_type() {
+        // Forcing an LWT type is only sensible for another LWT program.
+        let hint = if Hook::from_prog_type(ty).is_some() {
+            "; pick the program for this hook with --section/--program (or --prog-type if its section name is custom)"
+        } else {
+            "; it is not an LWT program at all"
+        };
         return Err(Error::WrongProgramType {
             program: chosen.name.clone(),
             hook,
             found: prog_type_name(ty),
             expected: prog_type_name(hook.prog_type()),
+            hint,
         });
     }
     let base = path
@@ -205,7 +281,7 @@ fn load_object_file(
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let route_name = format!("{base}:[{}]", chosen.section);
-    check_name(&route_name)?;
+    check_name(&format!("{route_name}#{}", u32::MAX))?;
     for mut p in open.progs_mut() {
         p.set_autoload(p.name().to_string_lossy() == chosen.name);
     }
@@ -231,6 +307,7 @@ fn load_pinned(path: &Path, hook: Hook) -> Result<LoadedProgram> {
             hook,
             found: prog_type_name(handle.prog_type()),
             expected: prog_type_name(hook.prog_type()),
+            hint: "",
         });
     }
     let base = path
@@ -238,7 +315,7 @@ fn load_pinned(path: &Path, hook: Hook) -> Result<LoadedProgram> {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let route_name = format!("{base}:[pinned]");
-    check_name(&route_name)?;
+    check_name(&format!("{route_name}#{}", u32::MAX))?;
     let fd = handle
         .as_fd()
         .try_clone_to_owned()
@@ -398,7 +475,7 @@ pub fn verifier_log_tail(messages: &str, lines: usize) -> Option<String> {
 }
 
 /// The last non-empty line libbpf printed, trimmed of its `libbpf: ` prefix.
-fn last_line(messages: &str) -> &str {
+pub(crate) fn last_line(messages: &str) -> &str {
     let line = messages
         .lines()
         .rfind(|l| !l.trim().is_empty())
@@ -421,10 +498,10 @@ fn absolute(path: &Path) -> PathBuf {
 /// Collects what libbpf prints while one load runs.
 static LIBBPF_MESSAGES: Mutex<String> = Mutex::new(String::new());
 
-struct LibbpfLog;
+pub(crate) struct LibbpfLog;
 
 impl LibbpfLog {
-    fn capture() -> Self {
+    pub(crate) fn capture() -> Self {
         fn collect(_level: PrintLevel, msg: String) {
             if let Ok(mut m) = LIBBPF_MESSAGES.lock() {
                 m.push_str(&msg);
@@ -437,7 +514,7 @@ impl LibbpfLog {
         LibbpfLog
     }
 
-    fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         libbpf_rs::set_print(None);
         LIBBPF_MESSAGES
             .lock()

@@ -31,6 +31,7 @@ pub enum Origin {
     Object { path: PathBuf, section: String },
     Pinned { path: PathBuf },
     Builtin { name: String },
+    Filter { policy: String },
 }
 
 impl std::fmt::Display for Origin {
@@ -41,6 +42,7 @@ impl std::fmt::Display for Origin {
             }
             Origin::Pinned { path } => write!(f, "pinned {}", path.display()),
             Origin::Builtin { name } => write!(f, "builtin {name}"),
+            Origin::Filter { policy } => write!(f, "filter policy {policy}"),
         }
     }
 }
@@ -93,6 +95,16 @@ struct NetnsInfo {
 }
 
 impl NetnsState {
+    /// The current namespace's state and pin directories, without opening
+    /// or locking anything.
+    pub fn paths(bpffs: &Path) -> Result<(PathBuf, PathBuf)> {
+        let cookie = system::netns_cookie()?;
+        Ok((
+            Path::new(STATE_ROOT).join(format!("ns-{cookie}")),
+            bpffs.join(PIN_DIR).join(format!("ns-{cookie}")),
+        ))
+    }
+
     /// Opens (creating) the current namespace's state and takes its lock.
     pub fn open(bpffs: &Path) -> Result<Self> {
         let cookie = system::netns_cookie()?;
@@ -166,6 +178,16 @@ impl NetnsState {
         }
         out.sort_by_key(|r| (r.table, r.dst.to_string()));
         Ok(out)
+    }
+
+    /// This namespace's state directory (records).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// This namespace's bpffs directory (pins).
+    pub fn pin_root(&self) -> &Path {
+        &self.pin_dir
     }
 
     /// Directory for one route's hook pins (not created).

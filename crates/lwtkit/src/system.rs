@@ -32,12 +32,12 @@ pub fn enter_netns(name: &str) -> Result<()> {
         },
         _ => Error::EnterNetns {
             name: name.into(),
-            source: e,
+            reason: e,
         },
     })?;
     setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| Error::EnterNetns {
         name: name.into(),
-        source: std::io::Error::from_raw_os_error(e as i32),
+        reason: std::io::Error::from_raw_os_error(e as i32),
     })
 }
 
@@ -76,25 +76,69 @@ pub fn netns_inode() -> Result<u64> {
         .map_err(|e| Error::Invalid(format!("cannot stat /proc/self/ns/net: {e}")))
 }
 
-/// Inodes of every network namespace that is still alive: those a process
-/// is in and those `ip netns` keeps mounted.
+/// Inodes of every network namespace that is still alive: those a task is
+/// in, those bind-mounted anywhere (`ip netns`, container runtimes: nsfs
+/// mounts in any mount namespace) and those held open by a file descriptor.
 pub fn live_netns_inodes() -> std::collections::HashSet<u64> {
     let mut live = std::collections::HashSet::new();
-    if let Ok(procs) = std::fs::read_dir("/proc") {
-        for p in procs.flatten() {
-            if let Ok(m) = std::fs::metadata(p.path().join("ns/net")) {
-                live.insert(m.ino());
+    let mut mount_namespaces = std::collections::HashSet::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return live;
+    };
+    for p in procs.flatten() {
+        let dir = p.path();
+        if !p
+            .file_name()
+            .to_string_lossy()
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        {
+            continue;
+        }
+        if let Ok(tasks) = std::fs::read_dir(dir.join("task")) {
+            for t in tasks.flatten() {
+                if let Ok(m) = std::fs::metadata(t.path().join("ns/net")) {
+                    live.insert(m.ino());
+                }
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
+            for fd in fds.flatten() {
+                if let Some(ino) = std::fs::read_link(fd.path())
+                    .ok()
+                    .and_then(|l| net_inode(&l.to_string_lossy()))
+                {
+                    live.insert(ino);
+                }
+            }
+        }
+        let mnt = std::fs::metadata(dir.join("ns/mnt"))
+            .map(|m| m.ino())
+            .unwrap_or(0);
+        if mount_namespaces.insert(mnt) {
+            if let Ok(info) = std::fs::read_to_string(dir.join("mountinfo")) {
+                // Field 4 is the mount's root: `net:[INODE]` for a bound netns.
+                live.extend(
+                    info.lines()
+                        .filter_map(|l| l.split(' ').nth(3).and_then(net_inode)),
+                );
             }
         }
     }
     if let Ok(named) = std::fs::read_dir(NETNS_RUN_DIR) {
-        for n in named.flatten() {
-            if let Ok(m) = std::fs::metadata(n.path()) {
-                live.insert(m.ino());
-            }
-        }
+        live.extend(
+            named
+                .flatten()
+                .filter_map(|n| std::fs::metadata(n.path()).ok())
+                .map(|m| m.ino()),
+        );
     }
     live
+}
+
+/// `net:[4026531840]` -> 4026531840.
+fn net_inode(s: &str) -> Option<u64> {
+    s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// Linux capability numbers lwtkit checks.
@@ -160,4 +204,22 @@ pub fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .map(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_inodes_parse_from_links_and_mount_roots() {
+        assert_eq!(net_inode("net:[4026531840]"), Some(4026531840));
+        assert_eq!(net_inode("mnt:[4026531840]"), None);
+        assert_eq!(net_inode("/"), None);
+    }
+
+    #[test]
+    fn our_own_namespace_is_alive() {
+        let ours = netns_inode().expect("stat /proc/self/ns/net");
+        assert!(live_netns_inodes().contains(&ours));
+    }
 }

@@ -3,6 +3,8 @@
 pub mod attach;
 pub mod builtins;
 pub mod detach;
+pub mod events;
+pub mod filter;
 pub mod list;
 pub mod stats;
 

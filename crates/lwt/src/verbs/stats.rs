@@ -1,30 +1,96 @@
-//! `lwt stats`
-use lwtkit::inventory;
+//! `lwt stats [--watch]`: per route and hook counters of lwtkit's built-ins,
+//! and per rule counters of every filter policy.
+use std::{collections::HashMap, time::Duration};
+
+use lwtkit::inventory::{self, HookStats};
+use serde::Serialize;
 
 use super::Output;
 use crate::args::StatsArgs;
 
-pub fn run(_a: StatsArgs, out: &Output) -> anyhow::Result<()> {
-    let stats = inventory::stats()?;
-    out.emit(&stats, |s| {
-        if s.is_empty() {
-            return "no lwtkit built-ins attached in this namespace".into();
-        }
-        let mut text = format!(
-            "{:<24} {:<8} {:<5} {:>14} {:>16}  {}\n",
-            "ROUTE", "TABLE", "HOOK", "PACKETS", "BYTES", "PROGRAM"
-        );
-        for h in s {
+#[derive(Serialize)]
+struct Rates<'a> {
+    #[serde(flatten)]
+    stats: &'a HookStats,
+    pps: f64,
+    bps: f64,
+    dropped_pps: f64,
+}
+
+pub fn run(a: StatsArgs, out: &Output) -> anyhow::Result<()> {
+    if !a.watch {
+        let stats = inventory::stats()?;
+        return out.emit(&stats, |s| table(s, None));
+    }
+    if !(a.interval.is_finite() && a.interval > 0.0) {
+        anyhow::bail!("invalid --interval {}: expected seconds > 0", a.interval);
+    }
+    let interval = Duration::from_secs_f64(a.interval);
+    let key = |h: &HookStats| format!("{} {} {}", h.table, h.dst, h.hook);
+    let mut before: HashMap<String, HookStats> = inventory::stats()?
+        .into_iter()
+        .map(|h| (key(&h), h))
+        .collect();
+    let mut round = 0u64;
+    while a.count.is_none_or(|c| round < c) {
+        std::thread::sleep(interval);
+        round += 1;
+        let now = inventory::stats()?;
+        let secs = interval.as_secs_f64();
+        let rates: Vec<Rates> = now
+            .iter()
+            .map(|h| {
+                let prev = before.get(&key(h));
+                let d = |f: fn(&HookStats) -> u64| {
+                    prev.map_or(0, |p| f(h).saturating_sub(f(p))) as f64 / secs
+                };
+                Rates {
+                    stats: h,
+                    pps: d(|s| s.packets),
+                    bps: d(|s| s.bytes),
+                    dropped_pps: d(|s| s.dropped.packets),
+                }
+            })
+            .collect();
+        out.emit(&rates, |r| table(&now, Some(r)))?;
+        before = now.into_iter().map(|h| (key(&h), h)).collect();
+    }
+    Ok(())
+}
+
+fn table(s: &[HookStats], rates: Option<&Vec<Rates>>) -> String {
+    if s.is_empty() {
+        return "no lwtkit built-ins attached in this namespace".into();
+    }
+    let mut text = format!(
+        "{:<24} {:<8} {:<5} {:>12} {:>14} {:>12} {:>12}",
+        "ROUTE", "TABLE", "HOOK", "PACKETS", "BYTES", "DROPPED", "MALFORMED"
+    );
+    if rates.is_some() {
+        text.push_str(&format!(
+            " {:>12} {:>14} {:>12}",
+            "PPS", "BYTES/S", "DROP/S"
+        ));
+    }
+    text.push_str("  PROGRAM\n");
+    for (i, h) in s.iter().enumerate() {
+        text.push_str(&format!(
+            "{:<24} {:<8} {:<5} {:>12} {:>14} {:>12} {:>12}",
+            h.dst,
+            h.table,
+            h.hook.as_str(),
+            h.packets,
+            h.bytes,
+            h.dropped.packets,
+            h.malformed.packets
+        ));
+        if let Some(r) = rates.and_then(|r| r.get(i)) {
             text.push_str(&format!(
-                "{:<24} {:<8} {:<5} {:>14} {:>16}  {}\n",
-                h.dst,
-                h.table,
-                h.hook.as_str(),
-                h.packets,
-                h.bytes,
-                h.program
+                " {:>12.1} {:>14.1} {:>12.1}",
+                r.pps, r.bps, r.dropped_pps
             ));
         }
-        text
-    })
+        text.push_str(&format!("  {}\n", h.program));
+    }
+    text
 }

@@ -4,12 +4,12 @@
 #![no_main]
 
 use aya_ebpf::programs::SkBuffContext;
-use lwtkit_common::verdict::BPF_OK;
+use lwtkit_common::{filter::verdict_slot, verdict::BPF_OK};
 use lwtkit_ebpf::{counters::count, lwt_program};
 
 #[inline(always)]
 fn pass_and_count(ctx: SkBuffContext) -> i32 {
-    count(&ctx);
+    count(verdict_slot::ALLOWED, ctx.len());
     BPF_OK
 }
 

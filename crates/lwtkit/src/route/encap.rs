@@ -93,9 +93,10 @@ pub enum Encap {
     Ip {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        /// Tunnel source (named apart from the route's own `dst`).
+        #[serde(rename = "tunsrc", skip_serializing_if = "Option::is_none")]
         src: Option<Ipv4Addr>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "tundst", skip_serializing_if = "Option::is_none")]
         dst: Option<Ipv4Addr>,
         #[serde(skip_serializing_if = "Option::is_none")]
         ttl: Option<u8>,
@@ -122,9 +123,10 @@ pub enum Encap {
     Ip6 {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        /// Tunnel source (named apart from the route's own `dst`).
+        #[serde(rename = "tunsrc", skip_serializing_if = "Option::is_none")]
         src: Option<Ipv6Addr>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "tundst", skip_serializing_if = "Option::is_none")]
         dst: Option<Ipv6Addr>,
         #[serde(skip_serializing_if = "Option::is_none")]
         hoplimit: Option<u8>,
@@ -159,7 +161,8 @@ pub enum Encap {
     Seg6local {
         /// iproute2's spelling: `End`, `End.DX4`, `End.BPF`, ...
         action: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        /// The table End.T/End.DT* look up (apart from the route's `table`).
+        #[serde(rename = "lookup_table", skip_serializing_if = "Option::is_none")]
         table: Option<u32>,
         #[serde(skip_serializing_if = "Option::is_none")]
         nh4: Option<Ipv4Addr>,

@@ -1,0 +1,61 @@
+//! `lwt events [--count N] [--timeout SECS] [--pcap FILE]`
+use std::{io::Write, time::Duration};
+
+use lwtkit::events::{self, EventRecord, PcapSink, Until};
+
+use super::Output;
+use crate::args::EventsArgs;
+
+pub fn run(a: EventsArgs, out: &Output) -> anyhow::Result<()> {
+    if let Some(t) = a.timeout.filter(|t| !t.is_finite() || *t < 0.0) {
+        anyhow::bail!("invalid --timeout {t}: expected seconds >= 0");
+    }
+    let until = Until {
+        count: a.count,
+        timeout: a.timeout.map(Duration::from_secs_f64),
+    };
+    let mut pcap = a.pcap.as_deref().map(PcapSink::create).transpose()?;
+    let stdout = std::io::stdout();
+    let seen = events::follow(until, |ev| {
+        if let Some(p) = pcap.as_mut() {
+            p.write(&ev)?;
+        }
+        let line = if out.json {
+            serde_json::to_string(&ev).unwrap_or_default()
+        } else {
+            render(&ev)
+        };
+        let mut lock = stdout.lock();
+        let _ = writeln!(lock, "{line}");
+        let _ = lock.flush();
+        Ok(())
+    })?;
+    if let Some(p) = pcap {
+        p.finish()?;
+    }
+    if !out.json {
+        eprintln!("{seen} event(s)");
+    }
+    Ok(())
+}
+
+fn render(e: &EventRecord) -> String {
+    let proto = lwtkit::filter::rule::proto_name(e.proto)
+        .map_or_else(|| e.proto.to_string(), str::to_string);
+    let ports = match e.proto {
+        6 | 17 => format!(" {}:{} > {}:{}", e.src, e.sport, e.dst, e.dport),
+        1 | 58 => format!(" {} > {} type {} code {}", e.src, e.dst, e.sport, e.dport),
+        _ => format!(" {} > {}", e.src, e.dst),
+    };
+    let secs = e.time as i64;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let micros = ((e.time - secs as f64) * 1e6) as u64;
+    format!(
+        "{h:02}:{m:02}:{s:02}.{micros:06} {} {} policy {} rule {} {proto}{ports} len {}",
+        e.hook,
+        e.verdict.to_uppercase(),
+        e.policy,
+        e.rule.map_or("-".into(), |r| r.to_string()),
+        e.len
+    )
+}

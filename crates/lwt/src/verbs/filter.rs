@@ -1,0 +1,164 @@
+//! `lwt filter ...`: policies, rules, attachments.
+use lwtkit::{
+    attach::parse_prefix,
+    filter::{
+        manage::{self, PolicyView},
+        rule::{RuleSpec, Verdict},
+    },
+    Error,
+};
+
+use super::Output;
+use crate::args::{FilterVerb, RuleVerb, VerdictArg};
+
+pub fn run(v: FilterVerb, out: &Output) -> anyhow::Result<()> {
+    match v {
+        FilterVerb::Create {
+            name,
+            default,
+            capacity,
+        } => {
+            let default = match default {
+                VerdictArg::Allow => Verdict::Allow,
+                VerdictArg::Drop => Verdict::Drop,
+            };
+            let p = manage::create(&name, default, capacity)?;
+            out.emit(&p, |p| {
+                format!(
+                    "created policy {} (default {}, capacity {} rules)",
+                    p.name,
+                    p.default.as_str(),
+                    p.capacity
+                )
+            })
+        }
+        FilterVerb::Delete { name } => {
+            manage::delete(&name)?;
+            out.emit(&serde_json::json!({ "deleted": name }), |_| {
+                format!("deleted policy {name}")
+            })
+        }
+        FilterVerb::Rule(RuleVerb::Add { name, words }) => {
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            let spec = RuleSpec::parse(&words).map_err(|e| Error::Invalid(format!("rule: {e}")))?;
+            let rule = manage::add_rule(&name, spec)?;
+            out.emit(&rule, |r| {
+                format!("added rule {} to {name}: {}", r.id, r.spec)
+            })
+        }
+        FilterVerb::Rule(RuleVerb::Del { name, id }) => {
+            let rule = manage::del_rule(&name, id)?;
+            out.emit(&rule, |r| {
+                format!("deleted rule {} from {name}: {}", r.id, r.spec)
+            })
+        }
+        FilterVerb::Replace { name, file } => {
+            let p = manage::replace_from_file(&name, &file)?;
+            out.emit(
+                &serde_json::json!({ "policy": p.name, "rules": p.rules.len() }),
+                |_| format!("replaced the rules of {}: {} rules", p.name, p.rules.len()),
+            )
+        }
+        FilterVerb::Show { name } => {
+            let view = manage::show(&name)?;
+            out.emit(&view, render)
+        }
+        FilterVerb::List => {
+            let views = manage::list()?;
+            out.emit(&views, |vs| {
+                vs.iter().map(render).collect::<Vec<_>>().join("\n")
+            })
+        }
+        FilterVerb::Attach {
+            name,
+            prefix,
+            dev,
+            hook,
+            table,
+            local,
+        } => {
+            let done = manage::attach_policy(
+                &name,
+                parse_prefix(&prefix)?,
+                &dev,
+                hook.into(),
+                super::table(table.as_deref())?,
+                local,
+            )?;
+            out.emit(&done, |d| {
+                format!(
+                    "attached policy {name} to {} hook {} (prog id {})",
+                    d.route, d.hook, d.id
+                )
+            })
+        }
+        FilterVerb::Detach {
+            name,
+            prefix,
+            table,
+            local,
+        } => {
+            let done = manage::detach_policy(
+                &name,
+                parse_prefix(&prefix)?,
+                super::table(table.as_deref())?,
+                local,
+            )?;
+            out.emit(&done, |ds| {
+                ds.iter()
+                    .map(|d| {
+                        format!(
+                            "detached policy {name} from {} hook {}; route {}",
+                            d.route,
+                            d.hooks
+                                .iter()
+                                .map(|h| h.as_str())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            d.route_now
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+    }
+}
+
+fn render(v: &PolicyView) -> String {
+    let mut s = format!(
+        "policy {} (id {}, default {}, capacity {})\n",
+        v.name,
+        v.id,
+        v.default.as_str(),
+        v.capacity
+    );
+    if v.rules.is_empty() {
+        s.push_str("  no rules\n");
+    }
+    for r in &v.rules {
+        s.push_str(&format!(
+            "  {:>5}  prio {:<6} {:<60} packets {} bytes {}{}\n",
+            r.rule.id,
+            r.rule.spec.priority,
+            r.text,
+            r.counters.packets,
+            r.counters.bytes,
+            if r.rule.spec.log {
+                format!(
+                    " logged {} suppressed {}",
+                    r.counters.logged, r.counters.suppressed
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
+    for a in &v.attachments {
+        s.push_str(&format!(
+            "  attached: {} table {} dev {} hook {}\n",
+            a.dst, a.table, a.dev, a.hook
+        ));
+    }
+    s
+}

@@ -1,0 +1,163 @@
+//! Layout of a compiled filter policy as the kernel program reads it.
+//!
+//! A policy lives in one array map of 32-byte [`Cell`]s holding two
+//! generations side by side (`[0, capacity)` and `[capacity, 2*capacity)`).
+//! [`PolicyConfig`] names the live generation; a replace writes the other
+//! one, flips `generation`, then waits for an RCU grace period before that
+//! half may be written again, so every packet sees one whole rule set.
+//!
+//! Inside a generation, cell 0 is unused, the rest holds decision-tree
+//! nodes, leaf rule lists and rules, addressed by cell index relative to
+//! the generation's base.
+
+/// Dimensions the decision tree cuts on, as indices into [`PacketKey::dims`].
+/// Addresses are four big-endian 32-bit words (IPv4 uses word 0 only).
+pub mod dim {
+    pub const SRC0: usize = 0;
+    pub const DST0: usize = 4;
+    pub const PROTO: usize = 8;
+    /// Source port, or the ICMP type for ICMP/ICMPv6.
+    pub const SPORT: usize = 9;
+    /// Destination port, or the ICMP code for ICMP/ICMPv6.
+    pub const DPORT: usize = 10;
+    pub const COUNT: usize = 11;
+    /// Bit width of each dimension's values.
+    pub const WIDTH: [u8; COUNT] = [32, 32, 32, 32, 32, 32, 32, 32, 8, 16, 16];
+}
+
+/// One 32-byte unit of the policy array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cell {
+    pub w: [u32; 8],
+}
+
+/// Node kinds, in `w[0] & 0xff` of a node cell.
+pub mod node {
+    /// `w[0]`: kind | dim << 8 | shift << 16 | bits << 24; `w[1]`: first
+    /// child cell; child `i` is at `w[1] + i` for `i = (dims[dim] >> shift) & ((1 << bits) - 1)`.
+    pub const INTERNAL: u32 = 1;
+    /// `w[1]`: rule count; `w[2]`: first cell of the rule list (8 rule cell
+    /// indices per cell, in priority order).
+    pub const LEAF: u32 = 2;
+}
+
+/// Header cell of a generation (cell 0 of it).
+/// `w[0]`: root node of the IPv4 tree, `w[1]`: root of the IPv6 tree,
+/// `w[2]`: cells used.
+pub const HEADER_CELL: u32 = 0;
+
+/// A rule takes two consecutive cells: [`RuleHead`] then the addresses
+/// (`src[4]`, `dst[4]` as big-endian words).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleHead {
+    /// lwtkit's rule id (index into the per-rule counters).
+    pub id: u32,
+    /// [`rule_flags`].
+    pub flags: u16,
+    pub proto: u8,
+    pub src_plen: u8,
+    pub dst_plen: u8,
+    pub tcp_flags_mask: u8,
+    pub tcp_flags_value: u8,
+    pub _pad: u8,
+    pub sport_lo: u16,
+    pub sport_hi: u16,
+    pub dport_lo: u16,
+    pub dport_hi: u16,
+    pub _reserved: [u32; 3],
+}
+
+pub mod rule_flags {
+    pub const DROP: u16 = 1 << 0;
+    pub const LOG: u16 = 1 << 1;
+    /// The rule names addresses; `V6` says which family.
+    pub const HAS_FAMILY: u16 = 1 << 2;
+    pub const V6: u16 = 1 << 3;
+    pub const HAS_PROTO: u16 = 1 << 4;
+    /// The rule looks at the L4 header (ports, ICMP type, TCP flags): a
+    /// packet without one (non-first fragment, truncated) never matches.
+    pub const NEEDS_L4: u16 = 1 << 5;
+}
+
+/// Policy-wide settings, the single entry of the policy's config map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Live generation: 0 or 1.
+    pub generation: u32,
+    /// Cells per generation.
+    pub capacity: u32,
+    /// 1: drop when no rule matches.
+    pub default_drop: u32,
+    /// lwtkit's id of the policy (carried in events).
+    pub policy_id: u32,
+    /// Events allowed per rule per CPU per second, and burst.
+    pub log_rate: u32,
+    pub log_burst: u32,
+}
+
+/// Per-rule, per-CPU statistics, indexed by rule id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Events emitted and events suppressed by the rate limit.
+    pub logged: u64,
+    pub suppressed: u64,
+    /// Token bucket of the rate limit (tokens scaled by 1e9, last refill).
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+
+/// Per-attachment counters, indexed by [`verdict_slot`].
+pub mod verdict_slot {
+    pub const ALLOWED: u32 = 0;
+    pub const DROPPED: u32 = 1;
+    /// Not parseable as IPv4/IPv6 (judged by the default verdict).
+    pub const MALFORMED: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// Rule id reported when no rule matched (the default verdict applied).
+pub const NO_RULE: u32 = u32::MAX;
+
+/// Bytes of the packet (from L3) an event carries at most.
+pub const EVENT_SNAPLEN: usize = 128;
+
+/// A `log` rule's ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    pub time_ns: u64,
+    pub policy_id: u32,
+    pub rule_id: u32,
+    /// 0 in, 1 out, 2 xmit.
+    pub hook: u8,
+    /// 0 allow, 1 drop.
+    pub verdict: u8,
+    /// 4 or 6.
+    pub family: u8,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// Packet length (L3) and bytes captured into `data`.
+    pub len: u32,
+    pub caplen: u32,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub data: [u8; EVENT_SNAPLEN],
+}
+
+const _: () = assert!(core::mem::size_of::<RuleHead>() == 32);
+const _: () = assert!(core::mem::size_of::<Cell>() == 32);
+const _: () = assert!(core::mem::size_of::<Event>() == 192);
+
+/// Bounds of the kernel walk, shared with the compiler.
+pub const MAX_DEPTH: u32 = 24;
+/// Most rules a leaf may list (the compiler splits or refuses beyond).
+pub const MAX_LEAF: u32 = 32;
+/// IPv6 extension headers walked before giving up on finding L4.
+pub const MAX_EXT_HEADERS: u32 = 8;

@@ -1,0 +1,428 @@
+//! Compiles a policy's rules into the decision tree the kernel walks
+//! (HiCuts-style: each internal node cuts one field's aligned range into
+//! 2^k equal parts, indexed by the field's bits; leaves list at most
+//! `MAX_LEAF` rules in priority order).
+//!
+//! The tree makes the per-packet cost depend on its depth and leaf size,
+//! not on the number of rules: a packet never meets rules whose ranges
+//! exclude it. Rules that a higher-priority rule covers over a node's whole
+//! region are dropped from that node, which keeps leaves short.
+use ipnet::IpNet;
+use lwtkit_common::filter::{dim, node, rule_flags as rf, Cell, RuleHead, MAX_DEPTH, MAX_LEAF};
+
+use super::rule::{Rule, Verdict};
+
+/// Leaves with at most this many rules are not cut further.
+const BINTH: usize = 4;
+/// Space factor: a cut may grow the rule copies to `SPFAC` times a node's rules.
+const SPFAC: usize = 4;
+/// Largest cut: 2^MAX_BITS children.
+const MAX_BITS: u32 = 8;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompileError {
+    #[error("{count} rules overlap on the same addresses, protocol and ports (differing only in tcp-flags or fragment handling), more than the {max} a leaf can hold; rules involved: {ids}")]
+    LeafTooLarge { count: usize, max: u32, ids: String },
+    #[error("the compiled policy needs {needed} cells but the policy holds {capacity}; recreate it with a larger --capacity")]
+    Capacity { needed: usize, capacity: usize },
+}
+
+/// One rule as the tree sees it: a range per dimension plus the head and
+/// address cells the kernel checks in the leaf.
+#[derive(Clone, Debug)]
+struct Flat {
+    ranges: [(u32, u32); dim::COUNT],
+    /// Constraints the tree does not cut on (TCP flags, L4 presence).
+    leaf_only: bool,
+    head: RuleHead,
+    addrs: Cell,
+}
+
+/// The cells of one generation.
+pub struct Compiled {
+    pub cells: Vec<Cell>,
+    pub max_depth: u32,
+    pub max_leaf: usize,
+}
+
+/// Compiles `rules` (any order) into cells; rule ids go into the heads.
+pub fn compile(rules: &[Rule]) -> Result<Compiled, CompileError> {
+    let mut sorted: Vec<&Rule> = rules.iter().collect();
+    sorted.sort_by_key(|r| (r.spec.priority, r.id));
+    let flats: Vec<Flat> = sorted.iter().flat_map(|r| flatten(r)).collect();
+
+    let mut b = Builder {
+        cells: vec![Cell::default()],
+        max_depth: 0,
+        max_leaf: 0,
+    };
+    // Rules first: rule i at cells 1 + 2i, 1 + 2i + 1.
+    let rule_cells: Vec<u32> = flats
+        .iter()
+        .map(|f| {
+            let at = b.cells.len() as u32;
+            b.cells.push(head_cell(&f.head));
+            b.cells.push(f.addrs);
+            at
+        })
+        .collect();
+    let mut roots = [0u32; 2];
+    for (i, v6) in [false, true].into_iter().enumerate() {
+        let members: Vec<usize> = (0..flats.len())
+            .filter(|&k| family_ok(&flats[k], v6))
+            .collect();
+        let region = full_region(v6);
+        let root = b.alloc(1);
+        b.build(&flats, &rule_cells, members, region, root, 0)?;
+        roots[i] = root;
+    }
+    b.cells[0].w[0] = roots[0];
+    b.cells[0].w[1] = roots[1];
+    b.cells[0].w[2] = b.cells.len() as u32;
+    Ok(Compiled {
+        cells: b.cells,
+        max_depth: b.max_depth,
+        max_leaf: b.max_leaf,
+    })
+}
+
+fn family_ok(f: &Flat, v6: bool) -> bool {
+    f.head.flags & rf::HAS_FAMILY == 0 || (f.head.flags & rf::V6 != 0) == v6
+}
+
+fn full_region(v6: bool) -> [(u32, u32); dim::COUNT] {
+    let mut r = [(0u32, 0u32); dim::COUNT];
+    for (d, slot) in r.iter_mut().enumerate() {
+        let width = dim::WIDTH[d];
+        // IPv4 packets carry only the first address word.
+        let used =
+            v6 || !(d > dim::SRC0 && d < dim::SRC0 + 4 || d > dim::DST0 && d < dim::DST0 + 4);
+        *slot = if used { (0, max_of(width)) } else { (0, 0) };
+    }
+    r
+}
+
+fn max_of(width: u8) -> u32 {
+    if width >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << width) - 1
+    }
+}
+
+fn head_cell(h: &RuleHead) -> Cell {
+    let mut c = Cell::default();
+    // SAFETY: RuleHead and Cell are both 32 bytes of plain integers.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            (h as *const RuleHead).cast::<u8>(),
+            c.w.as_mut_ptr().cast::<u8>(),
+            32,
+        )
+    };
+    c
+}
+
+/// A rule as one or more flat rules (ports without a protocol match TCP and UDP).
+fn flatten(r: &Rule) -> Vec<Flat> {
+    let s = &r.spec;
+    let mut flags = if s.verdict == Verdict::Drop {
+        rf::DROP
+    } else {
+        0
+    };
+    if s.log {
+        flags |= rf::LOG;
+    }
+    let mut ranges = [(0u32, u32::MAX); dim::COUNT];
+    for (d, slot) in ranges.iter_mut().enumerate() {
+        *slot = (0, max_of(dim::WIDTH[d]));
+    }
+    let mut head = RuleHead {
+        id: r.id,
+        sport_hi: u16::MAX,
+        dport_hi: u16::MAX,
+        ..RuleHead::default()
+    };
+    let mut addrs = Cell::default();
+    let family = s.src.or(s.dst).map(|n| matches!(n, IpNet::V6(_)));
+    if let Some(v6) = family {
+        flags |= rf::HAS_FAMILY;
+        if v6 {
+            flags |= rf::V6;
+        }
+        for (net, at, d, plen) in [
+            (s.src, 0usize, dim::SRC0, &mut head.src_plen),
+            (s.dst, 4, dim::DST0, &mut head.dst_plen),
+        ] {
+            let Some(net) = net else { continue };
+            let words = words_of(&net);
+            *plen = net.prefix_len();
+            addrs.w[at..at + 4].copy_from_slice(&words);
+            for i in 0..4 {
+                if !v6 && i > 0 {
+                    continue;
+                }
+                ranges[d + i] = word_range(words[i], u32::from(net.prefix_len()), i as u32);
+            }
+        }
+    }
+    let needs_l4 =
+        s.sport.is_some() || s.dport.is_some() || s.icmp_type.is_some() || s.tcp_flags.is_some();
+    if needs_l4 {
+        flags |= rf::NEEDS_L4;
+    }
+    if let Some(p) = s.sport {
+        head.sport_lo = p.lo;
+        head.sport_hi = p.hi;
+    }
+    if let Some(p) = s.dport {
+        head.dport_lo = p.lo;
+        head.dport_hi = p.hi;
+    }
+    if let Some(t) = s.icmp_type {
+        head.sport_lo = u16::from(t);
+        head.sport_hi = u16::from(t);
+    }
+    if let Some(f) = s.tcp_flags {
+        head.tcp_flags_mask = f.mask;
+        head.tcp_flags_value = f.value;
+    }
+    ranges[dim::SPORT] = (u32::from(head.sport_lo), u32::from(head.sport_hi));
+    ranges[dim::DPORT] = (u32::from(head.dport_lo), u32::from(head.dport_hi));
+    let leaf_only = needs_l4 || head.tcp_flags_mask != 0;
+    let protos: Vec<Option<u8>> = match s.proto {
+        Some(p) => vec![Some(p)],
+        None if s.sport.is_some() || s.dport.is_some() => vec![Some(6), Some(17)],
+        None => vec![None],
+    };
+    protos
+        .into_iter()
+        .map(|p| {
+            let mut h = head;
+            let mut rg = ranges;
+            h.flags = flags;
+            if let Some(p) = p {
+                h.flags |= rf::HAS_PROTO;
+                h.proto = p;
+                rg[dim::PROTO] = (u32::from(p), u32::from(p));
+            }
+            Flat {
+                ranges: rg,
+                leaf_only,
+                head: h,
+                addrs,
+            }
+        })
+        .collect()
+}
+
+/// Big-endian 32-bit words of a network (IPv4 in word 0).
+fn words_of(net: &IpNet) -> [u32; 4] {
+    match net {
+        IpNet::V4(n) => [u32::from(n.network()), 0, 0, 0],
+        IpNet::V6(n) => {
+            let o = n.network().octets();
+            core::array::from_fn(|i| {
+                u32::from_be_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+            })
+        }
+    }
+}
+
+/// The range word `i` of a prefix covers.
+fn word_range(word: u32, plen: u32, i: u32) -> (u32, u32) {
+    let bits = plen.saturating_sub(32 * i).min(32);
+    match bits {
+        0 => (0, u32::MAX),
+        32 => (word, word),
+        b => {
+            let mask = u32::MAX << (32 - b);
+            (word & mask, (word & mask) | !mask)
+        }
+    }
+}
+
+struct Builder {
+    cells: Vec<Cell>,
+    max_depth: u32,
+    max_leaf: usize,
+}
+
+type Region = [(u32, u32); dim::COUNT];
+
+impl Builder {
+    fn alloc(&mut self, n: usize) -> u32 {
+        let at = self.cells.len() as u32;
+        self.cells.resize(self.cells.len() + n, Cell::default());
+        at
+    }
+
+    /// Builds the subtree for `members` (indices into `flats`, in priority
+    /// order) over `region` into the pre-allocated cell `at`.
+    fn build(
+        &mut self,
+        flats: &[Flat],
+        rule_cells: &[u32],
+        members: Vec<usize>,
+        region: Region,
+        at: u32,
+        depth: u32,
+    ) -> Result<(), CompileError> {
+        self.max_depth = self.max_depth.max(depth);
+        let members = prune(flats, members, &region);
+        let cut = if members.len() <= BINTH || depth + 1 >= MAX_DEPTH {
+            None
+        } else {
+            choose_cut(flats, &members, &region)
+        };
+        let Some((d, bits)) = cut else {
+            return self.leaf(flats, rule_cells, &members, at);
+        };
+        let (lo, hi) = region[d];
+        let width = 64 - u64::from(hi - lo).leading_zeros(); // log2 of the region size
+        let shift = width - bits;
+        let children = 1usize << bits;
+        let first = self.alloc(children);
+        self.cells[at as usize].w[0] = node::INTERNAL | (d as u32) << 8 | shift << 16 | bits << 24;
+        self.cells[at as usize].w[1] = first.wrapping_sub(child_index_base(lo, shift, bits));
+        let step = 1u64 << shift;
+        for c in 0..children {
+            let clo = (u64::from(lo) + c as u64 * step) as u32;
+            let chi = (u64::from(clo) + step - 1) as u32;
+            let mut sub = region;
+            sub[d] = (clo, chi);
+            let kids: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|&k| overlaps(flats[k].ranges[d], (clo, chi)))
+                .collect();
+            self.build(flats, rule_cells, kids, sub, first + c as u32, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    fn leaf(
+        &mut self,
+        flats: &[Flat],
+        rule_cells: &[u32],
+        members: &[usize],
+        at: u32,
+    ) -> Result<(), CompileError> {
+        if members.len() > MAX_LEAF as usize {
+            let ids: Vec<String> = members
+                .iter()
+                .take(8)
+                .map(|&k| flats[k].head.id.to_string())
+                .collect();
+            return Err(CompileError::LeafTooLarge {
+                count: members.len(),
+                max: MAX_LEAF,
+                ids: ids.join(", ") + if members.len() > 8 { ", ..." } else { "" },
+            });
+        }
+        self.max_leaf = self.max_leaf.max(members.len());
+        let list = if members.is_empty() {
+            0
+        } else {
+            self.alloc(members.len().div_ceil(8))
+        };
+        for (i, &k) in members.iter().enumerate() {
+            self.cells[list as usize + i / 8].w[i % 8] = rule_cells[k];
+        }
+        let n = &mut self.cells[at as usize];
+        n.w[0] = node::LEAF;
+        n.w[1] = members.len() as u32;
+        n.w[2] = list;
+        Ok(())
+    }
+}
+
+/// The kernel computes `child = w[1] + ((v >> shift) & mask)`; regions are
+/// aligned, so `(lo >> shift) & mask` is the index of the first child.
+fn child_index_base(lo: u32, shift: u32, bits: u32) -> u32 {
+    (lo >> shift) & ((1u32 << bits) - 1)
+}
+
+fn overlaps(a: (u32, u32), b: (u32, u32)) -> bool {
+    a.0 <= b.1 && b.0 <= a.1
+}
+
+fn covers(a: (u32, u32), b: (u32, u32)) -> bool {
+    a.0 <= b.0 && a.1 >= b.1
+}
+
+/// Drops rules shadowed, over this whole region, by an earlier rule that
+/// covers it entirely and has no leaf-only constraints.
+fn prune(flats: &[Flat], members: Vec<usize>, region: &Region) -> Vec<usize> {
+    let mut out = Vec::with_capacity(members.len());
+    for k in members {
+        out.push(k);
+        let f = &flats[k];
+        if !f.leaf_only && (0..dim::COUNT).all(|d| covers(f.ranges[d], region[d])) {
+            break;
+        }
+    }
+    out
+}
+
+/// Picks the dimension with the most distinct rule ranges in the region and
+/// the largest cut that keeps rule copies within `SPFAC`.
+fn choose_cut(flats: &[Flat], members: &[usize], region: &Region) -> Option<(usize, u32)> {
+    let mut best: Option<(usize, usize)> = None;
+    for (d, &(lo, hi)) in region.iter().enumerate() {
+        if lo == hi {
+            continue;
+        }
+        let mut distinct: Vec<(u32, u32)> = members
+            .iter()
+            .map(|&k| {
+                let (a, b) = flats[k].ranges[d];
+                (a.max(lo), b.min(hi))
+            })
+            .collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() > 1 && best.is_none_or(|(_, n)| distinct.len() > n) {
+            best = Some((d, distinct.len()));
+        }
+    }
+    let (d, _) = best?;
+    let (lo, hi) = region[d];
+    let width = 64 - u64::from(hi - lo).leading_zeros();
+    let n = members.len();
+    let mut bits = 1;
+    while bits < MAX_BITS.min(width) {
+        let next = bits + 1;
+        let step = 1u64 << (width - next);
+        let copies: usize = (0..1u64 << next)
+            .map(|c| {
+                let clo = (u64::from(lo) + c * step) as u32;
+                let chi = (u64::from(clo) + step - 1) as u32;
+                members
+                    .iter()
+                    .filter(|&&k| overlaps(flats[k].ranges[d], (clo, chi)))
+                    .count()
+            })
+            .sum();
+        if copies + (1 << next) > SPFAC * n {
+            break;
+        }
+        bits = next;
+    }
+    Some((d, bits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_words_become_ranges() {
+        assert_eq!(word_range(0x0a00_0000, 8, 0), (0x0a00_0000, 0x0aff_ffff));
+        assert_eq!(word_range(0x0a00_0003, 32, 0), (0x0a00_0003, 0x0a00_0003));
+        assert_eq!(word_range(0x1234_0000, 48, 1), (0x1234_0000, 0x1234_ffff));
+        assert_eq!(word_range(7, 48, 2), (0, u32::MAX));
+        assert_eq!(word_range(7, 0, 0), (0, u32::MAX));
+    }
+}

@@ -1,0 +1,233 @@
+//! The `lwt filter` verbs as library calls: each checks privileges and
+//! bpffs, takes the namespace lock, and leaves nothing half-done.
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::{
+    rule::{parse_rules_file, Rule, RuleSpec, Verdict},
+    store::{Policies, Policy, RuleCounters},
+};
+use crate::{
+    attach::{self, AttachRequest, Attached, DetachRequest, Detached},
+    error::{Error, Result},
+    hook::Hook,
+    loader::ProgramSource,
+    route::{ops, table::table_name},
+    state::{self, NetnsState, Origin, RouteRecord},
+    system,
+};
+
+/// Runs `f` with the namespace's policies, locked.
+fn with_policies<T>(what: &str, f: impl FnOnce(&Policies, &NetnsState) -> Result<T>) -> Result<T> {
+    system::require_attach_privileges(what)?;
+    let bpffs = system::ensure_bpffs()?;
+    state::collect_garbage(&bpffs);
+    let state = NetnsState::open(&bpffs)?;
+    let policies = Policies::new(&state);
+    f(&policies, &state)
+}
+
+pub fn create(name: &str, default: Verdict, capacity: Option<u32>) -> Result<Policy> {
+    with_policies("lwt filter create", |p, _| {
+        p.create(name, default, capacity)
+    })
+}
+
+/// Deletes a policy no route uses.
+pub fn delete(name: &str) -> Result<()> {
+    with_policies("lwt filter delete", |p, state| {
+        p.get(name)?;
+        let users = attachments(state, name)?;
+        if let Some(a) = users.first() {
+            return Err(Error::Invalid(format!(
+                "policy `{name}` is attached to {} route(s), e.g. {} hook {}; detach it first (`lwt filter detach {name} {}`)",
+                users.len(),
+                a.dst,
+                a.hook,
+                a.dst
+            )));
+        }
+        p.delete(name)
+    })
+}
+
+pub fn add_rule(name: &str, spec: RuleSpec) -> Result<Rule> {
+    with_policies("lwt filter rule add", |p, _| p.add_rule(name, spec))
+}
+
+pub fn del_rule(name: &str, id: u32) -> Result<Rule> {
+    with_policies("lwt filter rule del", |p, _| p.del_rule(name, id))
+}
+
+/// Replaces every rule with those of `file`, atomically.
+pub fn replace_from_file(name: &str, file: &Path) -> Result<Policy> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::Invalid(format!("rules file {}: {e}", file.display())))?;
+    let specs = parse_rules_file(&text)
+        .map_err(|e| Error::Invalid(format!("rules file {}: {e}", file.display())))?;
+    with_policies("lwt filter replace", |p, _| p.replace(name, specs))
+}
+
+/// A route and hook a policy is attached to.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyAttachment {
+    pub dst: IpNet,
+    pub table: String,
+    pub dev: String,
+    pub hook: Hook,
+}
+
+fn attachments(state: &NetnsState, policy: &str) -> Result<Vec<PolicyAttachment>> {
+    let mut out = Vec::new();
+    for rec in state.records()? {
+        for (hook, h) in &rec.hooks {
+            if matches!(&h.origin, Origin::Filter { policy: p } if p == policy) {
+                out.push(PolicyAttachment {
+                    dst: rec.dst,
+                    table: table_name(rec.table),
+                    dev: rec.dev.clone(),
+                    hook: *hook,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `lwt filter show`: the policy, its rules with counters, where it is attached.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyView {
+    pub name: String,
+    pub id: u32,
+    pub default: Verdict,
+    pub capacity: u32,
+    pub rules: Vec<RuleView>,
+    pub attachments: Vec<PolicyAttachment>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleView {
+    #[serde(flatten)]
+    pub rule: Rule,
+    pub text: String,
+    #[serde(flatten)]
+    pub counters: RuleCounters,
+}
+
+pub fn show(name: &str) -> Result<PolicyView> {
+    with_policies("lwt filter show", |p, state| {
+        let policy = p.get(name)?;
+        view(p, state, policy)
+    })
+}
+
+/// Every policy of the namespace.
+pub fn list() -> Result<Vec<PolicyView>> {
+    with_policies("lwt filter list", |p, state| {
+        p.all()?
+            .into_iter()
+            .map(|policy| view(p, state, policy))
+            .collect()
+    })
+}
+
+fn view(p: &Policies, state: &NetnsState, policy: Policy) -> Result<PolicyView> {
+    let counters = p.rule_counters(&policy)?;
+    let mut rules: Vec<RuleView> = policy
+        .rules
+        .iter()
+        .map(|r| RuleView {
+            rule: r.clone(),
+            text: r.spec.to_string(),
+            counters: counters
+                .iter()
+                .find(|(id, _)| *id == r.id)
+                .map(|(_, c)| *c)
+                .unwrap_or_default(),
+        })
+        .collect();
+    rules.sort_by_key(|r| (r.rule.spec.priority, r.rule.id));
+    Ok(PolicyView {
+        name: policy.name.clone(),
+        id: policy.id,
+        default: policy.default,
+        capacity: policy.capacity,
+        rules,
+        attachments: attachments(state, &policy.name)?,
+    })
+}
+
+/// `lwt filter attach`: the filter program on `hook` of the route.
+pub fn attach_policy(
+    name: &str,
+    dst: IpNet,
+    dev: &str,
+    hook: Hook,
+    table: Option<u32>,
+    local: bool,
+) -> Result<Attached> {
+    // Check the policy and find its pins, then let attach take the lock.
+    let (maps, events) = with_policies("lwt filter attach", |p, _| {
+        p.get(name)?;
+        Ok((p.pin_dir(name), p.events_pin()))
+    })?;
+    attach::attach(&AttachRequest {
+        dst,
+        dev: dev.into(),
+        hook,
+        source: ProgramSource::Filter {
+            policy: name.into(),
+            maps,
+            events,
+        },
+        headroom: None,
+        table,
+        local,
+        via: None,
+    })
+}
+
+/// `lwt filter detach`: takes the policy off every hook of the route.
+pub fn detach_policy(
+    name: &str,
+    dst: IpNet,
+    table: Option<u32>,
+    local: bool,
+) -> Result<Vec<Detached>> {
+    let table_id = table.unwrap_or_else(|| ops::default_table(local));
+    let hooks: Vec<Hook> = with_policies("lwt filter detach", |p, state| {
+        p.get(name)?;
+        let rec = state.load(&RouteRecord::key(&dst, table_id))?;
+        Ok(rec
+            .map(|r| {
+                r.hooks
+                    .iter()
+                    .filter(
+                        |(_, h)| matches!(&h.origin, Origin::Filter { policy } if policy == name),
+                    )
+                    .map(|(hook, _)| *hook)
+                    .collect()
+            })
+            .unwrap_or_default())
+    })?;
+    if hooks.is_empty() {
+        return Err(Error::Invalid(format!(
+            "policy `{name}` is not attached to {dst} table {}",
+            table_name(table_id)
+        )));
+    }
+    hooks
+        .into_iter()
+        .map(|hook| {
+            attach::detach(&DetachRequest {
+                dst,
+                dev: None,
+                hook: Some(hook),
+                table: Some(table_id),
+                local,
+            })
+        })
+        .collect()
+}

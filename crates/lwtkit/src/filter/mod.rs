@@ -1,0 +1,7 @@
+//! Filter policies: named rule sets held in maps, compiled into a decision
+//! tree, attached to any route and hook, changed live.
+pub mod compile;
+pub mod manage;
+pub mod model;
+pub mod rule;
+pub mod store;

@@ -1,0 +1,461 @@
+//! Filter policies of one network namespace: their records (name, default
+//! verdict, rules with ids) on tmpfs, their maps pinned on bpffs, and the
+//! atomic swap of a compiled rule set into the live maps.
+//!
+//! Atomic replace: the cells map holds two generations. A change compiles
+//! the whole new rule set into the idle half, flips `generation` in the
+//! config map (one word), then waits for an RCU grace period
+//! (`membarrier(MEMBARRIER_CMD_GLOBAL)`): LWT programs run inside RCU
+//! read-side sections, so afterwards no packet can still be walking the old
+//! half, which the next change may then overwrite. A packet reads the
+//! generation once, so it is judged entirely by the old or the new set.
+use std::{
+    fs,
+    os::fd::{AsFd, AsRawFd},
+    path::{Path, PathBuf},
+};
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
+use lwtkit_common::filter::{Cell, PolicyConfig, RuleStats};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    compile::compile,
+    rule::{Rule, RuleSpec, Verdict},
+};
+use crate::{
+    builtin,
+    error::{Error, Result},
+    loader::{last_line, LibbpfLog},
+    state::NetnsState,
+};
+
+/// Rules a policy holds unless `--capacity` says otherwise.
+pub const DEFAULT_CAPACITY: u32 = 16_384;
+/// Cells reserved per rule of capacity in each generation (tree nodes,
+/// leaf lists, the rule itself); measured at ~6-10 for mixed rule sets.
+const CELLS_PER_RULE: u32 = 24;
+const MIN_CELLS: u32 = 4096;
+/// Default event rate limit per rule and CPU.
+pub const LOG_RATE: u32 = 100;
+pub const LOG_BURST: u32 = 200;
+
+pub const CELLS_MAP: &str = "CELLS";
+pub const CONFIG_MAP: &str = "CONFIG";
+pub const RULE_STATS_MAP: &str = "RULE_STATS";
+pub const EVENTS_MAP: &str = "EVENTS";
+pub const ATTACH_STATS_MAP: &str = "ATTACH_STATS";
+
+/// What lwtkit keeps about a policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub id: u32,
+    pub name: String,
+    pub default: Verdict,
+    /// Most rules (ids run 1..=capacity).
+    pub capacity: u32,
+    /// Cells per generation.
+    pub cells: u32,
+    pub generation: u32,
+    pub rules: Vec<Rule>,
+}
+
+/// Per-rule counters summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RuleCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub logged: u64,
+    pub suppressed: u64,
+}
+
+/// The policies of the current namespace.
+pub struct Policies<'a> {
+    state: &'a NetnsState,
+}
+
+/// Policy names become file and bpffs names: keep them plain.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "invalid policy name `{name}`: use 1-64 letters, digits, `-` or `_`"
+        )))
+    }
+}
+
+impl<'a> Policies<'a> {
+    pub fn new(state: &'a NetnsState) -> Self {
+        Self { state }
+    }
+
+    fn record_path(&self, name: &str) -> PathBuf {
+        self.state
+            .dir()
+            .join("filters")
+            .join(format!("{name}.json"))
+    }
+
+    /// bpffs directory of a policy's maps.
+    pub fn pin_dir(&self, name: &str) -> PathBuf {
+        self.state.pin_root().join("filters").join(name)
+    }
+
+    /// The namespace's event ring buffer.
+    pub fn events_pin(&self) -> PathBuf {
+        self.state.pin_root().join("events")
+    }
+
+    pub fn get(&self, name: &str) -> Result<Policy> {
+        validate_name(name)?;
+        let path = self.record_path(name);
+        let bytes = fs::read(&path).map_err(|_| {
+            Error::Invalid(format!(
+                "unknown policy `{name}` (create it with `lwt filter create {name}`)"
+            ))
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::State {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn all(&self) -> Result<Vec<Policy>> {
+        let dir = self.state.dir().join("filters");
+        let mut out = Vec::new();
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if let Some(name) = e.file_name().to_string_lossy().strip_suffix(".json") {
+                    out.push(self.get(name)?);
+                }
+            }
+        }
+        out.sort_by_key(|p| p.id);
+        Ok(out)
+    }
+
+    fn save(&self, p: &Policy) -> Result<()> {
+        let path = self.record_path(&p.name);
+        fs::create_dir_all(path.parent().unwrap_or(Path::new("/"))).map_err(|e| Error::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec_pretty(p).map_err(|e| Error::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        fs::write(&tmp, bytes)
+            .and_then(|_| fs::rename(&tmp, &path))
+            .map_err(|e| Error::State {
+                path,
+                reason: e.to_string(),
+            })
+    }
+
+    /// `lwt filter create`: makes the policy's maps and pins them.
+    pub fn create(&self, name: &str, default: Verdict, capacity: Option<u32>) -> Result<Policy> {
+        validate_name(name)?;
+        if self.record_path(name).exists() {
+            return Err(Error::Invalid(format!("policy `{name}` already exists")));
+        }
+        let capacity = capacity.unwrap_or(DEFAULT_CAPACITY);
+        if capacity == 0 || capacity > 1 << 22 {
+            return Err(Error::Invalid(format!(
+                "capacity {capacity} out of range 1-{}",
+                1 << 22
+            )));
+        }
+        let cells = capacity.saturating_mul(CELLS_PER_RULE).max(MIN_CELLS);
+        let id = self.all()?.iter().map(|p| p.id).max().unwrap_or(0) + 1;
+        let policy = Policy {
+            id,
+            name: name.into(),
+            default,
+            capacity,
+            cells,
+            generation: 0,
+            rules: Vec::new(),
+        };
+        self.create_maps(&policy)?;
+        if let Err(e) = self.publish(&policy, &policy.rules) {
+            let _ = fs::remove_dir_all(self.pin_dir(name));
+            return Err(e);
+        }
+        let mut policy = policy;
+        policy.generation = 1;
+        self.save(&policy)?;
+        Ok(policy)
+    }
+
+    fn create_maps(&self, p: &Policy) -> Result<()> {
+        let b = builtin::find("filter")
+            .ok_or_else(|| Error::UnknownBuiltin("filter".into(), builtin::names()))?;
+        let bytes = b.object().to_vec();
+        let load_err = |e: libbpf_rs::Error| Error::Load {
+            program: format!("maps of policy {}", p.name),
+            reason: e.to_string(),
+        };
+        let log = LibbpfLog::capture();
+        let open = ObjectBuilder::default().open_memory(&bytes);
+        let messages = log.finish();
+        let mut open = open.map_err(|e| Error::Load {
+            program: format!("maps of policy {}", p.name),
+            reason: format!("{e}: {}", last_line(&messages)),
+        })?;
+        for mut prog in open.progs_mut() {
+            prog.set_autoload(false);
+        }
+        let events = self.events_pin();
+        for mut m in open.maps_mut() {
+            let name = m.name().to_string_lossy().into_owned();
+            match name.as_str() {
+                CELLS_MAP => {
+                    m.set_max_entries(p.cells * 2).map_err(load_err)?;
+                    m.set_map_flags(libbpf_rs::libbpf_sys::BPF_F_MMAPABLE)
+                        .map_err(load_err)?;
+                }
+                RULE_STATS_MAP => m.set_max_entries(p.capacity + 1).map_err(load_err)?,
+                EVENTS_MAP if events.exists() => m.reuse_pinned_map(&events).map_err(load_err)?,
+                _ => {}
+            }
+        }
+        let log = LibbpfLog::capture();
+        let loaded = open.load();
+        let messages = log.finish();
+        let mut obj = loaded.map_err(|e| Error::Load {
+            program: format!("maps of policy {}", p.name),
+            reason: format!("{e}: {}", last_line(&messages)),
+        })?;
+        let dir = self.pin_dir(&p.name);
+        fs::create_dir_all(&dir).map_err(|e| Error::State {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+        for mut m in obj.maps_mut() {
+            let name = m.name().to_string_lossy().into_owned();
+            let pin = match name.as_str() {
+                CELLS_MAP => dir.join("cells"),
+                CONFIG_MAP => dir.join("config"),
+                RULE_STATS_MAP => dir.join("rule_stats"),
+                EVENTS_MAP if !events.exists() => events.clone(),
+                _ => continue,
+            };
+            m.pin(&pin).map_err(|e| Error::State {
+                path: pin.clone(),
+                reason: format!("cannot pin: {e}"),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Compiles `rules` into the idle generation, resets the counters of
+    /// `fresh` rule ids, flips the generation and waits out readers of the
+    /// old one. Nothing live changes if compiling fails.
+    fn publish(&self, p: &Policy, rules: &[Rule]) -> Result<()> {
+        let compiled =
+            compile(rules).map_err(|e| Error::Invalid(format!("policy `{}`: {e}", p.name)))?;
+        if compiled.cells.len() > p.cells as usize {
+            return Err(Error::Invalid(format!(
+                "policy `{}`: the compiled rule set needs {} cells but the policy holds {}; recreate it with a larger --capacity",
+                p.name,
+                compiled.cells.len(),
+                p.cells
+            )));
+        }
+        let dir = self.pin_dir(&p.name);
+        let next = p.generation ^ 1;
+        write_cells(
+            &dir.join("cells"),
+            (next * p.cells) as usize,
+            &compiled.cells,
+            (p.cells * 2) as usize,
+        )?;
+        let config = PolicyConfig {
+            generation: next,
+            capacity: p.cells,
+            default_drop: u32::from(p.default == Verdict::Drop),
+            policy_id: p.id,
+            log_rate: LOG_RATE,
+            log_burst: LOG_BURST,
+        };
+        let cfg_map = open_map(&dir.join("config"))?;
+        // SAFETY: PolicyConfig is plain u32 fields.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&config as *const PolicyConfig).cast::<u8>(),
+                size_of::<PolicyConfig>(),
+            )
+        };
+        cfg_map
+            .update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY)
+            .map_err(|e| map_err(&dir, e))?;
+        wait_for_readers();
+        Ok(())
+    }
+
+    /// Resets the per-rule counters of `ids` (new rules reuse freed ids).
+    fn reset_stats(&self, p: &Policy, ids: &[u32]) -> Result<()> {
+        let pin = self.pin_dir(&p.name).join("rule_stats");
+        let map = open_map(&pin)?;
+        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| map_err(&pin, e))?;
+        let zero = vec![vec![0u8; size_of::<RuleStats>()]; cpus];
+        for id in ids {
+            map.update_percpu(&id.to_ne_bytes(), &zero, MapFlags::ANY)
+                .map_err(|e| map_err(&pin, e))?;
+        }
+        Ok(())
+    }
+
+    /// Commits a new rule list: compile, swap, record.
+    fn commit(&self, mut p: Policy, rules: Vec<Rule>, fresh: &[u32]) -> Result<Policy> {
+        self.reset_stats(&p, fresh)?;
+        self.publish(&p, &rules)?;
+        p.generation ^= 1;
+        p.rules = rules;
+        self.save(&p)?;
+        Ok(p)
+    }
+
+    /// `lwt filter rule add`: returns the new rule.
+    pub fn add_rule(&self, name: &str, spec: RuleSpec) -> Result<Rule> {
+        let p = self.get(name)?;
+        if p.rules.len() as u32 >= p.capacity {
+            return Err(Error::Invalid(format!(
+                "policy `{name}` is full ({} rules); recreate it with a larger --capacity",
+                p.capacity
+            )));
+        }
+        let id = (1..=p.capacity)
+            .find(|i| p.rules.iter().all(|r| r.id != *i))
+            .unwrap_or(p.capacity);
+        let rule = Rule { id, spec };
+        let mut rules = p.rules.clone();
+        rules.push(rule.clone());
+        self.commit(p, rules, &[id])?;
+        Ok(rule)
+    }
+
+    /// `lwt filter rule del`.
+    pub fn del_rule(&self, name: &str, id: u32) -> Result<Rule> {
+        let p = self.get(name)?;
+        let gone = p
+            .rules
+            .iter()
+            .find(|r| r.id == id)
+            .cloned()
+            .ok_or_else(|| Error::Invalid(format!("policy `{name}` has no rule {id}")))?;
+        let rules: Vec<Rule> = p.rules.iter().filter(|r| r.id != id).cloned().collect();
+        self.commit(p, rules, &[])?;
+        Ok(gone)
+    }
+
+    /// `lwt filter replace`: the whole rule set at once; ids restart at 1.
+    pub fn replace(&self, name: &str, specs: Vec<RuleSpec>) -> Result<Policy> {
+        let p = self.get(name)?;
+        if specs.len() as u64 > u64::from(p.capacity) {
+            return Err(Error::Invalid(format!("{} rules do not fit policy `{name}` (capacity {}); recreate it with a larger --capacity", specs.len(), p.capacity)));
+        }
+        let rules: Vec<Rule> = specs
+            .into_iter()
+            .zip(1..)
+            .map(|(spec, id)| Rule { id, spec })
+            .collect();
+        let ids: Vec<u32> = rules.iter().map(|r| r.id).collect();
+        self.commit(p, rules, &ids)
+    }
+
+    /// `lwt filter delete`: only when no route uses it (the caller checks).
+    pub fn delete(&self, name: &str) -> Result<()> {
+        self.get(name)?;
+        let _ = fs::remove_dir_all(self.pin_dir(name));
+        fs::remove_file(self.record_path(name)).map_err(|e| Error::State {
+            path: self.record_path(name),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Per-rule counters of a policy, summed over CPUs, by rule id.
+    pub fn rule_counters(&self, p: &Policy) -> Result<Vec<(u32, RuleCounters)>> {
+        let pin = self.pin_dir(&p.name).join("rule_stats");
+        let map = open_map(&pin)?;
+        let mut out = Vec::new();
+        for r in &p.rules {
+            let slots = map
+                .lookup_percpu(&r.id.to_ne_bytes(), MapFlags::ANY)
+                .map_err(|e| map_err(&pin, e))?
+                .unwrap_or_default();
+            let mut c = RuleCounters::default();
+            for s in slots {
+                let v = |i: usize| {
+                    u64::from_ne_bytes(s[i * 8..i * 8 + 8].try_into().unwrap_or_default())
+                };
+                if s.len() >= 32 {
+                    c.packets += v(0);
+                    c.bytes += v(1);
+                    c.logged += v(2);
+                    c.suppressed += v(3);
+                }
+            }
+            out.push((r.id, c));
+        }
+        Ok(out)
+    }
+}
+
+fn open_map(pin: &Path) -> Result<MapHandle> {
+    MapHandle::from_pinned_path(pin).map_err(|_| Error::MissingPin(pin.into()))
+}
+
+fn map_err(path: &Path, e: libbpf_rs::Error) -> Error {
+    Error::State {
+        path: path.into(),
+        reason: e.to_string(),
+    }
+}
+
+/// Writes `cells` at cell `at` of the mmap-able cells map.
+fn write_cells(pin: &Path, at: usize, cells: &[Cell], total: usize) -> Result<()> {
+    let map = open_map(pin)?;
+    let len = (total * size_of::<Cell>()).next_multiple_of(4096);
+    // SAFETY: mapping the whole array map (created BPF_F_MMAPABLE) shared,
+    // writing inside its bounds, unmapping before return.
+    unsafe {
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            map.as_fd().as_raw_fd(),
+            0,
+        );
+        if base == libc::MAP_FAILED {
+            return Err(Error::State {
+                path: pin.into(),
+                reason: format!("mmap: {}", std::io::Error::last_os_error()),
+            });
+        }
+        let dst = base.cast::<Cell>().add(at);
+        std::ptr::copy_nonoverlapping(cells.as_ptr(), dst, cells.len());
+        libc::munmap(base, len);
+    }
+    Ok(())
+}
+
+/// Waits for an RCU grace period: after it, no BPF program that started
+/// before the call is still running.
+fn wait_for_readers() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes no pointers.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc != 0 {
+        // Without membarrier, wait far longer than any program runs.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
