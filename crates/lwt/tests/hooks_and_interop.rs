@@ -531,6 +531,7 @@ fn routes_lwtkit_cannot_replace_faithfully_are_refused() {
         "count",
     ]);
     assert!(err.contains("did not attach"), "{err}");
+    assert_eq!(p.a.routes(), before, "the foreign program stays");
     // Another device, another gateway, another type.
     p.a.ip(&[
         "route",
