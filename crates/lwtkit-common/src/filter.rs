@@ -20,9 +20,11 @@ pub mod dim {
     pub const SPORT: usize = 9;
     /// Destination port, or the ICMP code for ICMP/ICMPv6.
     pub const DPORT: usize = 10;
-    pub const COUNT: usize = 11;
+    /// 1 when the L4 header was reached (ports, type, flags are real).
+    pub const L4: usize = 11;
+    pub const COUNT: usize = 12;
     /// Bit width of each dimension's values.
-    pub const WIDTH: [u8; COUNT] = [32, 32, 32, 32, 32, 32, 32, 32, 8, 16, 16];
+    pub const WIDTH: [u8; COUNT] = [32, 32, 32, 32, 32, 32, 32, 32, 8, 16, 16, 1];
 }
 
 /// One 32-byte unit of the policy array.
@@ -43,8 +45,8 @@ pub mod node {
 }
 
 /// Header cell of a generation (cell 0 of it).
-/// `w[0]`: root node of the IPv4 tree, `w[1]`: root of the IPv6 tree,
-/// `w[2]`: cells used.
+/// `w[0]`: number of IPv4 trees, `w[1]`: cell listing their roots;
+/// `w[2]`, `w[3]`: the same for IPv6; `w[4]`: cells used.
 pub const HEADER_CELL: u32 = 0;
 
 /// A rule takes two consecutive cells: [`RuleHead`] then the addresses
@@ -66,6 +68,8 @@ pub struct RuleHead {
     pub sport_hi: u16,
     pub dport_lo: u16,
     pub dport_hi: u16,
+    /// `_reserved[0]`: the rule's rank in priority order (lower wins
+    /// across trees).
     pub _reserved: [u32; 3],
 }
 
@@ -98,7 +102,8 @@ pub struct PolicyConfig {
     pub log_burst: u32,
 }
 
-/// Per-rule, per-CPU statistics, indexed by rule id.
+/// Per-rule, per-CPU statistics, indexed by rule id; slot 0 counts the
+/// packets no rule matched (judged by the default verdict).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleStats {
@@ -156,8 +161,10 @@ const _: () = assert!(core::mem::size_of::<Cell>() == 32);
 const _: () = assert!(core::mem::size_of::<Event>() == 192);
 
 /// Bounds of the kernel walk, shared with the compiler.
-pub const MAX_DEPTH: u32 = 24;
+pub const MAX_DEPTH: u32 = 32;
+/// Most decision trees per family (rules are split by which fields are wide).
+pub const MAX_TREES: u32 = 8;
 /// Most rules a leaf may list (the compiler splits or refuses beyond).
-pub const MAX_LEAF: u32 = 32;
+pub const MAX_LEAF: u32 = 64;
 /// IPv6 extension headers walked before giving up on finding L4.
 pub const MAX_EXT_HEADERS: u32 = 8;

@@ -1,8 +1,10 @@
 //! The rule matcher: walk the policy's decision tree to a leaf, then check
 //! the leaf's few rules in priority order. Cost depends on the tree depth
 //! and the leaf size, both bounded, not on the number of rules.
-use aya_ebpf::{btf_maps::Array, macros::btf_map};
-use lwtkit_common::filter::{dim, node, rule_flags as rf, Cell, PolicyConfig, RuleHead, MAX_DEPTH, MAX_LEAF, NO_RULE};
+use aya_ebpf::{btf_maps::Array, cty::c_void, helpers::bpf_loop, macros::btf_map};
+use lwtkit_common::filter::{
+    dim, node, rule_flags as rf, Cell, PolicyConfig, RuleHead, MAX_DEPTH, MAX_LEAF, MAX_TREES, NO_RULE,
+};
 
 use crate::parse::PacketKey;
 
@@ -24,16 +26,63 @@ fn cell(index: u32) -> Option<&'static Cell> {
     CELLS.get(index)
 }
 
-/// Finds the first matching rule of the live generation.
+/// State shared with the per-tree callback of `bpf_loop`.
+#[repr(C)]
+struct Search<'a> {
+    key: &'a PacketKey,
+    base: u32,
+    list: u32,
+    best_rank: u32,
+    best_id: u32,
+    best_flags: u32,
+}
+
+/// Finds the matching rule of lowest rank across the live generation's
+/// trees for the packet's family. The trees are walked by `bpf_loop`, so
+/// the verifier checks one walk rather than every tree's.
 #[inline(always)]
 pub fn decide(key: &PacketKey, cfg: &PolicyConfig) -> Decision {
     let none = Decision { rule_id: NO_RULE, flags: 0 };
     let base = if cfg.generation == 1 { cfg.capacity } else { 0 };
     let Some(header) = cell(base) else { return none };
-    let mut at = if key.v6 { header.w[1] } else { header.w[0] };
+    let (trees, list) = if key.v6 { (header.w[2], header.w[3]) } else { (header.w[0], header.w[1]) };
+    let mut search = Search { key, base, list, best_rank: u32::MAX, best_id: NO_RULE, best_flags: 0 };
+    // SAFETY: the callback gets `search` back as its context and only reads
+    // and writes it within this call.
+    unsafe {
+        bpf_loop(
+            trees.min(MAX_TREES),
+            search_tree as *mut c_void,
+            (&mut search as *mut Search).cast(),
+            0,
+        );
+    }
+    Decision { rule_id: search.best_id, flags: search.best_flags as u16 }
+}
+
+extern "C" fn search_tree(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Search` that `decide` passed to bpf_loop.
+    let s = unsafe { &mut *ctx.cast::<Search>() };
+    let Some(roots) = cell(s.base.wrapping_add(s.list)) else { return 1 };
+    let root = roots.w[(index & 7) as usize];
+    if let Some((rank, id, flags)) = walk(s.base, root, s.key) {
+        if rank < s.best_rank {
+            s.best_rank = rank;
+            s.best_id = id;
+            s.best_flags = u32::from(flags);
+        }
+    }
+    0
+}
+
+/// Walks one tree to its leaf and returns the leaf's first matching rule
+/// (leaves list rules in rank order): its rank, id and flags.
+#[inline(always)]
+fn walk(base: u32, root: u32, key: &PacketKey) -> Option<(u32, u32, u16)> {
+    let mut at = root;
     let mut leaf = None;
     for _ in 0..MAX_DEPTH {
-        let Some(n) = cell(base.wrapping_add(at)) else { return none };
+        let n = cell(base.wrapping_add(at))?;
         let w0 = n.w[0];
         if w0 & 0xff != node::INTERNAL {
             leaf = Some(n);
@@ -45,9 +94,9 @@ pub fn decide(key: &PacketKey, cfg: &PolicyConfig) -> Decision {
         let index = (key.dims[d] >> shift) & ((1u32 << bits) - 1);
         at = n.w[1].wrapping_add(index);
     }
-    let Some(leaf) = leaf else { return none };
+    let leaf = leaf?;
     if leaf.w[0] & 0xff != node::LEAF {
-        return none;
+        return None;
     }
     let count = leaf.w[1];
     let list = leaf.w[2];
@@ -55,23 +104,23 @@ pub fn decide(key: &PacketKey, cfg: &PolicyConfig) -> Decision {
         if i >= count {
             break;
         }
-        let Some(refs) = cell(base.wrapping_add(list).wrapping_add(i / 8)) else { break };
+        let refs = cell(base.wrapping_add(list).wrapping_add(i / 8))?;
         let r = refs.w[(i & 7) as usize];
-        let Some(head) = cell(base.wrapping_add(r)) else { break };
+        let head = cell(base.wrapping_add(r))?;
         // SAFETY: a rule's first cell is a RuleHead (same size, plain data).
         let head: &RuleHead = unsafe { &*(head as *const Cell).cast::<RuleHead>() };
         if !fields_match(head, key) {
             continue;
         }
         if head.flags & rf::HAS_FAMILY != 0 {
-            let Some(addrs) = cell(base.wrapping_add(r).wrapping_add(1)) else { break };
+            let addrs = cell(base.wrapping_add(r).wrapping_add(1))?;
             if !addresses_match(head, addrs, key) {
                 continue;
             }
         }
-        return Decision { rule_id: head.id, flags: head.flags };
+        return Some((head._reserved[0], head.id, head.flags));
     }
-    none
+    None
 }
 
 #[inline(always)]

@@ -35,6 +35,7 @@ pub fn parse(ctx: &SkBuffContext) -> Option<PacketKey> {
     if let Some(off) = l4_off {
         parse_l4(ctx, len, off, proto, &mut key);
     }
+    key.dims[dim::L4] = u32::from(key.l4);
     Some(key)
 }
 

@@ -38,6 +38,7 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
     let default = if cfg.default_drop != 0 { BPF_DROP } else { BPF_OK };
     let Some(key) = parse(ctx) else {
         count(verdict_slot::MALFORMED, ctx.len());
+        count_default(len);
         return default;
     };
     let d = decide(&key, cfg);
@@ -48,20 +49,32 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
     } else {
         BPF_OK
     };
-    if d.rule_id != NO_RULE {
-        if let Some(s) = RULE_STATS.get_ptr_mut(d.rule_id) {
-            // SAFETY: this CPU's slot; no other writer.
-            let s = unsafe { &mut *s };
-            s.packets += 1;
-            s.bytes += len;
-            if d.flags & rf::LOG != 0 {
-                log_event(ctx, cfg, s, &key, d.rule_id, hook, verdict);
-            }
+    // Slot 0 counts packets no rule matched (rule ids start at 1).
+    let stats_slot = if d.rule_id == NO_RULE { 0 } else { d.rule_id };
+    if let Some(s) = RULE_STATS.get_ptr_mut(stats_slot) {
+        // SAFETY: this CPU's slot; no other writer.
+        let s = unsafe { &mut *s };
+        s.packets += 1;
+        s.bytes += len;
+        if d.rule_id != NO_RULE && d.flags & rf::LOG != 0 {
+            log_event(ctx, cfg, s, &key, d.rule_id, hook, verdict);
         }
     }
     let slot = if verdict == BPF_DROP { verdict_slot::DROPPED } else { verdict_slot::ALLOWED };
     count(slot, ctx.len());
     verdict
+}
+
+/// Slot 0 of the rule counters: packets the default verdict judged.
+#[inline(always)]
+fn count_default(len: u64) {
+    if let Some(s) = RULE_STATS.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; no other writer.
+        unsafe {
+            (*s).packets += 1;
+            (*s).bytes += len;
+        }
+    }
 }
 
 /// Token bucket per rule and CPU: `log_rate` events per second, bursts of

@@ -8,14 +8,16 @@
 //! exclude it. Rules that a higher-priority rule covers over a node's whole
 //! region are dropped from that node, which keeps leaves short.
 use ipnet::IpNet;
-use lwtkit_common::filter::{dim, node, rule_flags as rf, Cell, RuleHead, MAX_DEPTH, MAX_LEAF};
+use lwtkit_common::filter::{
+    dim, node, rule_flags as rf, Cell, RuleHead, MAX_DEPTH, MAX_LEAF, MAX_TREES,
+};
 
 use super::rule::{Rule, Verdict};
 
 /// Leaves with at most this many rules are not cut further.
-const BINTH: usize = 4;
+const BINTH: usize = 8;
 /// Space factor: a cut may grow the rule copies to `SPFAC` times a node's rules.
-const SPFAC: usize = 4;
+const SPFAC: usize = 2;
 /// Largest cut: 2^MAX_BITS children.
 const MAX_BITS: u32 = 8;
 
@@ -23,8 +25,8 @@ const MAX_BITS: u32 = 8;
 pub enum CompileError {
     #[error("{count} rules overlap on the same addresses, protocol and ports (differing only in tcp-flags or fragment handling), more than the {max} a leaf can hold; rules involved: {ids}")]
     LeafTooLarge { count: usize, max: u32, ids: String },
-    #[error("the compiled policy needs {needed} cells but the policy holds {capacity}; recreate it with a larger --capacity")]
-    Capacity { needed: usize, capacity: usize },
+    #[error("the rule set is too intricate for the matcher: {rules} rules compiled into more than {cells} cells (rules that overlap in many fields at once multiply); split it into several policies")]
+    TooComplex { cells: usize, rules: usize },
 }
 
 /// One rule as the tree sees it: a range per dimension plus the head and
@@ -32,7 +34,7 @@ pub enum CompileError {
 #[derive(Clone, Debug)]
 struct Flat {
     ranges: [(u32, u32); dim::COUNT],
-    /// Constraints the tree does not cut on (TCP flags, L4 presence).
+    /// Constraints the tree does not cut on (TCP flags).
     leaf_only: bool,
     head: RuleHead,
     addrs: Cell,
@@ -49,12 +51,17 @@ pub struct Compiled {
 pub fn compile(rules: &[Rule]) -> Result<Compiled, CompileError> {
     let mut sorted: Vec<&Rule> = rules.iter().collect();
     sorted.sort_by_key(|r| (r.spec.priority, r.id));
-    let flats: Vec<Flat> = sorted.iter().flat_map(|r| flatten(r)).collect();
+    let mut flats: Vec<Flat> = sorted.iter().flat_map(|r| flatten(r)).collect();
+    // The kernel takes the match of lowest rank across trees.
+    for (rank, f) in flats.iter_mut().enumerate() {
+        f.head._reserved[0] = rank as u32;
+    }
 
     let mut b = Builder {
         cells: vec![Cell::default()],
         max_depth: 0,
         max_leaf: 0,
+        budget: budget(flats.len()),
     };
     // Rules first: rule i at cells 1 + 2i, 1 + 2i + 1.
     let rule_cells: Vec<u32> = flats
@@ -66,24 +73,73 @@ pub fn compile(rules: &[Rule]) -> Result<Compiled, CompileError> {
             at
         })
         .collect();
-    let mut roots = [0u32; 2];
+    // One tree per group of rules alike in which fields are wide (EffiCuts'
+    // separation): wide rules are then never copied across the cuts that
+    // separate narrow ones, which keeps the trees small and shallow.
     for (i, v6) in [false, true].into_iter().enumerate() {
         let members: Vec<usize> = (0..flats.len())
             .filter(|&k| family_ok(&flats[k], v6))
             .collect();
-        let region = full_region(v6);
-        let root = b.alloc(1);
-        b.build(&flats, &rule_cells, members, region, root, 0)?;
-        roots[i] = root;
+        let groups = separate(&flats, members);
+        let list = b.alloc(1);
+        for (t, group) in groups.into_iter().enumerate() {
+            let root = b.alloc(1);
+            b.build(&flats, &rule_cells, group, full_region(v6), root, 0)?;
+            b.cells[list as usize].w[t] = root;
+            b.cells[0].w[2 * i] = t as u32 + 1;
+        }
+        b.cells[0].w[2 * i + 1] = list;
     }
-    b.cells[0].w[0] = roots[0];
-    b.cells[0].w[1] = roots[1];
-    b.cells[0].w[2] = b.cells.len() as u32;
+    b.cells[0].w[4] = b.cells.len() as u32;
     Ok(Compiled {
         cells: b.cells,
         max_depth: b.max_depth,
         max_leaf: b.max_leaf,
     })
+}
+
+/// Cells a rule set may compile into before lwtkit gives up on it.
+fn budget(rules: usize) -> usize {
+    64 * rules + 65_536
+}
+
+/// Splits rules (in priority order) into at most `MAX_TREES` groups by
+/// which of src, dst, sport, dport are wide (cover at least half the field
+/// for ports, a /16 or shorter for addresses).
+fn separate(flats: &[Flat], members: Vec<usize>) -> Vec<Vec<usize>> {
+    let wide = |f: &Flat| -> u8 {
+        let r = &f.ranges;
+        let big = |(lo, hi): (u32, u32), half: u32| hi - lo >= half;
+        u8::from(big(r[dim::SRC0], 1 << 16))
+            | u8::from(big(r[dim::DST0], 1 << 16)) << 1
+            | u8::from(big(r[dim::SPORT], 1 << 15)) << 2
+            | u8::from(big(r[dim::DPORT], 1 << 15)) << 3
+    };
+    let mut groups: Vec<(u8, Vec<usize>)> = Vec::new();
+    for k in members {
+        let sig = wide(&flats[k]);
+        match groups.iter_mut().find(|(s, _)| *s == sig) {
+            Some((_, g)) => g.push(k),
+            None => groups.push((sig, vec![k])),
+        }
+    }
+    // Too many groups: fold the smallest into the one with the widest
+    // signature that covers both (wider fields only make cuts coarser).
+    while groups.len() > MAX_TREES as usize {
+        groups.sort_by_key(|(_, g)| std::cmp::Reverse(g.len()));
+        let (sig, mut small) = groups.pop().unwrap_or_default();
+        let target = groups
+            .iter()
+            .position(|(s, _)| s & sig == sig)
+            .unwrap_or(groups.len() - 1);
+        groups[target].0 |= sig;
+        groups[target].1.append(&mut small);
+        groups[target].1.sort_unstable();
+    }
+    if groups.is_empty() {
+        groups.push((0, Vec::new()));
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
 }
 
 fn family_ok(f: &Flat, v6: bool) -> bool {
@@ -190,7 +246,8 @@ fn flatten(r: &Rule) -> Vec<Flat> {
     }
     ranges[dim::SPORT] = (u32::from(head.sport_lo), u32::from(head.sport_hi));
     ranges[dim::DPORT] = (u32::from(head.dport_lo), u32::from(head.dport_hi));
-    let leaf_only = needs_l4 || head.tcp_flags_mask != 0;
+    ranges[dim::L4] = if needs_l4 { (1, 1) } else { (0, 1) };
+    let leaf_only = head.tcp_flags_mask != 0;
     let protos: Vec<Option<u8>> = match s.proto {
         Some(p) => vec![Some(p)],
         None if s.sport.is_some() || s.dport.is_some() => vec![Some(6), Some(17)],
@@ -247,6 +304,8 @@ struct Builder {
     cells: Vec<Cell>,
     max_depth: u32,
     max_leaf: usize,
+    /// Most cells before the rule set is declared too intricate.
+    budget: usize,
 }
 
 type Region = [(u32, u32); dim::COUNT];
@@ -283,6 +342,12 @@ impl Builder {
         let width = 64 - u64::from(hi - lo).leading_zeros(); // log2 of the region size
         let shift = width - bits;
         let children = 1usize << bits;
+        if self.cells.len() + children > self.budget {
+            return Err(CompileError::TooComplex {
+                cells: self.budget,
+                rules: flats.len(),
+            });
+        }
         let first = self.alloc(children);
         self.cells[at as usize].w[0] = node::INTERNAL | (d as u32) << 8 | shift << 16 | bits << 24;
         self.cells[at as usize].w[1] = first.wrapping_sub(child_index_base(lo, shift, bits));
@@ -387,9 +452,23 @@ fn choose_cut(flats: &[Flat], members: &[usize], region: &Region) -> Option<(usi
             best = Some((d, distinct.len()));
         }
     }
-    let (d, _) = best?;
+    // Rules alike in every field but narrower than the region: cut toward
+    // them, so a covering rule can shadow the rest.
+    let best = best.or_else(|| {
+        region.iter().enumerate().find_map(|(d, &(lo, hi))| {
+            (lo != hi
+                && members
+                    .iter()
+                    .any(|&k| !covers(flats[k].ranges[d], (lo, hi))))
+            .then_some((d, usize::MAX))
+        })
+    });
+    let (d, distinct) = best?;
     let (lo, hi) = region[d];
     let width = 64 - u64::from(hi - lo).leading_zeros();
+    if distinct == usize::MAX {
+        return Some((d, MAX_BITS.min(width)));
+    }
     let n = members.len();
     let mut bits = 1;
     while bits < MAX_BITS.min(width) {

@@ -1,0 +1,218 @@
+//! Runs the kernel filter program on packets without any route, through
+//! BPF_PROG_TEST_RUN: for the property test against the reference model and
+//! for the per-packet benchmarks. Only read-only hooks' semantics are
+//! involved; the filter never pushes an encapsulation, so test-running it is
+//! safe on every hook.
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    time::Duration,
+};
+
+use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
+use lwtkit_common::filter::{Cell, PolicyConfig, NO_RULE};
+
+use super::{
+    compile::compile,
+    rule::{Rule, Verdict},
+    store::{CELLS_MAP, CONFIG_MAP, RULE_STATS_MAP},
+};
+use crate::{
+    builtin,
+    error::{Error, Result},
+    hook::Hook,
+    loader::{last_line, LibbpfLog},
+};
+
+/// A loaded filter (or any built-in) program with its own, unpinned maps.
+pub struct Harness {
+    object: Object,
+    entry: String,
+    max_rule_id: u32,
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Load {
+        program: "filter test harness".into(),
+        reason: format!("{what}: {e}"),
+    }
+}
+
+impl Harness {
+    /// The filter program for `hook`, holding `rules`.
+    pub fn filter(rules: &[Rule], default: Verdict, hook: Hook) -> Result<Self> {
+        let compiled = compile(rules).map_err(|e| err("compile", e))?;
+        let cells = compiled.cells.len().max(16) as u32;
+        let max_rule_id = rules.iter().map(|r| r.id).max().unwrap_or(0);
+        let mut h = Self::load("filter", hook, |name, m| match name {
+            CELLS_MAP => {
+                m.set_max_entries(cells)?;
+                m.set_map_flags(libbpf_rs::libbpf_sys::BPF_F_MMAPABLE)
+            }
+            RULE_STATS_MAP => m.set_max_entries(max_rule_id + 1),
+            _ => Ok(()),
+        })?;
+        h.max_rule_id = max_rule_id;
+        h.write_cells(&compiled.cells)?;
+        let config = PolicyConfig {
+            generation: 0,
+            capacity: cells,
+            default_drop: u32::from(default == Verdict::Drop),
+            policy_id: 1,
+            log_rate: 1,
+            log_burst: 1,
+        };
+        // SAFETY: PolicyConfig is plain u32 fields.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&config as *const PolicyConfig).cast::<u8>(),
+                size_of::<PolicyConfig>(),
+            )
+        };
+        h.map(CONFIG_MAP)?
+            .update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY)
+            .map_err(|e| err("config", e))?;
+        Ok(h)
+    }
+
+    /// A built-in without a policy (`pass`, `count`) for `hook`.
+    pub fn builtin(name: &str, hook: Hook) -> Result<Self> {
+        Self::load(name, hook, |_, _| Ok(()))
+    }
+
+    fn load(
+        name: &str,
+        hook: Hook,
+        mut size: impl FnMut(&str, &mut libbpf_rs::OpenMapMut) -> libbpf_rs::Result<()>,
+    ) -> Result<Self> {
+        let b = builtin::find(name)
+            .ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
+        let entry = b
+            .entry(hook)
+            .ok_or_else(|| err("entry", format!("{name} has no {hook} program")))?;
+        let bytes = b.object().to_vec();
+        let log = LibbpfLog::capture();
+        let open = ObjectBuilder::default().open_memory(&bytes);
+        let loaded = open.and_then(|mut open| {
+            for mut m in open.maps_mut() {
+                let n = m.name().to_string_lossy().into_owned();
+                size(&n, &mut m)?;
+            }
+            for mut p in open.progs_mut() {
+                p.set_autoload(p.name().to_string_lossy() == entry);
+            }
+            open.load()
+        });
+        let messages = log.finish();
+        let object = loaded.map_err(|e| err("load", format!("{e}: {}", last_line(&messages))))?;
+        Ok(Self {
+            object,
+            entry: entry.into(),
+            max_rule_id: 0,
+        })
+    }
+
+    fn map(&self, name: &str) -> Result<libbpf_rs::Map<'_>> {
+        self.object
+            .maps()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| err("map", format!("no map {name}")))
+    }
+
+    fn write_cells(&self, cells: &[Cell]) -> Result<()> {
+        let map = self.map(CELLS_MAP)?;
+        let len = (map.max_entries() as usize * size_of::<Cell>()).next_multiple_of(4096);
+        // SAFETY: maps the whole mmap-able array, writes within it, unmaps.
+        unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.as_fd().as_raw_fd(),
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return Err(err("mmap cells", std::io::Error::last_os_error()));
+            }
+            std::ptr::copy_nonoverlapping(cells.as_ptr(), base.cast::<Cell>(), cells.len());
+            libc::munmap(base, len);
+        }
+        Ok(())
+    }
+
+    /// Runs the program once on an L3 packet (an Ethernet header is added,
+    /// as test-run needs one); returns the program's return code.
+    pub fn run(&self, l3: &[u8]) -> Result<i32> {
+        self.run_repeat(l3, 1).map(|(rc, _)| rc)
+    }
+
+    /// Runs `repeat` times; returns the code and the mean time per run.
+    pub fn run_repeat(&self, l3: &[u8], repeat: u32) -> Result<(i32, Duration)> {
+        let frame = ethernet_frame(l3);
+        let prog = self
+            .object
+            .progs_mut()
+            .find(|p| p.name().to_string_lossy() == self.entry)
+            .ok_or_else(|| err("program", "missing"))?;
+        let input = ProgramInput {
+            data_in: Some(&frame),
+            repeat,
+            ..Default::default()
+        };
+        let out = prog.test_run(input).map_err(|e| err("test run", e))?;
+        Ok((out.return_value as i32, out.duration))
+    }
+
+    /// Per-rule packet counters summed over CPUs: index 0 is "no rule".
+    pub fn rule_hits(&self) -> Result<Vec<u64>> {
+        let map = self.map(RULE_STATS_MAP)?;
+        (0..=self.max_rule_id)
+            .map(|id| {
+                let slots = map
+                    .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)
+                    .map_err(|e| err("rule stats", e))?
+                    .unwrap_or_default();
+                Ok(slots
+                    .iter()
+                    .filter_map(|s| s.get(..8))
+                    .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+                    .sum())
+            })
+            .collect()
+    }
+
+    /// Packets counted for one rule id (`None`: no rule matched).
+    pub fn hits_of(&self, rule: Option<u32>) -> Result<u64> {
+        let map = self.map(RULE_STATS_MAP)?;
+        let id = rule.unwrap_or(0);
+        let slots = map
+            .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| err("rule stats", e))?
+            .unwrap_or_default();
+        Ok(slots
+            .iter()
+            .filter_map(|s| s.get(..8))
+            .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+            .sum())
+    }
+}
+
+/// The rule id slot a decision lands in (0 for "no rule").
+pub fn slot_of(rule: Option<u32>) -> u32 {
+    rule.filter(|r| *r != NO_RULE).unwrap_or(0)
+}
+
+/// test-run runs `eth_type_trans` on the frame: give it an Ethernet header
+/// with the right EtherType (IPv6 when the version nibble says so).
+pub fn ethernet_frame(l3: &[u8]) -> Vec<u8> {
+    let ethertype: [u8; 2] = if l3.first().is_some_and(|b| b >> 4 == 6) {
+        [0x86, 0xdd]
+    } else {
+        [0x08, 0x00]
+    };
+    let mut f = Vec::with_capacity(14 + l3.len());
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]);
+    f.extend_from_slice(&ethertype);
+    f.extend_from_slice(l3);
+    f
+}
