@@ -9,7 +9,7 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     thread,
     time::Duration,
@@ -142,6 +142,19 @@ impl Netns {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Starts `lwt -n NAME ARGS...` in the background, stdout and stderr
+    /// piped (for verbs that follow, like `events`).
+    pub fn lwt_spawn(&self, args: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_lwt"))
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("lwt starts")
+    }
+
     /// `ip -j route show table all` in this namespace, as text (for greps).
     pub fn routes(&self) -> String {
         self.ip(&["route", "show", "table", "all"])
@@ -265,6 +278,23 @@ pub fn send_udp(ns: &Netns, addr: &str, n: usize, len: usize) {
         for _ in 0..n {
             s.send_to(&payload, addr).expect("send");
         }
+    })
+}
+
+/// Like [`send_udp`], but a send the kernel refuses (a route hook that
+/// drops makes it fail with EPERM) is not an error; returns how many sends
+/// were accepted.
+pub fn send_udp_lossy(ns: &Netns, addr: &str, n: usize, len: usize) -> usize {
+    let addr: SocketAddr = addr.parse().expect("socket address");
+    ns.run(move || {
+        let bind = if addr.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let s = UdpSocket::bind(bind).expect("udp socket");
+        let payload = vec![0x5au8; len];
+        (0..n).filter(|_| s.send_to(&payload, addr).is_ok()).count()
     })
 }
 

@@ -34,8 +34,8 @@ use crate::{
 pub const DEFAULT_CAPACITY: u32 = 16_384;
 /// Cells reserved per rule of capacity in each generation (tree nodes,
 /// leaf lists, the rule itself); measured at ~6-10 for mixed rule sets.
-const CELLS_PER_RULE: u32 = 24;
-const MIN_CELLS: u32 = 4096;
+const CELLS_PER_RULE: u32 = 8;
+const MIN_CELLS: u32 = 65_536;
 /// Default event rate limit per rule and CPU.
 pub const LOG_RATE: u32 = 100;
 pub const LOG_BURST: u32 = 200;

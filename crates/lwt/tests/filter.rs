@@ -1,0 +1,626 @@
+//! `lwt filter` end to end in namespaces: policies that drop real traffic
+//! on egress and ingress, rules changed live, counters and events that
+//! match what was sent, and bad input refused without changing anything.
+mod common;
+
+use std::{
+    io::Read,
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{json, send_udp_lossy, serve_tcp, tcp_works, tcp_works_soon, Netns, Pair};
+use serde_json::Value;
+
+/// Creates policy `name` in `ns` and adds `rules` (each one rule's words).
+fn policy(ns: &Netns, name: &str, rules: &[&str]) {
+    ns.lwt_ok(&["filter", "create", name]);
+    for rule in rules {
+        let mut args = vec!["filter", "rule", "add", name];
+        args.extend(rule.split_whitespace());
+        ns.lwt_ok(&args);
+    }
+}
+
+/// `lwt filter attach NAME PREFIX --dev DEV --hook HOOK [EXTRA...]`.
+fn attach(ns: &Netns, name: &str, prefix: &str, dev: &str, hook: &str, extra: &[&str]) {
+    let mut args = vec![
+        "filter", "attach", name, prefix, "--dev", dev, "--hook", hook,
+    ];
+    args.extend_from_slice(extra);
+    ns.lwt_ok(&args);
+}
+
+/// `lwt filter show NAME --json`.
+fn show(ns: &Netns, name: &str) -> Value {
+    json(&ns.lwt_ok(&["filter", "show", name, "--json"]))
+}
+
+/// The rule with `id` in `filter show --json` output.
+fn rule(show: &Value, id: u64) -> &Value {
+    show["rules"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["id"] == id))
+        .unwrap_or_else(|| panic!("no rule {id} in {show}"))
+}
+
+/// Each rule of `filter show --json` output as (id, text).
+fn rule_texts(show: &Value) -> Vec<(u64, String)> {
+    show["rules"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    (
+                        r["id"].as_u64().unwrap_or_default(),
+                        r["text"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `lwt stats -j` row of one route and hook.
+fn stats_row(ns: &Netns, dst: &str, hook: &str) -> Value {
+    let stats = json(&ns.lwt_ok(&["stats", "-j"]));
+    stats
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["dst"] == dst && r["hook"] == hook))
+        .cloned()
+        .unwrap_or_else(|| panic!("no stats row for {dst} hook {hook}: {stats}"))
+}
+
+/// The program id `lwt list -j` reports on one hook of a route.
+fn prog_id(ns: &Netns, dst: &str, hook: &str) -> u64 {
+    let list = json(&ns.lwt_ok(&["list", "-j"]));
+    list.as_array()
+        .and_then(|rs| rs.iter().find(|r| r["dst"] == dst))
+        .and_then(|r| r[hook]["id"].as_u64())
+        .unwrap_or_else(|| panic!("no program id on {dst} hook {hook}: {list}"))
+}
+
+/// A file in a per-process temp dir.
+fn temp_file(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lwtkit-filter-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+#[test]
+fn seed_egress_as_one_rule_drops_tcp_8080_and_detach_restores() {
+    require_root!();
+    let p = Pair::new("fegr");
+    serve_tcp(&p.b, &["10.0.0.3:8080", "10.0.0.3:8081"]);
+    assert!(tcp_works_soon(&p.a, "10.0.0.3:8080"), "baseline");
+
+    policy(
+        &p.a,
+        "web",
+        &["dst 10.0.0.3/32 proto tcp dport 8080 drop log"],
+    );
+    attach(&p.a, "web", "10.0.0.3/32", "va", "out", &[]);
+    assert!(
+        !tcp_works(&p.a, "10.0.0.3:8080"),
+        "8080 must be dropped on egress"
+    );
+    assert!(tcp_works(&p.a, "10.0.0.3:8081"), "8081 must still work");
+
+    let shown = show(&p.a, "web");
+    let r = rule(&shown, 1);
+    assert_eq!(
+        r["text"], "dst 10.0.0.3/32 proto tcp dport 8080 drop log",
+        "{shown}"
+    );
+    assert!(r["packets"].as_u64().is_some_and(|n| n > 0), "{shown}");
+    assert_eq!(shown["attachments"][0]["dst"], "10.0.0.3/32", "{shown}");
+    assert_eq!(shown["attachments"][0]["hook"], "out", "{shown}");
+    let row = stats_row(&p.a, "10.0.0.3/32", "out");
+    assert_eq!(row["policy"], "web", "{row}");
+    assert!(
+        row["dropped"]["packets"].as_u64().is_some_and(|n| n > 0),
+        "{row}"
+    );
+    assert!(
+        row["allowed"]["packets"].as_u64().is_some_and(|n| n > 0),
+        "8081's packets are allowed: {row}"
+    );
+
+    let err = p.a.lwt_err(&["filter", "delete", "web"]);
+    assert!(
+        err.contains("attached") && err.contains("10.0.0.3/32"),
+        "delete names the route it is attached to: {err}"
+    );
+
+    let out = p.a.lwt_ok(&["filter", "detach", "web", "10.0.0.3/32"]);
+    assert!(
+        out.contains("deleted"),
+        "the created route is deleted: {out}"
+    );
+    assert_eq!(p.a.ip(&["route", "show", "10.0.0.3/32"]).trim(), "");
+    assert!(tcp_works(&p.a, "10.0.0.3:8080"), "8080 works after detach");
+    p.a.lwt_ok(&["filter", "delete", "web"]);
+    let err = p.a.lwt_err(&["filter", "show", "web"]);
+    assert!(err.contains("unknown policy `web`"), "{err}");
+}
+
+#[test]
+fn seed_ingress_as_one_rule_on_the_local_route_and_detach_restores_it_exactly() {
+    require_root!();
+    let p = Pair::new("fing");
+    serve_tcp(&p.a, &["10.0.0.2:8080", "10.0.0.2:8081"]);
+    assert!(tcp_works_soon(&p.b, "10.0.0.2:8080"), "baseline");
+    let before =
+        p.a.ip(&["-d", "route", "show", "table", "local", "10.0.0.2"]);
+    assert!(before.contains("local 10.0.0.2"), "{before}");
+
+    policy(
+        &p.a,
+        "in8080",
+        &["src 10.0.0.3/32 proto tcp dport 8080 drop"],
+    );
+    attach(&p.a, "in8080", "10.0.0.2/32", "va", "in", &["--local"]);
+    let during = p.a.ip(&["route", "show", "table", "local", "10.0.0.2"]);
+    assert!(
+        during.contains("encap bpf in lwtkit-filter-in8080:[lwt_in]"),
+        "{during}"
+    );
+    assert!(
+        !tcp_works(&p.b, "10.0.0.2:8080"),
+        "8080 must be dropped on ingress"
+    );
+    assert!(tcp_works(&p.b, "10.0.0.2:8081"), "8081 must still work");
+
+    let out =
+        p.a.lwt_ok(&["filter", "detach", "in8080", "10.0.0.2/32", "--local"]);
+    assert!(out.contains("restored"), "{out}");
+    let after =
+        p.a.ip(&["-d", "route", "show", "table", "local", "10.0.0.2"]);
+    assert_eq!(after, before, "the local route is back exactly as it was");
+    assert!(tcp_works(&p.b, "10.0.0.2:8080"));
+}
+
+#[test]
+fn ipv6_rule_drops_tcp_8080_on_egress() {
+    require_root!();
+    let p = Pair::new("fv6");
+    serve_tcp(&p.b, &["[fd00::3]:8080", "[fd00::3]:8081"]);
+    assert!(tcp_works_soon(&p.a, "[fd00::3]:8080"), "baseline");
+    policy(&p.a, "web6", &["dst fd00::3/128 proto tcp dport 8080 drop"]);
+    attach(&p.a, "web6", "fd00::3/128", "va", "out", &[]);
+    assert!(!tcp_works(&p.a, "[fd00::3]:8080"), "v6 8080 dropped");
+    assert!(tcp_works(&p.a, "[fd00::3]:8081"), "v6 8081 works");
+    let shown = show(&p.a, "web6");
+    assert!(
+        rule(&shown, 1)["packets"].as_u64().is_some_and(|n| n > 0),
+        "{shown}"
+    );
+    p.a.lwt_ok(&["filter", "detach", "web6", "fd00::3/128"]);
+    assert!(tcp_works(&p.a, "[fd00::3]:8080"), "works after detach");
+}
+
+#[test]
+fn rule_counters_equal_the_datagrams_sent() {
+    require_root!();
+    let p = Pair::new("fcnt");
+    policy(
+        &p.a,
+        "udp",
+        &["proto udp dport 9999 drop", "proto udp dport 9998 allow"],
+    );
+    attach(&p.a, "udp", "10.0.0.3/32", "va", "out", &[]);
+    const PAYLOAD: u64 = 100;
+    const WIRE: u64 = 20 + 8 + PAYLOAD;
+    // A hook's drop reaches the sender: each send fails (EPERM).
+    let accepted = send_udp_lossy(&p.a, "10.0.0.3:9999", 40, PAYLOAD as usize);
+    assert_eq!(accepted, 0, "sends to the dropped port are refused");
+    let accepted = send_udp_lossy(&p.a, "10.0.0.3:9998", 25, PAYLOAD as usize);
+    assert_eq!(accepted, 25, "sends to the allowed port go out");
+
+    let shown = show(&p.a, "udp");
+    let (drop, allow) = (rule(&shown, 1), rule(&shown, 2));
+    assert_eq!(drop["packets"], 40, "{shown}");
+    assert_eq!(drop["bytes"], 40 * WIRE, "{shown}");
+    assert_eq!(allow["packets"], 25, "{shown}");
+    assert_eq!(allow["bytes"], 25 * WIRE, "{shown}");
+    // Only this UDP goes out through the route (ARP is not IP).
+    let row = stats_row(&p.a, "10.0.0.3/32", "out");
+    assert_eq!(row["policy"], "udp", "{row}");
+    assert_eq!(row["dropped"]["packets"], 40, "{row}");
+    assert_eq!(row["dropped"]["bytes"], 40 * WIRE, "{row}");
+    assert_eq!(row["allowed"]["packets"], 25, "{row}");
+    assert_eq!(row["packets"], 65, "{row}");
+    assert_eq!(row["malformed"]["packets"], 0, "{row}");
+    let text = p.a.lwt_ok(&["filter", "show", "udp"]);
+    assert!(
+        text.contains("dport 9999 drop") && text.contains("packets 40"),
+        "{text}"
+    );
+}
+
+#[test]
+fn rules_change_live_on_every_route_the_policy_is_attached_to() {
+    require_root!();
+    let p = Pair::new("flive");
+    p.b.ip(&["addr", "add", "10.0.0.4/24", "dev", "vb"]);
+    serve_tcp(&p.b, &["0.0.0.0:8080"]);
+    for dst in ["10.0.0.3:8080", "10.0.0.4:8080"] {
+        assert!(tcp_works_soon(&p.a, dst), "baseline {dst}");
+    }
+    policy(&p.a, "shared", &[]);
+    for prefix in ["10.0.0.3/32", "10.0.0.4/32"] {
+        attach(&p.a, "shared", prefix, "va", "out", &[]);
+    }
+    let ids = [
+        prog_id(&p.a, "10.0.0.3/32", "out"),
+        prog_id(&p.a, "10.0.0.4/32", "out"),
+    ];
+    assert_eq!(
+        show(&p.a, "shared")["attachments"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    let out = p.a.lwt_ok(&[
+        "filter", "rule", "add", "shared", "proto", "tcp", "dport", "8080", "drop",
+    ]);
+    assert!(out.contains("added rule 1"), "{out}");
+    // Both connections run at once: one rule add changed both routes.
+    let [a3, a4] = both(&p.a, "10.0.0.3:8080", "10.0.0.4:8080");
+    assert!(!a3 && !a4, "8080 dropped on both routes ({a3}, {a4})");
+
+    p.a.lwt_ok(&["filter", "rule", "del", "shared", "1"]);
+    let [a3, a4] = both(&p.a, "10.0.0.3:8080", "10.0.0.4:8080");
+    assert!(a3 && a4, "8080 works again on both routes ({a3}, {a4})");
+    assert_eq!(
+        [
+            prog_id(&p.a, "10.0.0.3/32", "out"),
+            prog_id(&p.a, "10.0.0.4/32", "out"),
+        ],
+        ids,
+        "rule changes don't re-attach"
+    );
+    assert_eq!(rule_texts(&show(&p.a, "shared")), vec![]);
+}
+
+/// Tries two TCP connections from `ns` at the same time.
+fn both(ns: &Netns, x: &str, y: &str) -> [bool; 2] {
+    thread::scope(|s| {
+        let other = s.spawn(|| tcp_works(ns, y));
+        let first = tcp_works(ns, x);
+        [first, other.join().expect("connect thread")]
+    })
+}
+
+#[test]
+fn replace_swaps_the_whole_rule_set_and_a_bad_file_changes_nothing() {
+    require_root!();
+    let p = Pair::new("frep");
+    serve_tcp(&p.b, &["10.0.0.3:8080", "10.0.0.3:8081"]);
+    assert!(tcp_works_soon(&p.a, "10.0.0.3:8080"), "baseline");
+    policy(&p.a, "rp", &["proto tcp dport 8080 drop"]);
+    attach(&p.a, "rp", "10.0.0.3/32", "va", "out", &[]);
+    assert!(!tcp_works(&p.a, "10.0.0.3:8080"), "old rule drops 8080");
+
+    let good = temp_file("replace-good.rules");
+    std::fs::write(
+        &good,
+        "# 8081 is closed now; 8080 open again\n\
+         \n\
+         priority 10 dst 10.0.0.3/32 proto tcp dport 8081 drop   # the new block\n\
+         \x20\x20\t\n\
+         proto udp dport 53 allow\n\
+         #proto tcp dport 8080 drop\n",
+    )
+    .expect("write rules file");
+    let out = p.a.lwt_ok(&[
+        "filter",
+        "replace",
+        "rp",
+        "--file",
+        good.to_str().expect("utf-8"),
+    ]);
+    assert!(out.contains("2 rules"), "{out}");
+    assert!(tcp_works(&p.a, "10.0.0.3:8080"), "8080 open after replace");
+    assert!(
+        !tcp_works(&p.a, "10.0.0.3:8081"),
+        "8081 closed after replace"
+    );
+    let shown = show(&p.a, "rp");
+    assert_eq!(
+        rule_texts(&shown),
+        vec![
+            (
+                1,
+                "priority 10 dst 10.0.0.3/32 proto tcp dport 8081 drop".to_string()
+            ),
+            (2, "proto udp dport 53 allow".to_string()),
+        ],
+        "{shown}"
+    );
+    assert!(rule(&shown, 1)["packets"].as_u64().is_some_and(|n| n > 0));
+
+    let bad = temp_file("replace-bad.rules");
+    std::fs::write(
+        &bad,
+        "# bad on line 3\nproto tcp dport 8082 drop\nproto tcp dport 70000 drop\n",
+    )
+    .expect("write rules file");
+    let err = p.a.lwt_err(&[
+        "filter",
+        "replace",
+        "rp",
+        "--file",
+        bad.to_str().expect("utf-8"),
+    ]);
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("70000"), "{err}");
+    assert_eq!(show(&p.a, "rp"), shown, "show unchanged by a bad file");
+    assert!(tcp_works(&p.a, "10.0.0.3:8080"), "8080 still open");
+    assert!(!tcp_works(&p.a, "10.0.0.3:8081"), "8081 still closed");
+
+    let err =
+        p.a.lwt_err(&["filter", "replace", "rp", "--file", "/nonexistent/rules"]);
+    assert!(err.contains("/nonexistent/rules"), "{err}");
+}
+
+#[test]
+fn events_report_logged_drops_as_json_text_and_pcap() {
+    require_root!();
+    let p = Pair::new("fev");
+    serve_tcp(&p.b, &["10.0.0.3:8081"]);
+    assert!(tcp_works_soon(&p.a, "10.0.0.3:8081"), "baseline");
+    policy(
+        &p.a,
+        "logged",
+        &["dst 10.0.0.3/32 proto tcp dport 8080 drop log"],
+    );
+    attach(&p.a, "logged", "10.0.0.3/32", "va", "out", &[]);
+
+    let pcap = temp_file("events.pcap");
+    let pcap_arg = pcap.to_str().expect("utf-8");
+    let args = [
+        "events",
+        "--count",
+        "1",
+        "--timeout",
+        "10",
+        "--json",
+        "--pcap",
+        pcap_arg,
+    ];
+    let lines = follow_while_connecting(&p, &args);
+    assert_eq!(lines.len(), 1, "--count 1 prints one event: {lines:?}");
+    let ev = json(&lines[0]);
+    assert_eq!(ev["policy"], "logged", "{ev}");
+    assert_eq!(ev["rule"], 1, "{ev}");
+    assert_eq!(ev["verdict"], "drop", "{ev}");
+    assert_eq!(ev["proto"], 6, "{ev}");
+    assert_eq!(ev["src"], "10.0.0.2", "{ev}");
+    assert_eq!(ev["dst"], "10.0.0.3", "{ev}");
+    assert_eq!(ev["dport"], 8080, "{ev}");
+    assert_eq!(ev["hook"], "out", "{ev}");
+    assert!(
+        ev["data"].as_str().is_some_and(|d| d.starts_with("45")),
+        "{ev}"
+    );
+
+    let file = std::fs::File::open(&pcap).expect("pcap written");
+    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("a pcap file");
+    assert_eq!(u32::from(reader.header().datalink), 101, "link type RAW");
+    let packet = reader
+        .next_packet()
+        .expect("one packet")
+        .expect("readable packet");
+    assert_eq!(packet.data[0], 0x45, "IPv4, 20-byte header");
+    assert_eq!(&packet.data[16..20], &[10, 0, 0, 3], "dst 10.0.0.3");
+    assert_eq!(packet.data[9], 6, "TCP");
+    assert_eq!(
+        u64::from(packet.orig_len),
+        ev["len"].as_u64().unwrap_or_default()
+    );
+    assert!(reader.next_packet().is_none(), "only one packet");
+
+    let lines = follow_while_connecting(&p, &["events", "--count", "1", "--timeout", "10"]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("DROP") && lines[0].contains("10.0.0.3:8080"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("policy logged rule 1"), "{}", lines[0]);
+}
+
+/// Runs `lwt events ARGS` in A, tries TCP to 10.0.0.3:8080 once it is
+/// listening, and returns the lines it printed.
+fn follow_while_connecting(p: &Pair, args: &[&str]) -> Vec<String> {
+    let mut child = p.a.lwt_spawn(args);
+    thread::sleep(Duration::from_millis(300));
+    assert!(!tcp_works(&p.a, "10.0.0.3:8080"), "8080 is dropped");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for lwt events") {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(12) {
+            let _ = child.kill();
+            panic!("lwt events did not stop after --count 1");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_string(&mut out).expect("stdout");
+    }
+    if let Some(mut s) = child.stderr.take() {
+        s.read_to_string(&mut err).expect("stderr");
+    }
+    assert!(status.success(), "lwt events failed: {err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(9),
+        "stopped at --count, not --timeout"
+    );
+    out.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn log_rate_limit_suppresses_a_flood_and_accounts_for_every_packet() {
+    require_root!();
+    let p = Pair::new("frate");
+    policy(&p.a, "flood", &["proto udp dport 9997 drop log"]);
+    attach(&p.a, "flood", "10.0.0.3/32", "va", "out", &[]);
+    send_udp_lossy(&p.a, "10.0.0.3:9997", 3000, 10);
+    let shown = show(&p.a, "flood");
+    let r = rule(&shown, 1);
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {shown}"));
+    assert_eq!(n("packets"), 3000, "{shown}");
+    assert_eq!(n("logged") + n("suppressed"), n("packets"), "{shown}");
+    // A burst of 200 per CPU plus 100/s: far below the flood.
+    assert!(n("logged") >= 1, "{shown}");
+    assert!(n("logged") <= 1000, "{shown}");
+    assert!(n("suppressed") >= 2000, "{shown}");
+}
+
+/// Runs `lwt ARGS` expecting failure with `needle` in its message, and
+/// checks that neither the policies nor the routes changed.
+fn refused(ns: &Netns, args: &[&str], needle: &str) {
+    let (policies, routes) = (ns.lwt_ok(&["filter", "list", "-j"]), ns.routes());
+    let err = ns.lwt_err(args);
+    assert!(
+        err.starts_with("lwt: error:"),
+        "lwt {}: {err}",
+        args.join(" ")
+    );
+    assert!(
+        err.contains(needle),
+        "lwt {}: expected `{needle}` in: {err}",
+        args.join(" ")
+    );
+    assert_eq!(
+        ns.lwt_ok(&["filter", "list", "-j"]),
+        policies,
+        "lwt {} changed the policies",
+        args.join(" ")
+    );
+    assert_eq!(ns.routes(), routes, "lwt {} changed routes", args.join(" "));
+}
+
+#[test]
+fn bad_input_is_named_and_changes_nothing() {
+    require_root!();
+    let p = Pair::new("fbad");
+    policy(&p.a, "pol", &["proto tcp dport 8080 drop"]);
+    attach(&p.a, "pol", "10.0.0.3/32", "va", "out", &[]);
+    let add = |words: &'static str| {
+        let mut args = vec!["filter", "rule", "add", "pol"];
+        args.extend(words.split_whitespace());
+        args
+    };
+    let a = &p.a;
+    refused(a, &add("dprt 80 drop"), "unknown keyword `dprt`");
+    refused(
+        a,
+        &add("dst 10.0.0.300/32 drop"),
+        "bad CIDR `10.0.0.300/32`",
+    );
+    refused(a, &add("src 10.0.0.3/24 drop"), "host bits");
+    refused(a, &add("dport 70000 drop"), "port `70000` out of range");
+    refused(a, &add("dport 90-80 drop"), "reversed port range `90-80`");
+    refused(a, &add("proto tcp dport 80"), "missing verdict");
+    refused(
+        a,
+        &["filter", "rule", "add", "nosuch", "dport", "80", "drop"],
+        "unknown policy `nosuch`",
+    );
+    refused(a, &["filter", "show", "nosuch"], "unknown policy `nosuch`");
+    refused(
+        a,
+        &[
+            "filter",
+            "attach",
+            "nosuch",
+            "10.0.0.5/32",
+            "--dev",
+            "va",
+            "--hook",
+            "out",
+        ],
+        "unknown policy `nosuch`",
+    );
+    refused(a, &["filter", "rule", "del", "pol", "99"], "no rule 99");
+    refused(a, &["filter", "create", "pol"], "already exists");
+    refused(a, &["filter", "create", "a.b"], "invalid policy name `a.b`");
+    refused(
+        a,
+        &[
+            "filter",
+            "attach",
+            "pol",
+            "10.0.0.5/32",
+            "--dev",
+            "nosuch0",
+            "--hook",
+            "out",
+        ],
+        "nosuch0",
+    );
+    refused(
+        a,
+        &["filter", "detach", "pol", "10.0.0.5/32"],
+        "not attached to 10.0.0.5/32",
+    );
+    refused(
+        a,
+        &["filter", "delete", "nosuch"],
+        "unknown policy `nosuch`",
+    );
+    let shown = show(a, "pol");
+    assert_eq!(
+        rule_texts(&shown),
+        vec![(1, "proto tcp dport 8080 drop".to_string())]
+    );
+}
+
+#[test]
+fn stats_watch_prints_one_json_array_of_rates_per_interval() {
+    require_root!();
+    let p = Pair::new("fwatch");
+    policy(&p.a, "w", &["proto udp dport 9996 drop"]);
+    attach(&p.a, "w", "10.0.0.3/32", "va", "out", &[]);
+    let child = p.a.lwt_spawn(&[
+        "stats",
+        "--watch",
+        "--interval",
+        "0.5",
+        "--count",
+        "2",
+        "--json",
+    ]);
+    thread::sleep(Duration::from_millis(300));
+    send_udp_lossy(&p.a, "10.0.0.3:9996", 50, 10);
+    let out = child.wait_with_output().expect("lwt stats --watch");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = text.lines().map(json).collect();
+    assert_eq!(lines.len(), 2, "--count 2: {text}");
+    let mut dropped = 0.0;
+    for line in &lines {
+        let row = line
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["dst"] == "10.0.0.3/32"))
+            .unwrap_or_else(|| panic!("a row for the route: {line}"));
+        for field in ["pps", "bps", "dropped_pps"] {
+            assert!(row[field].is_number(), "{field} in {row}");
+        }
+        assert_eq!(row["policy"], "w", "{row}");
+        dropped += row["dropped_pps"].as_f64().unwrap_or_default() * 0.5;
+    }
+    assert!(
+        dropped > 0.0 && dropped <= 50.0,
+        "the 50 drops show up as a rate: {text}"
+    );
+}

@@ -1,0 +1,395 @@
+//! End to end: UDP from namespace A to B across a veth pair, with the same
+//! rules as lwtkit's filter, nftables as a plain chain, and nftables as one
+//! concatenated interval map. The benchmark itself uses `ip` and `nft` to
+//! build its topology and baselines; the product never does.
+use std::{
+    fs::File,
+    io::Write,
+    net::UdpSocket,
+    os::fd::AsRawFd,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use lwtkit::filter::{
+    bench_rules,
+    model::{evaluate, parse_packet},
+    rule::{Rule, Verdict},
+};
+
+const RULES: usize = 10_000;
+const SECONDS: f64 = 3.0;
+const BATCH: usize = 64;
+
+struct Ns(String);
+
+impl Ns {
+    fn new(tag: &str) -> anyhow::Result<Self> {
+        let name = format!("lwtbench-{tag}-{}", std::process::id());
+        sh("ip", &["netns", "add", &name])?;
+        Ok(Ns(name))
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn sh(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(cmd).args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn lwt(ns: &Ns, args: &[&str]) -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?.with_file_name("lwt");
+    let mut full = vec!["-n", ns.0.as_str()];
+    full.extend_from_slice(args);
+    sh(exe.to_str().unwrap_or("lwt"), &full)
+}
+
+/// The benchmark's rules: no source ports (the nft map key has none), none
+/// matching the measured traffic, and no two overlapping (an nft interval
+/// map refuses overlaps, and overlaps would make the three filters differ).
+fn rules() -> Vec<Rule> {
+    let probe = lwtkit_bench_packet();
+    let key = parse_packet(&probe);
+    let mut kept: Vec<Rule> = Vec::new();
+    for r in bench_rules(RULES * 2, 7) {
+        if kept.len() == RULES {
+            break;
+        }
+        if r.spec.sport.is_some()
+            || evaluate(std::slice::from_ref(&r), Verdict::Allow, &key)
+                .1
+                .is_some()
+        {
+            continue;
+        }
+        let overlaps = |a: &Rule, b: &Rule| {
+            let net = |x: Option<ipnet::IpNet>, y: Option<ipnet::IpNet>| match (x, y) {
+                (Some(x), Some(y)) => x.contains(&y.network()) || y.contains(&x.network()),
+                _ => true,
+            };
+            let ports = match (a.spec.dport, b.spec.dport) {
+                (Some(p), Some(q)) => p.lo <= q.hi && q.lo <= p.hi,
+                _ => true,
+            };
+            a.spec.proto == b.spec.proto
+                && net(a.spec.src, b.spec.src)
+                && net(a.spec.dst, b.spec.dst)
+                && ports
+        };
+        if kept.iter().all(|k| !overlaps(k, &r)) {
+            kept.push(Rule {
+                id: kept.len() as u32 + 1,
+                spec: r.spec,
+            });
+        }
+    }
+    kept
+}
+
+fn lwtkit_bench_packet() -> Vec<u8> {
+    let mut p = vec![0u8; 28 + 18];
+    p[0] = 0x45;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[10, 0, 0, 2]);
+    p[16..20].copy_from_slice(&[10, 0, 0, 3]);
+    p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&9u16.to_be_bytes());
+    p
+}
+
+fn nft_match(r: &Rule) -> String {
+    let proto = if r.spec.proto == Some(6) {
+        "tcp"
+    } else {
+        "udp"
+    };
+    let mut m = String::new();
+    if let Some(s) = r.spec.src {
+        m.push_str(&format!("ip saddr {s} "));
+    }
+    if let Some(d) = r.spec.dst {
+        m.push_str(&format!("ip daddr {d} "));
+    }
+    match r.spec.dport {
+        Some(p) if p.lo == p.hi => m.push_str(&format!("{proto} dport {} ", p.lo)),
+        Some(p) => m.push_str(&format!("{proto} dport {}-{} ", p.lo, p.hi)),
+        None => m.push_str(&format!("meta l4proto {proto} ")),
+    }
+    m
+}
+
+fn verdict(r: &Rule) -> &'static str {
+    if r.spec.verdict == Verdict::Drop {
+        "drop"
+    } else {
+        "accept"
+    }
+}
+
+fn nft_chain(rules: &[Rule]) -> String {
+    let mut s = String::from("table inet lwtbench {\n chain out {\n  type filter hook output priority 0; policy accept;\n");
+    for r in rules {
+        s.push_str(&format!("  {}{}\n", nft_match(r), verdict(r)));
+    }
+    s.push_str(" }\n}\n");
+    s
+}
+
+fn nft_map(rules: &[Rule]) -> String {
+    let mut s = String::from(
+        "table inet lwtbench {\n map rules {\n  type ipv4_addr . ipv4_addr . inet_proto . inet_service : verdict\n  flags interval\n  elements = {\n",
+    );
+    let items: Vec<String> = rules
+        .iter()
+        .map(|r| {
+            let net =
+                |n: Option<ipnet::IpNet>| n.map_or("0.0.0.0/0".to_string(), |n| n.to_string());
+            let proto = if r.spec.proto == Some(6) {
+                "tcp"
+            } else {
+                "udp"
+            };
+            let port = r.spec.dport.map_or("0-65535".into(), |p| {
+                if p.lo == p.hi {
+                    p.lo.to_string()
+                } else {
+                    format!("{}-{}", p.lo, p.hi)
+                }
+            });
+            format!(
+                "   {} . {} . {proto} . {port} : {}",
+                net(r.spec.src),
+                net(r.spec.dst),
+                verdict(r)
+            )
+        })
+        .collect();
+    s.push_str(&items.join(",\n"));
+    s.push_str("\n  }\n }\n chain out {\n  type filter hook output priority 0; policy accept;\n  ip saddr . ip daddr . meta l4proto . th dport vmap @rules\n }\n}\n");
+    s
+}
+
+/// A UDP socket bound in namespace `ns` (sockets stay in the namespace
+/// they were made in); kept open and never read, so B drops the datagrams
+/// quietly instead of answering with ICMP errors.
+fn sink(ns: &Ns, addr: &str) -> anyhow::Result<UdpSocket> {
+    let path = format!("/run/netns/{}", ns.0);
+    let addr = addr.to_string();
+    std::thread::spawn(move || -> anyhow::Result<UdpSocket> {
+        let f = File::open(&path)?;
+        // SAFETY: setns on a valid namespace fd, for this thread only.
+        anyhow::ensure!(
+            unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0,
+            "setns"
+        );
+        Ok(UdpSocket::bind(addr)?)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("sink thread panicked"))?
+}
+
+/// Sends UDP from A for SECONDS; returns (packets per second, sender CPU ns per packet).
+fn blast(a: &Ns) -> anyhow::Result<(f64, f64)> {
+    let path = format!("/run/netns/{}", a.0);
+    std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<(f64, f64)> {
+            let f = File::open(&path)?;
+            // SAFETY: setns on a valid namespace fd, for this thread only.
+            anyhow::ensure!(
+                unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0,
+                "setns"
+            );
+            let sock = UdpSocket::bind("10.0.0.2:40000")?;
+            sock.connect("10.0.0.3:9")?;
+            let payload = [0x5au8; 18];
+            let mut iov: Vec<libc::iovec> = (0..BATCH)
+                .map(|_| libc::iovec {
+                    iov_base: payload.as_ptr() as *mut _,
+                    iov_len: payload.len(),
+                })
+                .collect();
+            let mut msgs: Vec<libc::mmsghdr> = iov
+                .iter_mut()
+                .map(|v| {
+                    // SAFETY: zeroed msghdr is valid; we set the iovec.
+                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                    h.msg_hdr.msg_iov = v;
+                    h.msg_hdr.msg_iovlen = 1;
+                    h
+                })
+                .collect();
+            let cpu = || {
+                // SAFETY: getrusage fills a zeroed struct.
+                let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+                unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+                (u.ru_utime.tv_sec + u.ru_stime.tv_sec) as f64 * 1e9
+                    + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) as f64 * 1e3
+            };
+            let (c0, t0) = (cpu(), Instant::now());
+            let mut sent = 0u64;
+            while t0.elapsed() < Duration::from_secs_f64(SECONDS) {
+                // SAFETY: msgs point at live iovecs and payload.
+                let n =
+                    unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0) };
+                anyhow::ensure!(n >= 0, "sendmmsg: {}", std::io::Error::last_os_error());
+                sent += n as u64;
+            }
+            let (c1, secs) = (cpu(), t0.elapsed().as_secs_f64());
+            Ok((sent as f64 / secs, (c1 - c0) / sent.max(1) as f64))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender thread panicked"))?
+    })
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let rules = rules();
+    println!("\nend to end: UDP 18-byte payloads A -> B over veth, sendmmsg x{BATCH}, {SECONDS} s each, {} non-overlapping rules, none matching", rules.len());
+    let a = Ns::new("a")?;
+    let b = Ns::new("b")?;
+    sh(
+        "ip",
+        &[
+            "-n", &a.0, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.0,
+        ],
+    )?;
+    for (ns, dev, addr) in [(&a, "va", "10.0.0.2/24"), (&b, "vb", "10.0.0.3/24")] {
+        sh("ip", &["-n", &ns.0, "addr", "add", addr, "dev", dev])?;
+        sh("ip", &["-n", &ns.0, "link", "set", dev, "up"])?;
+        sh("ip", &["-n", &ns.0, "link", "set", "lo", "up"])?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let _sink = sink(&b, "10.0.0.3:9")?;
+    let dir = std::env::temp_dir().join(format!("lwtbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+
+    let mut results: Vec<(&str, f64, f64)> = Vec::new();
+    let (pps, cpu) = blast(&a)?;
+    results.push(("no filter", pps, cpu));
+
+    let file = dir.join("rules.txt");
+    let mut f = File::create(&file)?;
+    for r in &rules {
+        writeln!(f, "{}", r.spec)?;
+    }
+    lwt(
+        &a,
+        &[
+            "filter",
+            "create",
+            "bench",
+            "--capacity",
+            &(rules.len() + 16).to_string(),
+        ],
+    )?;
+    let t = Instant::now();
+    lwt(
+        &a,
+        &[
+            "filter",
+            "replace",
+            "bench",
+            "--file",
+            file.to_str().unwrap_or_default(),
+        ],
+    )?;
+    let replace_s = t.elapsed().as_secs_f64();
+    lwt(
+        &a,
+        &[
+            "filter",
+            "attach",
+            "bench",
+            "10.0.0.3/32",
+            "--dev",
+            "va",
+            "--hook",
+            "out",
+        ],
+    )?;
+    let (pps, cpu) = blast(&a)?;
+    results.push(("lwtkit filter (lwt_out)", pps, cpu));
+    lwt(&a, &["filter", "detach", "bench", "10.0.0.3/32"])?;
+    lwt(&a, &["filter", "delete", "bench"])?;
+
+    for (name, text) in [
+        ("nftables chain", nft_chain(&rules)),
+        ("nftables interval map", nft_map(&rules)),
+    ] {
+        let path = dir.join("rules.nft");
+        std::fs::write(&path, text)?;
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &a.0,
+                "nft",
+                "-f",
+                path.to_str().unwrap_or_default(),
+            ],
+        )?;
+        let (pps, cpu) = blast(&a)?;
+        results.push((name, pps, cpu));
+        sh(
+            "ip",
+            &[
+                "netns", "exec", &a.0, "nft", "delete", "table", "inet", "lwtbench",
+            ],
+        )?;
+    }
+    // Loading 100k rules through `lwt filter replace`, end to end.
+    let big = dir.join("rules-100k.txt");
+    let mut f = File::create(&big)?;
+    for r in bench_rules(100_000, 42) {
+        writeln!(f, "{}", r.spec)?;
+    }
+    lwt(&a, &["filter", "create", "big", "--capacity", "100000"])?;
+    let t = Instant::now();
+    lwt(
+        &a,
+        &[
+            "filter",
+            "replace",
+            "big",
+            "--file",
+            big.to_str().unwrap_or_default(),
+        ],
+    )?;
+    let replace_100k = t.elapsed().as_secs_f64();
+    lwt(&a, &["filter", "delete", "big"])?;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (base_pps, base_cpu) = (results[0].1, results[0].2);
+    println!(
+        "{:<26} {:>10} {:>8} {:>14} {:>8}",
+        "", "kpps", "ratio", "CPU ns/pkt", "ratio"
+    );
+    for (name, pps, cpu) in &results {
+        println!(
+            "{name:<26} {:>10.1} {:>8.2} {:>14.0} {:>8.2}",
+            pps / 1e3,
+            pps / base_pps,
+            cpu,
+            cpu / base_cpu
+        );
+    }
+    println!(
+        "lwt filter replace of {} rules: {:.2} s; of 100000 benchmark rules: {:.2} s",
+        rules.len(),
+        replace_s,
+        replace_100k
+    );
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! `cargo run --release -p lwtkit-bench -- [testrun|e2e|all]`
+//!
+//! testrun: ns per packet of the filter at 10, 1k, 10k and 100k rules,
+//! measured by BPF_PROG_TEST_RUN (mean of 1M repeats, median of 5 runs),
+//! beside the empty program (`pass`) of the same hook.
+//! e2e: UDP across a veth pair between two throwaway namespaces: no
+//! filter, lwtkit, nftables as a plain chain, nftables with a set; the
+//! sender's CPU time per packet and packets per second, as ratios to the
+//! no-filter run. Needs root; removes its namespaces.
+mod e2e;
+mod testrun;
+
+fn main() -> anyhow::Result<()> {
+    let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    if !matches!(what.as_str(), "testrun" | "e2e" | "all") {
+        anyhow::bail!("usage: lwtkit-bench [testrun|e2e|all]");
+    }
+    if what != "e2e" {
+        testrun::run()?;
+    }
+    if what != "testrun" {
+        e2e::run()?;
+    }
+    Ok(())
+}
