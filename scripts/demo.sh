@@ -95,4 +95,27 @@ show "$LWT" -n "$CLIENT" detach 10.0.0.2/32 --local
 show ip -n "$CLIENT" route show table local 10.0.0.2
 fetch "$SERVER" http://10.0.0.2:8080/
 
+step "the same without writing C: a filter policy, each seed program is one rule"
+show "$LWT" -n "$CLIENT" filter create web
+show "$LWT" -n "$CLIENT" filter rule add web dst 10.0.0.3/32 proto tcp dport 8080 drop log
+show "$LWT" -n "$CLIENT" filter attach web 10.0.0.3/32 --dev veth-c --hook out
+"$LWT" -n "$CLIENT" events --count 1 --timeout 5 --pcap "$WORK/drops.pcap" >"$WORK/events.txt" 2>/dev/null &
+EVENTS=$!
+sleep 0.5
+fetch "$CLIENT" http://10.0.0.3:8080/
+fetch "$CLIENT" http://10.0.0.3:8081/
+wait "$EVENTS" || true
+echo "the ring-buffer event of the first dropped packet (also written to a pcap file):"
+sed 's/^/    /' "$WORK/events.txt"
+show "$LWT" -n "$CLIENT" filter show web
+show "$LWT" -n "$CLIENT" stats
+echo "ingress, the seed's second program, as one rule on the local route of 10.0.0.2:"
+show "$LWT" -n "$CLIENT" filter create in8080
+show "$LWT" -n "$CLIENT" filter rule add in8080 src 10.0.0.3/32 proto tcp dport 8080 drop
+show "$LWT" -n "$CLIENT" filter attach in8080 10.0.0.2/32 --local --dev veth-c --hook in
+fetch "$SERVER" http://10.0.0.2:8080/
+fetch "$SERVER" http://10.0.0.2:8081/
+show "$LWT" -n "$CLIENT" filter detach in8080 10.0.0.2/32 --local
+show "$LWT" -n "$CLIENT" filter detach web 10.0.0.3/32
+
 step "done: namespaces removed"

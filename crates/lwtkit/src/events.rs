@@ -120,7 +120,8 @@ pub fn follow(until: Until, mut on_event: impl FnMut(EventRecord) -> Result<()>)
         ));
     }
     let (policies, pin) = {
-        let state = NetnsState::open(bpffs)?;
+        let state = NetnsState::open_existing(bpffs)?
+            .ok_or_else(|| Error::Invalid("no filter policy exists in this namespace, so there are no events to follow (`lwt filter create`)".into()))?;
         let p = Policies::new(&state);
         let names: HashMap<u32, String> = p.all()?.into_iter().map(|p| (p.id, p.name)).collect();
         (names, p.events_pin())

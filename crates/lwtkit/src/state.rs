@@ -129,12 +129,21 @@ impl NetnsState {
     }
 
     /// Opens the state only if it exists (read-only verbs: list, stats).
+    /// Read-only verbs (list, stats, events) take a shared lock and write
+    /// nothing.
     pub fn open_existing(bpffs: &Path) -> Result<Option<Self>> {
-        let cookie = system::netns_cookie()?;
-        if !Path::new(STATE_ROOT).join(format!("ns-{cookie}")).exists() {
+        let (dir, pin_dir) = Self::paths(bpffs)?;
+        let lock_path = dir.join("lock");
+        let Ok(file) = File::open(&lock_path) else {
             return Ok(None);
-        }
-        Self::open(bpffs).map(Some)
+        };
+        let lock = Flock::lock(file, FlockArg::LockShared)
+            .map_err(|(_, e)| state_err(&lock_path, std::io::Error::from_raw_os_error(e as i32)))?;
+        Ok(Some(Self {
+            dir,
+            pin_dir,
+            _lock: lock,
+        }))
     }
 
     pub fn load(&self, key: &str) -> Result<Option<RouteRecord>> {

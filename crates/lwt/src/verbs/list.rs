@@ -5,6 +5,7 @@ use super::Output;
 use crate::args::ListArgs;
 
 pub fn run(a: ListArgs, out: &Output) -> anyhow::Result<()> {
+    super::warn_if_unprivileged("lwt list");
     let table = match a.table.as_deref() {
         None | Some("all") => None,
         Some(t) => Some(lwtkit::route::table::parse_table(t)?),

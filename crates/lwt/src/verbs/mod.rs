@@ -36,3 +36,10 @@ impl Output {
 pub fn table(arg: Option<&str>) -> anyhow::Result<Option<u32>> {
     Ok(arg.map(lwtkit::route::table::parse_table).transpose()?)
 }
+
+/// Read-only verbs work without privileges but see less: say so once.
+pub fn warn_if_unprivileged(what: &str) {
+    if lwtkit::system::require_attach_privileges(what).is_err() {
+        eprintln!("lwt: note: without CAP_BPF and CAP_NET_ADMIN (root), {what} cannot read lwtkit's programs and counters; ids, tags and counts are missing");
+    }
+}

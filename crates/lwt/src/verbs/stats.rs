@@ -18,6 +18,7 @@ struct Rates<'a> {
 }
 
 pub fn run(a: StatsArgs, out: &Output) -> anyhow::Result<()> {
+    super::warn_if_unprivileged("lwt stats");
     if !a.watch {
         let stats = inventory::stats()?;
         return out.emit(&stats, |s| table(s, None));
