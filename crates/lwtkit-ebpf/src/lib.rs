@@ -22,6 +22,16 @@ macro_rules! lwt_program {
     };
 }
 
+/// Declares the object's license: GPL, which the helpers lwtkit uses need.
+#[macro_export]
+macro_rules! gpl_license {
+    () => {
+        #[unsafe(no_mangle)]
+        #[unsafe(link_section = "license")]
+        pub static LICENSE: [u8; 4] = *b"GPL\0";
+    };
+}
+
 /// The kernel programs never unwind; the verifier would reject any path
 /// that reached here.
 #[cfg(not(test))]

@@ -118,16 +118,7 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
     }
     system::require_attach_privileges("lwt attach")?;
     let oif = ifindex(&req.dev)?;
-    let bpffs = system::ensure_bpffs()?;
-    state::collect_garbage(&bpffs);
-    let state = NetnsState::open(&bpffs)?;
-
-    let key = RouteKey {
-        dst: req.dst,
-        table: req.table.unwrap_or_else(|| ops::default_table(req.local)),
-    };
-    let skey = RouteRecord::key(&key.dst, key.table);
-    let route_label = key.to_string();
+    let (state, key, skey, route_label) = open_route(req.dst, req.table, req.local)?;
     let record = state.load(&skey)?;
     let mut rtnl = Rtnl::open()?;
     let existing = ops::find(&mut rtnl, &key)?;
@@ -349,17 +340,29 @@ fn check_foreign_encap(
     }
 }
 
+/// Takes the namespace's state (locked, after collecting what vanished
+/// namespaces left) and names the route: its key, record key and label.
+fn open_route(
+    dst: IpNet,
+    table: Option<u32>,
+    local: bool,
+) -> Result<(NetnsState, RouteKey, String, String)> {
+    let bpffs = system::ensure_bpffs()?;
+    state::collect_garbage(&bpffs);
+    let state = NetnsState::open(&bpffs)?;
+    let key = RouteKey {
+        dst,
+        table: table.unwrap_or_else(|| ops::default_table(local)),
+    };
+    let skey = RouteRecord::key(&key.dst, key.table);
+    let label = key.to_string();
+    Ok((state, key, skey, label))
+}
+
 /// Takes lwtkit's program(s) off a route.
 pub fn detach(req: &DetachRequest) -> Result<Detached> {
     system::require_attach_privileges("lwt detach")?;
-    let bpffs = system::ensure_bpffs()?;
-    let state = NetnsState::open(&bpffs)?;
-    let key = RouteKey {
-        dst: req.dst,
-        table: req.table.unwrap_or_else(|| ops::default_table(req.local)),
-    };
-    let skey = RouteRecord::key(&key.dst, key.table);
-    let route_label = key.to_string();
+    let (state, key, skey, route_label) = open_route(req.dst, req.table, req.local)?;
     let mut record = state
         .load(&skey)?
         .ok_or_else(|| Error::NotManaged(route_label.clone()))?;

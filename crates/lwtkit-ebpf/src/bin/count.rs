@@ -5,7 +5,7 @@
 
 use aya_ebpf::programs::SkBuffContext;
 use lwtkit_common::{filter::verdict_slot, verdict::BPF_OK};
-use lwtkit_ebpf::{counters::count, lwt_program};
+use lwtkit_ebpf::{counters::count, gpl_license, lwt_program};
 
 #[inline(always)]
 fn pass_and_count(ctx: SkBuffContext) -> i32 {
@@ -17,6 +17,4 @@ lwt_program!(count_in, "lwt_in", pass_and_count);
 lwt_program!(count_out, "lwt_out", pass_and_count);
 lwt_program!(count_xmit, "lwt_xmit", pass_and_count);
 
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "license")]
-pub static LICENSE: [u8; 4] = *b"GPL\0";
+gpl_license!();

@@ -16,7 +16,7 @@ use lwtkit_common::{
 };
 use lwtkit_ebpf::{
     counters::count,
-    lwt_program,
+    gpl_license, lwt_program,
     matcher::{decide, CONFIG},
     parse::{parse, PacketKey},
 };
@@ -151,6 +151,4 @@ lwt_program!(filter_in, "lwt_in", judge_in);
 lwt_program!(filter_out, "lwt_out", judge_out);
 lwt_program!(filter_xmit, "lwt_xmit", judge_xmit);
 
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "license")]
-pub static LICENSE: [u8; 4] = *b"GPL\0";
+gpl_license!();

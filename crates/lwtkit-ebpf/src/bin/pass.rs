@@ -5,7 +5,7 @@
 
 use aya_ebpf::programs::SkBuffContext;
 use lwtkit_common::verdict::BPF_OK;
-use lwtkit_ebpf::lwt_program;
+use lwtkit_ebpf::{gpl_license, lwt_program};
 
 #[inline(always)]
 fn pass(_ctx: SkBuffContext) -> i32 {
@@ -16,6 +16,4 @@ lwt_program!(pass_in, "lwt_in", pass);
 lwt_program!(pass_out, "lwt_out", pass);
 lwt_program!(pass_xmit, "lwt_xmit", pass);
 
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "license")]
-pub static LICENSE: [u8; 4] = *b"GPL\0";
+gpl_license!();

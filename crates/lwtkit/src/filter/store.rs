@@ -420,29 +420,44 @@ fn map_err(path: &Path, e: libbpf_rs::Error) -> Error {
     }
 }
 
-/// Writes `cells` at cell `at` of the mmap-able cells map.
+/// Writes `cells` at cell `at` of the mmap-able cells map pinned at `pin`.
 fn write_cells(pin: &Path, at: usize, cells: &[Cell], total: usize) -> Result<()> {
     let map = open_map(pin)?;
+    write_cells_fd(map.as_fd(), at, cells, total).map_err(|e| Error::State {
+        path: pin.into(),
+        reason: format!("mmap: {e}"),
+    })
+}
+
+/// Writes `cells` at cell `at` of an mmap-able array map of `total` cells.
+pub(crate) fn write_cells_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    at: usize,
+    cells: &[Cell],
+    total: usize,
+) -> std::io::Result<()> {
+    if at + cells.len() > total {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "cells past the end of the map",
+        ));
+    }
     let len = (total * size_of::<Cell>()).next_multiple_of(4096);
-    // SAFETY: mapping the whole array map (created BPF_F_MMAPABLE) shared,
-    // writing inside its bounds, unmapping before return.
+    // SAFETY: maps the whole array map (created BPF_F_MMAPABLE) shared,
+    // writes within its bounds (checked above), unmaps before returning.
     unsafe {
         let base = libc::mmap(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
-            map.as_fd().as_raw_fd(),
+            fd.as_raw_fd(),
             0,
         );
         if base == libc::MAP_FAILED {
-            return Err(Error::State {
-                path: pin.into(),
-                reason: format!("mmap: {}", std::io::Error::last_os_error()),
-            });
+            return Err(std::io::Error::last_os_error());
         }
-        let dst = base.cast::<Cell>().add(at);
-        std::ptr::copy_nonoverlapping(cells.as_ptr(), dst, cells.len());
+        std::ptr::copy_nonoverlapping(cells.as_ptr(), base.cast::<Cell>().add(at), cells.len());
         libc::munmap(base, len);
     }
     Ok(())

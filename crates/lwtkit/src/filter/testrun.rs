@@ -3,10 +3,7 @@
 //! for the per-packet benchmarks. Only read-only hooks' semantics are
 //! involved; the filter never pushes an encapsulation, so test-running it is
 //! safe on every hook.
-use std::{
-    os::fd::{AsFd, AsRawFd},
-    time::Duration,
-};
+use std::{os::fd::AsFd, time::Duration};
 
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
 use lwtkit_common::filter::{Cell, PolicyConfig, NO_RULE};
@@ -120,24 +117,8 @@ impl Harness {
 
     fn write_cells(&self, cells: &[Cell]) -> Result<()> {
         let map = self.map(CELLS_MAP)?;
-        let len = (map.max_entries() as usize * size_of::<Cell>()).next_multiple_of(4096);
-        // SAFETY: maps the whole mmap-able array, writes within it, unmaps.
-        unsafe {
-            let base = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.as_fd().as_raw_fd(),
-                0,
-            );
-            if base == libc::MAP_FAILED {
-                return Err(err("mmap cells", std::io::Error::last_os_error()));
-            }
-            std::ptr::copy_nonoverlapping(cells.as_ptr(), base.cast::<Cell>(), cells.len());
-            libc::munmap(base, len);
-        }
-        Ok(())
+        super::store::write_cells_fd(map.as_fd(), 0, cells, map.max_entries() as usize)
+            .map_err(|e| err("mmap cells", e))
     }
 
     /// Runs the program once on an L3 packet (an Ethernet header is added,
@@ -165,19 +146,8 @@ impl Harness {
 
     /// Per-rule packet counters summed over CPUs: index 0 is "no rule".
     pub fn rule_hits(&self) -> Result<Vec<u64>> {
-        let map = self.map(RULE_STATS_MAP)?;
         (0..=self.max_rule_id)
-            .map(|id| {
-                let slots = map
-                    .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)
-                    .map_err(|e| err("rule stats", e))?
-                    .unwrap_or_default();
-                Ok(slots
-                    .iter()
-                    .filter_map(|s| s.get(..8))
-                    .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
-                    .sum())
-            })
+            .map(|id| self.hits_of(Some(id).filter(|i| *i != 0)))
             .collect()
     }
 
