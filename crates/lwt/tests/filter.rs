@@ -5,7 +5,12 @@ mod common;
 
 use std::{
     io::Read,
+    net::UdpSocket,
     path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -389,7 +394,12 @@ fn events_report_logged_drops_as_json_text_and_pcap() {
         "--pcap",
         pcap_arg,
     ];
+    let start = Instant::now();
     let lines = follow_while_connecting(&p, &args);
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "stopped at --count 1, not at --timeout"
+    );
     assert_eq!(lines.len(), 1, "--count 1 prints one event: {lines:?}");
     let ev = json(&lines[0]);
     assert_eq!(ev["policy"], "logged", "{ev}");
@@ -434,9 +444,18 @@ fn events_report_logged_drops_as_json_text_and_pcap() {
 /// Runs `lwt events ARGS` in A, tries TCP to 10.0.0.3:8080 once it is
 /// listening, and returns the lines it printed.
 fn follow_while_connecting(p: &Pair, args: &[&str]) -> Vec<String> {
-    let mut child = p.a.lwt_spawn(args);
+    follow(&p.a, args, || {
+        assert!(!tcp_works(&p.a, "10.0.0.3:8080"), "8080 is dropped");
+    })
+}
+
+/// Runs `lwt events ARGS` (which must stop by itself) in `ns`, runs
+/// `traffic` once it has had time to start following, and returns the
+/// lines it printed.
+fn follow(ns: &Netns, args: &[&str], traffic: impl FnOnce()) -> Vec<String> {
+    let mut child = ns.lwt_spawn(args);
     thread::sleep(Duration::from_millis(300));
-    assert!(!tcp_works(&p.a, "10.0.0.3:8080"), "8080 is dropped");
+    traffic();
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for lwt events") {
@@ -444,7 +463,7 @@ fn follow_while_connecting(p: &Pair, args: &[&str]) -> Vec<String> {
         }
         if start.elapsed() > Duration::from_secs(12) {
             let _ = child.kill();
-            panic!("lwt events did not stop after --count 1");
+            panic!("lwt {} did not stop", args.join(" "));
         }
         thread::sleep(Duration::from_millis(50));
     };
@@ -456,11 +475,137 @@ fn follow_while_connecting(p: &Pair, args: &[&str]) -> Vec<String> {
         s.read_to_string(&mut err).expect("stderr");
     }
     assert!(status.success(), "lwt events failed: {err}");
-    assert!(
-        start.elapsed() < Duration::from_secs(9),
-        "stopped at --count, not --timeout"
-    );
     out.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn ipv6_events_carry_v6_addresses_and_raw_ip_bytes() {
+    require_root!();
+    let p = Pair::new("fev6");
+    policy(
+        &p.a,
+        "v6log",
+        &["dst fd00::3/128 proto udp dport 9 drop log"],
+    );
+    attach(&p.a, "v6log", "fd00::3/128", "va", "out", &[]);
+    let pcap = temp_file("events6.pcap");
+    let args = [
+        "events",
+        "--count",
+        "1",
+        "--timeout",
+        "10",
+        "--json",
+        "--pcap",
+        pcap.to_str().expect("utf-8"),
+    ];
+    let lines = follow(&p.a, &args, || {
+        send_udp_lossy(&p.a, "[fd00::3]:9", 1, 2);
+    });
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let ev = json(&lines[0]);
+    assert_eq!(ev["src"], "fd00::2", "{ev}");
+    assert_eq!(ev["dst"], "fd00::3", "{ev}");
+    assert_eq!(ev["proto"], 17, "{ev}");
+    assert_eq!(ev["dport"], 9, "{ev}");
+    assert_eq!(ev["len"], 40 + 8 + 2, "{ev}");
+    assert!(
+        ev["data"].as_str().is_some_and(|d| d.starts_with('6')),
+        "{ev}"
+    );
+    let file = std::fs::File::open(&pcap).expect("pcap written");
+    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("a pcap file");
+    assert_eq!(u32::from(reader.header().datalink), 101, "link type RAW");
+    let packet = reader
+        .next_packet()
+        .expect("one packet")
+        .expect("readable packet");
+    assert_eq!(packet.data[0] >> 4, 6, "IPv6");
+    let dst: std::net::Ipv6Addr = "fd00::3".parse().expect("address");
+    assert_eq!(&packet.data[24..40], &dst.octets(), "dst fd00::3");
+}
+
+#[test]
+
+fn ipv6_events_in_text_bracket_addresses_that_carry_a_port() {
+    require_root!();
+    let p = Pair::new("fev6t");
+    policy(
+        &p.a,
+        "v6log",
+        &["dst fd00::3/128 proto udp dport 9 drop log"],
+    );
+    attach(&p.a, "v6log", "fd00::3/128", "va", "out", &[]);
+    let lines = follow(&p.a, &["events", "--count", "1", "--timeout", "10"], || {
+        send_udp_lossy(&p.a, "[fd00::3]:9", 1, 2);
+    });
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("> [fd00::3]:9 "), "{}", lines[0]);
+    assert!(lines[0].contains("[fd00::2]:"), "{}", lines[0]);
+}
+
+#[test]
+
+fn events_follow_only_what_happens_after_they_start() {
+    require_root!();
+    let p = Pair::new("fevold");
+    policy(&p.a, "old", &["proto udp dport 9 drop log"]);
+    attach(&p.a, "old", "10.0.0.3/32", "va", "out", &[]);
+    send_udp_lossy(&p.a, "10.0.0.3:9", 5, 2);
+    let shown = show(&p.a, "old");
+    assert_eq!(rule(&shown, 1)["logged"], 5, "{shown}");
+    let lines = follow(&p.a, &["events", "--timeout", "1", "--json"], || {});
+    assert_eq!(
+        lines,
+        Vec::<String>::new(),
+        "nothing happened while following"
+    );
+}
+
+#[test]
+
+fn replace_starts_the_new_rules_counters_at_zero_under_load() {
+    require_root!();
+    let p = Pair::new("frepc");
+    policy(&p.a, "busy", &["proto udp dport 9 drop"]);
+    attach(&p.a, "busy", "10.0.0.3/32", "va", "out", &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done_tx, done) = mpsc::channel();
+    let flooding = stop.clone();
+    p.a.spawn(move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+        while !flooding.load(Ordering::Relaxed) {
+            let _ = s.send_to(b"x", "10.0.0.3:9");
+        }
+        let _ = done_tx.send(());
+    });
+    // Rule 1 of `busy` matches the flood; rule 1 of `idle` matches nothing sent.
+    let (busy, idle) = (temp_file("busy.rules"), temp_file("idle.rules"));
+    std::fs::write(&busy, "proto udp dport 9 drop\n").expect("write rules file");
+    std::fs::write(&idle, "proto udp dport 1 drop\n").expect("write rules file");
+    let replace = |file: &PathBuf| {
+        p.a.lwt_ok(&[
+            "filter",
+            "replace",
+            "busy",
+            "--file",
+            file.to_str().expect("utf-8"),
+        ]);
+    };
+    let mut leaked = Vec::new();
+    for _ in 0..5 {
+        replace(&busy);
+        thread::sleep(Duration::from_millis(50));
+        replace(&idle);
+        leaked.push(rule(&show(&p.a, "busy"), 1)["packets"].clone());
+    }
+    stop.store(true, Ordering::Relaxed);
+    done.recv().expect("flood stopped");
+    assert_eq!(
+        leaked,
+        vec![serde_json::json!(0); 5],
+        "packets counted on `proto udp dport 1 drop` right after each replace"
+    );
 }
 
 #[test]
@@ -469,22 +614,27 @@ fn log_rate_limit_suppresses_a_flood_and_accounts_for_every_packet() {
     let p = Pair::new("frate");
     policy(&p.a, "flood", &["proto udp dport 9997 drop log"]);
     attach(&p.a, "flood", "10.0.0.3/32", "va", "out", &[]);
+    let start = Instant::now();
     send_udp_lossy(&p.a, "10.0.0.3:9997", 3000, 10);
+    let secs = start.elapsed().as_secs() + 1;
     let shown = show(&p.a, "flood");
     let r = rule(&shown, 1);
     let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {shown}"));
     assert_eq!(n("packets"), 3000, "{shown}");
     assert_eq!(n("logged") + n("suppressed"), n("packets"), "{shown}");
-    // A burst of 200 per CPU plus 100/s: far below the flood.
-    assert!(n("logged") >= 1, "{shown}");
-    assert!(n("logged") <= 1000, "{shown}");
-    assert!(n("suppressed") >= 2000, "{shown}");
+    // Each CPU the sender ran on: a burst of 200, then 100 a second.
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert!(n("logged") >= 200, "the burst is logged: {shown}");
+    assert!(
+        n("logged") <= (cpus * (200 + 100 * secs)).min(1500),
+        "the flood is suppressed: {shown}"
+    );
 }
 
 /// Runs `lwt ARGS` expecting failure with `needle` in its message, and
 /// checks that neither the policies nor the routes changed.
 fn refused(ns: &Netns, args: &[&str], needle: &str) {
-    let (policies, routes) = (ns.lwt_ok(&["filter", "list", "-j"]), ns.routes());
+    let (policies, before) = (ns.lwt_ok(&["filter", "list", "-j"]), routes(ns));
     let err = ns.lwt_err(args);
     assert!(
         err.starts_with("lwt: error:"),
@@ -502,7 +652,17 @@ fn refused(ns: &Netns, args: &[&str], needle: &str) {
         "lwt {} changed the policies",
         args.join(" ")
     );
-    assert_eq!(ns.routes(), routes, "lwt {} changed routes", args.join(" "));
+    assert_eq!(routes(ns), before, "lwt {} changed routes", args.join(" "));
+}
+
+/// Every route of `ns` but the IPv6 link-local ones, which the kernel adds
+/// by itself once duplicate address detection ends.
+fn routes(ns: &Netns) -> String {
+    ns.routes()
+        .lines()
+        .filter(|l| !l.contains("fe80:"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]

@@ -100,6 +100,11 @@ pub struct PolicyConfig {
     /// Events allowed per rule per CPU per second, and burst.
     pub log_rate: u32,
     pub log_burst: u32,
+    /// Rule-counter slots per generation: rule `id` of generation `g`
+    /// counts in slot `g * rule_slots + id` (slot `g * rule_slots` for the
+    /// default), so a new rule set starts from zero while the old one
+    /// finishes counting in its own slots.
+    pub rule_slots: u32,
 }
 
 /// Per-rule, per-CPU statistics, indexed by rule id; slot 0 counts the

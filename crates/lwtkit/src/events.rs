@@ -130,13 +130,14 @@ pub fn follow(until: Until, mut on_event: impl FnMut(EventRecord) -> Result<()>)
         .map_err(|_| Error::Invalid("no filter policy exists in this namespace, so there are no events to follow (`lwt filter create`)".into()))?;
     let offset = monotonic_offset();
     let seen = std::cell::Cell::new(0usize);
+    let draining = std::cell::Cell::new(false);
     let failure: std::cell::RefCell<Option<Error>> = std::cell::RefCell::new(None);
     let want = until.count.unwrap_or(usize::MAX);
     {
         let mut builder = RingBufferBuilder::new();
         builder
             .add(&map, |raw: &[u8]| {
-                if seen.get() >= want || failure.borrow().is_some() {
+                if draining.get() || seen.get() >= want || failure.borrow().is_some() {
                     return 0;
                 }
                 if let Some(ev) = decode(raw, &policies, offset) {
@@ -156,6 +157,11 @@ pub fn follow(until: Until, mut on_event: impl FnMut(EventRecord) -> Result<()>)
             path: pin.clone(),
             reason: e.to_string(),
         })?;
+        // Follow what happens from now on: drop what waited in the ring
+        // (the read position is shared and survives between followers).
+        draining.set(true);
+        let _ = rb.consume();
+        draining.set(false);
         let start = Instant::now();
         loop {
             let left = until.timeout.map(|t| t.saturating_sub(start.elapsed()));

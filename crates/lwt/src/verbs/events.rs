@@ -43,7 +43,11 @@ fn render(e: &EventRecord) -> String {
     let proto = lwtkit::filter::rule::proto_name(e.proto)
         .map_or_else(|| e.proto.to_string(), str::to_string);
     let ports = match e.proto {
-        6 | 17 => format!(" {}:{} > {}:{}", e.src, e.sport, e.dst, e.dport),
+        6 | 17 => format!(
+            " {} > {}",
+            std::net::SocketAddr::new(e.src, e.sport),
+            std::net::SocketAddr::new(e.dst, e.dport)
+        ),
         1 | 58 => format!(" {} > {} type {} code {}", e.src, e.dst, e.sport, e.dport),
         _ => format!(" {} > {}", e.src, e.dst),
     };

@@ -154,6 +154,13 @@ fn render(v: &PolicyView) -> String {
             }
         ));
     }
+    s.push_str(&format!(
+        "  {:>5}  default {:<58} packets {} bytes {}\n",
+        "-",
+        v.default.as_str(),
+        v.unmatched.packets,
+        v.unmatched.bytes
+    ));
     for a in &v.attachments {
         s.push_str(&format!(
             "  attached: {} table {} dev {} hook {}\n",

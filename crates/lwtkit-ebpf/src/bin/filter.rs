@@ -38,7 +38,7 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
     let default = if cfg.default_drop != 0 { BPF_DROP } else { BPF_OK };
     let Some(key) = parse(ctx) else {
         count(verdict_slot::MALFORMED, ctx.len());
-        count_default(len);
+        count_default(cfg, len);
         return default;
     };
     let d = decide(&key, cfg);
@@ -49,8 +49,9 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
     } else {
         BPF_OK
     };
-    // Slot 0 counts packets no rule matched (rule ids start at 1).
-    let stats_slot = if d.rule_id == NO_RULE { 0 } else { d.rule_id };
+    // Slot 0 of the generation counts packets no rule matched (ids start at 1).
+    let id = if d.rule_id == NO_RULE { 0 } else { d.rule_id };
+    let stats_slot = cfg.generation.wrapping_mul(cfg.rule_slots).wrapping_add(id);
     if let Some(s) = RULE_STATS.get_ptr_mut(stats_slot) {
         // SAFETY: this CPU's slot; no other writer.
         let s = unsafe { &mut *s };
@@ -65,10 +66,10 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
     verdict
 }
 
-/// Slot 0 of the rule counters: packets the default verdict judged.
+/// Slot 0 of the generation's rule counters: packets the default judged.
 #[inline(always)]
-fn count_default(len: u64) {
-    if let Some(s) = RULE_STATS.get_ptr_mut(0) {
+fn count_default(cfg: &PolicyConfig, len: u64) {
+    if let Some(s) = RULE_STATS.get_ptr_mut(cfg.generation.wrapping_mul(cfg.rule_slots)) {
         // SAFETY: this CPU's slot; no other writer.
         unsafe {
             (*s).packets += 1;

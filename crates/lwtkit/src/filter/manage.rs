@@ -103,6 +103,8 @@ pub struct PolicyView {
     pub id: u32,
     pub default: Verdict,
     pub capacity: u32,
+    /// Packets no rule matched (judged by the default verdict).
+    pub unmatched: RuleCounters,
     pub rules: Vec<RuleView>,
     pub attachments: Vec<PolicyAttachment>,
 }
@@ -154,6 +156,11 @@ fn view(p: &Policies, state: &NetnsState, policy: Policy) -> Result<PolicyView> 
         id: policy.id,
         default: policy.default,
         capacity: policy.capacity,
+        unmatched: counters
+            .iter()
+            .find(|(id, _)| *id == 0)
+            .map(|(_, c)| *c)
+            .unwrap_or_default(),
         rules,
         attachments: attachments(state, &policy.name)?,
     })

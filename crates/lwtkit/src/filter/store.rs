@@ -58,15 +58,35 @@ pub struct Policy {
     pub cells: u32,
     pub generation: u32,
     pub rules: Vec<Rule>,
+    /// What earlier generations counted for rules that carried over (and,
+    /// under 0, for the default): added to the live generation's counters.
+    #[serde(default)]
+    pub carried: std::collections::BTreeMap<u32, RuleCounters>,
+}
+
+impl Policy {
+    /// Counter slots per generation (ids 1..=capacity, and 0).
+    pub fn rule_slots(&self) -> u32 {
+        self.capacity + 1
+    }
 }
 
 /// Per-rule counters summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleCounters {
     pub packets: u64,
     pub bytes: u64,
     pub logged: u64,
     pub suppressed: u64,
+}
+
+impl RuleCounters {
+    fn add(&mut self, o: &RuleCounters) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.logged += o.logged;
+        self.suppressed += o.suppressed;
+    }
 }
 
 /// The policies of the current namespace.
@@ -182,6 +202,7 @@ impl<'a> Policies<'a> {
             cells,
             generation: 0,
             rules: Vec::new(),
+            carried: Default::default(),
         };
         self.create_maps(&policy)?;
         if let Err(e) = self.publish(&policy, &policy.rules) {
@@ -221,7 +242,7 @@ impl<'a> Policies<'a> {
                     m.set_map_flags(libbpf_rs::libbpf_sys::BPF_F_MMAPABLE)
                         .map_err(load_err)?;
                 }
-                RULE_STATS_MAP => m.set_max_entries(p.capacity + 1).map_err(load_err)?,
+                RULE_STATS_MAP => m.set_max_entries(2 * p.rule_slots()).map_err(load_err)?,
                 EVENTS_MAP if events.exists() => m.reuse_pinned_map(&events).map_err(load_err)?,
                 _ => {}
             }
@@ -284,6 +305,7 @@ impl<'a> Policies<'a> {
             policy_id: p.id,
             log_rate: LOG_RATE,
             log_burst: LOG_BURST,
+            rule_slots: p.rule_slots(),
         };
         let cfg_map = open_map(&dir.join("config"))?;
         // SAFETY: PolicyConfig is plain u32 fields.
@@ -300,24 +322,74 @@ impl<'a> Policies<'a> {
         Ok(())
     }
 
-    /// Resets the per-rule counters of `ids` (new rules reuse freed ids).
-    fn reset_stats(&self, p: &Policy, ids: &[u32]) -> Result<()> {
+    /// Zeroes the counter slots of `ids` in generation `generation`.
+    fn zero_slots(
+        &self,
+        p: &Policy,
+        generation: u32,
+        ids: impl Iterator<Item = u32>,
+    ) -> Result<()> {
         let pin = self.pin_dir(&p.name).join("rule_stats");
         let map = open_map(&pin)?;
         let cpus = libbpf_rs::num_possible_cpus().map_err(|e| map_err(&pin, e))?;
         let zero = vec![vec![0u8; size_of::<RuleStats>()]; cpus];
         for id in ids {
-            map.update_percpu(&id.to_ne_bytes(), &zero, MapFlags::ANY)
+            let slot = generation * p.rule_slots() + id;
+            map.update_percpu(&slot.to_ne_bytes(), &zero, MapFlags::ANY)
                 .map_err(|e| map_err(&pin, e))?;
         }
         Ok(())
     }
 
-    /// Commits a new rule list: compile, swap, record.
-    fn commit(&self, mut p: Policy, rules: Vec<Rule>, fresh: &[u32]) -> Result<Policy> {
-        self.reset_stats(&p, fresh)?;
+    /// Reads one counter slot, summed over CPUs.
+    fn read_slot(map: &MapHandle, pin: &Path, slot: u32) -> Result<RuleCounters> {
+        let slots = map
+            .lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| map_err(pin, e))?
+            .unwrap_or_default();
+        let mut c = RuleCounters::default();
+        for s in slots.iter().filter(|s| s.len() >= 32) {
+            let v =
+                |i: usize| u64::from_ne_bytes(s[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+            c.add(&RuleCounters {
+                packets: v(0),
+                bytes: v(1),
+                logged: v(2),
+                suppressed: v(3),
+            });
+        }
+        Ok(c)
+    }
+
+    /// Commits a new rule list: the idle generation's counters are zeroed,
+    /// the rules compiled and swapped in; then what the old generation
+    /// counted for rules that carry over (same id and spec) and for the
+    /// default is folded into `carried`, so counters neither reset nor
+    /// mix when rules change.
+    fn commit(&self, mut p: Policy, rules: Vec<Rule>) -> Result<Policy> {
+        let old = p.generation;
+        let next = old ^ 1;
+        self.zero_slots(
+            &p,
+            next,
+            std::iter::once(0).chain(rules.iter().map(|r| r.id)),
+        )?;
         self.publish(&p, &rules)?;
-        p.generation ^= 1;
+        let pin = self.pin_dir(&p.name).join("rule_stats");
+        let map = open_map(&pin)?;
+        let mut carried = std::collections::BTreeMap::new();
+        let mut keep = |id: u32| -> Result<()> {
+            let mut c = p.carried.get(&id).copied().unwrap_or_default();
+            c.add(&Self::read_slot(&map, &pin, old * p.rule_slots() + id)?);
+            carried.insert(id, c);
+            Ok(())
+        };
+        keep(0)?;
+        for r in rules.iter().filter(|r| p.rules.contains(r)) {
+            keep(r.id)?;
+        }
+        p.carried = carried;
+        p.generation = next;
         p.rules = rules;
         self.save(&p)?;
         Ok(p)
@@ -338,7 +410,7 @@ impl<'a> Policies<'a> {
         let rule = Rule { id, spec };
         let mut rules = p.rules.clone();
         rules.push(rule.clone());
-        self.commit(p, rules, &[id])?;
+        self.commit(p, rules)?;
         Ok(rule)
     }
 
@@ -352,7 +424,7 @@ impl<'a> Policies<'a> {
             .cloned()
             .ok_or_else(|| Error::Invalid(format!("policy `{name}` has no rule {id}")))?;
         let rules: Vec<Rule> = p.rules.iter().filter(|r| r.id != id).cloned().collect();
-        self.commit(p, rules, &[])?;
+        self.commit(p, rules)?;
         Ok(gone)
     }
 
@@ -367,8 +439,7 @@ impl<'a> Policies<'a> {
             .zip(1..)
             .map(|(spec, id)| Rule { id, spec })
             .collect();
-        let ids: Vec<u32> = rules.iter().map(|r| r.id).collect();
-        self.commit(p, rules, &ids)
+        self.commit(p, rules)
     }
 
     /// `lwt filter delete`: only when no route uses it (the caller checks).
@@ -381,31 +452,21 @@ impl<'a> Policies<'a> {
         })
     }
 
-    /// Per-rule counters of a policy, summed over CPUs, by rule id.
+    /// Per-rule counters of a policy, summed over CPUs and generations, by
+    /// rule id; id 0 is the packets the default verdict judged.
     pub fn rule_counters(&self, p: &Policy) -> Result<Vec<(u32, RuleCounters)>> {
         let pin = self.pin_dir(&p.name).join("rule_stats");
         let map = open_map(&pin)?;
-        let mut out = Vec::new();
-        for r in &p.rules {
-            let slots = map
-                .lookup_percpu(&r.id.to_ne_bytes(), MapFlags::ANY)
-                .map_err(|e| map_err(&pin, e))?
-                .unwrap_or_default();
-            let mut c = RuleCounters::default();
-            for s in slots {
-                let v = |i: usize| {
-                    u64::from_ne_bytes(s[i * 8..i * 8 + 8].try_into().unwrap_or_default())
-                };
-                if s.len() >= 32 {
-                    c.packets += v(0);
-                    c.bytes += v(1);
-                    c.logged += v(2);
-                    c.suppressed += v(3);
+        std::iter::once(0)
+            .chain(p.rules.iter().map(|r| r.id))
+            .map(|id| {
+                let mut c = Self::read_slot(&map, &pin, p.generation * p.rule_slots() + id)?;
+                if let Some(prev) = p.carried.get(&id) {
+                    c.add(prev);
                 }
-            }
-            out.push((r.id, c));
-        }
-        Ok(out)
+                Ok((id, c))
+            })
+            .collect()
     }
 }
 

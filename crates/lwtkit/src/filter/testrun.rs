@@ -57,6 +57,7 @@ impl Harness {
             policy_id: 1,
             log_rate: 1,
             log_burst: 1,
+            rule_slots: max_rule_id + 1,
         };
         // SAFETY: PolicyConfig is plain u32 fields.
         let bytes = unsafe {
