@@ -11,7 +11,12 @@ use std::{
 };
 
 /// Kernel program binaries of crates/lwtkit-ebpf, embedded by name.
-const PROGRAMS: &[&str] = &["lwtkit-count", "lwtkit-filter", "lwtkit-pass"];
+const PROGRAMS: &[&str] = &[
+    "lwtkit-count",
+    "lwtkit-encap",
+    "lwtkit-filter",
+    "lwtkit-pass",
+];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));

@@ -47,6 +47,69 @@ pub enum Verb {
     /// Filter policies: named rule sets attached to routes, changed live.
     #[command(subcommand)]
     Filter(FilterVerb),
+    /// Steer prefixes into tunnels (VXLAN, FOU, GUE, IPIP, SIT, ip6ip6, 4in6, GRE, SRv6) without tunnel devices.
+    #[command(subcommand)]
+    Encap(EncapVerb),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EncapVerb {
+    /// Encapsulate traffic to PREFIX.
+    Add(EncapAddArgs),
+    /// Stop encapsulating PREFIX (the route is restored or removed).
+    Del {
+        #[arg(value_name = "PREFIX")]
+        prefix: String,
+        #[arg(long, value_name = "ID|NAME")]
+        table: Option<String>,
+    },
+    /// List the tunnels with their counters.
+    #[command(visible_alias = "ls")]
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct EncapAddArgs {
+    #[arg(value_name = "PREFIX")]
+    pub prefix: String,
+    #[arg(long, value_name = "DEV")]
+    pub dev: String,
+    /// vxlan, fou, gue, ipip, sit, ip6ip6, ip4in6, gre or srv6.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: String,
+    /// Outer destination (srv6: defaults to the first segment).
+    #[arg(long, value_name = "ADDR")]
+    pub remote: Option<String>,
+    /// Outer source (default: the device's address of the remote's family).
+    #[arg(long, value_name = "ADDR")]
+    pub local: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub vni: Option<u32>,
+    /// UDP destination port (vxlan: 4789 by default; fou and gue need it).
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// VXLAN: the MAC of the peer's vxlan device.
+    #[arg(long = "inner-dst-mac", value_name = "MAC")]
+    pub inner_dst_mac: Option<String>,
+    /// SRv6 segment list, first to visit first.
+    #[arg(long, value_name = "ADDR,ADDR,...", value_delimiter = ',')]
+    pub segments: Vec<String>,
+    /// Outer TTL / hop limit (default: 64).
+    #[arg(long, value_name = "N")]
+    pub ttl: Option<u8>,
+    /// Outer ToS: `inherit` (default) or a number.
+    #[arg(long, value_name = "inherit|N")]
+    pub tos: Option<String>,
+    #[arg(long, value_name = "ID|NAME")]
+    pub table: Option<String>,
+    #[arg(long, value_enum, default_value = "xmit")]
+    pub hook: EncapHookArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum EncapHookArg {
+    Xmit,
+    In,
 }
 
 #[derive(Subcommand, Debug)]

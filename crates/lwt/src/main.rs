@@ -39,5 +39,6 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Verb::Builtins => verbs::builtins::run(&out),
         args::Verb::Events(a) => verbs::events::run(a, &out),
         args::Verb::Filter(v) => verbs::filter::run(v, &out),
+        args::Verb::Encap(v) => verbs::encap::run(v, &out),
     }
 }

@@ -67,3 +67,5 @@ mod tests {
         assert_eq!(Counters::from_ne_bytes(&raw[..15]), None);
     }
 }
+
+pub mod encap;

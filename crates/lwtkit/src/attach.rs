@@ -15,7 +15,7 @@ use std::{
 
 use ipnet::IpNet;
 use libbpf_rs::ProgramHandle;
-use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteType};
+use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteMetric, RouteType};
 
 use crate::{
     error::{Error, Result},
@@ -42,6 +42,9 @@ pub struct AttachRequest {
     pub table: Option<u32>,
     pub local: bool,
     pub via: Option<IpAddr>,
+    /// Lower the route's MTU (and advertised MSS) by this many bytes below
+    /// the device's, so encapsulated TCP never needs fragmenting.
+    pub mtu_reduction: Option<u32>,
 }
 
 /// What an attach did.
@@ -170,6 +173,19 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
     route
         .attributes
         .extend(bpf.encode().map_err(|e| Error::Invalid(e.to_string()))?);
+
+    if let Some(reduce) = req.mtu_reduction {
+        let dev_mtu = crate::route::link::mtu(&mut rtnl, oif)?.unwrap_or(1500);
+        let mtu = dev_mtu.saturating_sub(reduce).max(576);
+        let ip_tcp = if req.dst.addr().is_ipv6() { 60 } else { 40 };
+        route
+            .attributes
+            .retain(|a| !matches!(a, RouteAttribute::Metrics(_)));
+        route.attributes.push(RouteAttribute::Metrics(vec![
+            RouteMetric::Mtu(mtu),
+            RouteMetric::Advmss(mtu - ip_tcp),
+        ]));
+    }
 
     // Stage the pins before the route changes; a failed pin changes nothing.
     let stage = state.staging_dir(&skey, req.hook)?;

@@ -65,6 +65,14 @@ pub const BUILTINS: &[Builtin] = &[
         standalone: true,
     },
     Builtin {
+        name: "encap",
+        about: "pushes the outer headers of the route's tunnel (attach with `lwt encap add`)",
+        object: include_bytes!(env!("LWTKIT_ENCAP_OBJ")),
+        entries: &[(Hook::In, "encap_in"), (Hook::Xmit, "encap_xmit")],
+        counters_map: None,
+        standalone: false,
+    },
+    Builtin {
         name: "filter",
         about: "judges packets by a filter policy (attach with `lwt filter attach`)",
         object: include_bytes!(env!("LWTKIT_FILTER_OBJ")),

@@ -6,6 +6,7 @@ pub mod route;
 
 pub use hook::Hook;
 pub mod builtin;
+pub mod encap;
 pub mod error;
 pub mod events;
 pub mod filter;

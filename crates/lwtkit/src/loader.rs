@@ -40,6 +40,8 @@ pub enum ProgramSource {
         maps: PathBuf,
         events: PathBuf,
     },
+    /// lwtkit's encapsulation program on the namespace's tunnel maps.
+    Encap { kind: String, maps: PathBuf },
 }
 
 /// A program loaded in the kernel, ready to be attached and pinned.
@@ -139,25 +141,65 @@ fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
             policy,
             maps,
             events,
-        } => load_filter(policy, maps, events, hook),
+        } => {
+            use crate::filter::store::{CELLS_MAP, CONFIG_MAP, EVENTS_MAP, RULE_STATS_MAP};
+            let pins = [
+                (CELLS_MAP, maps.join("cells")),
+                (CONFIG_MAP, maps.join("config")),
+                (RULE_STATS_MAP, maps.join("rule_stats")),
+                (EVENTS_MAP, events.clone()),
+            ];
+            let origin = Origin::Filter {
+                policy: policy.clone(),
+            };
+            load_on_maps(
+                "filter",
+                &format!("lwtkit-filter-{policy}"),
+                origin,
+                &pins,
+                hook,
+            )
+        }
+        ProgramSource::Encap { kind, maps } => {
+            use crate::encap::{STATS_MAP, TUNNELS_MAP};
+            let pins = [
+                (TUNNELS_MAP, maps.join("tunnels")),
+                (STATS_MAP, maps.join("stats")),
+            ];
+            let origin = Origin::Encap {
+                tunnel: kind.clone(),
+            };
+            load_on_maps(
+                "encap",
+                &format!("lwtkit-encap-{kind}"),
+                origin,
+                &pins,
+                hook,
+            )
+        }
     }
 }
 
-/// The filter program for `hook`, sharing the policy's pinned maps and the
-/// namespace's event ring buffer; its counters map is its own.
-fn load_filter(policy: &str, maps: &Path, events: &Path, hook: Hook) -> Result<LoadedProgram> {
-    use crate::filter::store::{CELLS_MAP, CONFIG_MAP, EVENTS_MAP, RULE_STATS_MAP};
-    let b = builtin::find("filter")
-        .ok_or_else(|| Error::UnknownBuiltin("filter".into(), builtin::names()))?;
+/// Built-in `name` for `hook`, sharing the pinned maps `pins` (map name,
+/// pin path); maps not listed are the instance's own (its counters).
+fn load_on_maps(
+    name: &str,
+    base: &str,
+    origin: Origin,
+    pins: &[(&str, PathBuf)],
+    hook: Hook,
+) -> Result<LoadedProgram> {
+    let b =
+        builtin::find(name).ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
     let entry = b.entry(hook).ok_or_else(|| {
-        Error::ProgramSelection(format!("filter has no program for hook `{hook}`"))
+        Error::ProgramSelection(format!("{name} has no program for hook `{hook}`"))
     })?;
-    let route_name = format!("lwtkit-filter-{policy}:[{}]", hook.section());
+    let route_name = format!("{base}:[{}]", hook.section());
     check_name(&route_name)?;
     let bytes = b.object().to_vec();
     let log = LibbpfLog::capture();
     let open = ObjectBuilder::default()
-        .name("lwtkit-filter")
+        .name(format!("lwtkit-{name}"))
         .and_then(|o| o.open_memory(&bytes));
     let messages = log.finish();
     let mut open = open.map_err(|e| Error::Load {
@@ -165,23 +207,18 @@ fn load_filter(policy: &str, maps: &Path, events: &Path, hook: Hook) -> Result<L
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
     for mut m in open.maps_mut() {
-        let pin = match m.name().to_string_lossy().as_ref() {
-            CELLS_MAP => maps.join("cells"),
-            CONFIG_MAP => maps.join("config"),
-            RULE_STATS_MAP => maps.join("rule_stats"),
-            EVENTS_MAP => events.to_path_buf(),
-            _ => continue,
+        let map_name = m.name().to_string_lossy().into_owned();
+        let Some((_, pin)) = pins.iter().find(|(n, _)| *n == map_name) else {
+            continue;
         };
-        m.reuse_pinned_map(&pin)
+        m.reuse_pinned_map(pin)
             .map_err(|_| Error::MissingPin(pin.clone()))?;
     }
     let (object, fd) = load_one(open, entry, hook.prog_type(), &route_name)?;
     Ok(LoadedProgram {
         fd,
         route_name,
-        origin: Origin::Filter {
-            policy: policy.into(),
-        },
+        origin,
         object: Some(object),
         counters_map: b.counters_map,
     })

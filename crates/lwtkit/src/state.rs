@@ -32,6 +32,7 @@ pub enum Origin {
     Pinned { path: PathBuf },
     Builtin { name: String },
     Filter { policy: String },
+    Encap { tunnel: String },
 }
 
 impl std::fmt::Display for Origin {
@@ -43,6 +44,7 @@ impl std::fmt::Display for Origin {
             Origin::Pinned { path } => write!(f, "pinned {}", path.display()),
             Origin::Builtin { name } => write!(f, "builtin {name}"),
             Origin::Filter { policy } => write!(f, "filter policy {policy}"),
+            Origin::Encap { tunnel } => write!(f, "encap {tunnel}"),
         }
     }
 }

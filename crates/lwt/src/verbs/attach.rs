@@ -32,6 +32,7 @@ pub fn run(a: AttachArgs, out: &Output) -> anyhow::Result<()> {
             .via
             .map(|v| v.parse().map_err(|_| Error::InvalidAddress(v)))
             .transpose()?,
+        mtu_reduction: None,
     };
     let done = attach::attach(&req)?;
     out.emit(&done, |d| {

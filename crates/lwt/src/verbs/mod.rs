@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod builtins;
 pub mod detach;
+pub mod encap;
 pub mod events;
 pub mod filter;
 pub mod list;

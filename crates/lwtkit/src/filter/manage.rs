@@ -193,6 +193,7 @@ pub fn attach_policy(
         table,
         local,
         via: None,
+        mtu_reduction: None,
     })
 }
 

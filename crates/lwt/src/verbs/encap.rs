@@ -1,0 +1,131 @@
+//! `lwt encap add|del|list`
+use std::net::IpAddr;
+
+use lwtkit::{
+    attach::parse_prefix,
+    encap::{self, parse_mac, EncapRequest, Tos, TunnelSpec, TunnelView},
+    Error, Hook,
+};
+
+use super::Output;
+use crate::args::{EncapAddArgs, EncapHookArg, EncapVerb};
+
+fn addr(flag: &str, s: &str) -> Result<IpAddr, Error> {
+    s.parse()
+        .map_err(|_| Error::InvalidAddress(format!("{s} (--{flag})")))
+}
+
+pub fn run(v: EncapVerb, out: &Output) -> anyhow::Result<()> {
+    match v {
+        EncapVerb::Add(a) => add(a, out),
+        EncapVerb::Del { prefix, table } => {
+            let done = encap::del(parse_prefix(&prefix)?, super::table(table.as_deref())?)?;
+            out.emit(&done, |d| {
+                format!("removed the tunnel of {}; route {}", d.route, d.route_now)
+            })
+        }
+        EncapVerb::List => {
+            let tunnels = encap::list()?;
+            out.emit(&tunnels, |ts| {
+                ts.iter().map(render).collect::<Vec<_>>().join("\n")
+            })
+        }
+    }
+}
+
+fn add(a: EncapAddArgs, out: &Output) -> anyhow::Result<()> {
+    let kind = a
+        .kind
+        .parse()
+        .map_err(|e: encap::header::EncapError| Error::Invalid(e.to_string()))?;
+    let remote = a.remote.as_deref().map(|r| addr("remote", r)).transpose()?;
+    let segments = a
+        .segments
+        .iter()
+        .map(|s| {
+            s.parse().map_err(|_| {
+                Error::InvalidAddress(format!("{s} (--segments needs IPv6 addresses)"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tos = match a.tos.as_deref() {
+        None | Some("inherit") => Tos::Inherit,
+        Some(t) => Tos::Fixed(
+            t.parse()
+                .map_err(|_| Error::Invalid(format!("bad --tos `{t}`: inherit or 0-255")))?,
+        ),
+    };
+    let local = a.local.as_deref().map(|l| addr("local", l)).transpose()?;
+    let spec = TunnelSpec {
+        kind,
+        remote,
+        local: local.unwrap_or(IpAddr::V4(0.into())),
+        vni: a.vni,
+        port: a.port,
+        inner_dst_mac: a
+            .inner_dst_mac
+            .as_deref()
+            .map(parse_mac)
+            .transpose()
+            .map_err(|e| Error::Invalid(e.to_string()))?,
+        segments,
+        ttl: a.ttl,
+        tos,
+    };
+    let req = EncapRequest {
+        dst: parse_prefix(&a.prefix)?,
+        dev: a.dev,
+        table: super::table(a.table.as_deref())?,
+        hook: match a.hook {
+            EncapHookArg::Xmit => Hook::Xmit,
+            EncapHookArg::In => Hook::In,
+        },
+        spec,
+        local_from_dev: local.is_none(),
+    };
+    let done = encap::add(req)?;
+    out.emit(&done, |d| {
+        format!(
+            "{} now goes into a {kind} tunnel (hook {}, prog id {})",
+            d.route, d.hook, d.id
+        )
+    })
+}
+
+fn render(t: &TunnelView) -> String {
+    let s = &t.spec;
+    let mut line = format!(
+        "{} table {} dev {} {} {}",
+        t.dst, t.table, t.dev, t.hook, s.kind
+    );
+    if let Some(r) = s.remote {
+        line.push_str(&format!(" remote {r}"));
+    }
+    line.push_str(&format!(" local {}", s.local));
+    if let Some(v) = s.vni {
+        line.push_str(&format!(" vni {v}"));
+    }
+    if let Some(p) = s.port {
+        line.push_str(&format!(" port {p}"));
+    }
+    if !s.segments.is_empty() {
+        line.push_str(&format!(
+            " segments {}",
+            s.segments
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    line.push_str(&format!(
+        " headroom {}\n    packets {} bytes {} errors: no-tunnel {} push-failed {} malformed {}",
+        t.header_len,
+        t.stats.packets,
+        t.stats.bytes,
+        t.stats.no_tunnel,
+        t.stats.push_failed,
+        t.stats.malformed
+    ));
+    line
+}

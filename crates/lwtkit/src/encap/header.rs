@@ -1,0 +1,430 @@
+//! Outer header blocks for each tunnel type, built once in user space and
+//! stored in the encapsulation map; the kernel patches only the per-packet
+//! fields (see `lwtkit_common::encap`).
+use std::{
+    fmt,
+    net::{IpAddr, Ipv6Addr},
+    str::FromStr,
+};
+
+use lwtkit_common::encap::{flags, MAX_HEADER};
+use serde::{Deserialize, Serialize};
+
+/// The tunnel types lwtkit builds headers for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelType {
+    Vxlan,
+    Fou,
+    Gue,
+    Ipip,
+    Sit,
+    Ip6ip6,
+    Ip4in6,
+    Gre,
+    Srv6,
+}
+
+impl TunnelType {
+    pub const ALL: [TunnelType; 9] = [
+        Self::Vxlan,
+        Self::Fou,
+        Self::Gue,
+        Self::Ipip,
+        Self::Sit,
+        Self::Ip6ip6,
+        Self::Ip4in6,
+        Self::Gre,
+        Self::Srv6,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Vxlan => "vxlan",
+            Self::Fou => "fou",
+            Self::Gue => "gue",
+            Self::Ipip => "ipip",
+            Self::Sit => "sit",
+            Self::Ip6ip6 => "ip6ip6",
+            Self::Ip4in6 => "ip4in6",
+            Self::Gre => "gre",
+            Self::Srv6 => "srv6",
+        }
+    }
+}
+
+impl fmt::Display for TunnelType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TunnelType {
+    type Err = EncapError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| EncapError::UnknownType(s.into()))
+    }
+}
+
+/// ToS / traffic class of the outer header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tos {
+    Inherit,
+    Fixed(u8),
+}
+
+/// What `lwt encap add` describes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelSpec {
+    #[serde(rename = "type")]
+    pub kind: TunnelType,
+    /// Outer destination (for srv6: the first segment when absent).
+    pub remote: Option<IpAddr>,
+    /// Outer source.
+    pub local: IpAddr,
+    pub vni: Option<u32>,
+    pub port: Option<u16>,
+    pub inner_dst_mac: Option<[u8; 6]>,
+    pub segments: Vec<Ipv6Addr>,
+    /// `None`: inherit the inner TTL.
+    pub ttl: Option<u8>,
+    pub tos: Tos,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EncapError {
+    #[error("unknown tunnel type `{0}`: expected vxlan, fou, gue, ipip, sit, ip6ip6, ip4in6, gre or srv6")]
+    UnknownType(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{kind} carries {inner} packets, but the prefix is {prefix}")]
+    InnerFamily {
+        kind: TunnelType,
+        inner: &'static str,
+        prefix: &'static str,
+    },
+    #[error("--local {local} and --remote {remote} are of different families")]
+    Families { local: IpAddr, remote: IpAddr },
+    #[error("{kind} needs an IPv{want} outer header, but --remote is {remote}")]
+    OuterFamily {
+        kind: TunnelType,
+        want: u8,
+        remote: IpAddr,
+    },
+    #[error("the outer headers take {0} bytes, more than the kernel's 256")]
+    TooLong(usize),
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], EncapError> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bad = || EncapError::Invalid(format!("bad MAC address `{s}`: expected aa:bb:cc:dd:ee:ff"));
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(mac)
+}
+
+/// The header block, its length and the flags the kernel needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub bytes: Vec<u8>,
+    pub flags: u16,
+}
+
+impl TunnelSpec {
+    /// The outer destination: `--remote`, or the first SRv6 segment.
+    pub fn outer_dst(&self) -> Result<IpAddr, EncapError> {
+        match (self.remote, self.kind, self.segments.first()) {
+            (Some(r), _, _) => Ok(r),
+            (None, TunnelType::Srv6, Some(s)) => Ok(IpAddr::V6(*s)),
+            (None, TunnelType::Srv6, None) => {
+                Err(EncapError::Invalid("srv6 needs --segments".into()))
+            }
+            (None, k, _) => Err(EncapError::Invalid(format!("{k} needs --remote"))),
+        }
+    }
+
+    /// Builds the outer header block for packets of the prefix's family.
+    pub fn header(&self, inner_v6: bool) -> Result<Header, EncapError> {
+        use TunnelType::*;
+        let remote = self.outer_dst()?;
+        if remote.is_ipv4() != self.local.is_ipv4() {
+            return Err(EncapError::Families {
+                local: self.local,
+                remote,
+            });
+        }
+        let outer_v6 = remote.is_ipv6();
+        let inner_name = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
+        let need_inner = |want_v6: bool| {
+            if inner_v6 == want_v6 {
+                Ok(())
+            } else {
+                Err(EncapError::InnerFamily {
+                    kind: self.kind,
+                    inner: inner_name(want_v6),
+                    prefix: inner_name(inner_v6),
+                })
+            }
+        };
+        let need_outer = |want_v6: bool| {
+            if outer_v6 == want_v6 {
+                Ok(())
+            } else {
+                Err(EncapError::OuterFamily {
+                    kind: self.kind,
+                    want: if want_v6 { 6 } else { 4 },
+                    remote,
+                })
+            }
+        };
+        let inner_proto: u8 = if inner_v6 { 41 } else { 4 };
+        let ethertype: [u8; 2] = if inner_v6 { [0x86, 0xdd] } else { [0x08, 0x00] };
+        // (L4 protocol of the outer header, the bytes after it, UDP?)
+        let (proto, rest, udp): (u8, Vec<u8>, bool) = match self.kind {
+            Ipip => {
+                need_inner(false)?;
+                need_outer(false)?;
+                (4, vec![], false)
+            }
+            Sit => {
+                need_inner(true)?;
+                need_outer(false)?;
+                (41, vec![], false)
+            }
+            Ip6ip6 => {
+                need_inner(true)?;
+                need_outer(true)?;
+                (41, vec![], false)
+            }
+            Ip4in6 => {
+                need_inner(false)?;
+                need_outer(true)?;
+                (4, vec![], false)
+            }
+            Gre => (47, vec![0, 0, ethertype[0], ethertype[1]], false),
+            Fou => {
+                let port = self.port.ok_or_else(|| {
+                    EncapError::Invalid("fou needs --port (the peer's FOU port)".into())
+                })?;
+                (17, udp_header(port), true)
+            }
+            Gue => {
+                let port = self.port.ok_or_else(|| {
+                    EncapError::Invalid("gue needs --port (the peer's GUE port)".into())
+                })?;
+                let mut r = udp_header(port);
+                // Variant 0, no options: version 0, C 0, hlen 0, proto = inner.
+                r.extend_from_slice(&[0, inner_proto, 0, 0]);
+                (17, r, true)
+            }
+            Vxlan => {
+                let vni = self
+                    .vni
+                    .ok_or_else(|| EncapError::Invalid("vxlan needs --vni".into()))?;
+                if vni >= 1 << 24 {
+                    return Err(EncapError::Invalid(format!(
+                        "VNI {vni} does not fit 24 bits"
+                    )));
+                }
+                let mac = self.inner_dst_mac.ok_or_else(|| {
+                    EncapError::Invalid(
+                        "vxlan needs --inner-dst-mac (the MAC of the peer's vxlan device)".into(),
+                    )
+                })?;
+                let mut r = udp_header(self.port.unwrap_or(4789));
+                let v = vni.to_be_bytes();
+                r.extend_from_slice(&[0x08, 0, 0, 0, v[1], v[2], v[3], 0]);
+                r.extend_from_slice(&mac);
+                // A locally administered source MAC naming the VNI.
+                r.extend_from_slice(&[0x02, 0x4c, 0x57, v[1], v[2], v[3]]);
+                r.extend_from_slice(&ethertype);
+                (17, r, true)
+            }
+            Srv6 => {
+                need_outer(true)?;
+                if self.segments.is_empty() {
+                    return Err(EncapError::Invalid("srv6 needs --segments".into()));
+                }
+                let n = self.segments.len();
+                let mut r = vec![
+                    inner_proto,
+                    (2 * n) as u8,
+                    4,
+                    (n - 1) as u8,
+                    (n - 1) as u8,
+                    0,
+                    0,
+                    0,
+                ];
+                // The SRH lists segments last first.
+                for s in self.segments.iter().rev() {
+                    r.extend_from_slice(&s.octets());
+                }
+                (43, r, false)
+            }
+        };
+        let ttl = self.ttl.unwrap_or(64);
+        let tos = match self.tos {
+            Tos::Fixed(t) => t,
+            Tos::Inherit => 0,
+        };
+        let mut bytes = match (remote, self.local) {
+            (IpAddr::V4(dst), IpAddr::V4(src)) => {
+                let mut h = vec![0x45, tos, 0, 0, 0, 0, 0, 0, ttl, proto, 0, 0];
+                h.extend_from_slice(&src.octets());
+                h.extend_from_slice(&dst.octets());
+                h
+            }
+            (IpAddr::V6(dst), IpAddr::V6(src)) => {
+                let mut h = vec![0x60 | (tos >> 4), tos << 4, 0, 0, 0, 0, proto, ttl];
+                h.extend_from_slice(&src.octets());
+                h.extend_from_slice(&dst.octets());
+                h
+            }
+            _ => {
+                return Err(EncapError::Families {
+                    local: self.local,
+                    remote,
+                })
+            }
+        };
+        bytes.extend_from_slice(&rest);
+        if bytes.len() > MAX_HEADER {
+            return Err(EncapError::TooLong(bytes.len()));
+        }
+        let mut f = 0;
+        if outer_v6 {
+            f |= flags::OUTER_V6;
+        }
+        if udp {
+            f |= flags::UDP;
+        }
+        if self.ttl.is_none() {
+            f |= flags::TTL_INHERIT;
+        }
+        if self.tos == Tos::Inherit {
+            f |= flags::TOS_INHERIT;
+        }
+        Ok(Header { bytes, flags: f })
+    }
+}
+
+/// A UDP header to `port`; source port and length are filled per packet,
+/// the checksum stays 0 (RFC 768 for IPv4; RFC 6935/6936 for tunnels over
+/// IPv6, which the receiver must accept, e.g. a vxlan device's
+/// `udp6zerocsumrx`).
+fn udp_header(port: u16) -> Vec<u8> {
+    let p = port.to_be_bytes();
+    vec![0, 0, p[0], p[1], 0, 0, 0, 0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: TunnelType, local: &str, remote: &str) -> TunnelSpec {
+        TunnelSpec {
+            kind,
+            remote: Some(remote.parse().expect("ip")),
+            local: local.parse().expect("ip"),
+            vni: None,
+            port: None,
+            inner_dst_mac: None,
+            segments: vec![],
+            ttl: None,
+            tos: Tos::Inherit,
+        }
+    }
+
+    #[test]
+    fn vxlan_header_is_ip_udp_vxlan_ethernet() {
+        let mut s = spec(TunnelType::Vxlan, "192.0.2.1", "192.0.2.2");
+        s.vni = Some(0x123456);
+        s.inner_dst_mac = Some([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]);
+        let h = s.header(false).expect("builds");
+        assert_eq!(h.bytes.len(), 20 + 8 + 8 + 14);
+        assert_eq!(h.bytes[9], 17);
+        assert_eq!(&h.bytes[12..20], &[192, 0, 2, 1, 192, 0, 2, 2]);
+        assert_eq!(&h.bytes[22..24], &4789u16.to_be_bytes());
+        assert_eq!(&h.bytes[28..36], &[0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
+        assert_eq!(&h.bytes[36..42], &[0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]);
+        assert_eq!(&h.bytes[48..50], &[0x08, 0x00]);
+        assert_eq!(
+            h.flags,
+            flags::UDP | flags::TTL_INHERIT | flags::TOS_INHERIT
+        );
+    }
+
+    #[test]
+    fn guard_rails_name_the_problem() {
+        let s = spec(TunnelType::Vxlan, "192.0.2.1", "192.0.2.2");
+        assert!(s
+            .header(false)
+            .expect_err("no vni")
+            .to_string()
+            .contains("--vni"));
+        let s = spec(TunnelType::Ipip, "192.0.2.1", "192.0.2.2");
+        assert!(matches!(
+            s.header(true),
+            Err(EncapError::InnerFamily { .. })
+        ));
+        let s = spec(TunnelType::Ip6ip6, "192.0.2.1", "192.0.2.2");
+        assert!(matches!(
+            s.header(true),
+            Err(EncapError::OuterFamily { .. })
+        ));
+        let s = spec(TunnelType::Gre, "192.0.2.1", "2001:db8::1");
+        assert!(matches!(s.header(false), Err(EncapError::Families { .. })));
+        assert!("nvgre".parse::<TunnelType>().is_err());
+        assert!(parse_mac("aa:bb:cc:dd:ee").is_err());
+    }
+
+    #[test]
+    fn srv6_header_lists_segments_last_first() {
+        let mut s = spec(TunnelType::Srv6, "2001:db8::1", "2001:db8::1");
+        s.remote = None;
+        s.segments = vec![
+            "fc00::1".parse().expect("ip"),
+            "fc00::2".parse().expect("ip"),
+        ];
+        let h = s.header(false).expect("builds");
+        assert_eq!(h.bytes.len(), 40 + 8 + 32);
+        assert_eq!(h.bytes[6], 43);
+        assert_eq!(
+            &h.bytes[24..40],
+            &"fc00::1".parse::<Ipv6Addr>().expect("ip").octets()
+        );
+        assert_eq!(&h.bytes[40..44], &[4, 4, 4, 1]);
+        assert_eq!(
+            &h.bytes[48..64],
+            &"fc00::2".parse::<Ipv6Addr>().expect("ip").octets()
+        );
+        assert_eq!(h.flags & flags::OUTER_V6, flags::OUTER_V6);
+    }
+
+    #[test]
+    fn gre_and_gue_carry_the_inner_protocol() {
+        let g = spec(TunnelType::Gre, "192.0.2.1", "192.0.2.2")
+            .header(true)
+            .expect("builds");
+        assert_eq!(&g.bytes[20..24], &[0, 0, 0x86, 0xdd]);
+        let mut u = spec(TunnelType::Gue, "192.0.2.1", "192.0.2.2");
+        u.port = Some(6080);
+        let u = u.header(false).expect("builds");
+        assert_eq!(&u.bytes[28..32], &[0, 4, 0, 0]);
+        let mut f = spec(TunnelType::Fou, "192.0.2.1", "192.0.2.2");
+        assert!(f.header(false).is_err(), "fou needs a port");
+        f.port = Some(5555);
+        assert_eq!(f.header(false).expect("builds").bytes.len(), 28);
+    }
+}

@@ -1,0 +1,337 @@
+//! Overlays without a tunnel device per peer: `lwt encap` steers a prefix
+//! into a tunnel by attaching lwtkit's encapsulation program to the route
+//! and storing the tunnel's outer headers in a map keyed by destination.
+//! Changing a remote is a map update; thousands of prefixes share the maps.
+pub mod header;
+
+use std::{fs, net::IpAddr, path::PathBuf};
+
+use ipnet::IpNet;
+use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
+use lwtkit_common::encap::{EncapEntry, EncapKey, EncapStats, MAX_HEADER, MAX_TUNNELS};
+use serde::{Deserialize, Serialize};
+
+pub use header::{parse_mac, Tos, TunnelSpec, TunnelType};
+
+use crate::{
+    attach::{self, AttachRequest, Attached, DetachRequest, Detached},
+    builtin,
+    error::{Error, Result},
+    hook::Hook,
+    loader::{last_line, LibbpfLog, ProgramSource},
+    route::{link, netlink::Rtnl, ops, table::table_name},
+    state::{NetnsState, RouteRecord},
+    system,
+};
+
+pub const TUNNELS_MAP: &str = "TUNNELS";
+pub const STATS_MAP: &str = "TUNNEL_STATS";
+
+/// What `lwt encap add` asks for (before the local address is resolved).
+#[derive(Clone, Debug)]
+pub struct EncapRequest {
+    pub dst: IpNet,
+    pub dev: String,
+    pub table: Option<u32>,
+    pub hook: Hook,
+    pub spec: TunnelSpec,
+    /// `false`: `local` was given by the user; `true`: pick the device's.
+    pub local_from_dev: bool,
+}
+
+/// A tunnel lwtkit keeps.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TunnelRecord {
+    pub dst: IpNet,
+    pub table: u32,
+    pub dev: String,
+    pub hook: Hook,
+    #[serde(flatten)]
+    pub spec: TunnelSpec,
+    pub counter: u32,
+    pub header_len: usize,
+}
+
+/// A tunnel as `lwt encap list` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TunnelView {
+    pub dst: IpNet,
+    pub table: String,
+    pub dev: String,
+    pub hook: Hook,
+    #[serde(flatten)]
+    pub spec: TunnelSpec,
+    pub header_len: usize,
+    pub stats: EncapStats,
+}
+
+fn paths() -> Result<(PathBuf, PathBuf)> {
+    let bpffs = system::ensure_bpffs()?;
+    let (dir, pins) = NetnsState::paths(&bpffs)?;
+    Ok((dir.join("encap"), pins.join("encap")))
+}
+
+fn key_of(dst: &IpNet) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..4].copy_from_slice(&(EncapKey::FAMILY_BITS + u32::from(dst.prefix_len())).to_ne_bytes());
+    match dst.network() {
+        IpAddr::V4(a) => {
+            k[7] = 4;
+            k[8..12].copy_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            k[7] = 6;
+            k[8..24].copy_from_slice(&a.octets());
+        }
+    }
+    k
+}
+
+fn state_err(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
+    Error::State {
+        path: path.into(),
+        reason: e.to_string(),
+    }
+}
+
+/// Creates and pins the namespace's tunnel maps once.
+fn ensure_maps(pins: &std::path::Path) -> Result<()> {
+    if pins.join("tunnels").exists() {
+        return Ok(());
+    }
+    let b = builtin::find("encap")
+        .ok_or_else(|| Error::UnknownBuiltin("encap".into(), builtin::names()))?;
+    let bytes = b.object().to_vec();
+    let log = LibbpfLog::capture();
+    let loaded = ObjectBuilder::default()
+        .open_memory(&bytes)
+        .and_then(|mut open| {
+            for mut p in open.progs_mut() {
+                p.set_autoload(false);
+            }
+            open.load()
+        });
+    let messages = log.finish();
+    let mut obj = loaded.map_err(|e| Error::Load {
+        program: "tunnel maps".into(),
+        reason: format!("{e}: {}", last_line(&messages)),
+    })?;
+    fs::create_dir_all(pins).map_err(|e| state_err(pins, e))?;
+    for mut m in obj.maps_mut() {
+        let pin = match m.name().to_string_lossy().as_ref() {
+            TUNNELS_MAP => pins.join("tunnels"),
+            STATS_MAP => pins.join("stats"),
+            _ => continue,
+        };
+        m.pin(&pin).map_err(|e| state_err(&pin, e))?;
+    }
+    Ok(())
+}
+
+fn records(dir: &std::path::Path) -> Vec<TunnelRecord> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<TunnelRecord> = entries
+        .flatten()
+        .filter_map(|e| fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect();
+    out.sort_by_key(|r| (r.table, r.dst.to_string()));
+    out
+}
+
+/// `lwt encap add`: validates everything, stores the tunnel, attaches.
+pub fn add(mut req: EncapRequest) -> Result<Attached> {
+    system::require_attach_privileges("lwt encap add")?;
+    let oif = attach::ifindex(&req.dev)?;
+    let inner_v6 = req.dst.addr().is_ipv6();
+    let remote = req
+        .spec
+        .outer_dst()
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    if req.local_from_dev {
+        let mut rtnl = Rtnl::open()?;
+        req.spec.local = link::addresses(&mut rtnl, oif)?
+            .into_iter()
+            .find(|a| a.is_ipv4() == remote.is_ipv4())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} has no IPv{} address to use as the tunnel source; pass --local",
+                    req.dev,
+                    if remote.is_ipv4() { 4 } else { 6 }
+                ))
+            })?;
+    }
+    let header = req
+        .spec
+        .header(inner_v6)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let table = req.table.unwrap_or_else(|| ops::default_table(false));
+    let (dir, pins) = paths()?;
+    let existing = records(&dir);
+    // The outer packet is routed again: it must not come back here.
+    if req.dst.contains(&remote) {
+        return Err(Error::Invalid(format!("loop: the outer destination {remote} is inside {}, so the encapsulated packet would be encapsulated again", req.dst)));
+    }
+    if let Some(other) = existing
+        .iter()
+        .find(|r| r.table == table && r.dst != req.dst && r.dst.contains(&remote))
+    {
+        return Err(Error::Invalid(format!(
+            "loop: the outer destination {remote} is inside {}, which is itself encapsulated",
+            other.dst
+        )));
+    }
+    ensure_maps(&pins)?;
+    let previous = existing
+        .iter()
+        .find(|r| r.dst == req.dst && r.table == table)
+        .cloned();
+    let counter = previous.as_ref().map(|p| p.counter).unwrap_or_else(|| {
+        (1..MAX_TUNNELS)
+            .find(|c| existing.iter().all(|r| r.counter != *c))
+            .unwrap_or(MAX_TUNNELS - 1)
+    });
+    let mut entry = EncapEntry {
+        len: header.bytes.len() as u16,
+        flags: header.flags,
+        counter,
+        header: [0; MAX_HEADER],
+    };
+    entry.header[..header.bytes.len()].copy_from_slice(&header.bytes);
+    let tunnels = MapHandle::from_pinned_path(pins.join("tunnels"))
+        .map_err(|_| Error::MissingPin(pins.join("tunnels")))?;
+    // SAFETY: EncapEntry is plain data.
+    let value = unsafe {
+        std::slice::from_raw_parts(
+            (&entry as *const EncapEntry).cast::<u8>(),
+            size_of::<EncapEntry>(),
+        )
+    };
+    let key = key_of(&req.dst);
+    let old_value = tunnels.lookup(&key, MapFlags::ANY).ok().flatten();
+    tunnels
+        .update(&key, value, MapFlags::ANY)
+        .map_err(|e| state_err(&pins, e))?;
+    if previous.is_none() {
+        let stats = MapHandle::from_pinned_path(pins.join("stats"))
+            .map_err(|_| Error::MissingPin(pins.join("stats")))?;
+        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| state_err(&pins, e))?;
+        let zero = vec![vec![0u8; size_of::<EncapStats>()]; cpus];
+        let _ = stats.update_percpu(&counter.to_ne_bytes(), &zero, MapFlags::ANY);
+    }
+    let attached = attach::attach(&AttachRequest {
+        dst: req.dst,
+        dev: req.dev.clone(),
+        hook: req.hook,
+        source: ProgramSource::Encap {
+            kind: req.spec.kind.to_string(),
+            maps: pins.clone(),
+        },
+        headroom: Some(header.bytes.len() as u32),
+        table: Some(table),
+        local: false,
+        via: None,
+        mtu_reduction: Some(header.bytes.len() as u32),
+    });
+    let attached = match attached {
+        Ok(a) => a,
+        Err(e) => {
+            // Put the map back as it was.
+            let _ = match old_value {
+                Some(v) => tunnels.update(&key, &v, MapFlags::ANY),
+                None => tunnels.delete(&key),
+            };
+            return Err(e);
+        }
+    };
+    let record = TunnelRecord {
+        dst: req.dst,
+        table,
+        dev: req.dev,
+        hook: req.hook,
+        spec: req.spec,
+        counter,
+        header_len: header.bytes.len(),
+    };
+    fs::create_dir_all(&dir).map_err(|e| state_err(&dir, e))?;
+    let path = dir.join(format!("{}.json", RouteRecord::key(&req.dst, table)));
+    fs::write(
+        &path,
+        serde_json::to_vec_pretty(&record).map_err(|e| state_err(&path, e))?,
+    )
+    .map_err(|e| state_err(&path, e))?;
+    Ok(attached)
+}
+
+/// `lwt encap del`: detaches and forgets the tunnel.
+pub fn del(dst: IpNet, table: Option<u32>) -> Result<Detached> {
+    system::require_attach_privileges("lwt encap del")?;
+    let table = table.unwrap_or_else(|| ops::default_table(false));
+    let (dir, pins) = paths()?;
+    let path = dir.join(format!("{}.json", RouteRecord::key(&dst, table)));
+    let record: TunnelRecord = fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "no lwtkit tunnel for {dst} table {}",
+                table_name(table)
+            ))
+        })?;
+    let done = attach::detach(&DetachRequest {
+        dst,
+        dev: None,
+        hook: Some(record.hook),
+        table: Some(table),
+        local: false,
+    })?;
+    if let Ok(tunnels) = MapHandle::from_pinned_path(pins.join("tunnels")) {
+        let _ = tunnels.delete(&key_of(&dst));
+    }
+    fs::remove_file(&path).map_err(|e| state_err(&path, e))?;
+    Ok(done)
+}
+
+/// `lwt encap list`: every tunnel with its counters.
+pub fn list() -> Result<Vec<TunnelView>> {
+    let (dir, pins) = paths()?;
+    let stats = MapHandle::from_pinned_path(pins.join("stats")).ok();
+    Ok(records(&dir)
+        .into_iter()
+        .map(|r| {
+            let s = stats
+                .as_ref()
+                .map(|m| read_stats(m, r.counter))
+                .unwrap_or_default();
+            TunnelView {
+                dst: r.dst,
+                table: table_name(r.table),
+                dev: r.dev,
+                hook: r.hook,
+                spec: r.spec,
+                header_len: r.header_len,
+                stats: s,
+            }
+        })
+        .collect())
+}
+
+fn read_stats(map: &MapHandle, slot: u32) -> EncapStats {
+    let slots = map
+        .lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let mut t = EncapStats::default();
+    for s in slots.iter().filter(|s| s.len() >= size_of::<EncapStats>()) {
+        let v = |i: usize| u64::from_ne_bytes(s[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        t.packets += v(0);
+        t.bytes += v(1);
+        t.no_tunnel += v(2);
+        t.push_failed += v(3);
+        t.malformed += v(4);
+    }
+    t
+}
