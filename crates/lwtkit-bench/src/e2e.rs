@@ -21,10 +21,10 @@ const RULES: usize = 10_000;
 const SECONDS: f64 = 3.0;
 const BATCH: usize = 64;
 
-struct Ns(String);
+pub struct Ns(pub String);
 
 impl Ns {
-    fn new(tag: &str) -> anyhow::Result<Self> {
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
         let name = format!("lwtbench-{tag}-{}", std::process::id());
         sh("ip", &["netns", "add", &name])?;
         Ok(Ns(name))
@@ -37,7 +37,7 @@ impl Drop for Ns {
     }
 }
 
-fn sh(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
+pub fn sh(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(cmd).args(args).output()?;
     anyhow::ensure!(
         out.status.success(),
@@ -48,7 +48,7 @@ fn sh(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn lwt(ns: &Ns, args: &[&str]) -> anyhow::Result<String> {
+pub fn lwt(ns: &Ns, args: &[&str]) -> anyhow::Result<String> {
     let exe = std::env::current_exe()?.with_file_name("lwt");
     let mut full = vec!["-n", ns.0.as_str()];
     full.extend_from_slice(args);
@@ -178,6 +178,25 @@ fn nft_map(rules: &[Rule]) -> String {
     s.push_str(&items.join(",\n"));
     s.push_str("\n  }\n }\n chain out {\n  type filter hook output priority 0; policy accept;\n  ip saddr . ip daddr . meta l4proto . th dport vmap @rules\n }\n}\n");
     s
+}
+
+/// Runs `f` on a thread inside namespace `ns` (sockets it makes stay there).
+pub fn in_netns<T: Send + 'static>(
+    ns: &Ns,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let path = format!("/run/netns/{}", ns.0);
+    std::thread::spawn(move || -> anyhow::Result<T> {
+        let file = File::open(&path)?;
+        // SAFETY: setns on a valid namespace fd, for this thread only.
+        anyhow::ensure!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } == 0,
+            "setns"
+        );
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
 }
 
 /// A UDP socket bound in namespace `ns` (sockets stay in the namespace

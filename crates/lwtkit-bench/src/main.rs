@@ -1,4 +1,4 @@
-//! `cargo run --release -p lwtkit-bench -- [testrun|e2e|all]`
+//! `cargo run --release -p lwtkit-bench -- [testrun|e2e|encap|all]`
 //!
 //! testrun: ns per packet of the filter at 10, 1k, 10k and 100k rules,
 //! measured by BPF_PROG_TEST_RUN (mean of 1M repeats, median of 5 runs),
@@ -8,18 +8,22 @@
 //! sender's CPU time per packet and packets per second, as ratios to the
 //! no-filter run. Needs root; removes its namespaces.
 mod e2e;
+mod encap_bench;
 mod testrun;
 
 fn main() -> anyhow::Result<()> {
     let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
-    if !matches!(what.as_str(), "testrun" | "e2e" | "all") {
-        anyhow::bail!("usage: lwtkit-bench [testrun|e2e|all]");
+    if !matches!(what.as_str(), "testrun" | "e2e" | "encap" | "all") {
+        anyhow::bail!("usage: lwtkit-bench [testrun|e2e|encap|all]");
     }
-    if what != "e2e" {
+    if matches!(what.as_str(), "testrun" | "all") {
         testrun::run()?;
     }
-    if what != "testrun" {
+    if matches!(what.as_str(), "e2e" | "all") {
         e2e::run()?;
+    }
+    if matches!(what.as_str(), "encap" | "all") {
+        encap_bench::run()?;
     }
     Ok(())
 }
