@@ -16,6 +16,7 @@ const PROGRAMS: &[&str] = &[
     "lwtkit-encap",
     "lwtkit-filter",
     "lwtkit-pass",
+    "lwtkit-seg6",
 ];
 
 fn main() {

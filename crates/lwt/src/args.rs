@@ -50,6 +50,45 @@ pub enum Verb {
     /// Steer prefixes into tunnels (VXLAN, FOU, GUE, IPIP, SIT, ip6ip6, 4in6, GRE, SRv6) without tunnel devices.
     #[command(subcommand)]
     Encap(EncapVerb),
+    /// SRv6 End.BPF behaviours on local SIDs.
+    #[command(subcommand)]
+    Seg6local(Seg6Verb),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Seg6Verb {
+    /// Run a BPF End behaviour for SID.
+    #[command(group = clap::ArgGroup::new("behaviour").required(true).args(["builtin", "obj"]))]
+    Add {
+        #[arg(value_name = "SID")]
+        sid: String,
+        #[arg(long, value_name = "DEV")]
+        dev: String,
+        /// `end` (count per SID) or `end-dt6` (decapsulate, look up in --dt6-table).
+        #[arg(long, value_name = "NAME")]
+        builtin: Option<String>,
+        /// BPF object file with an lwt_seg6local program.
+        #[arg(long, value_name = "FILE")]
+        obj: Option<PathBuf>,
+        #[arg(long, value_name = "S", requires = "obj")]
+        section: Option<String>,
+        /// Table of the SID route.
+        #[arg(long, value_name = "ID|NAME")]
+        table: Option<String>,
+        /// Table `end-dt6` looks decapsulated packets up in (default main).
+        #[arg(long = "dt6-table", value_name = "ID|NAME")]
+        dt6_table: Option<String>,
+    },
+    /// Remove a SID lwtkit added.
+    Del {
+        #[arg(value_name = "SID")]
+        sid: String,
+        #[arg(long, value_name = "ID|NAME")]
+        table: Option<String>,
+    },
+    /// List lwtkit's SIDs with their counters.
+    #[command(visible_alias = "ls")]
+    List,
 }
 
 #[derive(Subcommand, Debug)]

@@ -73,6 +73,14 @@ pub const BUILTINS: &[Builtin] = &[
         standalone: false,
     },
     Builtin {
+        name: "seg6",
+        about: "SRv6 End.BPF behaviours `end` (counts per SID) and `end-dt6` (attach with `lwt seg6local add`)",
+        object: include_bytes!(env!("LWTKIT_SEG6_OBJ")),
+        entries: &[],
+        counters_map: Some(lwtkit_common::COUNTERS_MAP),
+        standalone: false,
+    },
+    Builtin {
         name: "filter",
         about: "judges packets by a filter policy (attach with `lwt filter attach`)",
         object: include_bytes!(env!("LWTKIT_FILTER_OBJ")),

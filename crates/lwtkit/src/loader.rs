@@ -368,6 +368,132 @@ fn load_pinned(path: &Path, hook: Hook) -> Result<LoadedProgram> {
     })
 }
 
+/// A program for a seg6local `End.BPF` route: a built-in behaviour (`end`,
+/// `end-dt6` with its lookup table) or a program of an object file.
+pub fn load_seg6local(
+    builtin_name: Option<&str>,
+    object: Option<(&Path, Option<&str>)>,
+    dt6_table: u32,
+) -> Result<LoadedProgram> {
+    const SECTION: &str = "lwt_seg6local";
+    let (bytes, label, entry, origin, counters_map) = match (builtin_name, object) {
+        (Some(name), None) => {
+            let entry = match name {
+                "end" => "seg6_end",
+                "end-dt6" => "seg6_end_dt6",
+                _ => return Err(Error::UnknownBuiltin(name.into(), "end, end-dt6".into())),
+            };
+            let b = builtin::find("seg6")
+                .ok_or_else(|| Error::UnknownBuiltin("seg6".into(), builtin::names()))?;
+            (
+                b.object().to_vec(),
+                format!("lwtkit-{name}"),
+                entry.to_string(),
+                Origin::Builtin { name: name.into() },
+                b.counters_map,
+            )
+        }
+        (None, Some((path, section))) => {
+            let obj_err = |reason: String| Error::Object {
+                path: path.into(),
+                reason,
+            };
+            let bytes = std::fs::read(path).map_err(|e| obj_err(e.to_string()))?;
+            let log = LibbpfLog::capture();
+            let opened = ObjectBuilder::default().open_memory(&bytes);
+            let messages = log.finish();
+            let open = opened.map_err(|e| {
+                obj_err(format!(
+                    "not a loadable BPF object: {e}: {}",
+                    last_line(&messages)
+                ))
+            })?;
+            let programs: Vec<(String, String)> = open
+                .progs()
+                .map(|p| {
+                    (
+                        p.name().to_string_lossy().into_owned(),
+                        p.section().to_string_lossy().into_owned(),
+                    )
+                })
+                .collect();
+            let want = section.unwrap_or(SECTION);
+            let matching: Vec<&(String, String)> =
+                programs.iter().filter(|(_, s)| s == want).collect();
+            let (name, sec) = match (matching.as_slice(), programs.as_slice()) {
+                ([one], _) => (*one).clone(),
+                ([], [only]) if section.is_none() => only.clone(),
+                ([], _) => return Err(obj_err(format!("section `{want}` not found"))),
+                (many, _) => {
+                    return Err(obj_err(format!(
+                        "section `{want}` holds several programs: {}",
+                        many.iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )))
+                }
+            };
+            let base = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (
+                bytes,
+                format!("{base}:[{sec}]"),
+                name,
+                Origin::Object {
+                    path: absolute(path),
+                    section: sec,
+                },
+                None,
+            )
+        }
+        _ => {
+            return Err(Error::ProgramSelection(
+                "give exactly one of --builtin and --obj".into(),
+            ))
+        }
+    };
+    let log = LibbpfLog::capture();
+    let opened = ObjectBuilder::default().open_memory(&bytes);
+    let messages = log.finish();
+    let open = opened.map_err(|e| Error::Load {
+        program: label.clone(),
+        reason: format!("{e}: {}", last_line(&messages)),
+    })?;
+    let (mut object, fd) = load_one(open, &entry, ProgramType::LwtSeg6local, &label)?;
+    if let Some(m) = object.maps_mut().find(|m| m.name() == "DT6_TABLE") {
+        m.update(
+            &0u32.to_ne_bytes(),
+            &dt6_table.to_ne_bytes(),
+            libbpf_rs::MapFlags::ANY,
+        )
+        .map_err(|e| Error::Load {
+            program: label.clone(),
+            reason: format!("setting the End.DT6 table: {e}"),
+        })?;
+    }
+    let id = libbpf_rs::Program::id_from_fd(fd.as_fd()).map_err(|e| Error::Load {
+        program: label.clone(),
+        reason: e.to_string(),
+    })?;
+    let route_name = format!("{label}:[{SECTION}]#{id}");
+    let route_name = if matches!(origin, Origin::Object { .. }) {
+        format!("{label}#{id}")
+    } else {
+        route_name
+    };
+    check_name(&route_name)?;
+    Ok(LoadedProgram {
+        fd,
+        route_name,
+        origin,
+        object: Some(object),
+        counters_map,
+    })
+}
+
 /// Program names that go on the route: the kernel takes at most 255 bytes.
 pub fn check_name(name: &str) -> Result<()> {
     if name.len() > MAX_PROG_NAME {
