@@ -111,8 +111,41 @@ pub struct HookStats {
 /// slots summed.
 pub fn stats() -> Result<Vec<HookStats>> {
     let mut out = Vec::new();
+    let tunnels = crate::encap::list().unwrap_or_default();
     for rec in read_records() {
         for (hook, h) in &rec.hooks {
+            if let Origin::Encap { .. } = &h.origin {
+                // Tunnels count in the namespace's shared tunnel counters.
+                if let Some(t) = tunnels
+                    .iter()
+                    .find(|t| t.dst == rec.dst && t.table == table_name(rec.table))
+                {
+                    let st = &t.stats;
+                    let dropped = Counters {
+                        packets: st.no_tunnel + st.push_failed,
+                        bytes: 0,
+                    };
+                    out.push(HookStats {
+                        dst: rec.dst.to_string(),
+                        table: table_name(rec.table),
+                        hook: *hook,
+                        program: h.name.clone(),
+                        policy: None,
+                        packets: st.packets + dropped.packets,
+                        bytes: st.bytes,
+                        allowed: Counters {
+                            packets: st.packets,
+                            bytes: st.bytes,
+                        },
+                        dropped,
+                        malformed: Counters {
+                            packets: st.malformed,
+                            bytes: 0,
+                        },
+                    });
+                }
+                continue;
+            }
             let Some(pin) = &h.counters else { continue };
             let slots = read_counters(pin)?;
             let slot = |i: u32| slots.get(i as usize).copied().unwrap_or_default();
