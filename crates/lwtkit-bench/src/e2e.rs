@@ -180,6 +180,24 @@ fn nft_map(rules: &[Rule]) -> String {
     s
 }
 
+/// Two namespaces joined by a veth pair: A 10.0.0.2 on `va`, B 10.0.0.3 on `vb`.
+pub fn pair(tag: &str) -> anyhow::Result<(Ns, Ns)> {
+    let a = Ns::new(&format!("{tag}a"))?;
+    let b = Ns::new(&format!("{tag}b"))?;
+    sh(
+        "ip",
+        &[
+            "-n", &a.0, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.0,
+        ],
+    )?;
+    for (ns, dev, addr) in [(&a, "va", "10.0.0.2/24"), (&b, "vb", "10.0.0.3/24")] {
+        sh("ip", &["-n", &ns.0, "addr", "add", addr, "dev", dev])?;
+        sh("ip", &["-n", &ns.0, "link", "set", dev, "up"])?;
+        sh("ip", &["-n", &ns.0, "link", "set", "lo", "up"])?;
+    }
+    Ok((a, b))
+}
+
 /// Runs `f` on a thread inside namespace `ns` (sockets it makes stay there).
 pub fn in_netns<T: Send + 'static>(
     ns: &Ns,
@@ -275,19 +293,7 @@ fn blast(a: &Ns) -> anyhow::Result<(f64, f64)> {
 pub fn run() -> anyhow::Result<()> {
     let rules = rules();
     println!("\nend to end: UDP 18-byte payloads A -> B over veth, sendmmsg x{BATCH}, {SECONDS} s each, {} non-overlapping rules, none matching", rules.len());
-    let a = Ns::new("a")?;
-    let b = Ns::new("b")?;
-    sh(
-        "ip",
-        &[
-            "-n", &a.0, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.0,
-        ],
-    )?;
-    for (ns, dev, addr) in [(&a, "va", "10.0.0.2/24"), (&b, "vb", "10.0.0.3/24")] {
-        sh("ip", &["-n", &ns.0, "addr", "add", addr, "dev", dev])?;
-        sh("ip", &["-n", &ns.0, "link", "set", dev, "up"])?;
-        sh("ip", &["-n", &ns.0, "link", "set", "lo", "up"])?;
-    }
+    let (a, b) = pair("flt")?;
     std::thread::sleep(Duration::from_millis(300));
     let _sink = sink(&b, "10.0.0.3:9")?;
     let dir = std::env::temp_dir().join(format!("lwtbench-{}", std::process::id()));

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::e2e::{in_netns, lwt, sh, Ns};
+use crate::e2e::{in_netns, lwt, pair, sh, Ns};
 
 const TCP_BYTES: usize = 512 << 20;
 const UDP_SECONDS: f64 = 2.0;
@@ -18,23 +18,6 @@ struct Setup {
     b: Ns,
     /// The inner address of B that the measured traffic goes to.
     target: &'static str,
-}
-
-fn pair(tag: &str) -> anyhow::Result<(Ns, Ns)> {
-    let a = Ns::new(&format!("{tag}a"))?;
-    let b = Ns::new(&format!("{tag}b"))?;
-    sh(
-        "ip",
-        &[
-            "-n", &a.0, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.0,
-        ],
-    )?;
-    for (ns, dev, addr) in [(&a, "va", "10.0.0.2/24"), (&b, "vb", "10.0.0.3/24")] {
-        sh("ip", &["-n", &ns.0, "addr", "add", addr, "dev", dev])?;
-        sh("ip", &["-n", &ns.0, "link", "set", dev, "up"])?;
-        sh("ip", &["-n", &ns.0, "link", "set", "lo", "up"])?;
-    }
-    Ok((a, b))
 }
 
 /// B's kernel vxlan device (VNI 42) holding 192.168.100.3; returns its MAC.
