@@ -13,6 +13,7 @@ use std::{
 /// Kernel program binaries of crates/lwtkit-ebpf, embedded by name.
 const PROGRAMS: &[&str] = &[
     "lwtkit-count",
+    "lwtkit-decap",
     "lwtkit-encap",
     "lwtkit-filter",
     "lwtkit-pass",

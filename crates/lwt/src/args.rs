@@ -50,9 +50,41 @@ pub enum Verb {
     /// Steer prefixes into tunnels (VXLAN, FOU, GUE, IPIP, SIT, ip6ip6, 4in6, GRE, SRv6) without tunnel devices.
     #[command(subcommand)]
     Encap(EncapVerb),
+    /// Strip tunnel headers on a device's ingress (the far side of `lwt encap`), no tunnel modules needed.
+    #[command(subcommand)]
+    Decap(DecapVerb),
     /// SRv6 End.BPF behaviours on local SIDs.
     #[command(subcommand)]
     Seg6local(Seg6Verb),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DecapVerb {
+    /// Decapsulate the given tunnel types arriving on DEV (again: reconfigure).
+    Add {
+        #[arg(long, value_name = "DEV")]
+        dev: String,
+        /// ipip, sit, ip6ip6, ip4in6, gre, fou, gue (comma-separated).
+        #[arg(
+            long = "type",
+            value_name = "TYPE,...",
+            value_delimiter = ',',
+            required = true
+        )]
+        kinds: Vec<String>,
+        #[arg(long = "fou-port", value_name = "N")]
+        fou_port: Option<u16>,
+        #[arg(long = "gue-port", value_name = "N")]
+        gue_port: Option<u16>,
+    },
+    /// Stop decapsulating on DEV.
+    Del {
+        #[arg(long, value_name = "DEV")]
+        dev: String,
+    },
+    /// Devices lwtkit decapsulates on, with counters.
+    #[command(visible_alias = "ls")]
+    List,
 }
 
 #[derive(Subcommand, Debug)]

@@ -41,5 +41,6 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Verb::Filter(v) => verbs::filter::run(v, &out),
         args::Verb::Encap(v) => verbs::encap::run(v, &out),
         args::Verb::Seg6local(v) => verbs::seg6local::run(v, &out),
+        args::Verb::Decap(v) => verbs::decap::run(v, &out),
     }
 }

@@ -64,3 +64,23 @@ pub struct EncapStats {
 pub const NO_TUNNEL_SLOT: u32 = 0;
 /// Most encapsulated routes per namespace.
 pub const MAX_TUNNELS: u32 = 65_536;
+
+/// What lwtkit's decapsulating tc ingress program strips on one device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecapConfig {
+    /// [`decap`] bits.
+    pub kinds: u32,
+    /// UDP destination ports of FOU and GUE (0: off).
+    pub fou_port: u16,
+    pub gue_port: u16,
+}
+
+/// Tunnel kinds the decapsulator accepts.
+pub mod decap {
+    /// IPv4 or IPv6 inside IPv4 or IPv6 (ipip, sit, ip6ip6, ip4in6).
+    pub const IP_IN_IP: u32 = 1 << 0;
+    pub const GRE: u32 = 1 << 1;
+    pub const FOU: u32 = 1 << 2;
+    pub const GUE: u32 = 1 << 3;
+}

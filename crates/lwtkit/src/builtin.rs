@@ -73,6 +73,14 @@ pub const BUILTINS: &[Builtin] = &[
         standalone: false,
     },
     Builtin {
+        name: "decap",
+        about: "tcx ingress decapsulator for IP-in-IP, GRE, FOU, GUE (attach with `lwt decap add`)",
+        object: include_bytes!(env!("LWTKIT_DECAP_OBJ")),
+        entries: &[],
+        counters_map: None,
+        standalone: false,
+    },
+    Builtin {
         name: "seg6",
         about: "SRv6 End.BPF behaviours `end` (counts per SID) and `end-dt6` (attach with `lwt seg6local add`)",
         object: include_bytes!(env!("LWTKIT_SEG6_OBJ")),

@@ -2,6 +2,7 @@
 //! the outcome as text or JSON.
 pub mod attach;
 pub mod builtins;
+pub mod decap;
 pub mod detach;
 pub mod encap;
 pub mod events;

@@ -2,6 +2,7 @@
 //! into a tunnel by attaching lwtkit's encapsulation program to the route
 //! and storing the tunnel's outer headers in a map keyed by destination.
 //! Changing a remote is a map update; thousands of prefixes share the maps.
+pub mod decap;
 pub mod header;
 
 use std::{fs, net::IpAddr, path::PathBuf};
