@@ -165,7 +165,7 @@ pub struct EncapAddArgs {
     /// SRv6 segment list, first to visit first.
     #[arg(long, value_name = "ADDR,ADDR,...", value_delimiter = ',')]
     pub segments: Vec<String>,
-    /// Outer TTL / hop limit (default: 64).
+    /// Outer TTL / hop limit (default: copied from the inner packet).
     #[arg(long, value_name = "N")]
     pub ttl: Option<u8>,
     /// Outer ToS: `inherit` (default) or a number.

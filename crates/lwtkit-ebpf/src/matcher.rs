@@ -37,13 +37,21 @@ struct Search<'a> {
     best_flags: u32,
 }
 
+/// The live generation, read once per packet: the walk and the counters
+/// then agree on it even if a replace flips it meanwhile.
+#[inline(always)]
+pub fn generation(cfg: &PolicyConfig) -> u32 {
+    // SAFETY: an aligned u32 inside a map value.
+    unsafe { core::ptr::read_volatile(&cfg.generation) }
+}
+
 /// Finds the matching rule of lowest rank across the live generation's
 /// trees for the packet's family. The trees are walked by `bpf_loop`, so
 /// the verifier checks one walk rather than every tree's.
 #[inline(always)]
-pub fn decide(key: &PacketKey, cfg: &PolicyConfig) -> Decision {
+pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32) -> Decision {
     let none = Decision { rule_id: NO_RULE, flags: 0 };
-    let base = if cfg.generation == 1 { cfg.capacity } else { 0 };
+    let base = if generation == 1 { cfg.capacity } else { 0 };
     let Some(header) = cell(base) else { return none };
     let (trees, list) = if key.v6 { (header.w[2], header.w[3]) } else { (header.w[0], header.w[1]) };
     let mut search = Search { key, base, list, best_rank: u32::MAX, best_id: NO_RULE, best_flags: 0 };

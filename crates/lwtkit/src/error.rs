@@ -47,7 +47,7 @@ pub enum Error {
     Headroom(u32),
     #[error("program name `{name}` is {len} bytes; the kernel accepts at most 255 (rename the object or section)")]
     ProgramNameTooLong { name: String, len: usize },
-    #[error("pinned program {0} not found (is it pinned on bpffs?)")]
+    #[error("pin {0} not found or not readable (is it on bpffs, and are you root?)")]
     MissingPin(PathBuf),
     #[error("unknown built-in program `{0}`; built-ins: {1}")]
     UnknownBuiltin(String, String),

@@ -183,7 +183,8 @@ pub fn follow(until: Until, mut on_event: impl FnMut(EventRecord) -> Result<()>)
 
 /// Writes events' bytes as a pcap file with link type RAW (IPv4/IPv6 from L3).
 pub struct PcapSink {
-    writer: pcap_file::pcap::PcapWriter<std::io::BufWriter<std::fs::File>>,
+    /// Unbuffered: an interrupted `lwt events` still leaves whole records.
+    writer: pcap_file::pcap::PcapWriter<std::fs::File>,
 }
 
 impl PcapSink {
@@ -195,9 +196,8 @@ impl PcapSink {
             snaplen: EVENT_SNAPLEN as u32,
             ..Default::default()
         };
-        let writer =
-            pcap_file::pcap::PcapWriter::with_header(std::io::BufWriter::new(file), header)
-                .map_err(|e| Error::Invalid(format!("pcap file {}: {e}", path.display())))?;
+        let writer = pcap_file::pcap::PcapWriter::with_header(file, header)
+            .map_err(|e| Error::Invalid(format!("pcap file {}: {e}", path.display())))?;
         Ok(Self { writer })
     }
 

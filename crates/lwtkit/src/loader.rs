@@ -225,8 +225,9 @@ fn load_on_maps(
 }
 
 fn load_builtin(name: &str, hook: Hook) -> Result<LoadedProgram> {
-    let b =
-        builtin::find(name).ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
+    let b = builtin::find(name)
+        .filter(|b| b.standalone)
+        .ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
     let log = LibbpfLog::capture();
     let entry = b.entry(hook).ok_or_else(|| {
         Error::ProgramSelection(format!(

@@ -45,9 +45,17 @@ pub fn enter_netns(name: &str) -> Result<()> {
 /// reused, so state keyed by it can never be confused with a later netns.
 pub fn netns_cookie() -> Result<u64> {
     const SO_NETNS_COOKIE: libc::c_int = 71;
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0")
-        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))
-        .map_err(|e| Error::Invalid(format!("cannot read the network namespace cookie: {e}")))?;
+    // An unbound socket: works even with loopback down.
+    // SAFETY: socket(2) with constant arguments; the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Error::Invalid(format!(
+            "cannot read the network namespace cookie: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let mut cookie: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as u32;
     // SAFETY: valid fd, out pointer and length for a u64 option.
@@ -82,6 +90,9 @@ pub fn netns_inode() -> Result<u64> {
 pub fn live_netns_inodes() -> std::collections::HashSet<u64> {
     let mut live = std::collections::HashSet::new();
     let mut mount_namespaces = std::collections::HashSet::new();
+    let nsfs_dev = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.dev())
+        .unwrap_or(u64::MAX);
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return live;
     };
@@ -103,12 +114,13 @@ pub fn live_netns_inodes() -> std::collections::HashSet<u64> {
             }
         }
         if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
+            // stat, not readlink: an fd opened through a bind mount reads
+            // as its path, but stats as the namespace it holds.
             for fd in fds.flatten() {
-                if let Some(ino) = std::fs::read_link(fd.path())
-                    .ok()
-                    .and_then(|l| net_inode(&l.to_string_lossy()))
-                {
-                    live.insert(ino);
+                if let Ok(m) = std::fs::metadata(fd.path()) {
+                    if m.dev() == nsfs_dev {
+                        live.insert(m.ino());
+                    }
                 }
             }
         }

@@ -17,7 +17,7 @@ use lwtkit_common::{
 use lwtkit_ebpf::{
     counters::count,
     gpl_license, lwt_program,
-    matcher::{decide, CONFIG},
+    matcher::{decide, generation, CONFIG},
     parse::{parse, PacketKey},
 };
 
@@ -34,6 +34,7 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 #[inline(always)]
 fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
     let Some(cfg) = CONFIG.get(0) else { return BPF_OK };
+    let gen = generation(cfg);
     let len = u64::from(ctx.len());
     let default = if cfg.default_drop != 0 { BPF_DROP } else { BPF_OK };
     let Some(key) = parse(ctx) else {
@@ -41,7 +42,7 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
         count_default(cfg, len);
         return default;
     };
-    let d = decide(&key, cfg);
+    let d = decide(&key, cfg, gen);
     let verdict = if d.rule_id == NO_RULE {
         default
     } else if d.flags & rf::DROP != 0 {
@@ -51,7 +52,7 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
     };
     // Slot 0 of the generation counts packets no rule matched (ids start at 1).
     let id = if d.rule_id == NO_RULE { 0 } else { d.rule_id };
-    let stats_slot = cfg.generation.wrapping_mul(cfg.rule_slots).wrapping_add(id);
+    let stats_slot = gen.wrapping_mul(cfg.rule_slots).wrapping_add(id);
     if let Some(s) = RULE_STATS.get_ptr_mut(stats_slot) {
         // SAFETY: this CPU's slot; no other writer.
         let s = unsafe { &mut *s };
@@ -69,7 +70,7 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
 /// Slot 0 of the generation's rule counters: packets the default judged.
 #[inline(always)]
 fn count_default(cfg: &PolicyConfig, len: u64) {
-    if let Some(s) = RULE_STATS.get_ptr_mut(cfg.generation.wrapping_mul(cfg.rule_slots)) {
+    if let Some(s) = RULE_STATS.get_ptr_mut(generation(cfg).wrapping_mul(cfg.rule_slots)) {
         // SAFETY: this CPU's slot; no other writer.
         unsafe {
             (*s).packets += 1;

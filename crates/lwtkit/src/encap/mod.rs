@@ -222,20 +222,33 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
         let zero = vec![vec![0u8; size_of::<EncapStats>()]; cpus];
         let _ = stats.update_percpu(&counter.to_ne_bytes(), &zero, MapFlags::ANY);
     }
-    let attached = attach::attach(&AttachRequest {
-        dst: req.dst,
-        dev: req.dev.clone(),
-        hook: req.hook,
-        source: ProgramSource::Encap {
-            kind: req.spec.kind.to_string(),
-            maps: pins.clone(),
-        },
-        headroom: Some(header.bytes.len() as u32),
-        table: Some(table),
-        local: false,
-        via: None,
-        mtu_reduction: Some(header.bytes.len() as u32),
+    // Same route shape as before (device, hook, header size): the map
+    // update above is the whole change; the program stays.
+    let same_route = previous.as_ref().is_some_and(|p| {
+        p.dev == req.dev && p.hook == req.hook && p.header_len == header.bytes.len()
     });
+    let current = if same_route {
+        current_attachment(&req.dst, table, req.hook)
+    } else {
+        None
+    };
+    let attached = match current {
+        Some(a) => Ok(a),
+        None => attach::attach(&AttachRequest {
+            dst: req.dst,
+            dev: req.dev.clone(),
+            hook: req.hook,
+            source: ProgramSource::Encap {
+                kind: req.spec.kind.to_string(),
+                maps: pins.clone(),
+            },
+            headroom: Some(header.bytes.len() as u32),
+            table: Some(table),
+            local: false,
+            via: None,
+            mtu_reduction: Some(header.bytes.len() as u32),
+        }),
+    };
     let attached = match attached {
         Ok(a) => a,
         Err(e) => {
@@ -264,6 +277,24 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
     )
     .map_err(|e| state_err(&path, e))?;
     Ok(attached)
+}
+
+/// What is attached to the route now, if lwtkit's records and pins say so.
+fn current_attachment(dst: &IpNet, table: u32, hook: Hook) -> Option<Attached> {
+    let state = NetnsState::open_existing(std::path::Path::new(system::BPFFS)).ok()??;
+    let record = state.load(&RouteRecord::key(dst, table)).ok()??;
+    let h = record.hooks.get(&hook)?;
+    let prog = libbpf_rs::ProgramHandle::from_pinned_path(&h.pin).ok()?;
+    Some(Attached {
+        route: ops::RouteKey { dst: *dst, table }.to_string(),
+        dst: *dst,
+        table: table_name(table),
+        hook,
+        name: h.name.clone(),
+        id: prog.id(),
+        tag: prog.tag().iter().map(|b| format!("{b:02x}")).collect(),
+        created: false,
+    })
 }
 
 /// `lwt encap del`: detaches and forgets the tunnel.

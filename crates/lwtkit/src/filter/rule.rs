@@ -14,8 +14,10 @@
 //! - every part it names must match; a rule naming nothing matches every
 //!   well-formed packet. Malformed packets only ever get the default verdict.
 //! - the matching rule with the lowest priority wins (default
-//!   [`DEFAULT_PRIORITY`]); ties go to the lower rule id, i.e. the rule added
-//!   first.
+//!   [`DEFAULT_PRIORITY`]); ties go to the lower rule id. Ids follow the
+//!   order of a rules file; `rule add` takes the smallest free id, so after
+//!   a `rule del` a new rule can take an older rule's place in a tie: give
+//!   rules that must win distinct priorities.
 //! - `src`/`dst`: the packet is of the prefix's family and inside it.
 //! - `sport`/`dport` without `proto` match TCP and UDP, nothing else.
 //! - `icmp-type N` matches ICMP (IPv4, protocol 1) or ICMPv6 (IPv6,
