@@ -83,7 +83,17 @@ fn add(a: EncapAddArgs, out: &Output) -> anyhow::Result<()> {
         spec,
         local_from_dev: local.is_none(),
     };
+    let on_input = req.hook == Hook::In;
     let done = encap::add(req)?;
+    if on_input
+        && std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/accept_local")
+            .is_ok_and(|v| v.trim() == "0")
+    {
+        eprintln!(
+            "lwt: note: on the in hook the outer packet is routed as input again with this host's address as source; \
+             set net.ipv4.conf.<ingress dev>.accept_local=1 (and .all) or it is dropped as a martian"
+        );
+    }
     out.emit(&done, |d| {
         format!(
             "{} now goes into a {kind} tunnel (hook {}, prog id {})",
@@ -119,7 +129,7 @@ fn render(t: &TunnelView) -> String {
         ));
     }
     line.push_str(&format!(
-        " headroom {}\n    packets {} bytes {} errors: no-tunnel {} push-failed {} malformed {}",
+        " header {} bytes\n    packets {} bytes {} errors: no-tunnel {} push-failed {} malformed {}",
         t.header_len,
         t.stats.packets,
         t.stats.bytes,

@@ -184,6 +184,36 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
             other.dst
         )));
     }
+    if let Some(other) = existing.iter().find(|r| {
+        r.table == table
+            && r.dst != req.dst
+            && r.spec.outer_dst().is_ok_and(|o| req.dst.contains(&o))
+    }) {
+        return Err(Error::Invalid(format!(
+            "loop: {} would take in the outer packets of the tunnel for {} (remote inside it)",
+            req.dst, other.dst
+        )));
+    }
+    // The program finds tunnels by destination alone, not by table.
+    if let Some(other) = existing
+        .iter()
+        .find(|r| r.dst == req.dst && r.table != table)
+    {
+        return Err(Error::Invalid(format!(
+            "{} already has a tunnel in table {}; one prefix has one tunnel per namespace",
+            req.dst,
+            table_name(other.table)
+        )));
+    }
+    if let Some(other) = existing
+        .iter()
+        .find(|r| r.dst == req.dst && r.table == table && r.hook != req.hook)
+    {
+        return Err(Error::Invalid(format!(
+            "{} is encapsulated on hook {}; `lwt encap del` it before moving it to hook {}",
+            req.dst, other.hook, req.hook
+        )));
+    }
     ensure_maps(&pins)?;
     let previous = existing
         .iter()
@@ -242,7 +272,9 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
                 kind: req.spec.kind.to_string(),
                 maps: pins.clone(),
             },
-            headroom: Some(header.bytes.len() as u32),
+            // The route MTU below accounts for the header; a headroom too would
+            // make the kernel subtract it a second time.
+            headroom: None,
             table: Some(table),
             local: false,
             via: None,
