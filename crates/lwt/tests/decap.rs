@@ -148,3 +148,35 @@ fn tcp_arrives_intact_through_lwtkit_on_both_ends() {
         p.b.lwt_err(&["decap", "add", "--dev", "vb", "--type", "fou"]);
     assert!(err.contains("--fou-port"), "{err}");
 }
+
+#[test]
+fn one_program_serves_every_tunnel_of_a_kind() {
+    require_root!();
+    let p = Pair::new("shr");
+    for a in ["192.168.51.3/32", "192.168.51.4/32"] {
+        p.b.ip(&["addr", "add", a, "dev", "lo"]);
+    }
+    p.b.lwt_ok(&["decap", "add", "--dev", "vb", "--type", "gre"]);
+    for dst in ["192.168.51.3/32", "192.168.51.4/32"] {
+        p.a.lwt_ok(&[
+            "encap", "add", dst, "--dev", "va", "--remote", "10.0.0.3", "--type", "gre",
+        ]);
+    }
+    let list = json(&p.a.lwt_ok(&["list", "-j"]));
+    let ids: Vec<u64> = list
+        .as_array()
+        .expect("routes")
+        .iter()
+        .filter_map(|r| r["xmit"]["id"].as_u64())
+        .collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    assert_eq!(ids[0], ids[1], "both routes run one program: {list}");
+    p.a.lwt_ok(&["encap", "del", "192.168.51.3/32"]);
+    let data = payload()[..1000].to_vec();
+    let want = digest(&data);
+    assert_eq!(
+        upload(&p, "192.168.51.4:7200".parse().expect("addr"), data),
+        Some(want),
+        "the other tunnel still works"
+    );
+}

@@ -42,6 +42,13 @@ pub enum ProgramSource {
     },
     /// lwtkit's encapsulation program on the namespace's tunnel maps.
     Encap { kind: String, maps: PathBuf },
+    /// A program lwtkit already attached elsewhere (pinned), to share
+    /// under its existing route name and origin.
+    Shared {
+        pin: PathBuf,
+        name: String,
+        origin: Origin,
+    },
 }
 
 /// A program loaded in the kernel, ready to be attached and pinned.
@@ -108,6 +115,33 @@ fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
 
 /// Loads the program `source` describes for `hook`.
 pub fn load(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
+    if let ProgramSource::Shared { pin, name, origin } = source {
+        let handle =
+            ProgramHandle::from_pinned_path(pin).map_err(|_| Error::MissingPin(pin.clone()))?;
+        if handle.prog_type() != hook.prog_type() {
+            return Err(Error::WrongProgramType {
+                program: name.clone(),
+                hook,
+                found: prog_type_name(handle.prog_type()),
+                expected: prog_type_name(hook.prog_type()),
+                hint: "",
+            });
+        }
+        let fd = handle
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::Load {
+                program: name.clone(),
+                reason: e.to_string(),
+            })?;
+        return Ok(LoadedProgram {
+            fd,
+            route_name: name.clone(),
+            origin: origin.clone(),
+            object: None,
+            counters_map: None,
+        });
+    }
     let mut loaded = load_source(source, hook)?;
     // The kernel compares BPF encaps by name and lets IPv4 routes with equal
     // next hops share one: a name unique to this program keeps each route on
@@ -160,6 +194,7 @@ fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
                 hook,
             )
         }
+        ProgramSource::Shared { .. } => unreachable!("shared programs are handled by `load`"),
         ProgramSource::Encap { kind, maps } => {
             use crate::encap::{STATS_MAP, TUNNELS_MAP};
             let pins = [

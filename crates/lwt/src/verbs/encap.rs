@@ -96,7 +96,7 @@ fn add(a: EncapAddArgs, out: &Output) -> anyhow::Result<()> {
     }
     out.emit(&done, |d| {
         format!(
-            "{} now goes into a {kind} tunnel (hook {}, prog id {})",
+            "{} now goes into the {kind} tunnel (hook {}, prog id {})",
             d.route, d.hook, d.id
         )
     })

@@ -262,16 +262,28 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
     } else {
         None
     };
+    // One program serves every route of a kind: share a sibling's (same
+    // type, hook and header size, so the same route name fits both).
+    let source = existing
+        .iter()
+        .filter(|r| {
+            r.dst != req.dst
+                && r.spec.kind == req.spec.kind
+                && r.hook == req.hook
+                && r.header_len == header.bytes.len()
+        })
+        .find_map(|r| shared_source(&r.dst, r.table, r.hook))
+        .unwrap_or_else(|| ProgramSource::Encap {
+            kind: req.spec.kind.to_string(),
+            maps: pins.clone(),
+        });
     let attached = match current {
         Some(a) => Ok(a),
         None => attach::attach(&AttachRequest {
             dst: req.dst,
             dev: req.dev.clone(),
             hook: req.hook,
-            source: ProgramSource::Encap {
-                kind: req.spec.kind.to_string(),
-                maps: pins.clone(),
-            },
+            source,
             // The route MTU below accounts for the header; a headroom too would
             // make the kernel subtract it a second time.
             headroom: None,
@@ -309,6 +321,18 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
     )
     .map_err(|e| state_err(&path, e))?;
     Ok(attached)
+}
+
+/// The pinned program of another tunnel's route, to share.
+fn shared_source(dst: &IpNet, table: u32, hook: Hook) -> Option<ProgramSource> {
+    let state = NetnsState::open_existing(std::path::Path::new(system::BPFFS)).ok()??;
+    let record = state.load(&RouteRecord::key(dst, table)).ok()??;
+    let h = record.hooks.get(&hook)?;
+    h.pin.exists().then(|| ProgramSource::Shared {
+        pin: h.pin.clone(),
+        name: h.name.clone(),
+        origin: h.origin.clone(),
+    })
 }
 
 /// What is attached to the route now, if lwtkit's records and pins say so.
