@@ -2,91 +2,7 @@
 //! kernel's End.DX4, across a chain of namespaces A — B — C.
 mod common;
 
-use std::{net::UdpSocket, time::Duration};
-
-use common::{json, Netns};
-
-/// A 10.0.0.2 / fd00::2 — B 10.0.0.3 / fd00::3 | 10.1.0.1 / fd01::1 — C 10.1.0.2 / fd01::2.
-/// A routes everything else via B; C routes back via B; B forwards.
-struct Chain {
-    a: Netns,
-    b: Netns,
-    c: Netns,
-}
-
-fn sysctl(ns: &Netns, settings: &[&str]) {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "sysctl", "-qw"])
-        .args(settings)
-        .output()
-        .expect("sysctl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Chain {
-    fn new(tag: &str) -> Self {
-        let (a, b, c) = (
-            Netns::new(&format!("{tag}a")),
-            Netns::new(&format!("{tag}b")),
-            Netns::new(&format!("{tag}c")),
-        );
-        a.ip(&[
-            "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.name,
-        ]);
-        b.ip(&[
-            "link", "add", "vbc", "type", "veth", "peer", "name", "vc", "netns", &c.name,
-        ]);
-        for (ns, dev, v4, v6) in [
-            (&a, "va", "10.0.0.2/24", "fd00::2/64"),
-            (&b, "vb", "10.0.0.3/24", "fd00::3/64"),
-            (&b, "vbc", "10.1.0.1/24", "fd01::1/64"),
-            (&c, "vc", "10.1.0.2/24", "fd01::2/64"),
-        ] {
-            ns.ip(&["addr", "add", v4, "dev", dev]);
-            ns.ip(&["addr", "add", v6, "dev", dev, "nodad"]);
-            ns.ip(&["link", "set", dev, "up"]);
-        }
-        a.ip(&["route", "add", "default", "via", "10.0.0.3"]);
-        a.ip(&["-6", "route", "add", "default", "via", "fd00::3"]);
-        c.ip(&["route", "add", "default", "via", "10.1.0.1"]);
-        c.ip(&["-6", "route", "add", "default", "via", "fd01::1"]);
-        sysctl(
-            &b,
-            &[
-                "net.ipv4.ip_forward=1",
-                "net.ipv6.conf.all.forwarding=1",
-                "net.ipv6.conf.all.seg6_enabled=1",
-                "net.ipv6.conf.vb.seg6_enabled=1",
-            ],
-        );
-        std::thread::sleep(Duration::from_millis(200));
-        Chain { a, b, c }
-    }
-}
-
-/// Sends one datagram from A to `to`; returns what a socket bound in C received.
-fn a_to_c(chain: &Chain, to: &'static str) -> Option<Vec<u8>> {
-    let sock = chain.c.run(move || UdpSocket::bind(to).expect("bind in C"));
-    sock.set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    chain.a.run(move || {
-        let any = if to.starts_with('[') {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        };
-        UdpSocket::bind(any)
-            .expect("udp")
-            .send_to(b"forwarded", to)
-            .expect("send");
-    });
-    let mut buf = [0u8; 64];
-    sock.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
-}
+use common::{json, Chain};
 
 #[test]
 fn forwarded_traffic_is_encapsulated_on_the_input_hook() {
@@ -102,13 +18,10 @@ fn forwarded_traffic_is_encapsulated_on_the_input_hook() {
     chain.c.ip(&["link", "set", "vx0", "up"]);
     // After lwt_in pushes the outer header, the kernel routes the packet as
     // input again, with B's own address as source: B must accept that.
-    sysctl(
-        &chain.b,
-        &[
-            "net.ipv4.conf.all.accept_local=1",
-            "net.ipv4.conf.vb.accept_local=1",
-        ],
-    );
+    chain.b.sysctl(&[
+        "net.ipv4.conf.all.accept_local=1",
+        "net.ipv4.conf.vb.accept_local=1",
+    ]);
     let link = json(&chain.c.ip(&["-j", "link", "show", "vx0"]));
     let mac = link[0]["address"].as_str().expect("mac").to_string();
     chain.b.lwt_ok(&[
@@ -134,8 +47,8 @@ fn forwarded_traffic_is_encapsulated_on_the_input_hook() {
         "{shown}"
     );
     assert_eq!(
-        a_to_c(&chain, "192.168.70.2:7000").as_deref(),
-        Some(&b"forwarded"[..])
+        chain.a_to_c("192.168.70.2:7000").as_deref(),
+        Some(&b"through the chain"[..])
     );
     let tunnels = json(&chain.b.lwt_ok(&["encap", "list", "-j"]));
     assert_eq!(tunnels[0]["hook"], "in");
@@ -178,8 +91,8 @@ fn srv6_into_the_kernels_end_dx4() {
         .a
         .ip(&["-6", "route", "add", "fc00::/16", "via", "fd00::3"]);
     assert_eq!(
-        a_to_c(&chain, "192.168.80.2:7001").as_deref(),
-        Some(&b"forwarded"[..]),
+        chain.a_to_c("192.168.80.2:7001").as_deref(),
+        Some(&b"through the chain"[..]),
         "End.DX4 delivered the inner IPv4 packet"
     );
 }

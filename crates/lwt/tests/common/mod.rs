@@ -155,6 +155,20 @@ impl Netns {
             .expect("lwt starts")
     }
 
+    /// `sysctl -w` each setting inside this namespace.
+    pub fn sysctl(&self, settings: &[&str]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sysctl", "-qw"])
+            .args(settings)
+            .output()
+            .expect("sysctl runs");
+        assert!(
+            out.status.success(),
+            "sysctl {settings:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `ip -j route show table all` in this namespace, as text (for greps).
     pub fn routes(&self) -> String {
         self.ip(&["route", "show", "table", "all"])
@@ -226,6 +240,79 @@ impl Pair {
             assert!(up, "{dev} in {} never came up", ns.name);
         }
         Pair { a, b }
+    }
+}
+
+/// A — B — C: A 10.0.0.2 / fd00::2 and B 10.0.0.3 / fd00::3 on `va`/`vb`,
+/// B 10.1.0.1 / fd01::1 and C 10.1.0.2 / fd01::2 on `vbc`/`vc`. A and C
+/// route everything else via B, which forwards both families and has SRv6
+/// enabled on `vb`.
+pub struct Chain {
+    pub a: Netns,
+    pub b: Netns,
+    pub c: Netns,
+}
+
+impl Chain {
+    pub fn new(tag: &str) -> Self {
+        let (a, b, c) = (
+            Netns::new(&format!("{tag}a")),
+            Netns::new(&format!("{tag}b")),
+            Netns::new(&format!("{tag}c")),
+        );
+        a.ip(&[
+            "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.name,
+        ]);
+        b.ip(&[
+            "link", "add", "vbc", "type", "veth", "peer", "name", "vc", "netns", &c.name,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (&a, "va", "10.0.0.2/24", "fd00::2/64"),
+            (&b, "vb", "10.0.0.3/24", "fd00::3/64"),
+            (&b, "vbc", "10.1.0.1/24", "fd01::1/64"),
+            (&c, "vc", "10.1.0.2/24", "fd01::2/64"),
+        ] {
+            ns.ip(&["addr", "add", v4, "dev", dev]);
+            ns.ip(&["addr", "add", v6, "dev", dev, "nodad"]);
+            ns.ip(&["link", "set", dev, "up"]);
+        }
+        for (ns, v4, v6) in [(&a, "10.0.0.3", "fd00::3"), (&c, "10.1.0.1", "fd01::1")] {
+            ns.ip(&["route", "add", "default", "via", v4]);
+            ns.ip(&["-6", "route", "add", "default", "via", v6]);
+        }
+        b.sysctl(&[
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+            "net.ipv6.conf.all.seg6_enabled=1",
+            "net.ipv6.conf.vb.seg6_enabled=1",
+        ]);
+        c.sysctl(&[
+            "net.ipv6.conf.all.seg6_enabled=1",
+            "net.ipv6.conf.vc.seg6_enabled=1",
+        ]);
+        thread::sleep(Duration::from_millis(200));
+        Chain { a, b, c }
+    }
+
+    /// Sends one datagram from A to `to`; returns what a socket bound to
+    /// `to` in C received within 3 s.
+    pub fn a_to_c(&self, to: &'static str) -> Option<Vec<u8>> {
+        let sock = self.c.run(move || UdpSocket::bind(to).expect("bind in C"));
+        sock.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        self.a.run(move || {
+            let any = if to.starts_with('[') {
+                "[::]:0"
+            } else {
+                "0.0.0.0:0"
+            };
+            UdpSocket::bind(any)
+                .expect("udp")
+                .send_to(b"through the chain", to)
+                .expect("send");
+        });
+        let mut buf = [0u8; 64];
+        sock.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
     }
 }
 
