@@ -26,9 +26,15 @@ pub fn run(v: EncapVerb, out: &Output) -> anyhow::Result<()> {
         }
         EncapVerb::List => {
             let tunnels = encap::list()?;
-            out.emit(&tunnels, |ts| {
-                ts.iter().map(render).collect::<Vec<_>>().join("\n")
-            })
+            let unrouted = encap::unrouted()?;
+            let mut text: Vec<String> = tunnels.iter().map(render).collect();
+            if unrouted.no_tunnel + unrouted.malformed > 0 {
+                text.push(format!(
+                    "(namespace-wide: {} packets had no tunnel for their destination, {} were not IP; both dropped)",
+                    unrouted.no_tunnel, unrouted.malformed
+                ));
+            }
+            out.emit(&tunnels, |_| text.join("\n"))
         }
     }
 }

@@ -8,7 +8,7 @@
 use aya_ebpf::{
     bindings::bpf_lwt_encap_mode::BPF_LWT_ENCAP_IP,
     btf_maps::{lpm_trie::Key, LpmTrie, PerCpuArray},
-    helpers::{bpf_get_hash_recalc, bpf_lwt_push_encap},
+    helpers::{bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_lwt_push_encap},
     macros::btf_map,
     programs::SkBuffContext,
 };
@@ -85,6 +85,10 @@ fn encapsulate(ctx: SkBuffContext) -> i32 {
         if f & flags::TOS_INHERIT != 0 {
             hdr[1] = tos;
         }
+        // An identification per packet, so fragments of different outer
+        // packets on the way are never reassembled together.
+        let id = unsafe { bpf_get_prandom_u32() } as u16;
+        hdr[4..6].copy_from_slice(&id.to_be_bytes());
         hdr[10] = 0;
         hdr[11] = 0;
         let sum = ipv4_checksum(&hdr);

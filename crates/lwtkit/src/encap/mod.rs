@@ -382,6 +382,16 @@ pub fn del(dst: IpNet, table: Option<u32>) -> Result<Detached> {
     Ok(done)
 }
 
+/// Packets the namespace's encapsulation dropped before finding a tunnel
+/// (no tunnel for their destination, or not IP): counted once per
+/// namespace, not per route.
+pub fn unrouted() -> Result<EncapStats> {
+    let (_, pins) = paths()?;
+    Ok(MapHandle::from_pinned_path(pins.join("stats"))
+        .map(|m| read_stats(&m, lwtkit_common::encap::NO_TUNNEL_SLOT))
+        .unwrap_or_default())
+}
+
 /// `lwt encap list`: every tunnel with its counters.
 pub fn list() -> Result<Vec<TunnelView>> {
     let (dir, pins) = paths()?;
