@@ -57,7 +57,7 @@ fn tcp_arrives_intact_through_lwtkit_on_both_ends() {
     require_root!();
     let p = Pair::new("dcp");
     p.b.ip(&["addr", "add", "192.168.50.3/32", "dev", "lo"]);
-    p.b.ip(&["addr", "add", "2001:db8:50::3/128", "dev", "lo"]);
+    p.b.ip(&["addr", "add", "2001:db8:50::3/128", "dev", "lo", "nodad"]);
     p.b.lwt_ok(&[
         "decap",
         "add",

@@ -10,7 +10,7 @@ fn chain(tag: &str) -> Chain {
     let chain = Chain::new(tag);
     chain
         .c
-        .ip(&["addr", "add", "2001:db8:c::2/128", "dev", "lo"]);
+        .ip(&["addr", "add", "2001:db8:c::2/128", "dev", "lo", "nodad"]);
     chain
         .b
         .ip(&["-6", "route", "add", "2001:db8:c::/64", "via", "fd01::2"]);

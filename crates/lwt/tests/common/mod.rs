@@ -297,18 +297,24 @@ impl Chain {
     /// Sends one datagram from A to `to`; returns what a socket bound to
     /// `to` in C received within 3 s.
     pub fn a_to_c(&self, to: &'static str) -> Option<Vec<u8>> {
-        let sock = self.c.run(move || UdpSocket::bind(to).expect("bind in C"));
+        // A port of its own per call: no two receivers ever meet.
+        static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(20_000);
+        let mut addr: SocketAddr = to.parse().expect("socket address");
+        addr.set_port(PORT.fetch_add(1, Ordering::Relaxed));
+        let sock = self
+            .c
+            .run(move || UdpSocket::bind(addr).expect("bind in C"));
         sock.set_read_timeout(Some(Duration::from_secs(3)))
             .expect("timeout");
         self.a.run(move || {
-            let any = if to.starts_with('[') {
+            let any = if addr.is_ipv6() {
                 "[::]:0"
             } else {
                 "0.0.0.0:0"
             };
             UdpSocket::bind(any)
                 .expect("udp")
-                .send_to(b"through the chain", to)
+                .send_to(b"through the chain", addr)
                 .expect("send");
         });
         let mut buf = [0u8; 64];
