@@ -150,3 +150,102 @@ fn end_bpf_builtins_count_per_sid_and_decapsulate() {
     let err = chain.b.lwt_err(&["seg6local", "del", "fc00::d"]);
     assert!(err.contains("not managed"), "{err}");
 }
+
+#[test]
+fn third_party_end_bpf_objects_run_on_a_sid() {
+    require_root!();
+    let chain = chain("tpo");
+    let obj = common::compile_bpf("seg6_pass");
+    chain.b.lwt_ok(&[
+        "seg6local",
+        "add",
+        "fc00::b",
+        "--dev",
+        "vb",
+        "--obj",
+        obj.to_str().expect("utf-8"),
+    ]);
+    chain
+        .b
+        .ip(&["-6", "route", "add", "fc00::c", "via", "fd01::2"]);
+    chain.c.ip(&[
+        "-6",
+        "route",
+        "add",
+        "fc00::c",
+        "encap",
+        "seg6local",
+        "action",
+        "End.DT6",
+        "table",
+        "255",
+        "dev",
+        "vc",
+    ]);
+    let shown = chain.b.ip(&["-6", "route", "show", "fc00::b"]);
+    assert!(
+        shown.contains("End.BPF endpoint seg6_pass.o:[lwt_seg6local]#"),
+        "{shown}"
+    );
+    chain.a.lwt_ok(&[
+        "encap",
+        "add",
+        "2001:db8:c::2/128",
+        "--dev",
+        "va",
+        "--type",
+        "srv6",
+        "--segments",
+        "fc00::b,fc00::c",
+    ]);
+    assert_eq!(
+        chain.a_to_c("[2001:db8:c::2]:7000").as_deref(),
+        Some(&b"through the chain"[..])
+    );
+    chain.b.lwt_ok(&["seg6local", "del", "fc00::b"]);
+}
+
+#[test]
+fn srv6_encapsulation_of_forwarded_traffic_on_the_input_hook() {
+    require_root!();
+    let chain = chain("sin");
+    // B pushes SRv6 onto what it forwards to C; C's End.DT6 delivers it.
+    chain
+        .b
+        .ip(&["-6", "route", "add", "fc00::c", "via", "fd01::2"]);
+    chain.c.ip(&[
+        "-6",
+        "route",
+        "add",
+        "fc00::c",
+        "encap",
+        "seg6local",
+        "action",
+        "End.DT6",
+        "table",
+        "255",
+        "dev",
+        "vc",
+    ]);
+    chain.b.ip(&["-6", "route", "del", "2001:db8:c::/64"]);
+    chain.b.lwt_ok(&[
+        "encap",
+        "add",
+        "2001:db8:c::2/128",
+        "--dev",
+        "vbc",
+        "--hook",
+        "in",
+        "--type",
+        "srv6",
+        "--segments",
+        "fc00::c",
+    ]);
+    assert_eq!(
+        chain.a_to_c("[2001:db8:c::2]:7000").as_deref(),
+        Some(&b"through the chain"[..])
+    );
+    let tunnels = json(&chain.b.lwt_ok(&["encap", "list", "-j"]));
+    assert_eq!(tunnels[0]["hook"], "in");
+    assert_eq!(tunnels[0]["stats"]["packets"], 1, "{tunnels}");
+}
