@@ -21,6 +21,7 @@ WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for ns in "$CLIENT" "$SERVER"; do "$LWT" -n "$ns" reset >/dev/null 2>&1 || true; done
     ip netns del "$CLIENT" 2>/dev/null || true
     ip netns del "$SERVER" 2>/dev/null || true
     rm -rf "$WORK"

@@ -44,6 +44,8 @@ pub enum Verb {
     Events(EventsArgs),
     /// List the built-in programs.
     Builtins,
+    /// Take off everything lwtkit put in this namespace and remove its pins (before deleting a namespace).
+    Reset,
     /// Filter policies: named rule sets attached to routes, changed live.
     #[command(subcommand)]
     Filter(FilterVerb),

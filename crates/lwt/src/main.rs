@@ -37,6 +37,15 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Verb::List(a) => verbs::list::run(a, &out),
         args::Verb::Stats(a) => verbs::stats::run(a, &out),
         args::Verb::Builtins => verbs::builtins::run(&out),
+        args::Verb::Reset => {
+            let done = lwtkit::reset::reset()?;
+            out.emit(&done, |d| {
+                format!(
+                    "took off {} tunnel(s), {} SID(s), {} decapsulator(s), {} route(s), {} policy(ies); lwtkit keeps nothing here now",
+                    d.tunnels, d.sids, d.decaps, d.routes, d.policies
+                )
+            })
+        }
         args::Verb::Events(a) => verbs::events::run(a, &out),
         args::Verb::Filter(v) => verbs::filter::run(v, &out),
         args::Verb::Encap(v) => verbs::encap::run(v, &out),

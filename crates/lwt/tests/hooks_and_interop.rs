@@ -622,3 +622,51 @@ fn routes_lwtkit_cannot_replace_faithfully_are_refused() {
     assert!(err.contains("multipath"), "{err}");
     assert_eq!(p.a.routes(), before_mp, "nothing changed");
 }
+
+#[test]
+fn reset_takes_everything_off_and_leaves_no_state() {
+    require_root!();
+    let p = Pair::new("rst");
+    let before = p.a.routes();
+    p.a.lwt_ok(&[
+        "attach",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+        "--builtin",
+        "count",
+    ]);
+    p.a.lwt_ok(&["filter", "create", "web"]);
+    p.a.lwt_ok(&[
+        "filter",
+        "attach",
+        "web",
+        "10.0.0.2/32",
+        "--local",
+        "--dev",
+        "va",
+        "--hook",
+        "in",
+    ]);
+    p.a.lwt_ok(&[
+        "encap",
+        "add",
+        "192.0.2.0/24",
+        "--dev",
+        "va",
+        "--type",
+        "gre",
+        "--remote",
+        "10.0.0.3",
+    ]);
+    let done = json(&p.a.lwt_ok(&["reset", "-j"]));
+    assert_eq!(done["tunnels"], 1, "{done}");
+    assert_eq!(done["routes"], 2, "{done}");
+    assert_eq!(done["policies"], 1, "{done}");
+    assert_eq!(p.a.routes(), before, "every route is back as it was");
+    assert_eq!(json(&p.a.lwt_ok(&["list", "-j"])), serde_json::json!([]));
+    let again = json(&p.a.lwt_ok(&["reset", "-j"]));
+    assert_eq!(again["routes"], 0, "nothing left: {again}");
+}

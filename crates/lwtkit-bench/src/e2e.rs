@@ -33,6 +33,7 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
+        let _ = lwt(self, &["reset"]);
         let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
     }
 }

@@ -178,6 +178,15 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // Pins outlive the namespace: take lwtkit's off first.
+        let out = lwt(&["-n", &self.name, "reset"]);
+        if !out.status.success() {
+            eprintln!(
+                "lwt reset in {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();

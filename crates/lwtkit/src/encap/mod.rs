@@ -392,6 +392,12 @@ pub fn unrouted() -> Result<EncapStats> {
         .unwrap_or_default())
 }
 
+/// The tunnels lwtkit keeps in this namespace, as recorded.
+pub fn tunnels() -> Result<Vec<TunnelRecord>> {
+    let (dir, _) = paths()?;
+    Ok(records(&dir))
+}
+
 /// `lwt encap list`: every tunnel with its counters.
 pub fn list() -> Result<Vec<TunnelView>> {
     let (dir, pins) = paths()?;
