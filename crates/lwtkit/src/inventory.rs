@@ -1,6 +1,6 @@
 //! `lwt list` and `lwt stats`: what carries an encap in this namespace, and
 //! what lwtkit's built-ins counted.
-use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle};
+use libbpf_rs::{MapCore, MapHandle, ProgramHandle};
 use lwtkit_common::{filter::verdict_slot, Counters};
 use netlink_packet_route::route::{RouteMessage, RouteType};
 use serde::Serialize;
@@ -181,24 +181,16 @@ pub fn stats() -> Result<Vec<HookStats>> {
 pub fn read_counters(pin: &std::path::Path) -> Result<Vec<Counters>> {
     let map = MapHandle::from_pinned_path(pin).map_err(|_| crate::Error::MissingPin(pin.into()))?;
     let entries = map.info().map(|i| i.info.max_entries).unwrap_or(1);
-    let mut out = Vec::new();
-    for key in 0..entries {
-        let slots = map
-            .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
-            .map_err(|e| crate::Error::State {
-                path: pin.into(),
-                reason: e.to_string(),
-            })?
-            .unwrap_or_default();
-        let mut total = Counters::default();
-        for slot in slots {
-            if let Some(c) = Counters::from_ne_bytes(&slot) {
-                total.add(&c);
-            }
-        }
-        out.push(total);
-    }
-    Ok(out)
+    (0..entries)
+        .map(|key| {
+            let [packets, bytes] =
+                crate::percpu::sum(&map, key).map_err(|e| crate::Error::State {
+                    path: pin.into(),
+                    reason: e.to_string(),
+                })?;
+            Ok(Counters { packets, bytes })
+        })
+        .collect()
 }
 
 fn read_records() -> Vec<RouteRecord> {

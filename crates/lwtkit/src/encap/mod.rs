@@ -423,19 +423,13 @@ pub fn list() -> Result<Vec<TunnelView>> {
 }
 
 fn read_stats(map: &MapHandle, slot: u32) -> EncapStats {
-    let slots = map
-        .lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    let mut t = EncapStats::default();
-    for s in slots.iter().filter(|s| s.len() >= size_of::<EncapStats>()) {
-        let v = |i: usize| u64::from_ne_bytes(s[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-        t.packets += v(0);
-        t.bytes += v(1);
-        t.no_tunnel += v(2);
-        t.push_failed += v(3);
-        t.malformed += v(4);
+    let [packets, bytes, no_tunnel, push_failed, malformed] =
+        crate::percpu::sum(map, slot).unwrap_or_default();
+    EncapStats {
+        packets,
+        bytes,
+        no_tunnel,
+        push_failed,
+        malformed,
     }
-    t
 }

@@ -343,22 +343,14 @@ impl<'a> Policies<'a> {
 
     /// Reads one counter slot, summed over CPUs.
     fn read_slot(map: &MapHandle, pin: &Path, slot: u32) -> Result<RuleCounters> {
-        let slots = map
-            .lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)
-            .map_err(|e| map_err(pin, e))?
-            .unwrap_or_default();
-        let mut c = RuleCounters::default();
-        for s in slots.iter().filter(|s| s.len() >= 32) {
-            let v =
-                |i: usize| u64::from_ne_bytes(s[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-            c.add(&RuleCounters {
-                packets: v(0),
-                bytes: v(1),
-                logged: v(2),
-                suppressed: v(3),
-            });
-        }
-        Ok(c)
+        let [packets, bytes, logged, suppressed] =
+            crate::percpu::sum(map, slot).map_err(|e| map_err(pin, e))?;
+        Ok(RuleCounters {
+            packets,
+            bytes,
+            logged,
+            suppressed,
+        })
     }
 
     /// Commits a new rule list: the idle generation's counters are zeroed,

@@ -155,16 +155,9 @@ impl Harness {
     /// Packets counted for one rule id (`None`: no rule matched).
     pub fn hits_of(&self, rule: Option<u32>) -> Result<u64> {
         let map = self.map(RULE_STATS_MAP)?;
-        let id = rule.unwrap_or(0);
-        let slots = map
-            .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)
-            .map_err(|e| err("rule stats", e))?
-            .unwrap_or_default();
-        Ok(slots
-            .iter()
-            .filter_map(|s| s.get(..8))
-            .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
-            .sum())
+        let [packets] =
+            crate::percpu::sum(&map, rule.unwrap_or(0)).map_err(|e| err("rule stats", e))?;
+        Ok(packets)
     }
 }
 
