@@ -17,11 +17,11 @@ fn chain(tag: &str) -> Chain {
     chain
 }
 
-#[test]
-fn srv6_encap_into_the_kernels_end_dt6() {
-    require_root!();
-    let chain = chain("dt6");
-    // C's own End.DT6 SID decapsulates and delivers locally (table local).
+/// C's own End.DT6 SID fc00::c, which B routes to C, delivers locally.
+fn kernel_end_dt6_on_c(chain: &Chain) {
+    chain
+        .b
+        .ip(&["-6", "route", "add", "fc00::c", "via", "fd01::2"]);
     chain.c.ip(&[
         "-6",
         "route",
@@ -36,9 +36,14 @@ fn srv6_encap_into_the_kernels_end_dt6() {
         "dev",
         "vc",
     ]);
-    chain
-        .b
-        .ip(&["-6", "route", "add", "fc00::c", "via", "fd01::2"]);
+}
+
+#[test]
+fn srv6_encap_into_the_kernels_end_dt6() {
+    require_root!();
+    let chain = chain("dt6");
+    // C's own End.DT6 SID decapsulates and delivers locally (table local).
+    kernel_end_dt6_on_c(&chain);
     chain.a.lwt_ok(&[
         "encap",
         "add",
@@ -74,23 +79,7 @@ fn end_bpf_builtins_count_per_sid_and_decapsulate() {
         "--builtin",
         "end",
     ]);
-    chain
-        .b
-        .ip(&["-6", "route", "add", "fc00::c", "via", "fd01::2"]);
-    chain.c.ip(&[
-        "-6",
-        "route",
-        "add",
-        "fc00::c",
-        "encap",
-        "seg6local",
-        "action",
-        "End.DT6",
-        "table",
-        "255",
-        "dev",
-        "vc",
-    ]);
+    kernel_end_dt6_on_c(&chain);
     let shown = chain.b.ip(&["-6", "route", "show", "fc00::b"]);
     assert!(
         shown.contains("encap seg6local action End.BPF endpoint lwtkit-end:[lwt_seg6local]#"),
@@ -165,23 +154,7 @@ fn third_party_end_bpf_objects_run_on_a_sid() {
         "--obj",
         obj.to_str().expect("utf-8"),
     ]);
-    chain
-        .b
-        .ip(&["-6", "route", "add", "fc00::c", "via", "fd01::2"]);
-    chain.c.ip(&[
-        "-6",
-        "route",
-        "add",
-        "fc00::c",
-        "encap",
-        "seg6local",
-        "action",
-        "End.DT6",
-        "table",
-        "255",
-        "dev",
-        "vc",
-    ]);
+    kernel_end_dt6_on_c(&chain);
     let shown = chain.b.ip(&["-6", "route", "show", "fc00::b"]);
     assert!(
         shown.contains("End.BPF endpoint seg6_pass.o:[lwt_seg6local]#"),
@@ -210,23 +183,7 @@ fn srv6_encapsulation_of_forwarded_traffic_on_the_input_hook() {
     require_root!();
     let chain = chain("sin");
     // B pushes SRv6 onto what it forwards to C; C's End.DT6 delivers it.
-    chain
-        .b
-        .ip(&["-6", "route", "add", "fc00::c", "via", "fd01::2"]);
-    chain.c.ip(&[
-        "-6",
-        "route",
-        "add",
-        "fc00::c",
-        "encap",
-        "seg6local",
-        "action",
-        "End.DT6",
-        "table",
-        "255",
-        "dev",
-        "vc",
-    ]);
+    kernel_end_dt6_on_c(&chain);
     chain.b.ip(&["-6", "route", "del", "2001:db8:c::/64"]);
     chain.b.lwt_ok(&[
         "encap",
