@@ -24,11 +24,15 @@ const IPPROTO_ICMPV6: u8 = 58;
 #[inline(always)]
 pub fn parse(ctx: &SkBuffContext) -> Option<PacketKey> {
     let len = ctx.len() as usize;
-    let first: u8 = ctx.load(0).ok()?;
+    // Either family needs 20 bytes: load them once, then what IPv6 adds.
+    if len < 20 {
+        return None;
+    }
+    let h: [u8; 20] = ctx.load(0).ok()?;
     let mut key = PacketKey { dims: [0; 16], v6: false, l4: false, tcp_flags: 0 };
-    let (proto, l4_off) = match first >> 4 {
-        4 => parse_v4(ctx, len, &mut key)?,
-        6 => parse_v6(ctx, len, &mut key)?,
+    let (proto, l4_off) = match h[0] >> 4 {
+        4 => parse_v4(&h, len, &mut key)?,
+        6 => parse_v6(ctx, &h, len, &mut key)?,
         _ => return None,
     };
     key.dims[dim::PROTO] = u32::from(proto);
@@ -41,11 +45,7 @@ pub fn parse(ctx: &SkBuffContext) -> Option<PacketKey> {
 
 /// Returns the protocol and, unless this is a non-first fragment, where L4 starts.
 #[inline(always)]
-fn parse_v4(ctx: &SkBuffContext, len: usize, key: &mut PacketKey) -> Option<(u8, Option<usize>)> {
-    if len < 20 {
-        return None;
-    }
-    let h: [u8; 20] = ctx.load(0).ok()?;
+fn parse_v4(h: &[u8; 20], len: usize, key: &mut PacketKey) -> Option<(u8, Option<usize>)> {
     let ihl = usize::from(h[0] & 0xf) * 4;
     if ihl < 20 || ihl > len {
         return None;
@@ -57,17 +57,19 @@ fn parse_v4(ctx: &SkBuffContext, len: usize, key: &mut PacketKey) -> Option<(u8,
 }
 
 #[inline(always)]
-fn parse_v6(ctx: &SkBuffContext, len: usize, key: &mut PacketKey) -> Option<(u8, Option<usize>)> {
+fn parse_v6(ctx: &SkBuffContext, first: &[u8; 20], len: usize, key: &mut PacketKey) -> Option<(u8, Option<usize>)> {
     if len < 40 {
         return None;
     }
-    let h: [u8; 40] = ctx.load(0).ok()?;
+    // Bytes 20..40: the rest of the source and the destination.
+    let rest: [u8; 20] = ctx.load(20).ok()?;
+    let byte = |i: usize| if i < 20 { first[i] } else { rest[i - 20] };
     key.v6 = true;
     for i in 0..4 {
-        key.dims[dim::SRC0 + i] = u32::from_be_bytes([h[8 + 4 * i], h[9 + 4 * i], h[10 + 4 * i], h[11 + 4 * i]]);
-        key.dims[dim::DST0 + i] = u32::from_be_bytes([h[24 + 4 * i], h[25 + 4 * i], h[26 + 4 * i], h[27 + 4 * i]]);
+        key.dims[dim::SRC0 + i] = u32::from_be_bytes([byte(8 + 4 * i), byte(9 + 4 * i), byte(10 + 4 * i), byte(11 + 4 * i)]);
+        key.dims[dim::DST0 + i] = u32::from_be_bytes([rest[4 + 4 * i], rest[5 + 4 * i], rest[6 + 4 * i], rest[7 + 4 * i]]);
     }
-    let mut nh = h[6];
+    let mut nh = first[6];
     let mut off = 40usize;
     for _ in 0..MAX_EXT_HEADERS {
         match nh {

@@ -33,23 +33,24 @@ fn stats(slot: u32) -> Option<&'static mut EncapStats> {
 #[inline(always)]
 fn encapsulate(ctx: SkBuffContext) -> i32 {
     let len = ctx.len();
-    let Ok(first) = ctx.load::<[u8; 2]>(0) else { return malformed() };
-    let v6 = first[0] >> 4 == 6;
+    // One load covers an IPv4 header; IPv6 adds the destination's bytes.
+    let Ok(h) = ctx.load::<[u8; 20]>(0) else { return malformed() };
     let mut key = Key::new(0, [0u8; 20]);
-    let (ttl, tos) = if v6 {
-        let Ok(h) = ctx.load::<[u8; 40]>(0) else { return malformed() };
-        key.data[3] = 6;
-        key.data[4..20].copy_from_slice(&h[24..40]);
-        key.prefix_len = EncapKey::FAMILY_BITS + 128;
-        (h[7], (h[0] << 4) | (h[1] >> 4))
-    } else if first[0] >> 4 == 4 {
-        let Ok(h) = ctx.load::<[u8; 20]>(0) else { return malformed() };
-        key.data[3] = 4;
-        key.data[4..8].copy_from_slice(&h[16..20]);
-        key.prefix_len = EncapKey::FAMILY_BITS + 32;
-        (h[8], h[1])
-    } else {
-        return malformed();
+    let (ttl, tos) = match h[0] >> 4 {
+        6 => {
+            let Ok(rest) = ctx.load::<[u8; 20]>(20) else { return malformed() };
+            key.data[3] = 6;
+            key.data[4..20].copy_from_slice(&rest[4..20]);
+            key.prefix_len = EncapKey::FAMILY_BITS + 128;
+            (h[7], (h[0] << 4) | (h[1] >> 4))
+        }
+        4 => {
+            key.data[3] = 4;
+            key.data[4..8].copy_from_slice(&h[16..20]);
+            key.prefix_len = EncapKey::FAMILY_BITS + 32;
+            (h[8], h[1])
+        }
+        _ => return malformed(),
     };
     let Some(entry) = TUNNELS.get(&key) else {
         if let Some(s) = stats(NO_TUNNEL_SLOT) {
