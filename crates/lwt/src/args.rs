@@ -226,6 +226,9 @@ pub enum FilterVerb {
         table: Option<String>,
         #[arg(long)]
         local: bool,
+        /// Do what is refused by default (`--local` outside table local).
+        #[arg(long)]
+        force: bool,
     },
     /// Take a policy off a route (every hook it is on there).
     Detach {
@@ -345,6 +348,9 @@ pub struct AttachArgs {
     /// Gateway of the route.
     #[arg(long, value_name = "GW")]
     pub via: Option<String>,
+    /// Do what is refused by default (`--local` outside table local).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -357,6 +363,10 @@ pub struct DetachArgs {
     /// Remove only this hook.
     #[arg(long, value_enum)]
     pub hook: Option<HookArg>,
+    /// Restore (or delete) the route even if it was changed outside lwtkit
+    /// and no longer carries lwtkit's programs.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

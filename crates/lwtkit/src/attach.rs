@@ -1,14 +1,18 @@
 //! `lwt attach` and `lwt detach`: put a program on a route's hook, keeping
 //! the hooks lwtkit attached earlier, and take it off again, restoring the
-//! route exactly as it was before lwtkit first touched it.
+//! route exactly as it was before lwtkit first touched it, but only while
+//! the route is still lwtkit's.
 //!
-//! Order matters for "nothing half-applied": everything that can fail on
-//! user input (device, object, verifier) happens before the route changes;
-//! the route is changed by one atomic RTM_NEWROUTE with NLM_F_REPLACE; pins
-//! are staged beside the live ones and swapped in only after the kernel
-//! accepted the route.
+//! Every change runs in a namespace transaction ([`crate::ns::Txn`]):
+//! everything that can fail on user input (device, object, verifier)
+//! happens first; then an intent records what is about to happen (the
+//! route as it was included); then one route message changes the kernel
+//! (create is exclusive, replace never creates); then the bookkeeping of
+//! the intent is applied. A kill anywhere is finished by the next command.
+//!
+//! Each hook has one owner ([`Owner`]): `lwt attach`, a filter policy or a
+//! tunnel. A feature never replaces or removes another's hook.
 use std::{
-    fs,
     net::IpAddr,
     os::fd::{AsRawFd, OwnedFd},
 };
@@ -21,13 +25,15 @@ use crate::{
     error::{Error, Result},
     hook::Hook,
     loader::{self, ProgramSource},
+    ns::{self, failpoint, Intent, Namespace, Outcome, Probe, Step, Txn},
     route::{
         codec::{BpfProgAttr, LwtBpf, MAX_HEADROOM},
         encap,
+        kernel::{marks, Marks, RouteTable},
         netlink::{NetlinkError, Rtnl},
         ops::{self, NewRoute, RouteKey},
     },
-    state::{self, HookRecord, NetnsState, RouteRecord},
+    state::{HookRecord, Owner, RouteRecord},
     system,
 };
 
@@ -45,6 +51,8 @@ pub struct AttachRequest {
     /// Lower the route's MTU (and advertised MSS) by this many bytes below
     /// the device's, so encapsulated TCP never needs fragmenting.
     pub mtu_reduction: Option<u32>,
+    /// Accept what is refused by default (`--local` outside table local).
+    pub force: bool,
 }
 
 /// What an attach did.
@@ -69,6 +77,25 @@ pub struct DetachRequest {
     pub hook: Option<Hook>,
     pub table: Option<u32>,
     pub local: bool,
+    /// Restore or delete the route even if it no longer carries lwtkit's programs.
+    pub force: bool,
+    /// Whose hooks to take off: `None` takes every owner's (reset).
+    pub owner: Option<Owner>,
+}
+
+impl DetachRequest {
+    /// `lwt detach`'s request: the hooks `lwt attach` put there.
+    pub fn new(dst: IpNet, table: Option<u32>, local: bool) -> Self {
+        Self {
+            dst,
+            dev: None,
+            hook: None,
+            table,
+            local,
+            force: false,
+            owner: Some(Owner::Attach),
+        }
+    }
 }
 
 /// What a detach did.
@@ -77,8 +104,12 @@ pub struct Detached {
     pub route: String,
     pub hooks: Vec<Hook>,
     /// `restored`: back to the route as it was; `deleted`: lwtkit had
-    /// created it; `kept`: other lwtkit hooks remain.
+    /// created it; `kept`: other lwtkit hooks remain; `gone`: the route had
+    /// vanished (device or address removed), so only lwtkit's records went.
     pub route_now: &'static str,
+    /// What else the user should know (hooks of other owners that remain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Parses a prefix as `ip route` does: `ADDR/LEN`, or a bare address as a
@@ -105,9 +136,15 @@ pub fn ifindex(dev: &str) -> Result<u32> {
     nix::net::if_::if_nametoindex(dev).map_err(|_| Error::UnknownDevice(dev.into()))
 }
 
-/// Attaches the program `req` names to the route, creating the route or
-/// replacing it in place.
-pub fn attach(req: &AttachRequest) -> Result<Attached> {
+/// The route a request names.
+pub fn route_key(dst: IpNet, table: Option<u32>, local: bool) -> RouteKey {
+    RouteKey {
+        dst,
+        table: table.unwrap_or_else(|| ops::default_table(local)),
+    }
+}
+
+fn check_request(req: &AttachRequest) -> Result<()> {
     if let Some(h) = req.headroom.filter(|h| *h > MAX_HEADROOM) {
         return Err(Error::Headroom(h));
     }
@@ -119,23 +156,139 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
             )));
         }
     }
-    system::require_attach_privileges("lwt attach")?;
-    let oif = ifindex(&req.dev)?;
-    let (state, key, skey, route_label) = open_route(req.dst, req.table, req.local)?;
-    let record = state.load(&skey)?;
-    let mut rtnl = Rtnl::open()?;
-    let existing = ops::find(&mut rtnl, &key)?;
+    Ok(())
+}
 
-    // The hooks the route already has must all be lwtkit's (or the one we replace).
-    let live_bpf = existing
-        .as_ref()
-        .map(|r| LwtBpf::from_route_attributes(&r.attributes))
-        .transpose()
-        .map_err(|e| Error::Invalid(format!("route {route_label}: {e}")))?
-        .flatten();
+/// Attaches the program `req` names to the route, creating the route or
+/// replacing it in place.
+pub fn attach(req: &AttachRequest) -> Result<Attached> {
+    check_request(req)?;
+    system::require_attach_privileges("lwt attach")?;
+    let ns = Namespace::open()?;
+    let txn = ns.begin("lwt attach")?;
+    attach_in(&txn, &mut Rtnl::open()?, req)
+}
+
+/// How a record relates to the route the kernel holds now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// The route carries exactly the programs the record names.
+    Ours,
+    /// The route is gone (its device or address was removed, or someone deleted it).
+    Gone,
+    /// The route is there but carries other programs (or none).
+    Drifted { found: Marks },
+}
+
+/// The marks a record says its route carries.
+pub fn record_marks(record: &RouteRecord) -> Marks {
+    record
+        .hooks
+        .iter()
+        .map(|(h, r)| (h.to_string(), r.name.clone()))
+        .collect()
+}
+
+/// Compares a record with the route now in the kernel.
+pub fn standing(record: &RouteRecord, current: Option<&RouteMessage>) -> Standing {
+    match current {
+        None => Standing::Gone,
+        Some(r) => {
+            let found = marks(r);
+            if found == record_marks(record) {
+                Standing::Ours
+            } else {
+                Standing::Drifted { found }
+            }
+        }
+    }
+}
+
+fn describe(m: &Marks) -> String {
+    if m.is_empty() {
+        "no BPF program".into()
+    } else {
+        m.iter()
+            .map(|(h, n)| format!("{h} `{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The route's record if it still describes the kernel's route; a stale
+/// record (route gone or changed by someone else) is dropped with its pins.
+fn live_record(
+    txn: &Txn,
+    key: &RouteKey,
+    current: Option<&RouteMessage>,
+) -> Result<Option<RouteRecord>> {
+    let skey = RouteRecord::key(&key.dst, key.table);
+    let Some(record) = txn.get::<RouteRecord>(&skey)? else {
+        return Ok(None);
+    };
+    match standing(&record, current) {
+        Standing::Ours => Ok(Some(record)),
+        other => {
+            tracing::warn!(route = %key, ?other, "dropping lwtkit's stale record of a route changed outside lwtkit");
+            forget(txn, &skey)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Drops a route's record and pins.
+fn forget(txn: &Txn, skey: &str) -> Result<()> {
+    ns::intent::apply(&[
+        txn.remove_step::<RouteRecord>(skey),
+        Step::RemoveTree {
+            path: txn.pin_root().join(skey),
+        },
+    ])
+}
+
+/// The owner a program source gives its hook.
+pub fn owner_of(source: &ProgramSource) -> Owner {
+    match source {
+        ProgramSource::Filter { policy, .. } => Owner::Filter(policy.clone()),
+        ProgramSource::Encap { .. } => Owner::Encap,
+        ProgramSource::Shared { origin, .. } => origin.owner(),
+        _ => Owner::Attach,
+    }
+}
+
+fn verb_of(owner: &Owner) -> &'static str {
+    match owner {
+        Owner::Attach => "lwt attach",
+        Owner::Filter(_) => "lwt filter",
+        Owner::Encap => "lwt encap",
+    }
+}
+
+/// [`attach`] inside a transaction the caller holds.
+pub fn attach_in(txn: &Txn, rtnl: &mut Rtnl, req: &AttachRequest) -> Result<Attached> {
+    check_request(req)?;
+    let oif = ifindex(&req.dev)?;
+    let key = route_key(req.dst, req.table, req.local);
+    let skey = RouteRecord::key(&key.dst, key.table);
+    let route_label = key.to_string();
+    let existing = rtnl.lookup(&key)?;
+    let record = live_record(txn, &key, existing.as_ref())?;
     if let Some(existing) = &existing {
         check_existing_shape(existing, req, oif, &route_label)?;
-        check_foreign_encap(existing, live_bpf.as_ref(), record.as_ref(), &route_label)?;
+        check_foreign_encap(existing, record.as_ref(), &route_label)?;
+    }
+    let owner = owner_of(&req.source);
+    if let Some(h) = record.as_ref().and_then(|r| r.hooks.get(&req.hook)) {
+        let holder = h.origin.owner();
+        if holder != owner {
+            return Err(Error::OwnedHook {
+                route: route_label,
+                hook: req.hook,
+                owner: holder.to_string(),
+                verb: verb_of(&owner).into(),
+                remover: holder.remover(&req.dst.to_string(), req.hook),
+            });
+        }
     }
 
     let mut loaded = loader::load(&req.source, req.hook)?;
@@ -145,7 +298,7 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
         ..LwtBpf::default()
     };
     let kept_fds = match &record {
-        Some(rec) => keep_hooks(rec, req.hook, &mut bpf)?,
+        Some(rec) => keep_hooks(rec, &[req.hook], &mut bpf)?,
         None => Vec::new(),
     };
     bpf.set_hook(
@@ -156,7 +309,7 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
         }),
     );
 
-    let base = match &existing {
+    let mut route = match &existing {
         Some(r) => ops::without_encap(ops::sanitize(r)),
         None => ops::new_route(&NewRoute {
             key: key.clone(),
@@ -165,7 +318,6 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
             via: req.via,
         }),
     };
-    let mut route = base;
     ops::set_oif(&mut route, oif);
     if let Some(gw) = req.via {
         ops::set_gateway(&mut route, gw);
@@ -173,50 +325,34 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
     route
         .attributes
         .extend(bpf.encode().map_err(|e| Error::Invalid(e.to_string()))?);
-
     if let Some(reduce) = req.mtu_reduction {
-        let dev_mtu = crate::route::link::mtu(&mut rtnl, oif)?.unwrap_or(1500);
-        let mtu = dev_mtu.saturating_sub(reduce).max(576);
-        let ip_tcp = if req.dst.addr().is_ipv6() { 60 } else { 40 };
-        route
-            .attributes
-            .retain(|a| !matches!(a, RouteAttribute::Metrics(_)));
-        route.attributes.push(RouteAttribute::Metrics(vec![
-            RouteMetric::Mtu(mtu),
-            RouteMetric::Advmss(mtu - ip_tcp),
-        ]));
+        let dev_mtu = crate::route::link::mtu(rtnl, oif)?.unwrap_or(1500);
+        lower_mtu(&mut route, dev_mtu, reduce, req.dst.addr().is_ipv6());
     }
 
     // Stage the pins before the route changes; a failed pin changes nothing.
-    let stage = state.staging_dir(&skey, req.hook)?;
+    let route_pins = txn.pin_root().join(&skey);
+    let stage = route_pins.join(format!("{}_next", req.hook.as_str()));
+    let live = route_pins.join(req.hook.as_str());
+    let _ = ns::store::remove_tree(&stage);
+    ns::store::ensure_dir(&stage)?;
     let staged = match loaded.pin(&stage) {
         Ok(s) => s,
         Err(e) => {
-            let _ = fs::remove_dir_all(&stage);
+            let _ = ns::intent::apply(&[
+                Step::RemoveTree { path: stage },
+                Step::RemoveEmptyDir { path: route_pins },
+            ]);
             return Err(e);
         }
     };
-    if let Err(e) = ops::replace(&mut rtnl, route) {
-        let _ = fs::remove_dir_all(&stage);
-        return Err(route_error(&route_label, e));
-    }
-    drop(kept_fds);
-
-    // The route now holds the program; swap the staged pins in.
-    let live = state.pin_dir(&skey, req.hook);
-    let _ = fs::remove_dir_all(&live);
-    fs::rename(&stage, &live).map_err(|e| Error::State {
-        path: live.clone(),
-        reason: e.to_string(),
-    })?;
     let hook_record = HookRecord {
         pin: live.join("prog"),
         counters: staged.counters.as_ref().map(|_| live.join("counters")),
         ..staged
     };
-
     let created = existing.is_none();
-    let mut record = record.unwrap_or_else(|| RouteRecord {
+    let mut new_record = record.clone().unwrap_or_else(|| RouteRecord {
         dst: key.dst,
         table: key.table,
         local: existing
@@ -226,11 +362,48 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
         original: existing.as_ref().map(|r| ops::to_hex(&ops::sanitize(r))),
         headroom: None,
         hooks: Default::default(),
+        mtu_hook: None,
     });
-    record.dev = req.dev.clone();
-    record.headroom = bpf.headroom;
-    record.hooks.insert(req.hook, hook_record.clone());
-    state.save(&skey, &record)?;
+    new_record.dev = req.dev.clone();
+    new_record.headroom = bpf.headroom;
+    new_record.hooks.insert(req.hook, hook_record.clone());
+    if req.mtu_reduction.is_some() {
+        new_record.mtu_hook = Some(req.hook);
+    }
+
+    let mut intent = Intent::new(
+        "lwt attach",
+        Probe::Route {
+            dst: key.dst,
+            table: key.table,
+            after: Some(record_marks(&new_record)),
+        },
+    );
+    intent.done = vec![
+        Step::Rename {
+            from: stage.clone(),
+            to: live,
+        },
+        txn.put_step(&new_record)?,
+    ];
+    intent.undone = vec![
+        Step::RemoveTree { path: stage },
+        Step::RemoveEmptyDir { path: route_pins },
+    ];
+    let pending = txn.intend(intent)?;
+    failpoint("attach:intent");
+    let sent = if created {
+        rtnl.create(route)
+    } else {
+        rtnl.replace(route)
+    };
+    drop(kept_fds);
+    failpoint("attach:route");
+    if let Err(e) = sent {
+        txn.finish(pending, Outcome::Undone)?;
+        return Err(route_error(&route_label, e));
+    }
+    txn.finish(pending, Outcome::Done)?;
 
     let handle = ProgramHandle::from_pinned_path(&hook_record.pin)
         .map_err(|_| Error::MissingPin(hook_record.pin.clone()))?;
@@ -246,11 +419,52 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
     })
 }
 
-/// Puts every hook of `record` but `except` into `bpf`, by opening its
-/// pin; the returned fds must stay open until the route is sent.
-fn keep_hooks(record: &RouteRecord, except: Hook, bpf: &mut LwtBpf) -> Result<Vec<OwnedFd>> {
+/// Sets the route's MTU and advertised MSS `reduce` bytes below `dev_mtu`,
+/// keeping every other metric (initcwnd, rto_min, locks, ...). The floor is
+/// the family's minimum MTU (IPv6: 1280).
+pub fn lower_mtu(route: &mut RouteMessage, dev_mtu: u32, reduce: u32, v6: bool) {
+    let floor = if v6 { 1280 } else { 576 };
+    let mtu = dev_mtu.saturating_sub(reduce).max(floor);
+    let ip_tcp = if v6 { 60 } else { 40 };
+    let mut metrics: Vec<RouteMetric> = route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Metrics(m) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    metrics.retain(|m| !matches!(m, RouteMetric::Mtu(_) | RouteMetric::Advmss(_)));
+    metrics.push(RouteMetric::Mtu(mtu));
+    metrics.push(RouteMetric::Advmss(mtu - ip_tcp));
+    set_metrics(route, metrics);
+}
+
+fn set_metrics(route: &mut RouteMessage, metrics: Vec<RouteMetric>) {
+    route
+        .attributes
+        .retain(|a| !matches!(a, RouteAttribute::Metrics(_)));
+    if !metrics.is_empty() {
+        route.attributes.push(RouteAttribute::Metrics(metrics));
+    }
+}
+
+fn metrics_of(route: &RouteMessage) -> Vec<RouteMetric> {
+    route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Metrics(m) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Puts every hook of `record` but those in `except` into `bpf`, by opening
+/// its pin; the returned fds must stay open until the route is sent.
+fn keep_hooks(record: &RouteRecord, except: &[Hook], bpf: &mut LwtBpf) -> Result<Vec<OwnedFd>> {
     let mut fds = Vec::new();
-    for (hook, h) in record.hooks.iter().filter(|(h, _)| **h != except) {
+    for (hook, h) in record.hooks.iter().filter(|(h, _)| !except.contains(h)) {
         let fd = libbpf_rs::Program::fd_from_pinned_path(&h.pin)
             .map_err(|_| Error::MissingPin(h.pin.clone()))?;
         bpf.set_hook(
@@ -325,27 +539,27 @@ fn check_existing_shape(
 }
 
 /// Refuses to replace encaps lwtkit cannot put back: another encap type, or
-/// BPF hooks someone else attached (a dump gives their names, not the programs).
+/// BPF hooks someone else attached (a dump gives their names, not the
+/// programs). `record` is lwtkit's live record of the route, if any: its
+/// hooks are exactly the route's (checked by [`live_record`]).
 fn check_foreign_encap(
     existing: &RouteMessage,
-    live_bpf: Option<&LwtBpf>,
     record: Option<&RouteRecord>,
     route: &str,
 ) -> Result<()> {
-    if let Some(bpf) = live_bpf {
-        for (h, prog) in bpf.hooks() {
-            let ours = record
-                .and_then(|r| r.hooks.get(&h))
-                .is_some_and(|rec| rec.name == prog.name);
-            if !ours {
-                return Err(Error::ForeignHook {
-                    route: route.into(),
-                    hook: h,
-                    name: prog.name.clone(),
-                });
-            }
-        }
+    if record.is_some() {
         return Ok(());
+    }
+    let live_bpf = LwtBpf::from_route_attributes(&existing.attributes)
+        .map_err(|e| Error::Invalid(format!("route {route}: {e}")))?;
+    if let Some(bpf) = live_bpf {
+        if let Some((h, prog)) = bpf.hooks().next() {
+            return Err(Error::ForeignHook {
+                route: route.into(),
+                hook: h,
+                name: prog.name.clone(),
+            });
+        }
     }
     match encap::from_route_attributes(&existing.attributes) {
         Some(other) => Err(Error::Invalid(format!(
@@ -356,31 +570,143 @@ fn check_foreign_encap(
     }
 }
 
-/// Takes the namespace's state (locked, after collecting what vanished
-/// namespaces left) and names the route: its key, record key and label.
-fn open_route(
-    dst: IpNet,
-    table: Option<u32>,
-    local: bool,
-) -> Result<(NetnsState, RouteKey, String, String)> {
-    let bpffs = system::ensure_bpffs()?;
-    state::collect_garbage(&bpffs);
-    let state = NetnsState::open(&bpffs)?;
-    let key = RouteKey {
-        dst,
-        table: table.unwrap_or_else(|| ops::default_table(local)),
-    };
-    let skey = RouteRecord::key(&key.dst, key.table);
-    let label = key.to_string();
-    Ok((state, key, skey, label))
-}
-
 /// Takes lwtkit's program(s) off a route.
 pub fn detach(req: &DetachRequest) -> Result<Detached> {
     system::require_attach_privileges("lwt detach")?;
-    let (state, key, skey, route_label) = open_route(req.dst, req.table, req.local)?;
-    let mut record = state
-        .load(&skey)?
+    let ns = Namespace::open()?;
+    let txn = ns.begin("lwt detach")?;
+    detach_in(&txn, &mut Rtnl::open()?, req)
+}
+
+/// What detach will do to the kernel's route.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// Nothing: the route is gone; only lwtkit's records go.
+    Forget,
+    /// Put the original route back (replace, never create).
+    Restore(RouteMessage),
+    /// Delete the route lwtkit created.
+    Delete(RouteMessage),
+    /// Re-send the route with the remaining hooks (fds added by the caller).
+    Resend { base: RouteMessage, keep: Vec<Hook> },
+}
+
+/// Decides what taking `remove` off the route means, given what the kernel
+/// holds now (`current`). Refuses (after nothing changed) when the route is
+/// no longer lwtkit's, unless `force`.
+pub fn plan_detach(
+    record: &RouteRecord,
+    current: Option<&RouteMessage>,
+    remove: &[Hook],
+    force: bool,
+    label: &str,
+) -> Result<Plan> {
+    match standing(record, current) {
+        Standing::Gone => return Ok(Plan::Forget),
+        Standing::Drifted { found } if !force => {
+            return Err(Error::Drift {
+                route: label.into(),
+                expected: describe(&record_marks(record)),
+                found: describe(&found),
+                hint: "; with --force lwtkit restores or deletes it anyway",
+            })
+        }
+        _ => {}
+    }
+    let current = current.ok_or_else(|| Error::NotManaged(label.into()))?;
+    let keep: Vec<Hook> = record
+        .hooks
+        .keys()
+        .filter(|h| !remove.contains(h))
+        .copied()
+        .collect();
+    if !keep.is_empty() {
+        let mut base = ops::without_encap(ops::sanitize(current));
+        if record.mtu_hook.is_some_and(|h| remove.contains(&h)) {
+            // Only the owner that lowered the MTU puts it back, as it was.
+            let before = record
+                .original
+                .as_deref()
+                .and_then(ops::from_hex)
+                .map(|o| metrics_of(&o))
+                .unwrap_or_default();
+            set_metrics(&mut base, before);
+        }
+        return Ok(Plan::Resend { base, keep });
+    }
+    Ok(match record.original.as_deref() {
+        Some(hex) => Plan::Restore(ops::from_hex(hex).ok_or_else(|| Error::State {
+            path: RouteRecord::key(&record.dst, record.table).into(),
+            reason: "recorded original route does not decode".into(),
+        })?),
+        None => Plan::Delete(current.clone()),
+    })
+}
+
+/// The hooks of `record` a detach by `owner` takes off (`hook`: just that
+/// one), or why it may not.
+fn hooks_to_remove(
+    record: &RouteRecord,
+    hook: Option<Hook>,
+    owner: Option<&Owner>,
+    label: &str,
+) -> Result<Vec<Hook>> {
+    let owns = |h: &HookRecord| owner.is_none_or(|o| h.origin.owner() == *o);
+    match hook {
+        Some(hook) => {
+            let h = record
+                .hooks
+                .get(&hook)
+                .ok_or_else(|| Error::HookNotAttached {
+                    route: label.into(),
+                    hook,
+                })?;
+            if !owns(h) {
+                let holder = h.origin.owner();
+                return Err(Error::OwnedHook {
+                    route: label.into(),
+                    hook,
+                    owner: holder.to_string(),
+                    verb: owner.map_or("lwt reset", verb_of).into(),
+                    remover: holder.remover(&record.dst.to_string(), hook),
+                });
+            }
+            Ok(vec![hook])
+        }
+        None => {
+            let mine: Vec<Hook> = record
+                .hooks
+                .iter()
+                .filter(|(_, h)| owns(h))
+                .map(|(k, _)| *k)
+                .collect();
+            if mine.is_empty() {
+                let (hook, h) = record
+                    .hooks
+                    .iter()
+                    .next()
+                    .ok_or_else(|| Error::NotManaged(label.into()))?;
+                let holder = h.origin.owner();
+                return Err(Error::OwnedHook {
+                    route: label.into(),
+                    hook: *hook,
+                    owner: holder.to_string(),
+                    verb: owner.map_or("lwt reset", verb_of).into(),
+                    remover: holder.remover(&record.dst.to_string(), *hook),
+                });
+            }
+            Ok(mine)
+        }
+    }
+}
+
+/// [`detach`] inside a transaction the caller holds.
+pub fn detach_in(txn: &Txn, rtnl: &mut Rtnl, req: &DetachRequest) -> Result<Detached> {
+    let key = route_key(req.dst, req.table, req.local);
+    let skey = RouteRecord::key(&key.dst, key.table);
+    let route_label = key.to_string();
+    let record = txn
+        .get::<RouteRecord>(&skey)?
         .ok_or_else(|| Error::NotManaged(route_label.clone()))?;
     if let Some(dev) = &req.dev {
         if *dev != record.dev {
@@ -391,64 +717,119 @@ pub fn detach(req: &DetachRequest) -> Result<Detached> {
             });
         }
     }
-    let mut rtnl = Rtnl::open()?;
-
-    if let Some(hook) = req.hook {
-        if !record.hooks.contains_key(&hook) {
-            return Err(Error::HookNotAttached {
-                route: route_label,
-                hook,
-            });
+    let remove = hooks_to_remove(&record, req.hook, req.owner.as_ref(), &route_label)?;
+    let current = rtnl.lookup(&key)?;
+    let plan = match plan_detach(&record, current.as_ref(), &remove, req.force, &route_label) {
+        Ok(p) => p,
+        Err(e @ Error::Drift { .. }) => {
+            forget(txn, &skey)?;
+            return Err(e);
         }
-        if record.hooks.len() > 1 {
-            let current = ops::find(&mut rtnl, &key)?.ok_or_else(|| {
-                Error::Invalid(format!(
-                    "route {route_label} is gone; `lwt detach` without --hook cleans up"
-                ))
-            })?;
+        Err(e) => return Err(e),
+    };
+
+    let mut after = record.clone();
+    for h in &remove {
+        after.hooks.remove(h);
+    }
+    if after.mtu_hook.is_some_and(|h| remove.contains(&h)) {
+        after.mtu_hook = None;
+    }
+    let route_pins = txn.pin_root().join(&skey);
+    let mut intent = Intent::new(
+        "lwt detach",
+        Probe::Route {
+            dst: key.dst,
+            table: key.table,
+            after: match &plan {
+                Plan::Forget | Plan::Delete(_) => None,
+                Plan::Restore(original) => Some(marks(original)),
+                Plan::Resend { .. } => Some(record_marks(&after)),
+            },
+        },
+    );
+    intent.done = if after.hooks.is_empty() {
+        vec![
+            txn.remove_step::<RouteRecord>(&skey),
+            Step::RemoveTree {
+                path: route_pins.clone(),
+            },
+        ]
+    } else {
+        let mut steps: Vec<Step> = remove
+            .iter()
+            .map(|h| Step::RemoveTree {
+                path: route_pins.join(h.as_str()),
+            })
+            .collect();
+        steps.push(txn.put_step(&after)?);
+        steps
+    };
+    // Whatever the kernel shows after a kill, the route is no longer what
+    // the old record says only if the change happened; if it did not, the
+    // old record still holds.
+    let pending = txn.intend(intent)?;
+    failpoint("detach:intent");
+    let mut kept_fds = Vec::new();
+    let sent = match &plan {
+        Plan::Forget => Ok(()),
+        Plan::Restore(original) => rtnl.replace(original.clone()),
+        Plan::Delete(route) => rtnl.delete(route),
+        Plan::Resend { base, keep: _ } => {
             let mut bpf = LwtBpf {
                 headroom: record.headroom,
                 ..LwtBpf::default()
             };
-            let _fds = keep_hooks(&record, hook, &mut bpf)?;
-            let mut route = ops::without_encap(ops::sanitize(&current));
+            kept_fds = keep_hooks(&record, &remove, &mut bpf)?;
+            let mut route = base.clone();
             route
                 .attributes
                 .extend(bpf.encode().map_err(|e| Error::Invalid(e.to_string()))?);
-            ops::replace(&mut rtnl, route).map_err(|e| route_error(&route_label, e))?;
-            let _ = fs::remove_dir_all(state.pin_dir(&skey, hook));
-            record.hooks.remove(&hook);
-            state.save(&skey, &record)?;
-            return Ok(Detached {
-                route: route_label,
-                hooks: vec![hook],
-                route_now: "kept",
-            });
-        }
-    }
-
-    let hooks: Vec<Hook> = record.hooks.keys().copied().collect();
-    let route_now = match &record.original {
-        Some(hex) => {
-            let original = ops::from_hex(hex).ok_or_else(|| Error::State {
-                path: skey.clone().into(),
-                reason: "recorded original route does not decode".into(),
-            })?;
-            ops::replace(&mut rtnl, original).map_err(|e| route_error(&route_label, e))?;
-            "restored"
-        }
-        None => {
-            if let Some(current) = ops::find(&mut rtnl, &key)? {
-                ops::delete(&mut rtnl, &current).map_err(|e| route_error(&route_label, e))?;
-            }
-            "deleted"
+            rtnl.replace(route)
         }
     };
-    state.remove(&skey)?;
+    drop(kept_fds);
+    failpoint("detach:route");
+    match sent {
+        Ok(()) => txn.finish(pending, Outcome::Done)?,
+        Err(e) if e.errno() == Some(libc::ENOENT) || e.errno() == Some(libc::ESRCH) => {
+            // Vanished between the look and the change: nothing to restore.
+            txn.finish(pending, Outcome::Done)?;
+            return Ok(Detached {
+                route: route_label,
+                hooks: remove,
+                route_now: "gone",
+                note: Some("the route vanished meanwhile; lwtkit dropped its records".into()),
+            });
+        }
+        Err(e) => {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(route_error(&route_label, e));
+        }
+    }
+    let note = (!after.hooks.is_empty()).then(|| {
+        let others: Vec<String> = after
+            .hooks
+            .iter()
+            .map(|(h, r)| format!("{h} ({})", r.origin.owner()))
+            .collect();
+        format!("still attached: {}", others.join(", "))
+    });
+    let route_now = match plan {
+        Plan::Forget => "gone",
+        Plan::Restore(_) => "restored",
+        Plan::Delete(_) => "deleted",
+        Plan::Resend { .. } => "kept",
+    };
     Ok(Detached {
         route: route_label,
-        hooks,
+        hooks: remove,
         route_now,
+        note: if route_now == "gone" {
+            Some("the route had vanished (device or address removed?); lwtkit dropped its records and did not bring it back".into())
+        } else {
+            note
+        },
     })
 }
 
@@ -469,6 +850,10 @@ fn route_error(route: &str, e: NetlinkError) -> Error {
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+#[path = "attach_tests.rs"]
+mod plan_tests;
 
 #[cfg(test)]
 mod tests {

@@ -81,6 +81,29 @@ pub enum Error {
     Netlink(#[from] NetlinkError),
     #[error("lwtkit state {path}: {reason}")]
     State { path: PathBuf, reason: String },
+    #[error("another lwt command holds the lock of this namespace ({path}): {holder}; gave up after {waited} s (LWT_LOCK_TIMEOUT sets the wait)")]
+    LockTimeout {
+        path: PathBuf,
+        waited: f64,
+        holder: String,
+    },
+    #[error("lwt runs under `ip netns exec {name}`, whose private /sys hides lwtkit's pins on /sys/fs/bpf; run `lwt -n {name} ...` instead")]
+    PrivateSys { name: String },
+    #[error("route {route} was changed outside lwtkit: it should carry {expected} but carries {found}. lwtkit left the route untouched and dropped its own records of it{hint}")]
+    Drift {
+        route: String,
+        expected: String,
+        found: String,
+        hint: &'static str,
+    },
+    #[error("hook `{hook}` of route {route} belongs to {owner}; {verb} will not replace or remove it (`{remover}` does)")]
+    OwnedHook {
+        route: String,
+        hook: Hook,
+        owner: String,
+        verb: String,
+        remover: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }

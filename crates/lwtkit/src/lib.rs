@@ -20,3 +20,4 @@ pub mod system;
 pub use error::{Error, Result};
 pub mod attach;
 pub mod inventory;
+pub mod ns;

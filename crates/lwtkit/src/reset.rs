@@ -12,8 +12,10 @@ use crate::{
     encap::{self, decap},
     error::{Error, Result},
     filter::store::Policies,
+    ns::Namespace,
+    route::netlink::Rtnl,
     seg6local,
-    state::NetnsState,
+    state::{NetnsState, RouteRecord},
     system,
 };
 
@@ -25,6 +27,9 @@ pub struct Reset {
     pub decaps: usize,
     pub routes: usize,
     pub policies: usize,
+    /// What was found changed outside lwtkit, and left as it was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 pub fn reset() -> Result<Reset> {
@@ -36,51 +41,59 @@ pub fn reset() -> Result<Reset> {
         return Ok(done);
     }
     let mut failures = Vec::new();
-    let mut note = |what: String, r: Result<()>| {
+    fn note(failures: &mut Vec<String>, what: String, r: Result<()>) {
         if let Err(e) = r {
             failures.push(format!("{what}: {e}"));
         }
-    };
+    }
     for t in encap::tunnels()? {
         note(
+            &mut failures,
             format!("tunnel {}", t.dst),
             encap::del(t.dst, Some(t.table)).map(|_| done.tunnels += 1),
         );
     }
     for s in seg6local::list()? {
         note(
+            &mut failures,
             format!("SID {}", s.record.sid),
             seg6local::del(s.record.sid, Some(s.record.table)).map(|_| done.sids += 1),
         );
     }
     for d in decap::list()? {
         note(
+            &mut failures,
             format!("decap on {}", d.dev),
             decap::del(&d.dev).map(|_| done.decaps += 1),
         );
     }
-    // Read under the shared lock, then let detach take the exclusive one.
-    let routes = NetnsState::open_existing(&bpffs)?
-        .map(|s| s.records())
-        .transpose()?
-        .unwrap_or_default();
-    for r in routes {
-        let req = DetachRequest {
-            dst: r.dst,
-            dev: None,
-            hook: None,
-            table: Some(r.table),
-            local: r.local,
-        };
-        note(
-            format!("route {}", r.dst),
-            attach::detach(&req).map(|_| done.routes += 1),
-        );
-    }
-    if let Some(state) = NetnsState::open_existing(&bpffs)? {
+    {
+        let ns = Namespace::open()?;
+        let txn = ns.begin("lwt reset")?;
+        let mut rtnl = Rtnl::open()?;
+        for r in txn.all::<RouteRecord>()? {
+            let req = DetachRequest {
+                owner: None,
+                ..DetachRequest::new(r.dst, Some(r.table), r.local)
+            };
+            match attach::detach_in(&txn, &mut rtnl, &req) {
+                Ok(d) => {
+                    done.routes += 1;
+                    if d.route_now == "gone" {
+                        done.notes
+                            .push(format!("route {}: gone already; records dropped", d.route));
+                    }
+                }
+                // A route changed outside lwtkit is left as it is; its records are gone.
+                Err(e @ Error::Drift { .. }) => done.notes.push(e.to_string()),
+                Err(e) => failures.push(format!("route {}: {e}", r.dst)),
+            }
+        }
+        let state = NetnsState::view(&txn);
         let policies = Policies::new(&state);
         for p in policies.all()? {
             note(
+                &mut failures,
                 format!("policy {}", p.name),
                 policies.delete(&p.name).map(|_| done.policies += 1),
             );

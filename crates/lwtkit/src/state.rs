@@ -8,21 +8,14 @@
 //! on one namespace.
 use std::{
     collections::BTreeMap,
-    fs::{self, File},
     path::{Path, PathBuf},
 };
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    error::{Error, Result},
-    hook::Hook,
-    system,
-};
+use crate::{error::Result, hook::Hook, system};
 
-pub const STATE_ROOT: &str = "/run/lwtkit";
-pub const PIN_DIR: &str = "lwtkit";
+pub use crate::ns::{PIN_DIR, STATE_ROOT};
 
 /// Where a hook's program came from, as `lwt list` reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +38,49 @@ impl std::fmt::Display for Origin {
             Origin::Builtin { name } => write!(f, "builtin {name}"),
             Origin::Filter { policy } => write!(f, "filter policy {policy}"),
             Origin::Encap { tunnel } => write!(f, "encap {tunnel}"),
+        }
+    }
+}
+
+/// Who owns a hook: the feature that put it there, and the only one that
+/// takes it off or replaces it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// `lwt attach` (objects, pins, built-ins).
+    Attach,
+    /// `lwt filter attach` of this policy.
+    Filter(String),
+    /// `lwt encap add`.
+    Encap,
+}
+
+impl Origin {
+    pub fn owner(&self) -> Owner {
+        match self {
+            Origin::Object { .. } | Origin::Pinned { .. } | Origin::Builtin { .. } => Owner::Attach,
+            Origin::Filter { policy } => Owner::Filter(policy.clone()),
+            Origin::Encap { .. } => Owner::Encap,
+        }
+    }
+}
+
+impl Owner {
+    /// The command that removes this owner's hook from `route` (`dst` and table flags).
+    pub fn remover(&self, route: &str, hook: Hook) -> String {
+        match self {
+            Owner::Attach => format!("lwt detach {route} --hook {hook}"),
+            Owner::Filter(p) => format!("lwt filter detach {p} {route}"),
+            Owner::Encap => format!("lwt encap del {route}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Attach => write!(f, "`lwt attach`"),
+            Owner::Filter(p) => write!(f, "filter policy `{p}`"),
+            Owner::Encap => write!(f, "an `lwt encap` tunnel"),
         }
     }
 }
@@ -74,6 +110,10 @@ pub struct RouteRecord {
     pub original: Option<String>,
     pub headroom: Option<u32>,
     pub hooks: BTreeMap<Hook, HookRecord>,
+    /// The hook whose owner lowered the route's MTU (a tunnel), so that
+    /// only that owner's removal puts the MTU back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu_hook: Option<Hook>,
 }
 
 impl RouteRecord {
@@ -84,16 +124,19 @@ impl RouteRecord {
     }
 }
 
-/// The state of one network namespace, locked while held.
+impl crate::ns::Record for RouteRecord {
+    const DIR: &'static str = "routes";
+    fn key(&self) -> String {
+        RouteRecord::key(&self.dst, self.table)
+    }
+}
+
+/// The state of one network namespace, locked while held: the older
+/// interface of the stores not yet moved onto [`crate::ns::Txn`].
 pub struct NetnsState {
     dir: PathBuf,
     pin_dir: PathBuf,
-    _lock: Flock<File>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct NetnsInfo {
-    inode: u64,
+    _lock: Option<crate::ns::lock::Held>,
 }
 
 impl NetnsState {
@@ -109,84 +152,46 @@ impl NetnsState {
 
     /// Opens (creating) the current namespace's state and takes its lock.
     pub fn open(bpffs: &Path) -> Result<Self> {
-        let cookie = system::netns_cookie()?;
-        let dir = Path::new(STATE_ROOT).join(format!("ns-{cookie}"));
-        let pin_dir = bpffs.join(PIN_DIR).join(format!("ns-{cookie}"));
-        for d in [dir.join("routes"), pin_dir.clone()] {
-            fs::create_dir_all(&d).map_err(|e| state_err(&d, e))?;
-        }
-        let lock_path = dir.join("lock");
-        let file = File::create(&lock_path).map_err(|e| state_err(&lock_path, e))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| state_err(&lock_path, std::io::Error::from_raw_os_error(e as i32)))?;
-        let info = NetnsInfo {
-            inode: system::netns_inode()?,
-        };
-        write_json(&dir.join("netns.json"), &info)?;
+        let (dir, pin_dir) = Self::paths(bpffs)?;
+        crate::ns::store::ensure_dir(&dir)?;
+        crate::ns::store::ensure_dir(&pin_dir)?;
+        let lock = crate::ns::lock::acquire(&dir, "lwt", crate::ns::lock::timeout())?;
         Ok(Self {
             dir,
             pin_dir,
-            _lock: lock,
+            _lock: Some(lock),
         })
     }
 
-    /// Opens the state only if it exists (read-only verbs: list, stats).
-    /// Read-only verbs (list, stats, events) take a shared lock and write
-    /// nothing.
+    /// Opens the state only if it exists, without a lock (readers).
     pub fn open_existing(bpffs: &Path) -> Result<Option<Self>> {
         let (dir, pin_dir) = Self::paths(bpffs)?;
-        let lock_path = dir.join("lock");
-        let Ok(file) = File::open(&lock_path) else {
+        if !dir.exists() {
             return Ok(None);
-        };
-        let lock = Flock::lock(file, FlockArg::LockShared)
-            .map_err(|(_, e)| state_err(&lock_path, std::io::Error::from_raw_os_error(e as i32)))?;
+        }
         Ok(Some(Self {
             dir,
             pin_dir,
-            _lock: lock,
+            _lock: None,
         }))
     }
 
-    pub fn load(&self, key: &str) -> Result<Option<RouteRecord>> {
-        let path = self.record_path(key);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::State {
-                    path,
-                    reason: e.to_string(),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(state_err(&path, e)),
+    /// A view of `ns` for the older stores: writes through it are only safe
+    /// while the caller holds the namespace's transaction.
+    pub fn view(ns: &crate::ns::Namespace) -> Self {
+        Self {
+            dir: ns.dir().to_path_buf(),
+            pin_dir: ns.pin_root().to_path_buf(),
+            _lock: None,
         }
     }
 
-    pub fn save(&self, key: &str, record: &RouteRecord) -> Result<()> {
-        write_json(&self.record_path(key), record)
-    }
-
-    pub fn remove(&self, key: &str) -> Result<()> {
-        let path = self.record_path(key);
-        fs::remove_file(&path).map_err(|e| state_err(&path, e))?;
-        let _ = fs::remove_dir_all(self.pin_dir.join(key));
-        Ok(())
+    pub fn load(&self, key: &str) -> Result<Option<RouteRecord>> {
+        crate::ns::store::read_json(&self.record_path(key))
     }
 
     pub fn records(&self) -> Result<Vec<RouteRecord>> {
-        let dir = self.dir.join("routes");
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir)
-            .map_err(|e| state_err(&dir, e))?
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(key) = name.strip_suffix(".json") {
-                if let Some(r) = self.load(key)? {
-                    out.push(r);
-                }
-            }
-        }
+        let mut out: Vec<RouteRecord> = crate::ns::store::read_all(&self.dir.join("routes"))?;
         out.sort_by_key(|r| (r.table, r.dst.to_string()));
         Ok(out)
     }
@@ -201,63 +206,8 @@ impl NetnsState {
         &self.pin_dir
     }
 
-    /// Directory for one route's hook pins (not created).
-    pub fn pin_dir(&self, key: &str, hook: Hook) -> PathBuf {
-        self.pin_dir.join(key).join(hook.as_str())
-    }
-
-    /// A fresh, empty directory beside a hook's pins where the pins of its
-    /// next program wait until the route accepted it.
-    pub fn staging_dir(&self, key: &str, hook: Hook) -> Result<PathBuf> {
-        let d = self
-            .pin_dir
-            .join(key)
-            .join(format!("{}_next", hook.as_str()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).map_err(|e| state_err(&d, e))?;
-        Ok(d)
-    }
-
     fn record_path(&self, key: &str) -> PathBuf {
         self.dir.join("routes").join(format!("{key}.json"))
-    }
-}
-
-/// Removes the state and pins of network namespaces that no longer exist
-/// (their routes died with them, so their programs are only held by pins).
-pub fn collect_garbage(bpffs: &Path) {
-    let live = system::live_netns_inodes();
-    let Ok(entries) = fs::read_dir(STATE_ROOT) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let dir = e.path();
-        let inode = fs::read(dir.join("netns.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<NetnsInfo>(&b).ok())
-            .map(|i| i.inode);
-        if matches!(inode, Some(ino) if !live.contains(&ino)) {
-            tracing::debug!(dir = %dir.display(), "removing state of a vanished network namespace");
-            let _ = fs::remove_dir_all(bpffs.join(PIN_DIR).join(e.file_name()));
-            let _ = fs::remove_dir_all(&dir);
-        }
-    }
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::State {
-        path: path.into(),
-        reason: e.to_string(),
-    })?;
-    fs::write(&tmp, bytes).map_err(|e| state_err(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| state_err(path, e))
-}
-
-fn state_err(path: &Path, e: std::io::Error) -> Error {
-    Error::State {
-        path: path.into(),
-        reason: e.to_string(),
     }
 }
 

@@ -84,68 +84,134 @@ pub fn netns_inode() -> Result<u64> {
         .map_err(|e| Error::Invalid(format!("cannot stat /proc/self/ns/net: {e}")))
 }
 
-/// Inodes of every network namespace that is still alive: those a task is
-/// in, those bind-mounted anywhere (`ip netns`, container runtimes: nsfs
-/// mounts in any mount namespace) and those held open by a file descriptor.
-pub fn live_netns_inodes() -> std::collections::HashSet<u64> {
-    let mut live = std::collections::HashSet::new();
+/// `NS_GET_ID` (`_IOR(0xb7, 0xd, __u64)`): a namespace's 64-bit id, which
+/// for a network namespace is its cookie (Linux 6.18; older kernels answer
+/// ENOTTY).
+const NS_GET_ID: libc::c_ulong = (2 << 30) | (8 << 16) | (0xb7 << 8) | 0xd;
+
+/// The id (cookie) of the namespace `file` refers to, or the errno.
+fn ns_id(file: &File) -> std::result::Result<u64, i32> {
+    let mut id: u64 = 0;
+    // SAFETY: NS_GET_ID writes one u64 through the pointer.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_ID as _, &mut id as *mut u64) };
+    if rc == 0 {
+        Ok(id)
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+/// Cookies of every network namespace that is still alive: those a task
+/// is in, those bind-mounted anywhere (`ip netns`, container runtimes:
+/// nsfs mounts in any mount namespace) and those held open by a file
+/// descriptor. `None` when the kernel cannot tell a namespace's cookie
+/// from outside it (no `NS_GET_ID`).
+pub fn live_netns_cookies() -> Option<std::collections::HashSet<u64>> {
+    let mut candidates: std::collections::HashMap<u64, PathBuf> = Default::default();
     let mut mount_namespaces = std::collections::HashSet::new();
     let nsfs_dev = std::fs::metadata("/proc/self/ns/net")
         .map(|m| m.dev())
         .unwrap_or(u64::MAX);
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return live;
-    };
-    for p in procs.flatten() {
-        let dir = p.path();
-        if !p
-            .file_name()
-            .to_string_lossy()
-            .chars()
-            .all(|c| c.is_ascii_digit())
-        {
-            continue;
-        }
-        if let Ok(tasks) = std::fs::read_dir(dir.join("task")) {
-            for t in tasks.flatten() {
-                if let Ok(m) = std::fs::metadata(t.path().join("ns/net")) {
-                    live.insert(m.ino());
-                }
+    let mut consider = |path: PathBuf| {
+        if let Ok(m) = std::fs::metadata(&path) {
+            if m.dev() == nsfs_dev {
+                candidates.entry(m.ino()).or_insert(path);
             }
         }
-        if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
-            // stat, not readlink: an fd opened through a bind mount reads
-            // as its path, but stats as the namespace it holds.
-            for fd in fds.flatten() {
-                if let Ok(m) = std::fs::metadata(fd.path()) {
-                    if m.dev() == nsfs_dev {
-                        live.insert(m.ino());
+    };
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let dir = p.path();
+            if !p
+                .file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+            {
+                continue;
+            }
+            if let Ok(tasks) = std::fs::read_dir(dir.join("task")) {
+                for t in tasks.flatten() {
+                    consider(t.path().join("ns/net"));
+                }
+            }
+            if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
+                // stat, not readlink: an fd opened through a bind mount reads
+                // as its path, but stats as the namespace it holds.
+                for fd in fds.flatten() {
+                    consider(fd.path());
+                }
+            }
+            let mnt = std::fs::metadata(dir.join("ns/mnt"))
+                .map(|m| m.ino())
+                .unwrap_or(0);
+            if mount_namespaces.insert(mnt) {
+                if let Ok(info) = std::fs::read_to_string(dir.join("mountinfo")) {
+                    // Field 4 is the mount's root (`net:[INODE]` for a bound
+                    // netns), field 5 where it is mounted in that process's view.
+                    for l in info.lines() {
+                        let mut f = l.split(' ');
+                        let (Some(root), Some(at)) = (f.nth(3), f.next()) else {
+                            continue;
+                        };
+                        if net_inode(root).is_some() {
+                            consider(dir.join("root").join(at.trim_start_matches('/')));
+                        }
                     }
                 }
             }
         }
-        let mnt = std::fs::metadata(dir.join("ns/mnt"))
-            .map(|m| m.ino())
-            .unwrap_or(0);
-        if mount_namespaces.insert(mnt) {
-            if let Ok(info) = std::fs::read_to_string(dir.join("mountinfo")) {
-                // Field 4 is the mount's root: `net:[INODE]` for a bound netns.
-                live.extend(
-                    info.lines()
-                        .filter_map(|l| l.split(' ').nth(3).and_then(net_inode)),
-                );
-            }
-        }
     }
     if let Ok(named) = std::fs::read_dir(NETNS_RUN_DIR) {
-        live.extend(
-            named
-                .flatten()
-                .filter_map(|n| std::fs::metadata(n.path()).ok())
-                .map(|m| m.ino()),
-        );
+        for n in named.flatten() {
+            consider(n.path());
+        }
     }
-    live
+    let mut live = std::collections::HashSet::new();
+    for path in candidates.values() {
+        let Ok(file) = File::open(path) else {
+            continue;
+        };
+        match ns_id(&file) {
+            Ok(id) => {
+                live.insert(id);
+            }
+            Err(libc::ENOTTY) | Err(libc::EINVAL) => return None,
+            Err(_) => {}
+        }
+    }
+    // Our own namespace, whatever the scan saw.
+    live.insert(netns_cookie().ok()?);
+    Some(live)
+}
+
+/// The named namespace (`/run/netns/NAME`) this process is in, if any.
+pub fn current_netns_name() -> Option<String> {
+    let ours = std::fs::metadata("/proc/self/ns/net").ok()?;
+    std::fs::read_dir(NETNS_RUN_DIR)
+        .ok()?
+        .flatten()
+        .find(|n| {
+            std::fs::metadata(n.path())
+                .is_ok_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev())
+        })
+        .map(|n| n.file_name().to_string_lossy().into_owned())
+}
+
+/// `ip netns exec NS lwt ...` runs lwt in a mount namespace of its own with
+/// a fresh /sys, where bpffs (and lwtkit's pins) are not mounted. Working
+/// there would mean a second, empty view of lwtkit's state. Returns the
+/// namespace's name when that is the case.
+pub fn private_sys_of_ip_netns_exec() -> Option<String> {
+    if is_bpffs(Path::new(BPFFS)) {
+        return None;
+    }
+    let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino()).ok();
+    let own_mount_ns = ino("/proc/self/ns/mnt")? != ino("/proc/1/ns/mnt")?;
+    if !own_mount_ns {
+        return None;
+    }
+    current_netns_name()
 }
 
 /// `net:[4026531840]` -> 4026531840.
@@ -231,7 +297,17 @@ mod tests {
 
     #[test]
     fn our_own_namespace_is_alive() {
-        let ours = netns_inode().expect("stat /proc/self/ns/net");
-        assert!(live_netns_inodes().contains(&ours));
+        let ours = netns_cookie().expect("cookie");
+        if let Some(live) = live_netns_cookies() {
+            assert!(live.contains(&ours));
+        }
+    }
+
+    #[test]
+    fn ns_get_id_is_the_cookie() {
+        let file = File::open("/proc/self/ns/net").expect("open");
+        if let Ok(id) = ns_id(&file) {
+            assert_eq!(id, netns_cookie().expect("cookie"));
+        }
     }
 }

@@ -6,20 +6,27 @@ use crate::args::DetachArgs;
 
 pub fn run(a: DetachArgs, out: &Output) -> anyhow::Result<()> {
     let req = DetachRequest {
-        dst: attach::parse_prefix(&a.route.prefix)?,
         dev: a.dev,
         hook: a.hook.map(Into::into),
-        table: super::table(a.route.table.as_deref())?,
-        local: a.route.local,
+        force: a.force,
+        ..DetachRequest::new(
+            attach::parse_prefix(&a.route.prefix)?,
+            super::table(a.route.table.as_deref())?,
+            a.route.local,
+        )
     };
     let done = attach::detach(&req)?;
     out.emit(&done, |d| {
         let hooks: Vec<String> = d.hooks.iter().map(|h| h.to_string()).collect();
-        format!(
+        let mut text = format!(
             "detached {} from {}; route {}",
             hooks.join(", "),
             d.route,
             d.route_now
-        )
+        );
+        if let Some(note) = &d.note {
+            text.push_str(&format!(" ({note})"));
+        }
+        text
     })
 }

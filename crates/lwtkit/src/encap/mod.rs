@@ -21,7 +21,7 @@ use crate::{
     hook::Hook,
     loader::{last_line, LibbpfLog, ProgramSource},
     route::{link, netlink::Rtnl, ops, table::table_name},
-    state::{NetnsState, RouteRecord},
+    state::{NetnsState, Owner, RouteRecord},
     system,
 };
 
@@ -291,6 +291,7 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
             local: false,
             via: None,
             mtu_reduction: Some(header.bytes.len() as u32),
+            force: false,
         }),
     };
     let attached = match attached {
@@ -369,17 +370,28 @@ pub fn del(dst: IpNet, table: Option<u32>) -> Result<Detached> {
             ))
         })?;
     let done = attach::detach(&DetachRequest {
-        dst,
-        dev: None,
         hook: Some(record.hook),
-        table: Some(table),
-        local: false,
-    })?;
+        owner: Some(Owner::Encap),
+        ..DetachRequest::new(dst, Some(table), false)
+    });
+    // The tunnel goes whatever happened to its route: gone (device
+    // deleted), or changed outside lwtkit (reported, left alone).
+    let done = match done {
+        Ok(d) => Ok(d),
+        Err(Error::NotManaged(route)) => Ok(Detached {
+            route,
+            hooks: vec![record.hook],
+            route_now: "gone",
+            note: Some("lwtkit had no record of the route any more".into()),
+        }),
+        Err(e @ Error::Drift { .. }) => Err(e),
+        Err(e) => return Err(e),
+    };
     if let Ok(tunnels) = MapHandle::from_pinned_path(pins.join("tunnels")) {
         let _ = tunnels.delete(&key_of(&dst));
     }
     fs::remove_file(&path).map_err(|e| state_err(&path, e))?;
-    Ok(done)
+    done
 }
 
 /// Packets the namespace's encapsulation dropped before finding a tunnel

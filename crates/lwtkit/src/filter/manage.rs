@@ -14,30 +14,46 @@ use crate::{
     error::{Error, Result},
     hook::Hook,
     loader::ProgramSource,
-    route::{ops, table::table_name},
-    state::{self, NetnsState, Origin, RouteRecord},
+    ns::{Namespace, Txn},
+    route::{netlink::Rtnl, ops, table::table_name},
+    state::{NetnsState, Origin, Owner, RouteRecord},
     system,
 };
 
-/// Runs `f` with the namespace's policies, locked.
-fn with_policies<T>(what: &str, f: impl FnOnce(&Policies, &NetnsState) -> Result<T>) -> Result<T> {
+/// Runs `f` with the namespace's policies, in a transaction.
+fn with_policies<T>(
+    what: &str,
+    f: impl FnOnce(&Policies, &NetnsState, &Txn) -> Result<T>,
+) -> Result<T> {
     system::require_attach_privileges(what)?;
-    let bpffs = system::ensure_bpffs()?;
-    state::collect_garbage(&bpffs);
-    let state = NetnsState::open(&bpffs)?;
+    let ns = Namespace::open()?;
+    let txn = ns.begin(what)?;
+    let state = NetnsState::view(&txn);
+    let policies = Policies::new(&state);
+    f(&policies, &state, &txn)
+}
+
+/// Runs `f` with the namespace's policies, read only (no lock).
+fn reading_policies<T>(
+    what: &str,
+    f: impl FnOnce(&Policies, &NetnsState) -> Result<T>,
+) -> Result<T> {
+    system::require_attach_privileges(what)?;
+    let ns = Namespace::open_readonly()?;
+    let state = NetnsState::view(&ns);
     let policies = Policies::new(&state);
     f(&policies, &state)
 }
 
 pub fn create(name: &str, default: Verdict, capacity: Option<u32>) -> Result<Policy> {
-    with_policies("lwt filter create", |p, _| {
+    with_policies("lwt filter create", |p, _, _| {
         p.create(name, default, capacity)
     })
 }
 
 /// Deletes a policy no route uses.
 pub fn delete(name: &str) -> Result<()> {
-    with_policies("lwt filter delete", |p, state| {
+    with_policies("lwt filter delete", |p, state, _| {
         p.get(name)?;
         let users = attachments(state, name)?;
         if let Some(a) = users.first() {
@@ -54,11 +70,11 @@ pub fn delete(name: &str) -> Result<()> {
 }
 
 pub fn add_rule(name: &str, spec: RuleSpec) -> Result<Rule> {
-    with_policies("lwt filter rule add", |p, _| p.add_rule(name, spec))
+    with_policies("lwt filter rule add", |p, _, _| p.add_rule(name, spec))
 }
 
 pub fn del_rule(name: &str, id: u32) -> Result<Rule> {
-    with_policies("lwt filter rule del", |p, _| p.del_rule(name, id))
+    with_policies("lwt filter rule del", |p, _, _| p.del_rule(name, id))
 }
 
 /// Replaces every rule with those of `file`, atomically.
@@ -67,7 +83,7 @@ pub fn replace_from_file(name: &str, file: &Path) -> Result<Policy> {
         .map_err(|e| Error::Invalid(format!("rules file {}: {e}", file.display())))?;
     let specs = parse_rules_file(&text)
         .map_err(|e| Error::Invalid(format!("rules file {}: {e}", file.display())))?;
-    with_policies("lwt filter replace", |p, _| p.replace(name, specs))
+    with_policies("lwt filter replace", |p, _, _| p.replace(name, specs))
 }
 
 /// A route and hook a policy is attached to.
@@ -119,7 +135,7 @@ pub struct RuleView {
 }
 
 pub fn show(name: &str) -> Result<PolicyView> {
-    with_policies("lwt filter show", |p, state| {
+    reading_policies("lwt filter show", |p, state| {
         let policy = p.get(name)?;
         view(p, state, policy)
     })
@@ -127,7 +143,7 @@ pub fn show(name: &str) -> Result<PolicyView> {
 
 /// Every policy of the namespace.
 pub fn list() -> Result<Vec<PolicyView>> {
-    with_policies("lwt filter list", |p, state| {
+    reading_policies("lwt filter list", |p, state| {
         p.all()?
             .into_iter()
             .map(|policy| view(p, state, policy))
@@ -174,26 +190,30 @@ pub fn attach_policy(
     hook: Hook,
     table: Option<u32>,
     local: bool,
+    force: bool,
 ) -> Result<Attached> {
-    // Check the policy and find its pins, then let attach take the lock.
-    let (maps, events) = with_policies("lwt filter attach", |p, _| {
+    with_policies("lwt filter attach", |p, _, txn| {
         p.get(name)?;
-        Ok((p.pin_dir(name), p.events_pin()))
-    })?;
-    attach::attach(&AttachRequest {
-        dst,
-        dev: dev.into(),
-        hook,
-        source: ProgramSource::Filter {
-            policy: name.into(),
-            maps,
-            events,
-        },
-        headroom: None,
-        table,
-        local,
-        via: None,
-        mtu_reduction: None,
+        attach::attach_in(
+            txn,
+            &mut Rtnl::open()?,
+            &AttachRequest {
+                dst,
+                dev: dev.into(),
+                hook,
+                source: ProgramSource::Filter {
+                    policy: name.into(),
+                    maps: p.pin_dir(name),
+                    events: p.events_pin(),
+                },
+                headroom: None,
+                table,
+                local,
+                via: None,
+                mtu_reduction: None,
+                force,
+            },
+        )
     })
 }
 
@@ -205,10 +225,10 @@ pub fn detach_policy(
     local: bool,
 ) -> Result<Vec<Detached>> {
     let table_id = table.unwrap_or_else(|| ops::default_table(local));
-    let hooks: Vec<Hook> = with_policies("lwt filter detach", |p, state| {
+    with_policies("lwt filter detach", |p, state, txn| {
         p.get(name)?;
-        let rec = state.load(&RouteRecord::key(&dst, table_id))?;
-        Ok(rec
+        let hooks: Vec<Hook> = state
+            .load(&RouteRecord::key(&dst, table_id))?
             .map(|r| {
                 r.hooks
                     .iter()
@@ -218,24 +238,27 @@ pub fn detach_policy(
                     .map(|(hook, _)| *hook)
                     .collect()
             })
-            .unwrap_or_default())
-    })?;
-    if hooks.is_empty() {
-        return Err(Error::Invalid(format!(
-            "policy `{name}` is not attached to {dst} table {}",
-            table_name(table_id)
-        )));
-    }
-    hooks
-        .into_iter()
-        .map(|hook| {
-            attach::detach(&DetachRequest {
-                dst,
-                dev: None,
-                hook: Some(hook),
-                table: Some(table_id),
-                local,
+            .unwrap_or_default();
+        if hooks.is_empty() {
+            return Err(Error::Invalid(format!(
+                "policy `{name}` is not attached to {dst} table {}",
+                table_name(table_id)
+            )));
+        }
+        let mut rtnl = Rtnl::open()?;
+        hooks
+            .into_iter()
+            .map(|hook| {
+                attach::detach_in(
+                    txn,
+                    &mut rtnl,
+                    &DetachRequest {
+                        hook: Some(hook),
+                        owner: Some(Owner::Filter(name.into())),
+                        ..DetachRequest::new(dst, Some(table_id), local)
+                    },
+                )
             })
-        })
-        .collect()
+            .collect()
+    })
 }

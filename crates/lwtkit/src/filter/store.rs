@@ -140,10 +140,17 @@ impl<'a> Policies<'a> {
                 "unknown policy `{name}` (create it with `lwt filter create {name}`)"
             ))
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::State {
+        let mut policy: Policy = serde_json::from_slice(&bytes).map_err(|e| Error::State {
             path,
             reason: e.to_string(),
-        })
+        })?;
+        // Which half packets walk is the kernel's to say: a command killed
+        // between the flip and the record would otherwise make the next
+        // change write into the live half.
+        if let Ok(g) = live_generation(&self.pin_dir(name).join("config")) {
+            policy.generation = g;
+        }
+        Ok(policy)
     }
 
     pub fn all(&self) -> Result<Vec<Policy>> {
@@ -460,6 +467,21 @@ impl<'a> Policies<'a> {
             })
             .collect()
     }
+}
+
+/// The generation packets are judged by now, as the policy's config map
+/// (pinned at `config`) says: the kernel's truth, not the record's.
+pub fn live_generation(config: &Path) -> Result<u32> {
+    let map = open_map(config)?;
+    let value = map
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .map_err(|e| map_err(config, e))?
+        .ok_or_else(|| Error::MissingPin(config.into()))?;
+    let bytes: [u8; 4] = value
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::MissingPin(config.into()))?;
+    Ok(u32::from_ne_bytes(bytes))
 }
 
 fn open_map(pin: &Path) -> Result<MapHandle> {

@@ -3,6 +3,7 @@
 //! operations lwtkit needs (find, replace, delete, dump).
 pub mod codec;
 pub mod encap;
+pub mod kernel;
 pub mod link;
 pub mod netlink;
 pub mod ops;

@@ -1,0 +1,212 @@
+//! Write-ahead intents. Before lwtkit changes anything in the kernel it
+//! records what it is about to do: what the kernel will show once the
+//! change took effect (the probe), and the bookkeeping to apply in either
+//! case (`done`: the change happened; `undone`: it did not). After the
+//! change it applies one side and removes the intent.
+//!
+//! A command killed in between leaves the intent behind. The next command
+//! in the namespace, under the lock, reads what the kernel holds now and
+//! finishes the intent accordingly, so `kill -9` at any point converges:
+//! records and pins always end up describing what the kernel runs, and
+//! the route as it was before lwtkit (carried in the intent) is never lost.
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::store;
+use crate::{
+    error::Result,
+    route::{
+        kernel::{self, Marks, RouteTable},
+        ops::RouteKey,
+    },
+};
+
+/// What in the kernel tells whether a change took effect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "probe", rename_all = "snake_case")]
+pub enum Probe {
+    /// The route carries exactly these program names (`None`: the route is gone).
+    Route {
+        dst: IpNet,
+        table: u32,
+        after: Option<Marks>,
+    },
+    /// A filter policy's config map says this generation is live.
+    Generation { config: PathBuf, after: u32 },
+    /// A pin exists (a tcx link, pinned once attached).
+    Pinned { path: PathBuf },
+    /// A pin is gone.
+    Unpinned { path: PathBuf },
+}
+
+/// One piece of bookkeeping, idempotent so it can be applied twice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Write a record (JSON text).
+    Put { path: PathBuf, json: String },
+    /// Remove a file.
+    Remove { path: PathBuf },
+    /// Remove a directory tree (pins).
+    RemoveTree { path: PathBuf },
+    /// Remove a directory if it is empty.
+    RemoveEmptyDir { path: PathBuf },
+    /// Move staged pins into place, replacing what is there.
+    Rename { from: PathBuf, to: PathBuf },
+    /// Set a map entry (hex key and value).
+    MapPut {
+        pin: PathBuf,
+        key: String,
+        value: String,
+    },
+    /// Delete a map entry.
+    MapDelete { pin: PathBuf, key: String },
+}
+
+/// Which bookkeeping applies when the kernel shows neither the change nor
+/// the state before it (someone else changed it meanwhile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Done,
+    Undone,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub verb: String,
+    pub pid: u32,
+    pub probe: Probe,
+    pub done: Vec<Step>,
+    pub undone: Vec<Step>,
+}
+
+impl Intent {
+    pub fn new(verb: &str, probe: Probe) -> Self {
+        Self {
+            verb: verb.into(),
+            pid: std::process::id(),
+            probe,
+            done: Vec::new(),
+            undone: Vec::new(),
+        }
+    }
+}
+
+/// Reads the kernel: did the change the intent describes take effect?
+pub fn observe(probe: &Probe, routes: &mut dyn RouteTable) -> Result<Outcome> {
+    let took = match probe {
+        Probe::Route { dst, table, after } => {
+            let now = routes
+                .lookup(&RouteKey {
+                    dst: *dst,
+                    table: *table,
+                })?
+                .map(|r| kernel::marks(&r));
+            now == *after
+        }
+        Probe::Generation { config, after } => {
+            crate::filter::store::live_generation(config).ok() == Some(*after)
+        }
+        Probe::Pinned { path } => path.exists(),
+        Probe::Unpinned { path } => !path.exists(),
+    };
+    Ok(if took { Outcome::Done } else { Outcome::Undone })
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Applies bookkeeping steps in order.
+pub fn apply(steps: &[Step]) -> Result<()> {
+    use libbpf_rs::{MapCore, MapFlags, MapHandle};
+    for step in steps {
+        match step {
+            Step::Put { path, json } => store::write_atomic(path, json.as_bytes())?,
+            Step::Remove { path } => store::remove_file(path)?,
+            Step::RemoveTree { path } => store::remove_tree(path)?,
+            Step::RemoveEmptyDir { path } => {
+                let _ = std::fs::remove_dir(path);
+            }
+            Step::Rename { from, to } => {
+                if from.exists() {
+                    store::remove_tree(to)?;
+                    std::fs::rename(from, to).map_err(|e| store::state_err(to, e))?;
+                }
+            }
+            Step::MapPut { pin, key, value } => {
+                if let Ok(map) = MapHandle::from_pinned_path(pin) {
+                    map.update(&unhex(key), &unhex(value), MapFlags::ANY)
+                        .map_err(|e| store::state_err(pin, e))?;
+                }
+            }
+            Step::MapDelete { pin, key } => {
+                if let Ok(map) = MapHandle::from_pinned_path(pin) {
+                    let _ = map.delete(&unhex(key));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pending intents of a namespace, oldest first.
+pub fn pending(dir: &Path) -> Result<Vec<(PathBuf, Intent)>> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        if let Some(i) = store::read_json::<Intent>(&p)? {
+            out.push((p, i));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intents_round_trip_as_json() {
+        let mut i = Intent::new(
+            "lwt attach",
+            Probe::Route {
+                dst: "10.0.0.3/32".parse().expect("valid"),
+                table: 254,
+                after: Some(Marks::from([(
+                    "out".into(),
+                    "lwtkit-count:[lwt_out]#7".into(),
+                )])),
+            },
+        );
+        i.done.push(Step::Rename {
+            from: "/a_next".into(),
+            to: "/a".into(),
+        });
+        i.undone.push(Step::MapPut {
+            pin: "/m".into(),
+            key: hex(&[1, 2]),
+            value: hex(&[0xff]),
+        });
+        let text = serde_json::to_string(&i).expect("json");
+        assert_eq!(serde_json::from_str::<Intent>(&text).expect("parse"), i);
+        assert_eq!(unhex(&hex(&[0, 0xab, 7])), vec![0, 0xab, 7]);
+    }
+}

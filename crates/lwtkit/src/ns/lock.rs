@@ -1,0 +1,140 @@
+//! The namespace lock: one `flock` per namespace, held by every command
+//! that changes anything there, for its whole run. The lock file is 0600
+//! in a 0700 directory, so no other user can open it (and stall root by
+//! holding it). Waiting is bounded: after the timeout the error says who
+//! holds the lock (pid, verb, since when).
+use std::{
+    fs::OpenOptions,
+    os::unix::fs::OpenOptionsExt,
+    path::Path,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use super::store::{self, state_err};
+use crate::error::{Error, Result};
+
+/// How long a command waits for the lock unless `LWT_LOCK_TIMEOUT` (seconds) says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Who holds a lock, written by the holder once it has it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub verb: String,
+    /// Seconds since the epoch.
+    pub since: u64,
+}
+
+/// A held lock; released when dropped (or when the process dies).
+pub struct Held {
+    _lock: Flock<std::fs::File>,
+}
+
+/// The lock timeout in force.
+pub fn timeout() -> Duration {
+    std::env::var("LWT_LOCK_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(DEFAULT_TIMEOUT)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Takes the exclusive lock of state directory `dir` for `verb`, waiting at most `wait`.
+pub fn acquire(dir: &Path, verb: &str, wait: Duration) -> Result<Held> {
+    store::ensure_dir(dir)?;
+    let path = dir.join("lock");
+    let holder_path = dir.join("holder.json");
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| state_err(&path, e))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                let me = Holder {
+                    pid: std::process::id(),
+                    verb: verb.into(),
+                    since: now(),
+                };
+                store::write_json(&holder_path, &me)?;
+                return Ok(Held { _lock: lock });
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(Error::LockTimeout {
+                    path,
+                    waited: wait.as_secs_f64(),
+                    holder: describe(&holder_path),
+                })
+            }
+            Err((_, e)) => return Err(state_err(&path, e)),
+        }
+    }
+}
+
+/// Tries the lock once without waiting: `None` when someone holds it.
+pub fn try_acquire(dir: &Path) -> Option<Held> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("lock"))
+        .ok()?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .ok()
+        .map(|lock| Held { _lock: lock })
+}
+
+fn describe(holder_path: &Path) -> String {
+    match store::read_json::<Holder>(holder_path) {
+        Ok(Some(h)) => format!(
+            "pid {} (`{}`), holding it for {} s",
+            h.pid,
+            h.verb,
+            now().saturating_sub(h.since)
+        ),
+        _ => "a process that has not said who it is".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_times_out_naming_the_first() {
+        let dir = std::env::temp_dir().join(format!("lwtkit-lock-{}", std::process::id()));
+        let held = acquire(&dir, "lwt attach", Duration::ZERO).expect("first");
+        let err = acquire(&dir, "lwt detach", Duration::from_millis(30))
+            .err()
+            .expect("second must time out");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())) && text.contains("lwt attach"),
+            "{text}"
+        );
+        assert!(try_acquire(&dir).is_none());
+        drop(held);
+        assert!(try_acquire(&dir).is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
