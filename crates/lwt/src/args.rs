@@ -46,6 +46,9 @@ pub enum Verb {
     Builtins,
     /// Take off everything lwtkit put in this namespace and remove its pins (before deleting a namespace).
     Reset,
+    /// Check that lwtkit's records and pins agree with the kernel (after
+    /// finishing any change a killed command left); exit 1 when they do not.
+    Check,
     /// Filter policies: named rule sets attached to routes, changed live.
     #[command(subcommand)]
     Filter(FilterVerb),

@@ -28,6 +28,10 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
     if let Some(ns) = &cli.global.netns {
         lwtkit::system::enter_netns(ns)?;
     }
+    // `ip netns exec` hides lwtkit's pins behind a private /sys.
+    if let Some(name) = lwtkit::system::private_sys_of_ip_netns_exec() {
+        return Err(lwtkit::Error::PrivateSys { name }.into());
+    }
     let out = verbs::Output {
         json: cli.global.json,
     };
@@ -45,6 +49,27 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
                     d.tunnels, d.sids, d.decaps, d.routes, d.policies
                 )
             })
+        }
+        args::Verb::Check => {
+            let findings = lwtkit::audit::check()?;
+            out.emit(&findings, |f| {
+                if f.is_empty() {
+                    "lwtkit's state agrees with the kernel".into()
+                } else {
+                    f.iter()
+                        .map(|x| format!("{}: {}", x.kind, x.what))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            })?;
+            if findings.is_empty() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "{} disagreement(s) between lwtkit's state and the kernel",
+                    findings.len()
+                ))
+            }
         }
         args::Verb::Events(a) => verbs::events::run(a, &out),
         args::Verb::Filter(v) => verbs::filter::run(v, &out),

@@ -19,5 +19,6 @@ pub mod system;
 
 pub use error::{Error, Result};
 pub mod attach;
+pub mod audit;
 pub mod inventory;
 pub mod ns;

@@ -38,7 +38,9 @@ pub fn enter_netns(name: &str) -> Result<()> {
     setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| Error::EnterNetns {
         name: name.into(),
         reason: std::io::Error::from_raw_os_error(e as i32),
-    })
+    })?;
+    ENTERED_BY_NAME.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
 
 /// The current network namespace's cookie: unique for the boot, never
@@ -203,16 +205,16 @@ pub fn current_netns_name() -> Option<String> {
 /// there would mean a second, empty view of lwtkit's state. Returns the
 /// namespace's name when that is the case.
 pub fn private_sys_of_ip_netns_exec() -> Option<String> {
-    if is_bpffs(Path::new(BPFFS)) {
+    // Entered with `lwt -n`: the mount namespace is the caller's own.
+    if ENTERED_BY_NAME.load(std::sync::atomic::Ordering::Relaxed) || is_bpffs(Path::new(BPFFS)) {
         return None;
     }
-    let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino()).ok();
-    let own_mount_ns = ino("/proc/self/ns/mnt")? != ino("/proc/1/ns/mnt")?;
-    if !own_mount_ns {
-        return None;
-    }
+    // A named namespace without bpffs on /sys/fs/bpf: `ip netns exec`
+    // remounted /sys for it (nsenter and `lwt -n` keep the host's /sys).
     current_netns_name()
 }
+
+static ENTERED_BY_NAME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// `net:[4026531840]` -> 4026531840.
 fn net_inode(s: &str) -> Option<u64> {

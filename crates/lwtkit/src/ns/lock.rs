@@ -82,9 +82,9 @@ pub fn acquire(dir: &Path, verb: &str, wait: Duration) -> Result<Held> {
             }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                 return Err(Error::LockTimeout {
+                    holder: describe(&path, &holder_path),
                     path,
                     waited: wait.as_secs_f64(),
-                    holder: describe(&holder_path),
                 })
             }
             Err((_, e)) => return Err(state_err(&path, e)),
@@ -104,16 +104,54 @@ pub fn try_acquire(dir: &Path) -> Option<Held> {
         .map(|lock| Held { _lock: lock })
 }
 
-fn describe(holder_path: &Path) -> String {
-    match store::read_json::<Holder>(holder_path) {
-        Ok(Some(h)) => format!(
-            "pid {} (`{}`), holding it for {} s",
-            h.pid,
-            h.verb,
-            now().saturating_sub(h.since)
-        ),
-        _ => "a process that has not said who it is".into(),
+/// Who holds the lock at `lock_path`: the kernel's answer (`/proc/locks`
+/// names the pid of every flock holder), with the verb from the holder file
+/// when that pid wrote it.
+fn describe(lock_path: &Path, holder_path: &Path) -> String {
+    let recorded = store::read_json::<Holder>(holder_path).ok().flatten();
+    match flock_holder(lock_path) {
+        Some(pid) => {
+            let what = match &recorded {
+                Some(h) if h.pid == pid => format!(
+                    "`{}`, holding it for {} s",
+                    h.verb,
+                    now().saturating_sub(h.since)
+                ),
+                _ => std::fs::read("/proc/".to_string() + &pid.to_string() + "/cmdline")
+                    .map(|c| {
+                        let words: Vec<String> = c
+                            .split(|b| *b == 0)
+                            .filter(|w| !w.is_empty())
+                            .map(|w| String::from_utf8_lossy(w).into_owned())
+                            .collect();
+                        format!("`{}`", words.join(" "))
+                    })
+                    .unwrap_or_else(|_| "a process".into()),
+            };
+            format!("pid {pid} ({what})")
+        }
+        None => "a process /proc/locks does not name".into(),
     }
+}
+
+/// The pid holding a flock on `path`, from `/proc/locks` (matched by inode).
+fn flock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(m.dev()),
+        libc::minor(m.dev()),
+        m.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // `1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF`
+    locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&id.as_str()))
+            .then(|| f.get(4)?.parse().ok())
+            .flatten()
+    })
 }
 
 #[cfg(test)]

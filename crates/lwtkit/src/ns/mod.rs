@@ -58,7 +58,8 @@ impl Namespace {
         }
         let bpffs = system::ensure_bpffs()?;
         let root = Path::new(STATE_ROOT);
-        store::ensure_dir(root)?;
+        store::ensure_private_dir(root)?;
+        store::ensure_private_dir(&bpffs.join(PIN_DIR))?;
         gc::collect(root, &bpffs.join(PIN_DIR));
         Self::at(&bpffs)
     }
@@ -120,8 +121,8 @@ impl Namespace {
 
     /// Takes the lock for `verb` and finishes what killed commands left.
     pub fn begin(&self, verb: &str) -> Result<Txn<'_>> {
-        store::ensure_dir(&self.dir)?;
-        store::ensure_dir(&self.pins)?;
+        store::ensure_private_dir(&self.dir)?;
+        store::ensure_private_dir(&self.pins)?;
         let held = lock::acquire(&self.dir, verb, lock::timeout())?;
         let txn = Txn {
             ns: self,

@@ -39,6 +39,19 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
         .map_err(|e| state_err(dir, e))
 }
 
+/// Creates `dir` 0700, and makes an existing one 0700 (older lwtkit
+/// versions made their directories world-readable).
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    ensure_dir(dir)?;
+    let meta = fs::metadata(dir).map_err(|e| state_err(dir, e))?;
+    if meta.permissions().mode() & 0o777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| state_err(dir, e))?;
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically, 0600.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     static SEQ: AtomicU32 = AtomicU32::new(0);
