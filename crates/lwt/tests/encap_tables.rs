@@ -1,7 +1,8 @@
 //! `lwt encap` and routing tables: overlapping and equal prefixes in the
 //! main table and table 100, with `ip rule` steering a source address into
-//! table 100, each reach their own tunnel. Checked on the far side, where
-//! one kernel vxlan device per tunnel (VNI 42 for main, 43 for table 100)
+//! table 100, each reach their own tunnel; so do the main table and a VRF's
+//! table, where the kernel has VRFs. Checked on the far side, where one
+//! kernel vxlan device per tunnel (VNI 42 for main, 43 for the other table)
 //! decapsulates, and by each tunnel's counters.
 mod common;
 
@@ -19,48 +20,74 @@ use serde_json::Value;
 const TABLE_100_SOURCE: &str = "10.9.0.2";
 const PORT: u16 = 7000;
 
-/// A (10.0.0.2, and 10.9.0.2 on lo, ruled into table 100) and B (10.0.0.3
-/// and 10.0.0.4 on vb) with two kernel vxlan devices: `vx42` (VNI 42, local
-/// 10.0.0.3) and `vx43` (VNI 43, local 10.0.0.4), both owning the inner
-/// destinations 198.51.100.3 and 198.51.100.200.
+/// A (10.0.0.2 on `va`) and B (10.0.0.3 on `vb`) with two kernel vxlan
+/// devices, `vx42` (VNI 42, local 10.0.0.3) and `vx43` (VNI 43), both
+/// owning the inner destinations 198.51.100.3 and 198.51.100.200.
 struct Lab {
     p: Pair,
     mac42: String,
     mac43: String,
+    /// Where VNI 43 is reached from A: B's address and A's device.
+    remote43: &'static str,
+    dev43: &'static str,
 }
 
 impl Lab {
+    /// `vx43` listens on 10.0.0.4 (B's second address on `vb`); A has
+    /// 10.9.0.2 on lo, and `ip rule` sends what comes from it to table 100.
     fn new(tag: &str) -> Self {
         let p = Pair::new(tag);
         p.b.ip(&["addr", "add", "10.0.0.4/24", "dev", "vb"]);
         let mac42 = kernel_vxlan(&p.b, "vx42", 42, "10.0.0.3");
         let mac43 = kernel_vxlan(&p.b, "vx43", 43, "10.0.0.4");
-        p.a.ip(&[
-            "addr",
-            "add",
-            &format!("{TABLE_100_SOURCE}/32"),
-            "dev",
-            "lo",
-        ]);
-        p.a.ip(&[
-            "rule",
-            "add",
-            "from",
-            TABLE_100_SOURCE,
-            "lookup",
-            "100",
-            "priority",
-            "100",
-        ]);
-        Lab { p, mac42, mac43 }
+        let source = format!("{TABLE_100_SOURCE}/32");
+        p.a.ip(&["addr", "add", &source, "dev", "lo"]);
+        let rule = ["rule", "add", "from", TABLE_100_SOURCE, "lookup", "100"];
+        p.a.ip(&rule);
+        Lab {
+            p,
+            mac42,
+            mac43,
+            remote43: "10.0.0.4",
+            dev43: "va",
+        }
     }
 
-    /// `lwt encap add PREFIX --dev va --type vxlan ...` to B's `vx42`
-    /// (remote 10.0.0.3) or `vx43` (remote 10.0.0.4), in `table` if given.
+    /// A second veth pair, A's `va2` (10.0.1.2) in VRF `blue` (table 10)
+    /// and B's `vb2` (10.0.1.3), with `vx43` listening on 10.0.1.3: VNI 43
+    /// is reached through the VRF.
+    fn with_vrf(tag: &str) -> Self {
+        let p = Pair::new(tag);
+        p.a.ip(&[
+            "link", "add", "va2", "type", "veth", "peer", "name", "vb2", "netns", &p.b.name,
+        ]);
+        p.a.ip(&["link", "add", "blue", "type", "vrf", "table", "10"]);
+        p.a.ip(&["link", "set", "blue", "up"]);
+        p.a.ip(&["link", "set", "va2", "master", "blue"]);
+        p.a.ip(&["addr", "add", "10.0.1.2/24", "dev", "va2"]);
+        p.a.ip(&["link", "set", "va2", "up"]);
+        p.b.ip(&["addr", "add", "10.0.1.3/24", "dev", "vb2"]);
+        p.b.ip(&["link", "set", "vb2", "up"]);
+        let mac42 = kernel_vxlan(&p.b, "vx42", 42, "10.0.0.3");
+        let mac43 = kernel_vxlan(&p.b, "vx43", 43, "10.0.1.3");
+        // Let va2 / vb2 come up (carrier) before the first send.
+        std::thread::sleep(Duration::from_millis(200));
+        Lab {
+            p,
+            mac42,
+            mac43,
+            remote43: "10.0.1.3",
+            dev43: "va2",
+        }
+    }
+
+    /// `lwt encap add PREFIX --dev DEV --type vxlan ...` to B's `vx42`
+    /// (remote 10.0.0.3 through `va`) or `vx43` (`remote43` through
+    /// `dev43`), in `table` if given.
     fn encap(&self, prefix: &str, vni: u32, table: Option<&str>) -> String {
-        let (remote, mac) = match vni {
-            42 => ("10.0.0.3", &self.mac42),
-            43 => ("10.0.0.4", &self.mac43),
+        let (remote, dev, mac) = match vni {
+            42 => ("10.0.0.3", "va", &self.mac42),
+            43 => (self.remote43, self.dev43, &self.mac43),
             _ => panic!("B has no vxlan device for VNI {vni}"),
         };
         let vni = vni.to_string();
@@ -69,7 +96,7 @@ impl Lab {
             "add",
             prefix,
             "--dev",
-            "va",
+            dev,
             "--type",
             "vxlan",
             "--remote",
@@ -115,34 +142,38 @@ fn kernel_vxlan(ns: &Netns, dev: &str, vni: u32, local: &str) -> String {
     mac_of(ns, dev)
 }
 
+/// An unbound IPv4 UDP socket of the calling thread's namespace, tied to
+/// `dev` (SO_BINDTODEVICE): it hears only what arrives on `dev`, and what
+/// it sends is routed in `dev`'s VRF when `dev` is one.
+fn socket_on_device(dev: &str) -> UdpSocket {
+    let name = CString::new(dev).expect("device name");
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd was just returned by socket(2) and is owned here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let name = name.as_bytes_with_nul();
+    // SAFETY: a NUL-terminated device name of the length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    assert_eq!(rc, 0, "SO_BINDTODEVICE {dev}: {err}");
+    UdpSocket::from(fd)
+}
+
 /// A UDP socket in `ns` on 0.0.0.0:7000 that only hears packets arriving
-/// on `dev` (SO_BINDTODEVICE).
+/// on `dev`.
 fn bound_receiver(ns: &Netns, dev: &str) -> UdpSocket {
-    let dev = CString::new(dev).expect("device name");
+    let dev = dev.to_string();
     ns.run(move || {
-        // SAFETY: plain socket(2).
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        // SAFETY: fd was just returned by socket(2) and is owned here.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let name = dev.as_bytes_with_nul();
-        // SAFETY: a NUL-terminated device name of the length passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                name.as_ptr().cast(),
-                name.len() as libc::socklen_t,
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "SO_BINDTODEVICE: {}",
-            std::io::Error::last_os_error()
-        );
-        let sock = UdpSocket::from(fd);
+        let sock = socket_on_device(&dev);
         // SAFETY: sockaddr_in is plain data; all zeroes is 0.0.0.0:0.
         let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         sin.sin_family = libc::AF_INET as libc::sa_family_t;
@@ -158,6 +189,17 @@ fn bound_receiver(ns: &Netns, dev: &str) -> UdpSocket {
         assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
         sock
     })
+}
+
+/// Where a flow leaves A from, which decides the table its route is in.
+#[derive(Clone, Copy, Debug)]
+enum Sender {
+    /// An unbound socket: the main table.
+    Main,
+    /// A socket bound to this source address (an `ip rule` matches it).
+    Source(&'static str),
+    /// A socket tied to this VRF device: the VRF's table.
+    Vrf(&'static str),
 }
 
 struct Receivers {
@@ -176,18 +218,18 @@ fn drain(sock: &UdpSocket, quiet: Duration) -> Vec<String> {
     got
 }
 
-/// One flow: `n` datagrams from `a` (from `src`, or the route's source) to
-/// `dst`:7000. Asserts that exactly these arrive on `expected` and none on
-/// the other device.
+/// One flow: `n` datagrams from A, sent as `from` says, to `dst`:7000.
+/// Asserts that exactly these arrive on B's `vx<expected>` and none on the
+/// other device.
 fn flow_arrives_only_on(
     lab: &Lab,
     rx: &Receivers,
-    src: Option<&'static str>,
+    from: Sender,
     dst: &'static str,
     n: usize,
     expected: u32,
 ) {
-    let tag = format!("{}>{dst}", src.unwrap_or("main"));
+    let tag = format!("{from:?}>{dst}");
     let (hit, miss) = match expected {
         42 => (&rx.vx42, &rx.vx43),
         43 => (&rx.vx43, &rx.vx42),
@@ -197,7 +239,11 @@ fn flow_arrives_only_on(
     let send = |range: std::ops::Range<usize>| {
         let tag = tag.clone();
         lab.p.a.run(move || {
-            let s = UdpSocket::bind((src.unwrap_or("0.0.0.0"), 0)).expect("udp socket");
+            let s = match from {
+                Sender::Main => UdpSocket::bind("0.0.0.0:0").expect("udp socket"),
+                Sender::Source(src) => UdpSocket::bind((src, 0)).expect("udp socket"),
+                Sender::Vrf(dev) => socket_on_device(dev),
+            };
             for i in range {
                 s.send_to(format!("{tag} #{i}").as_bytes(), to)
                     .expect("send accepted");
@@ -273,12 +319,26 @@ fn overlapping_prefixes_in_main_and_table_100_reach_their_own_tunnels() {
 
     // From the main table: the /24 of main, although table 100 holds a
     // longer prefix for the same destination.
-    flow_arrives_only_on(&lab, &rx, None, "198.51.100.3", 10, 42);
+    flow_arrives_only_on(&lab, &rx, Sender::Main, "198.51.100.3", 10, 42);
     // From 10.9.0.2, which `ip rule` sends to table 100: its /25.
-    flow_arrives_only_on(&lab, &rx, Some(TABLE_100_SOURCE), "198.51.100.3", 7, 43);
+    flow_arrives_only_on(
+        &lab,
+        &rx,
+        Sender::Source(TABLE_100_SOURCE),
+        "198.51.100.3",
+        7,
+        43,
+    );
     // Outside the /25, table 100 has no route: the lookup falls through
     // to main, and main's route finds main's tunnel.
-    flow_arrives_only_on(&lab, &rx, Some(TABLE_100_SOURCE), "198.51.100.200", 5, 42);
+    flow_arrives_only_on(
+        &lab,
+        &rx,
+        Sender::Source(TABLE_100_SOURCE),
+        "198.51.100.200",
+        5,
+        42,
+    );
 
     assert_counted(a, "198.51.100.0/24", "main", 15);
     assert_counted(a, "198.51.100.0/25", "100", 7);
@@ -319,8 +379,15 @@ fn the_same_prefix_in_two_tables_keeps_two_tunnels_until_one_is_deleted() {
     );
 
     let rx = lab.receivers();
-    flow_arrives_only_on(&lab, &rx, None, "198.51.100.3", 6, 42);
-    flow_arrives_only_on(&lab, &rx, Some(TABLE_100_SOURCE), "198.51.100.3", 4, 43);
+    flow_arrives_only_on(&lab, &rx, Sender::Main, "198.51.100.3", 6, 42);
+    flow_arrives_only_on(
+        &lab,
+        &rx,
+        Sender::Source(TABLE_100_SOURCE),
+        "198.51.100.3",
+        4,
+        43,
+    );
     assert_counted(a, "198.51.100.0/24", "main", 6);
     assert_counted(a, "198.51.100.0/24", "100", 4);
 
@@ -362,8 +429,15 @@ fn the_same_prefix_in_two_tables_keeps_two_tunnels_until_one_is_deleted() {
         "",
         "table 100's route is gone"
     );
-    flow_arrives_only_on(&lab, &rx, None, "198.51.100.3", 3, 42);
-    flow_arrives_only_on(&lab, &rx, Some(TABLE_100_SOURCE), "198.51.100.3", 2, 42);
+    flow_arrives_only_on(&lab, &rx, Sender::Main, "198.51.100.3", 3, 42);
+    flow_arrives_only_on(
+        &lab,
+        &rx,
+        Sender::Source(TABLE_100_SOURCE),
+        "198.51.100.3",
+        2,
+        42,
+    );
     assert_counted(a, "198.51.100.0/24", "main", 11);
     let list = json(&a.lwt_ok(&["encap", "list", "-j"]));
     let mut left: Vec<String> = list
@@ -390,4 +464,30 @@ fn the_same_prefix_in_two_tables_keeps_two_tunnels_until_one_is_deleted() {
         ],
         "{list}"
     );
+}
+
+#[test]
+fn the_same_prefix_in_main_and_a_vrf_reaches_each_tunnel() {
+    require_root!();
+    // Creating a VRF device would make the kernel load the vrf module for
+    // the whole host: run only where it is already there.
+    if !std::path::Path::new("/sys/module/vrf").exists() {
+        eprintln!(
+            "SKIPPED {}: the vrf module is not loaded (not loaded by tests: it is host-wide)",
+            module_path!()
+        );
+        return;
+    }
+    let lab = Lab::with_vrf("tvrf");
+    let a = &lab.p.a;
+    lab.encap("198.51.100.0/24", 42, None);
+    lab.encap("198.51.100.0/24", 43, Some("10"));
+    let rx = lab.receivers();
+    // The VRF's tunnel is found in table 10, and its outer packet is
+    // routed in the VRF too (the kernel's reroute looks up with the
+    // route device's VRF as output interface): out through va2.
+    flow_arrives_only_on(&lab, &rx, Sender::Main, "198.51.100.3", 5, 42);
+    flow_arrives_only_on(&lab, &rx, Sender::Vrf("blue"), "198.51.100.3", 4, 43);
+    assert_counted(a, "198.51.100.0/24", "main", 5);
+    assert_counted(a, "198.51.100.0/24", "10", 4);
 }
