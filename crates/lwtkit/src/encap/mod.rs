@@ -442,3 +442,24 @@ fn read_stats(map: &MapHandle, slot: u32) -> EncapStats {
         malformed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trie_keys_start_with_the_table_and_count_its_bits() {
+        let k = key_of(&"198.51.100.0/24".parse().expect("prefix"), 100);
+        assert_eq!(k.len(), 28);
+        assert_eq!(u32::from_ne_bytes([k[0], k[1], k[2], k[3]]), 32 + 32 + 24);
+        assert_eq!(&k[4..8], &[0, 0, 0, 100], "table, big-endian");
+        assert_eq!(&k[8..12], &[0, 0, 0, 4], "family tag");
+        assert_eq!(&k[12..16], &[198, 51, 100, 0]);
+        assert!(k[16..].iter().all(|b| *b == 0));
+
+        let k = key_of(&"2001:db8::/32".parse().expect("prefix"), 254);
+        assert_eq!(u32::from_ne_bytes([k[0], k[1], k[2], k[3]]), 64 + 32);
+        assert_eq!(&k[4..12], &[0, 0, 0, 254, 0, 0, 0, 6]);
+        assert_eq!(&k[12..16], &[0x20, 0x01, 0x0d, 0xb8]);
+    }
+}
