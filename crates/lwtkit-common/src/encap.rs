@@ -7,19 +7,49 @@
 /// for `bpf_lwt_push_encap(BPF_LWT_ENCAP_IP)`).
 pub const MAX_HEADER: usize = 256;
 
-/// Key of the encapsulation trie: `prefix_len` counts the 32-bit family tag
-/// (`[0, 0, 0, 4]` or `[0, 0, 0, 6]`) plus the prefix bits of `addr`.
+/// Key of the encapsulation trie: the routing table of the route, the
+/// 32-bit family tag (`[0, 0, 0, 4]` or `[0, 0, 0, 6]`) and the prefix.
+/// `prefix_len` counts the table and family bits (always all of them, so
+/// a lookup never leaves its table or family) plus the prefix bits of `addr`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EncapKey {
     pub prefix_len: u32,
+    /// The route's table id, big-endian: the trie compares bytes in order.
+    pub table: [u8; 4],
     pub family: [u8; 4],
     pub addr: [u8; 16],
 }
 
 impl EncapKey {
+    pub const TABLE_BITS: u32 = 32;
     pub const FAMILY_BITS: u32 = 32;
+    /// Bits of every key before the address: table and family.
+    pub const HEADER_BITS: u32 = Self::TABLE_BITS + Self::FAMILY_BITS;
+    /// Bytes after `prefix_len` (the trie's data size).
+    pub const DATA_LEN: usize = 24;
+
+    /// The key of `addr` (4 or 16 bytes, network order) / `prefix_len` in `table`.
+    pub fn new(table: u32, addr: &[u8], prefix_len: u32) -> Self {
+        let mut k = EncapKey {
+            prefix_len: Self::HEADER_BITS + prefix_len,
+            table: table.to_be_bytes(),
+            family: [0, 0, 0, if addr.len() == 16 { 6 } else { 4 }],
+            addr: [0; 16],
+        };
+        let n = addr.len().min(16);
+        k.addr[..n].copy_from_slice(&addr[..n]);
+        k
+    }
 }
+
+const _: () = assert!(core::mem::size_of::<EncapKey>() == 4 + EncapKey::DATA_LEN);
+
+/// ELF section (and libbpf map) of the `encap` program's one load-time
+/// constant, the table its routes live in (a `u32`): user space sets it
+/// before load, so each table gets its own program instance. The kernel side
+/// spells the same name in its `link_section`.
+pub const TABLE_SECTION: &str = ".rodata.table";
 
 pub mod flags {
     /// The outer header is IPv6 (else IPv4, 20 bytes, no options).

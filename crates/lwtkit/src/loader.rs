@@ -40,8 +40,13 @@ pub enum ProgramSource {
         maps: PathBuf,
         events: PathBuf,
     },
-    /// lwtkit's encapsulation program on the namespace's tunnel maps.
-    Encap { kind: String, maps: PathBuf },
+    /// lwtkit's encapsulation program on the namespace's tunnel maps, for
+    /// the routes of one routing table (built into the instance).
+    Encap {
+        kind: String,
+        maps: PathBuf,
+        table: u32,
+    },
     /// A program lwtkit already attached elsewhere (pinned), to share
     /// under its existing route name and origin.
     Shared {
@@ -191,12 +196,14 @@ fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
                 &format!("lwtkit-filter-{policy}"),
                 origin,
                 &pins,
+                &[],
                 hook,
             )
         }
         ProgramSource::Shared { .. } => unreachable!("shared programs are handled by `load`"),
-        ProgramSource::Encap { kind, maps } => {
+        ProgramSource::Encap { kind, maps, table } => {
             use crate::encap::{STATS_MAP, TUNNELS_MAP};
+            use lwtkit_common::encap::TABLE_SECTION;
             let pins = [
                 (TUNNELS_MAP, maps.join("tunnels")),
                 (STATS_MAP, maps.join("stats")),
@@ -209,6 +216,7 @@ fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
                 &format!("lwtkit-encap-{kind}"),
                 origin,
                 &pins,
+                &[(TABLE_SECTION, &table.to_ne_bytes())],
                 hook,
             )
         }
@@ -217,11 +225,14 @@ fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
 
 /// Built-in `name` for `hook`, sharing the pinned maps `pins` (map name,
 /// pin path); maps not listed are the instance's own (its counters).
+/// `constants` are the initial values of read-only data sections (libbpf
+/// map name, bytes): the verifier sees them as constants of this instance.
 fn load_on_maps(
     name: &str,
     base: &str,
     origin: Origin,
     pins: &[(&str, PathBuf)],
+    constants: &[(&str, &[u8])],
     hook: Hook,
 ) -> Result<LoadedProgram> {
     let b =
@@ -241,13 +252,29 @@ fn load_on_maps(
         program: route_name.clone(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
+    let mut unset: Vec<&str> = constants.iter().map(|(n, _)| *n).collect();
     for mut m in open.maps_mut() {
         let map_name = m.name().to_string_lossy().into_owned();
+        if let Some((section, bytes)) = constants.iter().find(|(n, _)| *n == map_name) {
+            // libbpf refuses a value of another size than the section's.
+            m.set_initial_value(bytes).map_err(|e| Error::Load {
+                program: route_name.clone(),
+                reason: format!("setting {section}: {e}"),
+            })?;
+            unset.retain(|n| n != section);
+            continue;
+        }
         let Some((_, pin)) = pins.iter().find(|(n, _)| *n == map_name) else {
             continue;
         };
         m.reuse_pinned_map(pin)
             .map_err(|_| Error::MissingPin(pin.clone()))?;
+    }
+    if let Some(section) = unset.first() {
+        return Err(Error::Load {
+            program: route_name,
+            reason: format!("the object has no {section} section to set"),
+        });
     }
     let (object, fd) = load_one(open, entry, hook.prog_type(), &route_name)?;
     Ok(LoadedProgram {

@@ -1,7 +1,9 @@
 //! Built-in `encap`: pushes the outer headers of the tunnel that the
-//! encapsulation trie holds for the packet's destination, then asks for a
-//! new route lookup of the outer packet. One loaded program serves every
-//! route of a namespace; changing a remote is a map update.
+//! encapsulation trie holds for the packet's destination in the routing
+//! table of its route, then asks for a new route lookup of the outer
+//! packet. A program cannot see which route (or table) invoked it, so the
+//! table is a load-time constant: one loaded instance per table serves
+//! every route of that table; changing a remote is a map update.
 #![no_std]
 #![no_main]
 
@@ -19,7 +21,15 @@ use lwtkit_common::{
 use lwtkit_ebpf::{gpl_license, lwt_program};
 
 #[btf_map]
-static TUNNELS: LpmTrie<[u8; 20], EncapEntry, { MAX_TUNNELS as usize }> = LpmTrie::new();
+static TUNNELS: LpmTrie<[u8; EncapKey::DATA_LEN], EncapEntry, { MAX_TUNNELS as usize }> =
+    LpmTrie::new();
+
+/// The table of the routes this instance serves, set by user space before
+/// load (libbpf freezes the map, so the verifier reads it as a constant).
+/// The section is `lwtkit_common::encap::TABLE_SECTION`.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".rodata.table")]
+static ENCAP_TABLE: u32 = 0;
 
 #[btf_map]
 static TUNNEL_STATS: PerCpuArray<EncapStats, { MAX_TUNNELS as usize }> = PerCpuArray::new();
@@ -35,19 +45,23 @@ fn encapsulate(ctx: SkBuffContext) -> i32 {
     let len = ctx.len();
     // One load covers an IPv4 header; IPv6 adds the destination's bytes.
     let Ok(h) = ctx.load::<[u8; 20]>(0) else { return malformed() };
-    let mut key = Key::new(0, [0u8; 20]);
+    let mut key = Key::new(0, [0u8; EncapKey::DATA_LEN]);
+    // SAFETY: a plain read of a u32 static; volatile so the compiler cannot
+    // fold in the placeholder that user space overwrites.
+    let table = unsafe { core::ptr::read_volatile(&ENCAP_TABLE) };
+    key.data[0..4].copy_from_slice(&table.to_be_bytes());
     let (ttl, tos) = match h[0] >> 4 {
         6 => {
             let Ok(rest) = ctx.load::<[u8; 20]>(20) else { return malformed() };
-            key.data[3] = 6;
-            key.data[4..20].copy_from_slice(&rest[4..20]);
-            key.prefix_len = EncapKey::FAMILY_BITS + 128;
+            key.data[7] = 6;
+            key.data[8..24].copy_from_slice(&rest[4..20]);
+            key.prefix_len = EncapKey::HEADER_BITS + 128;
             (h[7], (h[0] << 4) | (h[1] >> 4))
         }
         4 => {
-            key.data[3] = 4;
-            key.data[4..8].copy_from_slice(&h[16..20]);
-            key.prefix_len = EncapKey::FAMILY_BITS + 32;
+            key.data[7] = 4;
+            key.data[8..12].copy_from_slice(&h[16..20]);
+            key.prefix_len = EncapKey::HEADER_BITS + 32;
             (h[8], h[1])
         }
         _ => return malformed(),

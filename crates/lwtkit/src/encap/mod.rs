@@ -1,7 +1,8 @@
 //! Overlays without a tunnel device per peer: `lwt encap` steers a prefix
 //! into a tunnel by attaching lwtkit's encapsulation program to the route
-//! and storing the tunnel's outer headers in a map keyed by destination.
-//! Changing a remote is a map update; thousands of prefixes share the maps.
+//! and storing the tunnel's outer headers in a map keyed by table and
+//! destination. Changing a remote is a map update; thousands of prefixes
+//! share the maps, and each table gets its own program instance.
 pub mod decap;
 pub mod header;
 
@@ -72,21 +73,21 @@ fn paths() -> Result<(PathBuf, PathBuf)> {
     Ok((dir.join("encap"), pins.join("encap")))
 }
 
-fn key_of(dst: &IpNet) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..4].copy_from_slice(&(EncapKey::FAMILY_BITS + u32::from(dst.prefix_len())).to_ne_bytes());
-    match dst.network() {
-        IpAddr::V4(a) => {
-            k[7] = 4;
-            k[8..12].copy_from_slice(&a.octets());
-        }
-        IpAddr::V6(a) => {
-            k[7] = 6;
-            k[8..24].copy_from_slice(&a.octets());
-        }
-    }
+/// The trie key of `dst` in `table`, as the map takes it.
+fn key_of(dst: &IpNet, table: u32) -> [u8; KEY_SIZE] {
+    let key = match dst.network() {
+        IpAddr::V4(a) => EncapKey::new(table, &a.octets(), dst.prefix_len().into()),
+        IpAddr::V6(a) => EncapKey::new(table, &a.octets(), dst.prefix_len().into()),
+    };
+    let mut k = [0u8; KEY_SIZE];
+    k[..4].copy_from_slice(&key.prefix_len.to_ne_bytes());
+    k[4..8].copy_from_slice(&key.table);
+    k[8..12].copy_from_slice(&key.family);
+    k[12..].copy_from_slice(&key.addr);
     k
 }
+
+const KEY_SIZE: usize = size_of::<EncapKey>();
 
 fn state_err(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
     Error::State {
@@ -95,10 +96,26 @@ fn state_err(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Creates and pins the namespace's tunnel maps once.
-fn ensure_maps(pins: &std::path::Path) -> Result<()> {
-    if pins.join("tunnels").exists() {
-        return Ok(());
+/// Creates and pins the namespace's tunnel maps once. Maps of an older
+/// key layout (without the table) are replaced when no tunnel uses them.
+fn ensure_maps(pins: &std::path::Path, tunnels_recorded: usize) -> Result<()> {
+    let trie = pins.join("tunnels");
+    if trie.exists() {
+        let key_size = MapHandle::from_pinned_path(&trie)
+            .map_err(|_| Error::MissingPin(trie.clone()))?
+            .key_size() as usize;
+        if key_size == KEY_SIZE {
+            return Ok(());
+        }
+        if tunnels_recorded > 0 {
+            return Err(Error::Invalid(format!(
+                "the tunnel maps in this namespace have an older layout ({key_size}-byte keys, not {KEY_SIZE}); \
+                 `lwt encap del` its {tunnels_recorded} tunnel(s) or `lwt reset`, then add them again"
+            )));
+        }
+        for pin in [trie, pins.join("stats")] {
+            let _ = fs::remove_file(&pin);
+        }
     }
     let b = builtin::find("encap")
         .ok_or_else(|| Error::UnknownBuiltin("encap".into(), builtin::names()))?;
@@ -194,17 +211,6 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
             req.dst, other.dst
         )));
     }
-    // The program finds tunnels by destination alone, not by table.
-    if let Some(other) = existing
-        .iter()
-        .find(|r| r.dst == req.dst && r.table != table)
-    {
-        return Err(Error::Invalid(format!(
-            "{} already has a tunnel in table {}; one prefix has one tunnel per namespace",
-            req.dst,
-            table_name(other.table)
-        )));
-    }
     if let Some(other) = existing
         .iter()
         .find(|r| r.dst == req.dst && r.table == table && r.hook != req.hook)
@@ -214,7 +220,7 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
             req.dst, other.hook, req.hook
         )));
     }
-    ensure_maps(&pins)?;
+    ensure_maps(&pins, existing.len())?;
     let previous = existing
         .iter()
         .find(|r| r.dst == req.dst && r.table == table)
@@ -240,7 +246,7 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
             size_of::<EncapEntry>(),
         )
     };
-    let key = key_of(&req.dst);
+    let key = key_of(&req.dst, table);
     let old_value = tunnels.lookup(&key, MapFlags::ANY).ok().flatten();
     tunnels
         .update(&key, value, MapFlags::ANY)
@@ -262,12 +268,14 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
     } else {
         None
     };
-    // One program serves every route of a kind: share a sibling's (same
-    // type, hook and header size, so the same route name fits both).
+    // One program serves every route of a kind in a table: share a
+    // sibling's (same table, which the program has built in, and same type,
+    // hook and header size, so the same route name fits both).
     let source = existing
         .iter()
         .filter(|r| {
             r.dst != req.dst
+                && r.table == table
                 && r.spec.kind == req.spec.kind
                 && r.hook == req.hook
                 && r.header_len == header.bytes.len()
@@ -276,6 +284,7 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
         .unwrap_or_else(|| ProgramSource::Encap {
             kind: req.spec.kind.to_string(),
             maps: pins.clone(),
+            table,
         });
     let attached = match current {
         Some(a) => Ok(a),
@@ -388,7 +397,7 @@ pub fn del(dst: IpNet, table: Option<u32>) -> Result<Detached> {
         Err(e) => return Err(e),
     };
     if let Ok(tunnels) = MapHandle::from_pinned_path(pins.join("tunnels")) {
-        let _ = tunnels.delete(&key_of(&dst));
+        let _ = tunnels.delete(&key_of(&dst, table));
     }
     fs::remove_file(&path).map_err(|e| state_err(&path, e))?;
     done
@@ -443,5 +452,26 @@ fn read_stats(map: &MapHandle, slot: u32) -> EncapStats {
         no_tunnel,
         push_failed,
         malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trie_keys_start_with_the_table_and_count_its_bits() {
+        let k = key_of(&"198.51.100.0/24".parse().expect("prefix"), 100);
+        assert_eq!(k.len(), 28);
+        assert_eq!(u32::from_ne_bytes([k[0], k[1], k[2], k[3]]), 32 + 32 + 24);
+        assert_eq!(&k[4..8], &[0, 0, 0, 100], "table, big-endian");
+        assert_eq!(&k[8..12], &[0, 0, 0, 4], "family tag");
+        assert_eq!(&k[12..16], &[198, 51, 100, 0]);
+        assert!(k[16..].iter().all(|b| *b == 0));
+
+        let k = key_of(&"2001:db8::/32".parse().expect("prefix"), 254);
+        assert_eq!(u32::from_ne_bytes([k[0], k[1], k[2], k[3]]), 64 + 32);
+        assert_eq!(&k[4..12], &[0, 0, 0, 254, 0, 0, 0, 6]);
+        assert_eq!(&k[12..16], &[0x20, 0x01, 0x0d, 0xb8]);
     }
 }
