@@ -264,8 +264,30 @@ fn verb_of(owner: &Owner) -> &'static str {
     }
 }
 
+/// What a feature adds to an attach or detach so that its own change is
+/// part of the same intent: bookkeeping for either outcome, and a change
+/// made after the intent is recorded and before the route changes (a
+/// tunnel's map entry).
+#[derive(Default)]
+pub struct Extra<'a> {
+    pub done: Vec<Step>,
+    pub undone: Vec<Step>,
+    #[allow(clippy::type_complexity)]
+    pub before_route: Option<Box<dyn FnOnce() -> Result<()> + 'a>>,
+}
+
 /// [`attach`] inside a transaction the caller holds.
 pub fn attach_in(txn: &Txn, rtnl: &mut Rtnl, req: &AttachRequest) -> Result<Attached> {
+    attach_with(txn, rtnl, req, Extra::default())
+}
+
+/// [`attach_in`], with a feature's own change riding on the same intent.
+pub fn attach_with(
+    txn: &Txn,
+    rtnl: &mut Rtnl,
+    req: &AttachRequest,
+    extra: Extra,
+) -> Result<Attached> {
     check_request(req)?;
     let oif = ifindex(&req.dev)?;
     let key = route_key(req.dst, req.table, req.local);
@@ -390,8 +412,16 @@ pub fn attach_in(txn: &Txn, rtnl: &mut Rtnl, req: &AttachRequest) -> Result<Atta
         Step::RemoveTree { path: stage },
         Step::RemoveEmptyDir { path: route_pins },
     ];
+    intent.done.extend(extra.done);
+    intent.undone.extend(extra.undone);
     let pending = txn.intend(intent)?;
     failpoint("attach:intent");
+    if let Some(change) = extra.before_route {
+        if let Err(e) = change() {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(e);
+        }
+    }
     let sent = if created {
         rtnl.create(route)
     } else {
@@ -702,6 +732,17 @@ fn hooks_to_remove(
 
 /// [`detach`] inside a transaction the caller holds.
 pub fn detach_in(txn: &Txn, rtnl: &mut Rtnl, req: &DetachRequest) -> Result<Detached> {
+    detach_with(txn, rtnl, req, Vec::new())
+}
+
+/// [`detach_in`], with a feature's own bookkeeping (`done`) applied once
+/// the route no longer runs its hook.
+pub fn detach_with(
+    txn: &Txn,
+    rtnl: &mut Rtnl,
+    req: &DetachRequest,
+    extra_done: Vec<Step>,
+) -> Result<Detached> {
     let key = route_key(req.dst, req.table, req.local);
     let skey = RouteRecord::key(&key.dst, key.table);
     let route_label = key.to_string();
@@ -765,9 +806,7 @@ pub fn detach_in(txn: &Txn, rtnl: &mut Rtnl, req: &DetachRequest) -> Result<Deta
         steps.push(txn.put_step(&after)?);
         steps
     };
-    // Whatever the kernel shows after a kill, the route is no longer what
-    // the old record says only if the change happened; if it did not, the
-    // old record still holds.
+    intent.done.extend(extra_done);
     let pending = txn.intend(intent)?;
     failpoint("detach:intent");
     let mut kept_fds = Vec::new();

@@ -16,13 +16,14 @@ use serde::{Deserialize, Serialize};
 pub use header::{parse_mac, Tos, TunnelSpec, TunnelType};
 
 use crate::{
-    attach::{self, AttachRequest, Attached, DetachRequest, Detached},
+    attach::{self, AttachRequest, Attached, DetachRequest, Detached, Extra},
     builtin,
     error::{Error, Result},
     hook::Hook,
     loader::{last_line, LibbpfLog, ProgramSource},
+    ns::{self, failpoint, intent::hex, Intent, Namespace, Outcome, Probe, Step, Txn},
     route::{link, netlink::Rtnl, ops, table::table_name},
-    state::{NetnsState, Owner, RouteRecord},
+    state::{Owner, RouteRecord},
     system,
 };
 
@@ -67,10 +68,16 @@ pub struct TunnelView {
     pub stats: EncapStats,
 }
 
-fn paths() -> Result<(PathBuf, PathBuf)> {
-    let bpffs = system::ensure_bpffs()?;
-    let (dir, pins) = NetnsState::paths(&bpffs)?;
-    Ok((dir.join("encap"), pins.join("encap")))
+impl crate::ns::Record for TunnelRecord {
+    const DIR: &'static str = "encap";
+    fn key(&self) -> String {
+        RouteRecord::key(&self.dst, self.table)
+    }
+}
+
+/// The namespace's tunnel map pins (read only: nothing is created).
+fn pins() -> Result<PathBuf> {
+    Ok(Namespace::open_readonly()?.pin_root().join("encap"))
 }
 
 /// The trie key of `dst` in `table`, as the map takes it.
@@ -146,22 +153,18 @@ fn ensure_maps(pins: &std::path::Path, tunnels_recorded: usize) -> Result<()> {
     Ok(())
 }
 
-fn records(dir: &std::path::Path) -> Vec<TunnelRecord> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<TunnelRecord> = entries
-        .flatten()
-        .filter_map(|e| fs::read(e.path()).ok())
-        .filter_map(|b| serde_json::from_slice(&b).ok())
-        .collect();
-    out.sort_by_key(|r| (r.table, r.dst.to_string()));
-    out
+/// `lwt encap add`: validates everything, stores the tunnel, attaches.
+pub fn add(req: EncapRequest) -> Result<Attached> {
+    system::require_attach_privileges("lwt encap add")?;
+    let ns = Namespace::open()?;
+    let txn = ns.begin("lwt encap add")?;
+    add_in(&txn, &mut Rtnl::open()?, req)
 }
 
-/// `lwt encap add`: validates everything, stores the tunnel, attaches.
-pub fn add(mut req: EncapRequest) -> Result<Attached> {
-    system::require_attach_privileges("lwt encap add")?;
+/// [`add`] inside a transaction the caller holds. The map entry, the route
+/// and the tunnel record change under one intent: a kill anywhere leaves
+/// either the old tunnel or the new one.
+pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attached> {
     let oif = attach::ifindex(&req.dev)?;
     let inner_v6 = req.dst.addr().is_ipv6();
     let remote = req
@@ -169,8 +172,7 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
         .outer_dst()
         .map_err(|e| Error::Invalid(e.to_string()))?;
     if req.local_from_dev {
-        let mut rtnl = Rtnl::open()?;
-        req.spec.local = link::addresses(&mut rtnl, oif)?
+        req.spec.local = link::addresses(rtnl, oif)?
             .into_iter()
             .find(|a| a.is_ipv4() == remote.is_ipv4())
             .ok_or_else(|| {
@@ -186,8 +188,8 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
         .header(inner_v6)
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let table = req.table.unwrap_or_else(|| ops::default_table(false));
-    let (dir, pins) = paths()?;
-    let existing = records(&dir);
+    let pins = txn.pin_root().join("encap");
+    let existing: Vec<TunnelRecord> = txn.all()?;
     // The outer packet is routed again: it must not come back here.
     if req.dst.contains(&remote) {
         return Err(Error::Invalid(format!("loop: the outer destination {remote} is inside {}, so the encapsulated packet would be encapsulated again", req.dst)));
@@ -247,10 +249,19 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
         )
     };
     let key = key_of(&req.dst, table);
+    let trie = pins.join("tunnels");
     let old_value = tunnels.lookup(&key, MapFlags::ANY).ok().flatten();
-    tunnels
-        .update(&key, value, MapFlags::ANY)
-        .map_err(|e| state_err(&pins, e))?;
+    let restore = match old_value {
+        Some(v) => Step::MapPut {
+            pin: trie.clone(),
+            key: hex(&key),
+            value: hex(&v),
+        },
+        None => Step::MapDelete {
+            pin: trie.clone(),
+            key: hex(&key),
+        },
+    };
     if previous.is_none() {
         let stats = MapHandle::from_pinned_path(pins.join("stats"))
             .map_err(|_| Error::MissingPin(pins.join("stats")))?;
@@ -258,16 +269,53 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
         let zero = vec![vec![0u8; size_of::<EncapStats>()]; cpus];
         let _ = stats.update_percpu(&counter.to_ne_bytes(), &zero, MapFlags::ANY);
     }
+    let record = TunnelRecord {
+        dst: req.dst,
+        table,
+        dev: req.dev.clone(),
+        hook: req.hook,
+        spec: req.spec.clone(),
+        counter,
+        header_len: header.bytes.len(),
+    };
+    let put = txn.put_step(&record)?;
+    let value = value.to_vec();
+    let update = move || -> Result<()> {
+        tunnels
+            .update(&key, &value, MapFlags::ANY)
+            .map_err(|e| state_err(&trie, e))?;
+        failpoint("encap:map");
+        Ok(())
+    };
     // Same route shape as before (device, hook, header size): the map
-    // update above is the whole change; the program stays.
+    // update is the whole change; the program stays.
     let same_route = previous.as_ref().is_some_and(|p| {
         p.dev == req.dev && p.hook == req.hook && p.header_len == header.bytes.len()
     });
-    let current = if same_route {
-        current_attachment(&req.dst, table, req.hook)
-    } else {
-        None
-    };
+    if let Some(current) = same_route
+        .then(|| current_attachment(txn, &req.dst, table, req.hook))
+        .flatten()
+    {
+        let Step::Put { path, json } = &put else {
+            unreachable!("put_step makes a Put")
+        };
+        let mut intent = Intent::new(
+            "lwt encap add",
+            Probe::Record {
+                path: path.clone(),
+                json: json.clone(),
+            },
+        );
+        intent.undone = vec![restore];
+        let pending = txn.intend(intent)?;
+        if let Err(e) = update() {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(e);
+        }
+        ns::intent::apply(&[put])?;
+        txn.finish(pending, Outcome::Done)?;
+        return Ok(current);
+    }
     // One program serves every route of a kind in a table: share a
     // sibling's (same table, which the program has built in, and same type,
     // hook and header size, so the same route name fits both).
@@ -280,15 +328,16 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
                 && r.hook == req.hook
                 && r.header_len == header.bytes.len()
         })
-        .find_map(|r| shared_source(&r.dst, r.table, r.hook))
+        .find_map(|r| shared_source(txn, &r.dst, r.table, r.hook))
         .unwrap_or_else(|| ProgramSource::Encap {
             kind: req.spec.kind.to_string(),
             maps: pins.clone(),
             table,
         });
-    let attached = match current {
-        Some(a) => Ok(a),
-        None => attach::attach(&AttachRequest {
+    attach::attach_with(
+        txn,
+        rtnl,
+        &AttachRequest {
             dst: req.dst,
             dev: req.dev.clone(),
             hook: req.hook,
@@ -301,42 +350,20 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
             via: None,
             mtu_reduction: Some(header.bytes.len() as u32),
             force: false,
-        }),
-    };
-    let attached = match attached {
-        Ok(a) => a,
-        Err(e) => {
-            // Put the map back as it was.
-            let _ = match old_value {
-                Some(v) => tunnels.update(&key, &v, MapFlags::ANY),
-                None => tunnels.delete(&key),
-            };
-            return Err(e);
-        }
-    };
-    let record = TunnelRecord {
-        dst: req.dst,
-        table,
-        dev: req.dev,
-        hook: req.hook,
-        spec: req.spec,
-        counter,
-        header_len: header.bytes.len(),
-    };
-    fs::create_dir_all(&dir).map_err(|e| state_err(&dir, e))?;
-    let path = dir.join(format!("{}.json", RouteRecord::key(&req.dst, table)));
-    fs::write(
-        &path,
-        serde_json::to_vec_pretty(&record).map_err(|e| state_err(&path, e))?,
+        },
+        Extra {
+            done: vec![put],
+            undone: vec![restore],
+            before_route: Some(Box::new(update)),
+        },
     )
-    .map_err(|e| state_err(&path, e))?;
-    Ok(attached)
 }
 
 /// The pinned program of another tunnel's route, to share.
-fn shared_source(dst: &IpNet, table: u32, hook: Hook) -> Option<ProgramSource> {
-    let state = NetnsState::open_existing(std::path::Path::new(system::BPFFS)).ok()??;
-    let record = state.load(&RouteRecord::key(dst, table)).ok()??;
+fn shared_source(txn: &Txn, dst: &IpNet, table: u32, hook: Hook) -> Option<ProgramSource> {
+    let record = txn
+        .get::<RouteRecord>(&RouteRecord::key(dst, table))
+        .ok()??;
     let h = record.hooks.get(&hook)?;
     h.pin.exists().then(|| ProgramSource::Shared {
         pin: h.pin.clone(),
@@ -346,9 +373,10 @@ fn shared_source(dst: &IpNet, table: u32, hook: Hook) -> Option<ProgramSource> {
 }
 
 /// What is attached to the route now, if lwtkit's records and pins say so.
-fn current_attachment(dst: &IpNet, table: u32, hook: Hook) -> Option<Attached> {
-    let state = NetnsState::open_existing(std::path::Path::new(system::BPFFS)).ok()??;
-    let record = state.load(&RouteRecord::key(dst, table)).ok()??;
+fn current_attachment(txn: &Txn, dst: &IpNet, table: u32, hook: Hook) -> Option<Attached> {
+    let record = txn
+        .get::<RouteRecord>(&RouteRecord::key(dst, table))
+        .ok()??;
     let h = record.hooks.get(&hook)?;
     let prog = libbpf_rs::ProgramHandle::from_pinned_path(&h.pin).ok()?;
     Some(Attached {
@@ -366,64 +394,75 @@ fn current_attachment(dst: &IpNet, table: u32, hook: Hook) -> Option<Attached> {
 /// `lwt encap del`: detaches and forgets the tunnel.
 pub fn del(dst: IpNet, table: Option<u32>) -> Result<Detached> {
     system::require_attach_privileges("lwt encap del")?;
+    let ns = Namespace::open()?;
+    let txn = ns.begin("lwt encap del")?;
+    del_in(&txn, &mut Rtnl::open()?, dst, table)
+}
+
+/// [`del`] inside a transaction the caller holds.
+pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, dst: IpNet, table: Option<u32>) -> Result<Detached> {
     let table = table.unwrap_or_else(|| ops::default_table(false));
-    let (dir, pins) = paths()?;
-    let path = dir.join(format!("{}.json", RouteRecord::key(&dst, table)));
-    let record: TunnelRecord = fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "no lwtkit tunnel for {dst} table {}",
-                table_name(table)
-            ))
-        })?;
-    let done = attach::detach(&DetachRequest {
+    let skey = RouteRecord::key(&dst, table);
+    let record: TunnelRecord = txn.get(&skey)?.ok_or_else(|| {
+        Error::Invalid(format!(
+            "no lwtkit tunnel for {dst} table {}",
+            table_name(table)
+        ))
+    })?;
+    // The tunnel's entry and record go once the route no longer runs it.
+    let forget = vec![
+        txn.remove_step::<TunnelRecord>(&skey),
+        Step::MapDelete {
+            pin: txn.pin_root().join("encap").join("tunnels"),
+            key: hex(&key_of(&dst, table)),
+        },
+    ];
+    let req = DetachRequest {
         hook: Some(record.hook),
         owner: Some(Owner::Encap),
         ..DetachRequest::new(dst, Some(table), false)
-    });
-    // The tunnel goes whatever happened to its route: gone (device
-    // deleted), or changed outside lwtkit (reported, left alone).
-    let done = match done {
-        Ok(d) => Ok(d),
-        Err(Error::NotManaged(route)) => Ok(Detached {
-            route,
-            hooks: vec![record.hook],
-            route_now: "gone",
-            note: Some("lwtkit had no record of the route any more".into()),
-        }),
-        Err(e @ Error::Drift { .. }) => Err(e),
-        Err(e) => return Err(e),
     };
-    if let Ok(tunnels) = MapHandle::from_pinned_path(pins.join("tunnels")) {
-        let _ = tunnels.delete(&key_of(&dst, table));
+    match attach::detach_with(txn, rtnl, &req, forget.clone()) {
+        Ok(d) => Ok(d),
+        // The tunnel goes whatever happened to its route: gone (device
+        // deleted), or changed outside lwtkit (reported, left alone).
+        Err(Error::NotManaged(route)) => {
+            ns::intent::apply(&forget)?;
+            Ok(Detached {
+                route,
+                hooks: vec![record.hook],
+                route_now: "gone",
+                note: Some("lwtkit had no record of the route any more".into()),
+            })
+        }
+        Err(e @ Error::Drift { .. }) => {
+            ns::intent::apply(&forget)?;
+            Err(e)
+        }
+        Err(e) => Err(e),
     }
-    fs::remove_file(&path).map_err(|e| state_err(&path, e))?;
-    done
 }
 
 /// Packets the namespace's encapsulation dropped before finding a tunnel
 /// (no tunnel for their destination, or not IP): counted once per
 /// namespace, not per route.
 pub fn unrouted() -> Result<EncapStats> {
-    let (_, pins) = paths()?;
-    Ok(MapHandle::from_pinned_path(pins.join("stats"))
+    Ok(MapHandle::from_pinned_path(pins()?.join("stats"))
         .map(|m| read_stats(&m, lwtkit_common::encap::NO_TUNNEL_SLOT))
         .unwrap_or_default())
 }
 
 /// The tunnels lwtkit keeps in this namespace, as recorded.
 pub fn tunnels() -> Result<Vec<TunnelRecord>> {
-    let (dir, _) = paths()?;
-    Ok(records(&dir))
+    let mut out: Vec<TunnelRecord> = Namespace::open_readonly()?.all()?;
+    out.sort_by_key(|r| (r.table, r.dst.to_string()));
+    Ok(out)
 }
 
 /// `lwt encap list`: every tunnel with its counters.
 pub fn list() -> Result<Vec<TunnelView>> {
-    let (dir, pins) = paths()?;
-    let stats = MapHandle::from_pinned_path(pins.join("stats")).ok();
-    Ok(records(&dir)
+    let stats = MapHandle::from_pinned_path(pins()?.join("stats")).ok();
+    Ok(tunnels()?
         .into_iter()
         .map(|r| {
             let s = stats

@@ -39,6 +39,9 @@ pub enum Probe {
     Pinned { path: PathBuf },
     /// A pin is gone.
     Unpinned { path: PathBuf },
+    /// A record holds exactly this text: for changes only lwtkit's own maps
+    /// see, whose record is written last.
+    Record { path: PathBuf, json: String },
 }
 
 /// One piece of bookkeeping, idempotent so it can be applied twice.
@@ -112,6 +115,9 @@ pub fn observe(probe: &Probe, routes: &mut dyn RouteTable) -> Result<Outcome> {
         }
         Probe::Pinned { path } => path.exists(),
         Probe::Unpinned { path } => !path.exists(),
+        Probe::Record { path, json } => {
+            std::fs::read_to_string(path).is_ok_and(|text| text == *json)
+        }
     };
     Ok(if took { Outcome::Done } else { Outcome::Undone })
 }
