@@ -106,6 +106,9 @@ pub enum Seg6Verb {
         obj: Option<PathBuf>,
         #[arg(long, value_name = "S", requires = "obj")]
         section: Option<String>,
+        /// Load the program as lwt_seg6local whatever its section says (the verifier judges).
+        #[arg(long = "prog-type", value_enum, requires = "obj")]
+        prog_type: Option<Seg6ProgTypeArg>,
         /// Table of the SID route.
         #[arg(long, value_name = "ID|NAME")]
         table: Option<String>,
@@ -156,10 +159,11 @@ pub struct EncapAddArgs {
     /// Outer source (default: the device's address of the remote's family).
     #[arg(long, value_name = "ADDR")]
     pub local: Option<String>,
-    #[arg(long, value_name = "N")]
+    /// VXLAN network identifier, 0-16777215.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=0xff_ffff))]
     pub vni: Option<u32>,
-    /// UDP destination port (vxlan: 4789 by default; fou and gue need it).
-    #[arg(long, value_name = "N")]
+    /// UDP destination port, 1-65535 (vxlan: 4789 by default; fou and gue need it).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
     /// VXLAN: the MAC of the peer's vxlan device.
     #[arg(long = "inner-dst-mac", value_name = "MAC")]
@@ -167,8 +171,8 @@ pub struct EncapAddArgs {
     /// SRv6 segment list, first to visit first.
     #[arg(long, value_name = "ADDR,ADDR,...", value_delimiter = ',')]
     pub segments: Vec<String>,
-    /// Outer TTL / hop limit (default: copied from the inner packet).
-    #[arg(long, value_name = "N")]
+    /// Outer TTL / hop limit, 1-255 (default: copied from the inner packet).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..))]
     pub ttl: Option<u8>,
     /// Outer ToS: `inherit` (default) or a number.
     #[arg(long, value_name = "inherit|N")]
@@ -193,8 +197,9 @@ pub enum FilterVerb {
         /// Verdict when no rule matches.
         #[arg(long, value_enum, default_value = "allow")]
         default: VerdictArg,
-        /// Most rules the policy can hold (sizes its maps).
-        #[arg(long, value_name = "RULES")]
+        /// Most rules the policy can hold at once (sizes its maps), 1-4194304.
+        #[arg(long, value_name = "RULES",
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(lwtkit::filter::store::MAX_CAPACITY)))]
         capacity: Option<u32>,
     },
     /// Delete a policy that no route uses.
@@ -226,6 +231,9 @@ pub enum FilterVerb {
         table: Option<String>,
         #[arg(long)]
         local: bool,
+        /// Allow --local with a table other than local (the host then accepts traffic for PREFIX).
+        #[arg(long)]
+        force: bool,
     },
     /// Take a policy off a route (every hook it is on there).
     Detach {
@@ -284,6 +292,13 @@ pub enum ProgTypeArg {
     LwtOut,
     #[value(name = "lwt_xmit")]
     LwtXmit,
+}
+
+/// The one program type an End.BPF route takes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Seg6ProgTypeArg {
+    #[value(name = "lwt_seg6local")]
+    LwtSeg6local,
 }
 
 impl From<ProgTypeArg> for Hook {
@@ -345,6 +360,9 @@ pub struct AttachArgs {
     /// Gateway of the route.
     #[arg(long, value_name = "GW")]
     pub via: Option<String>,
+    /// Allow --local with a table other than local (the host then accepts traffic for PREFIX).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -371,25 +389,33 @@ pub struct StatsArgs {
     /// Refresh every --interval seconds and show rates (Ctrl-C stops).
     #[arg(long)]
     pub watch: bool,
-    /// Seconds between refreshes with --watch.
-    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    /// Seconds between refreshes with --watch (more than 0).
+    #[arg(long, default_value_t = 1.0, value_name = "SECS", value_parser = positive_seconds)]
     pub interval: f64,
-    /// Stop --watch after this many refreshes.
-    #[arg(long, value_name = "N")]
+    /// Stop --watch after this many refreshes (1 or more).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 }
 
 #[derive(Args, Debug)]
 pub struct EventsArgs {
-    /// Stop after N events.
-    #[arg(long, value_name = "N")]
-    pub count: Option<usize>,
-    /// Stop after SECS seconds.
-    #[arg(long, value_name = "SECS")]
+    /// Stop after N events (1 or more).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Stop after SECS seconds (more than 0).
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
     pub timeout: Option<f64>,
     /// Also write the captured bytes to FILE as pcap (link type raw IP).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+}
+
+/// A number of seconds greater than 0 (a zero or negative wait makes no sense).
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds greater than 0")),
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use crate::{
         encap,
         netlink::{NetlinkError, Rtnl},
         ops::{self, NewRoute, RouteKey},
+        table::{table_name, RT_TABLE_LOCAL},
     },
     state::{self, HookRecord, NetnsState, RouteRecord},
     system,
@@ -45,6 +46,9 @@ pub struct AttachRequest {
     /// Lower the route's MTU (and advertised MSS) by this many bytes below
     /// the device's, so encapsulated TCP never needs fragmenting.
     pub mtu_reduction: Option<u32>,
+    /// Allow what is refused as probably a mistake: a `local` route
+    /// outside table `local`.
+    pub force: bool,
 }
 
 /// What an attach did.
@@ -118,7 +122,10 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
                 req.dst
             )));
         }
+        crate::validate::host_address("--via", gw).map_err(Error::Invalid)?;
     }
+    crate::validate::table_id("--table", req.table).map_err(Error::Invalid)?;
+    check_local_table(req)?;
     system::require_attach_privileges("lwt attach")?;
     let oif = ifindex(&req.dev)?;
     let (state, key, skey, route_label) = open_route(req.dst, req.table, req.local)?;
@@ -244,6 +251,23 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
         tag: hex(&handle.tag()),
         created,
     })
+}
+
+/// A `local` route makes the host accept traffic for its prefix from
+/// whichever table it is in (IPv4 input takes any RTN_LOCAL lookup result
+/// as local delivery), so one outside table `local` needs `force`.
+fn check_local_table(req: &AttachRequest) -> Result<()> {
+    let table = req.table.unwrap_or_else(|| ops::default_table(req.local));
+    if !req.local || table == RT_TABLE_LOCAL || req.force {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "--local with table {}: lwtkit would put a local route for {} in table {}, and the host would then accept traffic for {} as its own; attach to the address's route in table local (drop --table), or pass --force if that is what you want",
+        table_name(table),
+        req.dst,
+        table_name(table),
+        req.dst
+    )))
 }
 
 /// Puts every hook of `record` but `except` into `bpf`, by opening its

@@ -33,6 +33,7 @@ pub fn run(a: AttachArgs, out: &Output) -> anyhow::Result<()> {
             .map(|v| v.parse().map_err(|_| Error::InvalidAddress(v)))
             .transpose()?,
         mtu_reduction: None,
+        force: a.force,
     };
     let done = attach::attach(&req)?;
     out.emit(&done, |d| {

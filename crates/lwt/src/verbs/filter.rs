@@ -76,6 +76,7 @@ pub fn run(v: FilterVerb, out: &Output) -> anyhow::Result<()> {
             hook,
             table,
             local,
+            force,
         } => {
             let done = manage::attach_policy(
                 &name,
@@ -84,6 +85,7 @@ pub fn run(v: FilterVerb, out: &Output) -> anyhow::Result<()> {
                 hook.into(),
                 super::table(table.as_deref())?,
                 local,
+                force,
             )?;
             out.emit(&done, |d| {
                 format!(

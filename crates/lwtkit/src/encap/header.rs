@@ -140,7 +140,84 @@ pub struct Header {
     pub flags: u16,
 }
 
+impl TunnelType {
+    /// The tunnels with a UDP header (and so a destination port).
+    pub fn is_udp(self) -> bool {
+        matches!(self, Self::Vxlan | Self::Fou | Self::Gue)
+    }
+
+    /// The outer family the type needs: `Some(true)` IPv6, `Some(false)`
+    /// IPv4, `None` either.
+    pub fn outer_v6(self) -> Option<bool> {
+        match self {
+            Self::Ipip | Self::Sit => Some(false),
+            Self::Ip6ip6 | Self::Ip4in6 | Self::Srv6 => Some(true),
+            Self::Vxlan | Self::Fou | Self::Gue | Self::Gre => None,
+        }
+    }
+}
+
 impl TunnelSpec {
+    /// Refuses what the tunnel type cannot carry or the header cannot hold:
+    /// flags of other types, numbers out of range, and outer addresses that
+    /// are not one host of the family the type needs. `local` is checked by
+    /// [`TunnelSpec::validate_local`] (callers may fill it in later).
+    pub fn validate(&self) -> Result<(), EncapError> {
+        use crate::validate::{host_address, in_range};
+        let kind = self.kind;
+        let invalid = EncapError::Invalid;
+        if let Some(vni) = self.vni {
+            if kind != TunnelType::Vxlan {
+                return Err(invalid(format!(
+                    "--vni applies only to vxlan; a {kind} header has no VNI"
+                )));
+            }
+            in_range("--vni", vni.into(), 0, (1 << 24) - 1).map_err(invalid)?;
+        }
+        if let Some(port) = self.port {
+            if !kind.is_udp() {
+                return Err(invalid(format!(
+                    "--port applies only to the UDP tunnels vxlan, fou and gue; a {kind} header has no UDP port"
+                )));
+            }
+            in_range("--port", port.into(), 1, 65535).map_err(invalid)?;
+        }
+        if self.inner_dst_mac.is_some() && kind != TunnelType::Vxlan {
+            return Err(invalid(format!(
+                "--inner-dst-mac applies only to vxlan; a {kind} tunnel carries IP packets, not Ethernet frames"
+            )));
+        }
+        if !self.segments.is_empty() && kind != TunnelType::Srv6 {
+            return Err(invalid(format!(
+                "--segments applies only to srv6; a {kind} header has no segment list"
+            )));
+        }
+        for s in &self.segments {
+            host_address("--segments", IpAddr::V6(*s)).map_err(invalid)?;
+        }
+        if let Some(ttl) = self.ttl {
+            in_range("--ttl", ttl.into(), 1, 255).map_err(invalid)?;
+        }
+        if let Some(remote) = self.remote {
+            host_address("--remote", remote).map_err(invalid)?;
+        }
+        if let (Some(want_v6), Ok(remote)) = (kind.outer_v6(), self.outer_dst()) {
+            if remote.is_ipv6() != want_v6 {
+                return Err(EncapError::OuterFamily {
+                    kind,
+                    want: if want_v6 { 6 } else { 4 },
+                    remote,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a `local` (outer source) that is not one host.
+    pub fn validate_local(&self) -> Result<(), EncapError> {
+        crate::validate::host_address("--local", self.local).map_err(EncapError::Invalid)
+    }
+
     /// The outer destination: `--remote`, or the first SRv6 segment.
     pub fn outer_dst(&self) -> Result<IpAddr, EncapError> {
         match (self.remote, self.kind, self.segments.first()) {
@@ -156,6 +233,8 @@ impl TunnelSpec {
     /// Builds the outer header block for packets of the prefix's family.
     pub fn header(&self, inner_v6: bool) -> Result<Header, EncapError> {
         use TunnelType::*;
+        self.validate()?;
+        self.validate_local()?;
         let remote = self.outer_dst()?;
         if remote.is_ipv4() != self.local.is_ipv4() {
             return Err(EncapError::Families {
@@ -231,11 +310,6 @@ impl TunnelSpec {
                 let vni = self
                     .vni
                     .ok_or_else(|| EncapError::Invalid("vxlan needs --vni".into()))?;
-                if vni >= 1 << 24 {
-                    return Err(EncapError::Invalid(format!(
-                        "VNI {vni} does not fit 24 bits"
-                    )));
-                }
                 let mac = self.inner_dst_mac.ok_or_else(|| {
                     EncapError::Invalid(
                         "vxlan needs --inner-dst-mac (the MAC of the peer's vxlan device)".into(),

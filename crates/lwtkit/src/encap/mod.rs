@@ -144,6 +144,16 @@ fn records(dir: &std::path::Path) -> Vec<TunnelRecord> {
 
 /// `lwt encap add`: validates everything, stores the tunnel, attaches.
 pub fn add(mut req: EncapRequest) -> Result<Attached> {
+    // Bad input is refused before anything is looked up or changed.
+    req.spec
+        .validate()
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    if !req.local_from_dev {
+        req.spec
+            .validate_local()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+    }
+    crate::validate::table_id("--table", req.table).map_err(Error::Invalid)?;
     system::require_attach_privileges("lwt encap add")?;
     let oif = attach::ifindex(&req.dev)?;
     let inner_v6 = req.dst.addr().is_ipv6();
@@ -291,6 +301,7 @@ pub fn add(mut req: EncapRequest) -> Result<Attached> {
             local: false,
             via: None,
             mtu_reduction: Some(header.bytes.len() as u32),
+            force: false,
         }),
     };
     let attached = match attached {

@@ -166,7 +166,8 @@ fn view(p: &Policies, state: &NetnsState, policy: Policy) -> Result<PolicyView> 
     })
 }
 
-/// `lwt filter attach`: the filter program on `hook` of the route.
+/// `lwt filter attach`: the filter program on `hook` of the route
+/// (`force`: as [`AttachRequest::force`]).
 pub fn attach_policy(
     name: &str,
     dst: IpNet,
@@ -174,6 +175,7 @@ pub fn attach_policy(
     hook: Hook,
     table: Option<u32>,
     local: bool,
+    force: bool,
 ) -> Result<Attached> {
     // Check the policy and find its pins, then let attach take the lock.
     let (maps, events) = with_policies("lwt filter attach", |p, _| {
@@ -194,6 +196,7 @@ pub fn attach_policy(
         local,
         via: None,
         mtu_reduction: None,
+        force,
     })
 }
 

@@ -32,6 +32,8 @@ use crate::{
 
 /// Rules a policy holds unless `--capacity` says otherwise.
 pub const DEFAULT_CAPACITY: u32 = 16_384;
+/// The largest `--capacity`.
+pub const MAX_CAPACITY: u32 = 1 << 22;
 /// Cells reserved per rule of capacity in each generation (tree nodes,
 /// leaf lists, the rule itself); measured at ~6-10 for mixed rule sets.
 const CELLS_PER_RULE: u32 = 8;
@@ -186,12 +188,8 @@ impl<'a> Policies<'a> {
             return Err(Error::Invalid(format!("policy `{name}` already exists")));
         }
         let capacity = capacity.unwrap_or(DEFAULT_CAPACITY);
-        if capacity == 0 || capacity > 1 << 22 {
-            return Err(Error::Invalid(format!(
-                "capacity {capacity} out of range 1-{}",
-                1 << 22
-            )));
-        }
+        crate::validate::in_range("--capacity", capacity.into(), 1, MAX_CAPACITY.into())
+            .map_err(Error::Invalid)?;
         let cells = capacity.saturating_mul(CELLS_PER_RULE).max(MIN_CELLS);
         let id = self.all()?.iter().map(|p| p.id).max().unwrap_or(0) + 1;
         let policy = Policy {
