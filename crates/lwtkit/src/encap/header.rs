@@ -464,6 +464,88 @@ mod tests {
     }
 
     #[test]
+    fn flags_of_other_tunnel_types_are_refused() {
+        let refused = |s: &TunnelSpec, needle: &str| {
+            let err = s.validate().expect_err(needle).to_string();
+            assert!(err.contains(needle), "expected `{needle}` in: {err}");
+        };
+        let mut s = spec(TunnelType::Gue, "192.0.2.1", "192.0.2.2");
+        s.vni = Some(7);
+        refused(&s, "--vni applies only to vxlan");
+        let mut s = spec(TunnelType::Ipip, "192.0.2.1", "192.0.2.2");
+        s.port = Some(5555);
+        refused(&s, "--port applies only to the UDP tunnels");
+        let mut s = spec(TunnelType::Gre, "192.0.2.1", "192.0.2.2");
+        s.inner_dst_mac = Some([2, 0, 0, 0, 0, 1]);
+        refused(&s, "--inner-dst-mac applies only to vxlan");
+        let mut s = spec(TunnelType::Ip6ip6, "2001:db8::1", "2001:db8::2");
+        s.segments = vec!["fc00::1".parse().expect("ip")];
+        refused(&s, "--segments applies only to srv6");
+        for kind in [TunnelType::Vxlan, TunnelType::Fou, TunnelType::Gue] {
+            let mut s = spec(kind, "192.0.2.1", "192.0.2.2");
+            s.port = Some(6080);
+            assert_eq!(s.validate(), Ok(()), "{kind} takes --port");
+        }
+    }
+
+    #[test]
+    fn numbers_out_of_range_name_the_flag_and_range() {
+        let mut s = spec(TunnelType::Fou, "192.0.2.1", "192.0.2.2");
+        s.port = Some(0);
+        assert_eq!(
+            s.validate(),
+            Err(EncapError::Invalid(
+                "--port 0 is out of range 1-65535".into()
+            ))
+        );
+        let mut s = spec(TunnelType::Vxlan, "192.0.2.1", "192.0.2.2");
+        s.vni = Some(1 << 24);
+        assert_eq!(
+            s.validate(),
+            Err(EncapError::Invalid(
+                "--vni 16777216 is out of range 0-16777215".into()
+            ))
+        );
+        s.vni = Some((1 << 24) - 1);
+        assert_eq!(s.validate(), Ok(()));
+        let mut s = spec(TunnelType::Gre, "192.0.2.1", "192.0.2.2");
+        s.ttl = Some(0);
+        assert_eq!(
+            s.validate(),
+            Err(EncapError::Invalid("--ttl 0 is out of range 1-255".into()))
+        );
+    }
+
+    #[test]
+    fn outer_addresses_must_be_one_host_of_the_right_family() {
+        for remote in ["0.0.0.0", "224.0.0.5", "255.255.255.255"] {
+            let s = spec(TunnelType::Gre, "192.0.2.1", remote);
+            let err = s.validate().expect_err(remote).to_string();
+            assert!(err.contains("--remote") && err.contains(remote), "{err}");
+        }
+        let s = spec(TunnelType::Gre, "0.0.0.0", "192.0.2.2");
+        assert_eq!(s.validate(), Ok(()), "local is checked on its own");
+        assert!(s
+            .validate_local()
+            .expect_err("unspecified")
+            .to_string()
+            .contains("--local 0.0.0.0"));
+        assert!(s.header(false).is_err(), "header() checks local too");
+        let mut s = spec(TunnelType::Srv6, "2001:db8::1", "2001:db8::2");
+        s.segments = vec!["ff02::1".parse().expect("ip")];
+        assert!(s
+            .validate()
+            .expect_err("multicast")
+            .to_string()
+            .contains("--segments ff02::1 is a multicast address"));
+        let s = spec(TunnelType::Sit, "2001:db8::1", "2001:db8::2");
+        assert!(matches!(
+            s.validate(),
+            Err(EncapError::OuterFamily { want: 4, .. })
+        ));
+    }
+
+    #[test]
     fn srv6_header_lists_segments_last_first() {
         let mut s = spec(TunnelType::Srv6, "2001:db8::1", "2001:db8::1");
         s.remote = None;
