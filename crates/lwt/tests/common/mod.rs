@@ -15,18 +15,31 @@ use std::{
     time::Duration,
 };
 
-/// Skips the calling test (loudly) unless it runs as root.
+/// Skips the calling test (loudly) unless it runs as root; with
+/// `LWT_TEST_REQUIRE_ROOT` set (CI), fails it instead, so a run cannot pass
+/// by skipping.
 #[macro_export]
 macro_rules! require_root {
     () => {
         if !common::is_root() {
-            eprintln!(
-                "SKIPPED {}: needs root and network namespaces",
-                module_path!()
-            );
+            common::skip(module_path!(), "needs root and network namespaces");
             return;
         }
     };
+}
+
+/// Reports a skipped test on stderr, or panics when `LWT_TEST_REQUIRE_ROOT`
+/// says skipping is not allowed.
+pub fn skip(test: &str, why: &str) {
+    if skipping_forbidden() {
+        panic!("{test}: {why}, and LWT_TEST_REQUIRE_ROOT is set, so it may not be skipped");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// `LWT_TEST_REQUIRE_ROOT` is set to anything but empty or `0`.
+pub fn skipping_forbidden() -> bool {
+    std::env::var_os("LWT_TEST_REQUIRE_ROOT").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 pub fn is_root() -> bool {
