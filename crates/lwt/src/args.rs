@@ -393,14 +393,14 @@ pub struct StatsArgs {
     #[arg(long, default_value_t = 1.0, value_name = "SECS", value_parser = positive_seconds)]
     pub interval: f64,
     /// Stop --watch after this many refreshes (1 or more).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = positive_count)]
     pub count: Option<u64>,
 }
 
 #[derive(Args, Debug)]
 pub struct EventsArgs {
     /// Stop after N events (1 or more).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = positive_count)]
     pub count: Option<u64>,
     /// Stop after SECS seconds (more than 0).
     #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
@@ -408,6 +408,14 @@ pub struct EventsArgs {
     /// Also write the captured bytes to FILE as pcap (link type raw IP).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+}
+
+/// A count of 1 or more (stopping after none makes no sense).
+fn positive_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{s}` is not a count of 1 or more")),
+    }
 }
 
 /// A number of seconds greater than 0 (a zero or negative wait makes no sense).

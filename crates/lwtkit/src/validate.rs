@@ -22,12 +22,17 @@ pub fn host_address(flag: &str, addr: IpAddr) -> Result<(), String> {
 /// kernel silently takes as main.
 pub fn table_id(flag: &str, table: Option<u32>) -> Result<(), String> {
     match table {
-        Some(0) => Err(format!(
-            "{flag} 0 is not a table (the kernel would read it as main); use 1-{} or a name",
-            u32::MAX
-        )),
+        Some(0) => Err(not_a_table(flag)),
         _ => Ok(()),
     }
+}
+
+/// What is wrong with table 0, given as `flag`.
+pub fn not_a_table(flag: &str) -> String {
+    format!(
+        "{flag} 0 is not a table (the kernel would read it as main); use 1-{} or a name",
+        u32::MAX
+    )
 }
 
 /// `value` of `flag` must lie in `lo..=hi`.
