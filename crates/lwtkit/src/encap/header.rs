@@ -169,7 +169,7 @@ impl TunnelSpec {
         if let Some(vni) = self.vni {
             if kind != TunnelType::Vxlan {
                 return Err(invalid(format!(
-                    "--vni applies only to vxlan; a {kind} header has no VNI"
+                    "--vni applies only to vxlan; {kind} has no VNI"
                 )));
             }
             in_range("--vni", vni.into(), 0, (1 << 24) - 1).map_err(invalid)?;
@@ -177,19 +177,19 @@ impl TunnelSpec {
         if let Some(port) = self.port {
             if !kind.is_udp() {
                 return Err(invalid(format!(
-                    "--port applies only to the UDP tunnels vxlan, fou and gue; a {kind} header has no UDP port"
+                    "--port applies only to the UDP tunnels vxlan, fou and gue; {kind} has no UDP header"
                 )));
             }
             in_range("--port", port.into(), 1, 65535).map_err(invalid)?;
         }
         if self.inner_dst_mac.is_some() && kind != TunnelType::Vxlan {
             return Err(invalid(format!(
-                "--inner-dst-mac applies only to vxlan; a {kind} tunnel carries IP packets, not Ethernet frames"
+                "--inner-dst-mac applies only to vxlan; {kind} carries IP packets, not Ethernet frames"
             )));
         }
         if !self.segments.is_empty() && kind != TunnelType::Srv6 {
             return Err(invalid(format!(
-                "--segments applies only to srv6; a {kind} header has no segment list"
+                "--segments applies only to srv6; {kind} has no segment list"
             )));
         }
         for s in &self.segments {
