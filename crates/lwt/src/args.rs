@@ -104,10 +104,15 @@ pub enum Seg6Verb {
         /// BPF object file with an lwt_seg6local program.
         #[arg(long, value_name = "FILE")]
         obj: Option<PathBuf>,
-        #[arg(long, value_name = "S", requires = "obj")]
+        #[arg(long, value_name = "S", requires = "obj", conflicts_with = "builtin")]
         section: Option<String>,
         /// Load the program as lwt_seg6local whatever its section says (the verifier judges).
-        #[arg(long = "prog-type", value_enum, requires = "obj")]
+        #[arg(
+            long = "prog-type",
+            value_enum,
+            requires = "obj",
+            conflicts_with = "builtin"
+        )]
         prog_type: Option<Seg6ProgTypeArg>,
         /// Table of the SID route.
         #[arg(long, value_name = "ID|NAME")]
@@ -232,7 +237,7 @@ pub enum FilterVerb {
         #[arg(long)]
         local: bool,
         /// Allow --local with a table other than local (the host then accepts traffic for PREFIX).
-        #[arg(long)]
+        #[arg(long, requires = "local")]
         force: bool,
     },
     /// Take a policy off a route (every hook it is on there).
@@ -361,7 +366,7 @@ pub struct AttachArgs {
     #[arg(long, value_name = "GW")]
     pub via: Option<String>,
     /// Allow --local with a table other than local (the host then accepts traffic for PREFIX).
-    #[arg(long)]
+    #[arg(long, requires = "local")]
     pub force: bool,
 }
 
@@ -474,5 +479,66 @@ mod tests {
         ]
         .concat();
         assert!(Cli::try_parse_from(ok).is_ok());
+    }
+
+    #[test]
+    fn force_goes_with_local_and_ranges_are_checked_at_parse_time() {
+        let attach = |extra: &[&str]| {
+            let base = [
+                "lwt",
+                "attach",
+                "10.0.0.3/32",
+                "--dev",
+                "v0",
+                "--hook",
+                "in",
+                "--builtin",
+                "count",
+            ];
+            Cli::try_parse_from([&base[..], extra].concat())
+        };
+        assert!(attach(&["--force"]).is_err(), "--force without --local");
+        assert!(attach(&["--local", "--table", "main", "--force"]).is_ok());
+        let encap = |extra: &[&str]| {
+            let base = [
+                "lwt",
+                "encap",
+                "add",
+                "10.1.0.0/24",
+                "--dev",
+                "v0",
+                "--type",
+                "fou",
+                "--remote",
+                "10.0.0.3",
+            ];
+            Cli::try_parse_from([&base[..], extra].concat())
+        };
+        assert!(encap(&["--port", "0"]).is_err());
+        assert!(encap(&["--port", "1"]).is_ok());
+        assert!(encap(&["--ttl", "0"]).is_err());
+        assert!(encap(&["--vni", "16777216"]).is_err());
+        assert!(encap(&["--vni", "16777215"]).is_ok());
+        for bad in [
+            &["lwt", "stats", "--watch", "--count", "0"][..],
+            &["lwt", "stats", "--watch", "--interval", "-1"],
+            &["lwt", "events", "--timeout", "0"],
+            &["lwt", "events", "--count", "0"],
+            &["lwt", "filter", "create", "p", "--capacity", "0"],
+            &[
+                "lwt",
+                "seg6local",
+                "add",
+                "fc00::b",
+                "--dev",
+                "v0",
+                "--builtin",
+                "end",
+                "--prog-type",
+                "lwt_seg6local",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 }
