@@ -107,8 +107,16 @@ pub enum Seg6Verb {
         /// BPF object file with an lwt_seg6local program.
         #[arg(long, value_name = "FILE")]
         obj: Option<PathBuf>,
-        #[arg(long, value_name = "S", requires = "obj")]
+        #[arg(long, value_name = "S", requires = "obj", conflicts_with = "builtin")]
         section: Option<String>,
+        /// Load the program as lwt_seg6local whatever its section says (the verifier judges).
+        #[arg(
+            long = "prog-type",
+            value_enum,
+            requires = "obj",
+            conflicts_with = "builtin"
+        )]
+        prog_type: Option<Seg6ProgTypeArg>,
         /// Table of the SID route.
         #[arg(long, value_name = "ID|NAME")]
         table: Option<String>,
@@ -159,10 +167,11 @@ pub struct EncapAddArgs {
     /// Outer source (default: the device's address of the remote's family).
     #[arg(long, value_name = "ADDR")]
     pub local: Option<String>,
-    #[arg(long, value_name = "N")]
+    /// VXLAN network identifier, 0-16777215.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=0xff_ffff))]
     pub vni: Option<u32>,
-    /// UDP destination port (vxlan: 4789 by default; fou and gue need it).
-    #[arg(long, value_name = "N")]
+    /// UDP destination port, 1-65535 (vxlan: 4789 by default; fou and gue need it).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
     /// VXLAN: the MAC of the peer's vxlan device.
     #[arg(long = "inner-dst-mac", value_name = "MAC")]
@@ -170,8 +179,8 @@ pub struct EncapAddArgs {
     /// SRv6 segment list, first to visit first.
     #[arg(long, value_name = "ADDR,ADDR,...", value_delimiter = ',')]
     pub segments: Vec<String>,
-    /// Outer TTL / hop limit (default: copied from the inner packet).
-    #[arg(long, value_name = "N")]
+    /// Outer TTL / hop limit, 1-255 (default: copied from the inner packet).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..))]
     pub ttl: Option<u8>,
     /// Outer ToS: `inherit` (default) or a number.
     #[arg(long, value_name = "inherit|N")]
@@ -196,8 +205,9 @@ pub enum FilterVerb {
         /// Verdict when no rule matches.
         #[arg(long, value_enum, default_value = "allow")]
         default: VerdictArg,
-        /// Most rules the policy can hold (sizes its maps).
-        #[arg(long, value_name = "RULES")]
+        /// Most rules the policy can hold at once (sizes its maps), 1-4194304.
+        #[arg(long, value_name = "RULES",
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(lwtkit::filter::store::MAX_CAPACITY)))]
         capacity: Option<u32>,
     },
     /// Delete a policy that no route uses.
@@ -229,8 +239,8 @@ pub enum FilterVerb {
         table: Option<String>,
         #[arg(long)]
         local: bool,
-        /// Do what is refused by default (`--local` outside table local).
-        #[arg(long)]
+        /// Allow --local with a table other than local (the host then accepts traffic for PREFIX).
+        #[arg(long, requires = "local")]
         force: bool,
     },
     /// Take a policy off a route (every hook it is on there).
@@ -292,6 +302,13 @@ pub enum ProgTypeArg {
     LwtXmit,
 }
 
+/// The one program type an End.BPF route takes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Seg6ProgTypeArg {
+    #[value(name = "lwt_seg6local")]
+    LwtSeg6local,
+}
+
 impl From<ProgTypeArg> for Hook {
     fn from(t: ProgTypeArg) -> Self {
         match t {
@@ -351,8 +368,8 @@ pub struct AttachArgs {
     /// Gateway of the route.
     #[arg(long, value_name = "GW")]
     pub via: Option<String>,
-    /// Do what is refused by default (`--local` outside table local).
-    #[arg(long)]
+    /// Allow --local with a table other than local (the host then accepts traffic for PREFIX).
+    #[arg(long, requires = "local")]
     pub force: bool,
 }
 
@@ -384,25 +401,41 @@ pub struct StatsArgs {
     /// Refresh every --interval seconds and show rates (Ctrl-C stops).
     #[arg(long)]
     pub watch: bool,
-    /// Seconds between refreshes with --watch.
-    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    /// Seconds between refreshes with --watch (more than 0).
+    #[arg(long, default_value_t = 1.0, value_name = "SECS", value_parser = positive_seconds)]
     pub interval: f64,
-    /// Stop --watch after this many refreshes.
-    #[arg(long, value_name = "N")]
+    /// Stop --watch after this many refreshes (1 or more).
+    #[arg(long, value_name = "N", value_parser = positive_count)]
     pub count: Option<u64>,
 }
 
 #[derive(Args, Debug)]
 pub struct EventsArgs {
-    /// Stop after N events.
-    #[arg(long, value_name = "N")]
-    pub count: Option<usize>,
-    /// Stop after SECS seconds.
-    #[arg(long, value_name = "SECS")]
+    /// Stop after N events (1 or more).
+    #[arg(long, value_name = "N", value_parser = positive_count)]
+    pub count: Option<u64>,
+    /// Stop after SECS seconds (more than 0).
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
     pub timeout: Option<f64>,
     /// Also write the captured bytes to FILE as pcap (link type raw IP).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+}
+
+/// A count of 1 or more (stopping after none makes no sense).
+fn positive_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{s}` is not a count of 1 or more")),
+    }
+}
+
+/// A number of seconds greater than 0 (a zero or negative wait makes no sense).
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds greater than 0")),
+    }
 }
 
 #[cfg(test)]
@@ -453,5 +486,66 @@ mod tests {
         ]
         .concat();
         assert!(Cli::try_parse_from(ok).is_ok());
+    }
+
+    #[test]
+    fn force_goes_with_local_and_ranges_are_checked_at_parse_time() {
+        let attach = |extra: &[&str]| {
+            let base = [
+                "lwt",
+                "attach",
+                "10.0.0.3/32",
+                "--dev",
+                "v0",
+                "--hook",
+                "in",
+                "--builtin",
+                "count",
+            ];
+            Cli::try_parse_from([&base[..], extra].concat())
+        };
+        assert!(attach(&["--force"]).is_err(), "--force without --local");
+        assert!(attach(&["--local", "--table", "main", "--force"]).is_ok());
+        let encap = |extra: &[&str]| {
+            let base = [
+                "lwt",
+                "encap",
+                "add",
+                "10.1.0.0/24",
+                "--dev",
+                "v0",
+                "--type",
+                "fou",
+                "--remote",
+                "10.0.0.3",
+            ];
+            Cli::try_parse_from([&base[..], extra].concat())
+        };
+        assert!(encap(&["--port", "0"]).is_err());
+        assert!(encap(&["--port", "1"]).is_ok());
+        assert!(encap(&["--ttl", "0"]).is_err());
+        assert!(encap(&["--vni", "16777216"]).is_err());
+        assert!(encap(&["--vni", "16777215"]).is_ok());
+        for bad in [
+            &["lwt", "stats", "--watch", "--count", "0"][..],
+            &["lwt", "stats", "--watch", "--interval", "-1"],
+            &["lwt", "events", "--timeout", "0"],
+            &["lwt", "events", "--count", "0"],
+            &["lwt", "filter", "create", "p", "--capacity", "0"],
+            &[
+                "lwt",
+                "seg6local",
+                "add",
+                "fc00::b",
+                "--dev",
+                "v0",
+                "--builtin",
+                "end",
+                "--prog-type",
+                "lwt_seg6local",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -16,17 +16,308 @@ fn setup(tag: &str) -> (Netns, String) {
     (ns, routes)
 }
 
-/// Runs `lwt -n NS ARGS`, expects failure with `needle` in stderr, and no
-/// route change.
+/// What lwtkit keeps in `ns`, as its list verbs show it.
+fn lwt_state(ns: &Netns) -> String {
+    [
+        &["list", "-j"][..],
+        &["encap", "list", "-j"],
+        &["seg6local", "list", "-j"],
+        &["filter", "list", "-j"],
+    ]
+    .iter()
+    .map(|args| ns.lwt_ok(args))
+    .collect()
+}
+
+/// Runs `lwt -n NS ARGS`, expects failure with `needle` in stderr (lwt's
+/// own error, or clap's for a value out of a flag's range), and no change
+/// to the routes or to lwtkit's state.
 fn fails_cleanly(ns: &Netns, before: &str, args: &[&str], needle: &str) {
+    let state = lwt_state(ns);
     let err = ns.lwt_err(args);
     assert!(
         err.contains(needle),
         "lwt {}: expected `{needle}` in: {err}",
         args.join(" ")
     );
-    assert!(err.starts_with("lwt: error:"), "{err}");
+    assert!(
+        err.starts_with("lwt: error:") || err.starts_with("error: invalid value"),
+        "{err}"
+    );
     assert_eq!(ns.routes(), before, "lwt {} changed routes", args.join(" "));
+    assert_eq!(
+        lwt_state(ns),
+        state,
+        "lwt {} changed lwtkit's state",
+        args.join(" ")
+    );
+}
+
+/// `lwt encap add PREFIX --dev v0` followed by `rest` (split on spaces).
+fn encap_add<'a>(prefix: &'a str, rest: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["encap", "add", prefix, "--dev", "v0"];
+    args.extend(rest.split_whitespace());
+    args
+}
+
+#[test]
+fn tunnel_flags_out_of_range_or_of_another_type_are_refused() {
+    require_root!();
+    let (ns, before) = setup("tun");
+    let p = "192.168.5.0/24";
+    let cases = [
+        (
+            "--type fou --remote 10.9.0.2 --port 0",
+            "0 is not in 1..=65535",
+        ),
+        (
+            "--type vxlan --remote 10.9.0.2 --vni 16777216 --inner-dst-mac 02:00:00:00:00:01",
+            "16777216 is not in 0..=16777215",
+        ),
+        (
+            "--type gre --remote 10.9.0.2 --ttl 0",
+            "0 is not in 1..=255",
+        ),
+        (
+            "--type gre --remote 10.9.0.2 --ttl 256",
+            "256 is not in 1..=255",
+        ),
+        (
+            "--type gre --remote 10.9.0.2 --tos 256",
+            "bad --tos `256`: inherit or 0-255",
+        ),
+        (
+            "--type gre --remote 10.9.0.2 --table 0",
+            "--table: table 0 is not a table",
+        ),
+        (
+            "--type gue --remote 10.9.0.2 --port 6080 --vni 5",
+            "--vni applies only to vxlan",
+        ),
+        (
+            "--type ipip --remote 10.9.0.2 --port 5555",
+            "--port applies only to the UDP tunnels vxlan, fou and gue",
+        ),
+        (
+            "--type gre --remote 10.9.0.2 --inner-dst-mac 02:00:00:00:00:01",
+            "--inner-dst-mac applies only to vxlan",
+        ),
+        (
+            "--type ipip --remote 10.9.0.2 --segments fc00::1",
+            "--segments applies only to srv6",
+        ),
+        (
+            "--type gre --remote 0.0.0.0",
+            "--remote 0.0.0.0 is the unspecified address, not a host address",
+        ),
+        (
+            "--type gre --remote 224.0.0.5",
+            "--remote 224.0.0.5 is a multicast address",
+        ),
+        (
+            "--type gre --remote 255.255.255.255",
+            "--remote 255.255.255.255 is the broadcast address",
+        ),
+        (
+            "--type gre --remote 10.9.0.2 --local 0.0.0.0",
+            "--local 0.0.0.0 is the unspecified address",
+        ),
+        (
+            "--type srv6 --segments ::",
+            "--segments :: is the unspecified address",
+        ),
+        (
+            "--type srv6 --segments fc00::1,ff02::1",
+            "--segments ff02::1 is a multicast address",
+        ),
+        (
+            "--type srv6 --segments fc00::1 --remote 10.9.0.2",
+            "srv6 needs an IPv6 outer header",
+        ),
+        (
+            "--type ipip --remote fd00::2",
+            "ipip needs an IPv4 outer header",
+        ),
+    ];
+    for (rest, needle) in cases {
+        fails_cleanly(&ns, &before, &encap_add(p, rest), needle);
+    }
+}
+
+#[test]
+fn other_numbers_out_of_range_are_refused() {
+    require_root!();
+    let (ns, before) = setup("num");
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["filter", "create", "p", "--capacity", "0"],
+            "0 is not in 1..=4194304",
+        ),
+        (
+            &["filter", "create", "p", "--capacity", "4194305"],
+            "4194305 is not in 1..=4194304",
+        ),
+        (
+            &["stats", "--watch", "--count", "0"],
+            "'--count <N>': `0` is not a count of 1 or more",
+        ),
+        (
+            &["stats", "--watch", "--interval", "0"],
+            "'--interval <SECS>': `0` is not a number of seconds greater than 0",
+        ),
+        (
+            &["events", "--count", "0"],
+            "'--count <N>': `0` is not a count of 1 or more",
+        ),
+        (
+            &["events", "--timeout", "0"],
+            "'--timeout <SECS>': `0` is not a number of seconds greater than 0",
+        ),
+        (
+            &[
+                "attach",
+                "10.0.0.3/32",
+                "--dev",
+                "v0",
+                "--hook",
+                "out",
+                "--builtin",
+                "count",
+                "--table",
+                "0",
+            ],
+            "--table: table 0 is not a table",
+        ),
+    ];
+    for (args, needle) in cases {
+        fails_cleanly(&ns, &before, args, needle);
+    }
+}
+
+#[test]
+fn gateways_that_are_not_a_host_are_refused() {
+    require_root!();
+    let (ns, before) = setup("gw");
+    for (via, what) in [
+        ("0.0.0.0", "the unspecified address"),
+        ("224.0.0.1", "a multicast address"),
+        ("255.255.255.255", "the broadcast address"),
+    ] {
+        fails_cleanly(
+            &ns,
+            &before,
+            &[
+                "attach",
+                "10.0.0.3/32",
+                "--dev",
+                "v0",
+                "--hook",
+                "out",
+                "--builtin",
+                "count",
+                "--via",
+                via,
+            ],
+            &format!("--via {via} is {what}"),
+        );
+    }
+}
+
+#[test]
+fn end_bpf_refuses_programs_of_other_types_and_misplaced_flags() {
+    require_root!();
+    let (ns, before) = setup("s6e");
+    let xdp = compile_bpf("not_lwt");
+    let xdp = xdp.to_str().expect("utf-8");
+    let custom = compile_bpf("custom_section");
+    let custom = custom.to_str().expect("utf-8");
+    fn add<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["seg6local", "add", "fc00::b", "--dev", "v0"];
+        args.extend_from_slice(extra);
+        args
+    }
+    let with_obj = |obj| add(&["--obj", obj]);
+    fails_cleanly(
+        &ns,
+        &before,
+        &with_obj(xdp),
+        "program `pass_xdp` is of type xdp, but End.BPF needs lwt_seg6local",
+    );
+    fails_cleanly(&ns, &before, &with_obj(xdp), "--prog-type lwt_seg6local");
+    fails_cleanly(
+        &ns,
+        &before,
+        &with_obj(custom),
+        "section `lwtkit_test_drop_all`, which libbpf does not know",
+    );
+    fails_cleanly(
+        &ns,
+        &before,
+        &add(&["--builtin", "end", "--dt6-table", "100"]),
+        "--dt6-table applies only to --builtin end-dt6",
+    );
+    fails_cleanly(
+        &ns,
+        &before,
+        &add(&["--builtin", "end-dt6", "--dt6-table", "0"]),
+        "--dt6-table: table 0 is not a table",
+    );
+}
+
+#[test]
+fn local_routes_outside_table_local_need_force() {
+    require_root!();
+    let (ns, before) = setup("loc");
+    let attach = |extra: &[&'static str]| {
+        let mut args = vec![
+            "attach",
+            "10.9.0.7/32",
+            "--local",
+            "--table",
+            "main",
+            "--dev",
+            "v0",
+            "--hook",
+            "in",
+            "--builtin",
+            "count",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    fails_cleanly(
+        &ns,
+        &before,
+        &attach(&[]),
+        "the host would then accept traffic for 10.9.0.7/32",
+    );
+    fails_cleanly(&ns, &before, &attach(&[]), "--force");
+    ns.lwt_ok(&["filter", "create", "pol"]);
+    fails_cleanly(
+        &ns,
+        &before,
+        &[
+            "filter",
+            "attach",
+            "pol",
+            "10.9.0.7/32",
+            "--local",
+            "--table",
+            "main",
+            "--dev",
+            "v0",
+            "--hook",
+            "in",
+        ],
+        "--force",
+    );
+
+    // With --force it is done, and undone by detach.
+    ns.lwt_ok(&attach(&["--force"]));
+    let main = ns.ip(&["route", "show", "table", "main"]);
+    assert!(main.contains("local 10.9.0.7"), "{main}");
+    ns.lwt_ok(&["detach", "10.9.0.7/32", "--local", "--table", "main"]);
+    assert_eq!(ns.routes(), before);
 }
 
 #[test]

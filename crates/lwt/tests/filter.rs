@@ -331,19 +331,20 @@ fn replace_swaps_the_whole_rule_set_and_a_bad_file_changes_nothing() {
         !tcp_works(&p.a, "10.0.0.3:8081"),
         "8081 closed after replace"
     );
+    // The new rules get new ids, after the replaced rule's 1.
     let shown = show(&p.a, "rp");
     assert_eq!(
         rule_texts(&shown),
         vec![
             (
-                1,
+                2,
                 "priority 10 dst 10.0.0.3/32 proto tcp dport 8081 drop".to_string()
             ),
-            (2, "proto udp dport 53 allow".to_string()),
+            (3, "proto udp dport 53 allow".to_string()),
         ],
         "{shown}"
     );
-    assert!(rule(&shown, 1)["packets"].as_u64().is_some_and(|n| n > 0));
+    assert!(rule(&shown, 2)["packets"].as_u64().is_some_and(|n| n > 0));
 
     let bad = temp_file("replace-bad.rules");
     std::fs::write(
@@ -579,7 +580,7 @@ fn replace_starts_the_new_rules_counters_at_zero_under_load() {
         }
         let _ = done_tx.send(());
     });
-    // Rule 1 of `busy` matches the flood; rule 1 of `idle` matches nothing sent.
+    // The rule of `busy` matches the flood; the rule of `idle` matches nothing sent.
     let (busy, idle) = (temp_file("busy.rules"), temp_file("idle.rules"));
     std::fs::write(&busy, "proto udp dport 9 drop\n").expect("write rules file");
     std::fs::write(&idle, "proto udp dport 1 drop\n").expect("write rules file");
@@ -597,7 +598,7 @@ fn replace_starts_the_new_rules_counters_at_zero_under_load() {
         replace(&busy);
         thread::sleep(Duration::from_millis(50));
         replace(&idle);
-        leaked.push(rule(&show(&p.a, "busy"), 1)["packets"].clone());
+        leaked.push(show(&p.a, "busy")["rules"][0]["packets"].clone());
     }
     stop.store(true, Ordering::Relaxed);
     done.recv().expect("flood stopped");
@@ -629,6 +630,89 @@ fn log_rate_limit_suppresses_a_flood_and_accounts_for_every_packet() {
         n("logged") <= (cpus * (200 + 100 * secs)).min(1500),
         "the flood is suppressed: {shown}"
     );
+}
+
+#[test]
+fn rule_ids_are_never_reused_and_each_rule_counts_from_zero() {
+    require_root!();
+    let p = Pair::new("fids");
+    // Capacity 2: ids soon pass it, while at most two rules are held.
+    p.a.lwt_ok(&["filter", "create", "ids", "--capacity", "2"]);
+    let add = |words: &str| {
+        let mut args = vec!["filter", "rule", "add", "ids"];
+        args.extend(words.split_whitespace());
+        p.a.lwt_ok(&args)
+    };
+    assert!(add("proto udp dport 9001 drop").contains("added rule 1"));
+    assert!(add("proto udp dport 9002 drop").contains("added rule 2"));
+    attach(&p.a, "ids", "10.0.0.3/32", "va", "out", &[]);
+    send_udp_lossy(&p.a, "10.0.0.3:9001", 5, 10);
+    assert_eq!(rule(&show(&p.a, "ids"), 1)["packets"], 5);
+
+    p.a.lwt_ok(&["filter", "rule", "del", "ids", "1"]);
+    let out = add("proto udp dport 9003 drop");
+    assert!(
+        out.contains("added rule 3"),
+        "a deleted id is not reused: {out}"
+    );
+    // Someone who meant the old rule 1 cannot delete the new rule by mistake.
+    let err = p.a.lwt_err(&["filter", "rule", "del", "ids", "1"]);
+    assert!(err.contains("no rule 1"), "{err}");
+    let err =
+        p.a.lwt_err(&["filter", "rule", "add", "ids", "proto", "tcp", "drop"]);
+    assert!(err.contains("is full (2 rules)"), "{err}");
+
+    send_udp_lossy(&p.a, "10.0.0.3:9003", 7, 10);
+    send_udp_lossy(&p.a, "10.0.0.3:9002", 4, 10);
+    let shown = show(&p.a, "ids");
+    assert_eq!(
+        rule_texts(&shown),
+        vec![
+            (2, "proto udp dport 9002 drop".to_string()),
+            (3, "proto udp dport 9003 drop".to_string())
+        ]
+    );
+    assert_eq!(
+        rule(&shown, 3)["packets"],
+        7,
+        "rule 3 starts at zero, not at rule 1's 5: {shown}"
+    );
+    assert_eq!(rule(&shown, 2)["packets"], 4, "{shown}");
+
+    // Round after round, ids keep growing past the capacity; counters stay right.
+    for round in 0..3u64 {
+        p.a.lwt_ok(&["filter", "rule", "del", "ids", &(3 + round).to_string()]);
+        let out = add("proto udp dport 9003 drop");
+        assert!(out.contains(&format!("added rule {}", 4 + round)), "{out}");
+        send_udp_lossy(&p.a, "10.0.0.3:9003", 3, 10);
+        assert_eq!(rule(&show(&p.a, "ids"), 4 + round)["packets"], 3);
+    }
+
+    let file = temp_file("ids.rules");
+    std::fs::write(
+        &file,
+        "proto udp dport 9004 drop\nproto udp dport 9005 drop\n",
+    )
+    .expect("write rules file");
+    p.a.lwt_ok(&[
+        "filter",
+        "replace",
+        "ids",
+        "--file",
+        file.to_str().expect("utf-8"),
+    ]);
+    send_udp_lossy(&p.a, "10.0.0.3:9005", 2, 10);
+    let shown = show(&p.a, "ids");
+    assert_eq!(
+        rule_texts(&shown),
+        vec![
+            (7, "proto udp dport 9004 drop".to_string()),
+            (8, "proto udp dport 9005 drop".to_string())
+        ],
+        "replace continues the ids"
+    );
+    assert_eq!(rule(&shown, 7)["packets"], 0, "{shown}");
+    assert_eq!(rule(&shown, 8)["packets"], 2, "{shown}");
 }
 
 /// Runs `lwt ARGS` expecting failure with `needle` in its message, and

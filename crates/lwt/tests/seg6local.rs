@@ -179,6 +179,57 @@ fn third_party_end_bpf_objects_run_on_a_sid() {
 }
 
 #[test]
+fn end_bpf_programs_in_custom_sections_run_only_with_prog_type() {
+    require_root!();
+    let chain = chain("tpt");
+    let obj = common::compile_bpf("seg6_custom_section");
+    let obj = obj.to_str().expect("utf-8");
+    let add = |extra: &[&'static str]| {
+        let mut args = vec!["seg6local", "add", "fc00::b", "--dev", "vb", "--obj", obj];
+        args.extend_from_slice(extra);
+        args
+    };
+    // Link-local routes come and go with DAD on their own: leave them out.
+    let routes = || {
+        chain
+            .b
+            .routes()
+            .lines()
+            .filter(|l| !l.contains("fe80:") && !l.contains("ff00::/8"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let before = routes();
+    let err = chain.b.lwt_err(&add(&[]));
+    assert!(
+        err.contains("`end_pass`")
+            && err.contains("lwtkit_test_end_pass")
+            && err.contains("--prog-type lwt_seg6local"),
+        "{err}"
+    );
+    assert_eq!(routes(), before, "a refused program changes nothing");
+
+    chain.b.lwt_ok(&add(&["--prog-type", "lwt_seg6local"]));
+    kernel_end_dt6_on_c(&chain);
+    chain.a.lwt_ok(&[
+        "encap",
+        "add",
+        "2001:db8:c::2/128",
+        "--dev",
+        "va",
+        "--type",
+        "srv6",
+        "--segments",
+        "fc00::b,fc00::c",
+    ]);
+    assert_eq!(
+        chain.a_to_c("[2001:db8:c::2]:7000").as_deref(),
+        Some(&b"through the chain"[..]),
+        "the forced program runs as End.BPF"
+    );
+}
+
+#[test]
 fn srv6_encapsulation_of_forwarded_traffic_on_the_input_hook() {
     require_root!();
     let chain = chain("sin");

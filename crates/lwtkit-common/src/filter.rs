@@ -54,7 +54,8 @@ pub const HEADER_CELL: u32 = 0;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleHead {
-    /// lwtkit's rule id (index into the per-rule counters).
+    /// lwtkit's rule id, as users see it (in events); never reused within
+    /// a policy, so unbounded.
     pub id: u32,
     /// [`rule_flags`].
     pub flags: u16,
@@ -68,9 +69,12 @@ pub struct RuleHead {
     pub sport_hi: u16,
     pub dport_lo: u16,
     pub dport_hi: u16,
+    /// The rule's per-rule counter slot, `1..=capacity` (slots are reused,
+    /// ids are not).
+    pub slot: u32,
     /// `_reserved[0]`: the rule's rank in priority order (lower wins
     /// across trees).
-    pub _reserved: [u32; 3],
+    pub _reserved: [u32; 2],
 }
 
 pub mod rule_flags {
@@ -100,15 +104,17 @@ pub struct PolicyConfig {
     /// Events allowed per rule per CPU per second, and burst.
     pub log_rate: u32,
     pub log_burst: u32,
-    /// Rule-counter slots per generation: rule `id` of generation `g`
-    /// counts in slot `g * rule_slots + id` (slot `g * rule_slots` for the
-    /// default), so a new rule set starts from zero while the old one
-    /// finishes counting in its own slots.
+    /// Rule-counter slots per generation: the rule with counter slot `s`
+    /// ([`RuleHead::slot`]) of generation `g` counts in entry
+    /// `g * rule_slots + s` (entry `g * rule_slots` for the default), so a
+    /// new rule set starts from zero while the old one finishes counting in
+    /// its own entries.
     pub rule_slots: u32,
 }
 
-/// Per-rule, per-CPU statistics, indexed by rule id; slot 0 counts the
-/// packets no rule matched (judged by the default verdict).
+/// Per-rule, per-CPU statistics, indexed by the rule's counter slot
+/// ([`RuleHead::slot`]); slot 0 counts the packets no rule matched (judged
+/// by the default verdict).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleStats {

@@ -15,9 +15,10 @@ pub static CELLS: Array<Cell, 1> = Array::new();
 #[btf_map]
 pub static CONFIG: Array<PolicyConfig, 1> = Array::new();
 
-/// The winning rule: its id and flags, or `NO_RULE`.
+/// The winning rule: its id, counter slot and flags, or `NO_RULE` (slot 0).
 pub struct Decision {
     pub rule_id: u32,
+    pub slot: u32,
     pub flags: u16,
 }
 
@@ -34,6 +35,7 @@ struct Search<'a> {
     list: u32,
     best_rank: u32,
     best_id: u32,
+    best_slot: u32,
     best_flags: u32,
 }
 
@@ -50,11 +52,11 @@ pub fn generation(cfg: &PolicyConfig) -> u32 {
 /// the verifier checks one walk rather than every tree's.
 #[inline(always)]
 pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32) -> Decision {
-    let none = Decision { rule_id: NO_RULE, flags: 0 };
+    let none = Decision { rule_id: NO_RULE, slot: 0, flags: 0 };
     let base = if generation == 1 { cfg.capacity } else { 0 };
     let Some(header) = cell(base) else { return none };
     let (trees, list) = if key.v6 { (header.w[2], header.w[3]) } else { (header.w[0], header.w[1]) };
-    let mut search = Search { key, base, list, best_rank: u32::MAX, best_id: NO_RULE, best_flags: 0 };
+    let mut search = Search { key, base, list, best_rank: u32::MAX, best_id: NO_RULE, best_slot: 0, best_flags: 0 };
     // SAFETY: the callback gets `search` back as its context and only reads
     // and writes it within this call.
     unsafe {
@@ -65,7 +67,7 @@ pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32) -> Decision 
             0,
         );
     }
-    Decision { rule_id: search.best_id, flags: search.best_flags as u16 }
+    Decision { rule_id: search.best_id, slot: search.best_slot, flags: search.best_flags as u16 }
 }
 
 extern "C" fn search_tree(index: u64, ctx: *mut c_void) -> i64 {
@@ -73,20 +75,21 @@ extern "C" fn search_tree(index: u64, ctx: *mut c_void) -> i64 {
     let s = unsafe { &mut *ctx.cast::<Search>() };
     let Some(roots) = cell(s.base.wrapping_add(s.list)) else { return 1 };
     let root = roots.w[(index & 7) as usize];
-    if let Some((rank, id, flags)) = walk(s.base, root, s.key) {
-        if rank < s.best_rank {
-            s.best_rank = rank;
-            s.best_id = id;
-            s.best_flags = u32::from(flags);
+    if let Some(head) = walk(s.base, root, s.key) {
+        if head._reserved[0] < s.best_rank {
+            s.best_rank = head._reserved[0];
+            s.best_id = head.id;
+            s.best_slot = head.slot;
+            s.best_flags = u32::from(head.flags);
         }
     }
     0
 }
 
 /// Walks one tree to its leaf and returns the leaf's first matching rule
-/// (leaves list rules in rank order): its rank, id and flags.
+/// (leaves list rules in rank order).
 #[inline(always)]
-fn walk(base: u32, root: u32, key: &PacketKey) -> Option<(u32, u32, u16)> {
+fn walk(base: u32, root: u32, key: &PacketKey) -> Option<&'static RuleHead> {
     let mut at = root;
     let mut leaf = None;
     for _ in 0..MAX_DEPTH {
@@ -126,7 +129,7 @@ fn walk(base: u32, root: u32, key: &PacketKey) -> Option<(u32, u32, u16)> {
                 continue;
             }
         }
-        return Some((head._reserved[0], head.id, head.flags));
+        return Some(head);
     }
     None
 }

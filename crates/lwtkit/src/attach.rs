@@ -32,6 +32,7 @@ use crate::{
         kernel::{marks, Marks, RouteTable},
         netlink::{NetlinkError, Rtnl},
         ops::{self, NewRoute, RouteKey},
+        table::{table_name, RT_TABLE_LOCAL},
     },
     state::{HookRecord, Owner, RouteRecord},
     system,
@@ -51,7 +52,8 @@ pub struct AttachRequest {
     /// Lower the route's MTU (and advertised MSS) by this many bytes below
     /// the device's, so encapsulated TCP never needs fragmenting.
     pub mtu_reduction: Option<u32>,
-    /// Accept what is refused by default (`--local` outside table local).
+    /// Allow what is refused as probably a mistake: a `local` route
+    /// outside table `local`.
     pub force: bool,
 }
 
@@ -155,7 +157,10 @@ fn check_request(req: &AttachRequest) -> Result<()> {
                 req.dst
             )));
         }
+        crate::validate::host_address("--via", gw).map_err(Error::Invalid)?;
     }
+    crate::validate::table_id("--table", req.table).map_err(Error::Invalid)?;
+    check_local_table(req)?;
     Ok(())
 }
 
@@ -449,6 +454,23 @@ pub fn attach_with(
     })
 }
 
+/// A `local` route makes the host accept traffic for its prefix from
+/// whichever table it is in (IPv4 input takes any RTN_LOCAL lookup result
+/// as local delivery), so one outside table `local` needs `force`.
+fn check_local_table(req: &AttachRequest) -> Result<()> {
+    let table = req.table.unwrap_or_else(|| ops::default_table(req.local));
+    if !req.local || table == RT_TABLE_LOCAL || req.force {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "--local with table {}: lwtkit would put a local route for {} in table {}, and the host would then accept traffic for {} as its own; attach to the address's route in table local (drop --table), or pass --force if that is what you want",
+        table_name(table),
+        req.dst,
+        table_name(table),
+        req.dst
+    )))
+}
+
 /// Sets the route's MTU and advertised MSS `reduce` bytes below `dev_mtu`,
 /// keeping every other metric (initcwnd, rto_min, locks, ...). The floor is
 /// the family's minimum MTU (IPv6: 1280).
@@ -456,14 +478,7 @@ pub fn lower_mtu(route: &mut RouteMessage, dev_mtu: u32, reduce: u32, v6: bool) 
     let floor = if v6 { 1280 } else { 576 };
     let mtu = dev_mtu.saturating_sub(reduce).max(floor);
     let ip_tcp = if v6 { 60 } else { 40 };
-    let mut metrics: Vec<RouteMetric> = route
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Metrics(m) => Some(m.clone()),
-            _ => None,
-        })
-        .unwrap_or_default();
+    let mut metrics = metrics_of(route);
     metrics.retain(|m| !matches!(m, RouteMetric::Mtu(_) | RouteMetric::Advmss(_)));
     metrics.push(RouteMetric::Mtu(mtu));
     metrics.push(RouteMetric::Advmss(mtu - ip_tcp));

@@ -113,6 +113,17 @@ pub struct Until {
 /// Follows the namespace's events, calling `on_event` for each, until
 /// `until` is met (or forever). Returns how many were seen.
 pub fn follow(until: Until, mut on_event: impl FnMut(EventRecord) -> Result<()>) -> Result<usize> {
+    // Following for no event or no time would only ever report nothing.
+    if until.count == Some(0) {
+        return Err(Error::Invalid(
+            "--count 0 is out of range: stop after 1 or more events".into(),
+        ));
+    }
+    if until.timeout.is_some_and(|t| t.is_zero()) {
+        return Err(Error::Invalid(
+            "--timeout 0 is out of range: follow for more than 0 seconds".into(),
+        ));
+    }
     let bpffs = Path::new(system::BPFFS);
     if !system::is_bpffs(bpffs) {
         return Err(Error::Invalid(

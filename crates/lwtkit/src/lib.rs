@@ -16,6 +16,7 @@ pub mod filter;
 pub mod loader;
 pub mod state;
 pub mod system;
+pub mod validate;
 
 pub use error::{Error, Result};
 pub mod attach;

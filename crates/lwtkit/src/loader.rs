@@ -432,11 +432,14 @@ fn load_pinned(path: &Path, hook: Hook) -> Result<LoadedProgram> {
 }
 
 /// A program for a seg6local `End.BPF` route: a built-in behaviour (`end`,
-/// `end-dt6` with its lookup table) or a program of an object file.
+/// `end-dt6` with its lookup table) or a program of an object file. An
+/// object's program must be of type `lwt_seg6local` by its section, unless
+/// `force_type` loads it as one anyway (the verifier then judges it).
 pub fn load_seg6local(
     builtin_name: Option<&str>,
     object: Option<(&Path, Option<&str>)>,
     dt6_table: u32,
+    force_type: bool,
 ) -> Result<LoadedProgram> {
     const SECTION: &str = "lwt_seg6local";
     let (bytes, label, entry, origin, counters_map) = match (builtin_name, object) {
@@ -471,32 +474,33 @@ pub fn load_seg6local(
                     last_line(&messages)
                 ))
             })?;
-            let programs: Vec<(String, String)> = open
+            let programs: Vec<ObjProgram> = open
                 .progs()
-                .map(|p| {
-                    (
-                        p.name().to_string_lossy().into_owned(),
-                        p.section().to_string_lossy().into_owned(),
-                    )
+                .map(|p| ObjProgram {
+                    name: p.name().to_string_lossy().into_owned(),
+                    section: p.section().to_string_lossy().into_owned(),
+                    prog_type: p.prog_type(),
                 })
                 .collect();
             let want = section.unwrap_or(SECTION);
-            let matching: Vec<&(String, String)> =
-                programs.iter().filter(|(_, s)| s == want).collect();
-            let (name, sec) = match (matching.as_slice(), programs.as_slice()) {
-                ([one], _) => (*one).clone(),
-                ([], [only]) if section.is_none() => only.clone(),
+            let matching: Vec<&ObjProgram> =
+                programs.iter().filter(|p| p.section == want).collect();
+            let chosen = match (matching.as_slice(), programs.as_slice()) {
+                ([one], _) => *one,
+                ([], [only]) if section.is_none() => only,
                 ([], _) => return Err(obj_err(format!("section `{want}` not found"))),
                 (many, _) => {
                     return Err(obj_err(format!(
                         "section `{want}` holds several programs: {}",
                         many.iter()
-                            .map(|(n, _)| n.as_str())
+                            .map(|p| p.name.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
                     )))
                 }
             };
+            check_seg6local_type(chosen, force_type).map_err(&obj_err)?;
+            let (name, sec) = (chosen.name.clone(), chosen.section.clone());
             let base = path
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
@@ -555,6 +559,28 @@ pub fn load_seg6local(
         object: Some(object),
         counters_map,
     })
+}
+
+/// An End.BPF program must be `lwt_seg6local`: the kernel takes only that
+/// type on the route (`bpf_prog_get_type`), but a program of another type
+/// loaded as one passes the verifier and then misreads the return codes
+/// (XDP_PASS is 2, BPF_DROP there). So the type the section gives is
+/// required, unless the user forces it.
+fn check_seg6local_type(p: &ObjProgram, force_type: bool) -> std::result::Result<(), String> {
+    if force_type || p.prog_type == ProgramType::LwtSeg6local {
+        return Ok(());
+    }
+    if p.prog_type == ProgramType::Unspec {
+        return Err(format!(
+            "program `{}` is in section `{}`, which libbpf does not know, so its type is unknown; End.BPF needs lwt_seg6local: pass --prog-type lwt_seg6local if it is one",
+            p.name, p.section
+        ));
+    }
+    Err(format!(
+        "program `{}` is of type {}, but End.BPF needs lwt_seg6local (its return codes mean something else there); pass --prog-type lwt_seg6local only if it really is an End.BPF program in a misnamed section",
+        p.name,
+        prog_type_name(p.prog_type)
+    ))
 }
 
 /// Program names that go on the route: the kernel takes at most 255 bytes.
@@ -810,6 +836,31 @@ mod tests {
             Some("1: (b7) r0 = 0\nR0 !read_ok")
         );
         assert_eq!(verifier_log_tail("no log here", 5), None);
+    }
+
+    #[test]
+    fn end_bpf_takes_only_lwt_seg6local_unless_forced() {
+        let typed = |ty| ObjProgram {
+            name: "p".into(),
+            section: "s".into(),
+            prog_type: ty,
+        };
+        assert!(check_seg6local_type(&typed(ProgramType::LwtSeg6local), false).is_ok());
+        let err = check_seg6local_type(&typed(ProgramType::Xdp), false).expect_err("xdp");
+        assert!(
+            err.contains("`p`")
+                && err.contains("type xdp")
+                && err.contains("--prog-type lwt_seg6local"),
+            "{err}"
+        );
+        let err = check_seg6local_type(&typed(ProgramType::Unspec), false).expect_err("unknown");
+        assert!(
+            err.contains("section `s`") && err.contains("--prog-type"),
+            "{err}"
+        );
+        for ty in [ProgramType::Xdp, ProgramType::Unspec, ProgramType::LwtIn] {
+            assert!(check_seg6local_type(&typed(ty), true).is_ok());
+        }
     }
 
     #[test]

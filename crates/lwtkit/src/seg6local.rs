@@ -32,6 +32,34 @@ pub struct Seg6Request {
     pub table: Option<u32>,
     /// The table `end-dt6` looks decapsulated packets up in.
     pub dt6_table: Option<u32>,
+    /// Load the object's program as `lwt_seg6local` whatever its section
+    /// says (`--prog-type lwt_seg6local`); the verifier judges it.
+    pub force_type: bool,
+}
+
+impl Seg6Request {
+    /// Refuses flags that do not fit the behaviour and tables that are not
+    /// tables, before anything is loaded or changed.
+    pub fn validate(&self) -> Result<()> {
+        use crate::validate::table_id;
+        table_id("--table", self.table).map_err(Error::Invalid)?;
+        table_id("--dt6-table", self.dt6_table).map_err(Error::Invalid)?;
+        if self.dt6_table.is_some() && self.builtin.as_deref() != Some("end-dt6") {
+            return Err(Error::Invalid(format!(
+                "--dt6-table applies only to --builtin end-dt6 (the table End.DT6 looks decapsulated packets up in), not to {}",
+                match (&self.builtin, &self.object) {
+                    (Some(b), _) => format!("--builtin {b}"),
+                    _ => "--obj".to_string(),
+                }
+            )));
+        }
+        if self.force_type && self.object.is_none() {
+            return Err(Error::Invalid(
+                "--prog-type applies only to --obj; built-ins have their type".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A SID lwtkit manages.
@@ -73,6 +101,7 @@ fn err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// `lwt seg6local add`: a seg6local End.BPF route for the SID.
 pub fn add(req: &Seg6Request) -> Result<SidRecord> {
+    req.validate()?;
     system::require_attach_privileges("lwt seg6local add")?;
     if !req.sid.addr().is_ipv6() {
         return Err(Error::InvalidPrefix(format!(
@@ -103,6 +132,7 @@ pub fn add(req: &Seg6Request) -> Result<SidRecord> {
             .as_ref()
             .map(|(p, s)| (p.as_path(), s.as_deref())),
         req.dt6_table.unwrap_or(RT_TABLE_MAIN),
+        req.force_type,
     )?;
     let bpf = Seg6LocalBpf {
         prog: BpfProgAttr {

@@ -7,11 +7,8 @@ use super::Output;
 use crate::args::EventsArgs;
 
 pub fn run(a: EventsArgs, out: &Output) -> anyhow::Result<()> {
-    if let Some(t) = a.timeout.filter(|t| !t.is_finite() || *t < 0.0) {
-        anyhow::bail!("invalid --timeout {t}: expected seconds >= 0");
-    }
     let until = Until {
-        count: a.count,
+        count: a.count.map(|c| usize::try_from(c).unwrap_or(usize::MAX)),
         timeout: a.timeout.map(Duration::from_secs_f64),
     };
     let mut pcap = a.pcap.as_deref().map(PcapSink::create).transpose()?;

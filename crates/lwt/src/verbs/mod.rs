@@ -37,7 +37,13 @@ impl Output {
 
 /// Parses a `--table` value.
 pub fn table(arg: Option<&str>) -> anyhow::Result<Option<u32>> {
-    Ok(arg.map(lwtkit::route::table::parse_table).transpose()?)
+    table_flag("--table", arg)
+}
+
+/// Parses the table value of `flag`; an error names the flag.
+pub fn table_flag(flag: &str, arg: Option<&str>) -> anyhow::Result<Option<u32>> {
+    arg.map(|s| lwtkit::route::table::parse_table(s).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+        .transpose()
 }
 
 /// Read-only verbs work without privileges but see less: say so once.

@@ -15,6 +15,7 @@ pub fn run(v: Seg6Verb, out: &Output) -> anyhow::Result<()> {
             builtin,
             obj,
             section,
+            prog_type,
             table,
             dt6_table,
         } => {
@@ -24,7 +25,8 @@ pub fn run(v: Seg6Verb, out: &Output) -> anyhow::Result<()> {
                 builtin,
                 object: obj.map(|p| (p, section)),
                 table: super::table(table.as_deref())?,
-                dt6_table: super::table(dt6_table.as_deref())?,
+                dt6_table: super::table_flag("--dt6-table", dt6_table.as_deref())?,
+                force_type: prog_type.is_some(),
             };
             let r = seg6local::add(&req)?;
             out.emit(&r, |r| {

@@ -24,7 +24,10 @@ pub fn run(a: StatsArgs, out: &Output) -> anyhow::Result<()> {
         return out.emit(&stats, |s| table(s, None));
     }
     if !(a.interval.is_finite() && a.interval > 0.0) {
-        anyhow::bail!("invalid --interval {}: expected seconds > 0", a.interval);
+        anyhow::bail!("--interval {} is out of range: seconds > 0", a.interval);
+    }
+    if a.count == Some(0) {
+        anyhow::bail!("--count 0 is out of range: 1 or more refreshes");
     }
     let interval = Duration::from_secs_f64(a.interval);
     let key = |h: &HookStats| format!("{} {} {}", h.table, h.dst, h.hook);

@@ -15,18 +15,31 @@ use std::{
     time::Duration,
 };
 
-/// Skips the calling test (loudly) unless it runs as root.
+/// Skips the calling test (loudly) unless it runs as root; with
+/// `LWT_TEST_REQUIRE_ROOT` set (CI), fails it instead, so a run cannot pass
+/// by skipping.
 #[macro_export]
 macro_rules! require_root {
     () => {
         if !common::is_root() {
-            eprintln!(
-                "SKIPPED {}: needs root and network namespaces",
-                module_path!()
-            );
+            common::skip(module_path!(), "needs root and network namespaces");
             return;
         }
     };
+}
+
+/// Reports a skipped test on stderr, or panics when `LWT_TEST_REQUIRE_ROOT`
+/// says skipping is not allowed.
+pub fn skip(test: &str, why: &str) {
+    if skipping_forbidden() {
+        panic!("{test}: {why}, and LWT_TEST_REQUIRE_ROOT is set, so it may not be skipped");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// `LWT_TEST_REQUIRE_ROOT` is set to anything but empty or `0`.
+pub fn skipping_forbidden() -> bool {
+    std::env::var_os("LWT_TEST_REQUIRE_ROOT").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 pub fn is_root() -> bool {
@@ -319,21 +332,28 @@ impl Chain {
         let sock = self
             .c
             .run(move || UdpSocket::bind(addr).expect("bind in C"));
-        sock.set_read_timeout(Some(Duration::from_secs(3)))
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
             .expect("timeout");
-        self.a.run(move || {
-            let any = if addr.is_ipv6() {
-                "[::]:0"
-            } else {
-                "0.0.0.0:0"
-            };
-            UdpSocket::bind(any)
-                .expect("udp")
-                .send_to(b"through the chain", addr)
-                .expect("send");
-        });
-        let mut buf = [0u8; 64];
-        sock.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+        // A few tries: the first datagram can meet an address still in DAD
+        // or a neighbour not yet resolved on a loaded machine.
+        for _ in 0..6 {
+            self.a.run(move || {
+                let any = if addr.is_ipv6() {
+                    "[::]:0"
+                } else {
+                    "0.0.0.0:0"
+                };
+                UdpSocket::bind(any)
+                    .expect("udp")
+                    .send_to(b"through the chain", addr)
+                    .expect("send");
+            });
+            let mut buf = [0u8; 64];
+            if let Ok(n) = sock.recv(&mut buf) {
+                return Some(buf[..n].to_vec());
+            }
+        }
+        None
     }
 }
 

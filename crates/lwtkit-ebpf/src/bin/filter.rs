@@ -21,7 +21,7 @@ use lwtkit_ebpf::{
     parse::{parse, PacketKey},
 };
 
-/// Per-rule statistics, indexed by rule id (sized at policy creation).
+/// Per-rule statistics, indexed by counter slot (sized at policy creation).
 #[btf_map]
 static RULE_STATS: PerCpuArray<RuleStats, 1> = PerCpuArray::new();
 
@@ -50,9 +50,10 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
     } else {
         BPF_OK
     };
-    // Slot 0 of the generation counts packets no rule matched (ids start at 1).
-    let id = if d.rule_id == NO_RULE { 0 } else { d.rule_id };
-    let stats_slot = gen.wrapping_mul(cfg.rule_slots).wrapping_add(id);
+    // Slot 0 of the generation counts packets no rule matched (rule slots
+    // start at 1; ids, which events carry, are not slots).
+    let slot = if d.rule_id == NO_RULE { 0 } else { d.slot };
+    let stats_slot = gen.wrapping_mul(cfg.rule_slots).wrapping_add(slot);
     if let Some(s) = RULE_STATS.get_ptr_mut(stats_slot) {
         // SAFETY: this CPU's slot; no other writer.
         let s = unsafe { &mut *s };

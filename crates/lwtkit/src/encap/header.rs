@@ -140,7 +140,84 @@ pub struct Header {
     pub flags: u16,
 }
 
+impl TunnelType {
+    /// The tunnels with a UDP header (and so a destination port).
+    pub fn is_udp(self) -> bool {
+        matches!(self, Self::Vxlan | Self::Fou | Self::Gue)
+    }
+
+    /// The outer family the type needs: `Some(true)` IPv6, `Some(false)`
+    /// IPv4, `None` either.
+    pub fn outer_v6(self) -> Option<bool> {
+        match self {
+            Self::Ipip | Self::Sit => Some(false),
+            Self::Ip6ip6 | Self::Ip4in6 | Self::Srv6 => Some(true),
+            Self::Vxlan | Self::Fou | Self::Gue | Self::Gre => None,
+        }
+    }
+}
+
 impl TunnelSpec {
+    /// Refuses what the tunnel type cannot carry or the header cannot hold:
+    /// flags of other types, numbers out of range, and outer addresses that
+    /// are not one host of the family the type needs. `local` is checked by
+    /// [`TunnelSpec::validate_local`] (callers may fill it in later).
+    pub fn validate(&self) -> Result<(), EncapError> {
+        use crate::validate::{host_address, in_range};
+        let kind = self.kind;
+        let invalid = EncapError::Invalid;
+        if let Some(vni) = self.vni {
+            if kind != TunnelType::Vxlan {
+                return Err(invalid(format!(
+                    "--vni applies only to vxlan; {kind} has no VNI"
+                )));
+            }
+            in_range("--vni", vni.into(), 0, (1 << 24) - 1).map_err(invalid)?;
+        }
+        if let Some(port) = self.port {
+            if !kind.is_udp() {
+                return Err(invalid(format!(
+                    "--port applies only to the UDP tunnels vxlan, fou and gue; {kind} has no UDP header"
+                )));
+            }
+            in_range("--port", port.into(), 1, 65535).map_err(invalid)?;
+        }
+        if self.inner_dst_mac.is_some() && kind != TunnelType::Vxlan {
+            return Err(invalid(format!(
+                "--inner-dst-mac applies only to vxlan; {kind} carries IP packets, not Ethernet frames"
+            )));
+        }
+        if !self.segments.is_empty() && kind != TunnelType::Srv6 {
+            return Err(invalid(format!(
+                "--segments applies only to srv6; {kind} has no segment list"
+            )));
+        }
+        for s in &self.segments {
+            host_address("--segments", IpAddr::V6(*s)).map_err(invalid)?;
+        }
+        if let Some(ttl) = self.ttl {
+            in_range("--ttl", ttl.into(), 1, 255).map_err(invalid)?;
+        }
+        if let Some(remote) = self.remote {
+            host_address("--remote", remote).map_err(invalid)?;
+        }
+        if let (Some(want_v6), Ok(remote)) = (kind.outer_v6(), self.outer_dst()) {
+            if remote.is_ipv6() != want_v6 {
+                return Err(EncapError::OuterFamily {
+                    kind,
+                    want: if want_v6 { 6 } else { 4 },
+                    remote,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a `local` (outer source) that is not one host.
+    pub fn validate_local(&self) -> Result<(), EncapError> {
+        crate::validate::host_address("--local", self.local).map_err(EncapError::Invalid)
+    }
+
     /// The outer destination: `--remote`, or the first SRv6 segment.
     pub fn outer_dst(&self) -> Result<IpAddr, EncapError> {
         match (self.remote, self.kind, self.segments.first()) {
@@ -156,6 +233,8 @@ impl TunnelSpec {
     /// Builds the outer header block for packets of the prefix's family.
     pub fn header(&self, inner_v6: bool) -> Result<Header, EncapError> {
         use TunnelType::*;
+        self.validate()?;
+        self.validate_local()?;
         let remote = self.outer_dst()?;
         if remote.is_ipv4() != self.local.is_ipv4() {
             return Err(EncapError::Families {
@@ -231,11 +310,6 @@ impl TunnelSpec {
                 let vni = self
                     .vni
                     .ok_or_else(|| EncapError::Invalid("vxlan needs --vni".into()))?;
-                if vni >= 1 << 24 {
-                    return Err(EncapError::Invalid(format!(
-                        "VNI {vni} does not fit 24 bits"
-                    )));
-                }
                 let mac = self.inner_dst_mac.ok_or_else(|| {
                     EncapError::Invalid(
                         "vxlan needs --inner-dst-mac (the MAC of the peer's vxlan device)".into(),
@@ -387,6 +461,88 @@ mod tests {
         assert!(matches!(s.header(false), Err(EncapError::Families { .. })));
         assert!("nvgre".parse::<TunnelType>().is_err());
         assert!(parse_mac("aa:bb:cc:dd:ee").is_err());
+    }
+
+    #[test]
+    fn flags_of_other_tunnel_types_are_refused() {
+        let refused = |s: &TunnelSpec, needle: &str| {
+            let err = s.validate().expect_err(needle).to_string();
+            assert!(err.contains(needle), "expected `{needle}` in: {err}");
+        };
+        let mut s = spec(TunnelType::Gue, "192.0.2.1", "192.0.2.2");
+        s.vni = Some(7);
+        refused(&s, "--vni applies only to vxlan");
+        let mut s = spec(TunnelType::Ipip, "192.0.2.1", "192.0.2.2");
+        s.port = Some(5555);
+        refused(&s, "--port applies only to the UDP tunnels");
+        let mut s = spec(TunnelType::Gre, "192.0.2.1", "192.0.2.2");
+        s.inner_dst_mac = Some([2, 0, 0, 0, 0, 1]);
+        refused(&s, "--inner-dst-mac applies only to vxlan");
+        let mut s = spec(TunnelType::Ip6ip6, "2001:db8::1", "2001:db8::2");
+        s.segments = vec!["fc00::1".parse().expect("ip")];
+        refused(&s, "--segments applies only to srv6");
+        for kind in [TunnelType::Vxlan, TunnelType::Fou, TunnelType::Gue] {
+            let mut s = spec(kind, "192.0.2.1", "192.0.2.2");
+            s.port = Some(6080);
+            assert_eq!(s.validate(), Ok(()), "{kind} takes --port");
+        }
+    }
+
+    #[test]
+    fn numbers_out_of_range_name_the_flag_and_range() {
+        let mut s = spec(TunnelType::Fou, "192.0.2.1", "192.0.2.2");
+        s.port = Some(0);
+        assert_eq!(
+            s.validate(),
+            Err(EncapError::Invalid(
+                "--port 0 is out of range 1-65535".into()
+            ))
+        );
+        let mut s = spec(TunnelType::Vxlan, "192.0.2.1", "192.0.2.2");
+        s.vni = Some(1 << 24);
+        assert_eq!(
+            s.validate(),
+            Err(EncapError::Invalid(
+                "--vni 16777216 is out of range 0-16777215".into()
+            ))
+        );
+        s.vni = Some((1 << 24) - 1);
+        assert_eq!(s.validate(), Ok(()));
+        let mut s = spec(TunnelType::Gre, "192.0.2.1", "192.0.2.2");
+        s.ttl = Some(0);
+        assert_eq!(
+            s.validate(),
+            Err(EncapError::Invalid("--ttl 0 is out of range 1-255".into()))
+        );
+    }
+
+    #[test]
+    fn outer_addresses_must_be_one_host_of_the_right_family() {
+        for remote in ["0.0.0.0", "224.0.0.5", "255.255.255.255"] {
+            let s = spec(TunnelType::Gre, "192.0.2.1", remote);
+            let err = s.validate().expect_err(remote).to_string();
+            assert!(err.contains("--remote") && err.contains(remote), "{err}");
+        }
+        let s = spec(TunnelType::Gre, "0.0.0.0", "192.0.2.2");
+        assert_eq!(s.validate(), Ok(()), "local is checked on its own");
+        assert!(s
+            .validate_local()
+            .expect_err("unspecified")
+            .to_string()
+            .contains("--local 0.0.0.0"));
+        assert!(s.header(false).is_err(), "header() checks local too");
+        let mut s = spec(TunnelType::Srv6, "2001:db8::1", "2001:db8::2");
+        s.segments = vec!["ff02::1".parse().expect("ip")];
+        assert!(s
+            .validate()
+            .expect_err("multicast")
+            .to_string()
+            .contains("--segments ff02::1 is a multicast address"));
+        let s = spec(TunnelType::Sit, "2001:db8::1", "2001:db8::2");
+        assert!(matches!(
+            s.validate(),
+            Err(EncapError::OuterFamily { want: 4, .. })
+        ));
     }
 
     #[test]

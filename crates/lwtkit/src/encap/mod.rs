@@ -165,6 +165,16 @@ pub fn add(req: EncapRequest) -> Result<Attached> {
 /// and the tunnel record change under one intent: a kill anywhere leaves
 /// either the old tunnel or the new one.
 pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attached> {
+    // Bad input is refused before anything is looked up or changed.
+    req.spec
+        .validate()
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    if !req.local_from_dev {
+        req.spec
+            .validate_local()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+    }
+    crate::validate::table_id("--table", req.table).map_err(Error::Invalid)?;
     let oif = attach::ifindex(&req.dev)?;
     let inner_v6 = req.dst.addr().is_ipv6();
     let remote = req

@@ -47,11 +47,21 @@ pub struct Compiled {
     pub max_leaf: usize,
 }
 
-/// Compiles `rules` (any order) into cells; rule ids go into the heads.
+/// Compiles `rules` (any order) into cells, each rule counting in the
+/// counter slot of its id (for rule sets whose ids are small, as in tests).
 pub fn compile(rules: &[Rule]) -> Result<Compiled, CompileError> {
+    compile_with_slots(rules, |r| r.id)
+}
+
+/// Compiles `rules` (any order) into cells; rule ids and the counter slot
+/// `slot_of` gives each rule go into the heads.
+pub fn compile_with_slots(
+    rules: &[Rule],
+    slot_of: impl Fn(&Rule) -> u32,
+) -> Result<Compiled, CompileError> {
     let mut sorted: Vec<&Rule> = rules.iter().collect();
     sorted.sort_by_key(|r| (r.spec.priority, r.id));
-    let mut flats: Vec<Flat> = sorted.iter().flat_map(|r| flatten(r)).collect();
+    let mut flats: Vec<Flat> = sorted.iter().flat_map(|r| flatten(r, slot_of(r))).collect();
     // The kernel takes the match of lowest rank across trees.
     for (rank, f) in flats.iter_mut().enumerate() {
         f.head._reserved[0] = rank as u32;
@@ -180,7 +190,7 @@ fn head_cell(h: &RuleHead) -> Cell {
 }
 
 /// A rule as one or more flat rules (ports without a protocol match TCP and UDP).
-fn flatten(r: &Rule) -> Vec<Flat> {
+fn flatten(r: &Rule, slot: u32) -> Vec<Flat> {
     let s = &r.spec;
     let mut flags = if s.verdict == Verdict::Drop {
         rf::DROP
@@ -196,6 +206,7 @@ fn flatten(r: &Rule) -> Vec<Flat> {
     }
     let mut head = RuleHead {
         id: r.id,
+        slot,
         sport_hi: u16::MAX,
         dport_hi: u16::MAX,
         ..RuleHead::default()
@@ -495,6 +506,30 @@ fn choose_cut(flats: &[Flat], members: &[usize], region: &Region) -> Option<(usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heads_carry_the_user_id_and_the_counter_slot() {
+        use crate::filter::rule::RuleSpec;
+        let rules: Vec<Rule> = [700, 9]
+            .into_iter()
+            .map(|id| Rule {
+                id,
+                spec: RuleSpec::parse(&["proto", "udp", "drop"]).expect("rule"),
+            })
+            .collect();
+        let slots = [(700u32, 2u32), (9, 1)];
+        let compiled = compile_with_slots(&rules, |r| {
+            slots
+                .iter()
+                .find(|(id, _)| *id == r.id)
+                .map_or(0, |(_, s)| *s)
+        })
+        .expect("compiles");
+        // Rules sit first, two cells each, in rank order: id 9, then 700.
+        let head = |i: usize| compiled.cells[1 + 2 * i].w;
+        assert_eq!((head(0)[0], head(0)[5]), (9, 1));
+        assert_eq!((head(1)[0], head(1)[5]), (700, 2));
+    }
 
     #[test]
     fn prefix_words_become_ranges() {

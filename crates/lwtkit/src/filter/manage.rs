@@ -182,7 +182,8 @@ fn view(p: &Policies, state: &NetnsState, policy: Policy) -> Result<PolicyView> 
     })
 }
 
-/// `lwt filter attach`: the filter program on `hook` of the route.
+/// `lwt filter attach`: the filter program on `hook` of the route
+/// (`force`: as [`AttachRequest::force`]).
 pub fn attach_policy(
     name: &str,
     dst: IpNet,

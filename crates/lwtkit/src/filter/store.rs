@@ -20,7 +20,7 @@ use lwtkit_common::filter::{Cell, PolicyConfig, RuleStats};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    compile::compile,
+    compile::compile_with_slots,
     rule::{Rule, RuleSpec, Verdict},
 };
 use crate::{
@@ -32,6 +32,8 @@ use crate::{
 
 /// Rules a policy holds unless `--capacity` says otherwise.
 pub const DEFAULT_CAPACITY: u32 = 16_384;
+/// The largest `--capacity`.
+pub const MAX_CAPACITY: u32 = 1 << 22;
 /// Cells reserved per rule of capacity in each generation (tree nodes,
 /// leaf lists, the rule itself); measured at ~6-10 for mixed rule sets.
 const CELLS_PER_RULE: u32 = 8;
@@ -52,7 +54,8 @@ pub struct Policy {
     pub id: u32,
     pub name: String,
     pub default: Verdict,
-    /// Most rules (ids run 1..=capacity).
+    /// Most rules held at once (counter slots run 1..=capacity; rule ids
+    /// are not bounded by it).
     pub capacity: u32,
     /// Cells per generation.
     pub cells: u32,
@@ -62,12 +65,41 @@ pub struct Policy {
     /// under 0, for the default): added to the live generation's counters.
     #[serde(default)]
     pub carried: std::collections::BTreeMap<u32, RuleCounters>,
+    /// The id the next new rule gets: ids only grow, so an id never names
+    /// two rules (a `rule del N` cannot hit a rule added since). 0 in
+    /// records written before ids were kept monotonic: then one past the
+    /// highest id.
+    #[serde(default)]
+    pub next_id: u32,
+    /// Each rule's counter slot in 1..=capacity, by rule id. Rules missing
+    /// here (records written before slots) count in the slot of their id,
+    /// which was then at most `capacity`.
+    #[serde(default)]
+    pub slots: std::collections::BTreeMap<u32, u32>,
 }
 
 impl Policy {
-    /// Counter slots per generation (ids 1..=capacity, and 0).
+    /// Counter slots per generation (rules' 1..=capacity, and 0).
     pub fn rule_slots(&self) -> u32 {
         self.capacity + 1
+    }
+
+    /// The id the next new rule gets.
+    pub fn next_rule_id(&self) -> u32 {
+        let past_highest = self.rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        self.next_id.max(past_highest)
+    }
+
+    /// The counter slot of rule `id`.
+    pub fn slot_of(&self, id: u32) -> u32 {
+        self.slots.get(&id).copied().unwrap_or(id)
+    }
+
+    /// A counter slot no current rule uses (the policy is not full).
+    fn free_slot(&self) -> Option<u32> {
+        let used: std::collections::BTreeSet<u32> =
+            self.rules.iter().map(|r| self.slot_of(r.id)).collect();
+        (1..=self.capacity).find(|s| !used.contains(s))
     }
 }
 
@@ -193,12 +225,8 @@ impl<'a> Policies<'a> {
             return Err(Error::Invalid(format!("policy `{name}` already exists")));
         }
         let capacity = capacity.unwrap_or(DEFAULT_CAPACITY);
-        if capacity == 0 || capacity > 1 << 22 {
-            return Err(Error::Invalid(format!(
-                "capacity {capacity} out of range 1-{}",
-                1 << 22
-            )));
-        }
+        crate::validate::in_range("--capacity", capacity.into(), 1, MAX_CAPACITY.into())
+            .map_err(Error::Invalid)?;
         let cells = capacity.saturating_mul(CELLS_PER_RULE).max(MIN_CELLS);
         let id = self.all()?.iter().map(|p| p.id).max().unwrap_or(0) + 1;
         let policy = Policy {
@@ -210,6 +238,8 @@ impl<'a> Policies<'a> {
             generation: 0,
             rules: Vec::new(),
             carried: Default::default(),
+            next_id: 1,
+            slots: Default::default(),
         };
         self.create_maps(&policy)?;
         if let Err(e) = self.publish(&policy, &policy.rules) {
@@ -287,8 +317,8 @@ impl<'a> Policies<'a> {
     /// `fresh` rule ids, flips the generation and waits out readers of the
     /// old one. Nothing live changes if compiling fails.
     fn publish(&self, p: &Policy, rules: &[Rule]) -> Result<()> {
-        let compiled =
-            compile(rules).map_err(|e| Error::Invalid(format!("policy `{}`: {e}", p.name)))?;
+        let compiled = compile_with_slots(rules, |r| p.slot_of(r.id))
+            .map_err(|e| Error::Invalid(format!("policy `{}`: {e}", p.name)))?;
         if compiled.cells.len() > p.cells as usize {
             return Err(Error::Invalid(format!(
                 "policy `{}`: the compiled rule set needs {} cells but the policy holds {}; recreate it with a larger --capacity",
@@ -329,20 +359,20 @@ impl<'a> Policies<'a> {
         Ok(())
     }
 
-    /// Zeroes the counter slots of `ids` in generation `generation`.
+    /// Zeroes the counter `slots` of generation `generation`.
     fn zero_slots(
         &self,
         p: &Policy,
         generation: u32,
-        ids: impl Iterator<Item = u32>,
+        slots: impl Iterator<Item = u32>,
     ) -> Result<()> {
         let pin = self.pin_dir(&p.name).join("rule_stats");
         let map = open_map(&pin)?;
         let cpus = libbpf_rs::num_possible_cpus().map_err(|e| map_err(&pin, e))?;
         let zero = vec![vec![0u8; size_of::<RuleStats>()]; cpus];
-        for id in ids {
-            let slot = generation * p.rule_slots() + id;
-            map.update_percpu(&slot.to_ne_bytes(), &zero, MapFlags::ANY)
+        for slot in slots {
+            let entry = generation * p.rule_slots() + slot;
+            map.update_percpu(&entry.to_ne_bytes(), &zero, MapFlags::ANY)
                 .map_err(|e| map_err(&pin, e))?;
         }
         Ok(())
@@ -360,32 +390,43 @@ impl<'a> Policies<'a> {
         })
     }
 
-    /// Commits a new rule list: the idle generation's counters are zeroed,
+    /// Commits a new rule list whose counter slots are `slots` (by rule
+    /// id) and whose next new id is `next_id`: the idle generation's
+    /// counters of those slots are zeroed (a reused slot starts from zero),
     /// the rules compiled and swapped in; then what the old generation
-    /// counted for rules that carry over (same id and spec) and for the
-    /// default is folded into `carried`, so counters neither reset nor
-    /// mix when rules change.
-    fn commit(&self, mut p: Policy, rules: Vec<Rule>) -> Result<Policy> {
+    /// counted for rules that carry over (same id and spec, so the same
+    /// slot) and for the default is folded into `carried`, so counters
+    /// neither reset nor mix when rules change.
+    fn commit(
+        &self,
+        mut p: Policy,
+        rules: Vec<Rule>,
+        slots: std::collections::BTreeMap<u32, u32>,
+        next_id: u32,
+    ) -> Result<Policy> {
+        let old_p = p.clone();
         let old = p.generation;
         let next = old ^ 1;
+        p.slots = slots;
+        p.next_id = next_id;
         self.zero_slots(
             &p,
             next,
-            std::iter::once(0).chain(rules.iter().map(|r| r.id)),
+            std::iter::once(0).chain(rules.iter().map(|r| p.slot_of(r.id))),
         )?;
         self.publish(&p, &rules)?;
         let pin = self.pin_dir(&p.name).join("rule_stats");
         let map = open_map(&pin)?;
         let mut carried = std::collections::BTreeMap::new();
-        let mut keep = |id: u32| -> Result<()> {
-            let mut c = p.carried.get(&id).copied().unwrap_or_default();
-            c.add(&Self::read_slot(&map, &pin, old * p.rule_slots() + id)?);
+        let mut keep = |id: u32, slot: u32| -> Result<()> {
+            let mut c = old_p.carried.get(&id).copied().unwrap_or_default();
+            c.add(&Self::read_slot(&map, &pin, old * p.rule_slots() + slot)?);
             carried.insert(id, c);
             Ok(())
         };
-        keep(0)?;
-        for r in rules.iter().filter(|r| p.rules.contains(r)) {
-            keep(r.id)?;
+        keep(0, 0)?;
+        for r in rules.iter().filter(|r| old_p.rules.contains(r)) {
+            keep(r.id, old_p.slot_of(r.id))?;
         }
         p.carried = carried;
         p.generation = next;
@@ -394,22 +435,33 @@ impl<'a> Policies<'a> {
         Ok(p)
     }
 
-    /// `lwt filter rule add`: returns the new rule.
+    /// `lwt filter rule add`: returns the new rule. It gets the policy's
+    /// next id (ids are never reused) and a free counter slot.
     pub fn add_rule(&self, name: &str, spec: RuleSpec) -> Result<Rule> {
         let p = self.get(name)?;
-        if p.rules.len() as u32 >= p.capacity {
-            return Err(Error::Invalid(format!(
+        let full = || {
+            Error::Invalid(format!(
                 "policy `{name}` is full ({} rules); recreate it with a larger --capacity",
                 p.capacity
-            )));
+            ))
+        };
+        if p.rules.len() as u32 >= p.capacity {
+            return Err(full());
         }
-        let id = (1..=p.capacity)
-            .find(|i| p.rules.iter().all(|r| r.id != *i))
-            .unwrap_or(p.capacity);
+        let id = p.next_rule_id();
+        let next_id = id.checked_add(1).ok_or_else(|| {
+            Error::Invalid(format!(
+                "policy `{name}` has used every rule id; recreate it (`filter replace` into a new policy)"
+            ))
+        })?;
+        let slot = p.free_slot().ok_or_else(full)?;
         let rule = Rule { id, spec };
         let mut rules = p.rules.clone();
         rules.push(rule.clone());
-        self.commit(p, rules)?;
+        let mut slots: std::collections::BTreeMap<u32, u32> =
+            p.rules.iter().map(|r| (r.id, p.slot_of(r.id))).collect();
+        slots.insert(id, slot);
+        self.commit(p, rules, slots, next_id)?;
         Ok(rule)
     }
 
@@ -423,22 +475,37 @@ impl<'a> Policies<'a> {
             .cloned()
             .ok_or_else(|| Error::Invalid(format!("policy `{name}` has no rule {id}")))?;
         let rules: Vec<Rule> = p.rules.iter().filter(|r| r.id != id).cloned().collect();
-        self.commit(p, rules)?;
+        let slots = rules.iter().map(|r| (r.id, p.slot_of(r.id))).collect();
+        let next_id = p.next_rule_id();
+        self.commit(p, rules, slots, next_id)?;
         Ok(gone)
     }
 
-    /// `lwt filter replace`: the whole rule set at once; ids restart at 1.
+    /// `lwt filter replace`: the whole rule set at once. The new rules get
+    /// new ids, in file order, continuing from the policy's next id (so
+    /// none carries an old rule's counters), and counter slots 1, 2, ...
     pub fn replace(&self, name: &str, specs: Vec<RuleSpec>) -> Result<Policy> {
         let p = self.get(name)?;
         if specs.len() as u64 > u64::from(p.capacity) {
             return Err(Error::Invalid(format!("{} rules do not fit policy `{name}` (capacity {}); recreate it with a larger --capacity", specs.len(), p.capacity)));
         }
+        let first = p.next_rule_id();
+        let next_id = u32::try_from(specs.len())
+            .ok()
+            .and_then(|n| first.checked_add(n))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "policy `{name}` has too few rule ids left for {} rules; replace them into a new policy",
+                    specs.len()
+                ))
+            })?;
         let rules: Vec<Rule> = specs
             .into_iter()
-            .zip(1..)
+            .zip(first..)
             .map(|(spec, id)| Rule { id, spec })
             .collect();
-        self.commit(p, rules)
+        let slots = rules.iter().zip(1..).map(|(r, s)| (r.id, s)).collect();
+        self.commit(p, rules, slots, next_id)
     }
 
     /// `lwt filter delete`: only when no route uses it (the caller checks).
@@ -456,10 +523,10 @@ impl<'a> Policies<'a> {
     pub fn rule_counters(&self, p: &Policy) -> Result<Vec<(u32, RuleCounters)>> {
         let pin = self.pin_dir(&p.name).join("rule_stats");
         let map = open_map(&pin)?;
-        std::iter::once(0)
-            .chain(p.rules.iter().map(|r| r.id))
-            .map(|id| {
-                let mut c = Self::read_slot(&map, &pin, p.generation * p.rule_slots() + id)?;
+        std::iter::once((0, 0))
+            .chain(p.rules.iter().map(|r| (r.id, p.slot_of(r.id))))
+            .map(|(id, slot)| {
+                let mut c = Self::read_slot(&map, &pin, p.generation * p.rule_slots() + slot)?;
                 if let Some(prev) = p.carried.get(&id) {
                     c.add(prev);
                 }

@@ -9,7 +9,7 @@ use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
 use lwtkit_common::filter::{Cell, PolicyConfig, NO_RULE};
 
 use super::{
-    compile::compile,
+    compile::compile_with_slots,
     rule::{Rule, Verdict},
     store::{CELLS_MAP, CONFIG_MAP, RULE_STATS_MAP},
 };
@@ -24,7 +24,9 @@ use crate::{
 pub struct Harness {
     object: Object,
     entry: String,
-    max_rule_id: u32,
+    /// Rule ids by counter slot - 1: rule `ids[i]` counts in slot `i + 1`,
+    /// as in a policy filled by `filter replace`.
+    ids: Vec<u32>,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -35,20 +37,27 @@ fn err(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Harness {
-    /// The filter program for `hook`, holding `rules`.
+    /// The filter program for `hook`, holding `rules`; the rule at index
+    /// `i` counts in slot `i + 1`, whatever its id.
     pub fn filter(rules: &[Rule], default: Verdict, hook: Hook) -> Result<Self> {
-        let compiled = compile(rules).map_err(|e| err("compile", e))?;
+        let ids: Vec<u32> = rules.iter().map(|r| r.id).collect();
+        let slot_of = |r: &Rule| {
+            ids.iter()
+                .position(|id| *id == r.id)
+                .map_or(0, |i| i as u32 + 1)
+        };
+        let compiled = compile_with_slots(rules, slot_of).map_err(|e| err("compile", e))?;
         let cells = compiled.cells.len().max(16) as u32;
-        let max_rule_id = rules.iter().map(|r| r.id).max().unwrap_or(0);
+        let slots = ids.len() as u32 + 1;
         let mut h = Self::load("filter", hook, |name, m| match name {
             CELLS_MAP => {
                 m.set_max_entries(cells)?;
                 m.set_map_flags(libbpf_rs::libbpf_sys::BPF_F_MMAPABLE)
             }
-            RULE_STATS_MAP => m.set_max_entries(max_rule_id + 1),
+            RULE_STATS_MAP => m.set_max_entries(slots),
             _ => Ok(()),
         })?;
-        h.max_rule_id = max_rule_id;
+        h.ids = ids;
         h.write_cells(&compiled.cells)?;
         let config = PolicyConfig {
             generation: 0,
@@ -57,7 +66,7 @@ impl Harness {
             policy_id: 1,
             log_rate: 1,
             log_burst: 1,
-            rule_slots: max_rule_id + 1,
+            rule_slots: slots,
         };
         // SAFETY: PolicyConfig is plain u32 fields.
         let bytes = unsafe {
@@ -105,7 +114,7 @@ impl Harness {
         Ok(Self {
             object,
             entry: entry.into(),
-            max_rule_id: 0,
+            ids: Vec::new(),
         })
     }
 
@@ -145,25 +154,33 @@ impl Harness {
         Ok((out.return_value as i32, out.duration))
     }
 
-    /// Per-rule packet counters summed over CPUs: index 0 is "no rule".
+    /// Per-rule packet counters summed over CPUs, by counter slot: index 0
+    /// is "no rule", index `i + 1` the rule at index `i`.
     pub fn rule_hits(&self) -> Result<Vec<u64>> {
-        (0..=self.max_rule_id)
-            .map(|id| self.hits_of(Some(id).filter(|i| *i != 0)))
+        let map = self.map(RULE_STATS_MAP)?;
+        (0..=self.ids.len() as u32)
+            .map(|slot| {
+                let [packets] = crate::percpu::sum(&map, slot).map_err(|e| err("rule stats", e))?;
+                Ok(packets)
+            })
             .collect()
     }
 
-    /// Packets counted for one rule id (`None`: no rule matched).
+    /// Packets counted for the rule with id `rule` (`None`: no rule matched).
     pub fn hits_of(&self, rule: Option<u32>) -> Result<u64> {
         let map = self.map(RULE_STATS_MAP)?;
         let [packets] =
-            crate::percpu::sum(&map, rule.unwrap_or(0)).map_err(|e| err("rule stats", e))?;
+            crate::percpu::sum(&map, self.slot_of(rule)).map_err(|e| err("rule stats", e))?;
         Ok(packets)
     }
-}
 
-/// The rule id slot a decision lands in (0 for "no rule").
-pub fn slot_of(rule: Option<u32>) -> u32 {
-    rule.filter(|r| *r != NO_RULE).unwrap_or(0)
+    /// The counter slot a decision for rule id `rule` lands in (0 for "no
+    /// rule", or an id this harness does not hold).
+    pub fn slot_of(&self, rule: Option<u32>) -> u32 {
+        rule.filter(|r| *r != NO_RULE)
+            .and_then(|id| self.ids.iter().position(|i| *i == id))
+            .map_or(0, |i| i as u32 + 1)
+    }
 }
 
 /// test-run runs `eth_type_trans` on the frame: give it an Ethernet header

@@ -20,7 +20,7 @@ const RT_TABLES_DIRS: &[&str] = &[
 pub fn parse_table(s: &str) -> Result<u32> {
     if let Ok(n) = s.parse::<u32>() {
         if n == 0 {
-            return Err(Error::UnknownTable(format!("{s} (table 0 is not a table)")));
+            return Err(Error::Invalid(crate::validate::not_a_table("table")));
         }
         return Ok(n);
     }
