@@ -3,18 +3,17 @@
 //! removed), filter policies — and removes its records and pins. Run it
 //! before deleting a namespace: the kernel drops the routes with the
 //! namespace, but bpffs pins outlive it.
-use std::fs;
 
 use serde::Serialize;
 
 use crate::{
     attach::{self, DetachRequest},
-    encap::{self, decap},
+    encap::{self, decap, TunnelRecord},
     error::{Error, Result},
     filter::store::Policies,
     ns::Namespace,
     route::netlink::Rtnl,
-    seg6local,
+    seg6local::{self, SidRecord},
     state::{NetnsState, RouteRecord},
     system,
 };
@@ -34,86 +33,77 @@ pub struct Reset {
 
 pub fn reset() -> Result<Reset> {
     system::require_attach_privileges("lwt reset")?;
-    let bpffs = system::ensure_bpffs()?;
-    let (dir, pins) = NetnsState::paths(&bpffs)?;
+    let ns = Namespace::open()?;
     let mut done = Reset::default();
-    if !dir.exists() && !pins.exists() {
+    if !ns.exists() {
         return Ok(done);
     }
     let mut failures = Vec::new();
-    fn note(failures: &mut Vec<String>, what: String, r: Result<()>) {
-        if let Err(e) = r {
-            failures.push(format!("{what}: {e}"));
-        }
-    }
-    for t in encap::tunnels()? {
-        note(
-            &mut failures,
-            format!("tunnel {}", t.dst),
-            encap::del(t.dst, Some(t.table)).map(|_| done.tunnels += 1),
-        );
-    }
-    for s in seg6local::list()? {
-        note(
-            &mut failures,
-            format!("SID {}", s.record.sid),
-            seg6local::del(s.record.sid, Some(s.record.table)).map(|_| done.sids += 1),
-        );
-    }
-    for d in decap::list()? {
-        note(
-            &mut failures,
-            format!("decap on {}", d.dev),
-            decap::del(&d.dev).map(|_| done.decaps += 1),
-        );
-    }
     {
-        let ns = Namespace::open()?;
         let txn = ns.begin("lwt reset")?;
         let mut rtnl = Rtnl::open()?;
+        // Something changed outside lwtkit is left as it is (its records go,
+        // a note says so); anything else that fails keeps the reset from
+        // finishing.
+        let mut tally = |what: String, r: Result<()>, count: &mut usize| match r {
+            Ok(()) => *count += 1,
+            Err(e @ Error::Drift { .. }) => done.notes.push(format!("{what}: {e}")),
+            Err(e) => failures.push(format!("{what}: {e}")),
+        };
+        let mut counts = [0usize; 5];
+        for t in txn.all::<TunnelRecord>()? {
+            let r = encap::del_in(&txn, &mut rtnl, t.dst, Some(t.table)).map(|_| ());
+            tally(format!("tunnel {}", t.dst), r, &mut counts[0]);
+        }
+        for s in txn.all::<SidRecord>()? {
+            let r = seg6local::del_in(&txn, &mut rtnl, s.sid, Some(s.table)).map(|_| ());
+            tally(format!("SID {}", s.sid), r, &mut counts[1]);
+        }
+        for d in decap::list()? {
+            tally(
+                format!("decap on {}", d.dev),
+                decap::del(&d.dev),
+                &mut counts[2],
+            );
+        }
         for r in txn.all::<RouteRecord>()? {
             let req = DetachRequest {
                 owner: None,
                 ..DetachRequest::new(r.dst, Some(r.table), r.local)
             };
-            match attach::detach_in(&txn, &mut rtnl, &req) {
-                Ok(d) => {
-                    done.routes += 1;
-                    if d.route_now == "gone" {
-                        done.notes
-                            .push(format!("route {}: gone already; records dropped", d.route));
-                    }
-                }
-                // A route changed outside lwtkit is left as it is; its records are gone.
-                Err(e @ Error::Drift { .. }) => done.notes.push(e.to_string()),
-                Err(e) => failures.push(format!("route {}: {e}", r.dst)),
-            }
+            let res = attach::detach_in(&txn, &mut rtnl, &req).map(|_| ());
+            tally(format!("route {}", r.dst), res, &mut counts[3]);
         }
         let state = NetnsState::view(&txn);
         let policies = Policies::new(&state);
         for p in policies.all()? {
-            note(
-                &mut failures,
-                format!("policy {}", p.name),
-                policies.delete(&p.name).map(|_| done.policies += 1),
-            );
+            let r = policies.delete(&txn, &p.name);
+            tally(format!("policy {}", p.name), r, &mut counts[4]);
+        }
+        [
+            done.tunnels,
+            done.sids,
+            done.decaps,
+            done.routes,
+            done.policies,
+        ] = counts;
+        if !failures.is_empty() {
+            return Err(Error::Invalid(format!(
+                "lwt reset left some things in place:\n  {}",
+                failures.join("\n  ")
+            )));
+        }
+        // Still under the lock: nothing of lwtkit's is left here.
+        for d in [ns.pin_root(), ns.dir()] {
+            crate::ns::store::remove_tree(d)?;
         }
     }
-    if !failures.is_empty() {
-        return Err(Error::Invalid(format!(
-            "lwt reset left some things in place:\n  {}",
-            failures.join("\n  ")
-        )));
-    }
-    for d in [&pins, &dir] {
-        fs::remove_dir_all(d).map_err(|e| Error::State {
-            path: d.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    }
     // The roots go too once no namespace uses them.
-    for root in [pins.parent(), dir.parent()].into_iter().flatten() {
-        let _ = fs::remove_dir(root);
+    for root in [ns.pin_root().parent(), ns.dir().parent()]
+        .into_iter()
+        .flatten()
+    {
+        let _ = std::fs::remove_dir(root);
     }
     Ok(done)
 }

@@ -1,8 +1,6 @@
 //! `lwt seg6local`: SRv6 `End.BPF` behaviours on local SIDs — a seg6local
 //! route whose action runs a BPF program (lwtkit's `end` / `end-dt6`, or a
 //! program of an object file), pinned and recorded like every lwtkit hook.
-use std::{fs, path::Path};
-
 use ipnet::IpNet;
 use netlink_packet_route::route::RouteAttribute;
 use serde::{Deserialize, Serialize};
@@ -12,13 +10,15 @@ use crate::{
     error::{Error, Result},
     inventory::read_counters,
     loader,
+    ns::{self, failpoint, store, Intent, Namespace, Outcome, Probe, Step, Txn},
     route::{
         codec::{BpfProgAttr, Seg6LocalBpf},
+        kernel::{marks, Marks, RouteTable},
         netlink::Rtnl,
         ops::{self, NewRoute, RouteKey},
         table::{table_name, RT_TABLE_MAIN},
     },
-    state::{NetnsState, Origin, RouteRecord},
+    state::{Origin, RouteRecord},
     system,
 };
 
@@ -85,17 +85,17 @@ pub struct SidView {
     pub dropped: u64,
 }
 
-fn dirs(state: &NetnsState) -> (std::path::PathBuf, std::path::PathBuf) {
-    (
-        state.dir().join("seg6local"),
-        state.pin_root().join("seg6local"),
-    )
+impl crate::ns::Record for SidRecord {
+    const DIR: &'static str = "seg6local";
+    fn key(&self) -> String {
+        RouteRecord::key(&self.sid, self.table)
+    }
 }
 
-fn err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::State {
-        path: path.into(),
-        reason: e.to_string(),
+impl SidRecord {
+    /// What the SID's route carries while it is lwtkit's.
+    fn marks(&self) -> Marks {
+        Marks::from([("seg6local".to_string(), self.name.clone())])
     }
 }
 
@@ -103,6 +103,14 @@ fn err(path: &Path, e: impl std::fmt::Display) -> Error {
 pub fn add(req: &Seg6Request) -> Result<SidRecord> {
     req.validate()?;
     system::require_attach_privileges("lwt seg6local add")?;
+    let ns = Namespace::open()?;
+    let txn = ns.begin("lwt seg6local add")?;
+    add_in(&txn, &mut Rtnl::open()?, req)
+}
+
+/// [`add`] inside a transaction the caller holds.
+pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord> {
+    req.validate()?;
     if !req.sid.addr().is_ipv6() {
         return Err(Error::InvalidPrefix(format!(
             "`{}`: a SID is an IPv6 address or prefix",
@@ -110,18 +118,28 @@ pub fn add(req: &Seg6Request) -> Result<SidRecord> {
         )));
     }
     let oif = ifindex(&req.dev)?;
-    let bpffs = system::ensure_bpffs()?;
-    let state = NetnsState::open(&bpffs)?;
     let table = req.table.unwrap_or(RT_TABLE_MAIN);
     let key = RouteKey {
         dst: req.sid,
         table,
     };
     let skey = RouteRecord::key(&req.sid, table);
-    let (dir, pins) = dirs(&state);
-    let record_path = dir.join(format!("{skey}.json"));
-    let mut rtnl = Rtnl::open()?;
-    if ops::find(&mut rtnl, &key)?.is_some() && !record_path.exists() {
+    let pins = txn.pin_root().join("seg6local");
+    let existing = rtnl.lookup(&key)?;
+    // A record whose route was removed or rewritten meanwhile is stale.
+    let mut ours = false;
+    if let Some(record) = txn.get::<SidRecord>(&skey)? {
+        ours = existing.as_ref().map(marks) == Some(record.marks());
+        if !ours {
+            ns::intent::apply(&[
+                txn.remove_step::<SidRecord>(&skey),
+                Step::RemoveTree {
+                    path: pins.join(&skey),
+                },
+            ])?;
+        }
+    }
+    if existing.is_some() && !ours {
         return Err(Error::Invalid(format!(
             "route {key} exists and is not a SID lwtkit added; remove it first"
         )));
@@ -154,19 +172,16 @@ pub fn add(req: &Seg6Request) -> Result<SidRecord> {
         .attributes
         .extend(bpf.encode().map_err(|e| Error::Invalid(e.to_string()))?);
     let stage = pins.join(format!("{skey}_next"));
-    let _ = fs::remove_dir_all(&stage);
-    fs::create_dir_all(&stage).map_err(|e| err(&stage, e))?;
-    let staged = loaded.pin(&stage)?;
-    if let Err(e) = ops::replace(&mut rtnl, route) {
-        let _ = fs::remove_dir_all(&stage);
-        return Err(Error::Route {
-            route: key.to_string(),
-            reason: e,
-        });
-    }
     let live = pins.join(&skey);
-    let _ = fs::remove_dir_all(&live);
-    fs::rename(&stage, &live).map_err(|e| err(&live, e))?;
+    let _ = store::remove_tree(&stage);
+    store::ensure_dir(&stage)?;
+    let staged = match loaded.pin(&stage) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = store::remove_tree(&stage);
+            return Err(e);
+        }
+    };
     let record = SidRecord {
         sid: req.sid,
         table,
@@ -176,58 +191,112 @@ pub fn add(req: &Seg6Request) -> Result<SidRecord> {
         pin: live.join("prog"),
         counters: staged.counters.map(|_| live.join("counters")),
     };
-    fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
-    fs::write(
-        &record_path,
-        serde_json::to_vec_pretty(&record).map_err(|e| err(&record_path, e))?,
-    )
-    .map_err(|e| err(&record_path, e))?;
+    let mut intent = Intent::new(
+        "lwt seg6local add",
+        Probe::Route {
+            dst: key.dst,
+            table,
+            after: Some(record.marks()),
+        },
+    );
+    intent.done = vec![
+        Step::Rename {
+            from: stage.clone(),
+            to: live,
+        },
+        txn.put_step(&record)?,
+    ];
+    intent.undone = vec![Step::RemoveTree { path: stage }];
+    let pending = txn.intend(intent)?;
+    failpoint("seg6local-add:intent");
+    let sent = if ours {
+        rtnl.replace(route)
+    } else {
+        rtnl.create(route)
+    };
+    failpoint("seg6local-add:route");
+    match sent {
+        Ok(()) => txn.finish(pending, Outcome::Done)?,
+        Err(e) => {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(Error::Route {
+                route: key.to_string(),
+                reason: e,
+            });
+        }
+    }
     Ok(record)
 }
 
 /// `lwt seg6local del`: removes the SID's route and its pins.
 pub fn del(sid: IpNet, table: Option<u32>) -> Result<SidRecord> {
     system::require_attach_privileges("lwt seg6local del")?;
-    let bpffs = system::ensure_bpffs()?;
-    let state = NetnsState::open(&bpffs)?;
+    let ns = Namespace::open()?;
+    let txn = ns.begin("lwt seg6local del")?;
+    del_in(&txn, &mut Rtnl::open()?, sid, table)
+}
+
+/// [`del`] inside a transaction the caller holds. A SID route removed or
+/// rewritten outside lwtkit is left as it is; only lwtkit's records go.
+pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, sid: IpNet, table: Option<u32>) -> Result<SidRecord> {
     let table = table.unwrap_or(RT_TABLE_MAIN);
+    let key = RouteKey { dst: sid, table };
     let skey = RouteRecord::key(&sid, table);
-    let (dir, pins) = dirs(&state);
-    let record_path = dir.join(format!("{skey}.json"));
-    let record: SidRecord = fs::read(&record_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+    let record: SidRecord = txn
+        .get(&skey)?
         .ok_or_else(|| Error::NotManaged(format!("{sid} table {}", table_name(table))))?;
-    let mut rtnl = Rtnl::open()?;
-    if let Some(current) = ops::find(&mut rtnl, &RouteKey { dst: sid, table })? {
-        ops::delete(&mut rtnl, &current).map_err(|e| Error::Route {
-            route: sid.to_string(),
-            reason: e,
-        })?;
+    let forget = vec![
+        txn.remove_step::<SidRecord>(&skey),
+        Step::RemoveTree {
+            path: txn.pin_root().join("seg6local").join(&skey),
+        },
+    ];
+    let current = rtnl.lookup(&key)?;
+    let Some(current) = current else {
+        ns::intent::apply(&forget)?;
+        return Ok(record);
+    };
+    let found = marks(&current);
+    if found != record.marks() {
+        ns::intent::apply(&forget)?;
+        return Err(Error::Drift {
+            route: key.to_string(),
+            expected: format!("seg6local `{}`", record.name),
+            found: format!("{found:?}"),
+            hint: "",
+        });
     }
-    let _ = fs::remove_dir_all(pins.join(&skey));
-    fs::remove_file(&record_path).map_err(|e| err(&record_path, e))?;
+    let mut intent = Intent::new(
+        "lwt seg6local del",
+        Probe::Route {
+            dst: sid,
+            table,
+            after: None,
+        },
+    );
+    intent.done = forget;
+    let pending = txn.intend(intent)?;
+    failpoint("seg6local-del:intent");
+    let sent = rtnl.delete(&current);
+    failpoint("seg6local-del:route");
+    match sent {
+        Ok(()) => txn.finish(pending, Outcome::Done)?,
+        Err(e) if e.errno() == Some(libc::ESRCH) => txn.finish(pending, Outcome::Done)?,
+        Err(e) => {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(Error::Route {
+                route: sid.to_string(),
+                reason: e,
+            });
+        }
+    }
     Ok(record)
 }
 
 /// `lwt seg6local list`: lwtkit's SIDs with their counters.
 pub fn list() -> Result<Vec<SidView>> {
-    let bpffs = Path::new(system::BPFFS);
-    let Some(state) = NetnsState::open_existing(bpffs)? else {
-        return Ok(Vec::new());
-    };
-    let (dir, _) = dirs(&state);
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Ok(Vec::new());
-    };
     let mut out = Vec::new();
-    for e in entries.flatten() {
-        let Some(record) = fs::read(e.path())
-            .ok()
-            .and_then(|b| serde_json::from_slice::<SidRecord>(&b).ok())
-        else {
-            continue;
-        };
+    for record in Namespace::open_readonly()?.all::<SidRecord>()? {
         let c = record
             .counters
             .as_deref()

@@ -46,14 +46,14 @@ fn reading_policies<T>(
 }
 
 pub fn create(name: &str, default: Verdict, capacity: Option<u32>) -> Result<Policy> {
-    with_policies("lwt filter create", |p, _, _| {
-        p.create(name, default, capacity)
+    with_policies("lwt filter create", |p, _, txn| {
+        p.create(txn, name, default, capacity)
     })
 }
 
 /// Deletes a policy no route uses.
 pub fn delete(name: &str) -> Result<()> {
-    with_policies("lwt filter delete", |p, state, _| {
+    with_policies("lwt filter delete", |p, state, txn| {
         p.get(name)?;
         let users = attachments(state, name)?;
         if let Some(a) = users.first() {
@@ -65,16 +65,18 @@ pub fn delete(name: &str) -> Result<()> {
                 a.dst
             )));
         }
-        p.delete(name)
+        p.delete(txn, name)
     })
 }
 
 pub fn add_rule(name: &str, spec: RuleSpec) -> Result<Rule> {
-    with_policies("lwt filter rule add", |p, _, _| p.add_rule(name, spec))
+    with_policies("lwt filter rule add", |p, _, txn| {
+        p.add_rule(txn, name, spec)
+    })
 }
 
 pub fn del_rule(name: &str, id: u32) -> Result<Rule> {
-    with_policies("lwt filter rule del", |p, _, _| p.del_rule(name, id))
+    with_policies("lwt filter rule del", |p, _, txn| p.del_rule(txn, name, id))
 }
 
 /// Replaces every rule with those of `file`, atomically.
@@ -83,7 +85,9 @@ pub fn replace_from_file(name: &str, file: &Path) -> Result<Policy> {
         .map_err(|e| Error::Invalid(format!("rules file {}: {e}", file.display())))?;
     let specs = parse_rules_file(&text)
         .map_err(|e| Error::Invalid(format!("rules file {}: {e}", file.display())))?;
-    with_policies("lwt filter replace", |p, _, _| p.replace(name, specs))
+    with_policies("lwt filter replace", |p, _, txn| {
+        p.replace(txn, name, specs)
+    })
 }
 
 /// A route and hook a policy is attached to.

@@ -27,6 +27,7 @@ use crate::{
     builtin,
     error::{Error, Result},
     loader::{last_line, LibbpfLog},
+    ns::{failpoint, Intent, Outcome, Probe, Step, Txn},
     state::NetnsState,
 };
 
@@ -142,6 +143,13 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
+impl crate::ns::Record for Policy {
+    const DIR: &'static str = "filters";
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+}
+
 impl<'a> Policies<'a> {
     pub fn new(state: &'a NetnsState) -> Self {
         Self { state }
@@ -199,27 +207,18 @@ impl<'a> Policies<'a> {
         Ok(out)
     }
 
-    fn save(&self, p: &Policy) -> Result<()> {
-        let path = self.record_path(&p.name);
-        fs::create_dir_all(path.parent().unwrap_or(Path::new("/"))).map_err(|e| Error::State {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let tmp = path.with_extension("tmp");
-        let bytes = serde_json::to_vec_pretty(p).map_err(|e| Error::State {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        fs::write(&tmp, bytes)
-            .and_then(|_| fs::rename(&tmp, &path))
-            .map_err(|e| Error::State {
-                path,
-                reason: e.to_string(),
-            })
+    fn save(&self, txn: &Txn, p: &Policy) -> Result<()> {
+        txn.put(p)
     }
 
     /// `lwt filter create`: makes the policy's maps and pins them.
-    pub fn create(&self, name: &str, default: Verdict, capacity: Option<u32>) -> Result<Policy> {
+    pub fn create(
+        &self,
+        txn: &Txn,
+        name: &str,
+        default: Verdict,
+        capacity: Option<u32>,
+    ) -> Result<Policy> {
         validate_name(name)?;
         if self.record_path(name).exists() {
             return Err(Error::Invalid(format!("policy `{name}` already exists")));
@@ -241,15 +240,29 @@ impl<'a> Policies<'a> {
             next_id: 1,
             slots: Default::default(),
         };
-        self.create_maps(&policy)?;
-        if let Err(e) = self.publish(&policy, &policy.rules) {
-            let _ = fs::remove_dir_all(self.pin_dir(name));
+        let mut created = policy.clone();
+        created.generation = 1;
+        // A kill before the record is written leaves pins no record names:
+        // the next command removes them.
+        let Step::Put { path, json } = txn.put_step(&created)? else {
+            unreachable!("put_step makes a Put")
+        };
+        let mut intent = Intent::new("lwt filter create", Probe::Record { path, json });
+        intent.undone = vec![Step::RemoveTree {
+            path: self.pin_dir(name),
+        }];
+        let pending = txn.intend(intent)?;
+        let made = self
+            .create_maps(&policy)
+            .and_then(|()| self.publish(&policy, &policy.rules));
+        if let Err(e) = made {
+            txn.finish(pending, Outcome::Undone)?;
             return Err(e);
         }
-        let mut policy = policy;
-        policy.generation = 1;
-        self.save(&policy)?;
-        Ok(policy)
+        failpoint("filter-create:maps");
+        self.save(txn, &created)?;
+        txn.finish(pending, Outcome::Done)?;
+        Ok(created)
     }
 
     fn create_maps(&self, p: &Policy) -> Result<()> {
@@ -399,6 +412,7 @@ impl<'a> Policies<'a> {
     /// neither reset nor mix when rules change.
     fn commit(
         &self,
+        txn: &Txn,
         mut p: Policy,
         rules: Vec<Rule>,
         slots: std::collections::BTreeMap<u32, u32>,
@@ -414,7 +428,28 @@ impl<'a> Policies<'a> {
             next,
             std::iter::once(0).chain(rules.iter().map(|r| p.slot_of(r.id))),
         )?;
-        self.publish(&p, &rules)?;
+        // The flip is the change: once the config map says `next`, the new
+        // rules are live and the record must say so, even if lwt is killed
+        // right after (then the counters carried over are those read here,
+        // a few packets short of the exact ones read after the flip).
+        let mut early = p.clone();
+        early.generation = next;
+        early.rules = rules.clone();
+        let mut intent = Intent::new(
+            "lwt filter",
+            Probe::Generation {
+                config: self.pin_dir(&p.name).join("config"),
+                after: next,
+            },
+        );
+        intent.done = vec![txn.put_step(&early)?];
+        let pending = txn.intend(intent)?;
+        failpoint("filter-commit:intent");
+        if let Err(e) = self.publish(&p, &rules) {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(e);
+        }
+        failpoint("filter-commit:flip");
         let pin = self.pin_dir(&p.name).join("rule_stats");
         let map = open_map(&pin)?;
         let mut carried = std::collections::BTreeMap::new();
@@ -431,13 +466,14 @@ impl<'a> Policies<'a> {
         p.carried = carried;
         p.generation = next;
         p.rules = rules;
-        self.save(&p)?;
+        self.save(txn, &p)?;
+        txn.discard(pending)?;
         Ok(p)
     }
 
     /// `lwt filter rule add`: returns the new rule. It gets the policy's
     /// next id (ids are never reused) and a free counter slot.
-    pub fn add_rule(&self, name: &str, spec: RuleSpec) -> Result<Rule> {
+    pub fn add_rule(&self, txn: &Txn, name: &str, spec: RuleSpec) -> Result<Rule> {
         let p = self.get(name)?;
         let full = || {
             Error::Invalid(format!(
@@ -461,12 +497,12 @@ impl<'a> Policies<'a> {
         let mut slots: std::collections::BTreeMap<u32, u32> =
             p.rules.iter().map(|r| (r.id, p.slot_of(r.id))).collect();
         slots.insert(id, slot);
-        self.commit(p, rules, slots, next_id)?;
+        self.commit(txn, p, rules, slots, next_id)?;
         Ok(rule)
     }
 
     /// `lwt filter rule del`.
-    pub fn del_rule(&self, name: &str, id: u32) -> Result<Rule> {
+    pub fn del_rule(&self, txn: &Txn, name: &str, id: u32) -> Result<Rule> {
         let p = self.get(name)?;
         let gone = p
             .rules
@@ -477,14 +513,14 @@ impl<'a> Policies<'a> {
         let rules: Vec<Rule> = p.rules.iter().filter(|r| r.id != id).cloned().collect();
         let slots = rules.iter().map(|r| (r.id, p.slot_of(r.id))).collect();
         let next_id = p.next_rule_id();
-        self.commit(p, rules, slots, next_id)?;
+        self.commit(txn, p, rules, slots, next_id)?;
         Ok(gone)
     }
 
     /// `lwt filter replace`: the whole rule set at once. The new rules get
     /// new ids, in file order, continuing from the policy's next id (so
     /// none carries an old rule's counters), and counter slots 1, 2, ...
-    pub fn replace(&self, name: &str, specs: Vec<RuleSpec>) -> Result<Policy> {
+    pub fn replace(&self, txn: &Txn, name: &str, specs: Vec<RuleSpec>) -> Result<Policy> {
         let p = self.get(name)?;
         if specs.len() as u64 > u64::from(p.capacity) {
             return Err(Error::Invalid(format!("{} rules do not fit policy `{name}` (capacity {}); recreate it with a larger --capacity", specs.len(), p.capacity)));
@@ -505,17 +541,27 @@ impl<'a> Policies<'a> {
             .map(|(spec, id)| Rule { id, spec })
             .collect();
         let slots = rules.iter().zip(1..).map(|(r, s)| (r.id, s)).collect();
-        self.commit(p, rules, slots, next_id)
+        self.commit(txn, p, rules, slots, next_id)
     }
 
     /// `lwt filter delete`: only when no route uses it (the caller checks).
-    pub fn delete(&self, name: &str) -> Result<()> {
+    pub fn delete(&self, txn: &Txn, name: &str) -> Result<()> {
         self.get(name)?;
-        let _ = fs::remove_dir_all(self.pin_dir(name));
-        fs::remove_file(self.record_path(name)).map_err(|e| Error::State {
-            path: self.record_path(name),
-            reason: e.to_string(),
-        })
+        let pins = self.pin_dir(name);
+        let mut intent = Intent::new(
+            "lwt filter delete",
+            Probe::Unpinned {
+                path: pins.join("config"),
+            },
+        );
+        intent.done = vec![txn.remove_step::<Policy>(name)];
+        let pending = txn.intend(intent)?;
+        if let Err(e) = crate::ns::store::remove_tree(&pins) {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(e);
+        }
+        failpoint("filter-delete:pins");
+        txn.finish(pending, Outcome::Done)
     }
 
     /// Per-rule counters of a policy, summed over CPUs and generations, by

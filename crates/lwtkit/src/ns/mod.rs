@@ -205,6 +205,11 @@ impl Txn<'_> {
         store::remove_file(&pending.path)
     }
 
+    /// Forgets an intent whose bookkeeping the caller did itself.
+    pub fn discard(&self, pending: Pending) -> Result<()> {
+        store::remove_file(&pending.path)
+    }
+
     /// Finishes every intent left by a command that died, by what the
     /// kernel shows now.
     fn recover(&self) -> Result<()> {
