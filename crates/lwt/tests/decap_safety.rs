@@ -16,8 +16,8 @@ use std::{
 use common::{
     compile_bpf, json, send_udp,
     tunnel::{
-        gre, gue0, ipv4, listen_udp, recv_within, send_raw4, send_udp_payload, udp4, udp6,
-        RawCapture, IPPROTO_GRE, IPPROTO_IPIP,
+        gre, gue0, ipv4, listen_udp, recv_within, send_raw4, send_raw6, send_udp_payload, udp4,
+        udp6, RawCapture, IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_IPV6,
     },
     Chain, Netns, Pair,
 };
@@ -140,6 +140,47 @@ fn addresses_follow_the_kernel_and_decap_add() {
 }
 
 #[test]
+fn an_ipv6_address_moved_away_is_forwarded_not_decapsulated() {
+    require_root!();
+    let ch = Chain::new("da6");
+    ch.b.ip(&["addr", "add", "2001:db8:60::1/128", "dev", "lo", "nodad"]);
+    ch.b.lwt_ok(&["decap", "add", "--dev", "vb", "--type", "ip6ip6"]);
+    let inner = listen_udp(&ch.b, "[fd00::3]:7308");
+    let at_c = RawCapture::open6(&ch.c, IPPROTO_IPV6);
+    let a6: Ipv6Addr = "fd00::2".parse().expect("v6");
+    let b6: Ipv6Addr = "fd00::3".parse().expect("v6");
+    let moved: Ipv6Addr = "2001:db8:60::1".parse().expect("v6");
+    warm_up(&ch.a, "[fd01::2]");
+    let send = |dst: Ipv6Addr, data: &[u8]| {
+        send_raw6(&ch.a, IPPROTO_IPV6, dst, udp6(a6, b6, 7308, data));
+    };
+
+    send(moved, b"still B's");
+    assert_eq!(
+        recv_within(&inner, 3000).as_deref(),
+        Some(&b"still B's"[..])
+    );
+
+    ch.b.ip(&["addr", "del", "2001:db8:60::1/128", "dev", "lo"]);
+    ch.b.ip(&["-6", "route", "add", "2001:db8:60::1/128", "via", "fd01::2"]);
+    ch.c.ip(&["addr", "add", "2001:db8:60::1/128", "dev", "lo", "nodad"]);
+    // (Up to three tries: the first may meet B's neighbour entry for C
+    // being probed again after the route change.)
+    let forwarded = (0..3).any(|_| {
+        send(moved, b"now C's");
+        at_c.recv_within(2000).is_some()
+    });
+    assert!(forwarded, "forwarded to C: {}", decap_entry(&ch.b, "vb"));
+    assert_eq!(
+        recv_within(&inner, NOTHING_MS),
+        None,
+        "not decapsulated on B"
+    );
+    assert!(passed(&ch.b, "not_local") >= 1);
+    assert_eq!(taken(&ch.b), 1);
+}
+
+#[test]
 fn local_and_remote_lists_narrow_what_is_taken() {
     require_root!();
     let p = Pair::new("drm");
@@ -213,6 +254,12 @@ fn gre_takes_only_its_key() {
     send(None, b"no key");
     assert_eq!(recv_within(&inner, NOTHING_MS), None, "wrong or no key");
     assert_eq!(passed(&p.b, "gre_key"), 2);
+    // A GRE checksum is not something lwtkit strips: passed, counted.
+    let mut with_csum = gre(Some(42), 0x0800, &udp4(A, B, 7304, b"csum"));
+    with_csum[0] |= 0x80;
+    send_raw4(&p.a, IPPROTO_GRE, None, B, with_csum);
+    assert_eq!(recv_within(&inner, NOTHING_MS), None, "GRE with checksum");
+    assert_eq!(passed(&p.b, "unsupported"), 1);
 
     // Without --key only keyless GRE is taken, as a kernel GRE device
     // without a key does.

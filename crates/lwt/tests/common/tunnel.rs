@@ -12,6 +12,7 @@ use std::{
 use super::Netns;
 
 pub const IPPROTO_IPIP: i32 = 4;
+pub const IPPROTO_IPV6: i32 = 41;
 pub const IPPROTO_GRE: i32 = 47;
 
 fn checksum(data: &[u8]) -> u16 {
@@ -108,8 +109,12 @@ fn sockaddr_in(a: Ipv4Addr) -> libc::sockaddr_in {
 }
 
 fn raw_socket(proto: i32) -> OwnedFd {
+    raw_socket_of(libc::AF_INET, proto)
+}
+
+fn raw_socket_of(family: i32, proto: i32) -> OwnedFd {
     // SAFETY: plain socket(2) call.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, proto) };
+    let fd = unsafe { libc::socket(family, libc::SOCK_RAW, proto) };
     assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
     // SAFETY: a fresh descriptor we own.
     unsafe { OwnedFd::from_raw_fd(fd) }
@@ -160,6 +165,35 @@ pub fn send_raw4(ns: &Netns, proto: i32, src: Option<Ipv4Addr>, dst: Ipv4Addr, p
     })
 }
 
+/// Sends `payload` from `ns` in an IPv6 packet with next header `proto`
+/// to `dst`; the kernel builds the outer header.
+pub fn send_raw6(ns: &Netns, proto: i32, dst: Ipv6Addr, payload: Vec<u8>) {
+    ns.run(move || {
+        let fd = raw_socket_of(libc::AF_INET6, proto);
+        let sa = libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: 0,
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr {
+                s6_addr: dst.octets(),
+            },
+            sin6_scope_id: 0,
+        };
+        // SAFETY: valid socket, buffer and address.
+        let n = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                payload.as_ptr().cast(),
+                payload.len(),
+                0,
+                (&sa as *const libc::sockaddr_in6).cast(),
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        };
+        assert!(n >= 0, "sendto {dst}: {}", std::io::Error::last_os_error());
+    })
+}
+
 /// Sends `payload` from `ns` in one UDP datagram to `to` (FOU, GUE).
 pub fn send_udp_payload(ns: &Netns, to: &str, payload: Vec<u8>) {
     let to: SocketAddr = to.parse().expect("socket address");
@@ -183,13 +217,17 @@ pub fn recv_within(s: &UdpSocket, ms: u64) -> Option<Vec<u8>> {
     s.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
 }
 
-/// A raw IPv4 socket in a namespace: every packet of its protocol
-/// delivered to that namespace, outer header included.
+/// A raw socket in a namespace: every packet of its protocol delivered
+/// to that namespace (IPv4: outer header included; IPv6: without it).
 pub struct RawCapture(OwnedFd);
 
 impl RawCapture {
     pub fn open(ns: &Netns, proto: i32) -> Self {
         RawCapture(ns.run(move || raw_socket(proto)))
+    }
+
+    pub fn open6(ns: &Netns, proto: i32) -> Self {
+        RawCapture(ns.run(move || raw_socket_of(libc::AF_INET6, proto)))
     }
 
     /// The next packet within `ms` milliseconds.

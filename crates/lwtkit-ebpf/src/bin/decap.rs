@@ -17,9 +17,9 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibLookup, BPF_F_INGRESS,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibLookup,
         BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LOOKUP_SKIP_NEIGH,
-        TC_ACT_SHOT, TC_ACT_UNSPEC,
+        BPF_F_INGRESS, TC_ACT_SHOT, TC_ACT_UNSPEC,
     },
     btf_maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray},
     helpers::{bpf_fib_lookup, bpf_redirect, bpf_skb_adjust_room},
@@ -84,14 +84,15 @@ struct Outer {
     /// A fragment; `later` if not the first one (no tunnel header in it).
     fragment: bool,
     later: bool,
-    /// Not ours to strip or not sane; only counted if the protocol is wanted.
-    problem: Option<u32>,
     src: [u8; 16],
     dst: [u8; 16],
 }
 
+/// The outer header of a packet whose protocol this device takes, or the
+/// counter slot of why it is left alone. Unrelated traffic costs two
+/// loads and a comparison.
 #[inline(always)]
-fn parse_outer(ctx: &TcContext) -> Result<Outer, u32> {
+fn parse_outer(ctx: &TcContext, cfg: &DecapConfig) -> Result<Outer, u32> {
     let eth: [u8; 14] = ctx.load(0).map_err(|_| decap_stat::NOT_TUNNEL)?;
     let mut o = Outer {
         v6: false,
@@ -99,7 +100,6 @@ fn parse_outer(ctx: &TcContext) -> Result<Outer, u32> {
         proto: 0,
         fragment: false,
         later: false,
-        problem: None,
         src: [0; 16],
         dst: [0; 16],
     };
@@ -107,6 +107,16 @@ fn parse_outer(ctx: &TcContext) -> Result<Outer, u32> {
         0x0800 => {
             let h: [u8; 20] = ctx.load(ETH_HLEN).map_err(|_| decap_stat::NOT_TUNNEL)?;
             o.proto = h[9];
+            if !wanted(&o, cfg) {
+                return Err(decap_stat::NOT_TUNNEL);
+            }
+            let total = u32::from(u16::from_be_bytes([h[2], h[3]]));
+            if h[0] >> 4 != 4 || total < 20 || total + ETH_HLEN as u32 > ctx.len() {
+                return Err(decap_stat::MALFORMED);
+            }
+            if h[0] != 0x45 {
+                return Err(decap_stat::UNSUPPORTED);
+            }
             // The stack would drop a header whose checksum is wrong.
             let mut sum = 0u32;
             let mut i = 0;
@@ -116,13 +126,8 @@ fn parse_outer(ctx: &TcContext) -> Result<Outer, u32> {
             }
             sum = (sum & 0xffff) + (sum >> 16);
             sum = (sum & 0xffff) + (sum >> 16);
-            let total = u32::from(u16::from_be_bytes([h[2], h[3]]));
-            if h[0] >> 4 != 4 || total < 20 || total + ETH_HLEN as u32 > ctx.len() {
-                o.problem = Some(decap_stat::MALFORMED);
-            } else if h[0] != 0x45 {
-                o.problem = Some(decap_stat::UNSUPPORTED);
-            } else if sum != 0xffff {
-                o.problem = Some(decap_stat::MALFORMED);
+            if sum != 0xffff {
+                return Err(decap_stat::MALFORMED);
             }
             let frag = u16::from_be_bytes([h[6], h[7]]);
             o.fragment = frag & 0x3fff != 0;
@@ -135,15 +140,20 @@ fn parse_outer(ctx: &TcContext) -> Result<Outer, u32> {
             o.v6 = true;
             o.l3len = 40;
             o.proto = h[6];
-            o.src.copy_from_slice(&h[8..24]);
-            o.dst.copy_from_slice(&h[24..40]);
             if o.proto == IPPROTO_FRAGMENT {
-                let f: [u8; 8] = ctx.load(ETH_HLEN + 40).map_err(|_| decap_stat::NOT_TUNNEL)?;
+                let f: [u8; 8] = ctx
+                    .load(ETH_HLEN + 40)
+                    .map_err(|_| decap_stat::NOT_TUNNEL)?;
                 o.proto = f[0];
                 o.l3len = 48;
                 o.fragment = true;
                 o.later = u16::from_be_bytes([f[2], f[3]]) >> 3 != 0;
             }
+            if !wanted(&o, cfg) {
+                return Err(decap_stat::NOT_TUNNEL);
+            }
+            o.src.copy_from_slice(&h[8..24]);
+            o.dst.copy_from_slice(&h[24..40]);
         }
         _ => return Err(decap_stat::NOT_TUNNEL),
     }
@@ -161,8 +171,7 @@ fn inner_is(ctx: &TcContext, at: usize, want: u8) -> Result<(), u32> {
     }
 }
 
-/// Whether this device takes the outer protocol at all (before any
-/// further parsing, so unrelated traffic costs one comparison).
+/// Whether this device takes the outer protocol at all.
 #[inline(always)]
 fn wanted(o: &Outer, cfg: &DecapConfig) -> bool {
     let k = cfg.kinds;
@@ -305,8 +314,10 @@ fn is_local(ctx: &TcContext, o: &Outer) -> bool {
             }
         } else {
             p.family = AF_INET;
-            p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([o.src[0], o.src[1], o.src[2], o.src[3]]);
-            p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([o.dst[0], o.dst[1], o.dst[2], o.dst[3]]);
+            p.__bindgen_anon_3.ipv4_src =
+                u32::from_ne_bytes([o.src[0], o.src[1], o.src[2], o.src[3]]);
+            p.__bindgen_anon_4.ipv4_dst =
+                u32::from_ne_bytes([o.dst[0], o.dst[1], o.dst[2], o.dst[3]]);
         }
     }
     // SAFETY: the context and a lookup struct of the right size.
@@ -318,21 +329,17 @@ fn is_local(ctx: &TcContext, o: &Outer) -> bool {
             BPF_FIB_LOOKUP_SKIP_NEIGH,
         )
     };
-    rc < 0 || rc == i64::from(BPF_FIB_LKUP_RET_NOT_FWDED) || rc == i64::from(BPF_FIB_LKUP_RET_FWD_DISABLED)
+    rc < 0
+        || rc == i64::from(BPF_FIB_LKUP_RET_NOT_FWDED)
+        || rc == i64::from(BPF_FIB_LKUP_RET_FWD_DISABLED)
 }
 
 #[inline(always)]
 fn decide(ctx: &TcContext, cfg: &DecapConfig) -> Verdict {
-    let o = match parse_outer(ctx) {
+    let o = match parse_outer(ctx, cfg) {
         Ok(o) => o,
         Err(slot) => return Verdict::Pass(slot),
     };
-    if !wanted(&o, cfg) {
-        return Verdict::Pass(decap_stat::NOT_TUNNEL);
-    }
-    if let Some(slot) = o.problem {
-        return Verdict::Pass(slot);
-    }
     // A later fragment has no tunnel header to look at; only IP-in-IP and
     // GRE can be told from the protocol number alone.
     let shape = if o.later {
@@ -349,7 +356,9 @@ fn decide(ctx: &TcContext, cfg: &DecapConfig) -> Verdict {
     if !is_local(ctx, &o) {
         return Verdict::Pass(decap_stat::NOT_LOCAL);
     }
-    if cfg.flags & decap_flags::REMOTE_FILTER != 0 && DECAP_REMOTE.get(&trie_key(&o, &o.src)).is_none() {
+    if cfg.flags & decap_flags::REMOTE_FILTER != 0
+        && DECAP_REMOTE.get(&trie_key(&o, &o.src)).is_none()
+    {
         return Verdict::Pass(decap_stat::NOT_REMOTE);
     }
     if o.fragment {
@@ -365,7 +374,9 @@ fn decide(ctx: &TcContext, cfg: &DecapConfig) -> Verdict {
 #[unsafe(link_section = "tcx/ingress")]
 pub fn decap_ingress(skb: *mut aya_ebpf::bindings::__sk_buff) -> i32 {
     let ctx = TcContext::new(skb);
-    let Some(cfg) = DECAP_CONFIG.get(0) else { return TC_ACT_UNSPEC };
+    let Some(cfg) = DECAP_CONFIG.get(0) else {
+        return TC_ACT_UNSPEC;
+    };
     let (strip, inner_v6) = match decide(&ctx, cfg) {
         Verdict::Take { strip, inner_v6 } => (strip, inner_v6),
         Verdict::Pass(slot) => {
