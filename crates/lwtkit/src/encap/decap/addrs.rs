@@ -1,7 +1,7 @@
 //! The addresses the decapsulator judges outer headers by: checking the
 //! ones a user gives (`--local`, `--remote`), finding this host's own (its
 //! `local` routes), and keeping the two address tries in step with them.
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 use libbpf_rs::{MapCore, MapFlags};
@@ -12,7 +12,8 @@ use crate::{
     error::{Error, Result},
     route::{
         netlink::Rtnl,
-        ops::{dst_of, dump_all, oif_of},
+        ops::{dst_of, dump_all, oif_of, table_of},
+        table::RT_TABLE_LOCAL,
     },
 };
 
@@ -67,23 +68,34 @@ fn not_unicast(addr: IpAddr) -> Option<&'static str> {
     }
 }
 
-/// This host's local destinations as seen on device `index`: every route
-/// of type `local`, in every table (addresses, and `ip route add local
-/// PREFIX` ranges), without loopback ranges (the kernel drops those when
-/// they arrive on another device) and without IPv6 link-local addresses
-/// of other devices.
+/// This host's local destinations as seen on device `index`: the routes
+/// of type `local` in table `local` (addresses, and `ip route add local
+/// PREFIX` ranges there), without any that cover a loopback address (the
+/// kernel drops those when they arrive on another device) and without
+/// IPv6 link-local addresses of other devices. Local routes in other
+/// tables (VRFs, transparent proxies behind fwmark rules) are left out:
+/// pass `--local` for those.
 pub fn host_locals(index: u32) -> Result<Vec<IpNet>> {
+    local_routes(index, Some(RT_TABLE_LOCAL))
+}
+
+/// Like [`host_locals`], from table `table` or (`None`) from every table.
+fn local_routes(index: u32, table: Option<u32>) -> Result<Vec<IpNet>> {
     let mut rtnl = Rtnl::open()?;
     let mut out: Vec<IpNet> = Vec::new();
+    let loopback = [
+        IpAddr::from([127, 0, 0, 1]),
+        IpAddr::from(Ipv6Addr::LOCALHOST),
+    ];
     for r in dump_all(&mut rtnl)? {
-        if r.header.kind != RouteType::Local {
+        if r.header.kind != RouteType::Local || table.is_some_and(|t| table_of(&r) != t) {
             continue;
         }
         let Some(net) = dst_of(&r) else { continue };
-        let addr = net.addr();
-        if addr.is_loopback() || net.contains(&IpAddr::V4([127, 0, 0, 1].into())) {
+        if loopback.iter().any(|l| net.contains(l)) {
             continue;
         }
+        let addr = net.addr();
         if let IpAddr::V6(a) = addr {
             let link_local = a.segments()[0] & 0xffc0 == 0xfe80;
             if link_local && oif_of(&r) != Some(index) {
@@ -99,17 +111,17 @@ pub fn host_locals(index: u32) -> Result<Vec<IpNet>> {
 }
 
 /// The trie prefixes for the outer destinations to take: the host's own
-/// (`given` empty), or the given addresses, each of which must be one of
-/// the host's.
+/// (`given` empty), or the given addresses, each of which must be covered
+/// by a local route (in any table).
 pub fn local_set(dev: &str, index: u32, given: &[IpAddr]) -> Result<Vec<IpNet>> {
-    let host = host_locals(index)?;
     let set: Vec<IpNet> = if given.is_empty() {
-        host
+        host_locals(index)?
     } else {
+        let host = local_routes(index, None)?;
         for a in given {
             if !host.iter().any(|n| n.contains(a)) {
                 return Err(Error::Invalid(format!(
-                    "--local {a} is not an address of this host (no local route for it; see `ip route show table local`)"
+                    "--local {a} is not an address of this host (no local route covers it; see `ip route show table all type local`)"
                 )));
             }
         }
