@@ -65,7 +65,7 @@ pub enum Verb {
 
 #[derive(Subcommand, Debug)]
 pub enum DecapVerb {
-    /// Decapsulate the given tunnel types arriving on DEV (again: reconfigure).
+    /// Decapsulate the given tunnel types arriving on DEV for this host (again: reconfigure).
     Add {
         #[arg(long, value_name = "DEV")]
         dev: String,
@@ -77,10 +77,21 @@ pub enum DecapVerb {
             required = true
         )]
         kinds: Vec<String>,
+        /// UDP port of FOU (1-65535).
         #[arg(long = "fou-port", value_name = "N")]
-        fou_port: Option<u16>,
+        fou_port: Option<u64>,
+        /// UDP port of GUE (1-65535).
         #[arg(long = "gue-port", value_name = "N")]
-        gue_port: Option<u16>,
+        gue_port: Option<u64>,
+        /// GRE: take only packets carrying this 32-bit key (default: only keyless GRE).
+        #[arg(long, value_name = "N")]
+        key: Option<u64>,
+        /// Take only tunnels to these addresses of this host (default: all of its addresses).
+        #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+        local: Vec<String>,
+        /// Take only tunnels from these outer sources (default: any).
+        #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+        remote: Vec<String>,
     },
     /// Stop decapsulating on DEV.
     Del {

@@ -509,6 +509,85 @@ fn bad_arguments_are_named_and_change_nothing() {
 }
 
 #[test]
+fn decap_flags_out_of_range_are_named_and_change_nothing() {
+    require_root!();
+    let (ns, before) = setup("dcf");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--type", "fou", "--fou-port", "0"],
+            "--fou-port 0 is out of range",
+        ),
+        (
+            &["--type", "fou", "--fou-port", "65536"],
+            "--fou-port 65536 is out of range",
+        ),
+        (
+            &["--type", "gue", "--gue-port", "0"],
+            "--gue-port 0 is out of range",
+        ),
+        (
+            &["--type", "gue", "--gue-port", "99999"],
+            "--gue-port 99999 is out of range",
+        ),
+        (
+            &["--type", "gre", "--key", "4294967296"],
+            "--key 4294967296 does not fit in 32 bits",
+        ),
+        (&["--type", "ipip", "--key", "1"], "--key is a GRE key"),
+        (
+            &["--type", "ipip", "--local", "0.0.0.0"],
+            "--local `0.0.0.0`: the unspecified address",
+        ),
+        (
+            &["--type", "ipip", "--local", "224.0.0.5"],
+            "--local `224.0.0.5`: a multicast address",
+        ),
+        (
+            &["--type", "ipip", "--local", "10.9.0.0/24"],
+            "--local `10.9.0.0/24`: not an address",
+        ),
+        (
+            &["--type", "ipip", "--local", "10.9.0.99"],
+            "--local 10.9.0.99 is not an address of this host",
+        ),
+        (
+            &["--type", "ipip", "--remote", "::"],
+            "--remote `::`: the unspecified address",
+        ),
+        (
+            &["--type", "ipip", "--remote", "ff02::1"],
+            "--remote `ff02::1`: a multicast address",
+        ),
+        (
+            &["--type", "ipip", "--remote", "255.255.255.255"],
+            "--remote `255.255.255.255`: the broadcast address",
+        ),
+        (
+            &[
+                "--type",
+                "fou,gue",
+                "--fou-port",
+                "5555",
+                "--gue-port",
+                "5555",
+            ],
+            "both 5555",
+        ),
+        (&["--type", "vxlan"], "unknown tunnel type `vxlan`"),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["decap", "add", "--dev", "v0"];
+        args.extend_from_slice(extra);
+        fails_cleanly(&ns, &before, &args, needle);
+        assert_eq!(
+            ns.lwt_ok(&["decap", "list", "-j"]).trim(),
+            "[]",
+            "{args:?} left a decapsulator"
+        );
+    }
+}
+
+#[test]
 fn wrong_program_type_is_refused() {
     require_root!();
     let (ns, before) = setup("typ");

@@ -104,13 +104,71 @@ pub struct DecapConfig {
     /// UDP destination ports of FOU and GUE (0: off).
     pub fou_port: u16,
     pub gue_port: u16,
+    /// The GRE key packets must carry when [`decap_flags::GRE_KEY`] is set.
+    pub gre_key: u32,
+    /// [`decap_flags`] bits.
+    pub flags: u32,
 }
 
-/// Tunnel kinds the decapsulator accepts.
+const _: () = assert!(core::mem::size_of::<DecapConfig>() == 16);
+
+/// Tunnel kinds the decapsulator accepts: outer family, then inner family.
 pub mod decap {
-    /// IPv4 or IPv6 inside IPv4 or IPv6 (ipip, sit, ip6ip6, ip4in6).
-    pub const IP_IN_IP: u32 = 1 << 0;
+    /// IPv4 in IPv4 (protocol 4).
+    pub const IPIP: u32 = 1 << 0;
     pub const GRE: u32 = 1 << 1;
     pub const FOU: u32 = 1 << 2;
     pub const GUE: u32 = 1 << 3;
+    /// IPv6 in IPv4 (protocol 41).
+    pub const SIT: u32 = 1 << 4;
+    /// IPv6 in IPv6 (next header 41).
+    pub const IP6IP6: u32 = 1 << 5;
+    /// IPv4 in IPv6 (next header 4).
+    pub const IP4IN6: u32 = 1 << 6;
+}
+
+/// Switches in [`DecapConfig::flags`].
+pub mod decap_flags {
+    /// GRE packets must carry the key [`super::DecapConfig::gre_key`];
+    /// without it, only GRE packets without a key are taken.
+    pub const GRE_KEY: u32 = 1 << 0;
+    /// Only outer sources in the remote trie are taken.
+    pub const REMOTE_FILTER: u32 = 1 << 1;
+}
+
+/// Most prefixes in each of the decapsulator's address tries (local
+/// destinations, allowed remotes).
+pub const MAX_DECAP_ADDRS: u32 = 16_384;
+
+/// Slots of the decapsulator's per-CPU counters (`Counters` each): what it
+/// took, and why it let each other packet pass untouched.
+pub mod decap_stat {
+    /// Decapsulated and handed back to the device's ingress.
+    pub const TAKEN: u32 = 0;
+    /// Dropped: the kernel refused to remove the outer headers.
+    pub const REFUSED: u32 = 1;
+    /// Passed: not a tunnel packet of a configured type (all other traffic).
+    pub const NOT_TUNNEL: u32 = 2;
+    /// Passed: the outer destination is not an address of this host (or
+    /// not in `--local`), or the kernel would route it elsewhere.
+    pub const NOT_LOCAL: u32 = 3;
+    /// Passed: the outer source is not in `--remote`.
+    pub const NOT_REMOTE: u32 = 4;
+    /// Passed: GRE with another key, with a key when none is configured,
+    /// or without one when one is.
+    pub const GRE_KEY: u32 = 5;
+    /// Passed: the inner header is not the IP version the outer one announces.
+    pub const INNER: u32 = 6;
+    /// Passed: a GUE control message (C bit).
+    pub const GUE_CONTROL: u32 = 7;
+    /// Passed: an outer IPv4 or IPv6 fragment of a tunnel packet for this
+    /// host; the stack reassembles it but has no tunnel to hand it to.
+    pub const FRAGMENT: u32 = 8;
+    /// Passed: a tunnel packet with features lwtkit does not strip (IPv4
+    /// options, GRE checksum/sequence/routing/version, GUE options or
+    /// flags, GUE payloads other than IPv4/IPv6, GRE payloads other than IP).
+    pub const UNSUPPORTED: u32 = 9;
+    /// Passed: an outer IPv4 header with a bad checksum or length.
+    pub const MALFORMED: u32 = 10;
+    pub const COUNT: u32 = 11;
 }

@@ -1,8 +1,62 @@
 //! `lwt decap add|del|list`
-use lwtkit::encap::decap::{self, DecapRecord};
+use lwtkit::encap::decap::{self, DecapArgs, DecapRecord, DecapState};
 
 use super::Output;
 use crate::args::DecapVerb;
+
+fn join<T: ToString>(v: &[T]) -> String {
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Where tunnels are taken from and to, in words.
+fn endpoints(r: &DecapRecord) -> String {
+    let local = if r.local.is_empty() {
+        format!("this host's addresses ({})", join(&r.accepting))
+    } else {
+        join(&r.local)
+    };
+    let mut s = format!("to {local}");
+    if !r.remote.is_empty() {
+        s.push_str(&format!(" from {}", join(&r.remote)));
+    }
+    if let Some(k) = r.key {
+        s.push_str(&format!(", gre key {k}"));
+    }
+    s
+}
+
+fn render(r: &DecapRecord) -> String {
+    let state = match r.state {
+        DecapState::Attached => "attached".to_string(),
+        DecapState::Defunct => format!(
+            "defunct ({})",
+            r.note.as_deref().unwrap_or("not attached to the device")
+        ),
+    };
+    let p = &r.passed;
+    format!(
+        "{} {}  {} {}\n  decapsulated: packets {} bytes {}  refused {}\n  passed: not-tunnel {} not-local {} not-remote {} gre-key {} inner {} gue-control {} fragments {} unsupported {} malformed {}",
+        r.dev,
+        join(&r.kinds),
+        state,
+        endpoints(r),
+        r.packets,
+        r.bytes,
+        r.refused,
+        p.not_tunnel,
+        p.not_local,
+        p.not_remote,
+        p.gre_key,
+        p.inner,
+        p.gue_control,
+        p.fragments,
+        p.unsupported,
+        p.malformed
+    )
+}
 
 pub fn run(v: DecapVerb, out: &Output) -> anyhow::Result<()> {
     match v {
@@ -11,19 +65,31 @@ pub fn run(v: DecapVerb, out: &Output) -> anyhow::Result<()> {
             kinds,
             fou_port,
             gue_port,
+            key,
+            local,
+            remote,
         } => {
-            let r = DecapRecord {
+            let r = decap::record(&DecapArgs {
                 dev,
                 kinds,
                 fou_port,
                 gue_port,
-                packets: 0,
-                bytes: 0,
-                refused: 0,
-            };
+                key,
+                local,
+                remote,
+            })?;
             decap::add(&r)?;
-            out.emit(&r, |r| {
-                format!("decapsulating {} on {}", r.kinds.join(","), r.dev)
+            let shown = decap::list()?
+                .into_iter()
+                .find(|x| x.dev == r.dev)
+                .unwrap_or(r);
+            out.emit(&shown, |r| {
+                format!(
+                    "decapsulating {} on {} {}",
+                    join(&r.kinds),
+                    r.dev,
+                    endpoints(r)
+                )
             })
         }
         DecapVerb::Del { dev } => {
@@ -35,19 +101,7 @@ pub fn run(v: DecapVerb, out: &Output) -> anyhow::Result<()> {
         DecapVerb::List => {
             let list = decap::list()?;
             out.emit(&list, |l| {
-                l.iter()
-                    .map(|r| {
-                        format!(
-                            "{} {}  packets {} bytes {} refused {}",
-                            r.dev,
-                            r.kinds.join(","),
-                            r.packets,
-                            r.bytes,
-                            r.refused
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                l.iter().map(render).collect::<Vec<_>>().join("\n")
             })
         }
     }

@@ -4,6 +4,8 @@
 //! clang at test time.
 #![allow(dead_code)]
 
+pub mod tunnel;
+
 use std::{
     fs::File,
     io::{Read, Write},

@@ -2,12 +2,28 @@
 //! a tcx ingress program that strips IP-in-IP, GRE, FOU and GUE headers, so
 //! both ends work without kernel tunnel modules. Its link is pinned on
 //! bpffs, so it stays attached after `lwt` exits, until `lwt decap del`.
-use std::{fs, path::PathBuf};
+//!
+//! It takes only tunnel packets sent to this host (its local routes when
+//! `lwt decap add` ran, or `--local`), optionally only from `--remote`,
+//! and for GRE only with the configured key (or none); everything else
+//! passes untouched to the next tcx program and the classic tc filters,
+//! counted by why it was passed.
+mod addrs;
+mod link;
 
-use libbpf_rs::{AsRawLibbpf, MapCore, MapFlags, MapHandle, ObjectBuilder};
-use lwtkit_common::encap::{decap as kinds, DecapConfig};
+use std::{
+    fs,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
+use lwtkit_common::encap::{decap as kinds, decap_flags, decap_stat, DecapConfig};
 use serde::{Deserialize, Serialize};
 
+pub use self::addrs::{host_locals, parse_endpoints};
+use self::link::LinkState;
 use crate::{
     attach::ifindex,
     builtin,
@@ -25,20 +41,150 @@ pub struct DecapRecord {
     pub kinds: Vec<String>,
     pub fou_port: Option<u16>,
     pub gue_port: Option<u16>,
+    /// GRE: take only packets with this key (without it: only keyless GRE).
+    #[serde(default)]
+    pub key: Option<u32>,
+    /// Outer destinations to take; empty: every address of this host.
+    #[serde(default)]
+    pub local: Vec<IpAddr>,
+    /// Outer sources to take; empty: any.
+    #[serde(default)]
+    pub remote: Vec<IpAddr>,
+    /// Decapsulated packets and their bytes (after the outer headers went).
     #[serde(default)]
     pub packets: u64,
     #[serde(default)]
     pub bytes: u64,
+    /// Packets dropped because the kernel refused to remove the headers.
     #[serde(default)]
     pub refused: u64,
+    /// Packets passed untouched, by reason.
+    #[serde(default)]
+    pub passed: DecapPassed,
+    /// Whether the program is still attached to the device of that name.
+    #[serde(default)]
+    pub state: DecapState,
+    /// Why a decapsulator is defunct.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The outer destinations the program takes now (its local trie).
+    #[serde(default)]
+    pub accepting: Vec<IpNet>,
 }
 
-/// Parses the tunnel kinds: ipip, sit, ip6ip6, ip4in6 (all IP-in-IP), gre, fou, gue.
+impl DecapRecord {
+    /// A record for `lwt decap add` with no counters.
+    pub fn new(dev: impl Into<String>, kinds: Vec<String>) -> Self {
+        DecapRecord {
+            dev: dev.into(),
+            kinds,
+            fou_port: None,
+            gue_port: None,
+            key: None,
+            local: Vec::new(),
+            remote: Vec::new(),
+            packets: 0,
+            bytes: 0,
+            refused: 0,
+            passed: DecapPassed::default(),
+            state: DecapState::Attached,
+            note: None,
+            accepting: Vec::new(),
+        }
+    }
+}
+
+/// Packets the decapsulator let pass untouched, by reason (see
+/// `lwtkit_common::encap::decap_stat`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecapPassed {
+    /// Not a tunnel packet of a configured type.
+    pub not_tunnel: u64,
+    /// Outer destination not this host's (or not in `--local`).
+    pub not_local: u64,
+    /// Outer source not in `--remote`.
+    pub not_remote: u64,
+    /// GRE key not the configured one (or a key where none is configured).
+    pub gre_key: u64,
+    /// Inner version not the one announced.
+    pub inner: u64,
+    /// GUE control messages.
+    pub gue_control: u64,
+    /// Outer fragments: the stack reassembles them but cannot decapsulate.
+    pub fragments: u64,
+    /// Tunnel features lwtkit does not strip.
+    pub unsupported: u64,
+    /// Outer IPv4 headers with a bad checksum or length.
+    pub malformed: u64,
+}
+
+/// Whether a decapsulator still runs on its device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecapState {
+    #[default]
+    Attached,
+    /// The device it was attached to is gone (deleted, or deleted and
+    /// created again); `lwt decap add` attaches it again.
+    Defunct,
+}
+
+/// What `lwt decap add` was given, before its values are checked.
+#[derive(Clone, Debug, Default)]
+pub struct DecapArgs {
+    pub dev: String,
+    pub kinds: Vec<String>,
+    pub fou_port: Option<u64>,
+    pub gue_port: Option<u64>,
+    pub key: Option<u64>,
+    pub local: Vec<String>,
+    pub remote: Vec<String>,
+}
+
+/// Checks the flags of `lwt decap add` and turns them into a record.
+/// Errors name the flag.
+pub fn record(args: &DecapArgs) -> Result<DecapRecord> {
+    let port = |flag: &str, v: Option<u64>| -> Result<Option<u16>> {
+        v.map(|n| {
+            u16::try_from(n).ok().filter(|p| *p != 0).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{flag} {n} is out of range: a UDP port is 1 to 65535"
+                ))
+            })
+        })
+        .transpose()
+    };
+    let key = args
+        .key
+        .map(|k| {
+            u32::try_from(k).map_err(|_| {
+                Error::Invalid(format!(
+                    "--key {k} does not fit in 32 bits (0 to {})",
+                    u32::MAX
+                ))
+            })
+        })
+        .transpose()?;
+    let mut r = DecapRecord::new(args.dev.clone(), args.kinds.clone());
+    r.fou_port = port("--fou-port", args.fou_port)?;
+    r.gue_port = port("--gue-port", args.gue_port)?;
+    r.key = key;
+    r.local = parse_endpoints("--local", &args.local)?;
+    r.remote = parse_endpoints("--remote", &args.remote)?;
+    check(&r)?;
+    Ok(r)
+}
+
+/// Parses the tunnel kinds: ipip (IPv4 in IPv4), sit (IPv6 in IPv4),
+/// ip6ip6, ip4in6, gre, fou, gue.
 pub fn parse_kinds(names: &[String]) -> Result<u32> {
     let mut bits = 0;
     for n in names {
         bits |= match n.as_str() {
-            "ipip" | "sit" | "ip6ip6" | "ip4in6" => kinds::IP_IN_IP,
+            "ipip" => kinds::IPIP,
+            "sit" => kinds::SIT,
+            "ip6ip6" => kinds::IP6IP6,
+            "ip4in6" => kinds::IP4IN6,
             "gre" => kinds::GRE,
             "fou" => kinds::FOU,
             "gue" => kinds::GUE,
@@ -48,130 +194,199 @@ pub fn parse_kinds(names: &[String]) -> Result<u32> {
     Ok(bits)
 }
 
+/// The checks that need no kernel: kinds, ports, key, addresses.
+fn check(r: &DecapRecord) -> Result<u32> {
+    let bits = parse_kinds(&r.kinds)?;
+    if bits & kinds::FOU != 0 && r.fou_port.is_none() {
+        return Err(Error::Invalid("decapsulating fou needs --fou-port".into()));
+    }
+    if bits & kinds::GUE != 0 && r.gue_port.is_none() {
+        return Err(Error::Invalid("decapsulating gue needs --gue-port".into()));
+    }
+    for (flag, p) in [("--fou-port", r.fou_port), ("--gue-port", r.gue_port)] {
+        if p == Some(0) {
+            return Err(Error::Invalid(format!(
+                "{flag} 0 is out of range: a UDP port is 1 to 65535"
+            )));
+        }
+    }
+    if bits & kinds::FOU != 0 && bits & kinds::GUE != 0 && r.fou_port == r.gue_port {
+        return Err(Error::Invalid(format!(
+            "--fou-port and --gue-port are both {}: give each its own port",
+            r.fou_port.unwrap_or_default()
+        )));
+    }
+    if r.key.is_some() && bits & kinds::GRE == 0 {
+        return Err(Error::Invalid(
+            "--key is a GRE key: add gre to --type".into(),
+        ));
+    }
+    let text = |v: &[IpAddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    parse_endpoints("--local", &text(&r.local))?;
+    parse_endpoints("--remote", &text(&r.remote))?;
+    Ok(bits)
+}
+
 fn dirs() -> Result<(PathBuf, PathBuf)> {
     let bpffs = system::ensure_bpffs()?;
     let (dir, pins) = NetnsState::paths(&bpffs)?;
     Ok((dir.join("decap"), pins.join("decap")))
 }
 
-fn err(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
+fn err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::State {
         path: path.into(),
         reason: e.to_string(),
     }
 }
 
+/// The pins of one device's decapsulator.
+const PINS: [&str; 5] = ["config", "stats", "local", "remote", "link"];
+
+/// The map names in the program object and the pin each goes to.
+fn pin_of(map: &str) -> Option<&'static str> {
+    match map {
+        "DECAP_CONFIG" => Some("config"),
+        "DECAP_STATS" => Some("stats"),
+        "DECAP_LOCAL" => Some("local"),
+        "DECAP_REMOTE" => Some("remote"),
+        _ => None,
+    }
+}
+
+fn config_bytes(c: &DecapConfig) -> &[u8] {
+    // SAFETY: DecapConfig is plain #[repr(C)] data without padding.
+    unsafe {
+        std::slice::from_raw_parts(
+            (c as *const DecapConfig).cast::<u8>(),
+            size_of::<DecapConfig>(),
+        )
+    }
+}
+
 /// `lwt decap add`: attaches (or reconfigures) the decapsulator on `dev`.
+/// Every check happens before anything changes. A decapsulator whose
+/// device was deleted (and perhaps created again) is replaced.
 pub fn add(record: &DecapRecord) -> Result<()> {
     system::require_attach_privileges("lwt decap add")?;
+    let bits = check(record)?;
     let index = ifindex(&record.dev)?;
-    let bits = parse_kinds(&record.kinds)?;
-    if bits & kinds::FOU != 0 && record.fou_port.is_none() {
-        return Err(Error::Invalid("decapsulating fou needs --fou-port".into()));
+    let locals = addrs::local_set(&record.dev, index, &record.local)?;
+    let remotes: Vec<IpNet> = record.remote.iter().map(|a| IpNet::from(*a)).collect();
+    let mut flags = 0;
+    if record.key.is_some() {
+        flags |= decap_flags::GRE_KEY;
     }
-    if bits & kinds::GUE != 0 && record.gue_port.is_none() {
-        return Err(Error::Invalid("decapsulating gue needs --gue-port".into()));
+    if !remotes.is_empty() {
+        flags |= decap_flags::REMOTE_FILTER;
     }
     let config = DecapConfig {
         kinds: bits,
         fou_port: record.fou_port.unwrap_or(0),
         gue_port: record.gue_port.unwrap_or(0),
-    };
-    // SAFETY: DecapConfig is plain data.
-    let value = unsafe {
-        std::slice::from_raw_parts(
-            (&config as *const DecapConfig).cast::<u8>(),
-            size_of::<DecapConfig>(),
-        )
+        gre_key: record.key.unwrap_or(0),
+        flags,
     };
     let (dir, pins) = dirs()?;
     let dev_pins = pins.join(&record.dev);
-    if dev_pins.join("link").exists() {
-        // Already attached: a map update changes what it strips.
-        let map = MapHandle::from_pinned_path(dev_pins.join("config"))
-            .map_err(|_| Error::MissingPin(dev_pins.join("config")))?;
-        map.update(&0u32.to_ne_bytes(), value, MapFlags::ANY)
-            .map_err(|e| err(&dev_pins, e))?;
+    let complete = PINS.iter().all(|p| dev_pins.join(p).exists());
+    let live = complete
+        && link::state(&dev_pins.join("link"), &record.dev, Some(index)) == LinkState::Attached;
+    if live {
+        reconfigure(&dev_pins, &config, &locals, &remotes)?;
     } else {
-        let b = builtin::find("decap")
-            .ok_or_else(|| Error::UnknownBuiltin("decap".into(), builtin::names()))?;
-        let bytes = b.object().to_vec();
-        let log = LibbpfLog::capture();
-        let loaded = ObjectBuilder::default()
-            .open_memory(&bytes)
-            .and_then(|o| o.load());
-        let messages = log.finish();
-        let mut obj = loaded.map_err(|e| Error::Load {
-            program: "lwtkit decap".into(),
-            reason: format!("{e}: {}", last_line(&messages)),
-        })?;
-        fs::create_dir_all(&dev_pins).map_err(|e| err(&dev_pins, e))?;
-        for mut m in obj.maps_mut() {
-            let (pin, is_config) = match m.name().to_string_lossy().as_ref() {
-                "DECAP_CONFIG" => (dev_pins.join("config"), true),
-                "DECAP_STATS" => (dev_pins.join("stats"), false),
-                _ => continue,
-            };
-            if is_config {
-                m.update(&0u32.to_ne_bytes(), value, MapFlags::ANY)
-                    .map_err(|e| err(&pin, e))?;
-            }
-            m.pin(&pin).map_err(|e| err(&pin, e))?;
+        // Attach the new one beside whatever is left, then drop the old
+        // pins (a defunct link, or pins of an older lwtkit): no moment
+        // without a decapsulator. ':' cannot occur in a device name.
+        let staging = pins.join(format!("{}:next", record.dev));
+        let _ = fs::remove_dir_all(&staging);
+        if let Err(e) = attach_new(&record.dev, index, &staging, &config, &locals, &remotes) {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
         }
-        let prog = obj
-            .progs()
-            .find(|p| p.name() == "decap_ingress")
-            .ok_or_else(|| err(&dev_pins, "no decap program"))?;
-        let link_pin = std::ffi::CString::new(dev_pins.join("link").to_string_lossy().as_bytes())
-            .map_err(|e| err(&dev_pins, e))?;
-        // SAFETY: attaching a loaded program through libbpf; the link is
-        // pinned, then disconnected so freeing it leaves it attached.
-        unsafe {
-            let opts = libbpf_rs::libbpf_sys::bpf_tcx_opts {
-                sz: size_of::<libbpf_rs::libbpf_sys::bpf_tcx_opts>() as _,
-                ..Default::default()
-            };
-            let link = libbpf_rs::libbpf_sys::bpf_program__attach_tcx(
-                prog.as_libbpf_object().as_ptr(),
-                index as i32,
-                &opts,
-            );
-            if link.is_null() || (link as isize) < 0 && (link as isize) > -4096 {
-                let _ = fs::remove_dir_all(&dev_pins);
-                return Err(err(
-                    &dev_pins,
-                    format!(
-                        "attaching to {} (tcx ingress): {}",
-                        record.dev,
-                        std::io::Error::last_os_error()
-                    ),
-                ));
-            }
-            let rc = libbpf_rs::libbpf_sys::bpf_link__pin(link, link_pin.as_ptr());
-            libbpf_rs::libbpf_sys::bpf_link__disconnect(link);
-            libbpf_rs::libbpf_sys::bpf_link__destroy(link);
-            if rc != 0 {
-                let _ = fs::remove_dir_all(&dev_pins);
-                return Err(err(
-                    &dev_pins,
-                    format!(
-                        "pinning the link: {}",
-                        std::io::Error::from_raw_os_error(-rc)
-                    ),
-                ));
-            }
+        if dev_pins.exists() {
+            fs::remove_dir_all(&dev_pins).map_err(|e| err(&dev_pins, e))?;
         }
+        fs::rename(&staging, &dev_pins).map_err(|e| err(&dev_pins, e))?;
     }
     fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
     let path = dir.join(format!("{}.json", record.dev));
+    let mut stored = record.clone();
+    stored.accepting = locals;
     fs::write(
         &path,
-        serde_json::to_vec_pretty(record).map_err(|e| err(&path, e))?,
+        serde_json::to_vec_pretty(&stored).map_err(|e| err(&path, e))?,
     )
     .map_err(|e| err(&path, e))
 }
 
-/// `lwt decap del`: detaches the decapsulator from `dev`.
+/// Changes a live decapsulator through its maps. New addresses go in
+/// before the configuration changes and old ones leave after it, so a
+/// wanted address is never missing in between.
+fn reconfigure(
+    dev_pins: &Path,
+    config: &DecapConfig,
+    locals: &[IpNet],
+    remotes: &[IpNet],
+) -> Result<()> {
+    let open = |name: &str| {
+        let p = dev_pins.join(name);
+        MapHandle::from_pinned_path(&p).map_err(|_| Error::MissingPin(p))
+    };
+    let (cfg, local, remote) = (open("config")?, open("local")?, open("remote")?);
+    addrs::insert_all(&local, locals).map_err(|e| err(dev_pins, e))?;
+    addrs::insert_all(&remote, remotes).map_err(|e| err(dev_pins, e))?;
+    cfg.update(&0u32.to_ne_bytes(), config_bytes(config), MapFlags::ANY)
+        .map_err(|e| err(dev_pins, e))?;
+    addrs::retain(&local, locals).map_err(|e| err(dev_pins, e))?;
+    addrs::retain(&remote, remotes).map_err(|e| err(dev_pins, e))
+}
+
+/// Loads a fresh decapsulator, fills its maps, attaches it to `index` and
+/// pins everything under `at`.
+fn attach_new(
+    dev: &str,
+    index: u32,
+    at: &Path,
+    config: &DecapConfig,
+    locals: &[IpNet],
+    remotes: &[IpNet],
+) -> Result<()> {
+    let b = builtin::find("decap")
+        .ok_or_else(|| Error::UnknownBuiltin("decap".into(), builtin::names()))?;
+    let bytes = b.object().to_vec();
+    let log = LibbpfLog::capture();
+    let loaded = ObjectBuilder::default()
+        .open_memory(&bytes)
+        .and_then(|o| o.load());
+    let messages = log.finish();
+    let mut obj = loaded.map_err(|e| Error::Load {
+        program: "lwtkit decap".into(),
+        reason: format!("{e}: {}", last_line(&messages)),
+    })?;
+    fs::create_dir_all(at).map_err(|e| err(at, e))?;
+    for mut m in obj.maps_mut() {
+        let Some(name) = pin_of(&m.name().to_string_lossy()) else {
+            continue;
+        };
+        let pin = at.join(name);
+        let filled = match name {
+            "config" => m.update(&0u32.to_ne_bytes(), config_bytes(config), MapFlags::ANY),
+            "local" => addrs::insert_all(&m, locals),
+            "remote" => addrs::insert_all(&m, remotes),
+            _ => Ok(()),
+        };
+        filled.map_err(|e| err(&pin, e))?;
+        m.pin(&pin).map_err(|e| err(&pin, e))?;
+    }
+    let prog = obj
+        .progs()
+        .find(|p| p.name() == "decap_ingress")
+        .ok_or_else(|| err(at, "no decap program"))?;
+    link::attach_pinned(&prog, index, &at.join("link")).map_err(|e| err(at, format!("{dev}: {e}")))
+}
+
+/// `lwt decap del`: detaches the decapsulator from `dev` (attached or defunct).
 pub fn del(dev: &str) -> Result<()> {
     system::require_attach_privileges("lwt decap del")?;
     let (dir, pins) = dirs()?;
@@ -182,11 +397,15 @@ pub fn del(dev: &str) -> Result<()> {
         )));
     }
     // The pinned link is the only reference: removing it detaches.
-    fs::remove_dir_all(pins.join(dev)).map_err(|e| err(&pins, e))?;
+    let dev_pins = pins.join(dev);
+    if dev_pins.exists() {
+        fs::remove_dir_all(&dev_pins).map_err(|e| err(&pins, e))?;
+    }
+    let _ = fs::remove_dir_all(pins.join(format!("{dev}:next")));
     fs::remove_file(&path).map_err(|e| err(&path, e))
 }
 
-/// `lwt decap list`: devices with their counters.
+/// `lwt decap list`: devices with their state, addresses and counters.
 pub fn list() -> Result<Vec<DecapRecord>> {
     let (dir, pins) = dirs()?;
     let Ok(entries) = fs::read_dir(&dir) else {
@@ -198,14 +417,118 @@ pub fn list() -> Result<Vec<DecapRecord>> {
         .filter_map(|b| serde_json::from_slice(&b).ok())
         .collect();
     for r in &mut out {
-        if let Ok(c) = read_counters(&pins.join(&r.dev).join("stats")) {
-            let (ok, bad) = (
-                c.first().copied().unwrap_or_default(),
-                c.get(1).copied().unwrap_or_default(),
-            );
-            (r.packets, r.bytes, r.refused) = (ok.packets, ok.bytes, bad.packets);
+        let dev_pins = pins.join(&r.dev);
+        match link::state(&dev_pins.join("link"), &r.dev, ifindex(&r.dev).ok()) {
+            LinkState::Attached => (r.state, r.note) = (DecapState::Attached, None),
+            LinkState::Defunct(why) => (r.state, r.note) = (DecapState::Defunct, Some(why)),
+        }
+        if let Ok(m) = MapHandle::from_pinned_path(dev_pins.join("local")) {
+            r.accepting = addrs::contents(&m);
+        }
+        if let Ok(c) = read_counters(&dev_pins.join("stats")) {
+            let n = |slot: u32| c.get(slot as usize).copied().unwrap_or_default();
+            (r.packets, r.bytes) = (n(decap_stat::TAKEN).packets, n(decap_stat::TAKEN).bytes);
+            r.refused = n(decap_stat::REFUSED).packets;
+            r.passed = DecapPassed {
+                not_tunnel: n(decap_stat::NOT_TUNNEL).packets,
+                not_local: n(decap_stat::NOT_LOCAL).packets,
+                not_remote: n(decap_stat::NOT_REMOTE).packets,
+                gre_key: n(decap_stat::GRE_KEY).packets,
+                inner: n(decap_stat::INNER).packets,
+                gue_control: n(decap_stat::GUE_CONTROL).packets,
+                fragments: n(decap_stat::FRAGMENT).packets,
+                unsupported: n(decap_stat::UNSUPPORTED).packets,
+                malformed: n(decap_stat::MALFORMED).packets,
+            };
         }
     }
     out.sort_by(|a, b| a.dev.cmp(&b.dev));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: impl FnOnce(&mut DecapArgs)) -> DecapArgs {
+        let mut a = DecapArgs {
+            dev: "vb".into(),
+            kinds: vec!["gre".into(), "fou".into(), "gue".into()],
+            fou_port: Some(5555),
+            gue_port: Some(6080),
+            ..Default::default()
+        };
+        extra(&mut a);
+        a
+    }
+
+    fn refused(a: DecapArgs) -> String {
+        record(&a).expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn flags_are_range_checked_and_named() {
+        assert!(record(&args(|_| {})).is_ok());
+        for (bad, needle) in [
+            (
+                args(|a| a.fou_port = Some(0)),
+                "--fou-port 0 is out of range",
+            ),
+            (
+                args(|a| a.fou_port = Some(65536)),
+                "--fou-port 65536 is out of range",
+            ),
+            (
+                args(|a| a.gue_port = Some(0)),
+                "--gue-port 0 is out of range",
+            ),
+            (args(|a| a.gue_port = Some(5555)), "both 5555"),
+            (
+                args(|a| a.key = Some(1 << 32)),
+                "--key 4294967296 does not fit in 32 bits",
+            ),
+            (
+                args(|a| a.local = vec!["224.0.0.1".into()]),
+                "--local `224.0.0.1`: a multicast",
+            ),
+            (
+                args(|a| a.remote = vec!["::".into()]),
+                "--remote `::`: the unspecified",
+            ),
+            (args(|a| a.fou_port = None), "needs --fou-port"),
+        ] {
+            let e = refused(bad);
+            assert!(e.contains(needle), "expected `{needle}` in: {e}");
+        }
+        let e = refused(args(|a| {
+            a.kinds = vec!["ipip".into()];
+            a.key = Some(7);
+        }));
+        assert!(e.contains("--key is a GRE key"), "{e}");
+        assert_eq!(
+            record(&args(|a| a.key = Some(u64::from(u32::MAX))))
+                .expect("max key")
+                .key,
+            Some(u32::MAX)
+        );
+    }
+
+    #[test]
+    fn each_ip_in_ip_name_is_its_own_kind() {
+        let bits = |n: &[&str]| parse_kinds(&n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(bits(&["ipip"]).expect("ipip"), kinds::IPIP);
+        assert_eq!(bits(&["sit"]).expect("sit"), kinds::SIT);
+        assert_ne!(bits(&["ip6ip6"]).expect("a"), bits(&["ip4in6"]).expect("b"));
+        assert!(bits(&["vxlan"]).is_err());
+    }
+
+    #[test]
+    fn old_records_still_read() {
+        let old = r#"{"dev":"vb","kinds":["gre"],"fou_port":null,"gue_port":null,"packets":0,"bytes":0,"refused":0}"#;
+        let r: DecapRecord = serde_json::from_str(old).expect("old record");
+        assert_eq!(
+            (r.key, r.local.len(), r.state),
+            (None, 0, DecapState::Attached)
+        );
+    }
 }
