@@ -59,12 +59,9 @@ pub fn reset() -> Result<Reset> {
             let r = seg6local::del_in(&txn, &mut rtnl, s.sid, Some(s.table)).map(|_| ());
             tally(format!("SID {}", s.sid), r, &mut counts[1]);
         }
-        for d in decap::list()? {
-            tally(
-                format!("decap on {}", d.dev),
-                decap::del(&d.dev),
-                &mut counts[2],
-            );
+        for d in txn.all::<decap::DecapRecord>()? {
+            let r = decap::del_in(&txn, &d.dev);
+            tally(format!("decap on {}", d.dev), r, &mut counts[2]);
         }
         for r in txn.all::<RouteRecord>()? {
             let req = DetachRequest {

@@ -13,7 +13,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{error::Result, hook::Hook, system};
+use crate::{error::Result, hook::Hook};
 
 pub use crate::ns::{PIN_DIR, STATE_ROOT};
 
@@ -131,49 +131,18 @@ impl crate::ns::Record for RouteRecord {
     }
 }
 
-/// The state of one network namespace, locked while held: the older
-/// interface of the stores not yet moved onto [`crate::ns::Txn`].
+/// A namespace's records and pins as the filter store reads them: a view
+/// of a [`crate::ns::Namespace`]. Writing goes through a [`crate::ns::Txn`].
 pub struct NetnsState {
     dir: PathBuf,
     pin_dir: PathBuf,
-    _lock: Option<crate::ns::lock::Held>,
 }
 
 impl NetnsState {
-    /// The current namespace's state and pin directories, without opening
-    /// or locking anything.
-    pub fn paths(bpffs: &Path) -> Result<(PathBuf, PathBuf)> {
-        let cookie = system::netns_cookie()?;
-        Ok((
-            Path::new(STATE_ROOT).join(format!("ns-{cookie}")),
-            bpffs.join(PIN_DIR).join(format!("ns-{cookie}")),
-        ))
-    }
-
-    /// Opens (creating) the current namespace's state and takes its lock.
-    pub fn open(bpffs: &Path) -> Result<Self> {
-        let (dir, pin_dir) = Self::paths(bpffs)?;
-        crate::ns::store::ensure_dir(&dir)?;
-        crate::ns::store::ensure_dir(&pin_dir)?;
-        let lock = crate::ns::lock::acquire(&dir, "lwt", crate::ns::lock::timeout())?;
-        Ok(Self {
-            dir,
-            pin_dir,
-            _lock: Some(lock),
-        })
-    }
-
-    /// Opens the state only if it exists, without a lock (readers).
-    pub fn open_existing(bpffs: &Path) -> Result<Option<Self>> {
-        let (dir, pin_dir) = Self::paths(bpffs)?;
-        if !dir.exists() {
-            return Ok(None);
-        }
-        Ok(Some(Self {
-            dir,
-            pin_dir,
-            _lock: None,
-        }))
+    /// The current namespace's state if lwtkit keeps any (readers: no lock).
+    pub fn open_existing(_bpffs: &Path) -> Result<Option<Self>> {
+        let ns = crate::ns::Namespace::open_readonly()?;
+        Ok(ns.dir().exists().then(|| Self::view(&ns)))
     }
 
     /// A view of `ns` for the older stores: writes through it are only safe
@@ -182,7 +151,6 @@ impl NetnsState {
         Self {
             dir: ns.dir().to_path_buf(),
             pin_dir: ns.pin_root().to_path_buf(),
-            _lock: None,
         }
     }
 

@@ -324,7 +324,11 @@ impl Chain {
         // leave DAD: until then a first datagram sits in a queue for a while.
         for ns in [&a, &b, &c] {
             for _ in 0..100 {
-                if ns.ip(&["-6", "addr", "show", "tentative"]).trim().is_empty() {
+                if ns
+                    .ip(&["-6", "addr", "show", "tentative"])
+                    .trim()
+                    .is_empty()
+                {
                     break;
                 }
                 thread::sleep(Duration::from_millis(50));

@@ -11,11 +11,7 @@
 mod addrs;
 mod link;
 
-use std::{
-    fs,
-    net::IpAddr,
-    path::{Path, PathBuf},
-};
+use std::{net::IpAddr, path::Path};
 
 use ipnet::IpNet;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
@@ -30,7 +26,7 @@ use crate::{
     error::{Error, Result},
     inventory::read_counters,
     loader::{last_line, LibbpfLog},
-    state::NetnsState,
+    ns::{self, failpoint, store, Intent, Namespace, Outcome, Probe, Step, Txn},
     system,
 };
 
@@ -227,10 +223,11 @@ fn check(r: &DecapRecord) -> Result<u32> {
     Ok(bits)
 }
 
-fn dirs() -> Result<(PathBuf, PathBuf)> {
-    let bpffs = system::ensure_bpffs()?;
-    let (dir, pins) = NetnsState::paths(&bpffs)?;
-    Ok((dir.join("decap"), pins.join("decap")))
+impl crate::ns::Record for DecapRecord {
+    const DIR: &'static str = "decap";
+    fn key(&self) -> String {
+        self.dev.clone()
+    }
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -269,6 +266,14 @@ fn config_bytes(c: &DecapConfig) -> &[u8] {
 /// device was deleted (and perhaps created again) is replaced.
 pub fn add(record: &DecapRecord) -> Result<()> {
     system::require_attach_privileges("lwt decap add")?;
+    check(record)?;
+    let ns = Namespace::open()?;
+    let txn = ns.begin("lwt decap add")?;
+    add_in(&txn, record)
+}
+
+/// [`add`] inside a transaction the caller holds.
+pub fn add_in(txn: &Txn, record: &DecapRecord) -> Result<()> {
     let bits = check(record)?;
     let index = ifindex(&record.dev)?;
     let locals = addrs::local_set(&record.dev, index, &record.local)?;
@@ -287,37 +292,66 @@ pub fn add(record: &DecapRecord) -> Result<()> {
         gre_key: record.key.unwrap_or(0),
         flags,
     };
-    let (dir, pins) = dirs()?;
+    let pins = txn.pin_root().join("decap");
     let dev_pins = pins.join(&record.dev);
+    let mut stored = record.clone();
+    stored.accepting = locals.clone();
+    let put = txn.put_step(&stored)?;
     let complete = PINS.iter().all(|p| dev_pins.join(p).exists());
     let live = complete
         && link::state(&dev_pins.join("link"), &record.dev, Some(index)) == LinkState::Attached;
     if live {
+        // Only lwtkit's own maps change: the record goes first, so a kill
+        // leaves the wanted configuration on record for the next `decap add`.
+        let old = txn.get::<DecapRecord>(&record.dev)?;
+        let Step::Put { path, json } = put.clone() else {
+            unreachable!("put_step makes a Put")
+        };
+        let mut intent = Intent::new("lwt decap add", Probe::Record { path, json });
+        intent.undone = match &old {
+            Some(o) => vec![txn.put_step(o)?],
+            None => vec![txn.remove_step::<DecapRecord>(&record.dev)],
+        };
+        let pending = txn.intend(intent)?;
+        ns::intent::apply(&[put])?;
+        failpoint("decap-add:record");
         reconfigure(&dev_pins, &config, &locals, &remotes)?;
-    } else {
-        // Attach the new one beside whatever is left, then drop the old
-        // pins (a defunct link, or pins of an older lwtkit): no moment
-        // without a decapsulator. ':' cannot occur in a device name.
-        let staging = pins.join(format!("{}:next", record.dev));
-        let _ = fs::remove_dir_all(&staging);
-        if let Err(e) = attach_new(&record.dev, index, &staging, &config, &locals, &remotes) {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-        if dev_pins.exists() {
-            fs::remove_dir_all(&dev_pins).map_err(|e| err(&dev_pins, e))?;
-        }
-        fs::rename(&staging, &dev_pins).map_err(|e| err(&dev_pins, e))?;
+        return txn.finish(pending, Outcome::Done);
     }
-    fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
-    let path = dir.join(format!("{}.json", record.dev));
-    let mut stored = record.clone();
-    stored.accepting = locals;
-    fs::write(
-        &path,
-        serde_json::to_vec_pretty(&stored).map_err(|e| err(&path, e))?,
-    )
-    .map_err(|e| err(&path, e))
+    // Attach the new one beside whatever is left, then drop the old pins
+    // (a defunct link, or pins of an older lwtkit): no moment without a
+    // decapsulator. ':' cannot occur in a device name. The staged link is
+    // the kernel's word that the new decapsulator is attached; the rename
+    // that moves it is the last step.
+    let staging = pins.join(format!("{}:next", record.dev));
+    let _ = store::remove_tree(&staging);
+    let mut intent = Intent::new(
+        "lwt decap add",
+        Probe::Pinned {
+            path: staging.join("link"),
+        },
+    );
+    intent.done = vec![
+        put,
+        Step::RemoveTree {
+            path: dev_pins.clone(),
+        },
+        Step::Rename {
+            from: staging.clone(),
+            to: dev_pins,
+        },
+    ];
+    intent.undone = vec![Step::RemoveTree {
+        path: staging.clone(),
+    }];
+    let pending = txn.intend(intent)?;
+    failpoint("decap-add:intent");
+    if let Err(e) = attach_new(&record.dev, index, &staging, &config, &locals, &remotes) {
+        txn.finish(pending, Outcome::Undone)?;
+        return Err(e);
+    }
+    failpoint("decap-add:link");
+    txn.finish(pending, Outcome::Done)
 }
 
 /// Changes a live decapsulator through its maps. New addresses go in
@@ -364,7 +398,7 @@ fn attach_new(
         program: "lwtkit decap".into(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
-    fs::create_dir_all(at).map_err(|e| err(at, e))?;
+    store::ensure_dir(at)?;
     for mut m in obj.maps_mut() {
         let Some(name) = pin_of(&m.name().to_string_lossy()) else {
             continue;
@@ -389,33 +423,50 @@ fn attach_new(
 /// `lwt decap del`: detaches the decapsulator from `dev` (attached or defunct).
 pub fn del(dev: &str) -> Result<()> {
     system::require_attach_privileges("lwt decap del")?;
-    let (dir, pins) = dirs()?;
-    let path = dir.join(format!("{dev}.json"));
-    if !path.exists() {
+    let ns = Namespace::open()?;
+    let txn = ns.begin("lwt decap del")?;
+    del_in(&txn, dev)
+}
+
+/// [`del`] inside a transaction the caller holds.
+pub fn del_in(txn: &Txn, dev: &str) -> Result<()> {
+    if txn.get::<DecapRecord>(dev)?.is_none() {
         return Err(Error::Invalid(format!(
             "lwtkit does not decapsulate on {dev}"
         )));
     }
     // The pinned link is the only reference: removing it detaches.
+    let pins = txn.pin_root().join("decap");
     let dev_pins = pins.join(dev);
-    if dev_pins.exists() {
-        fs::remove_dir_all(&dev_pins).map_err(|e| err(&pins, e))?;
+    let mut intent = Intent::new(
+        "lwt decap del",
+        Probe::Unpinned {
+            path: dev_pins.join("link"),
+        },
+    );
+    intent.done = vec![
+        txn.remove_step::<DecapRecord>(dev),
+        Step::RemoveTree {
+            path: dev_pins.clone(),
+        },
+        Step::RemoveTree {
+            path: pins.join(format!("{dev}:next")),
+        },
+    ];
+    let pending = txn.intend(intent)?;
+    if let Err(e) = store::remove_file(&dev_pins.join("link")) {
+        txn.finish(pending, Outcome::Undone)?;
+        return Err(e);
     }
-    let _ = fs::remove_dir_all(pins.join(format!("{dev}:next")));
-    fs::remove_file(&path).map_err(|e| err(&path, e))
+    failpoint("decap-del:link");
+    txn.finish(pending, Outcome::Done)
 }
 
 /// `lwt decap list`: devices with their state, addresses and counters.
 pub fn list() -> Result<Vec<DecapRecord>> {
-    let (dir, pins) = dirs()?;
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Ok(Vec::new());
-    };
-    let mut out: Vec<DecapRecord> = entries
-        .flatten()
-        .filter_map(|e| fs::read(e.path()).ok())
-        .filter_map(|b| serde_json::from_slice(&b).ok())
-        .collect();
+    let ns = Namespace::open_readonly()?;
+    let pins = ns.pin_root().join("decap");
+    let mut out: Vec<DecapRecord> = ns.all()?;
     for r in &mut out {
         let dev_pins = pins.join(&r.dev);
         match link::state(&dev_pins.join("link"), &r.dev, ifindex(&r.dev).ok()) {

@@ -141,7 +141,7 @@ fn ensure_maps(pins: &std::path::Path, tunnels_recorded: usize) -> Result<()> {
         program: "tunnel maps".into(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
-    fs::create_dir_all(pins).map_err(|e| state_err(pins, e))?;
+    ns::store::ensure_dir(pins)?;
     for mut m in obj.maps_mut() {
         let pin = match m.name().to_string_lossy().as_ref() {
             TUNNELS_MAP => pins.join("tunnels"),

@@ -31,6 +31,23 @@ pub struct Holder {
 /// A held lock; released when dropped (or when the process dies).
 pub struct Held {
     _lock: Flock<std::fs::File>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            held_here().lock().map(|mut h| h.remove(&dir)).ok();
+        }
+    }
+}
+
+/// The locks this process holds: taking one twice would wait on itself.
+fn held_here() -> &'static std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>> {
+    static HELD: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>,
+    > = std::sync::OnceLock::new();
+    HELD.get_or_init(Default::default)
 }
 
 /// The lock timeout in force.
@@ -53,6 +70,12 @@ fn now() -> u64 {
 /// Takes the exclusive lock of state directory `dir` for `verb`, waiting at most `wait`.
 pub fn acquire(dir: &Path, verb: &str, wait: Duration) -> Result<Held> {
     store::ensure_dir(dir)?;
+    if held_here().lock().is_ok_and(|h| h.contains(dir)) {
+        return Err(Error::Invalid(format!(
+            "internal error: `{verb}` asked again for the lock of {} that this process holds; a change must run inside the one transaction it has",
+            dir.display()
+        )));
+    }
     let path = dir.join("lock");
     let holder_path = dir.join("holder.json");
     let deadline = Instant::now() + wait;
@@ -74,7 +97,14 @@ pub fn acquire(dir: &Path, verb: &str, wait: Duration) -> Result<Held> {
                     since: now(),
                 };
                 store::write_json(&holder_path, &me)?;
-                return Ok(Held { _lock: lock });
+                held_here()
+                    .lock()
+                    .map(|mut h| h.insert(dir.to_path_buf()))
+                    .ok();
+                return Ok(Held {
+                    _lock: lock,
+                    dir: Some(dir.to_path_buf()),
+                });
             }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
                 std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
@@ -101,7 +131,10 @@ pub fn try_acquire(dir: &Path) -> Option<Held> {
         .ok()?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock)
         .ok()
-        .map(|lock| Held { _lock: lock })
+        .map(|lock| Held {
+            _lock: lock,
+            dir: None,
+        })
 }
 
 /// Who holds the lock at `lock_path`: the kernel's answer (`/proc/locks`
@@ -162,6 +195,15 @@ mod tests {
     fn a_second_holder_times_out_naming_the_first() {
         let dir = std::env::temp_dir().join(format!("lwtkit-lock-{}", std::process::id()));
         let held = acquire(&dir, "lwt attach", Duration::ZERO).expect("first");
+        // The same process asking again is a bug, told at once.
+        let again = acquire(&dir, "lwt detach", Duration::from_secs(5))
+            .err()
+            .expect("nested");
+        assert!(again.to_string().contains("internal error"), "{again}");
+        // Another holder (another open file, as another process has).
+        let other = std::fs::File::open(dir.join("lock")).expect("open");
+        drop(held);
+        let theirs = Flock::lock(other, FlockArg::LockExclusiveNonblock).expect("theirs");
         let err = acquire(&dir, "lwt detach", Duration::from_millis(30))
             .err()
             .expect("second must time out");
@@ -171,7 +213,7 @@ mod tests {
             "{text}"
         );
         assert!(try_acquire(&dir).is_none());
-        drop(held);
+        drop(theirs);
         assert!(try_acquire(&dir).is_some());
         let _ = std::fs::remove_dir_all(&dir);
     }
