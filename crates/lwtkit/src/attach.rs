@@ -196,7 +196,14 @@ pub fn attach(req: &AttachRequest) -> Result<Attached> {
             return Err(e);
         }
     };
-    if let Err(e) = ops::replace(&mut rtnl, route) {
+    // A route lwtkit creates is added exclusively: should the lookup have
+    // missed one with the same key (one the kernel skips, or a concurrent
+    // add), the kernel refuses rather than overwrite an unrecorded route.
+    let sent = match &existing {
+        Some(_) => ops::replace(&mut rtnl, route),
+        None => ops::add(&mut rtnl, route),
+    };
+    if let Err(e) = sent {
         let _ = fs::remove_dir_all(&stage);
         return Err(route_error(&route_label, e));
     }

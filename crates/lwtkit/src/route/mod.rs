@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod encap;
 pub mod link;
+pub mod lookup;
 pub mod netlink;
 pub mod ops;
 pub mod table;
