@@ -238,8 +238,9 @@ fn fib_match_request(addr: IpAddr) -> RouteMessage {
 /// The first address of `net` to look up: IPv4 its network address, IPv6
 /// its last address (the first one of an IPv6 prefix is the subnet-router
 /// anycast address, which a router holds in table local). Addresses whose
-/// lookup the kernel answers without the FIB (IPv4 0.0.0.0/8, multicast,
-/// 255.255.255.255) or from table local (IPv6 multicast) are skipped.
+/// lookup the kernel answers without the FIB (IPv4 0.0.0.0), with a type
+/// of their own (IPv4 multicast, 255.255.255.255) or from table local
+/// (IPv6 multicast) are skipped.
 pub fn first_probe(net: &IpNet) -> Option<IpAddr> {
     match net {
         IpNet::V4(n) => probeable_v4(u32::from(n.network()), n),
@@ -276,8 +277,8 @@ pub fn next_probe(net: &IpNet, inner: &IpNet) -> Option<IpAddr> {
 /// `a`, or the next address the kernel looks up in the FIB, if it is in `net`.
 fn probeable_v4(a: u32, net: &ipnet::Ipv4Net) -> Option<IpAddr> {
     let a = match Ipv4Addr::from(a) {
-        // daddr 0.0.0.0 means "this host"; the rest of 0/8 is refused.
-        x if x.octets()[0] == 0 => u32::from(Ipv4Addr::new(1, 0, 0, 0)),
+        // daddr 0.0.0.0 means "this host", answered without the FIB.
+        x if x.is_unspecified() => 1,
         // Multicast destinations get RTN_MULTICAST whatever the route is.
         x if x.is_multicast() => u32::from(Ipv4Addr::new(240, 0, 0, 0)),
         x if x.is_broadcast() => return None,

@@ -138,8 +138,9 @@ fn a_more_specific_answer_asks_for_another_probe() {
 fn first_probes_avoid_addresses_the_kernel_answers_without_the_fib() {
     assert_eq!(first_probe(&net("10.0.0.3/32")), ip("10.0.0.3"));
     assert_eq!(first_probe(&net("10.0.0.0/24")), ip("10.0.0.0"));
-    assert_eq!(first_probe(&net("0.0.0.0/0")), ip("1.0.0.0"));
-    assert_eq!(first_probe(&net("0.0.0.0/8")), None);
+    assert_eq!(first_probe(&net("0.0.0.0/0")), ip("0.0.0.1"));
+    assert_eq!(first_probe(&net("0.0.0.0/8")), ip("0.0.0.1"));
+    assert_eq!(first_probe(&net("0.0.0.0/32")), None);
     assert_eq!(first_probe(&net("224.0.0.0/4")), None);
     assert_eq!(first_probe(&net("255.255.255.255/32")), None);
     assert_eq!(first_probe(&net("fd00::3/128")), ip("fd00::3"));
