@@ -9,7 +9,7 @@
 //! so a restore can never bring back a route someone removed.
 use std::collections::BTreeMap;
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_core::NLM_F_REPLACE;
 use netlink_packet_route::{route::RouteMessage, RouteNetlinkMessage};
 
 use super::{
@@ -55,10 +55,7 @@ impl RouteTable for Rtnl {
     }
 
     fn create(&mut self, route: RouteMessage) -> Result<(), NetlinkError> {
-        self.execute(
-            RouteNetlinkMessage::NewRoute(route),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
+        ops::add(self, route)
     }
 
     fn replace(&mut self, route: RouteMessage) -> Result<(), NetlinkError> {

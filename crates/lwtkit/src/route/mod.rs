@@ -5,6 +5,7 @@ pub mod codec;
 pub mod encap;
 pub mod kernel;
 pub mod link;
+pub mod lookup;
 pub mod netlink;
 pub mod ops;
 pub mod table;

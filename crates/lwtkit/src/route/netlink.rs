@@ -4,10 +4,15 @@
 use std::io;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+/// How many times a dump is sent when the kernel marks every answer as
+/// interrupted by concurrent changes (NLM_F_DUMP_INTR).
+pub const DUMP_ATTEMPTS: usize = 5;
 
 /// A failed netlink request: the kernel's errno and its extended-ack text.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +23,8 @@ pub enum NetlinkError {
     Kernel { errno: i32, message: Option<String> },
     #[error("cannot decode netlink reply: {0}")]
     Decode(String),
+    #[error("the kernel's answer changed while it was being read, {attempts} times in a row (routes or addresses changing fast); try again")]
+    Interrupted { attempts: usize },
 }
 
 fn kernel_message(errno: i32, message: &Option<String>) -> String {
@@ -33,7 +40,7 @@ impl NetlinkError {
         match self {
             NetlinkError::Kernel { errno, .. } => Some(*errno),
             NetlinkError::Io(e) => e.raw_os_error(),
-            NetlinkError::Decode(_) => None,
+            NetlinkError::Decode(_) | NetlinkError::Interrupted { .. } => None,
         }
     }
 }
@@ -42,6 +49,14 @@ impl NetlinkError {
 pub struct Rtnl {
     socket: Socket,
     seq: u32,
+}
+
+/// The messages of one answer, and whether the kernel flagged it as
+/// inconsistent (NLM_F_DUMP_INTR on any of its headers, NLMSG_DONE included).
+#[derive(Debug, Default)]
+struct Replies {
+    messages: Vec<RouteNetlinkMessage>,
+    interrupted: bool,
 }
 
 impl Rtnl {
@@ -60,12 +75,28 @@ impl Rtnl {
         self.exchange(msg, flags | NLM_F_ACK).map(|_| ())
     }
 
-    /// Sends a dump request and returns every message of the reply.
+    /// Sends a dump request and returns every message of the reply; a dump
+    /// the kernel flags as interrupted is sent again (at most
+    /// [`DUMP_ATTEMPTS`] times in all).
     pub fn dump(
         &mut self,
         msg: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
-        self.exchange(msg, NLM_F_DUMP)
+        retry_interrupted(DUMP_ATTEMPTS, || {
+            self.exchange(msg.clone(), NLM_F_DUMP)
+                .map(|r| (r.messages, r.interrupted))
+        })
+    }
+
+    /// [`Rtnl::dump`] with the kernel's strict checking of the request
+    /// (NETLINK_GET_STRICT_CHK), so that it honours the filters in it (for
+    /// routes: family, table, type, protocol, device) instead of ignoring
+    /// them. Fails with ENOPROTOOPT on kernels before 4.20.
+    pub fn dump_strict(
+        &mut self,
+        msg: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        self.strictly(|rtnl| rtnl.dump(msg))
     }
 
     /// Sends a single-object request (e.g. RTM_GETLINK by name).
@@ -73,14 +104,34 @@ impl Rtnl {
         &mut self,
         msg: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
-        self.exchange(msg, 0)
+        self.exchange(msg, 0).map(|r| r.messages)
     }
 
-    fn exchange(
+    /// [`Rtnl::get`] with strict checking: the kernel refuses flags and
+    /// attributes it would otherwise ignore.
+    pub fn get_strict(
         &mut self,
         msg: RouteNetlinkMessage,
-        flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        self.strictly(|rtnl| rtnl.get(msg))
+    }
+
+    /// Runs `f` with NETLINK_GET_STRICT_CHK on. The kernel reads the option
+    /// when it handles each request, so turning it off afterwards leaves
+    /// the socket's other requests as they were.
+    fn strictly<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, NetlinkError>,
+    ) -> Result<T, NetlinkError> {
+        self.socket.set_netlink_get_strict_chk(true)?;
+        let out = f(self);
+        let reset = self.socket.set_netlink_get_strict_chk(false);
+        let out = out?;
+        reset?;
+        Ok(out)
+    }
+
+    fn exchange(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<Replies, NetlinkError> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags;
@@ -91,51 +142,97 @@ impl Rtnl {
         req.serialize(&mut buf);
         self.socket.send(&buf, 0)?;
 
-        let multipart = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut replies = Vec::new();
+        // A single-object request without an ack ends with its first answer.
+        let first_ends = flags & NLM_F_DUMP != NLM_F_DUMP && flags & NLM_F_ACK == 0;
+        let mut replies = Replies::default();
         loop {
             let (data, _) = self.socket.recv_from_full()?;
-            let mut offset = 0;
-            while offset < data.len() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
-                    .map_err(|e| NetlinkError::Decode(e.to_string()))?;
-                let len = reply.header.length as usize;
-                if len == 0 {
-                    return Err(NetlinkError::Decode("zero-length message".into()));
-                }
-                offset += len;
-                if reply.header.sequence_number != self.seq {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::Done(_) => return Ok(replies),
-                    NetlinkPayload::Error(e) => match e.code {
-                        Some(code) => {
-                            return Err(NetlinkError::Kernel {
-                                errno: -code.get(),
-                                message: ext_ack_message(&e.header),
-                            })
-                        }
-                        None => return Ok(replies),
-                    },
-                    NetlinkPayload::InnerMessage(m) => {
-                        replies.push(m);
-                        if !multipart && flags & NLM_F_ACK == 0 {
-                            return Ok(replies);
-                        }
-                    }
-                    _ => {}
-                }
+            if collect(&data, self.seq, first_ends, &mut replies)? {
+                return Ok(replies);
             }
         }
     }
 }
 
+/// Adds the messages of one received datagram that answer request `seq` to
+/// `out`. Returns whether the answer is complete (NLMSG_DONE, an ack, or
+/// the first message when `first_ends`).
+fn collect(
+    data: &[u8],
+    seq: u32,
+    first_ends: bool,
+    out: &mut Replies,
+) -> Result<bool, NetlinkError> {
+    let mut offset = 0;
+    while offset < data.len() {
+        let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
+            .map_err(|e| NetlinkError::Decode(e.to_string()))?;
+        let len = reply.header.length as usize;
+        if len == 0 {
+            return Err(NetlinkError::Decode("zero-length message".into()));
+        }
+        offset += (len + 3) & !3;
+        if reply.header.sequence_number != seq {
+            continue;
+        }
+        if reply.header.flags & NLM_F_DUMP_INTR != 0 {
+            out.interrupted = true;
+        }
+        match reply.payload {
+            // A dump that fails (a table that does not exist, a filter the
+            // kernel refuses) ends with NLMSG_DONE carrying the errno.
+            NetlinkPayload::Done(done) if done.code < 0 => {
+                return Err(NetlinkError::Kernel {
+                    errno: -done.code,
+                    message: tlv_message(&done.extended_ack),
+                })
+            }
+            NetlinkPayload::Done(_) => return Ok(true),
+            NetlinkPayload::Error(e) => match e.code {
+                Some(code) => {
+                    return Err(NetlinkError::Kernel {
+                        errno: -code.get(),
+                        message: ext_ack_message(&e.header),
+                    })
+                }
+                None => return Ok(true),
+            },
+            NetlinkPayload::InnerMessage(m) => {
+                out.messages.push(m);
+                if first_ends {
+                    return Ok(true);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
+/// Runs `once` (one dump, and whether the kernel flagged it interrupted)
+/// until an answer comes back whole, at most `attempts` times.
+fn retry_interrupted<T>(
+    attempts: usize,
+    mut once: impl FnMut() -> Result<(T, bool), NetlinkError>,
+) -> Result<T, NetlinkError> {
+    for _ in 0..attempts {
+        let (answer, interrupted) = once()?;
+        if !interrupted {
+            return Ok(answer);
+        }
+    }
+    Err(NetlinkError::Interrupted { attempts })
+}
+
 /// Pulls `NLMSGERR_ATTR_MSG` out of an error payload (capped: the request's
 /// 16-byte header, then TLVs).
 fn ext_ack_message(payload: &[u8]) -> Option<String> {
+    tlv_message(payload.get(16..)?)
+}
+
+/// `NLMSGERR_ATTR_MSG` among extended-ack TLVs.
+fn tlv_message(mut tlvs: &[u8]) -> Option<String> {
     const NLMSGERR_ATTR_MSG: u16 = 1;
-    let mut tlvs = payload.get(16..)?;
     while tlvs.len() >= 4 {
         let len = u16::from_ne_bytes([tlvs[0], tlvs[1]]) as usize;
         let kind = u16::from_ne_bytes([tlvs[2], tlvs[3]]);
@@ -153,21 +250,5 @@ fn ext_ack_message(payload: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ext_ack_text_is_extracted() {
-        let mut payload = vec![0u8; 16];
-        let msg = b"Invalid prefix length\0";
-        let len = (4 + msg.len()) as u16;
-        payload.extend_from_slice(&len.to_ne_bytes());
-        payload.extend_from_slice(&1u16.to_ne_bytes());
-        payload.extend_from_slice(msg);
-        assert_eq!(
-            ext_ack_message(&payload).as_deref(),
-            Some("Invalid prefix length")
-        );
-        assert_eq!(ext_ack_message(&payload[..16]), None);
-    }
-}
+#[path = "netlink_tests.rs"]
+mod tests;

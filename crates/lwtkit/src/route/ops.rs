@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use netlink_packet_core::{Emitable, Parseable, NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_core::{Emitable, Parseable, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::{
     route::{
         RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
@@ -88,23 +88,12 @@ pub fn oif_of(route: &RouteMessage) -> Option<u32> {
     })
 }
 
-/// Finds the route `key` names (lowest metric first for IPv6).
+/// Finds the route `key` names: exactly that table and prefix, lowest
+/// metric first, broadcast and multicast routes ignored. Asks the kernel's
+/// FIB lookup first and reads only `key`'s table when that is not
+/// conclusive ([`super::lookup`]).
 pub fn find(rtnl: &mut Rtnl, key: &RouteKey) -> Result<Option<RouteMessage>, NetlinkError> {
-    let mut found: Vec<RouteMessage> = dump_all(rtnl)?
-        .into_iter()
-        .filter(|r| table_of(r) == key.table && dst_of(r) == Some(key.dst))
-        .filter(|r| !matches!(r.header.kind, RouteType::Broadcast | RouteType::Multicast))
-        .collect();
-    found.sort_by_key(|r| {
-        r.attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Priority(p) => Some(*p),
-                _ => None,
-            })
-            .unwrap_or(0)
-    });
-    Ok(found.into_iter().next())
+    super::lookup::find(rtnl, key)
 }
 
 /// What a new route looks like when lwtkit creates it.
@@ -209,6 +198,25 @@ pub fn replace(rtnl: &mut Rtnl, route: RouteMessage) -> Result<(), NetlinkError>
         RouteNetlinkMessage::NewRoute(route),
         NLM_F_CREATE | NLM_F_REPLACE,
     )
+}
+
+/// `ip route add`: creates the route, or fails with EEXIST when the table
+/// already holds one with the same prefix and metric (and, for IPv4, TOS),
+/// which it leaves alone.
+pub fn add(rtnl: &mut Rtnl, route: RouteMessage) -> Result<(), NetlinkError> {
+    match rtnl.execute(
+        RouteNetlinkMessage::NewRoute(route),
+        NLM_F_CREATE | NLM_F_EXCL,
+    ) {
+        Err(NetlinkError::Kernel {
+            errno: libc::EEXIST,
+            message: None,
+        }) => Err(NetlinkError::Kernel {
+            errno: libc::EEXIST,
+            message: Some("the table already has a route with this prefix and metric".into()),
+        }),
+        other => other,
+    }
 }
 
 /// `ip route del`: removes exactly this route (same table, prefix, device
