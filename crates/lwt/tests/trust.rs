@@ -4,7 +4,10 @@
 mod common;
 
 use std::{
-    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
+    os::unix::{
+        fs::PermissionsExt,
+        process::{CommandExt, ExitStatusExt},
+    },
     process::{Command, Output},
 };
 
@@ -308,9 +311,11 @@ fn a_lock_wait_is_bounded_and_names_the_holder() {
     let p = Pair::new("lck");
     count(&p.a, "10.0.0.9/32", &[]);
     let lock = state_dir(&p.a).join("lock");
+    // Its own process group: the lock is held by `sleep` too, so both go.
     let mut holder = Command::new("flock")
         .arg(&lock)
         .args(["sleep", "30"])
+        .process_group(0)
         .spawn()
         .expect("flock runs");
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -321,7 +326,10 @@ fn a_lock_wait_is_bounded_and_names_the_holder() {
         &["detach", "10.0.0.9/32"],
     );
     let waited = start.elapsed();
-    let _ = holder.kill();
+    // SAFETY: kill(2) of the process group this test started.
+    unsafe {
+        libc::kill(-(holder.id() as i32), libc::SIGKILL);
+    }
     let _ = holder.wait();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -464,4 +472,73 @@ fn kill_9_at_every_step_of_attach_and_detach_converges() {
     );
     // Nothing of lwtkit's is left in the namespace.
     let _ = lwt(&["-n", &p.a.name, "reset"]);
+}
+
+#[test]
+fn unprivileged_readers_work_and_say_what_they_cannot_see() {
+    require_root!();
+    let p = Pair::new("unp");
+    count(&p.a, "10.0.0.9/32", &[]);
+    // A copy nobody may run (the build tree may sit under private directories).
+    let bin = std::env::temp_dir().join(format!("lwt-unpriv-{}", std::process::id()));
+    std::fs::copy(env!("CARGO_BIN_EXE_lwt"), &bin).expect("copy lwt");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let as_nobody = |verb: &str| {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", p.a.name))
+            .args([
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(&bin)
+            .arg(verb)
+            .output()
+            .expect("nsenter runs")
+    };
+    let list = as_nobody("list");
+    let stats = as_nobody("stats");
+    let _ = std::fs::remove_file(&bin);
+    let (out, err) = (
+        String::from_utf8_lossy(&list.stdout),
+        String::from_utf8_lossy(&list.stderr),
+    );
+    assert!(list.status.success(), "{err}");
+    assert!(
+        out.contains("10.0.0.9/32 encap bpf out lwtkit-count"),
+        "{out}"
+    );
+    assert!(err.contains("readable by root only"), "{err}");
+    let out = String::from_utf8_lossy(&stats.stdout);
+    assert!(stats.status.success());
+    assert!(out.contains("without root"), "{out}");
+    assert!(!out.contains("no lwtkit built-ins attached"), "{out}");
+}
+
+#[test]
+fn pins_no_record_names_are_swept_under_the_lock() {
+    require_root!();
+    let p = Pair::new("swp");
+    count(&p.a, "10.0.0.9/32", &[]);
+    let pins = std::path::PathBuf::from(
+        state_dir(&p.a)
+            .to_string_lossy()
+            .replace("/run/lwtkit", "/sys/fs/bpf/lwtkit"),
+    );
+    let orphan = pins.join("254_10_9_9_9_32");
+    let staged = pins.join("254_10_0_0_9_32").join("xmit_next");
+    let sid_staged = pins.join("seg6local").join("254_fc00__b_128_next");
+    for d in [&orphan, &staged, &sid_staged] {
+        std::fs::create_dir_all(d).expect("mkdir on bpffs");
+    }
+    agrees(&p.a);
+    for d in [&orphan, &staged, &sid_staged] {
+        assert!(!d.exists(), "{} left", d.display());
+    }
+    assert!(
+        pins.join("254_10_0_0_9_32").join("out").exists(),
+        "live pins kept"
+    );
 }

@@ -46,9 +46,14 @@ pub fn table_flag(flag: &str, arg: Option<&str>) -> anyhow::Result<Option<u32>> 
         .transpose()
 }
 
-/// Read-only verbs work without privileges but see less: say so once.
-pub fn warn_if_unprivileged(what: &str) {
-    if lwtkit::system::require_attach_privileges(what).is_err() {
+/// Read-only verbs work without privileges but see less: say exactly what
+/// once. Returns whether lwtkit's records could be read.
+pub fn warn_if_unprivileged(what: &str) -> bool {
+    let records = lwtkit::ns::Namespace::open_readonly().is_ok_and(|ns| ns.readable());
+    if !records {
+        eprintln!("lwt: note: lwtkit's records are readable by root only, so {what} cannot tell which routes lwtkit manages, where their programs came from, or what they counted; run it as root to see them");
+    } else if lwtkit::system::require_attach_privileges(what).is_err() {
         eprintln!("lwt: note: without CAP_BPF and CAP_NET_ADMIN (root), {what} cannot read lwtkit's programs and counters; ids, tags and counts are missing");
     }
+    records
 }

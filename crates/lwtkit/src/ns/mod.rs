@@ -42,6 +42,18 @@ pub const STATE_ROOT: &str = "/run/lwtkit";
 /// lwtkit's directory on bpffs.
 pub const PIN_DIR: &str = "lwtkit";
 
+/// Which records own which pin directories: a record `<kind>/KEY.json`
+/// owns the pins `<sub>/KEY/` (routes own directories at the top).
+const OWNED_PINS: [(&str, &str); 4] = [
+    ("routes", ""),
+    ("seg6local", "seg6local"),
+    ("decap", "decap"),
+    ("filters", "filters"),
+];
+
+/// Pins at the top that belong to the namespace, not to one record.
+const SHARED_PINS: [&str; 5] = ["seg6local", "decap", "filters", "encap", "events"];
+
 /// The current network namespace, as lwtkit keeps it.
 pub struct Namespace {
     cookie: u64,
@@ -100,9 +112,13 @@ impl Namespace {
         self.dir.exists() || self.pins.exists()
     }
 
-    /// Whether this process may read lwtkit's records (root only).
+    /// Whether this process may read lwtkit's records (root only: they
+    /// live in 0700 directories).
     pub fn readable(&self) -> bool {
-        !self.dir.exists() || std::fs::read_dir(&self.dir).is_ok()
+        match std::fs::read_dir(STATE_ROOT) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
     }
 
     fn record_path<T: Record>(&self, key: &str) -> PathBuf {
@@ -211,8 +227,48 @@ impl Txn<'_> {
     }
 
     /// Finishes every intent left by a command that died, by what the
-    /// kernel shows now.
+    /// kernel shows now; then removes pins no record names.
     fn recover(&self) -> Result<()> {
+        self.finish_intents()?;
+        self.sweep();
+        Ok(())
+    }
+
+    /// Pins are lwtkit's only while a record names them. Once every intent
+    /// is finished (and under the lock, so nothing is in flight), staging
+    /// directories and pin directories without their record are leftovers:
+    /// of a kill before intents existed, of an older lwtkit, of a record
+    /// removed by hand. Removing a leftover tcx link pin detaches that
+    /// decapsulator, which no record would let anyone remove otherwise.
+    fn sweep(&self) {
+        for (kind, sub) in OWNED_PINS {
+            let pins = self.pins.join(sub);
+            let Ok(entries) = std::fs::read_dir(&pins) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if sub.is_empty() && (SHARED_PINS.contains(&name.as_str()) || !e.path().is_dir()) {
+                    continue;
+                }
+                let staged = name.ends_with("_next") || name.ends_with(":next");
+                let recorded = self.dir.join(kind).join(format!("{name}.json")).exists();
+                if staged || !recorded {
+                    tracing::info!(pins = %e.path().display(), "removing pins no record names");
+                    let _ = store::remove_tree(&e.path());
+                } else if let Ok(inner) = std::fs::read_dir(e.path()) {
+                    // A route's hooks stage as `<hook>_next` beside `<hook>`.
+                    for i in inner.flatten() {
+                        if i.file_name().to_string_lossy().ends_with("_next") {
+                            let _ = store::remove_tree(&i.path());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish_intents(&self) -> Result<()> {
         let pending = intent::pending(&self.dir.join("intents"))?;
         if pending.is_empty() {
             return Ok(());
