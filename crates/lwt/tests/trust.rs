@@ -542,3 +542,39 @@ fn pins_no_record_names_are_swept_under_the_lock() {
         "live pins kept"
     );
 }
+
+#[test]
+fn a_refused_attach_leaves_no_pins_behind() {
+    require_root!();
+    let p = Pair::new("nop");
+    let before = p.a.routes();
+    // The kernel refuses the route (unreachable gateway) after the pins were staged.
+    let err = p.a.lwt_err(&[
+        "attach",
+        "192.0.2.128/25",
+        "--dev",
+        "va",
+        "--via",
+        "10.9.9.9",
+        "--hook",
+        "out",
+        "--builtin",
+        "count",
+    ]);
+    assert!(err.contains("192.0.2.128/25"), "{err}");
+    assert_eq!(p.a.routes(), before);
+    let pins = std::path::PathBuf::from(
+        state_dir(&p.a)
+            .to_string_lossy()
+            .replace("/run/lwtkit", "/sys/fs/bpf/lwtkit"),
+    );
+    let left: Vec<String> = std::fs::read_dir(&pins)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "pins left: {left:?}");
+    agrees(&p.a);
+}
