@@ -578,3 +578,68 @@ fn a_refused_attach_leaves_no_pins_behind() {
     assert!(left.is_empty(), "pins left: {left:?}");
     agrees(&p.a);
 }
+
+#[test]
+fn a_tunnel_keeps_the_routes_other_metrics_and_gives_its_mtu_back() {
+    require_root!();
+    let p = Pair::new("mtr");
+    p.a.ip(&[
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "dev",
+        "va",
+        "initcwnd",
+        "20",
+        "rto_min",
+        "50ms",
+    ]);
+    p.a.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:7::/64",
+        "dev",
+        "va",
+        "metric",
+        "100",
+        "initcwnd",
+        "30",
+    ]);
+    let before = p.a.routes();
+    p.a.lwt_ok(&[
+        "encap",
+        "add",
+        "198.51.100.0/24",
+        "--dev",
+        "va",
+        "--type",
+        "gre",
+        "--remote",
+        "10.0.0.3",
+    ]);
+    p.a.lwt_ok(&[
+        "encap",
+        "add",
+        "2001:db8:7::/64",
+        "--dev",
+        "va",
+        "--type",
+        "ip6ip6",
+        "--remote",
+        "fd00::3",
+    ]);
+    let v4 = p.a.ip(&["route", "show", "198.51.100.0/24"]);
+    assert!(
+        v4.contains("mtu 1476") && v4.contains("initcwnd 20") && v4.contains("rto_min lock 50ms"),
+        "{v4}"
+    );
+    let v6 = p.a.ip(&["-6", "route", "show", "2001:db8:7::/64"]);
+    assert!(
+        v6.contains("mtu 1460") && v6.contains("initcwnd 30"),
+        "{v6}"
+    );
+    p.a.lwt_ok(&["encap", "del", "198.51.100.0/24"]);
+    p.a.lwt_ok(&["encap", "del", "2001:db8:7::/64"]);
+    assert_eq!(p.a.routes(), before, "routes exactly as they were");
+}
