@@ -11,7 +11,13 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("LWT_LOG"))
+        // Warnings (what lwtkit cleaned up on its own) show unless LWT_LOG says otherwise.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LWT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .without_time()
+        .with_target(false)
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {

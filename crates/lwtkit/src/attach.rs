@@ -300,8 +300,11 @@ pub fn attach_with(
     let route_label = key.to_string();
     let existing = rtnl.lookup(&key)?;
     let record = live_record(txn, &key, existing.as_ref())?;
+    // The kernel's own IPv6 local route (metric 0) cannot be replaced in
+    // place: lwtkit stands in for it with a route of its own.
+    let stand_in = req.local && existing.as_ref().is_some_and(is_kernel_ipv6_local);
     if let Some(existing) = &existing {
-        check_existing_shape(existing, req, oif, &route_label)?;
+        check_existing_shape(existing, req, oif, &route_label, stand_in)?;
         check_foreign_encap(existing, record.as_ref(), &route_label)?;
     }
     let owner = owner_of(&req.source);
@@ -349,6 +352,14 @@ pub fn attach_with(
     if let Some(gw) = req.via {
         ops::set_gateway(&mut route, gw);
     }
+    if stand_in {
+        route
+            .attributes
+            .retain(|a| !matches!(a, RouteAttribute::Priority(_)));
+        route
+            .attributes
+            .push(RouteAttribute::Priority(STAND_IN_METRIC));
+    }
     route
         .attributes
         .extend(bpf.encode().map_err(|e| Error::Invalid(e.to_string()))?);
@@ -378,7 +389,7 @@ pub fn attach_with(
         counters: staged.counters.as_ref().map(|_| live.join("counters")),
         ..staged
     };
-    let created = existing.is_none();
+    let created = existing.is_none() || stand_in;
     let mut new_record = record.clone().unwrap_or_else(|| RouteRecord {
         dst: key.dst,
         table: key.table,
@@ -390,6 +401,7 @@ pub fn attach_with(
         headroom: None,
         hooks: Default::default(),
         mtu_hook: None,
+        stand_in,
     });
     new_record.dev = req.dev.clone();
     new_record.headroom = bpf.headroom;
@@ -415,8 +427,28 @@ pub fn attach_with(
     ];
     intent.undone = vec![
         Step::RemoveTree { path: stage },
-        Step::RemoveEmptyDir { path: route_pins },
+        Step::RemoveEmptyDir {
+            path: route_pins.clone(),
+        },
     ];
+    if new_record.stand_in {
+        intent.done.push(txn.put_step(&stand_in_watch(
+            txn,
+            &new_record,
+            oif,
+            vec![
+                txn.remove_step::<RouteRecord>(&skey),
+                Step::RemoveTree { path: route_pins },
+            ],
+        ))?);
+    }
+    if stand_in {
+        // Until the kernel's route is gone, a lookup still finds it: a kill
+        // in between takes lwtkit's away again.
+        intent.undone.push(Step::DeleteRoute {
+            route: ops::to_hex(&ops::without_encap(route.clone())),
+        });
+    }
     intent.done.extend(extra.done);
     intent.undone.extend(extra.undone);
     let pending = txn.intend(intent)?;
@@ -427,7 +459,16 @@ pub fn attach_with(
             return Err(e);
         }
     }
-    let sent = if created {
+    let sent = if stand_in {
+        // lwtkit's route first (metric 1, behind the kernel's metric 0), then
+        // the kernel's goes: the address is never without a local route.
+        existing.as_ref().map_or(Ok(()), |kernels| {
+            rtnl.create(route).and_then(|()| {
+                failpoint("attach:stand-in");
+                rtnl.delete(kernels)
+            })
+        })
+    } else if created {
         rtnl.create(route)
     } else {
         rtnl.replace(route)
@@ -469,6 +510,43 @@ fn check_local_table(req: &AttachRequest) -> Result<()> {
         table_name(table),
         req.dst
     )))
+}
+
+/// The metric of lwtkit's stand-in for the kernel's IPv6 local route.
+pub const STAND_IN_METRIC: u32 = 1;
+
+/// The kernel's own `local` route of an IPv6 address: metric 0, which no
+/// add or replace can produce (0 becomes 1024).
+fn is_kernel_ipv6_local(r: &RouteMessage) -> bool {
+    r.header.kind == RouteType::Local
+        && r.header.address_family == netlink_packet_route::AddressFamily::Inet6
+        && r.attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Priority(p) => Some(*p),
+                _ => None,
+            })
+            .unwrap_or(0)
+            == 0
+}
+
+/// The watch that removes lwtkit's stand-in local route once its address
+/// leaves the device ([`crate::ns::watch`]).
+fn stand_in_watch(
+    _txn: &Txn,
+    record: &RouteRecord,
+    ifindex: u32,
+    forget: Vec<Step>,
+) -> ns::watch::Watch {
+    ns::watch::Watch {
+        addr: record.dst.addr(),
+        ifindex,
+        dst: record.dst,
+        table: record.table,
+        marks: record_marks(record),
+        metric: STAND_IN_METRIC,
+        forget,
+    }
 }
 
 /// Sets the route's MTU and advertised MSS `reduce` bytes below `dev_mtu`,
@@ -533,6 +611,7 @@ fn check_existing_shape(
     req: &AttachRequest,
     oif: u32,
     route: &str,
+    stand_in: bool,
 ) -> Result<()> {
     let attrs = &existing.attributes;
     if attrs
@@ -575,7 +654,7 @@ fn check_existing_shape(
         RouteAttribute::Priority(p) => Some(*p),
         _ => None,
     });
-    if req.dst.addr().is_ipv6() && metric.unwrap_or(0) == 0 {
+    if req.dst.addr().is_ipv6() && metric.unwrap_or(0) == 0 && !stand_in {
         return Err(Error::Invalid(format!(
             "route {route} is an IPv6 route of metric 0 (made by the kernel); the kernel turns metric 0 into 1024 on every add or replace, so it cannot be replaced in place"
         )));
@@ -665,7 +744,9 @@ pub fn plan_detach(
         .filter(|h| !remove.contains(h))
         .copied()
         .collect();
-    if !keep.is_empty() {
+    // A stand-in for the kernel's IPv6 local route stays (without programs):
+    // the kernel's metric-0 route cannot be made again.
+    if !keep.is_empty() || record.stand_in {
         let mut base = ops::without_encap(ops::sanitize(current));
         if record.mtu_hook.is_some_and(|h| remove.contains(&h)) {
             // Only the owner that lowered the MTU puts it back, as it was.
@@ -821,6 +902,24 @@ pub fn detach_with(
         steps.push(txn.put_step(&after)?);
         steps
     };
+    if record.stand_in && !matches!(plan, Plan::Forget) {
+        // The watch now looks after what remains: lwtkit's hooks, or the
+        // plain stand-in route alone.
+        let forget = if after.hooks.is_empty() {
+            Vec::new()
+        } else {
+            vec![
+                txn.remove_step::<RouteRecord>(&skey),
+                Step::RemoveTree {
+                    path: route_pins.clone(),
+                },
+            ]
+        };
+        let ifindex = txn.get::<ns::watch::Watch>(&skey)?.map_or(0, |w| w.ifindex);
+        intent
+            .done
+            .push(txn.put_step(&stand_in_watch(txn, &after, ifindex, forget))?);
+    }
     intent.done.extend(extra_done);
     let pending = txn.intend(intent)?;
     failpoint("detach:intent");
@@ -829,16 +928,18 @@ pub fn detach_with(
         Plan::Forget => Ok(()),
         Plan::Restore(original) => rtnl.replace(original.clone()),
         Plan::Delete(route) => rtnl.delete(route),
-        Plan::Resend { base, keep: _ } => {
-            let mut bpf = LwtBpf {
-                headroom: record.headroom,
-                ..LwtBpf::default()
-            };
-            kept_fds = keep_hooks(&record, &remove, &mut bpf)?;
+        Plan::Resend { base, keep } => {
             let mut route = base.clone();
-            route
-                .attributes
-                .extend(bpf.encode().map_err(|e| Error::Invalid(e.to_string()))?);
+            if !keep.is_empty() {
+                let mut bpf = LwtBpf {
+                    headroom: record.headroom,
+                    ..LwtBpf::default()
+                };
+                kept_fds = keep_hooks(&record, &remove, &mut bpf)?;
+                route
+                    .attributes
+                    .extend(bpf.encode().map_err(|e| Error::Invalid(e.to_string()))?);
+            }
             rtnl.replace(route)
         }
     };
@@ -861,18 +962,24 @@ pub fn detach_with(
             return Err(route_error(&route_label, e));
         }
     }
-    let note = (!after.hooks.is_empty()).then(|| {
+    let note = if record.stand_in && after.hooks.is_empty() {
+        Some(format!("as lwtkit's own local route (metric {STAND_IN_METRIC}): the kernel's cannot be made again; lwtkit removes it once the address leaves its device"))
+    } else {
+        None
+    }
+    .or_else(|| (!after.hooks.is_empty()).then(|| {
         let others: Vec<String> = after
             .hooks
             .iter()
             .map(|(h, r)| format!("{h} ({})", r.origin.owner()))
             .collect();
         format!("still attached: {}", others.join(", "))
-    });
+    }));
     let route_now = match plan {
         Plan::Forget => "gone",
         Plan::Restore(_) => "restored",
         Plan::Delete(_) => "deleted",
+        Plan::Resend { .. } if after.hooks.is_empty() => "restored",
         Plan::Resend { .. } => "kept",
     };
     Ok(Detached {

@@ -81,6 +81,7 @@ fn record(original: Option<&RouteMessage>, hooks: &[(Hook, HookRecord)]) -> Rout
         headroom: None,
         hooks: hooks.iter().cloned().collect::<BTreeMap<_, _>>(),
         mtu_hook: None,
+        stand_in: false,
     }
 }
 

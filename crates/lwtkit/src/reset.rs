@@ -11,7 +11,7 @@ use crate::{
     encap::{self, decap, TunnelRecord},
     error::{Error, Result},
     filter::store::Policies,
-    ns::Namespace,
+    ns::{watch::Watch, Namespace},
     route::netlink::Rtnl,
     seg6local::{self, SidRecord},
     state::{NetnsState, RouteRecord},
@@ -90,9 +90,26 @@ pub fn reset() -> Result<Reset> {
                 failures.join("\n  ")
             )));
         }
-        // Still under the lock: nothing of lwtkit's is left here.
-        for d in [ns.pin_root(), ns.dir()] {
-            crate::ns::store::remove_tree(d)?;
+        // Still under the lock: nothing of lwtkit's is left here but the
+        // watches of stand-in local routes, which must go with their address.
+        crate::ns::store::remove_tree(ns.pin_root())?;
+        if txn.all::<Watch>()?.is_empty() {
+            crate::ns::store::remove_tree(ns.dir())?;
+        } else {
+            for e in std::fs::read_dir(ns.dir()).into_iter().flatten().flatten() {
+                let name = e.file_name();
+                if ![<Watch as crate::ns::Record>::DIR, "lock", "holder.json"]
+                    .iter()
+                    .any(|k| name == *k)
+                {
+                    let p = e.path();
+                    if p.is_dir() {
+                        crate::ns::store::remove_tree(&p)?;
+                    } else {
+                        crate::ns::store::remove_file(&p)?;
+                    }
+                }
+            }
         }
     }
     // The roots go too once no namespace uses them.

@@ -114,6 +114,11 @@ pub struct RouteRecord {
     /// only that owner's removal puts the MTU back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu_hook: Option<Hook>,
+    /// The route is lwtkit's stand-in for the kernel's IPv6 local route
+    /// (metric 0), which it removed: the kernel will not remove this one
+    /// when the address goes, so a watch does ([`crate::ns::watch`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stand_in: bool,
 }
 
 impl RouteRecord {

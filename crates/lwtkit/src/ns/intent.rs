@@ -66,6 +66,9 @@ pub enum Step {
     },
     /// Delete a map entry.
     MapDelete { pin: PathBuf, key: String },
+    /// Delete a route lwtkit added (hex of its RTM_NEWROUTE payload), if it
+    /// is still there.
+    DeleteRoute { route: String },
 }
 
 /// Which bookkeeping applies when the kernel shows neither the change nor
@@ -158,6 +161,17 @@ pub fn apply(steps: &[Step]) -> Result<()> {
             Step::MapDelete { pin, key } => {
                 if let Ok(map) = MapHandle::from_pinned_path(pin) {
                     let _ = map.delete(&unhex(key));
+                }
+            }
+            Step::DeleteRoute { route } => {
+                let Some(route) = crate::route::ops::from_hex(route) else {
+                    continue;
+                };
+                let mut rtnl = crate::route::netlink::Rtnl::open()?;
+                if let Err(e) = crate::route::ops::delete(&mut rtnl, &route) {
+                    if e.errno() != Some(libc::ESRCH) {
+                        return Err(e.into());
+                    }
                 }
             }
         }

@@ -22,6 +22,7 @@ pub mod gc;
 pub mod intent;
 pub mod lock;
 pub mod store;
+pub mod watch;
 
 use std::{
     path::{Path, PathBuf},
@@ -230,6 +231,9 @@ impl Txn<'_> {
     /// kernel shows now; then removes pins no record names.
     fn recover(&self) -> Result<()> {
         self.finish_intents()?;
+        if self.dir.join(<watch::Watch as Record>::DIR).exists() {
+            watch::reap(self, &mut Rtnl::open()?)?;
+        }
         self.sweep();
         Ok(())
     }

@@ -43,3 +43,17 @@ pub fn addresses(rtnl: &mut Rtnl, index: u32) -> Result<Vec<IpAddr>, NetlinkErro
     out.sort_by_key(|a| a.is_ipv6());
     Ok(out)
 }
+
+/// Whether interface `index` holds address `addr` (any scope, any state).
+pub fn has_address(rtnl: &mut Rtnl, index: u32, addr: IpAddr) -> Result<bool, NetlinkError> {
+    Ok(rtnl
+        .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))?
+        .into_iter()
+        .any(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) if a.header.index == index => a
+                .attributes
+                .iter()
+                .any(|x| matches!(x, AddressAttribute::Address(ip) if *ip == addr)),
+            _ => false,
+        }))
+}

@@ -1,0 +1,83 @@
+//! Watches: routes lwtkit made that the kernel will not remove for it.
+//!
+//! The kernel removes the `local` route of an IPv6 address it made itself
+//! when the address goes (`addrconf` deletes `ifp->rt`). lwtkit cannot
+//! replace that route in place (metric 0 becomes 1024 on any add), so for an
+//! `in` hook it adds its own (metric 1) and then removes the kernel's; the
+//! kernel will never remove lwtkit's. A watch records that duty: every
+//! command that begins a transaction checks each watched address and, once
+//! it has left its device, deletes lwtkit's route (if it is still the one
+//! lwtkit made) and lwtkit's records of it, and says so.
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::{intent, Record, Step, Txn};
+use crate::{
+    error::Result,
+    route::{
+        kernel::{marks, Marks, RouteTable},
+        link,
+        netlink::Rtnl,
+        ops::RouteKey,
+    },
+};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    /// The address whose removal ends the route.
+    pub addr: IpAddr,
+    pub ifindex: u32,
+    pub dst: IpNet,
+    pub table: u32,
+    /// What the route carries while it is lwtkit's, and its metric: a route
+    /// of other programs or another metric is not lwtkit's to delete.
+    pub marks: Marks,
+    pub metric: u32,
+    /// lwtkit's bookkeeping to drop once the route is gone.
+    pub forget: Vec<Step>,
+}
+
+impl Record for Watch {
+    const DIR: &'static str = "watches";
+    fn key(&self) -> String {
+        crate::state::RouteRecord::key(&self.dst, self.table)
+    }
+}
+
+/// Ends every watched route whose address is gone; returns what it did.
+pub fn reap(txn: &Txn, rtnl: &mut Rtnl) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for w in txn.all::<Watch>()? {
+        if link::has_address(rtnl, w.ifindex, w.addr)? {
+            continue;
+        }
+        let key = RouteKey {
+            dst: w.dst,
+            table: w.table,
+        };
+        if let Some(route) = rtnl.lookup(&key)? {
+            let metric = route.attributes.iter().find_map(|a| match a {
+                netlink_packet_route::route::RouteAttribute::Priority(p) => Some(*p),
+                _ => None,
+            });
+            if marks(&route) == w.marks && metric == Some(w.metric) {
+                if let Err(e) = rtnl.delete(&route) {
+                    if e.errno() != Some(libc::ESRCH) {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        intent::apply(&w.forget)?;
+        txn.remove::<Watch>(&w.key())?;
+        let what = format!(
+            "address {} is gone from its device, so lwtkit removed its local route {key} (the kernel removes only the local routes it made)",
+            w.addr
+        );
+        tracing::warn!("{what}");
+        done.push(what);
+    }
+    Ok(done)
+}
