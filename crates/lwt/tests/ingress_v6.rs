@@ -79,17 +79,7 @@ fn a_stand_in_local_route_does_not_outlive_its_address() {
     require_root!();
     let p = Pair::new("gone6");
     p.a.ip(&["-6", "addr", "add", "fd00::20/64", "dev", "va", "nodad"]);
-    p.a.lwt_ok(&[
-        "attach",
-        "fd00::20/128",
-        "--local",
-        "--dev",
-        "va",
-        "--hook",
-        "in",
-        "--builtin",
-        "count",
-    ]);
+    p.a.count_on("fd00::20/128", "va", "in", &["--local"]);
     let with =
         p.a.ip(&["-6", "route", "show", "table", "local", "fd00::20"]);
     assert!(with.contains("lwtkit-count"), "{with}");
@@ -113,17 +103,7 @@ fn a_stand_in_local_route_does_not_outlive_its_address() {
 
     // Also after a detach left the plain stand-in behind.
     p.a.ip(&["-6", "addr", "add", "fd00::21/64", "dev", "va", "nodad"]);
-    p.a.lwt_ok(&[
-        "attach",
-        "fd00::21/128",
-        "--local",
-        "--dev",
-        "va",
-        "--hook",
-        "in",
-        "--builtin",
-        "count",
-    ]);
+    p.a.count_on("fd00::21/128", "va", "in", &["--local"]);
     p.a.lwt_ok(&["detach", "fd00::21/128", "--local"]);
     p.a.ip(&["-6", "addr", "del", "fd00::21/64", "dev", "va"]);
     p.a.lwt_ok(&["list"]);

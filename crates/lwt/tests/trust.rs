@@ -13,21 +13,6 @@ use std::{
 
 use common::{json, lwt, Netns, Pair};
 
-fn count(ns: &Netns, prefix: &str, extra: &[&str]) -> String {
-    let mut args = vec![
-        "attach",
-        prefix,
-        "--dev",
-        "va",
-        "--hook",
-        "out",
-        "--builtin",
-        "count",
-    ];
-    args.extend_from_slice(extra);
-    ns.lwt_ok(&args)
-}
-
 /// `lwt -n NS ARGS` with extra environment variables.
 fn lwt_env(ns: &Netns, env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lwt"))
@@ -76,17 +61,7 @@ fn detach_does_not_resurrect_a_local_route_whose_address_is_gone() {
     require_root!();
     let p = Pair::new("res");
     p.a.ip(&["addr", "add", "10.0.0.20/24", "dev", "va"]);
-    p.a.lwt_ok(&[
-        "attach",
-        "10.0.0.20/32",
-        "--local",
-        "--dev",
-        "va",
-        "--hook",
-        "in",
-        "--builtin",
-        "count",
-    ]);
+    p.a.count_on("10.0.0.20/32", "va", "in", &["--local"]);
     p.a.ip(&["addr", "del", "10.0.0.20/24", "dev", "va"]);
     let out = json(&p.a.lwt_ok(&["detach", "10.0.0.20/32", "--local", "-j"]));
     assert_eq!(out["route_now"], "gone", "{out}");
@@ -103,7 +78,7 @@ fn detach_does_not_resurrect_a_local_route_whose_address_is_gone() {
 fn detach_leaves_a_route_the_user_replaced() {
     require_root!();
     let p = Pair::new("rpl");
-    count(&p.a, "10.0.0.9/32", &[]);
+    p.a.count_on("10.0.0.9/32", "va", "out", &[]);
     p.a.ip(&[
         "route",
         "replace",
@@ -132,7 +107,7 @@ fn force_restores_a_route_the_user_replaced() {
     require_root!();
     let p = Pair::new("frc");
     let before = p.a.routes();
-    count(&p.a, "10.0.0.9/32", &[]);
+    p.a.count_on("10.0.0.9/32", "va", "out", &[]);
     p.a.ip(&[
         "route",
         "replace",
@@ -168,28 +143,9 @@ fn a_deleted_device_does_not_wedge_detach_or_reset() {
         "vx",
     ]);
     for prefix in ["10.9.1.0/24", "10.9.2.0/24"] {
-        p.a.lwt_ok(&[
-            "attach",
-            prefix,
-            "--dev",
-            "vx",
-            "--hook",
-            "out",
-            "--builtin",
-            "count",
-        ]);
+        p.a.count_on(prefix, "vx", "out", &[]);
     }
-    p.a.lwt_ok(&[
-        "attach",
-        "10.9.0.1/32",
-        "--local",
-        "--dev",
-        "vx",
-        "--hook",
-        "in",
-        "--builtin",
-        "count",
-    ]);
+    p.a.count_on("10.9.0.1/32", "vx", "in", &["--local"]);
     p.a.ip(&["link", "del", "vx"]);
     // Re-created with another ifindex: lwtkit must not restore onto it.
     p.a.ip(&["link", "add", "vx", "type", "veth", "peer", "name", "vy"]);
@@ -232,16 +188,7 @@ fn features_do_not_overwrite_each_others_hooks() {
     ]);
     assert!(err.contains("lwt encap del"), "{err}");
     // Another hook of the same route is fine, and owned by attach.
-    p.a.lwt_ok(&[
-        "attach",
-        "192.168.100.7/32",
-        "--dev",
-        "va",
-        "--hook",
-        "out",
-        "--builtin",
-        "count",
-    ]);
+    p.a.count_on("192.168.100.7/32", "va", "out", &[]);
     // A plain detach takes only attach's hook: the tunnel stays.
     let d = json(&p.a.lwt_ok(&["detach", "192.168.100.7/32", "-j"]));
     assert_eq!(d["route_now"], "kept", "{d}");
@@ -253,16 +200,7 @@ fn features_do_not_overwrite_each_others_hooks() {
         p.a.lwt_err(&["detach", "192.168.100.7/32", "--hook", "xmit"]);
     assert!(err.contains("lwt encap del"), "{err}");
     // encap del with a count hook beside it: only the tunnel goes, MTU back.
-    p.a.lwt_ok(&[
-        "attach",
-        "192.168.100.7/32",
-        "--dev",
-        "va",
-        "--hook",
-        "out",
-        "--builtin",
-        "count",
-    ]);
+    p.a.count_on("192.168.100.7/32", "va", "out", &[]);
     p.a.lwt_ok(&["encap", "del", "192.168.100.7/32"]);
     let route = p.a.ip(&["route", "show", "192.168.100.7/32"]);
     assert!(route.contains("lwtkit-count"), "count hook kept: {route}");
@@ -279,7 +217,7 @@ fn features_do_not_overwrite_each_others_hooks() {
 fn state_is_private_to_root() {
     require_root!();
     let p = Pair::new("prv");
-    count(&p.a, "10.0.0.9/32", &[]);
+    p.a.count_on("10.0.0.9/32", "va", "out", &[]);
     let dir = state_dir(&p.a);
     let mode = |path: &std::path::Path| {
         std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
@@ -309,7 +247,7 @@ fn state_is_private_to_root() {
 fn a_lock_wait_is_bounded_and_names_the_holder() {
     require_root!();
     let p = Pair::new("lck");
-    count(&p.a, "10.0.0.9/32", &[]);
+    p.a.count_on("10.0.0.9/32", "va", "out", &[]);
     let lock = state_dir(&p.a).join("lock");
     // Its own process group: the lock is held by `sleep` too, so both go.
     let mut holder = Command::new("flock")
@@ -478,7 +416,7 @@ fn kill_9_at_every_step_of_attach_and_detach_converges() {
 fn unprivileged_readers_work_and_say_what_they_cannot_see() {
     require_root!();
     let p = Pair::new("unp");
-    count(&p.a, "10.0.0.9/32", &[]);
+    p.a.count_on("10.0.0.9/32", "va", "out", &[]);
     // A copy nobody may run (the build tree may sit under private directories).
     let bin = std::env::temp_dir().join(format!("lwt-unpriv-{}", std::process::id()));
     std::fs::copy(env!("CARGO_BIN_EXE_lwt"), &bin).expect("copy lwt");
@@ -521,7 +459,7 @@ fn unprivileged_readers_work_and_say_what_they_cannot_see() {
 fn pins_no_record_names_are_swept_under_the_lock() {
     require_root!();
     let p = Pair::new("swp");
-    count(&p.a, "10.0.0.9/32", &[]);
+    p.a.count_on("10.0.0.9/32", "va", "out", &[]);
     let pins = std::path::PathBuf::from(
         state_dir(&p.a)
             .to_string_lossy()

@@ -145,6 +145,23 @@ impl Netns {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `lwt -n NAME attach PREFIX --dev DEV --hook HOOK --builtin count EXTRA...`,
+    /// asserting success.
+    pub fn count_on(&self, prefix: &str, dev: &str, hook: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "attach",
+            prefix,
+            "--dev",
+            dev,
+            "--hook",
+            hook,
+            "--builtin",
+            "count",
+        ];
+        args.extend_from_slice(extra);
+        self.lwt_ok(&args)
+    }
+
     /// Runs `lwt` expecting failure; returns stderr.
     pub fn lwt_err(&self, args: &[&str]) -> String {
         let out = self.lwt(args);
