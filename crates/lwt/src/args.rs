@@ -150,7 +150,7 @@ pub enum Seg6Verb {
 #[derive(Subcommand, Debug)]
 pub enum EncapVerb {
     /// Encapsulate traffic to PREFIX.
-    Add(EncapAddArgs),
+    Add(Box<EncapAddArgs>),
     /// Stop encapsulating PREFIX (the route is restored or removed).
     Del {
         #[arg(value_name = "PREFIX")]

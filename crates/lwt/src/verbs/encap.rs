@@ -17,7 +17,7 @@ fn addr(flag: &str, s: &str) -> Result<IpAddr, Error> {
 
 pub fn run(v: EncapVerb, out: &Output) -> anyhow::Result<()> {
     match v {
-        EncapVerb::Add(a) => add(a, out),
+        EncapVerb::Add(a) => add(*a, out),
         EncapVerb::Del { prefix, table } => {
             let done = encap::del(parse_prefix(&prefix)?, super::table(table.as_deref())?)?;
             out.emit(&done, |d| {
