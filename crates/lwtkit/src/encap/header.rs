@@ -256,14 +256,6 @@ impl TunnelSpec {
         }
         if let Some(remote) = self.remote {
             host_address("--remote", remote).map_err(invalid)?;
-            if let (TunnelType::Srv6, Some(first)) = (kind, self.segments.first()) {
-                if remote != IpAddr::V6(*first) {
-                    return Err(invalid(format!(
-                        "--remote {remote} is not the first segment {first}: an SRv6 packet goes to its first segment \
-                         (leave --remote out, or put {remote} first in --segments)"
-                    )));
-                }
-            }
         }
         if let (Some(_), Ok(remote)) = (self.df, self.outer_dst()) {
             if remote.is_ipv6() {
@@ -293,6 +285,16 @@ impl TunnelSpec {
                     want: if want_v6 { 6 } else { 4 },
                     remote,
                 });
+            }
+        }
+        if let (Some(remote), TunnelType::Srv6, Some(first)) =
+            (self.remote, kind, self.segments.first())
+        {
+            if remote != IpAddr::V6(*first) {
+                return Err(invalid(format!(
+                    "--remote {remote} is not the first segment {first}: an SRv6 packet goes to its first segment \
+                     (leave --remote out, or put {remote} first in --segments)"
+                )));
             }
         }
         Ok(())
