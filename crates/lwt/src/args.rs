@@ -150,7 +150,7 @@ pub enum Seg6Verb {
 #[derive(Subcommand, Debug)]
 pub enum EncapVerb {
     /// Encapsulate traffic to PREFIX.
-    Add(EncapAddArgs),
+    Add(Box<EncapAddArgs>),
     /// Stop encapsulating PREFIX (the route is restored or removed).
     Del {
         #[arg(value_name = "PREFIX")]
@@ -196,6 +196,14 @@ pub struct EncapAddArgs {
     /// Outer ToS: `inherit` (default) or a number.
     #[arg(long, value_name = "inherit|N")]
     pub tos: Option<String>,
+    /// IPv4 outer DF bit: inherit, set or unset (default: as the kernel's
+    /// own tunnel of the type: unset for vxlan, set for the others).
+    #[arg(long, value_name = "inherit|set|unset")]
+    pub df: Option<String>,
+    /// UDP tunnels over IPv6: send a zero UDP checksum (RFC 6935/6936; the
+    /// receiver must accept it) instead of computing one.
+    #[arg(long = "udp6-zero-csum")]
+    pub udp6_zero_csum: bool,
     #[arg(long, value_name = "ID|NAME")]
     pub table: Option<String>,
     #[arg(long, value_enum, default_value = "xmit")]

@@ -60,6 +60,20 @@ pub mod flags {
     pub const TTL_INHERIT: u16 = 1 << 2;
     /// Copy the inner ToS / traffic class to the outer header.
     pub const TOS_INHERIT: u16 = 1 << 3;
+    /// IPv4 outer: DF from the inner packet (an IPv6 inner packet sets it,
+    /// as the kernel's vxlan `df inherit` does). Without it the prebuilt
+    /// header's DF bit stays as user space set it.
+    pub const DF_INHERIT: u16 = 1 << 4;
+    /// IPv6 outer: the flow label from the inner flow's hash (as the
+    /// kernel's `ip6_make_flowlabel`), so IPv6 ECMP can spread tunnels.
+    pub const FLOW_LABEL: u16 = 1 << 5;
+    /// UDP over IPv6: compute the UDP checksum (else it stays 0, RFC 6935).
+    pub const UDP6_CSUM: u16 = 1 << 6;
+    /// The outer protocol / next header byte is one that
+    /// `bpf_lwt_push_encap` refuses for GSO packets (IPIP 4, routing
+    /// header 43): push with 0 there (which the kernel maps to the
+    /// IP-in-IP GSO types) and write the real byte back after the push.
+    pub const PROTO_FIXUP: u16 = 1 << 7;
 }
 
 /// The value of the encapsulation trie.

@@ -17,7 +17,7 @@ fn addr(flag: &str, s: &str) -> Result<IpAddr, Error> {
 
 pub fn run(v: EncapVerb, out: &Output) -> anyhow::Result<()> {
     match v {
-        EncapVerb::Add(a) => add(a, out),
+        EncapVerb::Add(a) => add(*a, out),
         EncapVerb::Del { prefix, table } => {
             let done = encap::del(parse_prefix(&prefix)?, super::table(table.as_deref())?)?;
             out.emit(&done, |d| {
@@ -77,6 +77,13 @@ fn add(a: EncapAddArgs, out: &Output) -> anyhow::Result<()> {
         segments,
         ttl: a.ttl,
         tos,
+        df: a
+            .df
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: encap::header::EncapError| Error::Invalid(e.to_string()))?,
+        udp6_zero_csum: a.udp6_zero_csum,
     };
     let req = EncapRequest {
         dst: parse_prefix(&a.prefix)?,
@@ -90,6 +97,7 @@ fn add(a: EncapAddArgs, out: &Output) -> anyhow::Result<()> {
         local_from_dev: local.is_none(),
     };
     let on_input = req.hook == Hook::In;
+    let fixup_kind = req.spec.kind.needs_proto_fixup();
     let done = encap::add(req)?;
     if on_input
         && std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/accept_local")
@@ -98,6 +106,13 @@ fn add(a: EncapAddArgs, out: &Output) -> anyhow::Result<()> {
         eprintln!(
             "lwt: note: on the in hook the outer packet is routed as input again with this host's address as source; \
              set net.ipv4.conf.<ingress dev>.accept_local=1 (and .all) or it is dropped as a martian"
+        );
+    }
+    if on_input && fixup_kind {
+        eprintln!(
+            "lwt: note: on the in hook, {kind} cannot carry GSO packets (TCP merged by GRO on the way in): \
+             bpf_lwt_push_encap refuses them under this outer protocol and the program cannot rewrite the header \
+             on lwt_in; they are dropped and counted as push-failed in `lwt encap list`. Use --hook xmit for TCP"
         );
     }
     out.emit(&done, |d| {
@@ -133,6 +148,12 @@ fn render(t: &TunnelView) -> String {
                 .collect::<Vec<_>>()
                 .join(",")
         ));
+    }
+    if let Some(df) = s.df {
+        line.push_str(&format!(" df {}", df.as_str()));
+    }
+    if s.udp6_zero_csum {
+        line.push_str(" udp6-zero-csum");
     }
     line.push_str(&format!(
         " header {} bytes\n    packets {} bytes {} errors: no-tunnel {} push-failed {} malformed {}",

@@ -10,7 +10,7 @@
 use aya_ebpf::{
     bindings::bpf_lwt_encap_mode::BPF_LWT_ENCAP_IP,
     btf_maps::{lpm_trie::Key, LpmTrie, PerCpuArray},
-    helpers::{bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_lwt_push_encap},
+    helpers::{bpf_csum_diff, bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_lwt_push_encap},
     macros::btf_map,
     programs::SkBuffContext,
 };
@@ -30,6 +30,15 @@ static TUNNELS: LpmTrie<[u8; EncapKey::DATA_LEN], EncapEntry, { MAX_TUNNELS as u
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".rodata.table")]
 static ENCAP_TABLE: u32 = 0;
+
+/// Scratch space for summing packet bytes.
+#[btf_map]
+static SCRATCH: PerCpuArray<[u8; SUM_CHUNK], 1> = PerCpuArray::new();
+
+/// The header block being patched (too large for the 512-byte stack
+/// beside the checksum code).
+#[btf_map]
+static HEADER: PerCpuArray<[u8; MAX_HEADER], 1> = PerCpuArray::new();
 
 #[btf_map]
 static TUNNEL_STATS: PerCpuArray<EncapStats, { MAX_TUNNELS as usize }> = PerCpuArray::new();
@@ -79,9 +88,19 @@ fn encapsulate(ctx: SkBuffContext) -> i32 {
     // The same value, in a form whose bounds the verifier can see after
     // the compiler has reloaded it: 20..=256.
     let hlen = 20 + (hlen.wrapping_sub(20) & 0x1ff).min(MAX_HEADER as u32 - 20);
-    let mut hdr = entry.header;
+    // SAFETY: this CPU's slot; no other user while the program runs.
+    let Some(hdr) = HEADER.get_ptr_mut(0).map(|p| unsafe { &mut *p }) else {
+        return BPF_DROP;
+    };
+    // SAFETY: two distinct map values of MAX_HEADER bytes.
+    unsafe { core::ptr::copy_nonoverlapping(entry.header.as_ptr(), hdr.as_mut_ptr(), MAX_HEADER) };
     let outer_len = hlen + len;
     let f = entry.flags;
+    // SAFETY: reads of the context the verifier allows on LWT programs.
+    let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
+    // The flow hash (computed once): UDP source port and IPv6 flow label.
+    let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+    let inner_v6 = h[0] >> 4 == 6;
     let udp = if f & flags::OUTER_V6 != 0 {
         hdr[4..6].copy_from_slice(&((outer_len - 40) as u16).to_be_bytes());
         if f & flags::TTL_INHERIT != 0 {
@@ -90,6 +109,13 @@ fn encapsulate(ctx: SkBuffContext) -> i32 {
         if f & flags::TOS_INHERIT != 0 {
             hdr[0] = 0x60 | (tos >> 4);
             hdr[1] = (hdr[1] & 0x0f) | (tos << 4);
+        }
+        if f & flags::FLOW_LABEL != 0 {
+            // ip6_make_flowlabel: the flow hash rotated by 16, low 20 bits.
+            let label = hash.rotate_left(16) & 0xf_ffff;
+            hdr[1] = (hdr[1] & 0xf0) | (label >> 16) as u8;
+            hdr[2] = (label >> 8) as u8;
+            hdr[3] = label as u8;
         }
         40
     } else {
@@ -100,23 +126,62 @@ fn encapsulate(ctx: SkBuffContext) -> i32 {
         if f & flags::TOS_INHERIT != 0 {
             hdr[1] = tos;
         }
+        if f & flags::DF_INHERIT != 0 {
+            // As the kernel's tunnels: the inner DF, and always for IPv6.
+            let df = if inner_v6 { 0x40 } else { h[6] & 0x40 };
+            hdr[6] = (hdr[6] & !0x40) | df;
+        }
         // An identification per packet, so fragments of different outer
         // packets on the way are never reassembled together.
         let id = unsafe { bpf_get_prandom_u32() } as u16;
         hdr[4..6].copy_from_slice(&id.to_be_bytes());
         hdr[10] = 0;
         hdr[11] = 0;
-        let sum = ipv4_checksum(&hdr);
+        let mut sum = ipv4_checksum(hdr);
+        // 0 would make the kernel compute it again over the header as
+        // pushed (see PROTO_FIXUP); 0xffff is the same sum.
+        if sum == 0 {
+            sum = 0xffff;
+        }
         hdr[10..12].copy_from_slice(&sum.to_be_bytes());
         20
     };
     if f & flags::UDP != 0 {
         // Source port from the flow hash: ECMP entropy for the outer packet.
-        let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
         let sport = 49152 | (hash & 0x3fff) as u16;
         hdr[udp..udp + 2].copy_from_slice(&sport.to_be_bytes());
-        hdr[udp + 4..udp + 6].copy_from_slice(&((outer_len - udp as u32) as u16).to_be_bytes());
+        let udp_len = outer_len - udp as u32;
+        hdr[udp + 4..udp + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        if udp == 40 && f & flags::UDP6_CSUM != 0 {
+            // GSO: the pseudo-header sum, which the kernel's UDP tunnel
+            // segmentation completes per segment (SKB_GSO_UDP_TUNNEL_CSUM,
+            // chosen by push_encap because the field is not 0). Otherwise
+            // the whole checksum, computed here.
+            let sum = if gso {
+                let s = fold(pseudo6(hdr, udp_len, 17));
+                if s == 0 { 0xffff } else { s }
+            } else {
+                let s = udp6_checksum(ctx.skb.skb, hdr, hlen, udp_len, len);
+                if s < 0 {
+                    return push_failed(entry.counter);
+                }
+                s as u16
+            };
+            hdr[46..48].copy_from_slice(&sum.to_be_bytes());
+        }
     }
+    // bpf_lwt_push_encap takes GSO packets only under UDP, GRE or "IP in
+    // IP" as it spells it (protocol 0 or 41): push with 0, then write the
+    // real protocol. The kernel's segmentation reads the real one later
+    // (ipip, ip4in6, or an SRH before the inner packet: SKB_GSO_IPXIP4/6).
+    let fixup = if f & flags::PROTO_FIXUP != 0 {
+        let at = if udp == 40 { 6 } else { 9 };
+        let real = hdr[at];
+        hdr[at] = 0;
+        Some((at, real))
+    } else {
+        None
+    };
     // SAFETY: `hdr` holds MAX_HEADER bytes and 20 <= hlen <= MAX_HEADER.
     let rc = unsafe { bpf_lwt_push_encap(ctx.skb.skb, BPF_LWT_ENCAP_IP, hdr.as_mut_ptr().cast(), hlen) };
     let Some(s) = stats(entry.counter) else { return BPF_DROP };
@@ -124,9 +189,204 @@ fn encapsulate(ctx: SkBuffContext) -> i32 {
         s.push_failed += 1;
         return BPF_DROP;
     }
+    if let Some((at, real)) = fixup {
+        if ctx.store(at, &real, 0).is_err() {
+            s.push_failed += 1;
+            return BPF_DROP;
+        }
+    }
     s.packets += 1;
     s.bytes += u64::from(len);
     BPF_LWT_REROUTE
+}
+
+#[inline(always)]
+fn push_failed(counter: u32) -> i32 {
+    if let Some(s) = stats(counter) {
+        s.push_failed += 1;
+    }
+    BPF_DROP
+}
+
+/// Folds a ones'-complement sum to 16 bits.
+#[inline(always)]
+fn fold(mut sum: u64) -> u16 {
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// Sum of the big-endian 16-bit words of `b[from..to]` (constant bounds,
+/// whole 32-bit words), summed by the kernel.
+#[inline(always)]
+fn words(b: &[u8], from: usize, to: usize) -> u64 {
+    // SAFETY: from..to lies in `b` (constant bounds at every call).
+    let raw = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            b.as_ptr().add(from).cast_mut().cast(),
+            (to - from) as u32,
+            0,
+        )
+    };
+    if raw < 0 {
+        0
+    } else {
+        kernel_sum(raw)
+    }
+}
+
+/// The IPv6 pseudo header of the outer header in `hdr` (addresses at
+/// 8..40), unfolded: addresses, 32-bit length, next header.
+#[inline(always)]
+fn pseudo6(hdr: &[u8; MAX_HEADER], len: u32, proto: u8) -> u64 {
+    words(hdr, 8, 40) + u64::from(len >> 16) + u64::from(len & 0xffff) + u64::from(proto)
+}
+
+/// Most bytes of a non-GSO inner packet whose checksum is summed byte by
+/// byte (inner protocols other than TCP, UDP, ICMP).
+const SUM_LIMIT: u32 = 160 * SUM_CHUNK as u32;
+const SUM_CHUNK: usize = 64;
+
+/// A ones'-complement sum computed by the kernel (`bpf_csum_diff` sums
+/// native-endian words) as a big-endian sum.
+#[inline(always)]
+fn kernel_sum(raw: i64) -> u64 {
+    u64::from(fold(raw as u32 as u64).swap_bytes())
+}
+
+/// The UDP checksum of a non-GSO packet under an IPv6 outer header: the
+/// pseudo header, the pushed headers after the IPv6 header, and the inner
+/// packet. The inner packet's transport checksum may still be left to
+/// offload (CHECKSUM_PARTIAL), so its sum is taken as the kernel's local
+/// checksum offload does (`lco_csum`): a TCP, UDP or ICMPv6 segment with its
+/// checksum done sums to the complement of its pseudo header, an ICMP
+/// message to 0, an IPv4 header to 0. Other inner packets are summed byte
+/// by byte (up to SUM_LIMIT bytes; `None` above).
+#[inline(never)]
+fn udp6_checksum(
+    skb: *mut aya_ebpf::bindings::__sk_buff,
+    hdr: &mut [u8; MAX_HEADER],
+    hlen: u32,
+    udp_len: u32,
+    len: u32,
+) -> i32 {
+    let ctx = SkBuffContext::new(skb);
+    let Ok(h) = ctx.load::<[u8; 20]>(0) else { return -1 };
+    // The headers after the IPv6 one (UDP with checksum 0, then the
+    // tunnel's own), zero-padded to whole words in the map entry.
+    let n = (hlen.saturating_sub(40) + 3) & !3;
+    let n = n.min((MAX_HEADER - 40) as u32);
+    // SAFETY: 40 + n <= MAX_HEADER bytes of `hdr`.
+    let raw = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            hdr.as_mut_ptr().add(40).cast(),
+            n,
+            0,
+        )
+    };
+    if raw < 0 {
+        return -1;
+    }
+    let mut sum = pseudo6(hdr, udp_len, 17) + kernel_sum(raw);
+    let inner: i64 = match h[0] >> 4 {
+        4 => {
+            let ihl = u32::from(h[0] & 0x0f) * 4;
+            let total = u32::from(u16::from_be_bytes([h[2], h[3]]));
+            let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
+            let l4 = u64::from(total.saturating_sub(ihl));
+            let pseudo = words(&h, 12, 20) + l4 + u64::from(h[9]);
+            match h[9] {
+                1 if !fragment => 0,
+                6 if !fragment => i64::from(!fold(pseudo)),
+                17 if !fragment => {
+                    // A UDP checksum of 0 means none: sum the bytes.
+                    match ctx.load::<[u8; 2]>((ihl + 6) as usize) {
+                        Ok([0, 0]) => -1,
+                        Ok(_) => i64::from(!fold(pseudo)),
+                        Err(_) => return -1,
+                    }
+                }
+                _ => -1,
+            }
+        }
+        _ => {
+            let Ok(rest) = ctx.load::<[u8; 20]>(20) else { return -1 };
+            let payload = u64::from(u16::from_be_bytes([h[4], h[5]]));
+            let header = words(&h, 0, 20) + words(&rest, 0, 20);
+            let pseudo = words(&h, 8, 20) + words(&rest, 0, 20) + payload + u64::from(h[6]);
+            match h[6] {
+                6 | 17 | 58 => (header + u64::from(!fold(pseudo))) as i64,
+                _ => -1,
+            }
+        }
+    };
+    if inner >= 0 {
+        sum += inner as u64;
+    } else {
+        let all = sum_bytes(skb, len);
+        if all < 0 {
+            return -1;
+        }
+        sum += all as u64;
+    }
+    let check = !fold(sum);
+    i32::from(if check == 0 { 0xffff } else { check })
+}
+
+/// The ones'-complement sum (folded) of the packet's first `len` bytes, or
+/// -1.
+#[inline(never)]
+fn sum_bytes(skb: *mut aya_ebpf::bindings::__sk_buff, len: u32) -> i64 {
+    if len > SUM_LIMIT {
+        return -1;
+    }
+    let mut sum = 0u64;
+    // SAFETY: this CPU's scratch slot; no other user while the program runs.
+    let Some(buf) = SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p }) else {
+        return -1;
+    };
+    let mut off = 0u32;
+    for _ in 0..(SUM_LIMIT as usize / SUM_CHUNK) {
+        if off >= len {
+            break;
+        }
+        let left = len - off;
+        let n = if left >= SUM_CHUNK as u32 {
+            SUM_CHUNK as u32
+        } else {
+            *buf = [0u8; SUM_CHUNK];
+            ((left - 1) & (SUM_CHUNK as u32 - 1)) + 1
+        };
+        // SAFETY: 1 <= n <= SUM_CHUNK bytes into `buf`.
+        let rc = unsafe {
+            aya_ebpf::helpers::bpf_skb_load_bytes(skb.cast(), off, buf.as_mut_ptr().cast(), n)
+        };
+        if rc != 0 {
+            return -1;
+        }
+        // SAFETY: SUM_CHUNK bytes of `buf`; bytes past n are zero.
+        let raw = unsafe {
+            bpf_csum_diff(
+                core::ptr::null_mut(),
+                0,
+                buf.as_mut_ptr().cast(),
+                SUM_CHUNK as u32,
+                0,
+            )
+        };
+        if raw < 0 {
+            return -1;
+        }
+        sum += kernel_sum(raw);
+        off += SUM_CHUNK as u32;
+    }
+    i64::from(fold(sum))
 }
 
 #[inline(always)]

@@ -77,6 +77,37 @@ pub enum Tos {
     Fixed(u8),
 }
 
+/// The DF bit of an IPv4 outer header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Df {
+    /// Copied from an IPv4 inner packet; set for IPv6 inner packets (as
+    /// the kernel's vxlan `df inherit` does).
+    Inherit,
+    Set,
+    Unset,
+}
+
+impl Df {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inherit => "inherit",
+            Self::Set => "set",
+            Self::Unset => "unset",
+        }
+    }
+}
+
+impl FromStr for Df {
+    type Err = EncapError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Inherit, Self::Set, Self::Unset]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| EncapError::Invalid(format!("bad --df `{s}`: inherit, set or unset")))
+    }
+}
+
 /// What `lwt encap add` describes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TunnelSpec {
@@ -93,6 +124,13 @@ pub struct TunnelSpec {
     /// `None`: inherit the inner TTL.
     pub ttl: Option<u8>,
     pub tos: Tos,
+    /// IPv4 outer DF; `None`: the type's default ([`TunnelType::default_df`]).
+    #[serde(default)]
+    pub df: Option<Df>,
+    /// UDP over IPv6: send a zero UDP checksum (RFC 6935/6936) instead of
+    /// computing it.
+    #[serde(default)]
+    pub udp6_zero_csum: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -144,6 +182,24 @@ impl TunnelType {
     /// The tunnels with a UDP header (and so a destination port).
     pub fn is_udp(self) -> bool {
         matches!(self, Self::Vxlan | Self::Fou | Self::Gue)
+    }
+
+    /// The DF bit the kernel's own tunnel of this kind sets by default:
+    /// ip_tunnel devices (ipip, sit, gre, and fou/gue, which are those with
+    /// an encap) have `pmtudisc` on unless told otherwise (DF set); a vxlan
+    /// device leaves DF clear (`df unset`).
+    pub fn default_df(self) -> Df {
+        match self {
+            Self::Vxlan => Df::Unset,
+            _ => Df::Set,
+        }
+    }
+
+    /// `bpf_lwt_push_encap` refuses GSO packets under this outer protocol
+    /// (IPIP 4, routing header 43): the program pushes with 0 and writes
+    /// the real byte after the push.
+    pub fn needs_proto_fixup(self) -> bool {
+        matches!(self, Self::Ipip | Self::Ip4in6 | Self::Srv6)
     }
 
     /// The outer family the type needs: `Some(true)` IPv6, `Some(false)`
@@ -201,6 +257,27 @@ impl TunnelSpec {
         if let Some(remote) = self.remote {
             host_address("--remote", remote).map_err(invalid)?;
         }
+        if let (Some(_), Ok(remote)) = (self.df, self.outer_dst()) {
+            if remote.is_ipv6() {
+                return Err(invalid(format!(
+                    "--df applies only to IPv4 outer headers; {remote} is IPv6 (IPv6 has no DF bit: routers never fragment)"
+                )));
+            }
+        }
+        if self.udp6_zero_csum {
+            if !kind.is_udp() {
+                return Err(invalid(format!(
+                    "--udp6-zero-csum applies only to the UDP tunnels vxlan, fou and gue; {kind} has no UDP header"
+                )));
+            }
+            if let Ok(remote) = self.outer_dst() {
+                if remote.is_ipv4() {
+                    return Err(invalid(format!(
+                        "--udp6-zero-csum applies only to IPv6 outer headers; over IPv4 ({remote}) the UDP checksum is 0 already"
+                    )));
+                }
+            }
+        }
         if let (Some(want_v6), Ok(remote)) = (kind.outer_v6(), self.outer_dst()) {
             if remote.is_ipv6() != want_v6 {
                 return Err(EncapError::OuterFamily {
@@ -208,6 +285,16 @@ impl TunnelSpec {
                     want: if want_v6 { 6 } else { 4 },
                     remote,
                 });
+            }
+        }
+        if let (Some(remote), TunnelType::Srv6, Some(first)) =
+            (self.remote, kind, self.segments.first())
+        {
+            if remote != IpAddr::V6(*first) {
+                return Err(invalid(format!(
+                    "--remote {remote} is not the first segment {first}: an SRv6 packet goes to its first segment \
+                     (leave --remote out, or put {remote} first in --segments)"
+                )));
             }
         }
         Ok(())
@@ -354,7 +441,12 @@ impl TunnelSpec {
         };
         let mut bytes = match (remote, self.local) {
             (IpAddr::V4(dst), IpAddr::V4(src)) => {
-                let mut h = vec![0x45, tos, 0, 0, 0, 0, 0, 0, ttl, proto, 0, 0];
+                let df = if self.df.unwrap_or(self.kind.default_df()) == Df::Set {
+                    0x40
+                } else {
+                    0
+                };
+                let mut h = vec![0x45, tos, 0, 0, 0, 0, df, 0, ttl, proto, 0, 0];
                 h.extend_from_slice(&src.octets());
                 h.extend_from_slice(&dst.octets());
                 h
@@ -389,14 +481,25 @@ impl TunnelSpec {
         if self.tos == Tos::Inherit {
             f |= flags::TOS_INHERIT;
         }
+        if !outer_v6 && self.df.unwrap_or(self.kind.default_df()) == Df::Inherit {
+            f |= flags::DF_INHERIT;
+        }
+        if outer_v6 {
+            f |= flags::FLOW_LABEL;
+            if udp && !self.udp6_zero_csum {
+                f |= flags::UDP6_CSUM;
+            }
+        }
+        if self.kind.needs_proto_fixup() {
+            f |= flags::PROTO_FIXUP;
+        }
         Ok(Header { bytes, flags: f })
     }
 }
 
-/// A UDP header to `port`; source port and length are filled per packet,
-/// the checksum stays 0 (RFC 768 for IPv4; RFC 6935/6936 for tunnels over
-/// IPv6, which the receiver must accept, e.g. a vxlan device's
-/// `udp6zerocsumrx`).
+/// A UDP header to `port`; source port, length and (over IPv6, unless
+/// `--udp6-zero-csum`) the checksum are filled per packet; over IPv4 the
+/// checksum stays 0 (RFC 768), as a kernel vxlan device sends by default.
 fn udp_header(port: u16) -> Vec<u8> {
     let p = port.to_be_bytes();
     vec![0, 0, p[0], p[1], 0, 0, 0, 0]
@@ -417,6 +520,8 @@ mod tests {
             segments: vec![],
             ttl: None,
             tos: Tos::Inherit,
+            df: None,
+            udp6_zero_csum: false,
         }
     }
 
