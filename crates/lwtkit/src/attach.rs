@@ -19,6 +19,7 @@ use std::{
 
 use ipnet::IpNet;
 use libbpf_rs::ProgramHandle;
+use lwtkit_common::pins;
 use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteMetric, RouteType};
 
 use crate::{
@@ -374,8 +375,11 @@ pub fn attach_with(
         }
     };
     let hook_record = HookRecord {
-        pin: live.join("prog"),
-        counters: staged.counters.as_ref().map(|_| live.join("counters")),
+        pin: live.join(pins::program::PROG),
+        counters: staged
+            .counters
+            .as_ref()
+            .map(|_| live.join(pins::program::COUNTERS)),
         ..staged
     };
     let created = existing.is_none();

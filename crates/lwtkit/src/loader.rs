@@ -10,6 +10,7 @@ use std::{
 use libbpf_rs::{
     MapCore, Object, ObjectBuilder, OpenObject, PrintLevel, ProgramHandle, ProgramType,
 };
+use lwtkit_common::{maps as map_names, pins};
 
 use crate::{
     builtin,
@@ -74,13 +75,13 @@ impl LoadedProgram {
 
     /// Pins the program (and its counters map) in `dir`.
     pub fn pin(&mut self, dir: &Path) -> Result<HookRecord> {
-        let pin = dir.join("prog");
+        let pin = dir.join(pins::program::PROG);
         let _ = std::fs::remove_file(&pin);
         pin_fd(self.fd.as_fd(), &pin)?;
         let mut counters = None;
         if let (Some(obj), Some(map_name)) = (self.object.as_mut(), self.counters_map) {
             if let Some(mut map) = obj.maps_mut().find(|m| m.name() == map_name) {
-                let path = dir.join("counters");
+                let path = dir.join(pins::program::COUNTERS);
                 let _ = std::fs::remove_file(&path);
                 map.pin(&path).map_err(|e| pin_err(&path, e))?;
                 counters = Some(path);
@@ -181,13 +182,11 @@ fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
             maps,
             events,
         } => {
-            use crate::filter::store::{CELLS_MAP, CONFIG_MAP, EVENTS_MAP, RULE_STATS_MAP};
-            let pins = [
-                (CELLS_MAP, maps.join("cells")),
-                (CONFIG_MAP, maps.join("config")),
-                (RULE_STATS_MAP, maps.join("rule_stats")),
-                (EVENTS_MAP, events.clone()),
-            ];
+            let mut pins: Vec<(&str, PathBuf)> = pins::filter::MAPS
+                .iter()
+                .map(|(map, file)| (*map, maps.join(file)))
+                .collect();
+            pins.push((map_names::filter::EVENTS, events.clone()));
             let origin = Origin::Filter {
                 policy: policy.clone(),
             };
@@ -202,12 +201,10 @@ fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
         }
         ProgramSource::Shared { .. } => unreachable!("shared programs are handled by `load`"),
         ProgramSource::Encap { kind, maps, table } => {
-            use crate::encap::{STATS_MAP, TUNNELS_MAP};
-            use lwtkit_common::encap::TABLE_SECTION;
-            let pins = [
-                (TUNNELS_MAP, maps.join("tunnels")),
-                (STATS_MAP, maps.join("stats")),
-            ];
+            let pins: Vec<(&str, PathBuf)> = pins::encap::MAPS
+                .iter()
+                .map(|(map, file)| (*map, maps.join(file)))
+                .collect();
             let origin = Origin::Encap {
                 tunnel: kind.clone(),
             };
@@ -216,7 +213,7 @@ fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
                 &format!("lwtkit-encap-{kind}"),
                 origin,
                 &pins,
-                &[(TABLE_SECTION, &table.to_ne_bytes())],
+                &[(map_names::encap::TABLE_SECTION, &table.to_ne_bytes())],
                 hook,
             )
         }
@@ -441,7 +438,7 @@ pub fn load_seg6local(
     dt6_table: u32,
     force_type: bool,
 ) -> Result<LoadedProgram> {
-    const SECTION: &str = "lwt_seg6local";
+    const SECTION: &str = map_names::sections::LWT_SEG6LOCAL;
     let (bytes, label, entry, origin, counters_map) = match (builtin_name, object) {
         (Some(name), None) => {
             let entry = match name {
@@ -530,7 +527,10 @@ pub fn load_seg6local(
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
     let (mut object, fd) = load_one(open, &entry, ProgramType::LwtSeg6local, &label)?;
-    if let Some(m) = object.maps_mut().find(|m| m.name() == "DT6_TABLE") {
+    if let Some(m) = object
+        .maps_mut()
+        .find(|m| m.name() == map_names::seg6::DT6_TABLE)
+    {
         m.update(
             &0u32.to_ne_bytes(),
             &dt6_table.to_ne_bytes(),

@@ -2,6 +2,7 @@
 //! route whose action runs a BPF program (lwtkit's `end` / `end-dt6`, or a
 //! program of an object file), pinned and recorded like every lwtkit hook.
 use ipnet::IpNet;
+use lwtkit_common::pins;
 use netlink_packet_route::route::RouteAttribute;
 use serde::{Deserialize, Serialize};
 
@@ -124,7 +125,7 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         table,
     };
     let skey = RouteRecord::key(&req.sid, table);
-    let pins = txn.pin_root().join("seg6local");
+    let pins = txn.pin_root().join(pins::SEG6LOCAL);
     let existing = rtnl.lookup(&key)?;
     // A record whose route was removed or rewritten meanwhile is stale.
     let mut ours = false;
@@ -188,8 +189,8 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         dev: req.dev.clone(),
         name: staged.name,
         origin: staged.origin,
-        pin: live.join("prog"),
-        counters: staged.counters.map(|_| live.join("counters")),
+        pin: live.join(pins::program::PROG),
+        counters: staged.counters.map(|_| live.join(pins::program::COUNTERS)),
     };
     let mut intent = Intent::new(
         "lwt seg6local add",
@@ -248,7 +249,7 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, sid: IpNet, table: Option<u32>) -> Res
     let forget = vec![
         txn.remove_step::<SidRecord>(&skey),
         Step::RemoveTree {
-            path: txn.pin_root().join("seg6local").join(&skey),
+            path: txn.pin_root().join(pins::SEG6LOCAL).join(&skey),
         },
     ];
     let current = rtnl.lookup(&key)?;

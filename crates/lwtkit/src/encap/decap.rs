@@ -15,7 +15,13 @@ use std::{net::IpAddr, path::Path};
 
 use ipnet::IpNet;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
-use lwtkit_common::encap::{decap as kinds, decap_flags, decap_stat, DecapConfig};
+use lwtkit_common::{
+    encap::{decap as kinds, decap_flags, decap_stat, DecapConfig},
+    pins::{
+        self,
+        decap::{CONFIG, LINK, LOCAL, REMOTE, STATS},
+    },
+};
 use serde::{Deserialize, Serialize};
 
 pub use self::addrs::{host_locals, parse_endpoints};
@@ -237,20 +243,6 @@ fn err(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// The pins of one device's decapsulator.
-const PINS: [&str; 5] = ["config", "stats", "local", "remote", "link"];
-
-/// The map names in the program object and the pin each goes to.
-fn pin_of(map: &str) -> Option<&'static str> {
-    match map {
-        "DECAP_CONFIG" => Some("config"),
-        "DECAP_STATS" => Some("stats"),
-        "DECAP_LOCAL" => Some("local"),
-        "DECAP_REMOTE" => Some("remote"),
-        _ => None,
-    }
-}
-
 fn config_bytes(c: &DecapConfig) -> &[u8] {
     // SAFETY: DecapConfig is plain #[repr(C)] data without padding.
     unsafe {
@@ -292,14 +284,14 @@ pub fn add_in(txn: &Txn, record: &DecapRecord) -> Result<()> {
         gre_key: record.key.unwrap_or(0),
         flags,
     };
-    let pins = txn.pin_root().join("decap");
+    let pins = txn.pin_root().join(pins::decap::DIR);
     let dev_pins = pins.join(&record.dev);
     let mut stored = record.clone();
     stored.accepting = locals.clone();
     let put = txn.put_step(&stored)?;
-    let complete = PINS.iter().all(|p| dev_pins.join(p).exists());
+    let complete = pins::decap::ALL.iter().all(|p| dev_pins.join(p).exists());
     let live = complete
-        && link::state(&dev_pins.join("link"), &record.dev, Some(index)) == LinkState::Attached;
+        && link::state(&dev_pins.join(LINK), &record.dev, Some(index)) == LinkState::Attached;
     if live {
         // Only lwtkit's own maps change: the record goes first, so a kill
         // leaves the wanted configuration on record for the next `decap add`.
@@ -328,7 +320,7 @@ pub fn add_in(txn: &Txn, record: &DecapRecord) -> Result<()> {
     let mut intent = Intent::new(
         "lwt decap add",
         Probe::Pinned {
-            path: staging.join("link"),
+            path: staging.join(LINK),
         },
     );
     intent.done = vec![
@@ -367,7 +359,7 @@ fn reconfigure(
         let p = dev_pins.join(name);
         MapHandle::from_pinned_path(&p).map_err(|_| Error::MissingPin(p))
     };
-    let (cfg, local, remote) = (open("config")?, open("local")?, open("remote")?);
+    let (cfg, local, remote) = (open(CONFIG)?, open(LOCAL)?, open(REMOTE)?);
     addrs::insert_all(&local, locals).map_err(|e| err(dev_pins, e))?;
     addrs::insert_all(&remote, remotes).map_err(|e| err(dev_pins, e))?;
     cfg.update(&0u32.to_ne_bytes(), config_bytes(config), MapFlags::ANY)
@@ -400,14 +392,14 @@ fn attach_new(
     })?;
     store::ensure_dir(at)?;
     for mut m in obj.maps_mut() {
-        let Some(name) = pin_of(&m.name().to_string_lossy()) else {
+        let Some(name) = pins::of_map(pins::decap::MAPS, &m.name().to_string_lossy()) else {
             continue;
         };
         let pin = at.join(name);
         let filled = match name {
-            "config" => m.update(&0u32.to_ne_bytes(), config_bytes(config), MapFlags::ANY),
-            "local" => addrs::insert_all(&m, locals),
-            "remote" => addrs::insert_all(&m, remotes),
+            CONFIG => m.update(&0u32.to_ne_bytes(), config_bytes(config), MapFlags::ANY),
+            LOCAL => addrs::insert_all(&m, locals),
+            REMOTE => addrs::insert_all(&m, remotes),
             _ => Ok(()),
         };
         filled.map_err(|e| err(&pin, e))?;
@@ -417,7 +409,7 @@ fn attach_new(
         .progs()
         .find(|p| p.name() == "decap_ingress")
         .ok_or_else(|| err(at, "no decap program"))?;
-    link::attach_pinned(&prog, index, &at.join("link")).map_err(|e| err(at, format!("{dev}: {e}")))
+    link::attach_pinned(&prog, index, &at.join(LINK)).map_err(|e| err(at, format!("{dev}: {e}")))
 }
 
 /// `lwt decap del`: detaches the decapsulator from `dev` (attached or defunct).
@@ -436,12 +428,12 @@ pub fn del_in(txn: &Txn, dev: &str) -> Result<()> {
         )));
     }
     // The pinned link is the only reference: removing it detaches.
-    let pins = txn.pin_root().join("decap");
+    let pins = txn.pin_root().join(pins::decap::DIR);
     let dev_pins = pins.join(dev);
     let mut intent = Intent::new(
         "lwt decap del",
         Probe::Unpinned {
-            path: dev_pins.join("link"),
+            path: dev_pins.join(LINK),
         },
     );
     intent.done = vec![
@@ -454,7 +446,7 @@ pub fn del_in(txn: &Txn, dev: &str) -> Result<()> {
         },
     ];
     let pending = txn.intend(intent)?;
-    if let Err(e) = store::remove_file(&dev_pins.join("link")) {
+    if let Err(e) = store::remove_file(&dev_pins.join(LINK)) {
         txn.finish(pending, Outcome::Undone)?;
         return Err(e);
     }
@@ -465,18 +457,18 @@ pub fn del_in(txn: &Txn, dev: &str) -> Result<()> {
 /// `lwt decap list`: devices with their state, addresses and counters.
 pub fn list() -> Result<Vec<DecapRecord>> {
     let ns = Namespace::open_readonly()?;
-    let pins = ns.pin_root().join("decap");
+    let pins = ns.pin_root().join(pins::decap::DIR);
     let mut out: Vec<DecapRecord> = ns.all()?;
     for r in &mut out {
         let dev_pins = pins.join(&r.dev);
-        match link::state(&dev_pins.join("link"), &r.dev, ifindex(&r.dev).ok()) {
+        match link::state(&dev_pins.join(LINK), &r.dev, ifindex(&r.dev).ok()) {
             LinkState::Attached => (r.state, r.note) = (DecapState::Attached, None),
             LinkState::Defunct(why) => (r.state, r.note) = (DecapState::Defunct, Some(why)),
         }
-        if let Ok(m) = MapHandle::from_pinned_path(dev_pins.join("local")) {
+        if let Ok(m) = MapHandle::from_pinned_path(dev_pins.join(LOCAL)) {
             r.accepting = addrs::contents(&m);
         }
-        if let Ok(c) = read_counters(&dev_pins.join("stats")) {
+        if let Ok(c) = read_counters(&dev_pins.join(STATS)) {
             let n = |slot: u32| c.get(slot as usize).copied().unwrap_or_default();
             (r.packets, r.bytes) = (n(decap_stat::TAKEN).packets, n(decap_stat::TAKEN).bytes);
             r.refused = n(decap_stat::REFUSED).packets;

@@ -10,7 +10,13 @@ use std::{fs, net::IpAddr, path::PathBuf};
 
 use ipnet::IpNet;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
-use lwtkit_common::encap::{EncapEntry, EncapKey, EncapStats, MAX_HEADER, MAX_TUNNELS};
+use lwtkit_common::{
+    encap::{EncapEntry, EncapKey, EncapStats, MAX_HEADER, MAX_TUNNELS},
+    pins::{
+        self,
+        encap::{STATS, TUNNELS},
+    },
+};
 use serde::{Deserialize, Serialize};
 
 pub use header::{parse_mac, Tos, TunnelSpec, TunnelType};
@@ -26,9 +32,6 @@ use crate::{
     state::{Owner, RouteRecord},
     system,
 };
-
-pub const TUNNELS_MAP: &str = "TUNNELS";
-pub const STATS_MAP: &str = "TUNNEL_STATS";
 
 /// What `lwt encap add` asks for (before the local address is resolved).
 #[derive(Clone, Debug)]
@@ -77,7 +80,9 @@ impl crate::ns::Record for TunnelRecord {
 
 /// The namespace's tunnel map pins (read only: nothing is created).
 fn pins() -> Result<PathBuf> {
-    Ok(Namespace::open_readonly()?.pin_root().join("encap"))
+    Ok(Namespace::open_readonly()?
+        .pin_root()
+        .join(pins::encap::DIR))
 }
 
 /// The trie key of `dst` in `table`, as the map takes it.
@@ -106,7 +111,7 @@ fn state_err(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
 /// Creates and pins the namespace's tunnel maps once. Maps of an older
 /// key layout (without the table) are replaced when no tunnel uses them.
 fn ensure_maps(pins: &std::path::Path, tunnels_recorded: usize) -> Result<()> {
-    let trie = pins.join("tunnels");
+    let trie = pins.join(TUNNELS);
     if trie.exists() {
         let key_size = MapHandle::from_pinned_path(&trie)
             .map_err(|_| Error::MissingPin(trie.clone()))?
@@ -120,7 +125,7 @@ fn ensure_maps(pins: &std::path::Path, tunnels_recorded: usize) -> Result<()> {
                  `lwt encap del` its {tunnels_recorded} tunnel(s) or `lwt reset`, then add them again"
             )));
         }
-        for pin in [trie, pins.join("stats")] {
+        for pin in [trie, pins.join(STATS)] {
             let _ = fs::remove_file(&pin);
         }
     }
@@ -143,11 +148,10 @@ fn ensure_maps(pins: &std::path::Path, tunnels_recorded: usize) -> Result<()> {
     })?;
     ns::store::ensure_dir(pins)?;
     for mut m in obj.maps_mut() {
-        let pin = match m.name().to_string_lossy().as_ref() {
-            TUNNELS_MAP => pins.join("tunnels"),
-            STATS_MAP => pins.join("stats"),
-            _ => continue,
+        let Some(file) = pins::of_map(pins::encap::MAPS, &m.name().to_string_lossy()) else {
+            continue;
         };
+        let pin = pins.join(file);
         m.pin(&pin).map_err(|e| state_err(&pin, e))?;
     }
     Ok(())
@@ -198,7 +202,7 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
         .header(inner_v6)
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let table = req.table.unwrap_or_else(|| ops::default_table(false));
-    let pins = txn.pin_root().join("encap");
+    let pins = txn.pin_root().join(pins::encap::DIR);
     let existing: Vec<TunnelRecord> = txn.all()?;
     // The outer packet is routed again: it must not come back here.
     if req.dst.contains(&remote) {
@@ -249,8 +253,8 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
         header: [0; MAX_HEADER],
     };
     entry.header[..header.bytes.len()].copy_from_slice(&header.bytes);
-    let tunnels = MapHandle::from_pinned_path(pins.join("tunnels"))
-        .map_err(|_| Error::MissingPin(pins.join("tunnels")))?;
+    let tunnels = MapHandle::from_pinned_path(pins.join(TUNNELS))
+        .map_err(|_| Error::MissingPin(pins.join(TUNNELS)))?;
     // SAFETY: EncapEntry is plain data.
     let value = unsafe {
         std::slice::from_raw_parts(
@@ -259,7 +263,7 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
         )
     };
     let key = key_of(&req.dst, table);
-    let trie = pins.join("tunnels");
+    let trie = pins.join(TUNNELS);
     let old_value = tunnels.lookup(&key, MapFlags::ANY).ok().flatten();
     let restore = match old_value {
         Some(v) => Step::MapPut {
@@ -273,8 +277,8 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
         },
     };
     if previous.is_none() {
-        let stats = MapHandle::from_pinned_path(pins.join("stats"))
-            .map_err(|_| Error::MissingPin(pins.join("stats")))?;
+        let stats = MapHandle::from_pinned_path(pins.join(STATS))
+            .map_err(|_| Error::MissingPin(pins.join(STATS)))?;
         let cpus = libbpf_rs::num_possible_cpus().map_err(|e| state_err(&pins, e))?;
         let zero = vec![vec![0u8; size_of::<EncapStats>()]; cpus];
         let _ = stats.update_percpu(&counter.to_ne_bytes(), &zero, MapFlags::ANY);
@@ -423,7 +427,7 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, dst: IpNet, table: Option<u32>) -> Res
     let forget = vec![
         txn.remove_step::<TunnelRecord>(&skey),
         Step::MapDelete {
-            pin: txn.pin_root().join("encap").join("tunnels"),
+            pin: txn.pin_root().join(pins::encap::DIR).join(TUNNELS),
             key: hex(&key_of(&dst, table)),
         },
     ];
@@ -457,7 +461,7 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, dst: IpNet, table: Option<u32>) -> Res
 /// (no tunnel for their destination, or not IP): counted once per
 /// namespace, not per route.
 pub fn unrouted() -> Result<EncapStats> {
-    Ok(MapHandle::from_pinned_path(pins()?.join("stats"))
+    Ok(MapHandle::from_pinned_path(pins()?.join(STATS))
         .map(|m| read_stats(&m, lwtkit_common::encap::NO_TUNNEL_SLOT))
         .unwrap_or_default())
 }
@@ -471,7 +475,7 @@ pub fn tunnels() -> Result<Vec<TunnelRecord>> {
 
 /// `lwt encap list`: every tunnel with its counters.
 pub fn list() -> Result<Vec<TunnelView>> {
-    let stats = MapHandle::from_pinned_path(pins()?.join("stats")).ok();
+    let stats = MapHandle::from_pinned_path(pins()?.join(STATS)).ok();
     Ok(tunnels()?
         .into_iter()
         .map(|r| {

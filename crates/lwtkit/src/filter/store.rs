@@ -16,7 +16,11 @@ use std::{
 };
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
-use lwtkit_common::filter::{Cell, PolicyConfig, RuleStats};
+use lwtkit_common::{
+    filter::{Cell, PolicyConfig, RuleStats},
+    maps::filter as maps,
+    pins,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -42,12 +46,6 @@ const MIN_CELLS: u32 = 65_536;
 /// Default event rate limit per rule and CPU.
 pub const LOG_RATE: u32 = 100;
 pub const LOG_BURST: u32 = 200;
-
-pub const CELLS_MAP: &str = "CELLS";
-pub const CONFIG_MAP: &str = "CONFIG";
-pub const RULE_STATS_MAP: &str = "RULE_STATS";
-pub const EVENTS_MAP: &str = "EVENTS";
-pub const ATTACH_STATS_MAP: &str = "ATTACH_STATS";
 
 /// What lwtkit keeps about a policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,12 +162,12 @@ impl<'a> Policies<'a> {
 
     /// bpffs directory of a policy's maps.
     pub fn pin_dir(&self, name: &str) -> PathBuf {
-        self.state.pin_root().join("filters").join(name)
+        self.state.pin_root().join(pins::filter::DIR).join(name)
     }
 
     /// The namespace's event ring buffer.
     pub fn events_pin(&self) -> PathBuf {
-        self.state.pin_root().join("events")
+        self.state.pin_root().join(pins::EVENTS)
     }
 
     pub fn get(&self, name: &str) -> Result<Policy> {
@@ -187,7 +185,7 @@ impl<'a> Policies<'a> {
         // Which half packets walk is the kernel's to say: a command killed
         // between the flip and the record would otherwise make the next
         // change write into the live half.
-        if let Ok(g) = live_generation(&self.pin_dir(name).join("config")) {
+        if let Ok(g) = live_generation(&self.pin_dir(name).join(pins::filter::CONFIG)) {
             policy.generation = g;
         }
         Ok(policy)
@@ -287,13 +285,13 @@ impl<'a> Policies<'a> {
         for mut m in open.maps_mut() {
             let name = m.name().to_string_lossy().into_owned();
             match name.as_str() {
-                CELLS_MAP => {
+                maps::CELLS => {
                     m.set_max_entries(p.cells * 2).map_err(load_err)?;
                     m.set_map_flags(libbpf_rs::libbpf_sys::BPF_F_MMAPABLE)
                         .map_err(load_err)?;
                 }
-                RULE_STATS_MAP => m.set_max_entries(2 * p.rule_slots()).map_err(load_err)?,
-                EVENTS_MAP if events.exists() => m.reuse_pinned_map(&events).map_err(load_err)?,
+                maps::RULE_STATS => m.set_max_entries(2 * p.rule_slots()).map_err(load_err)?,
+                maps::EVENTS if events.exists() => m.reuse_pinned_map(&events).map_err(load_err)?,
                 _ => {}
             }
         }
@@ -311,12 +309,10 @@ impl<'a> Policies<'a> {
         })?;
         for mut m in obj.maps_mut() {
             let name = m.name().to_string_lossy().into_owned();
-            let pin = match name.as_str() {
-                CELLS_MAP => dir.join("cells"),
-                CONFIG_MAP => dir.join("config"),
-                RULE_STATS_MAP => dir.join("rule_stats"),
-                EVENTS_MAP if !events.exists() => events.clone(),
-                _ => continue,
+            let pin = match pins::of_map(pins::filter::MAPS, &name) {
+                Some(file) => dir.join(file),
+                None if name == maps::EVENTS && !events.exists() => events.clone(),
+                None => continue,
             };
             m.pin(&pin).map_err(|e| Error::State {
                 path: pin.clone(),
@@ -343,7 +339,7 @@ impl<'a> Policies<'a> {
         let dir = self.pin_dir(&p.name);
         let next = p.generation ^ 1;
         write_cells(
-            &dir.join("cells"),
+            &dir.join(pins::filter::CELLS),
             (next * p.cells) as usize,
             &compiled.cells,
             (p.cells * 2) as usize,
@@ -357,7 +353,7 @@ impl<'a> Policies<'a> {
             log_burst: LOG_BURST,
             rule_slots: p.rule_slots(),
         };
-        let cfg_map = open_map(&dir.join("config"))?;
+        let cfg_map = open_map(&dir.join(pins::filter::CONFIG))?;
         // SAFETY: PolicyConfig is plain u32 fields.
         let bytes = unsafe {
             std::slice::from_raw_parts(
@@ -379,7 +375,7 @@ impl<'a> Policies<'a> {
         generation: u32,
         slots: impl Iterator<Item = u32>,
     ) -> Result<()> {
-        let pin = self.pin_dir(&p.name).join("rule_stats");
+        let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
         let map = open_map(&pin)?;
         let cpus = libbpf_rs::num_possible_cpus().map_err(|e| map_err(&pin, e))?;
         let zero = vec![vec![0u8; size_of::<RuleStats>()]; cpus];
@@ -438,7 +434,7 @@ impl<'a> Policies<'a> {
         let mut intent = Intent::new(
             "lwt filter",
             Probe::Generation {
-                config: self.pin_dir(&p.name).join("config"),
+                config: self.pin_dir(&p.name).join(pins::filter::CONFIG),
                 after: next,
             },
         );
@@ -450,7 +446,7 @@ impl<'a> Policies<'a> {
             return Err(e);
         }
         failpoint("filter-commit:flip");
-        let pin = self.pin_dir(&p.name).join("rule_stats");
+        let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
         let map = open_map(&pin)?;
         let mut carried = std::collections::BTreeMap::new();
         let mut keep = |id: u32, slot: u32| -> Result<()> {
@@ -551,7 +547,7 @@ impl<'a> Policies<'a> {
         let mut intent = Intent::new(
             "lwt filter delete",
             Probe::Unpinned {
-                path: pins.join("config"),
+                path: pins.join(pins::filter::CONFIG),
             },
         );
         intent.done = vec![txn.remove_step::<Policy>(name)];
@@ -567,7 +563,7 @@ impl<'a> Policies<'a> {
     /// Per-rule counters of a policy, summed over CPUs and generations, by
     /// rule id; id 0 is the packets the default verdict judged.
     pub fn rule_counters(&self, p: &Policy) -> Result<Vec<(u32, RuleCounters)>> {
-        let pin = self.pin_dir(&p.name).join("rule_stats");
+        let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
         let map = open_map(&pin)?;
         std::iter::once((0, 0))
             .chain(p.rules.iter().map(|r| (r.id, p.slot_of(r.id))))

@@ -40,7 +40,7 @@ use crate::{
 /// Where records live (tmpfs: emptied at reboot, as routes are).
 pub const STATE_ROOT: &str = "/run/lwtkit";
 /// lwtkit's directory on bpffs.
-pub const PIN_DIR: &str = "lwtkit";
+pub const PIN_DIR: &str = lwtkit_common::pins::ROOT;
 
 /// The current network namespace, as lwtkit keeps it.
 pub struct Namespace {
