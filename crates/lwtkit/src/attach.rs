@@ -255,10 +255,9 @@ fn forget(txn: &Txn, skey: &str) -> Result<()> {
 /// The owner a program source gives its hook.
 pub fn owner_of(source: &ProgramSource) -> Owner {
     match source {
-        ProgramSource::Filter { policy, .. } => Owner::Filter(policy.clone()),
-        ProgramSource::Encap { .. } => Owner::Encap,
+        ProgramSource::Builtin(spec) => spec.origin.owner(),
         ProgramSource::Shared { origin, .. } => origin.owner(),
-        _ => Owner::Attach,
+        ProgramSource::Object { .. } | ProgramSource::Pinned(_) => Owner::Attach,
     }
 }
 

@@ -10,7 +10,10 @@ use std::{
 use libbpf_rs::{
     MapCore, Object, ObjectBuilder, OpenObject, PrintLevel, ProgramHandle, ProgramType,
 };
-use lwtkit_common::{maps as map_names, pins};
+use lwtkit_common::{
+    maps as map_names,
+    pins::program::{COUNTERS, PROG},
+};
 
 use crate::{
     builtin,
@@ -33,21 +36,8 @@ pub enum ProgramSource {
     },
     /// A program already pinned on bpffs.
     Pinned(PathBuf),
-    /// One of lwtkit's built-ins, by name.
-    Builtin(String),
-    /// lwtkit's filter program on a policy's pinned maps.
-    Filter {
-        policy: String,
-        maps: PathBuf,
-        events: PathBuf,
-    },
-    /// lwtkit's encapsulation program on the namespace's tunnel maps, for
-    /// the routes of one routing table (built into the instance).
-    Encap {
-        kind: String,
-        maps: PathBuf,
-        table: u32,
-    },
+    /// One of lwtkit's built-ins, as a feature (or `--builtin`) specifies it.
+    Builtin(BuiltinSpec),
     /// A program lwtkit already attached elsewhere (pinned), to share
     /// under its existing route name and origin.
     Shared {
@@ -55,6 +45,43 @@ pub enum ProgramSource {
         name: String,
         origin: Origin,
     },
+}
+
+/// One instance of an embedded built-in: which object, the maps it shares
+/// with other programs, the constants it is built with, the name the route
+/// carries and the origin `lwt list` reports. Features build these
+/// (`filter::store::Policies::program`, `encap`); the loader knows none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltinSpec {
+    /// The embedded object ([`builtin::find`]).
+    pub name: String,
+    /// The route name before `:[<section>]#<id>`: `lwtkit-filter-web`.
+    pub route_name: String,
+    /// (map name, pin path): maps reused from their pins instead of
+    /// created; the others are the instance's own (its counters).
+    pub maps_to_reuse: Vec<(String, PathBuf)>,
+    /// (data section, bytes): initial values of read-only data sections,
+    /// which the verifier sees as constants of this instance.
+    pub constants: Vec<(String, Vec<u8>)>,
+    pub origin: Origin,
+}
+
+impl BuiltinSpec {
+    /// A built-in that runs on its own maps (`lwt attach --builtin count`),
+    /// named `lwtkit-<name>` on the route. Only the built-ins `--builtin`
+    /// takes are accepted.
+    pub fn standalone(name: &str) -> Result<Self> {
+        builtin::find(name)
+            .filter(|b| b.standalone)
+            .ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
+        Ok(Self {
+            name: name.into(),
+            route_name: format!("lwtkit-{name}"),
+            maps_to_reuse: Vec::new(),
+            constants: Vec::new(),
+            origin: Origin::Builtin { name: name.into() },
+        })
+    }
 }
 
 /// A program loaded in the kernel, ready to be attached and pinned.
@@ -75,13 +102,13 @@ impl LoadedProgram {
 
     /// Pins the program (and its counters map) in `dir`.
     pub fn pin(&mut self, dir: &Path) -> Result<HookRecord> {
-        let pin = dir.join(pins::program::PROG);
+        let pin = dir.join(PROG);
         let _ = std::fs::remove_file(&pin);
         pin_fd(self.fd.as_fd(), &pin)?;
         let mut counters = None;
         if let (Some(obj), Some(map_name)) = (self.object.as_mut(), self.counters_map) {
             if let Some(mut map) = obj.maps_mut().find(|m| m.name() == map_name) {
-                let path = dir.join(pins::program::COUNTERS);
+                let path = dir.join(COUNTERS);
                 let _ = std::fs::remove_file(&path);
                 map.pin(&path).map_err(|e| pin_err(&path, e))?;
                 counters = Some(path);
@@ -163,7 +190,7 @@ pub fn load(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
 
 fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
     match source {
-        ProgramSource::Builtin(name) => load_builtin(name, hook),
+        ProgramSource::Builtin(spec) => load_builtin(spec, hook),
         ProgramSource::Object {
             path,
             section,
@@ -177,68 +204,24 @@ fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
             hook,
         ),
         ProgramSource::Pinned(path) => load_pinned(path, hook),
-        ProgramSource::Filter {
-            policy,
-            maps,
-            events,
-        } => {
-            let mut pins: Vec<(&str, PathBuf)> = pins::filter::MAPS
-                .iter()
-                .map(|(map, file)| (*map, maps.join(file)))
-                .collect();
-            pins.push((map_names::filter::EVENTS, events.clone()));
-            let origin = Origin::Filter {
-                policy: policy.clone(),
-            };
-            load_on_maps(
-                "filter",
-                &format!("lwtkit-filter-{policy}"),
-                origin,
-                &pins,
-                &[],
-                hook,
-            )
-        }
         ProgramSource::Shared { .. } => unreachable!("shared programs are handled by `load`"),
-        ProgramSource::Encap { kind, maps, table } => {
-            let pins: Vec<(&str, PathBuf)> = pins::encap::MAPS
-                .iter()
-                .map(|(map, file)| (*map, maps.join(file)))
-                .collect();
-            let origin = Origin::Encap {
-                tunnel: kind.clone(),
-            };
-            load_on_maps(
-                "encap",
-                &format!("lwtkit-encap-{kind}"),
-                origin,
-                &pins,
-                &[(map_names::encap::TABLE_SECTION, &table.to_ne_bytes())],
-                hook,
-            )
-        }
     }
 }
 
-/// Built-in `name` for `hook`, sharing the pinned maps `pins` (map name,
-/// pin path); maps not listed are the instance's own (its counters).
-/// `constants` are the initial values of read-only data sections (libbpf
-/// map name, bytes): the verifier sees them as constants of this instance.
-fn load_on_maps(
-    name: &str,
-    base: &str,
-    origin: Origin,
-    pins: &[(&str, PathBuf)],
-    constants: &[(&str, &[u8])],
-    hook: Hook,
-) -> Result<LoadedProgram> {
+/// The built-in `spec` names, for `hook`: its shared maps reused from their
+/// pins, its constants set, its own maps (counters) created.
+fn load_builtin(spec: &BuiltinSpec, hook: Hook) -> Result<LoadedProgram> {
+    let name = spec.name.as_str();
     let b =
         builtin::find(name).ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
     let entry = b.entry(hook).ok_or_else(|| {
-        Error::ProgramSelection(format!("{name} has no program for hook `{hook}`"))
+        Error::ProgramSelection(format!(
+            "built-in `{name}` has no program for hook `{hook}`"
+        ))
     })?;
-    let route_name = format!("{base}:[{}]", hook.section());
+    let route_name = format!("{}:[{}]", spec.route_name, hook.section());
     check_name(&route_name)?;
+    // libbpf parses the ELF in place; give it an owned, malloc-aligned copy.
     let bytes = b.object().to_vec();
     let log = LibbpfLog::capture();
     let open = ObjectBuilder::default()
@@ -249,10 +232,10 @@ fn load_on_maps(
         program: route_name.clone(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
-    let mut unset: Vec<&str> = constants.iter().map(|(n, _)| *n).collect();
+    let mut unset: Vec<&str> = spec.constants.iter().map(|(n, _)| n.as_str()).collect();
     for mut m in open.maps_mut() {
         let map_name = m.name().to_string_lossy().into_owned();
-        if let Some((section, bytes)) = constants.iter().find(|(n, _)| *n == map_name) {
+        if let Some((section, bytes)) = spec.constants.iter().find(|(n, _)| *n == map_name) {
             // libbpf refuses a value of another size than the section's.
             m.set_initial_value(bytes).map_err(|e| Error::Load {
                 program: route_name.clone(),
@@ -261,7 +244,7 @@ fn load_on_maps(
             unset.retain(|n| n != section);
             continue;
         }
-        let Some((_, pin)) = pins.iter().find(|(n, _)| *n == map_name) else {
+        let Some((_, pin)) = spec.maps_to_reuse.iter().find(|(n, _)| *n == map_name) else {
             continue;
         };
         m.reuse_pinned_map(pin)
@@ -277,37 +260,7 @@ fn load_on_maps(
     Ok(LoadedProgram {
         fd,
         route_name,
-        origin,
-        object: Some(object),
-        counters_map: b.counters_map,
-    })
-}
-
-fn load_builtin(name: &str, hook: Hook) -> Result<LoadedProgram> {
-    let b = builtin::find(name)
-        .filter(|b| b.standalone)
-        .ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
-    let log = LibbpfLog::capture();
-    let entry = b.entry(hook).ok_or_else(|| {
-        Error::ProgramSelection(format!(
-            "built-in `{name}` has no program for hook `{hook}`"
-        ))
-    })?;
-    // libbpf parses the ELF in place; give it an owned, malloc-aligned copy.
-    let bytes = b.object().to_vec();
-    let open = ObjectBuilder::default()
-        .name(format!("lwtkit-{name}"))
-        .and_then(|o| o.open_memory(&bytes));
-    let messages = log.finish();
-    let open = open.map_err(|e| Error::Load {
-        program: name.into(),
-        reason: format!("{e}: {}", last_line(&messages)),
-    })?;
-    let (object, fd) = load_one(open, entry, hook.prog_type(), &b.route_name(hook))?;
-    Ok(LoadedProgram {
-        fd,
-        route_name: b.route_name(hook),
-        origin: Origin::Builtin { name: name.into() },
+        origin: spec.origin.clone(),
         object: Some(object),
         counters_map: b.counters_map,
     })
@@ -860,6 +813,24 @@ mod tests {
         );
         for ty in [ProgramType::Xdp, ProgramType::Unspec, ProgramType::LwtIn] {
             assert!(check_seg6local_type(&typed(ty), true).is_ok());
+        }
+    }
+
+    #[test]
+    fn by_name_only_the_standalone_builtins_are_taken() {
+        let count = BuiltinSpec::standalone("count").expect("count runs alone");
+        assert_eq!(count.route_name, "lwtkit-count");
+        assert!(count.maps_to_reuse.is_empty() && count.constants.is_empty());
+        assert_eq!(count.origin.owner(), crate::state::Owner::Attach);
+        // The filter and the encapsulation need a feature's maps.
+        for name in ["filter", "encap", "nosuch"] {
+            assert!(
+                matches!(
+                    BuiltinSpec::standalone(name),
+                    Err(Error::UnknownBuiltin(..))
+                ),
+                "{name}"
+            );
         }
     }
 

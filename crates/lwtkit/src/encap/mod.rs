@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
 use lwtkit_common::{
     encap::{EncapEntry, EncapKey, EncapStats, MAX_HEADER, MAX_TUNNELS},
+    maps,
     pins::{
         self,
         encap::{STATS, TUNNELS},
@@ -26,10 +27,10 @@ use crate::{
     builtin,
     error::{Error, Result},
     hook::Hook,
-    loader::{last_line, LibbpfLog, ProgramSource},
+    loader::{last_line, BuiltinSpec, LibbpfLog, ProgramSource},
     ns::{self, failpoint, intent::hex, Intent, Namespace, Outcome, Probe, Step, Txn},
     route::{link, netlink::Rtnl, ops, table::table_name},
-    state::{Owner, RouteRecord},
+    state::{Origin, Owner, RouteRecord},
     system,
 };
 
@@ -343,10 +344,8 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
                 && r.header_len == header.bytes.len()
         })
         .find_map(|r| shared_source(txn, &r.dst, r.table, r.hook))
-        .unwrap_or_else(|| ProgramSource::Encap {
-            kind: req.spec.kind.to_string(),
-            maps: pins.clone(),
-            table,
+        .unwrap_or_else(|| {
+            ProgramSource::Builtin(program(&req.spec.kind.to_string(), &pins, table))
         });
     attach::attach_with(
         txn,
@@ -371,6 +370,27 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
             before_route: Some(Box::new(update)),
         },
     )
+}
+
+/// The encapsulation program for the routes of `table`, for the loader: on
+/// the namespace's tunnel maps (pinned in `pins`), with the table built in
+/// (the program cannot see its route), named `lwtkit-encap-<kind>`.
+fn program(kind: &str, pins: &std::path::Path, table: u32) -> BuiltinSpec {
+    BuiltinSpec {
+        name: "encap".into(),
+        route_name: format!("lwtkit-encap-{kind}"),
+        maps_to_reuse: pins::encap::MAPS
+            .iter()
+            .map(|(map, file)| (map.to_string(), pins.join(file)))
+            .collect(),
+        constants: vec![(
+            maps::encap::TABLE_SECTION.into(),
+            table.to_ne_bytes().to_vec(),
+        )],
+        origin: Origin::Encap {
+            tunnel: kind.into(),
+        },
+    }
 }
 
 /// The pinned program of another tunnel's route, to share.

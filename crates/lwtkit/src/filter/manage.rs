@@ -206,11 +206,7 @@ pub fn attach_policy(
                 dst,
                 dev: dev.into(),
                 hook,
-                source: ProgramSource::Filter {
-                    policy: name.into(),
-                    maps: p.pin_dir(name),
-                    events: p.events_pin(),
-                },
+                source: ProgramSource::Builtin(p.program(name)),
                 headroom: None,
                 table,
                 local,

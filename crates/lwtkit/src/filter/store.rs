@@ -30,9 +30,9 @@ use super::{
 use crate::{
     builtin,
     error::{Error, Result},
-    loader::{last_line, LibbpfLog},
+    loader::{last_line, BuiltinSpec, LibbpfLog},
     ns::{failpoint, Intent, Outcome, Probe, Step, Txn},
-    state::NetnsState,
+    state::{NetnsState, Origin},
 };
 
 /// Rules a policy holds unless `--capacity` says otherwise.
@@ -168,6 +168,27 @@ impl<'a> Policies<'a> {
     /// The namespace's event ring buffer.
     pub fn events_pin(&self) -> PathBuf {
         self.state.pin_root().join(pins::EVENTS)
+    }
+
+    /// The filter program of policy `name`, for the loader: on the
+    /// policy's pinned maps and the namespace's event ring buffer, named
+    /// `lwtkit-filter-<policy>` on the route.
+    pub fn program(&self, name: &str) -> BuiltinSpec {
+        let dir = self.pin_dir(name);
+        let mut maps_to_reuse: Vec<(String, PathBuf)> = pins::filter::MAPS
+            .iter()
+            .map(|(map, file)| (map.to_string(), dir.join(file)))
+            .collect();
+        maps_to_reuse.push((maps::EVENTS.into(), self.events_pin()));
+        BuiltinSpec {
+            name: "filter".into(),
+            route_name: format!("lwtkit-filter-{name}"),
+            maps_to_reuse,
+            constants: Vec::new(),
+            origin: Origin::Filter {
+                policy: name.into(),
+            },
+        }
     }
 
     pub fn get(&self, name: &str) -> Result<Policy> {
