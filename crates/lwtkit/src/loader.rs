@@ -17,11 +17,44 @@ use lwtkit_common::{
 
 use crate::{
     builtin,
-    error::{Error, Result},
+    error::{Error, Result, StateError},
     hook::Hook,
     route::codec::MAX_PROG_NAME,
     state::{HookRecord, Origin},
 };
+
+/// Why a program could not be loaded. A verifier rejection carries the
+/// tail of the verifier's log.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("object file {path}: {reason}")]
+    Object { path: PathBuf, reason: String },
+    /// No program, or several, fit what was asked for.
+    #[error("{0}")]
+    ProgramSelection(String),
+    #[error("program `{program}` is of type {found}, but hook `{hook}` needs {expected}{hint}")]
+    WrongProgramType {
+        program: String,
+        hook: Hook,
+        found: String,
+        expected: String,
+        hint: &'static str,
+    },
+    #[error("the kernel verifier rejected program `{program}`: {reason}\n--- verifier log (tail) ---\n{log}")]
+    Verifier {
+        program: String,
+        reason: String,
+        log: String,
+    },
+    /// libbpf or the kernel refused the object or program otherwise.
+    #[error("loading program `{program}` failed: {reason}")]
+    Failed { program: String, reason: String },
+    #[error("program name `{name}` is {len} bytes; the kernel accepts at most 255 (rename the object or section)")]
+    ProgramNameTooLong { name: String, len: usize },
+    /// The name, and the built-ins that are known.
+    #[error("unknown built-in program `{0}`; built-ins: {1}")]
+    UnknownBuiltin(String, String),
+}
 
 /// Where the program to attach comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,7 +106,7 @@ impl BuiltinSpec {
     pub fn standalone(name: &str) -> Result<Self> {
         builtin::find(name)
             .filter(|b| b.standalone)
-            .ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
+            .ok_or_else(|| LoadError::UnknownBuiltin(name.into(), builtin::names()))?;
         Ok(Self {
             name: name.into(),
             route_name: format!("lwtkit-{name}"),
@@ -124,10 +157,11 @@ impl LoadedProgram {
 }
 
 fn pin_err(path: &Path, e: libbpf_rs::Error) -> Error {
-    Error::State {
+    StateError::Io {
         path: path.into(),
         reason: format!("cannot pin: {e}"),
     }
+    .into()
 }
 
 /// Pins the program behind `fd` at `path` (bpf_obj_pin).
@@ -138,10 +172,11 @@ fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     // SAFETY: a valid fd and NUL-terminated path for the duration of the call.
     let rc = unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) };
     if rc != 0 {
-        return Err(Error::State {
+        return Err(StateError::Io {
             path: path.into(),
             reason: format!("cannot pin: {}", std::io::Error::from_raw_os_error(-rc)),
-        });
+        }
+        .into());
     }
     Ok(())
 }
@@ -149,21 +184,22 @@ fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
 /// Loads the program `source` describes for `hook`.
 pub fn load(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
     if let ProgramSource::Shared { pin, name, origin } = source {
-        let handle =
-            ProgramHandle::from_pinned_path(pin).map_err(|_| Error::MissingPin(pin.clone()))?;
+        let handle = ProgramHandle::from_pinned_path(pin)
+            .map_err(|_| StateError::MissingPin(pin.clone()))?;
         if handle.prog_type() != hook.prog_type() {
-            return Err(Error::WrongProgramType {
+            return Err(LoadError::WrongProgramType {
                 program: name.clone(),
                 hook,
                 found: prog_type_name(handle.prog_type()),
                 expected: prog_type_name(hook.prog_type()),
                 hint: "",
-            });
+            }
+            .into());
         }
         let fd = handle
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| Error::Load {
+            .map_err(|e| LoadError::Failed {
                 program: name.clone(),
                 reason: e.to_string(),
             })?;
@@ -179,7 +215,7 @@ pub fn load(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
     // The kernel compares BPF encaps by name and lets IPv4 routes with equal
     // next hops share one: a name unique to this program keeps each route on
     // its own program (and a re-attach from being mistaken for the old one).
-    let id = libbpf_rs::Program::id_from_fd(loaded.fd.as_fd()).map_err(|e| Error::Load {
+    let id = libbpf_rs::Program::id_from_fd(loaded.fd.as_fd()).map_err(|e| LoadError::Failed {
         program: loaded.route_name.clone(),
         reason: e.to_string(),
     })?;
@@ -212,10 +248,10 @@ fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
 /// pins, its constants set, its own maps (counters) created.
 fn load_builtin(spec: &BuiltinSpec, hook: Hook) -> Result<LoadedProgram> {
     let name = spec.name.as_str();
-    let b =
-        builtin::find(name).ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
+    let b = builtin::find(name)
+        .ok_or_else(|| LoadError::UnknownBuiltin(name.into(), builtin::names()))?;
     let entry = b.entry(hook).ok_or_else(|| {
-        Error::ProgramSelection(format!(
+        LoadError::ProgramSelection(format!(
             "built-in `{name}` has no program for hook `{hook}`"
         ))
     })?;
@@ -228,7 +264,7 @@ fn load_builtin(spec: &BuiltinSpec, hook: Hook) -> Result<LoadedProgram> {
         .name(format!("lwtkit-{name}"))
         .and_then(|o| o.open_memory(&bytes));
     let messages = log.finish();
-    let mut open = open.map_err(|e| Error::Load {
+    let mut open = open.map_err(|e| LoadError::Failed {
         program: route_name.clone(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
@@ -237,7 +273,7 @@ fn load_builtin(spec: &BuiltinSpec, hook: Hook) -> Result<LoadedProgram> {
         let map_name = m.name().to_string_lossy().into_owned();
         if let Some((section, bytes)) = spec.constants.iter().find(|(n, _)| *n == map_name) {
             // libbpf refuses a value of another size than the section's.
-            m.set_initial_value(bytes).map_err(|e| Error::Load {
+            m.set_initial_value(bytes).map_err(|e| LoadError::Failed {
                 program: route_name.clone(),
                 reason: format!("setting {section}: {e}"),
             })?;
@@ -248,13 +284,14 @@ fn load_builtin(spec: &BuiltinSpec, hook: Hook) -> Result<LoadedProgram> {
             continue;
         };
         m.reuse_pinned_map(pin)
-            .map_err(|_| Error::MissingPin(pin.clone()))?;
+            .map_err(|_| StateError::MissingPin(pin.clone()))?;
     }
     if let Some(section) = unset.first() {
-        return Err(Error::Load {
+        return Err(LoadError::Failed {
             program: route_name,
             reason: format!("the object has no {section} section to set"),
-        });
+        }
+        .into());
     }
     let (object, fd) = load_one(open, entry, hook.prog_type(), &route_name)?;
     Ok(LoadedProgram {
@@ -273,12 +310,12 @@ fn load_object_file(
     prog_type: Option<Hook>,
     hook: Hook,
 ) -> Result<LoadedProgram> {
-    let obj_err = |reason: String| Error::Object {
+    let obj_err = |reason: String| LoadError::Object {
         path: path.into(),
         reason,
     };
     if !path.is_file() {
-        return Err(obj_err("no such file".into()));
+        return Err(obj_err("no such file".into()).into());
     }
     let log = LibbpfLog::capture();
     let opened = ObjectBuilder::default().open_file(path);
@@ -307,7 +344,7 @@ fn load_object_file(
                 "section `{}` is not one libbpf knows, so the program type is unknown; pass --prog-type {}",
                 chosen.section,
                 hook.section()
-            )))
+            )).into())
         }
         None => chosen.prog_type,
     };
@@ -318,13 +355,14 @@ fn load_object_file(
         } else {
             "; it is not an LWT program at all"
         };
-        return Err(Error::WrongProgramType {
+        return Err(LoadError::WrongProgramType {
             program: chosen.name.clone(),
             hook,
             found: prog_type_name(ty),
             expected: prog_type_name(hook.prog_type()),
             hint,
-        });
+        }
+        .into());
     }
     let base = path
         .file_name()
@@ -350,15 +388,16 @@ fn load_object_file(
 
 fn load_pinned(path: &Path, hook: Hook) -> Result<LoadedProgram> {
     let handle =
-        ProgramHandle::from_pinned_path(path).map_err(|_| Error::MissingPin(path.into()))?;
+        ProgramHandle::from_pinned_path(path).map_err(|_| StateError::MissingPin(path.into()))?;
     if handle.prog_type() != hook.prog_type() {
-        return Err(Error::WrongProgramType {
+        return Err(LoadError::WrongProgramType {
             program: path.display().to_string(),
             hook,
             found: prog_type_name(handle.prog_type()),
             expected: prog_type_name(hook.prog_type()),
             hint: "",
-        });
+        }
+        .into());
     }
     let base = path
         .file_name()
@@ -369,7 +408,7 @@ fn load_pinned(path: &Path, hook: Hook) -> Result<LoadedProgram> {
     let fd = handle
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| Error::MissingPin(PathBuf::from(format!("{} ({e})", path.display()))))?;
+        .map_err(|e| StateError::MissingPin(PathBuf::from(format!("{} ({e})", path.display()))))?;
     Ok(LoadedProgram {
         fd,
         route_name,
@@ -397,10 +436,14 @@ pub fn load_seg6local(
             let entry = match name {
                 "end" => "seg6_end",
                 "end-dt6" => "seg6_end_dt6",
-                _ => return Err(Error::UnknownBuiltin(name.into(), "end, end-dt6".into())),
+                _ => {
+                    return Err(
+                        LoadError::UnknownBuiltin(name.into(), "end, end-dt6".into()).into(),
+                    )
+                }
             };
             let b = builtin::find("seg6")
-                .ok_or_else(|| Error::UnknownBuiltin("seg6".into(), builtin::names()))?;
+                .ok_or_else(|| LoadError::UnknownBuiltin("seg6".into(), builtin::names()))?;
             (
                 b.object().to_vec(),
                 format!("lwtkit-{name}"),
@@ -410,7 +453,7 @@ pub fn load_seg6local(
             )
         }
         (None, Some((path, section))) => {
-            let obj_err = |reason: String| Error::Object {
+            let obj_err = |reason: String| LoadError::Object {
                 path: path.into(),
                 reason,
             };
@@ -438,7 +481,7 @@ pub fn load_seg6local(
             let chosen = match (matching.as_slice(), programs.as_slice()) {
                 ([one], _) => *one,
                 ([], [only]) if section.is_none() => only,
-                ([], _) => return Err(obj_err(format!("section `{want}` not found"))),
+                ([], _) => return Err(obj_err(format!("section `{want}` not found")).into()),
                 (many, _) => {
                     return Err(obj_err(format!(
                         "section `{want}` holds several programs: {}",
@@ -446,7 +489,8 @@ pub fn load_seg6local(
                             .map(|p| p.name.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
-                    )))
+                    ))
+                    .into())
                 }
             };
             check_seg6local_type(chosen, force_type).map_err(&obj_err)?;
@@ -467,15 +511,16 @@ pub fn load_seg6local(
             )
         }
         _ => {
-            return Err(Error::ProgramSelection(
+            return Err(LoadError::ProgramSelection(
                 "give exactly one of --builtin and --obj".into(),
-            ))
+            )
+            .into())
         }
     };
     let log = LibbpfLog::capture();
     let opened = ObjectBuilder::default().open_memory(&bytes);
     let messages = log.finish();
-    let open = opened.map_err(|e| Error::Load {
+    let open = opened.map_err(|e| LoadError::Failed {
         program: label.clone(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
@@ -489,12 +534,12 @@ pub fn load_seg6local(
             &dt6_table.to_ne_bytes(),
             libbpf_rs::MapFlags::ANY,
         )
-        .map_err(|e| Error::Load {
+        .map_err(|e| LoadError::Failed {
             program: label.clone(),
             reason: format!("setting the End.DT6 table: {e}"),
         })?;
     }
-    let id = libbpf_rs::Program::id_from_fd(fd.as_fd()).map_err(|e| Error::Load {
+    let id = libbpf_rs::Program::id_from_fd(fd.as_fd()).map_err(|e| LoadError::Failed {
         program: label.clone(),
         reason: e.to_string(),
     })?;
@@ -539,10 +584,11 @@ fn check_seg6local_type(p: &ObjProgram, force_type: bool) -> std::result::Result
 /// Program names that go on the route: the kernel takes at most 255 bytes.
 pub fn check_name(name: &str) -> Result<()> {
     if name.len() > MAX_PROG_NAME {
-        return Err(Error::ProgramNameTooLong {
+        return Err(LoadError::ProgramNameTooLong {
             name: name.into(),
             len: name.len(),
-        });
+        }
+        .into());
     }
     Ok(())
 }
@@ -634,13 +680,13 @@ fn load_one(
     let fd = object
         .progs()
         .find(|p| p.name().to_string_lossy() == entry)
-        .ok_or_else(|| Error::Load {
+        .ok_or_else(|| LoadError::Failed {
             program: label.into(),
             reason: "program vanished after load".into(),
         })?
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| Error::Load {
+        .map_err(|e| LoadError::Failed {
             program: label.into(),
             reason: e.to_string(),
         })?;
@@ -649,17 +695,19 @@ fn load_one(
 
 fn load_error(label: &str, e: &libbpf_rs::Error, messages: &str) -> Error {
     match verifier_log_tail(messages, 30) {
-        Some(log) => Error::Verifier {
+        Some(log) => LoadError::Verifier {
             program: label.into(),
             reason: e.to_string(),
             log,
-        },
+        }
+        .into(),
         None => {
             let detail = last_line(messages);
-            Error::Load {
+            LoadError::Failed {
                 program: label.into(),
                 reason: format!("{e}{}{detail}", if detail.is_empty() { "" } else { ": " }),
             }
+            .into()
         }
     }
 }
@@ -827,7 +875,7 @@ mod tests {
             assert!(
                 matches!(
                     BuiltinSpec::standalone(name),
-                    Err(Error::UnknownBuiltin(..))
+                    Err(Error::Load(LoadError::UnknownBuiltin(..)))
                 ),
                 "{name}"
             );
@@ -839,7 +887,7 @@ mod tests {
         assert!(check_name(&"a".repeat(255)).is_ok());
         assert!(matches!(
             check_name(&"a".repeat(256)),
-            Err(Error::ProgramNameTooLong { len: 256, .. })
+            Err(Error::Load(LoadError::ProgramNameTooLong { len: 256, .. }))
         ));
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     attach::ifindex,
-    error::{Error, Result},
+    error::{AttachError, Error, Result},
     inventory::read_counters,
     loader,
     ns::{self, failpoint, store, Intent, Namespace, Outcome, Probe, Step, Txn},
@@ -22,6 +22,19 @@ use crate::{
     state::{Origin, RouteRecord},
     system,
 };
+
+/// What `lwt seg6local` refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum Seg6Error {
+    /// `--dt6-table` with another behaviour (the flag that was given instead).
+    #[error("--dt6-table applies only to --builtin end-dt6 (the table End.DT6 looks decapsulated packets up in), not to {given}")]
+    Dt6TableWithout { given: String },
+    #[error("--prog-type applies only to --obj; built-ins have their type")]
+    ProgTypeWithoutObj,
+    /// A route of that SID and table that lwtkit did not add.
+    #[error("route {0} exists and is not a SID lwtkit added; remove it first")]
+    NotOurs(String),
+}
 
 /// What `lwt seg6local add` asks for.
 #[derive(Clone, Debug)]
@@ -46,18 +59,16 @@ impl Seg6Request {
         table_id("--table", self.table).map_err(Error::Invalid)?;
         table_id("--dt6-table", self.dt6_table).map_err(Error::Invalid)?;
         if self.dt6_table.is_some() && self.builtin.as_deref() != Some("end-dt6") {
-            return Err(Error::Invalid(format!(
-                "--dt6-table applies only to --builtin end-dt6 (the table End.DT6 looks decapsulated packets up in), not to {}",
-                match (&self.builtin, &self.object) {
+            return Err(Seg6Error::Dt6TableWithout {
+                given: match (&self.builtin, &self.object) {
                     (Some(b), _) => format!("--builtin {b}"),
                     _ => "--obj".to_string(),
-                }
-            )));
+                },
+            }
+            .into());
         }
         if self.force_type && self.object.is_none() {
-            return Err(Error::Invalid(
-                "--prog-type applies only to --obj; built-ins have their type".into(),
-            ));
+            return Err(Seg6Error::ProgTypeWithoutObj.into());
         }
         Ok(())
     }
@@ -141,9 +152,7 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         }
     }
     if existing.is_some() && !ours {
-        return Err(Error::Invalid(format!(
-            "route {key} exists and is not a SID lwtkit added; remove it first"
-        )));
+        return Err(Seg6Error::NotOurs(key.to_string()).into());
     }
     let mut loaded = loader::load_seg6local(
         req.builtin.as_deref(),
@@ -169,9 +178,7 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
     route
         .attributes
         .retain(|a| !matches!(a, RouteAttribute::Gateway(_)));
-    route
-        .attributes
-        .extend(bpf.encode().map_err(|e| Error::Invalid(e.to_string()))?);
+    route.attributes.extend(bpf.encode()?);
     let stage = pins.join(format!("{skey}_next"));
     let live = pins.join(&skey);
     let _ = store::remove_tree(&stage);
@@ -220,10 +227,11 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         Ok(()) => txn.finish(pending, Outcome::Done)?,
         Err(e) => {
             txn.finish(pending, Outcome::Undone)?;
-            return Err(Error::Route {
+            return Err(AttachError::Route {
                 route: key.to_string(),
                 reason: e,
-            });
+            }
+            .into());
         }
     }
     Ok(record)
@@ -245,7 +253,7 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, sid: IpNet, table: Option<u32>) -> Res
     let skey = RouteRecord::key(&sid, table);
     let record: SidRecord = txn
         .get(&skey)?
-        .ok_or_else(|| Error::NotManaged(format!("{sid} table {}", table_name(table))))?;
+        .ok_or_else(|| AttachError::NotManaged(format!("{sid} table {}", table_name(table))))?;
     let forget = vec![
         txn.remove_step::<SidRecord>(&skey),
         Step::RemoveTree {
@@ -260,12 +268,13 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, sid: IpNet, table: Option<u32>) -> Res
     let found = marks(&current);
     if found != record.marks() {
         ns::intent::apply(&forget)?;
-        return Err(Error::Drift {
+        return Err(AttachError::Drift {
             route: key.to_string(),
             expected: format!("seg6local `{}`", record.name),
             found: format!("{found:?}"),
             hint: "",
-        });
+        }
+        .into());
     }
     let mut intent = Intent::new(
         "lwt seg6local del",
@@ -285,10 +294,11 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, sid: IpNet, table: Option<u32>) -> Res
         Err(e) if e.errno() == Some(libc::ESRCH) => txn.finish(pending, Outcome::Done)?,
         Err(e) => {
             txn.finish(pending, Outcome::Undone)?;
-            return Err(Error::Route {
+            return Err(AttachError::Route {
                 route: sid.to_string(),
                 reason: e,
-            });
+            }
+            .into());
         }
     }
     Ok(record)

@@ -29,12 +29,67 @@ use self::link::LinkState;
 use crate::{
     attach::ifindex,
     builtin,
-    error::{Error, Result},
+    error::{Error, LoadError, Result, StateError},
     inventory::read_counters,
     loader::{last_line, LibbpfLog},
     ns::{self, failpoint, store, Intent, Namespace, Outcome, Probe, Step, Txn},
     system,
 };
+
+/// What `lwt decap` refuses: flags that do not fit, addresses that are not
+/// this host's, a device lwtkit does not decapsulate on.
+#[derive(Debug, thiserror::Error)]
+pub enum DecapError {
+    /// The flag, the value given.
+    #[error("{flag} {value} is out of range: a UDP port is 1 to 65535")]
+    PortRange { flag: &'static str, value: u64 },
+    #[error("--key {0} does not fit in 32 bits (0 to {max})", max = u32::MAX)]
+    KeyRange(u64),
+    #[error("unknown tunnel type `{0}` to decapsulate: expected ipip, sit, ip6ip6, ip4in6, gre, fou or gue")]
+    UnknownKind(String),
+    /// FOU or GUE without its port flag.
+    #[error("decapsulating {kind} needs {flag}")]
+    PortNeeded {
+        kind: &'static str,
+        flag: &'static str,
+    },
+    #[error("--fou-port and --gue-port are both {0}: give each its own port")]
+    SamePort(u16),
+    #[error("--key is a GRE key: add gre to --type")]
+    KeyWithoutGre,
+    /// A `--local`/`--remote` value that is no address (`what` says why).
+    #[error("{flag} `{value}`: {what}")]
+    BadAddress {
+        flag: String,
+        value: String,
+        what: &'static str,
+    },
+    /// A `--local`/`--remote` address that cannot be a tunnel endpoint.
+    #[error("{flag} `{value}`: {why}; {flag} takes unicast host addresses")]
+    NotUnicast {
+        flag: String,
+        value: String,
+        why: &'static str,
+    },
+    #[error("{flag}: {count} addresses, at most {max}")]
+    TooManyAddresses {
+        flag: String,
+        count: usize,
+        max: u32,
+    },
+    #[error("--local {0} is not an address of this host (no local route covers it; see `ip route show table all type local`)")]
+    NotLocal(IpAddr),
+    /// The device.
+    #[error("this host has no address that tunnels to {0} could be sent to; add one first")]
+    NoHostAddress(String),
+    #[error(
+        "this host has {count} local addresses, more than the decapsulator's {max}; pass --local"
+    )]
+    TooManyLocals { count: usize, max: u32 },
+    /// The device.
+    #[error("lwtkit does not decapsulate on {0}")]
+    NotDecapsulating(String),
+}
 
 /// A device lwtkit decapsulates on.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -146,26 +201,18 @@ pub struct DecapArgs {
 /// Checks the flags of `lwt decap add` and turns them into a record.
 /// Errors name the flag.
 pub fn record(args: &DecapArgs) -> Result<DecapRecord> {
-    let port = |flag: &str, v: Option<u64>| -> Result<Option<u16>> {
+    let port = |flag: &'static str, v: Option<u64>| -> Result<Option<u16>> {
         v.map(|n| {
-            u16::try_from(n).ok().filter(|p| *p != 0).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{flag} {n} is out of range: a UDP port is 1 to 65535"
-                ))
-            })
+            u16::try_from(n)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or(DecapError::PortRange { flag, value: n }.into())
         })
         .transpose()
     };
     let key = args
         .key
-        .map(|k| {
-            u32::try_from(k).map_err(|_| {
-                Error::Invalid(format!(
-                    "--key {k} does not fit in 32 bits (0 to {})",
-                    u32::MAX
-                ))
-            })
-        })
+        .map(|k| u32::try_from(k).map_err(|_| DecapError::KeyRange(k)))
         .transpose()?;
     let mut r = DecapRecord::new(args.dev.clone(), args.kinds.clone());
     r.fou_port = port("--fou-port", args.fou_port)?;
@@ -190,7 +237,7 @@ pub fn parse_kinds(names: &[String]) -> Result<u32> {
             "gre" => kinds::GRE,
             "fou" => kinds::FOU,
             "gue" => kinds::GUE,
-            other => return Err(Error::Invalid(format!("unknown tunnel type `{other}` to decapsulate: expected ipip, sit, ip6ip6, ip4in6, gre, fou or gue"))),
+            other => return Err(DecapError::UnknownKind(other.into()).into()),
         };
     }
     Ok(bits)
@@ -200,28 +247,29 @@ pub fn parse_kinds(names: &[String]) -> Result<u32> {
 fn check(r: &DecapRecord) -> Result<u32> {
     let bits = parse_kinds(&r.kinds)?;
     if bits & kinds::FOU != 0 && r.fou_port.is_none() {
-        return Err(Error::Invalid("decapsulating fou needs --fou-port".into()));
+        return Err(DecapError::PortNeeded {
+            kind: "fou",
+            flag: "--fou-port",
+        }
+        .into());
     }
     if bits & kinds::GUE != 0 && r.gue_port.is_none() {
-        return Err(Error::Invalid("decapsulating gue needs --gue-port".into()));
+        return Err(DecapError::PortNeeded {
+            kind: "gue",
+            flag: "--gue-port",
+        }
+        .into());
     }
     for (flag, p) in [("--fou-port", r.fou_port), ("--gue-port", r.gue_port)] {
         if p == Some(0) {
-            return Err(Error::Invalid(format!(
-                "{flag} 0 is out of range: a UDP port is 1 to 65535"
-            )));
+            return Err(DecapError::PortRange { flag, value: 0 }.into());
         }
     }
     if bits & kinds::FOU != 0 && bits & kinds::GUE != 0 && r.fou_port == r.gue_port {
-        return Err(Error::Invalid(format!(
-            "--fou-port and --gue-port are both {}: give each its own port",
-            r.fou_port.unwrap_or_default()
-        )));
+        return Err(DecapError::SamePort(r.fou_port.unwrap_or_default()).into());
     }
     if r.key.is_some() && bits & kinds::GRE == 0 {
-        return Err(Error::Invalid(
-            "--key is a GRE key: add gre to --type".into(),
-        ));
+        return Err(DecapError::KeyWithoutGre.into());
     }
     let text = |v: &[IpAddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
     parse_endpoints("--local", &text(&r.local))?;
@@ -237,10 +285,11 @@ impl crate::ns::Record for DecapRecord {
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::State {
+    StateError::Io {
         path: path.into(),
         reason: e.to_string(),
     }
+    .into()
 }
 
 fn config_bytes(c: &DecapConfig) -> &[u8] {
@@ -357,7 +406,7 @@ fn reconfigure(
 ) -> Result<()> {
     let open = |name: &str| {
         let p = dev_pins.join(name);
-        MapHandle::from_pinned_path(&p).map_err(|_| Error::MissingPin(p))
+        MapHandle::from_pinned_path(&p).map_err(|_| StateError::MissingPin(p))
     };
     let (cfg, local, remote) = (open(CONFIG)?, open(LOCAL)?, open(REMOTE)?);
     addrs::insert_all(&local, locals).map_err(|e| err(dev_pins, e))?;
@@ -379,14 +428,14 @@ fn attach_new(
     remotes: &[IpNet],
 ) -> Result<()> {
     let b = builtin::find("decap")
-        .ok_or_else(|| Error::UnknownBuiltin("decap".into(), builtin::names()))?;
+        .ok_or_else(|| LoadError::UnknownBuiltin("decap".into(), builtin::names()))?;
     let bytes = b.object().to_vec();
     let log = LibbpfLog::capture();
     let loaded = ObjectBuilder::default()
         .open_memory(&bytes)
         .and_then(|o| o.load());
     let messages = log.finish();
-    let mut obj = loaded.map_err(|e| Error::Load {
+    let mut obj = loaded.map_err(|e| LoadError::Failed {
         program: "lwtkit decap".into(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
@@ -423,9 +472,7 @@ pub fn del(dev: &str) -> Result<()> {
 /// [`del`] inside a transaction the caller holds.
 pub fn del_in(txn: &Txn, dev: &str) -> Result<()> {
     if txn.get::<DecapRecord>(dev)?.is_none() {
-        return Err(Error::Invalid(format!(
-            "lwtkit does not decapsulate on {dev}"
-        )));
+        return Err(DecapError::NotDecapsulating(dev.into()).into());
     }
     // The pinned link is the only reference: removing it detaches.
     let pins = txn.pin_root().join(pins::decap::DIR);

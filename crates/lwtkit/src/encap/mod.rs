@@ -25,7 +25,7 @@ pub use header::{parse_mac, Tos, TunnelSpec, TunnelType};
 use crate::{
     attach::{self, AttachRequest, Attached, DetachRequest, Detached, Extra},
     builtin,
-    error::{Error, Result},
+    error::{AttachError, Error, LoadError, Result, StateError},
     hook::Hook,
     loader::{last_line, BuiltinSpec, LibbpfLog, ProgramSource},
     ns::{self, failpoint, intent::hex, Intent, Namespace, Outcome, Probe, Step, Txn},
@@ -33,6 +33,63 @@ use crate::{
     state::{Origin, Owner, RouteRecord},
     system,
 };
+
+/// Why a tunnel cannot be built, added or removed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EncapError {
+    #[error("unknown tunnel type `{0}`: expected vxlan, fou, gue, ipip, sit, ip6ip6, ip4in6, gre or srv6")]
+    UnknownType(String),
+    /// A flag's value that does not fit the tunnel type (the message names the flag).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{kind} carries {inner} packets, but the prefix is {prefix}")]
+    InnerFamily {
+        kind: TunnelType,
+        inner: &'static str,
+        prefix: &'static str,
+    },
+    #[error("--local {local} and --remote {remote} are of different families")]
+    Families { local: IpAddr, remote: IpAddr },
+    #[error("{kind} needs an IPv{want} outer header, but --remote is {remote}")]
+    OuterFamily {
+        kind: TunnelType,
+        want: u8,
+        remote: IpAddr,
+    },
+    #[error("the outer headers take {0} bytes, more than the kernel's 256")]
+    TooLong(usize),
+    /// `--local` left out, and the device has no address of the remote's family.
+    #[error("{dev} has no IPv{family} address to use as the tunnel source; pass --local")]
+    NoLocalAddress { dev: String, family: u8 },
+    #[error("loop: the outer destination {remote} is inside {dst}, so the encapsulated packet would be encapsulated again")]
+    LoopIntoItself { remote: IpAddr, dst: IpNet },
+    /// The remote lies inside another tunnel's prefix of the same table.
+    #[error(
+        "loop: the outer destination {remote} is inside {other}, which is itself encapsulated"
+    )]
+    LoopIntoTunnel { remote: IpAddr, other: IpNet },
+    /// The prefix would take in another tunnel's remote.
+    #[error(
+        "loop: {dst} would take in the outer packets of the tunnel for {other} (remote inside it)"
+    )]
+    LoopTakesRemote { dst: IpNet, other: IpNet },
+    #[error("{dst} is encapsulated on hook {hook}; `lwt encap del` it before moving it to hook {wanted}")]
+    OtherHook {
+        dst: IpNet,
+        hook: Hook,
+        wanted: Hook,
+    },
+    /// The namespace's pinned maps predate the table in the key.
+    #[error("the tunnel maps in this namespace have an older layout ({key_size}-byte keys, not {expected}); `lwt encap del` its {tunnels} tunnel(s) or `lwt reset`, then add them again")]
+    OldMaps {
+        key_size: usize,
+        expected: usize,
+        tunnels: usize,
+    },
+    /// The table's name.
+    #[error("no lwtkit tunnel for {dst} table {table}")]
+    NoTunnel { dst: IpNet, table: String },
+}
 
 /// What `lwt encap add` asks for (before the local address is resolved).
 #[derive(Clone, Debug)]
@@ -103,10 +160,11 @@ fn key_of(dst: &IpNet, table: u32) -> [u8; KEY_SIZE] {
 const KEY_SIZE: usize = size_of::<EncapKey>();
 
 fn state_err(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
-    Error::State {
+    StateError::Io {
         path: path.into(),
         reason: e.to_string(),
     }
+    .into()
 }
 
 /// Creates and pins the namespace's tunnel maps once. Maps of an older
@@ -115,23 +173,25 @@ fn ensure_maps(pins: &std::path::Path, tunnels_recorded: usize) -> Result<()> {
     let trie = pins.join(TUNNELS);
     if trie.exists() {
         let key_size = MapHandle::from_pinned_path(&trie)
-            .map_err(|_| Error::MissingPin(trie.clone()))?
+            .map_err(|_| StateError::MissingPin(trie.clone()))?
             .key_size() as usize;
         if key_size == KEY_SIZE {
             return Ok(());
         }
         if tunnels_recorded > 0 {
-            return Err(Error::Invalid(format!(
-                "the tunnel maps in this namespace have an older layout ({key_size}-byte keys, not {KEY_SIZE}); \
-                 `lwt encap del` its {tunnels_recorded} tunnel(s) or `lwt reset`, then add them again"
-            )));
+            return Err(EncapError::OldMaps {
+                key_size,
+                expected: KEY_SIZE,
+                tunnels: tunnels_recorded,
+            }
+            .into());
         }
         for pin in [trie, pins.join(STATS)] {
             let _ = fs::remove_file(&pin);
         }
     }
     let b = builtin::find("encap")
-        .ok_or_else(|| Error::UnknownBuiltin("encap".into(), builtin::names()))?;
+        .ok_or_else(|| LoadError::UnknownBuiltin("encap".into(), builtin::names()))?;
     let bytes = b.object().to_vec();
     let log = LibbpfLog::capture();
     let loaded = ObjectBuilder::default()
@@ -143,7 +203,7 @@ fn ensure_maps(pins: &std::path::Path, tunnels_recorded: usize) -> Result<()> {
             open.load()
         });
     let messages = log.finish();
-    let mut obj = loaded.map_err(|e| Error::Load {
+    let mut obj = loaded.map_err(|e| LoadError::Failed {
         program: "tunnel maps".into(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
@@ -171,71 +231,66 @@ pub fn add(req: EncapRequest) -> Result<Attached> {
 /// either the old tunnel or the new one.
 pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attached> {
     // Bad input is refused before anything is looked up or changed.
-    req.spec
-        .validate()
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    req.spec.validate()?;
     if !req.local_from_dev {
-        req.spec
-            .validate_local()
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+        req.spec.validate_local()?;
     }
     crate::validate::table_id("--table", req.table).map_err(Error::Invalid)?;
     let oif = attach::ifindex(&req.dev)?;
     let inner_v6 = req.dst.addr().is_ipv6();
-    let remote = req
-        .spec
-        .outer_dst()
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let remote = req.spec.outer_dst()?;
     if req.local_from_dev {
         req.spec.local = link::addresses(rtnl, oif)?
             .into_iter()
             .find(|a| a.is_ipv4() == remote.is_ipv4())
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{} has no IPv{} address to use as the tunnel source; pass --local",
-                    req.dev,
-                    if remote.is_ipv4() { 4 } else { 6 }
-                ))
+            .ok_or_else(|| EncapError::NoLocalAddress {
+                dev: req.dev.clone(),
+                family: if remote.is_ipv4() { 4 } else { 6 },
             })?;
     }
-    let header = req
-        .spec
-        .header(inner_v6)
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let header = req.spec.header(inner_v6)?;
     let table = req.table.unwrap_or_else(|| ops::default_table(false));
     let pins = txn.pin_root().join(pins::encap::DIR);
     let existing: Vec<TunnelRecord> = txn.all()?;
     // The outer packet is routed again: it must not come back here.
     if req.dst.contains(&remote) {
-        return Err(Error::Invalid(format!("loop: the outer destination {remote} is inside {}, so the encapsulated packet would be encapsulated again", req.dst)));
+        return Err(EncapError::LoopIntoItself {
+            remote,
+            dst: req.dst,
+        }
+        .into());
     }
     if let Some(other) = existing
         .iter()
         .find(|r| r.table == table && r.dst != req.dst && r.dst.contains(&remote))
     {
-        return Err(Error::Invalid(format!(
-            "loop: the outer destination {remote} is inside {}, which is itself encapsulated",
-            other.dst
-        )));
+        return Err(EncapError::LoopIntoTunnel {
+            remote,
+            other: other.dst,
+        }
+        .into());
     }
     if let Some(other) = existing.iter().find(|r| {
         r.table == table
             && r.dst != req.dst
             && r.spec.outer_dst().is_ok_and(|o| req.dst.contains(&o))
     }) {
-        return Err(Error::Invalid(format!(
-            "loop: {} would take in the outer packets of the tunnel for {} (remote inside it)",
-            req.dst, other.dst
-        )));
+        return Err(EncapError::LoopTakesRemote {
+            dst: req.dst,
+            other: other.dst,
+        }
+        .into());
     }
     if let Some(other) = existing
         .iter()
         .find(|r| r.dst == req.dst && r.table == table && r.hook != req.hook)
     {
-        return Err(Error::Invalid(format!(
-            "{} is encapsulated on hook {}; `lwt encap del` it before moving it to hook {}",
-            req.dst, other.hook, req.hook
-        )));
+        return Err(EncapError::OtherHook {
+            dst: req.dst,
+            hook: other.hook,
+            wanted: req.hook,
+        }
+        .into());
     }
     ensure_maps(&pins, existing.len())?;
     let previous = existing
@@ -255,7 +310,7 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
     };
     entry.header[..header.bytes.len()].copy_from_slice(&header.bytes);
     let tunnels = MapHandle::from_pinned_path(pins.join(TUNNELS))
-        .map_err(|_| Error::MissingPin(pins.join(TUNNELS)))?;
+        .map_err(|_| StateError::MissingPin(pins.join(TUNNELS)))?;
     // SAFETY: EncapEntry is plain data.
     let value = unsafe {
         std::slice::from_raw_parts(
@@ -279,7 +334,7 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
     };
     if previous.is_none() {
         let stats = MapHandle::from_pinned_path(pins.join(STATS))
-            .map_err(|_| Error::MissingPin(pins.join(STATS)))?;
+            .map_err(|_| StateError::MissingPin(pins.join(STATS)))?;
         let cpus = libbpf_rs::num_possible_cpus().map_err(|e| state_err(&pins, e))?;
         let zero = vec![vec![0u8; size_of::<EncapStats>()]; cpus];
         let _ = stats.update_percpu(&counter.to_ne_bytes(), &zero, MapFlags::ANY);
@@ -437,11 +492,9 @@ pub fn del(dst: IpNet, table: Option<u32>) -> Result<Detached> {
 pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, dst: IpNet, table: Option<u32>) -> Result<Detached> {
     let table = table.unwrap_or_else(|| ops::default_table(false));
     let skey = RouteRecord::key(&dst, table);
-    let record: TunnelRecord = txn.get(&skey)?.ok_or_else(|| {
-        Error::Invalid(format!(
-            "no lwtkit tunnel for {dst} table {}",
-            table_name(table)
-        ))
+    let record: TunnelRecord = txn.get(&skey)?.ok_or_else(|| EncapError::NoTunnel {
+        dst,
+        table: table_name(table),
     })?;
     // The tunnel's entry and record go once the route no longer runs it.
     let forget = vec![
@@ -460,7 +513,7 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, dst: IpNet, table: Option<u32>) -> Res
         Ok(d) => Ok(d),
         // The tunnel goes whatever happened to its route: gone (device
         // deleted), or changed outside lwtkit (reported, left alone).
-        Err(Error::NotManaged(route)) => {
+        Err(Error::Attach(AttachError::NotManaged(route))) => {
             ns::intent::apply(&forget)?;
             Ok(Detached {
                 route,
@@ -469,7 +522,7 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, dst: IpNet, table: Option<u32>) -> Res
                 note: Some("lwtkit had no record of the route any more".into()),
             })
         }
-        Err(e @ Error::Drift { .. }) => {
+        Err(e @ Error::Attach(AttachError::Drift { .. })) => {
             ns::intent::apply(&forget)?;
             Err(e)
         }

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     builtin,
-    error::{Error, Result},
+    error::{Error, FilterError, LoadError, Result, StateError},
     loader::{last_line, BuiltinSpec, LibbpfLog},
     ns::{failpoint, Intent, Outcome, Probe, Step, Txn},
     state::{NetnsState, Origin},
@@ -135,9 +135,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid(format!(
-            "invalid policy name `{name}`: use 1-64 letters, digits, `-` or `_`"
-        )))
+        Err(FilterError::InvalidName(name.into()).into())
     }
 }
 
@@ -194,12 +192,8 @@ impl<'a> Policies<'a> {
     pub fn get(&self, name: &str) -> Result<Policy> {
         validate_name(name)?;
         let path = self.record_path(name);
-        let bytes = fs::read(&path).map_err(|_| {
-            Error::Invalid(format!(
-                "unknown policy `{name}` (create it with `lwt filter create {name}`)"
-            ))
-        })?;
-        let mut policy: Policy = serde_json::from_slice(&bytes).map_err(|e| Error::State {
+        let bytes = fs::read(&path).map_err(|_| FilterError::UnknownPolicy(name.into()))?;
+        let mut policy: Policy = serde_json::from_slice(&bytes).map_err(|e| StateError::Io {
             path,
             reason: e.to_string(),
         })?;
@@ -240,7 +234,7 @@ impl<'a> Policies<'a> {
     ) -> Result<Policy> {
         validate_name(name)?;
         if self.record_path(name).exists() {
-            return Err(Error::Invalid(format!("policy `{name}` already exists")));
+            return Err(FilterError::Exists(name.into()).into());
         }
         let capacity = capacity.unwrap_or(DEFAULT_CAPACITY);
         crate::validate::in_range("--capacity", capacity.into(), 1, MAX_CAPACITY.into())
@@ -286,16 +280,16 @@ impl<'a> Policies<'a> {
 
     fn create_maps(&self, p: &Policy) -> Result<()> {
         let b = builtin::find("filter")
-            .ok_or_else(|| Error::UnknownBuiltin("filter".into(), builtin::names()))?;
+            .ok_or_else(|| LoadError::UnknownBuiltin("filter".into(), builtin::names()))?;
         let bytes = b.object().to_vec();
-        let load_err = |e: libbpf_rs::Error| Error::Load {
+        let load_err = |e: libbpf_rs::Error| LoadError::Failed {
             program: format!("maps of policy {}", p.name),
             reason: e.to_string(),
         };
         let log = LibbpfLog::capture();
         let open = ObjectBuilder::default().open_memory(&bytes);
         let messages = log.finish();
-        let mut open = open.map_err(|e| Error::Load {
+        let mut open = open.map_err(|e| LoadError::Failed {
             program: format!("maps of policy {}", p.name),
             reason: format!("{e}: {}", last_line(&messages)),
         })?;
@@ -319,12 +313,12 @@ impl<'a> Policies<'a> {
         let log = LibbpfLog::capture();
         let loaded = open.load();
         let messages = log.finish();
-        let mut obj = loaded.map_err(|e| Error::Load {
+        let mut obj = loaded.map_err(|e| LoadError::Failed {
             program: format!("maps of policy {}", p.name),
             reason: format!("{e}: {}", last_line(&messages)),
         })?;
         let dir = self.pin_dir(&p.name);
-        fs::create_dir_all(&dir).map_err(|e| Error::State {
+        fs::create_dir_all(&dir).map_err(|e| StateError::Io {
             path: dir.clone(),
             reason: e.to_string(),
         })?;
@@ -335,7 +329,7 @@ impl<'a> Policies<'a> {
                 None if name == maps::EVENTS && !events.exists() => events.clone(),
                 None => continue,
             };
-            m.pin(&pin).map_err(|e| Error::State {
+            m.pin(&pin).map_err(|e| StateError::Io {
                 path: pin.clone(),
                 reason: format!("cannot pin: {e}"),
             })?;
@@ -347,15 +341,19 @@ impl<'a> Policies<'a> {
     /// `fresh` rule ids, flips the generation and waits out readers of the
     /// old one. Nothing live changes if compiling fails.
     fn publish(&self, p: &Policy, rules: &[Rule]) -> Result<()> {
-        let compiled = compile_with_slots(rules, |r| p.slot_of(r.id))
-            .map_err(|e| Error::Invalid(format!("policy `{}`: {e}", p.name)))?;
+        let compiled = compile_with_slots(rules, |r| p.slot_of(r.id)).map_err(|reason| {
+            FilterError::Compile {
+                policy: p.name.clone(),
+                reason,
+            }
+        })?;
         if compiled.cells.len() > p.cells as usize {
-            return Err(Error::Invalid(format!(
-                "policy `{}`: the compiled rule set needs {} cells but the policy holds {}; recreate it with a larger --capacity",
-                p.name,
-                compiled.cells.len(),
-                p.cells
-            )));
+            return Err(FilterError::TooBig {
+                policy: p.name.clone(),
+                needs: compiled.cells.len(),
+                holds: p.cells,
+            }
+            .into());
         }
         let dir = self.pin_dir(&p.name);
         let next = p.generation ^ 1;
@@ -492,21 +490,17 @@ impl<'a> Policies<'a> {
     /// next id (ids are never reused) and a free counter slot.
     pub fn add_rule(&self, txn: &Txn, name: &str, spec: RuleSpec) -> Result<Rule> {
         let p = self.get(name)?;
-        let full = || {
-            Error::Invalid(format!(
-                "policy `{name}` is full ({} rules); recreate it with a larger --capacity",
-                p.capacity
-            ))
+        let full = || FilterError::Full {
+            policy: name.into(),
+            capacity: p.capacity,
         };
         if p.rules.len() as u32 >= p.capacity {
-            return Err(full());
+            return Err(full().into());
         }
         let id = p.next_rule_id();
-        let next_id = id.checked_add(1).ok_or_else(|| {
-            Error::Invalid(format!(
-                "policy `{name}` has used every rule id; recreate it (`filter replace` into a new policy)"
-            ))
-        })?;
+        let next_id = id
+            .checked_add(1)
+            .ok_or_else(|| FilterError::IdsExhausted(name.into()))?;
         let slot = p.free_slot().ok_or_else(full)?;
         let rule = Rule { id, spec };
         let mut rules = p.rules.clone();
@@ -526,7 +520,10 @@ impl<'a> Policies<'a> {
             .iter()
             .find(|r| r.id == id)
             .cloned()
-            .ok_or_else(|| Error::Invalid(format!("policy `{name}` has no rule {id}")))?;
+            .ok_or_else(|| FilterError::NoRule {
+                policy: name.into(),
+                id,
+            })?;
         let rules: Vec<Rule> = p.rules.iter().filter(|r| r.id != id).cloned().collect();
         let slots = rules.iter().map(|r| (r.id, p.slot_of(r.id))).collect();
         let next_id = p.next_rule_id();
@@ -540,17 +537,20 @@ impl<'a> Policies<'a> {
     pub fn replace(&self, txn: &Txn, name: &str, specs: Vec<RuleSpec>) -> Result<Policy> {
         let p = self.get(name)?;
         if specs.len() as u64 > u64::from(p.capacity) {
-            return Err(Error::Invalid(format!("{} rules do not fit policy `{name}` (capacity {}); recreate it with a larger --capacity", specs.len(), p.capacity)));
+            return Err(FilterError::TooManyRules {
+                policy: name.into(),
+                rules: specs.len(),
+                capacity: p.capacity,
+            }
+            .into());
         }
         let first = p.next_rule_id();
         let next_id = u32::try_from(specs.len())
             .ok()
             .and_then(|n| first.checked_add(n))
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "policy `{name}` has too few rule ids left for {} rules; replace them into a new policy",
-                    specs.len()
-                ))
+            .ok_or_else(|| FilterError::TooFewIds {
+                policy: name.into(),
+                rules: specs.len(),
             })?;
         let rules: Vec<Rule> = specs
             .into_iter()
@@ -606,31 +606,35 @@ pub fn live_generation(config: &Path) -> Result<u32> {
     let value = map
         .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
         .map_err(|e| map_err(config, e))?
-        .ok_or_else(|| Error::MissingPin(config.into()))?;
+        .ok_or_else(|| StateError::MissingPin(config.into()))?;
     let bytes: [u8; 4] = value
         .get(..4)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| Error::MissingPin(config.into()))?;
+        .ok_or_else(|| StateError::MissingPin(config.into()))?;
     Ok(u32::from_ne_bytes(bytes))
 }
 
 fn open_map(pin: &Path) -> Result<MapHandle> {
-    MapHandle::from_pinned_path(pin).map_err(|_| Error::MissingPin(pin.into()))
+    MapHandle::from_pinned_path(pin).map_err(|_| StateError::MissingPin(pin.into()).into())
 }
 
 fn map_err(path: &Path, e: libbpf_rs::Error) -> Error {
-    Error::State {
+    StateError::Io {
         path: path.into(),
         reason: e.to_string(),
     }
+    .into()
 }
 
 /// Writes `cells` at cell `at` of the mmap-able cells map pinned at `pin`.
 fn write_cells(pin: &Path, at: usize, cells: &[Cell], total: usize) -> Result<()> {
     let map = open_map(pin)?;
-    write_cells_fd(map.as_fd(), at, cells, total).map_err(|e| Error::State {
-        path: pin.into(),
-        reason: format!("mmap: {e}"),
+    write_cells_fd(map.as_fd(), at, cells, total).map_err(|e| {
+        StateError::Io {
+            path: pin.into(),
+            reason: format!("mmap: {e}"),
+        }
+        .into()
     })
 }
 

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     builtin,
-    error::{Error, Result},
+    error::{Error, LoadError, Result},
     hook::Hook,
     loader::{last_line, LibbpfLog},
 };
@@ -32,10 +32,11 @@ pub struct Harness {
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Load {
+    LoadError::Failed {
         program: "filter test harness".into(),
         reason: format!("{what}: {e}"),
     }
+    .into()
 }
 
 impl Harness {
@@ -94,7 +95,7 @@ impl Harness {
         mut size: impl FnMut(&str, &mut libbpf_rs::OpenMapMut) -> libbpf_rs::Result<()>,
     ) -> Result<Self> {
         let b = builtin::find(name)
-            .ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
+            .ok_or_else(|| LoadError::UnknownBuiltin(name.into(), builtin::names()))?;
         let entry = b
             .entry(hook)
             .ok_or_else(|| err("entry", format!("{name} has no {hook} program")))?;

@@ -18,6 +18,7 @@
 //! /run/lwtkit/ns-<cookie>/<kind>/<key>.json    records (routes, filters, encap, decap, seg6local)
 //! /sys/fs/bpf/lwtkit/ns-<cookie>/...           pins
 //! ```
+mod error;
 pub mod gc;
 pub mod intent;
 pub mod lock;
@@ -28,11 +29,12 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+pub use error::StateError;
 pub use intent::{Intent, Outcome, Probe, Step};
 pub use store::Record;
 
 use crate::{
-    error::{Error, Result},
+    error::{Result, SystemError},
     route::netlink::Rtnl,
     system,
 };
@@ -54,7 +56,7 @@ impl Namespace {
     /// (mounting it if needed), dead namespaces' leftovers collected.
     pub fn open() -> Result<Self> {
         if let Some(name) = system::private_sys_of_ip_netns_exec() {
-            return Err(Error::PrivateSys { name });
+            return Err(SystemError::PrivateSys { name }.into());
         }
         let bpffs = system::ensure_bpffs()?;
         let root = Path::new(STATE_ROOT);
@@ -67,7 +69,7 @@ impl Namespace {
     /// Opens the namespace for reading: nothing is created or mounted.
     pub fn open_readonly() -> Result<Self> {
         if let Some(name) = system::private_sys_of_ip_netns_exec() {
-            return Err(Error::PrivateSys { name });
+            return Err(SystemError::PrivateSys { name }.into());
         }
         Self::at(Path::new(system::BPFFS))
     }
