@@ -268,13 +268,27 @@ fn load_builtin(spec: &BuiltinSpec, hook: Hook) -> Result<LoadedProgram> {
         program: route_name.clone(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
+    prepare_maps(&mut open, spec, &route_name)?;
+    let (object, fd) = load_one(open, entry, hook.prog_type(), &route_name)?;
+    Ok(LoadedProgram {
+        fd,
+        route_name,
+        origin: spec.origin.clone(),
+        object: Some(object),
+        counters_map: b.counters_map,
+    })
+}
+
+/// Sets `spec`'s constants and points its shared maps at their pins, in
+/// an object not loaded yet.
+fn prepare_maps(open: &mut OpenObject, spec: &BuiltinSpec, route_name: &str) -> Result<()> {
     let mut unset: Vec<&str> = spec.constants.iter().map(|(n, _)| n.as_str()).collect();
     for mut m in open.maps_mut() {
         let map_name = m.name().to_string_lossy().into_owned();
         if let Some((section, bytes)) = spec.constants.iter().find(|(n, _)| *n == map_name) {
             // libbpf refuses a value of another size than the section's.
             m.set_initial_value(bytes).map_err(|e| LoadError::Failed {
-                program: route_name.clone(),
+                program: route_name.into(),
                 reason: format!("setting {section}: {e}"),
             })?;
             unset.retain(|n| n != section);
@@ -288,19 +302,12 @@ fn load_builtin(spec: &BuiltinSpec, hook: Hook) -> Result<LoadedProgram> {
     }
     if let Some(section) = unset.first() {
         return Err(LoadError::Failed {
-            program: route_name,
+            program: route_name.into(),
             reason: format!("the object has no {section} section to set"),
         }
         .into());
     }
-    let (object, fd) = load_one(open, entry, hook.prog_type(), &route_name)?;
-    Ok(LoadedProgram {
-        fd,
-        route_name,
-        origin: spec.origin.clone(),
-        object: Some(object),
-        counters_map: b.counters_map,
-    })
+    Ok(())
 }
 
 fn load_object_file(
@@ -420,41 +427,51 @@ fn load_pinned(path: &Path, hook: Hook) -> Result<LoadedProgram> {
     })
 }
 
-/// A program for a seg6local `End.BPF` route: a built-in behaviour (`end`,
-/// `end-dt6` with its lookup table) or a program of an object file. An
-/// object's program must be of type `lwt_seg6local` by its section, unless
-/// `force_type` loads it as one anyway (the verifier then judges it).
-pub fn load_seg6local(
-    builtin_name: Option<&str>,
-    object: Option<(&Path, Option<&str>)>,
-    dt6_table: u32,
-    force_type: bool,
-) -> Result<LoadedProgram> {
+/// A program for a seg6local `End.BPF` route: of type `lwt_seg6local`, on
+/// no hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndBpfSource {
+    /// Program `entry` of a built-in, named `<route_name>:[lwt_seg6local]`
+    /// on the route; `values` (map name, key, value) are written into its
+    /// maps after load.
+    Builtin {
+        spec: BuiltinSpec,
+        entry: String,
+        values: Vec<(String, Vec<u8>, Vec<u8>)>,
+    },
+    /// A program of an object file: the one in `section` (by default
+    /// `lwt_seg6local`), or the object's only program. It must be of type
+    /// `lwt_seg6local` by its section, unless `force_type` loads it as one
+    /// anyway (the verifier then judges it).
+    Object {
+        path: PathBuf,
+        section: Option<String>,
+        force_type: bool,
+    },
+}
+
+/// Loads the End.BPF program `source` describes.
+pub fn load_seg6local(source: &EndBpfSource) -> Result<LoadedProgram> {
     const SECTION: &str = map_names::sections::LWT_SEG6LOCAL;
-    let (bytes, label, entry, origin, counters_map) = match (builtin_name, object) {
-        (Some(name), None) => {
-            let entry = match name {
-                "end" => "seg6_end",
-                "end-dt6" => "seg6_end_dt6",
-                _ => {
-                    return Err(
-                        LoadError::UnknownBuiltin(name.into(), "end, end-dt6".into()).into(),
-                    )
-                }
-            };
-            let b = builtin::find("seg6")
-                .ok_or_else(|| LoadError::UnknownBuiltin("seg6".into(), builtin::names()))?;
+    let (bytes, label, entry, origin, counters_map) = match source {
+        EndBpfSource::Builtin { spec, entry, .. } => {
+            let b = builtin::find(&spec.name)
+                .ok_or_else(|| LoadError::UnknownBuiltin(spec.name.clone(), builtin::names()))?;
             (
                 b.object().to_vec(),
-                format!("lwtkit-{name}"),
-                entry.to_string(),
-                Origin::Builtin { name: name.into() },
+                spec.route_name.clone(),
+                entry.clone(),
+                spec.origin.clone(),
                 b.counters_map,
             )
         }
-        (None, Some((path, section))) => {
+        EndBpfSource::Object {
+            path,
+            section,
+            force_type,
+        } => {
             let obj_err = |reason: String| LoadError::Object {
-                path: path.into(),
+                path: path.clone(),
                 reason,
             };
             let bytes = std::fs::read(path).map_err(|e| obj_err(e.to_string()))?;
@@ -475,7 +492,7 @@ pub fn load_seg6local(
                     prog_type: p.prog_type(),
                 })
                 .collect();
-            let want = section.unwrap_or(SECTION);
+            let want = section.as_deref().unwrap_or(SECTION);
             let matching: Vec<&ObjProgram> =
                 programs.iter().filter(|p| p.section == want).collect();
             let chosen = match (matching.as_slice(), programs.as_slice()) {
@@ -493,7 +510,7 @@ pub fn load_seg6local(
                     .into())
                 }
             };
-            check_seg6local_type(chosen, force_type).map_err(&obj_err)?;
+            check_seg6local_type(chosen, *force_type).map_err(&obj_err)?;
             let (name, sec) = (chosen.name.clone(), chosen.section.clone());
             let base = path
                 .file_name()
@@ -510,44 +527,41 @@ pub fn load_seg6local(
                 None,
             )
         }
-        _ => {
-            return Err(LoadError::ProgramSelection(
-                "give exactly one of --builtin and --obj".into(),
-            )
-            .into())
-        }
     };
     let log = LibbpfLog::capture();
     let opened = ObjectBuilder::default().open_memory(&bytes);
     let messages = log.finish();
-    let open = opened.map_err(|e| LoadError::Failed {
+    let mut open = opened.map_err(|e| LoadError::Failed {
         program: label.clone(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
-    let (mut object, fd) = load_one(open, &entry, ProgramType::LwtSeg6local, &label)?;
-    if let Some(m) = object
-        .maps_mut()
-        .find(|m| m.name() == map_names::seg6::DT6_TABLE)
-    {
-        m.update(
-            &0u32.to_ne_bytes(),
-            &dt6_table.to_ne_bytes(),
-            libbpf_rs::MapFlags::ANY,
-        )
-        .map_err(|e| LoadError::Failed {
-            program: label.clone(),
-            reason: format!("setting the End.DT6 table: {e}"),
-        })?;
+    if let EndBpfSource::Builtin { spec, .. } = source {
+        prepare_maps(&mut open, spec, &label)?;
+    }
+    let (object, fd) = load_one(open, &entry, ProgramType::LwtSeg6local, &label)?;
+    if let EndBpfSource::Builtin { values, .. } = source {
+        for (map, key, value) in values {
+            let m = object
+                .maps()
+                .find(|m| m.name().to_string_lossy() == *map)
+                .ok_or_else(|| LoadError::Failed {
+                    program: label.clone(),
+                    reason: format!("the object has no map {map}"),
+                })?;
+            m.update(key, value, libbpf_rs::MapFlags::ANY)
+                .map_err(|e| LoadError::Failed {
+                    program: label.clone(),
+                    reason: format!("setting {map}: {e}"),
+                })?;
+        }
     }
     let id = libbpf_rs::Program::id_from_fd(fd.as_fd()).map_err(|e| LoadError::Failed {
         program: label.clone(),
         reason: e.to_string(),
     })?;
-    let route_name = format!("{label}:[{SECTION}]#{id}");
-    let route_name = if matches!(origin, Origin::Object { .. }) {
-        format!("{label}#{id}")
-    } else {
-        route_name
+    let route_name = match source {
+        EndBpfSource::Builtin { .. } => format!("{label}:[{SECTION}]#{id}"),
+        EndBpfSource::Object { .. } => format!("{label}#{id}"),
     };
     check_name(&route_name)?;
     Ok(LoadedProgram {

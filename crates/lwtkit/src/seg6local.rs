@@ -2,15 +2,15 @@
 //! route whose action runs a BPF program (lwtkit's `end` / `end-dt6`, or a
 //! program of an object file), pinned and recorded like every lwtkit hook.
 use ipnet::IpNet;
-use lwtkit_common::pins;
+use lwtkit_common::{maps, pins};
 use netlink_packet_route::route::RouteAttribute;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     attach::ifindex,
-    error::{AttachError, Error, Result},
+    error::{AttachError, Error, LoadError, Result},
     inventory::read_counters,
-    loader,
+    loader::{self, BuiltinSpec, EndBpfSource},
     ns::{self, failpoint, store, Intent, Namespace, Outcome, Probe, Step, Txn},
     route::{
         codec::{BpfProgAttr, Seg6LocalBpf},
@@ -71,6 +71,57 @@ impl Seg6Request {
             return Err(Seg6Error::ProgTypeWithoutObj.into());
         }
         Ok(())
+    }
+}
+
+impl Seg6Request {
+    /// The End.BPF program to load: a behaviour of the `seg6` built-in
+    /// (`end`, or `end-dt6` with its lookup table written into its map) or
+    /// a program of an object file.
+    pub fn program(&self) -> Result<EndBpfSource> {
+        match (&self.builtin, &self.object) {
+            (Some(name), None) => {
+                let entry = match name.as_str() {
+                    "end" => "seg6_end",
+                    "end-dt6" => "seg6_end_dt6",
+                    _ => {
+                        return Err(
+                            LoadError::UnknownBuiltin(name.clone(), "end, end-dt6".into()).into(),
+                        )
+                    }
+                };
+                let table = self.dt6_table.unwrap_or(RT_TABLE_MAIN);
+                let values = if name == "end-dt6" {
+                    vec![(
+                        maps::seg6::DT6_TABLE.into(),
+                        0u32.to_ne_bytes().to_vec(),
+                        table.to_ne_bytes().to_vec(),
+                    )]
+                } else {
+                    Vec::new()
+                };
+                Ok(EndBpfSource::Builtin {
+                    spec: BuiltinSpec {
+                        name: "seg6".into(),
+                        route_name: format!("lwtkit-{name}"),
+                        maps_to_reuse: Vec::new(),
+                        constants: Vec::new(),
+                        origin: Origin::Builtin { name: name.clone() },
+                    },
+                    entry: entry.into(),
+                    values,
+                })
+            }
+            (None, Some((path, section))) => Ok(EndBpfSource::Object {
+                path: path.clone(),
+                section: section.clone(),
+                force_type: self.force_type,
+            }),
+            _ => Err(
+                LoadError::ProgramSelection("give exactly one of --builtin and --obj".into())
+                    .into(),
+            ),
+        }
     }
 }
 
@@ -154,14 +205,7 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
     if existing.is_some() && !ours {
         return Err(Seg6Error::NotOurs(key.to_string()).into());
     }
-    let mut loaded = loader::load_seg6local(
-        req.builtin.as_deref(),
-        req.object
-            .as_ref()
-            .map(|(p, s)| (p.as_path(), s.as_deref())),
-        req.dt6_table.unwrap_or(RT_TABLE_MAIN),
-        req.force_type,
-    )?;
+    let mut loaded = loader::load_seg6local(&req.program()?)?;
     let bpf = Seg6LocalBpf {
         prog: BpfProgAttr {
             fd: Some(std::os::fd::AsRawFd::as_raw_fd(&loaded.fd()) as u32),
@@ -324,4 +368,53 @@ pub fn list() -> Result<Vec<SidView>> {
     }
     out.sort_by_key(|v| v.record.sid.to_string());
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(builtin: Option<&str>, dt6_table: Option<u32>) -> Seg6Request {
+        Seg6Request {
+            sid: "fc00::b/128".parse().expect("sid"),
+            dev: "vb".into(),
+            builtin: builtin.map(Into::into),
+            object: None,
+            table: None,
+            dt6_table,
+            force_type: false,
+        }
+    }
+
+    #[test]
+    fn end_dt6_carries_its_table_into_the_seg6_builtin() {
+        let Ok(EndBpfSource::Builtin {
+            spec,
+            entry,
+            values,
+        }) = request(Some("end-dt6"), Some(100)).program()
+        else {
+            panic!("end-dt6 is a built-in behaviour");
+        };
+        assert_eq!(
+            (spec.name.as_str(), spec.route_name.as_str(), entry.as_str()),
+            ("seg6", "lwtkit-end-dt6", "seg6_end_dt6")
+        );
+        assert_eq!(
+            values,
+            vec![(
+                maps::seg6::DT6_TABLE.to_string(),
+                0u32.to_ne_bytes().to_vec(),
+                100u32.to_ne_bytes().to_vec()
+            )]
+        );
+        let Ok(EndBpfSource::Builtin { values, .. }) = request(Some("end"), None).program() else {
+            panic!("end is a built-in behaviour");
+        };
+        assert!(values.is_empty());
+        assert!(matches!(
+            request(Some("end-x"), None).program(),
+            Err(Error::Load(LoadError::UnknownBuiltin(..)))
+        ));
+    }
 }
