@@ -114,6 +114,31 @@ pub const fn same(a: &str, b: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The kernel keeps a map name of at most 15 bytes of letters, digits,
+    /// `_` and `.` (`bpf_obj_name_cpy` in `kernel/bpf/syscall.c`); within
+    /// that, `bpftool map` shows the names user space looks maps up by.
+    #[test]
+    fn map_names_fit_the_kernels_object_names() {
+        let all = [
+            IN_EVERY_OBJECT,
+            filter::ALL,
+            encap::ALL,
+            decap::ALL,
+            seg6::ALL,
+            count::ALL,
+            pass::ALL,
+            &[encap::TABLE_SECTION],
+        ];
+        for name in all.iter().flat_map(|names| names.iter()) {
+            assert!(!name.is_empty() && name.len() <= 15, "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.'),
+                "{name}"
+            );
+        }
+    }
+
     #[test]
     fn same_compares_whole_strings() {
         assert!(same("TUNNELS", encap::TUNNELS));

@@ -90,3 +90,42 @@ pub const SHARED_DIRS: [&str; 5] = [filter::DIR, EVENTS, encap::DIR, decap::DIR,
 pub fn of_map(maps: &[(&str, &'static str)], name: &str) -> Option<&'static str> {
     maps.iter().find(|(m, _)| *m == name).map(|(_, p)| *p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// bpffs refuses names with a dot in directories users make
+    /// (`bpf_lookup` in `kernel/bpf/inode.c`: EPERM).
+    #[test]
+    fn pin_names_are_plain_bpffs_names() {
+        let names = [
+            ROOT,
+            program::PROG,
+            program::COUNTERS,
+            EVENTS,
+            filter::DIR,
+            filter::CELLS,
+            filter::CONFIG,
+            filter::RULE_STATS,
+            encap::DIR,
+            encap::TUNNELS,
+            encap::STATS,
+            decap::DIR,
+            decap::CONFIG,
+            decap::STATS,
+            decap::LOCAL,
+            decap::REMOTE,
+            decap::LINK,
+            SEG6LOCAL,
+        ];
+        for name in names {
+            assert!(!name.is_empty() && !name.contains(['.', '/']), "{name}");
+        }
+        assert_eq!(
+            of_map(encap::MAPS, maps::encap::TUNNELS),
+            Some(encap::TUNNELS)
+        );
+        assert_eq!(of_map(decap::MAPS, "NOT_A_MAP"), None);
+    }
+}
