@@ -36,7 +36,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
     }
     // `ip netns exec` hides lwtkit's pins behind a private /sys.
     if let Some(name) = lwtkit::system::private_sys_of_ip_netns_exec() {
-        return Err(lwtkit::Error::PrivateSys { name }.into());
+        return Err(lwtkit::system::SystemError::PrivateSys { name }.into());
     }
     let out = verbs::Output {
         json: cli.global.json,

@@ -45,12 +45,6 @@ impl EncapKey {
 
 const _: () = assert!(core::mem::size_of::<EncapKey>() == 4 + EncapKey::DATA_LEN);
 
-/// ELF section (and libbpf map) of the `encap` program's one load-time
-/// constant, the table its routes live in (a `u32`): user space sets it
-/// before load, so each table gets its own program instance. The kernel side
-/// spells the same name in its `link_section`.
-pub const TABLE_SECTION: &str = ".rodata.table";
-
 pub mod flags {
     /// The outer header is IPv6 (else IPv4, 20 bytes, no options).
     pub const OUTER_V6: u16 = 1 << 0;

@@ -7,6 +7,8 @@
 
 pub mod encap;
 pub mod filter;
+pub mod maps;
+pub mod pins;
 
 /// Packet and byte counters of one attachment, one slot per CPU in a
 /// per-CPU array; user space sums the slots.
@@ -19,10 +21,6 @@ pub struct Counters {
 }
 
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
-
-/// Name of the per-attachment counters map in every built-in program object
-/// (a per-CPU array of [`Counters`] indexed by `filter::verdict_slot`).
-pub const COUNTERS_MAP: &str = "ATTACH_STATS";
 
 /// Verdicts an LWT program returns (`include/uapi/linux/bpf.h`).
 pub mod verdict {

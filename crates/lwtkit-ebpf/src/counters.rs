@@ -3,10 +3,11 @@
 //! program instance has its own map, so one route and hook map to one
 //! set of counters. Shared by every built-in (`count` only uses ALLOWED).
 use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
-use lwtkit_common::{filter::verdict_slot, Counters};
+use lwtkit_common::{filter::verdict_slot, maps, Counters};
 
 #[btf_map]
 pub static ATTACH_STATS: PerCpuArray<Counters, { verdict_slot::COUNT as usize }> = PerCpuArray::new();
+crate::map_named!(ATTACH_STATS, maps::ATTACH_STATS);
 
 /// Counts one packet of `len` bytes (the L3 length) in `slot`.
 #[inline(always)]

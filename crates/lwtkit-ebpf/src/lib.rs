@@ -22,6 +22,23 @@ macro_rules! lwt_program {
     };
 }
 
+/// Checks at compile time that the `#[btf_map]` static `$map` carries the
+/// name user space looks its map up by (a `lwtkit_common::maps` constant):
+/// aya names a BTF map after its static, so renaming either side alone
+/// fails the build.
+#[macro_export]
+macro_rules! map_named {
+    ($map:ident, $name:expr) => {
+        const _: () = {
+            let _ = core::ptr::addr_of!($map);
+            assert!(
+                lwtkit_common::maps::same(stringify!($map), $name),
+                concat!("the map `", stringify!($map), "` is not named as lwtkit_common::maps says")
+            );
+        };
+    };
+}
+
 /// Declares the object's license: GPL, which the helpers lwtkit uses need.
 #[macro_export]
 macro_rules! gpl_license {

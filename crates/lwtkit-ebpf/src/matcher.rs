@@ -2,8 +2,9 @@
 //! the leaf's few rules in priority order. Cost depends on the tree depth
 //! and the leaf size, both bounded, not on the number of rules.
 use aya_ebpf::{btf_maps::Array, cty::c_void, helpers::bpf_loop, macros::btf_map};
-use lwtkit_common::filter::{
-    dim, node, rule_flags as rf, Cell, PolicyConfig, RuleHead, MAX_DEPTH, MAX_LEAF, MAX_TREES, NO_RULE,
+use lwtkit_common::{
+    filter::{dim, node, rule_flags as rf, Cell, PolicyConfig, RuleHead, MAX_DEPTH, MAX_LEAF, MAX_TREES, NO_RULE},
+    maps,
 };
 
 use crate::parse::PacketKey;
@@ -11,9 +12,11 @@ use crate::parse::PacketKey;
 /// The compiled policy, two generations side by side (sized at policy creation).
 #[btf_map]
 pub static CELLS: Array<Cell, 1> = Array::new();
+crate::map_named!(CELLS, maps::filter::CELLS);
 
 #[btf_map]
 pub static CONFIG: Array<PolicyConfig, 1> = Array::new();
+crate::map_named!(CONFIG, maps::filter::CONFIG);
 
 /// The winning rule: its id, counter slot and flags, or `NO_RULE` (slot 0).
 pub struct Decision {

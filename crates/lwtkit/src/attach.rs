@@ -19,15 +19,16 @@ use std::{
 
 use ipnet::IpNet;
 use libbpf_rs::ProgramHandle;
+use lwtkit_common::pins;
 use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteMetric, RouteType};
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, Result, StateError, SystemError},
     hook::Hook,
     loader::{self, ProgramSource},
     ns::{self, failpoint, Intent, Namespace, Outcome, Probe, Step, Txn},
     route::{
-        codec::{BpfProgAttr, LwtBpf, MAX_HEADROOM},
+        codec::{BpfProgAttr, CodecError, LwtBpf, MAX_HEADROOM},
         encap,
         kernel::{marks, Marks, RouteTable},
         netlink::{NetlinkError, Rtnl},
@@ -37,6 +38,85 @@ use crate::{
     state::{HookRecord, Owner, RouteRecord},
     system,
 };
+
+/// Routes lwtkit will not change (it could not put them back exactly, or
+/// another owner holds the hook), or does not manage.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("headroom {0} is over the kernel's limit of 256 bytes (LWT_BPF_MAX_HEADROOM)")]
+    Headroom(u32),
+    /// The route, as `lwt` names it.
+    #[error("route {0} is not managed by lwtkit (nothing lwtkit attached there); see `lwt list`")]
+    NotManaged(String),
+    #[error("route {route}: lwtkit attached there on dev {managed}, not {given}")]
+    WrongDevice {
+        route: String,
+        managed: String,
+        given: String,
+    },
+    #[error("route {route} carries a BPF `{hook}` program that lwtkit did not attach (`{name}`); lwtkit could not put it back on detach (a dump names programs but gives no handle to them), so remove it first (`ip route` can)")]
+    ForeignHook {
+        route: String,
+        hook: Hook,
+        name: String,
+    },
+    #[error("route {route} has no `{hook}` hook attached by lwtkit")]
+    HookNotAttached { route: String, hook: Hook },
+    /// The kernel refused the route change.
+    #[error("route {route}: {reason}")]
+    Route { route: String, reason: NetlinkError },
+    #[error("route {route} was changed outside lwtkit: it should carry {expected} but carries {found}. lwtkit left the route untouched and dropped its own records of it{hint}")]
+    Drift {
+        route: String,
+        expected: String,
+        found: String,
+        hint: &'static str,
+    },
+    #[error("hook `{hook}` of route {route} belongs to {owner}; {verb} will not replace or remove it (`{remover}` does)")]
+    OwnedHook {
+        route: String,
+        hook: Hook,
+        owner: String,
+        verb: String,
+        remover: String,
+    },
+    /// A `local` route outside table `local` (without `force`): the table's
+    /// name, the prefix.
+    #[error("--local with table {table}: lwtkit would put a local route for {dst} in table {table}, and the host would then accept traffic for {dst} as its own; attach to the address's route in table local (drop --table), or pass --force if that is what you want")]
+    LocalOutsideTableLocal { table: String, dst: IpNet },
+    #[error("route {0} is a multipath route; its encaps live on each next hop, which lwtkit does not attach to")]
+    Multipath(String),
+    #[error("route {route} exists on another device (ifindex {ifindex}); lwtkit will not move it, pass that device with --dev")]
+    OtherDevice { route: String, ifindex: u32 },
+    #[error("route {0} exists with another gateway; lwtkit will not change it (drop --via)")]
+    OtherGateway(String),
+    /// `--local` given for a route that is not local, or not given for one that is.
+    #[error("route {route} exists and is {}a local route; {}", not_unless(.is_local), if_local(.is_local))]
+    LocalMismatch { route: String, is_local: bool },
+    #[error("route {0} is an IPv6 route of metric 0 (made by the kernel); the kernel turns metric 0 into 1024 on every add or replace, so it cannot be replaced in place")]
+    MetricZero(String),
+    /// Another encap type (its iproute2 name) than BPF.
+    #[error("route {route} carries a `{kind}` encap; a route has one encap, and lwtkit will not replace it with BPF")]
+    ForeignEncap { route: String, kind: &'static str },
+    #[error("route {route}: {reason}")]
+    UnreadableEncap { route: String, reason: CodecError },
+}
+
+fn not_unless(is_local: &bool) -> &'static str {
+    if *is_local {
+        ""
+    } else {
+        "not "
+    }
+}
+
+fn if_local(is_local: &bool) -> &'static str {
+    if *is_local {
+        "pass --local"
+    } else {
+        "drop --local"
+    }
+}
 
 /// What `lwt attach` asks for.
 #[derive(Clone, Debug)]
@@ -148,7 +228,7 @@ pub fn route_key(dst: IpNet, table: Option<u32>, local: bool) -> RouteKey {
 
 fn check_request(req: &AttachRequest) -> Result<()> {
     if let Some(h) = req.headroom.filter(|h| *h > MAX_HEADROOM) {
-        return Err(Error::Headroom(h));
+        return Err(AttachError::Headroom(h).into());
     }
     if let Some(gw) = req.via {
         if gw.is_ipv4() != req.dst.addr().is_ipv4() {
@@ -254,10 +334,9 @@ fn forget(txn: &Txn, skey: &str) -> Result<()> {
 /// The owner a program source gives its hook.
 pub fn owner_of(source: &ProgramSource) -> Owner {
     match source {
-        ProgramSource::Filter { policy, .. } => Owner::Filter(policy.clone()),
-        ProgramSource::Encap { .. } => Owner::Encap,
+        ProgramSource::Builtin(spec) => spec.origin.owner(),
         ProgramSource::Shared { origin, .. } => origin.owner(),
-        _ => Owner::Attach,
+        ProgramSource::Object { .. } | ProgramSource::Pinned(_) => Owner::Attach,
     }
 }
 
@@ -311,13 +390,14 @@ pub fn attach_with(
     if let Some(h) = record.as_ref().and_then(|r| r.hooks.get(&req.hook)) {
         let holder = h.origin.owner();
         if holder != owner {
-            return Err(Error::OwnedHook {
+            return Err(AttachError::OwnedHook {
                 route: route_label,
                 hook: req.hook,
                 owner: holder.to_string(),
                 verb: verb_of(&owner).into(),
                 remover: holder.remover(&req.dst.to_string(), req.hook),
-            });
+            }
+            .into());
         }
     }
 
@@ -360,9 +440,7 @@ pub fn attach_with(
             .attributes
             .push(RouteAttribute::Priority(STAND_IN_METRIC));
     }
-    route
-        .attributes
-        .extend(bpf.encode().map_err(|e| Error::Invalid(e.to_string()))?);
+    route.attributes.extend(bpf.encode()?);
     if let Some(reduce) = req.mtu_reduction {
         let dev_mtu = crate::route::link::mtu(rtnl, oif)?.unwrap_or(1500);
         lower_mtu(&mut route, dev_mtu, reduce, req.dst.addr().is_ipv6());
@@ -385,8 +463,11 @@ pub fn attach_with(
         }
     };
     let hook_record = HookRecord {
-        pin: live.join("prog"),
-        counters: staged.counters.as_ref().map(|_| live.join("counters")),
+        pin: live.join(pins::program::PROG),
+        counters: staged
+            .counters
+            .as_ref()
+            .map(|_| live.join(pins::program::COUNTERS)),
         ..staged
     };
     let created = existing.is_none() || stand_in;
@@ -482,7 +563,7 @@ pub fn attach_with(
     txn.finish(pending, Outcome::Done)?;
 
     let handle = ProgramHandle::from_pinned_path(&hook_record.pin)
-        .map_err(|_| Error::MissingPin(hook_record.pin.clone()))?;
+        .map_err(|_| StateError::MissingPin(hook_record.pin.clone()))?;
     Ok(Attached {
         route: route_label,
         dst: key.dst,
@@ -503,13 +584,11 @@ fn check_local_table(req: &AttachRequest) -> Result<()> {
     if !req.local || table == RT_TABLE_LOCAL || req.force {
         return Ok(());
     }
-    Err(Error::Invalid(format!(
-        "--local with table {}: lwtkit would put a local route for {} in table {}, and the host would then accept traffic for {} as its own; attach to the address's route in table local (drop --table), or pass --force if that is what you want",
-        table_name(table),
-        req.dst,
-        table_name(table),
-        req.dst
-    )))
+    Err(AttachError::LocalOutsideTableLocal {
+        table: table_name(table),
+        dst: req.dst,
+    }
+    .into())
 }
 
 /// The metric of lwtkit's stand-in for the kernel's IPv6 local route.
@@ -589,7 +668,7 @@ fn keep_hooks(record: &RouteRecord, except: &[Hook], bpf: &mut LwtBpf) -> Result
     let mut fds = Vec::new();
     for (hook, h) in record.hooks.iter().filter(|(h, _)| !except.contains(h)) {
         let fd = libbpf_rs::Program::fd_from_pinned_path(&h.pin)
-            .map_err(|_| Error::MissingPin(h.pin.clone()))?;
+            .map_err(|_| StateError::MissingPin(h.pin.clone()))?;
         bpf.set_hook(
             *hook,
             Some(BpfProgAttr {
@@ -618,13 +697,15 @@ fn check_existing_shape(
         .iter()
         .any(|a| matches!(a, RouteAttribute::MultiPath(_)))
     {
-        return Err(Error::Invalid(format!("route {route} is a multipath route; its encaps live on each next hop, which lwtkit does not attach to")));
+        return Err(AttachError::Multipath(route.into()).into());
     }
     if let Some(cur) = ops::oif_of(existing) {
         if cur != oif {
-            return Err(Error::Invalid(format!(
-                "route {route} exists on another device (ifindex {cur}); lwtkit will not move it, pass that device with --dev"
-            )));
+            return Err(AttachError::OtherDevice {
+                route: route.into(),
+                ifindex: cur,
+            }
+            .into());
         }
     }
     if let Some(gw) = req.via {
@@ -633,31 +714,23 @@ fn check_existing_shape(
             _ => None,
         });
         if cur.is_some_and(|c| c != ops::address(gw)) {
-            return Err(Error::Invalid(format!(
-                "route {route} exists with another gateway; lwtkit will not change it (drop --via)"
-            )));
+            return Err(AttachError::OtherGateway(route.into()).into());
         }
     }
     let is_local = existing.header.kind == RouteType::Local;
     if req.local != is_local {
-        return Err(Error::Invalid(format!(
-            "route {route} exists and is {}a local route; {}",
-            if is_local { "" } else { "not " },
-            if is_local {
-                "pass --local"
-            } else {
-                "drop --local"
-            }
-        )));
+        return Err(AttachError::LocalMismatch {
+            route: route.into(),
+            is_local,
+        }
+        .into());
     }
     let metric = attrs.iter().find_map(|a| match a {
         RouteAttribute::Priority(p) => Some(*p),
         _ => None,
     });
     if req.dst.addr().is_ipv6() && metric.unwrap_or(0) == 0 && !stand_in {
-        return Err(Error::Invalid(format!(
-            "route {route} is an IPv6 route of metric 0 (made by the kernel); the kernel turns metric 0 into 1024 on every add or replace, so it cannot be replaced in place"
-        )));
+        return Err(AttachError::MetricZero(route.into()).into());
     }
     Ok(())
 }
@@ -674,22 +747,28 @@ fn check_foreign_encap(
     if record.is_some() {
         return Ok(());
     }
-    let live_bpf = LwtBpf::from_route_attributes(&existing.attributes)
-        .map_err(|e| Error::Invalid(format!("route {route}: {e}")))?;
+    let live_bpf = LwtBpf::from_route_attributes(&existing.attributes).map_err(|reason| {
+        AttachError::UnreadableEncap {
+            route: route.into(),
+            reason,
+        }
+    })?;
     if let Some(bpf) = live_bpf {
         if let Some((h, prog)) = bpf.hooks().next() {
-            return Err(Error::ForeignHook {
+            return Err(AttachError::ForeignHook {
                 route: route.into(),
                 hook: h,
                 name: prog.name.clone(),
-            });
+            }
+            .into());
         }
     }
     match encap::from_route_attributes(&existing.attributes) {
-        Some(other) => Err(Error::Invalid(format!(
-            "route {route} carries a `{}` encap; a route has one encap, and lwtkit will not replace it with BPF",
-            other.kind()
-        ))),
+        Some(other) => Err(AttachError::ForeignEncap {
+            route: route.into(),
+            kind: other.kind(),
+        }
+        .into()),
         None => Ok(()),
     }
 }
@@ -728,16 +807,17 @@ pub fn plan_detach(
     match standing(record, current) {
         Standing::Gone => return Ok(Plan::Forget),
         Standing::Drifted { found } if !force => {
-            return Err(Error::Drift {
+            return Err(AttachError::Drift {
                 route: label.into(),
                 expected: describe(&record_marks(record)),
                 found: describe(&found),
                 hint: "; with --force lwtkit restores or deletes it anyway",
-            })
+            }
+            .into())
         }
         _ => {}
     }
-    let current = current.ok_or_else(|| Error::NotManaged(label.into()))?;
+    let current = current.ok_or_else(|| AttachError::NotManaged(label.into()))?;
     let keep: Vec<Hook> = record
         .hooks
         .keys()
@@ -761,7 +841,7 @@ pub fn plan_detach(
         return Ok(Plan::Resend { base, keep });
     }
     Ok(match record.original.as_deref() {
-        Some(hex) => Plan::Restore(ops::from_hex(hex).ok_or_else(|| Error::State {
+        Some(hex) => Plan::Restore(ops::from_hex(hex).ok_or_else(|| StateError::Io {
             path: RouteRecord::key(&record.dst, record.table).into(),
             reason: "recorded original route does not decode".into(),
         })?),
@@ -783,19 +863,20 @@ fn hooks_to_remove(
             let h = record
                 .hooks
                 .get(&hook)
-                .ok_or_else(|| Error::HookNotAttached {
+                .ok_or_else(|| AttachError::HookNotAttached {
                     route: label.into(),
                     hook,
                 })?;
             if !owns(h) {
                 let holder = h.origin.owner();
-                return Err(Error::OwnedHook {
+                return Err(AttachError::OwnedHook {
                     route: label.into(),
                     hook,
                     owner: holder.to_string(),
                     verb: owner.map_or("lwt reset", verb_of).into(),
                     remover: holder.remover(&record.dst.to_string(), hook),
-                });
+                }
+                .into());
             }
             Ok(vec![hook])
         }
@@ -811,15 +892,16 @@ fn hooks_to_remove(
                     .hooks
                     .iter()
                     .next()
-                    .ok_or_else(|| Error::NotManaged(label.into()))?;
+                    .ok_or_else(|| AttachError::NotManaged(label.into()))?;
                 let holder = h.origin.owner();
-                return Err(Error::OwnedHook {
+                return Err(AttachError::OwnedHook {
                     route: label.into(),
                     hook: *hook,
                     owner: holder.to_string(),
                     verb: owner.map_or("lwt reset", verb_of).into(),
                     remover: holder.remover(&record.dst.to_string(), *hook),
-                });
+                }
+                .into());
             }
             Ok(mine)
         }
@@ -844,21 +926,22 @@ pub fn detach_with(
     let route_label = key.to_string();
     let record = txn
         .get::<RouteRecord>(&skey)?
-        .ok_or_else(|| Error::NotManaged(route_label.clone()))?;
+        .ok_or_else(|| AttachError::NotManaged(route_label.clone()))?;
     if let Some(dev) = &req.dev {
         if *dev != record.dev {
-            return Err(Error::WrongDevice {
+            return Err(AttachError::WrongDevice {
                 route: route_label,
                 managed: record.dev.clone(),
                 given: dev.clone(),
-            });
+            }
+            .into());
         }
     }
     let remove = hooks_to_remove(&record, req.hook, req.owner.as_ref(), &route_label)?;
     let current = rtnl.lookup(&key)?;
     let plan = match plan_detach(&record, current.as_ref(), &remove, req.force, &route_label) {
         Ok(p) => p,
-        Err(e @ Error::Drift { .. }) => {
+        Err(e @ Error::Attach(AttachError::Drift { .. })) => {
             forget(txn, &skey)?;
             return Err(e);
         }
@@ -936,9 +1019,7 @@ pub fn detach_with(
                     ..LwtBpf::default()
                 };
                 kept_fds = keep_hooks(&record, &remove, &mut bpf)?;
-                route
-                    .attributes
-                    .extend(bpf.encode().map_err(|e| Error::Invalid(e.to_string()))?);
+                route.attributes.extend(bpf.encode()?);
             }
             rtnl.replace(route)
         }
@@ -996,15 +1077,19 @@ pub fn detach_with(
 
 fn route_error(route: &str, e: NetlinkError) -> Error {
     match e.errno() {
-        Some(libc::EOPNOTSUPP) | Some(libc::EAFNOSUPPORT) => Error::NoLwtBpf(e.to_string()),
-        Some(libc::EPERM) => Error::Privileges {
+        Some(libc::EOPNOTSUPP) | Some(libc::EAFNOSUPPORT) => {
+            SystemError::NoLwtBpf(e.to_string()).into()
+        }
+        Some(libc::EPERM) => SystemError::Privileges {
             what: format!("changing route {route}"),
             caps: "CAP_NET_ADMIN".into(),
-        },
-        _ => Error::Route {
+        }
+        .into(),
+        _ => AttachError::Route {
             route: route.into(),
             reason: e,
-        },
+        }
+        .into(),
     }
 }
 
@@ -1026,12 +1111,18 @@ mod tests {
             errno: libc::EOPNOTSUPP,
             message: Some("lwt encapsulation type not supported".into()),
         };
-        assert!(matches!(route_error("r", no_encap), Error::NoLwtBpf(_)));
+        assert!(matches!(
+            route_error("r", no_encap),
+            Error::System(SystemError::NoLwtBpf(_))
+        ));
         let eperm = NetlinkError::Kernel {
             errno: libc::EPERM,
             message: None,
         };
-        assert!(matches!(route_error("r", eperm), Error::Privileges { .. }));
+        assert!(matches!(
+            route_error("r", eperm),
+            Error::System(SystemError::Privileges { .. })
+        ));
         let other = NetlinkError::Kernel {
             errno: libc::EINVAL,
             message: Some("Invalid prefix".into()),

@@ -157,7 +157,10 @@ fn a_route_replaced_by_the_user_is_left_alone() {
     let err = plan_detach(&rec, current.as_ref(), &[Hook::Out], false, "10.0.0.9/32")
         .expect_err("drift refused");
     let text = err.to_string();
-    assert!(matches!(err, Error::Drift { .. }), "{text}");
+    assert!(
+        matches!(err, Error::Attach(AttachError::Drift { .. })),
+        "{text}"
+    );
     assert!(
         text.contains("changed outside lwtkit") && text.contains("--force"),
         "{text}"
@@ -265,7 +268,10 @@ fn features_do_not_remove_each_others_hooks() {
     let only_tunnel = record(None, &[(Hook::Xmit, hook("encap#2", encap()))]);
     let err = hooks_to_remove(&only_tunnel, None, Some(&Owner::Attach), "r")
         .expect_err("nothing of attach's");
-    assert!(matches!(err, Error::OwnedHook { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Attach(AttachError::OwnedHook { .. })),
+        "{err}"
+    );
     // reset takes everything.
     assert_eq!(
         hooks_to_remove(&rec, None, None, "r").expect("all"),

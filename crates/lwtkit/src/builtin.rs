@@ -49,7 +49,7 @@ pub const BUILTINS: &[Builtin] = &[
             (Hook::Out, "count_out"),
             (Hook::Xmit, "count_xmit"),
         ],
-        counters_map: Some(lwtkit_common::COUNTERS_MAP),
+        counters_map: Some(lwtkit_common::maps::ATTACH_STATS),
         standalone: true,
     },
     Builtin {
@@ -85,7 +85,7 @@ pub const BUILTINS: &[Builtin] = &[
         about: "SRv6 End.BPF behaviours `end` (counts per SID) and `end-dt6` (attach with `lwt seg6local add`)",
         object: include_bytes!(env!("LWTKIT_SEG6_OBJ")),
         entries: &[],
-        counters_map: Some(lwtkit_common::COUNTERS_MAP),
+        counters_map: Some(lwtkit_common::maps::ATTACH_STATS),
         standalone: false,
     },
     Builtin {
@@ -97,7 +97,7 @@ pub const BUILTINS: &[Builtin] = &[
             (Hook::Out, "filter_out"),
             (Hook::Xmit, "filter_xmit"),
         ],
-        counters_map: Some(lwtkit_common::COUNTERS_MAP),
+        counters_map: Some(lwtkit_common::maps::ATTACH_STATS),
         standalone: false,
     },
 ];
@@ -130,5 +130,81 @@ mod tests {
             assert!(count.entry(hook).is_some());
         }
         assert_eq!(count.route_name(Hook::Out), "lwtkit-count:[lwt_out]");
+    }
+
+    /// The maps (by name; data sections have a dot) and the programs
+    /// (name, section) of an embedded object, as libbpf reads them.
+    fn contents(b: &Builtin) -> (Vec<String>, Vec<String>, Vec<(String, String)>) {
+        let bytes = b.object().to_vec();
+        let open = libbpf_rs::ObjectBuilder::default()
+            .open_memory(&bytes)
+            .expect("the embedded object opens");
+        let names: Vec<String> = open
+            .maps()
+            .map(|m| m.name().to_string_lossy().into_owned())
+            .collect();
+        let (data, mut maps): (Vec<String>, Vec<String>) =
+            names.into_iter().partition(|n| n.contains('.'));
+        maps.sort();
+        let progs = open
+            .progs()
+            .map(|p| {
+                (
+                    p.name().to_string_lossy().into_owned(),
+                    p.section().to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        (maps, data, progs)
+    }
+
+    /// The `#[btf_map]` statics' names are the map names: the objects hold
+    /// exactly the maps `lwtkit_common::maps` names (their own and the
+    /// kernel library's), and each program sits in the section its hook's
+    /// type needs.
+    #[test]
+    fn objects_hold_the_maps_and_sections_lwtkit_common_names() {
+        use lwtkit_common::maps::{self, sections};
+        for b in BUILTINS {
+            let (want, prog_section): (&[&str], Option<&str>) = match b.name {
+                "count" => (maps::count::ALL, None),
+                "pass" => (maps::pass::ALL, None),
+                "filter" => (maps::filter::ALL, None),
+                "encap" => (maps::encap::ALL, None),
+                "decap" => (maps::decap::ALL, Some(sections::TCX_INGRESS)),
+                "seg6" => (maps::seg6::ALL, Some(sections::LWT_SEG6LOCAL)),
+                other => panic!("built-in `{other}` has no expected maps here"),
+            };
+            let (found, data, progs) = contents(b);
+            let mut want: Vec<String> = want
+                .iter()
+                .chain(maps::IN_EVERY_OBJECT)
+                .map(|s| s.to_string())
+                .collect();
+            want.sort();
+            want.dedup();
+            assert_eq!(found, want, "maps of {}", b.name);
+            if b.name == "encap" {
+                assert!(
+                    data.iter().any(|d| d == maps::encap::TABLE_SECTION),
+                    "encap's data sections: {data:?}"
+                );
+            }
+            for (hook, entry) in b.entries {
+                assert!(
+                    progs.iter().any(|(n, s)| n == entry && s == hook.section()),
+                    "{}: no program {entry} in {}: {progs:?}",
+                    b.name,
+                    hook.section()
+                );
+            }
+            if let Some(section) = prog_section {
+                assert!(
+                    !progs.is_empty() && progs.iter().all(|(_, s)| s == section),
+                    "{}: {progs:?}",
+                    b.name
+                );
+            }
+        }
     }
 }

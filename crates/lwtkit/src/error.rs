@@ -1,8 +1,21 @@
 //! lwtkit's errors: each names what the user got wrong or what the system
 //! lacks, so the CLI can print it as is.
-use std::path::PathBuf;
-
-use crate::{hook::Hook, route::netlink::NetlinkError};
+//!
+//! Each module with failure modes of its own has its own enum, joined here
+//! transparently (its sentence is the `Display`), so a library user matches
+//! `Error::Attach(AttachError::Drift { .. })` or `Error::Load(LoadError::Verifier { log, .. })`.
+pub use crate::{
+    attach::AttachError,
+    encap::{decap::DecapError, EncapError},
+    events::EventsError,
+    filter::FilterError,
+    loader::LoadError,
+    ns::StateError,
+    reset::ResetError,
+    route::{codec::CodecError, netlink::NetlinkError},
+    seg6local::Seg6Error,
+    system::SystemError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,96 +29,102 @@ pub enum Error {
         "unknown routing table `{0}`: use a number, main, local, default or a name from rt_tables"
     )]
     UnknownTable(String),
-    #[error("network namespace `{name}` not found ({path} is missing); list them with `ip netns`")]
-    MissingNetns { name: String, path: PathBuf },
-    #[error("cannot enter network namespace `{name}`: {reason}")]
-    EnterNetns {
-        name: String,
-        reason: std::io::Error,
-    },
-    #[error("object file {path}: {reason}")]
-    Object { path: PathBuf, reason: String },
-    #[error("{0}")]
-    ProgramSelection(String),
-    #[error("program `{program}` is of type {found}, but hook `{hook}` needs {expected}{hint}")]
-    WrongProgramType {
-        program: String,
-        hook: Hook,
-        found: String,
-        expected: String,
-        hint: &'static str,
-    },
-    #[error("the kernel verifier rejected program `{program}`: {reason}\n--- verifier log (tail) ---\n{log}")]
-    Verifier {
-        program: String,
-        reason: String,
-        log: String,
-    },
-    #[error("loading program `{program}` failed: {reason}")]
-    Load { program: String, reason: String },
-    #[error("headroom {0} is over the kernel's limit of 256 bytes (LWT_BPF_MAX_HEADROOM)")]
-    Headroom(u32),
-    #[error("program name `{name}` is {len} bytes; the kernel accepts at most 255 (rename the object or section)")]
-    ProgramNameTooLong { name: String, len: usize },
-    #[error("pin {0} not found or not readable (is it on bpffs, and are you root?)")]
-    MissingPin(PathBuf),
-    #[error("unknown built-in program `{0}`; built-ins: {1}")]
-    UnknownBuiltin(String, String),
-    #[error("{what} needs {caps} (run as root)")]
-    Privileges { what: String, caps: String },
-    #[error(
-        "this kernel cannot attach BPF programs to routes (CONFIG_LWTUNNEL_BPF missing?): {0}"
-    )]
-    NoLwtBpf(String),
-    #[error("bpffs is not mounted at /sys/fs/bpf and mounting it failed: {0}")]
-    Bpffs(String),
-    #[error("route {0} is not managed by lwtkit (nothing lwtkit attached there); see `lwt list`")]
-    NotManaged(String),
-    #[error("route {route}: lwtkit attached there on dev {managed}, not {given}")]
-    WrongDevice {
-        route: String,
-        managed: String,
-        given: String,
-    },
-    #[error("route {route} carries a BPF `{hook}` program that lwtkit did not attach (`{name}`); lwtkit could not put it back on detach (a dump names programs but gives no handle to them), so remove it first (`ip route` can)")]
-    ForeignHook {
-        route: String,
-        hook: Hook,
-        name: String,
-    },
-    #[error("route {route} has no `{hook}` hook attached by lwtkit")]
-    HookNotAttached { route: String, hook: Hook },
-    #[error("route {route}: {reason}")]
-    Route { route: String, reason: NetlinkError },
+    /// Loading a program: object, selection, type, verifier.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// lwtkit's records, pins and lock.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// What the system must provide: namespace, privileges, bpffs, kernel support.
+    #[error(transparent)]
+    System(#[from] SystemError),
+    /// Routes lwtkit would not change, or does not manage.
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error(transparent)]
+    Encap(#[from] EncapError),
+    #[error(transparent)]
+    Decap(#[from] DecapError),
+    #[error(transparent)]
+    Seg6local(#[from] Seg6Error),
+    #[error(transparent)]
+    Events(#[from] EventsError),
+    #[error(transparent)]
+    Reset(#[from] ResetError),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
-    #[error("lwtkit state {path}: {reason}")]
-    State { path: PathBuf, reason: String },
-    #[error("another lwt command holds the lock of this namespace ({path}): {holder}; gave up after {waited} s (LWT_LOCK_TIMEOUT sets the wait)")]
-    LockTimeout {
-        path: PathBuf,
-        waited: f64,
-        holder: String,
-    },
-    #[error("lwt runs under `ip netns exec {name}`, whose private /sys hides lwtkit's pins on /sys/fs/bpf; run `lwt -n {name} ...` instead")]
-    PrivateSys { name: String },
-    #[error("route {route} was changed outside lwtkit: it should carry {expected} but carries {found}. lwtkit left the route untouched and dropped its own records of it{hint}")]
-    Drift {
-        route: String,
-        expected: String,
-        found: String,
-        hint: &'static str,
-    },
-    #[error("hook `{hook}` of route {route} belongs to {owner}; {verb} will not replace or remove it (`{remover}` does)")]
-    OwnedHook {
-        route: String,
-        hook: Hook,
-        owner: String,
-        verb: String,
-        remover: String,
-    },
+    /// A BPF encap or End.BPF attribute that cannot be built or read.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Bad input whose message names the flag (the checks of [`crate::validate`]).
     #[error("{0}")]
     Invalid(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn module_errors_keep_their_sentences_and_are_matched_by_module() {
+        let e: Error = AttachError::Multipath("10.0.0.0/8 table main".into()).into();
+        assert_eq!(
+            e.to_string(),
+            "route 10.0.0.0/8 table main is a multipath route; its encaps live on each next hop, which lwtkit does not attach to"
+        );
+        assert!(matches!(e, Error::Attach(AttachError::Multipath(_))));
+        for (is_local, text) in [
+            (true, "is a local route; pass --local"),
+            (false, "is not a local route; drop --local"),
+        ] {
+            let e = AttachError::LocalMismatch {
+                route: "r".into(),
+                is_local,
+            };
+            assert_eq!(e.to_string(), format!("route r exists and {text}"));
+        }
+        let e: Error = DecapError::KeyRange(1 << 32).into();
+        assert_eq!(
+            e.to_string(),
+            "--key 4294967296 does not fit in 32 bits (0 to 4294967295)"
+        );
+        let e: Error = ResetError::Incomplete(vec!["a: x".into(), "b: y".into()]).into();
+        assert_eq!(
+            e.to_string(),
+            "lwt reset left some things in place:\n  a: x\n  b: y"
+        );
+    }
+
+    #[test]
+    fn no_module_error_repeats_its_cause_as_a_source() {
+        // `lwt` prints the whole chain ({:#}): a sentence that already says
+        // its cause must not carry it again as a source.
+        let kernel = || NetlinkError::Kernel {
+            errno: libc::EINVAL,
+            message: None,
+        };
+        let errors: [Error; 4] = [
+            AttachError::Route {
+                route: "r".into(),
+                reason: kernel(),
+            }
+            .into(),
+            FilterError::Rule(crate::filter::RuleError::BadVerdict("x".into())).into(),
+            SystemError::Cookie(std::io::Error::from_raw_os_error(libc::EPERM)).into(),
+            LoadError::Failed {
+                program: "p".into(),
+                reason: "r".into(),
+            }
+            .into(),
+        ];
+        for e in errors {
+            assert!(e.source().is_none(), "{e}");
+        }
+    }
+}

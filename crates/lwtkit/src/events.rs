@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -13,12 +13,26 @@ use lwtkit_common::filter::{Event, EVENT_SNAPLEN, NO_RULE};
 use serde::Serialize;
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, Result, StateError},
     filter::store::Policies,
     hook::Hook,
     state::NetnsState,
     system,
 };
+
+/// Why events cannot be followed or written.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("no lwtkit filter events: bpffs is not mounted")]
+    NoBpffs,
+    /// No policy, so no event ring buffer.
+    #[error("no filter policy exists in this namespace, so there are no events to follow (`lwt filter create`)")]
+    NoPolicy,
+    #[error("pcap file {path}: {reason}")]
+    PcapFile { path: PathBuf, reason: String },
+    #[error("writing pcap: {0}")]
+    PcapWrite(String),
+}
 
 /// One decoded event.
 #[derive(Clone, Debug, Serialize)]
@@ -126,19 +140,15 @@ pub fn follow(until: Until, mut on_event: impl FnMut(EventRecord) -> Result<()>)
     }
     let bpffs = Path::new(system::BPFFS);
     if !system::is_bpffs(bpffs) {
-        return Err(Error::Invalid(
-            "no lwtkit filter events: bpffs is not mounted".into(),
-        ));
+        return Err(EventsError::NoBpffs.into());
     }
     let (policies, pin) = {
-        let state = NetnsState::open_existing(bpffs)?
-            .ok_or_else(|| Error::Invalid("no filter policy exists in this namespace, so there are no events to follow (`lwt filter create`)".into()))?;
+        let state = NetnsState::open_existing(bpffs)?.ok_or(EventsError::NoPolicy)?;
         let p = Policies::new(&state);
         let names: HashMap<u32, String> = p.all()?.into_iter().map(|p| (p.id, p.name)).collect();
         (names, p.events_pin())
     };
-    let map = MapHandle::from_pinned_path(&pin)
-        .map_err(|_| Error::Invalid("no filter policy exists in this namespace, so there are no events to follow (`lwt filter create`)".into()))?;
+    let map = MapHandle::from_pinned_path(&pin).map_err(|_| EventsError::NoPolicy)?;
     let offset = monotonic_offset();
     let seen = std::cell::Cell::new(0usize);
     let draining = std::cell::Cell::new(false);
@@ -160,11 +170,11 @@ pub fn follow(until: Until, mut on_event: impl FnMut(EventRecord) -> Result<()>)
                 }
                 0
             })
-            .map_err(|e| Error::State {
+            .map_err(|e| StateError::Io {
                 path: pin.clone(),
                 reason: e.to_string(),
             })?;
-        let rb = builder.build().map_err(|e| Error::State {
+        let rb = builder.build().map_err(|e| StateError::Io {
             path: pin.clone(),
             reason: e.to_string(),
         })?;
@@ -200,15 +210,18 @@ pub struct PcapSink {
 
 impl PcapSink {
     pub fn create(path: &Path) -> Result<Self> {
-        let file = std::fs::File::create(path)
-            .map_err(|e| Error::Invalid(format!("pcap file {}: {e}", path.display())))?;
+        let pcap_err = |e: &dyn std::fmt::Display| EventsError::PcapFile {
+            path: path.into(),
+            reason: e.to_string(),
+        };
+        let file = std::fs::File::create(path).map_err(|e| pcap_err(&e))?;
         let header = pcap_file::pcap::PcapHeader {
             datalink: pcap_file::DataLink::RAW,
             snaplen: EVENT_SNAPLEN as u32,
             ..Default::default()
         };
-        let writer = pcap_file::pcap::PcapWriter::with_header(file, header)
-            .map_err(|e| Error::Invalid(format!("pcap file {}: {e}", path.display())))?;
+        let writer =
+            pcap_file::pcap::PcapWriter::with_header(file, header).map_err(|e| pcap_err(&e))?;
         Ok(Self { writer })
     }
 
@@ -217,13 +230,13 @@ impl PcapSink {
         let packet = pcap_file::pcap::PcapPacket::new(ts, ev.len, &ev.data);
         self.writer
             .write_packet(&packet)
-            .map_err(|e| Error::Invalid(format!("writing pcap: {e}")))?;
+            .map_err(|e| EventsError::PcapWrite(e.to_string()))?;
         Ok(())
     }
 
     pub fn finish(self) -> Result<()> {
         let mut inner = self.writer.into_writer();
-        std::io::Write::flush(&mut inner).map_err(|e| Error::Invalid(format!("writing pcap: {e}")))
+        std::io::Write::flush(&mut inner).map_err(|e| EventsError::PcapWrite(e.to_string()).into())
     }
 }
 

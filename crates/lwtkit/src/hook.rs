@@ -3,6 +3,7 @@
 use std::{fmt, str::FromStr};
 
 use libbpf_rs::ProgramType;
+use lwtkit_common::maps::sections;
 use serde::{Deserialize, Serialize};
 
 /// A BPF hook of a lightweight-tunnel route.
@@ -49,9 +50,9 @@ impl Hook {
     /// Section name libbpf maps to this hook's program type.
     pub fn section(self) -> &'static str {
         match self {
-            Hook::In => "lwt_in",
-            Hook::Out => "lwt_out",
-            Hook::Xmit => "lwt_xmit",
+            Hook::In => sections::LWT_IN,
+            Hook::Out => sections::LWT_OUT,
+            Hook::Xmit => sections::LWT_XMIT,
         }
     }
 

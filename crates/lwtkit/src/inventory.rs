@@ -179,12 +179,13 @@ pub fn stats() -> Result<Vec<HookStats>> {
 
 /// Sums the per-CPU slots of each entry of a pinned counters map.
 pub fn read_counters(pin: &std::path::Path) -> Result<Vec<Counters>> {
-    let map = MapHandle::from_pinned_path(pin).map_err(|_| crate::Error::MissingPin(pin.into()))?;
+    let map = MapHandle::from_pinned_path(pin)
+        .map_err(|_| crate::ns::StateError::MissingPin(pin.into()))?;
     let entries = map.info().map(|i| i.info.max_entries).unwrap_or(1);
     (0..entries)
         .map(|key| {
             let [packets, bytes] =
-                crate::percpu::sum(&map, key).map_err(|e| crate::Error::State {
+                crate::percpu::sum(&map, key).map_err(|e| crate::ns::StateError::Io {
                     path: pin.into(),
                     reason: e.to_string(),
                 })?;

@@ -10,14 +10,51 @@ use std::{
 use libbpf_rs::{
     MapCore, Object, ObjectBuilder, OpenObject, PrintLevel, ProgramHandle, ProgramType,
 };
+use lwtkit_common::{
+    maps as map_names,
+    pins::program::{COUNTERS, PROG},
+};
 
 use crate::{
     builtin,
-    error::{Error, Result},
+    error::{Error, Result, StateError},
     hook::Hook,
     route::codec::MAX_PROG_NAME,
     state::{HookRecord, Origin},
 };
+
+/// Why a program could not be loaded. A verifier rejection carries the
+/// tail of the verifier's log.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("object file {path}: {reason}")]
+    Object { path: PathBuf, reason: String },
+    /// No program, or several, fit what was asked for.
+    #[error("{0}")]
+    ProgramSelection(String),
+    #[error("program `{program}` is of type {found}, but hook `{hook}` needs {expected}{hint}")]
+    WrongProgramType {
+        program: String,
+        hook: Hook,
+        found: String,
+        expected: String,
+        hint: &'static str,
+    },
+    #[error("the kernel verifier rejected program `{program}`: {reason}\n--- verifier log (tail) ---\n{log}")]
+    Verifier {
+        program: String,
+        reason: String,
+        log: String,
+    },
+    /// libbpf or the kernel refused the object or program otherwise.
+    #[error("loading program `{program}` failed: {reason}")]
+    Failed { program: String, reason: String },
+    #[error("program name `{name}` is {len} bytes; the kernel accepts at most 255 (rename the object or section)")]
+    ProgramNameTooLong { name: String, len: usize },
+    /// The name, and the built-ins that are known.
+    #[error("unknown built-in program `{0}`; built-ins: {1}")]
+    UnknownBuiltin(String, String),
+}
 
 /// Where the program to attach comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,21 +69,8 @@ pub enum ProgramSource {
     },
     /// A program already pinned on bpffs.
     Pinned(PathBuf),
-    /// One of lwtkit's built-ins, by name.
-    Builtin(String),
-    /// lwtkit's filter program on a policy's pinned maps.
-    Filter {
-        policy: String,
-        maps: PathBuf,
-        events: PathBuf,
-    },
-    /// lwtkit's encapsulation program on the namespace's tunnel maps, for
-    /// the routes of one routing table (built into the instance).
-    Encap {
-        kind: String,
-        maps: PathBuf,
-        table: u32,
-    },
+    /// One of lwtkit's built-ins, as a feature (or `--builtin`) specifies it.
+    Builtin(BuiltinSpec),
     /// A program lwtkit already attached elsewhere (pinned), to share
     /// under its existing route name and origin.
     Shared {
@@ -54,6 +78,43 @@ pub enum ProgramSource {
         name: String,
         origin: Origin,
     },
+}
+
+/// One instance of an embedded built-in: which object, the maps it shares
+/// with other programs, the constants it is built with, the name the route
+/// carries and the origin `lwt list` reports. Features build these
+/// (`filter::store::Policies::program`, `encap`); the loader knows none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltinSpec {
+    /// The embedded object ([`builtin::find`]).
+    pub name: String,
+    /// The route name before `:[<section>]#<id>`: `lwtkit-filter-web`.
+    pub route_name: String,
+    /// (map name, pin path): maps reused from their pins instead of
+    /// created; the others are the instance's own (its counters).
+    pub maps_to_reuse: Vec<(String, PathBuf)>,
+    /// (data section, bytes): initial values of read-only data sections,
+    /// which the verifier sees as constants of this instance.
+    pub constants: Vec<(String, Vec<u8>)>,
+    pub origin: Origin,
+}
+
+impl BuiltinSpec {
+    /// A built-in that runs on its own maps (`lwt attach --builtin count`),
+    /// named `lwtkit-<name>` on the route. Only the built-ins `--builtin`
+    /// takes are accepted.
+    pub fn standalone(name: &str) -> Result<Self> {
+        builtin::find(name)
+            .filter(|b| b.standalone)
+            .ok_or_else(|| LoadError::UnknownBuiltin(name.into(), builtin::names()))?;
+        Ok(Self {
+            name: name.into(),
+            route_name: format!("lwtkit-{name}"),
+            maps_to_reuse: Vec::new(),
+            constants: Vec::new(),
+            origin: Origin::Builtin { name: name.into() },
+        })
+    }
 }
 
 /// A program loaded in the kernel, ready to be attached and pinned.
@@ -74,13 +135,13 @@ impl LoadedProgram {
 
     /// Pins the program (and its counters map) in `dir`.
     pub fn pin(&mut self, dir: &Path) -> Result<HookRecord> {
-        let pin = dir.join("prog");
+        let pin = dir.join(PROG);
         let _ = std::fs::remove_file(&pin);
         pin_fd(self.fd.as_fd(), &pin)?;
         let mut counters = None;
         if let (Some(obj), Some(map_name)) = (self.object.as_mut(), self.counters_map) {
             if let Some(mut map) = obj.maps_mut().find(|m| m.name() == map_name) {
-                let path = dir.join("counters");
+                let path = dir.join(COUNTERS);
                 let _ = std::fs::remove_file(&path);
                 map.pin(&path).map_err(|e| pin_err(&path, e))?;
                 counters = Some(path);
@@ -96,10 +157,11 @@ impl LoadedProgram {
 }
 
 fn pin_err(path: &Path, e: libbpf_rs::Error) -> Error {
-    Error::State {
+    StateError::Io {
         path: path.into(),
         reason: format!("cannot pin: {e}"),
     }
+    .into()
 }
 
 /// Pins the program behind `fd` at `path` (bpf_obj_pin).
@@ -110,10 +172,11 @@ fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     // SAFETY: a valid fd and NUL-terminated path for the duration of the call.
     let rc = unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) };
     if rc != 0 {
-        return Err(Error::State {
+        return Err(StateError::Io {
             path: path.into(),
             reason: format!("cannot pin: {}", std::io::Error::from_raw_os_error(-rc)),
-        });
+        }
+        .into());
     }
     Ok(())
 }
@@ -121,21 +184,22 @@ fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
 /// Loads the program `source` describes for `hook`.
 pub fn load(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
     if let ProgramSource::Shared { pin, name, origin } = source {
-        let handle =
-            ProgramHandle::from_pinned_path(pin).map_err(|_| Error::MissingPin(pin.clone()))?;
+        let handle = ProgramHandle::from_pinned_path(pin)
+            .map_err(|_| StateError::MissingPin(pin.clone()))?;
         if handle.prog_type() != hook.prog_type() {
-            return Err(Error::WrongProgramType {
+            return Err(LoadError::WrongProgramType {
                 program: name.clone(),
                 hook,
                 found: prog_type_name(handle.prog_type()),
                 expected: prog_type_name(hook.prog_type()),
                 hint: "",
-            });
+            }
+            .into());
         }
         let fd = handle
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| Error::Load {
+            .map_err(|e| LoadError::Failed {
                 program: name.clone(),
                 reason: e.to_string(),
             })?;
@@ -151,7 +215,7 @@ pub fn load(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
     // The kernel compares BPF encaps by name and lets IPv4 routes with equal
     // next hops share one: a name unique to this program keeps each route on
     // its own program (and a re-attach from being mistaken for the old one).
-    let id = libbpf_rs::Program::id_from_fd(loaded.fd.as_fd()).map_err(|e| Error::Load {
+    let id = libbpf_rs::Program::id_from_fd(loaded.fd.as_fd()).map_err(|e| LoadError::Failed {
         program: loaded.route_name.clone(),
         reason: e.to_string(),
     })?;
@@ -162,7 +226,7 @@ pub fn load(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
 
 fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
     match source {
-        ProgramSource::Builtin(name) => load_builtin(name, hook),
+        ProgramSource::Builtin(spec) => load_builtin(spec, hook),
         ProgramSource::Object {
             path,
             section,
@@ -176,144 +240,74 @@ fn load_source(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
             hook,
         ),
         ProgramSource::Pinned(path) => load_pinned(path, hook),
-        ProgramSource::Filter {
-            policy,
-            maps,
-            events,
-        } => {
-            use crate::filter::store::{CELLS_MAP, CONFIG_MAP, EVENTS_MAP, RULE_STATS_MAP};
-            let pins = [
-                (CELLS_MAP, maps.join("cells")),
-                (CONFIG_MAP, maps.join("config")),
-                (RULE_STATS_MAP, maps.join("rule_stats")),
-                (EVENTS_MAP, events.clone()),
-            ];
-            let origin = Origin::Filter {
-                policy: policy.clone(),
-            };
-            load_on_maps(
-                "filter",
-                &format!("lwtkit-filter-{policy}"),
-                origin,
-                &pins,
-                &[],
-                hook,
-            )
-        }
         ProgramSource::Shared { .. } => unreachable!("shared programs are handled by `load`"),
-        ProgramSource::Encap { kind, maps, table } => {
-            use crate::encap::{STATS_MAP, TUNNELS_MAP};
-            use lwtkit_common::encap::TABLE_SECTION;
-            let pins = [
-                (TUNNELS_MAP, maps.join("tunnels")),
-                (STATS_MAP, maps.join("stats")),
-            ];
-            let origin = Origin::Encap {
-                tunnel: kind.clone(),
-            };
-            load_on_maps(
-                "encap",
-                &format!("lwtkit-encap-{kind}"),
-                origin,
-                &pins,
-                &[(TABLE_SECTION, &table.to_ne_bytes())],
-                hook,
-            )
-        }
     }
 }
 
-/// Built-in `name` for `hook`, sharing the pinned maps `pins` (map name,
-/// pin path); maps not listed are the instance's own (its counters).
-/// `constants` are the initial values of read-only data sections (libbpf
-/// map name, bytes): the verifier sees them as constants of this instance.
-fn load_on_maps(
-    name: &str,
-    base: &str,
-    origin: Origin,
-    pins: &[(&str, PathBuf)],
-    constants: &[(&str, &[u8])],
-    hook: Hook,
-) -> Result<LoadedProgram> {
-    let b =
-        builtin::find(name).ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
+/// The built-in `spec` names, for `hook`: its shared maps reused from their
+/// pins, its constants set, its own maps (counters) created.
+fn load_builtin(spec: &BuiltinSpec, hook: Hook) -> Result<LoadedProgram> {
+    let name = spec.name.as_str();
+    let b = builtin::find(name)
+        .ok_or_else(|| LoadError::UnknownBuiltin(name.into(), builtin::names()))?;
     let entry = b.entry(hook).ok_or_else(|| {
-        Error::ProgramSelection(format!("{name} has no program for hook `{hook}`"))
+        LoadError::ProgramSelection(format!(
+            "built-in `{name}` has no program for hook `{hook}`"
+        ))
     })?;
-    let route_name = format!("{base}:[{}]", hook.section());
+    let route_name = format!("{}:[{}]", spec.route_name, hook.section());
     check_name(&route_name)?;
+    // libbpf parses the ELF in place; give it an owned, malloc-aligned copy.
     let bytes = b.object().to_vec();
     let log = LibbpfLog::capture();
     let open = ObjectBuilder::default()
         .name(format!("lwtkit-{name}"))
         .and_then(|o| o.open_memory(&bytes));
     let messages = log.finish();
-    let mut open = open.map_err(|e| Error::Load {
+    let mut open = open.map_err(|e| LoadError::Failed {
         program: route_name.clone(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
-    let mut unset: Vec<&str> = constants.iter().map(|(n, _)| *n).collect();
+    prepare_maps(&mut open, spec, &route_name)?;
+    let (object, fd) = load_one(open, entry, hook.prog_type(), &route_name)?;
+    Ok(LoadedProgram {
+        fd,
+        route_name,
+        origin: spec.origin.clone(),
+        object: Some(object),
+        counters_map: b.counters_map,
+    })
+}
+
+/// Sets `spec`'s constants and points its shared maps at their pins, in
+/// an object not loaded yet.
+fn prepare_maps(open: &mut OpenObject, spec: &BuiltinSpec, route_name: &str) -> Result<()> {
+    let mut unset: Vec<&str> = spec.constants.iter().map(|(n, _)| n.as_str()).collect();
     for mut m in open.maps_mut() {
         let map_name = m.name().to_string_lossy().into_owned();
-        if let Some((section, bytes)) = constants.iter().find(|(n, _)| *n == map_name) {
+        if let Some((section, bytes)) = spec.constants.iter().find(|(n, _)| *n == map_name) {
             // libbpf refuses a value of another size than the section's.
-            m.set_initial_value(bytes).map_err(|e| Error::Load {
-                program: route_name.clone(),
+            m.set_initial_value(bytes).map_err(|e| LoadError::Failed {
+                program: route_name.into(),
                 reason: format!("setting {section}: {e}"),
             })?;
             unset.retain(|n| n != section);
             continue;
         }
-        let Some((_, pin)) = pins.iter().find(|(n, _)| *n == map_name) else {
+        let Some((_, pin)) = spec.maps_to_reuse.iter().find(|(n, _)| *n == map_name) else {
             continue;
         };
         m.reuse_pinned_map(pin)
-            .map_err(|_| Error::MissingPin(pin.clone()))?;
+            .map_err(|_| StateError::MissingPin(pin.clone()))?;
     }
     if let Some(section) = unset.first() {
-        return Err(Error::Load {
-            program: route_name,
+        return Err(LoadError::Failed {
+            program: route_name.into(),
             reason: format!("the object has no {section} section to set"),
-        });
+        }
+        .into());
     }
-    let (object, fd) = load_one(open, entry, hook.prog_type(), &route_name)?;
-    Ok(LoadedProgram {
-        fd,
-        route_name,
-        origin,
-        object: Some(object),
-        counters_map: b.counters_map,
-    })
-}
-
-fn load_builtin(name: &str, hook: Hook) -> Result<LoadedProgram> {
-    let b = builtin::find(name)
-        .filter(|b| b.standalone)
-        .ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
-    let log = LibbpfLog::capture();
-    let entry = b.entry(hook).ok_or_else(|| {
-        Error::ProgramSelection(format!(
-            "built-in `{name}` has no program for hook `{hook}`"
-        ))
-    })?;
-    // libbpf parses the ELF in place; give it an owned, malloc-aligned copy.
-    let bytes = b.object().to_vec();
-    let open = ObjectBuilder::default()
-        .name(format!("lwtkit-{name}"))
-        .and_then(|o| o.open_memory(&bytes));
-    let messages = log.finish();
-    let open = open.map_err(|e| Error::Load {
-        program: name.into(),
-        reason: format!("{e}: {}", last_line(&messages)),
-    })?;
-    let (object, fd) = load_one(open, entry, hook.prog_type(), &b.route_name(hook))?;
-    Ok(LoadedProgram {
-        fd,
-        route_name: b.route_name(hook),
-        origin: Origin::Builtin { name: name.into() },
-        object: Some(object),
-        counters_map: b.counters_map,
-    })
+    Ok(())
 }
 
 fn load_object_file(
@@ -323,12 +317,12 @@ fn load_object_file(
     prog_type: Option<Hook>,
     hook: Hook,
 ) -> Result<LoadedProgram> {
-    let obj_err = |reason: String| Error::Object {
+    let obj_err = |reason: String| LoadError::Object {
         path: path.into(),
         reason,
     };
     if !path.is_file() {
-        return Err(obj_err("no such file".into()));
+        return Err(obj_err("no such file".into()).into());
     }
     let log = LibbpfLog::capture();
     let opened = ObjectBuilder::default().open_file(path);
@@ -357,7 +351,7 @@ fn load_object_file(
                 "section `{}` is not one libbpf knows, so the program type is unknown; pass --prog-type {}",
                 chosen.section,
                 hook.section()
-            )))
+            )).into())
         }
         None => chosen.prog_type,
     };
@@ -368,13 +362,14 @@ fn load_object_file(
         } else {
             "; it is not an LWT program at all"
         };
-        return Err(Error::WrongProgramType {
+        return Err(LoadError::WrongProgramType {
             program: chosen.name.clone(),
             hook,
             found: prog_type_name(ty),
             expected: prog_type_name(hook.prog_type()),
             hint,
-        });
+        }
+        .into());
     }
     let base = path
         .file_name()
@@ -400,15 +395,16 @@ fn load_object_file(
 
 fn load_pinned(path: &Path, hook: Hook) -> Result<LoadedProgram> {
     let handle =
-        ProgramHandle::from_pinned_path(path).map_err(|_| Error::MissingPin(path.into()))?;
+        ProgramHandle::from_pinned_path(path).map_err(|_| StateError::MissingPin(path.into()))?;
     if handle.prog_type() != hook.prog_type() {
-        return Err(Error::WrongProgramType {
+        return Err(LoadError::WrongProgramType {
             program: path.display().to_string(),
             hook,
             found: prog_type_name(handle.prog_type()),
             expected: prog_type_name(hook.prog_type()),
             hint: "",
-        });
+        }
+        .into());
     }
     let base = path
         .file_name()
@@ -419,7 +415,7 @@ fn load_pinned(path: &Path, hook: Hook) -> Result<LoadedProgram> {
     let fd = handle
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| Error::MissingPin(PathBuf::from(format!("{} ({e})", path.display()))))?;
+        .map_err(|e| StateError::MissingPin(PathBuf::from(format!("{} ({e})", path.display()))))?;
     Ok(LoadedProgram {
         fd,
         route_name,
@@ -431,37 +427,51 @@ fn load_pinned(path: &Path, hook: Hook) -> Result<LoadedProgram> {
     })
 }
 
-/// A program for a seg6local `End.BPF` route: a built-in behaviour (`end`,
-/// `end-dt6` with its lookup table) or a program of an object file. An
-/// object's program must be of type `lwt_seg6local` by its section, unless
-/// `force_type` loads it as one anyway (the verifier then judges it).
-pub fn load_seg6local(
-    builtin_name: Option<&str>,
-    object: Option<(&Path, Option<&str>)>,
-    dt6_table: u32,
-    force_type: bool,
-) -> Result<LoadedProgram> {
-    const SECTION: &str = "lwt_seg6local";
-    let (bytes, label, entry, origin, counters_map) = match (builtin_name, object) {
-        (Some(name), None) => {
-            let entry = match name {
-                "end" => "seg6_end",
-                "end-dt6" => "seg6_end_dt6",
-                _ => return Err(Error::UnknownBuiltin(name.into(), "end, end-dt6".into())),
-            };
-            let b = builtin::find("seg6")
-                .ok_or_else(|| Error::UnknownBuiltin("seg6".into(), builtin::names()))?;
+/// A program for a seg6local `End.BPF` route: of type `lwt_seg6local`, on
+/// no hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndBpfSource {
+    /// Program `entry` of a built-in, named `<route_name>:[lwt_seg6local]`
+    /// on the route; `values` (map name, key, value) are written into its
+    /// maps after load.
+    Builtin {
+        spec: BuiltinSpec,
+        entry: String,
+        values: Vec<(String, Vec<u8>, Vec<u8>)>,
+    },
+    /// A program of an object file: the one in `section` (by default
+    /// `lwt_seg6local`), or the object's only program. It must be of type
+    /// `lwt_seg6local` by its section, unless `force_type` loads it as one
+    /// anyway (the verifier then judges it).
+    Object {
+        path: PathBuf,
+        section: Option<String>,
+        force_type: bool,
+    },
+}
+
+/// Loads the End.BPF program `source` describes.
+pub fn load_seg6local(source: &EndBpfSource) -> Result<LoadedProgram> {
+    const SECTION: &str = map_names::sections::LWT_SEG6LOCAL;
+    let (bytes, label, entry, origin, counters_map) = match source {
+        EndBpfSource::Builtin { spec, entry, .. } => {
+            let b = builtin::find(&spec.name)
+                .ok_or_else(|| LoadError::UnknownBuiltin(spec.name.clone(), builtin::names()))?;
             (
                 b.object().to_vec(),
-                format!("lwtkit-{name}"),
-                entry.to_string(),
-                Origin::Builtin { name: name.into() },
+                spec.route_name.clone(),
+                entry.clone(),
+                spec.origin.clone(),
                 b.counters_map,
             )
         }
-        (None, Some((path, section))) => {
-            let obj_err = |reason: String| Error::Object {
-                path: path.into(),
+        EndBpfSource::Object {
+            path,
+            section,
+            force_type,
+        } => {
+            let obj_err = |reason: String| LoadError::Object {
+                path: path.clone(),
                 reason,
             };
             let bytes = std::fs::read(path).map_err(|e| obj_err(e.to_string()))?;
@@ -482,13 +492,13 @@ pub fn load_seg6local(
                     prog_type: p.prog_type(),
                 })
                 .collect();
-            let want = section.unwrap_or(SECTION);
+            let want = section.as_deref().unwrap_or(SECTION);
             let matching: Vec<&ObjProgram> =
                 programs.iter().filter(|p| p.section == want).collect();
             let chosen = match (matching.as_slice(), programs.as_slice()) {
                 ([one], _) => *one,
                 ([], [only]) if section.is_none() => only,
-                ([], _) => return Err(obj_err(format!("section `{want}` not found"))),
+                ([], _) => return Err(obj_err(format!("section `{want}` not found")).into()),
                 (many, _) => {
                     return Err(obj_err(format!(
                         "section `{want}` holds several programs: {}",
@@ -496,10 +506,11 @@ pub fn load_seg6local(
                             .map(|p| p.name.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
-                    )))
+                    ))
+                    .into())
                 }
             };
-            check_seg6local_type(chosen, force_type).map_err(&obj_err)?;
+            check_seg6local_type(chosen, *force_type).map_err(&obj_err)?;
             let (name, sec) = (chosen.name.clone(), chosen.section.clone());
             let base = path
                 .file_name()
@@ -516,40 +527,41 @@ pub fn load_seg6local(
                 None,
             )
         }
-        _ => {
-            return Err(Error::ProgramSelection(
-                "give exactly one of --builtin and --obj".into(),
-            ))
-        }
     };
     let log = LibbpfLog::capture();
     let opened = ObjectBuilder::default().open_memory(&bytes);
     let messages = log.finish();
-    let open = opened.map_err(|e| Error::Load {
+    let mut open = opened.map_err(|e| LoadError::Failed {
         program: label.clone(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
-    let (mut object, fd) = load_one(open, &entry, ProgramType::LwtSeg6local, &label)?;
-    if let Some(m) = object.maps_mut().find(|m| m.name() == "DT6_TABLE") {
-        m.update(
-            &0u32.to_ne_bytes(),
-            &dt6_table.to_ne_bytes(),
-            libbpf_rs::MapFlags::ANY,
-        )
-        .map_err(|e| Error::Load {
-            program: label.clone(),
-            reason: format!("setting the End.DT6 table: {e}"),
-        })?;
+    if let EndBpfSource::Builtin { spec, .. } = source {
+        prepare_maps(&mut open, spec, &label)?;
     }
-    let id = libbpf_rs::Program::id_from_fd(fd.as_fd()).map_err(|e| Error::Load {
+    let (object, fd) = load_one(open, &entry, ProgramType::LwtSeg6local, &label)?;
+    if let EndBpfSource::Builtin { values, .. } = source {
+        for (map, key, value) in values {
+            let m = object
+                .maps()
+                .find(|m| m.name().to_string_lossy() == *map)
+                .ok_or_else(|| LoadError::Failed {
+                    program: label.clone(),
+                    reason: format!("the object has no map {map}"),
+                })?;
+            m.update(key, value, libbpf_rs::MapFlags::ANY)
+                .map_err(|e| LoadError::Failed {
+                    program: label.clone(),
+                    reason: format!("setting {map}: {e}"),
+                })?;
+        }
+    }
+    let id = libbpf_rs::Program::id_from_fd(fd.as_fd()).map_err(|e| LoadError::Failed {
         program: label.clone(),
         reason: e.to_string(),
     })?;
-    let route_name = format!("{label}:[{SECTION}]#{id}");
-    let route_name = if matches!(origin, Origin::Object { .. }) {
-        format!("{label}#{id}")
-    } else {
-        route_name
+    let route_name = match source {
+        EndBpfSource::Builtin { .. } => format!("{label}:[{SECTION}]#{id}"),
+        EndBpfSource::Object { .. } => format!("{label}#{id}"),
     };
     check_name(&route_name)?;
     Ok(LoadedProgram {
@@ -586,10 +598,11 @@ fn check_seg6local_type(p: &ObjProgram, force_type: bool) -> std::result::Result
 /// Program names that go on the route: the kernel takes at most 255 bytes.
 pub fn check_name(name: &str) -> Result<()> {
     if name.len() > MAX_PROG_NAME {
-        return Err(Error::ProgramNameTooLong {
+        return Err(LoadError::ProgramNameTooLong {
             name: name.into(),
             len: name.len(),
-        });
+        }
+        .into());
     }
     Ok(())
 }
@@ -681,13 +694,13 @@ fn load_one(
     let fd = object
         .progs()
         .find(|p| p.name().to_string_lossy() == entry)
-        .ok_or_else(|| Error::Load {
+        .ok_or_else(|| LoadError::Failed {
             program: label.into(),
             reason: "program vanished after load".into(),
         })?
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| Error::Load {
+        .map_err(|e| LoadError::Failed {
             program: label.into(),
             reason: e.to_string(),
         })?;
@@ -696,17 +709,19 @@ fn load_one(
 
 fn load_error(label: &str, e: &libbpf_rs::Error, messages: &str) -> Error {
     match verifier_log_tail(messages, 30) {
-        Some(log) => Error::Verifier {
+        Some(log) => LoadError::Verifier {
             program: label.into(),
             reason: e.to_string(),
             log,
-        },
+        }
+        .into(),
         None => {
             let detail = last_line(messages);
-            Error::Load {
+            LoadError::Failed {
                 program: label.into(),
                 reason: format!("{e}{}{detail}", if detail.is_empty() { "" } else { ": " }),
             }
+            .into()
         }
     }
 }
@@ -864,11 +879,29 @@ mod tests {
     }
 
     #[test]
+    fn by_name_only_the_standalone_builtins_are_taken() {
+        let count = BuiltinSpec::standalone("count").expect("count runs alone");
+        assert_eq!(count.route_name, "lwtkit-count");
+        assert!(count.maps_to_reuse.is_empty() && count.constants.is_empty());
+        assert_eq!(count.origin.owner(), crate::state::Owner::Attach);
+        // The filter and the encapsulation need a feature's maps.
+        for name in ["filter", "encap", "nosuch"] {
+            assert!(
+                matches!(
+                    BuiltinSpec::standalone(name),
+                    Err(Error::Load(LoadError::UnknownBuiltin(..)))
+                ),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn long_names_are_refused() {
         assert!(check_name(&"a".repeat(255)).is_ok());
         assert!(matches!(
             check_name(&"a".repeat(256)),
-            Err(Error::ProgramNameTooLong { len: 256, .. })
+            Err(Error::Load(LoadError::ProgramNameTooLong { len: 256, .. }))
         ));
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::{
     attach::{self, DetachRequest},
     encap::{self, decap, TunnelRecord},
-    error::{Error, Result},
+    error::{AttachError, Error, Result},
     filter::store::Policies,
     ns::{watch::Watch, Namespace},
     route::netlink::Rtnl,
@@ -17,6 +17,14 @@ use crate::{
     state::{NetnsState, RouteRecord},
     system,
 };
+
+/// Why a reset did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// What could not be taken off, each with why.
+    #[error("lwt reset left some things in place:\n  {}", .0.join("\n  "))]
+    Incomplete(Vec<String>),
+}
 
 /// What a reset took off.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -47,7 +55,9 @@ pub fn reset() -> Result<Reset> {
         // finishing.
         let mut tally = |what: String, r: Result<()>, count: &mut usize| match r {
             Ok(()) => *count += 1,
-            Err(e @ Error::Drift { .. }) => done.notes.push(format!("{what}: {e}")),
+            Err(e @ Error::Attach(AttachError::Drift { .. })) => {
+                done.notes.push(format!("{what}: {e}"))
+            }
             Err(e) => failures.push(format!("{what}: {e}")),
         };
         let mut counts = [0usize; 5];
@@ -85,10 +95,7 @@ pub fn reset() -> Result<Reset> {
             done.policies,
         ] = counts;
         if !failures.is_empty() {
-            return Err(Error::Invalid(format!(
-                "lwt reset left some things in place:\n  {}",
-                failures.join("\n  ")
-            )));
+            return Err(ResetError::Incomplete(failures).into());
         }
         // Still under the lock: nothing of lwtkit's is left here but the
         // watches of stand-in local routes, which must go with their address.

@@ -2,14 +2,15 @@
 //! route whose action runs a BPF program (lwtkit's `end` / `end-dt6`, or a
 //! program of an object file), pinned and recorded like every lwtkit hook.
 use ipnet::IpNet;
+use lwtkit_common::{maps, pins};
 use netlink_packet_route::route::RouteAttribute;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     attach::ifindex,
-    error::{Error, Result},
+    error::{AttachError, Error, LoadError, Result},
     inventory::read_counters,
-    loader,
+    loader::{self, BuiltinSpec, EndBpfSource},
     ns::{self, failpoint, store, Intent, Namespace, Outcome, Probe, Step, Txn},
     route::{
         codec::{BpfProgAttr, Seg6LocalBpf},
@@ -21,6 +22,19 @@ use crate::{
     state::{Origin, RouteRecord},
     system,
 };
+
+/// What `lwt seg6local` refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum Seg6Error {
+    /// `--dt6-table` with another behaviour (the flag that was given instead).
+    #[error("--dt6-table applies only to --builtin end-dt6 (the table End.DT6 looks decapsulated packets up in), not to {given}")]
+    Dt6TableWithout { given: String },
+    #[error("--prog-type applies only to --obj; built-ins have their type")]
+    ProgTypeWithoutObj,
+    /// A route of that SID and table that lwtkit did not add.
+    #[error("route {0} exists and is not a SID lwtkit added; remove it first")]
+    NotOurs(String),
+}
 
 /// What `lwt seg6local add` asks for.
 #[derive(Clone, Debug)]
@@ -45,20 +59,69 @@ impl Seg6Request {
         table_id("--table", self.table).map_err(Error::Invalid)?;
         table_id("--dt6-table", self.dt6_table).map_err(Error::Invalid)?;
         if self.dt6_table.is_some() && self.builtin.as_deref() != Some("end-dt6") {
-            return Err(Error::Invalid(format!(
-                "--dt6-table applies only to --builtin end-dt6 (the table End.DT6 looks decapsulated packets up in), not to {}",
-                match (&self.builtin, &self.object) {
+            return Err(Seg6Error::Dt6TableWithout {
+                given: match (&self.builtin, &self.object) {
                     (Some(b), _) => format!("--builtin {b}"),
                     _ => "--obj".to_string(),
-                }
-            )));
+                },
+            }
+            .into());
         }
         if self.force_type && self.object.is_none() {
-            return Err(Error::Invalid(
-                "--prog-type applies only to --obj; built-ins have their type".into(),
-            ));
+            return Err(Seg6Error::ProgTypeWithoutObj.into());
         }
         Ok(())
+    }
+}
+
+impl Seg6Request {
+    /// The End.BPF program to load: a behaviour of the `seg6` built-in
+    /// (`end`, or `end-dt6` with its lookup table written into its map) or
+    /// a program of an object file.
+    pub fn program(&self) -> Result<EndBpfSource> {
+        match (&self.builtin, &self.object) {
+            (Some(name), None) => {
+                let entry = match name.as_str() {
+                    "end" => "seg6_end",
+                    "end-dt6" => "seg6_end_dt6",
+                    _ => {
+                        return Err(
+                            LoadError::UnknownBuiltin(name.clone(), "end, end-dt6".into()).into(),
+                        )
+                    }
+                };
+                let table = self.dt6_table.unwrap_or(RT_TABLE_MAIN);
+                let values = if name == "end-dt6" {
+                    vec![(
+                        maps::seg6::DT6_TABLE.into(),
+                        0u32.to_ne_bytes().to_vec(),
+                        table.to_ne_bytes().to_vec(),
+                    )]
+                } else {
+                    Vec::new()
+                };
+                Ok(EndBpfSource::Builtin {
+                    spec: BuiltinSpec {
+                        name: "seg6".into(),
+                        route_name: format!("lwtkit-{name}"),
+                        maps_to_reuse: Vec::new(),
+                        constants: Vec::new(),
+                        origin: Origin::Builtin { name: name.clone() },
+                    },
+                    entry: entry.into(),
+                    values,
+                })
+            }
+            (None, Some((path, section))) => Ok(EndBpfSource::Object {
+                path: path.clone(),
+                section: section.clone(),
+                force_type: self.force_type,
+            }),
+            _ => Err(
+                LoadError::ProgramSelection("give exactly one of --builtin and --obj".into())
+                    .into(),
+            ),
+        }
     }
 }
 
@@ -124,7 +187,7 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         table,
     };
     let skey = RouteRecord::key(&req.sid, table);
-    let pins = txn.pin_root().join("seg6local");
+    let pins = txn.pin_root().join(pins::SEG6LOCAL);
     let existing = rtnl.lookup(&key)?;
     // A record whose route was removed or rewritten meanwhile is stale.
     let mut ours = false;
@@ -140,18 +203,9 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         }
     }
     if existing.is_some() && !ours {
-        return Err(Error::Invalid(format!(
-            "route {key} exists and is not a SID lwtkit added; remove it first"
-        )));
+        return Err(Seg6Error::NotOurs(key.to_string()).into());
     }
-    let mut loaded = loader::load_seg6local(
-        req.builtin.as_deref(),
-        req.object
-            .as_ref()
-            .map(|(p, s)| (p.as_path(), s.as_deref())),
-        req.dt6_table.unwrap_or(RT_TABLE_MAIN),
-        req.force_type,
-    )?;
+    let mut loaded = loader::load_seg6local(&req.program()?)?;
     let bpf = Seg6LocalBpf {
         prog: BpfProgAttr {
             fd: Some(std::os::fd::AsRawFd::as_raw_fd(&loaded.fd()) as u32),
@@ -168,9 +222,7 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
     route
         .attributes
         .retain(|a| !matches!(a, RouteAttribute::Gateway(_)));
-    route
-        .attributes
-        .extend(bpf.encode().map_err(|e| Error::Invalid(e.to_string()))?);
+    route.attributes.extend(bpf.encode()?);
     let stage = pins.join(format!("{skey}_next"));
     let live = pins.join(&skey);
     let _ = store::remove_tree(&stage);
@@ -188,8 +240,8 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         dev: req.dev.clone(),
         name: staged.name,
         origin: staged.origin,
-        pin: live.join("prog"),
-        counters: staged.counters.map(|_| live.join("counters")),
+        pin: live.join(pins::program::PROG),
+        counters: staged.counters.map(|_| live.join(pins::program::COUNTERS)),
     };
     let mut intent = Intent::new(
         "lwt seg6local add",
@@ -219,10 +271,11 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         Ok(()) => txn.finish(pending, Outcome::Done)?,
         Err(e) => {
             txn.finish(pending, Outcome::Undone)?;
-            return Err(Error::Route {
+            return Err(AttachError::Route {
                 route: key.to_string(),
                 reason: e,
-            });
+            }
+            .into());
         }
     }
     Ok(record)
@@ -244,11 +297,11 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, sid: IpNet, table: Option<u32>) -> Res
     let skey = RouteRecord::key(&sid, table);
     let record: SidRecord = txn
         .get(&skey)?
-        .ok_or_else(|| Error::NotManaged(format!("{sid} table {}", table_name(table))))?;
+        .ok_or_else(|| AttachError::NotManaged(format!("{sid} table {}", table_name(table))))?;
     let forget = vec![
         txn.remove_step::<SidRecord>(&skey),
         Step::RemoveTree {
-            path: txn.pin_root().join("seg6local").join(&skey),
+            path: txn.pin_root().join(pins::SEG6LOCAL).join(&skey),
         },
     ];
     let current = rtnl.lookup(&key)?;
@@ -259,12 +312,13 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, sid: IpNet, table: Option<u32>) -> Res
     let found = marks(&current);
     if found != record.marks() {
         ns::intent::apply(&forget)?;
-        return Err(Error::Drift {
+        return Err(AttachError::Drift {
             route: key.to_string(),
             expected: format!("seg6local `{}`", record.name),
             found: format!("{found:?}"),
             hint: "",
-        });
+        }
+        .into());
     }
     let mut intent = Intent::new(
         "lwt seg6local del",
@@ -284,10 +338,11 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, sid: IpNet, table: Option<u32>) -> Res
         Err(e) if e.errno() == Some(libc::ESRCH) => txn.finish(pending, Outcome::Done)?,
         Err(e) => {
             txn.finish(pending, Outcome::Undone)?;
-            return Err(Error::Route {
+            return Err(AttachError::Route {
                 route: sid.to_string(),
                 reason: e,
-            });
+            }
+            .into());
         }
     }
     Ok(record)
@@ -313,4 +368,53 @@ pub fn list() -> Result<Vec<SidView>> {
     }
     out.sort_by_key(|v| v.record.sid.to_string());
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(builtin: Option<&str>, dt6_table: Option<u32>) -> Seg6Request {
+        Seg6Request {
+            sid: "fc00::b/128".parse().expect("sid"),
+            dev: "vb".into(),
+            builtin: builtin.map(Into::into),
+            object: None,
+            table: None,
+            dt6_table,
+            force_type: false,
+        }
+    }
+
+    #[test]
+    fn end_dt6_carries_its_table_into_the_seg6_builtin() {
+        let Ok(EndBpfSource::Builtin {
+            spec,
+            entry,
+            values,
+        }) = request(Some("end-dt6"), Some(100)).program()
+        else {
+            panic!("end-dt6 is a built-in behaviour");
+        };
+        assert_eq!(
+            (spec.name.as_str(), spec.route_name.as_str(), entry.as_str()),
+            ("seg6", "lwtkit-end-dt6", "seg6_end_dt6")
+        );
+        assert_eq!(
+            values,
+            vec![(
+                maps::seg6::DT6_TABLE.to_string(),
+                0u32.to_ne_bytes().to_vec(),
+                100u32.to_ne_bytes().to_vec()
+            )]
+        );
+        let Ok(EndBpfSource::Builtin { values, .. }) = request(Some("end"), None).program() else {
+            panic!("end is a built-in behaviour");
+        };
+        assert!(values.is_empty());
+        assert!(matches!(
+            request(Some("end-x"), None).program(),
+            Err(Error::Load(LoadError::UnknownBuiltin(..)))
+        ));
+    }
 }

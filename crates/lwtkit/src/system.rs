@@ -9,7 +9,36 @@ use std::{
 
 use nix::sched::{setns, CloneFlags};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+
+/// What the system lacks for lwtkit: the namespace, privileges, bpffs, the
+/// kernel's support for BPF on routes.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error("network namespace `{name}` not found ({path} is missing); list them with `ip netns`")]
+    MissingNetns { name: String, path: PathBuf },
+    #[error("cannot enter network namespace `{name}`: {reason}")]
+    EnterNetns {
+        name: String,
+        reason: std::io::Error,
+    },
+    #[error("invalid network namespace name `{0}`")]
+    NetnsName(String),
+    #[error("cannot read the network namespace cookie: {0}")]
+    Cookie(std::io::Error),
+    #[error("cannot stat /proc/self/ns/net: {0}")]
+    NetnsInode(std::io::Error),
+    #[error("{what} needs {caps} (run as root)")]
+    Privileges { what: String, caps: String },
+    #[error(
+        "this kernel cannot attach BPF programs to routes (CONFIG_LWTUNNEL_BPF missing?): {0}"
+    )]
+    NoLwtBpf(String),
+    #[error("bpffs is not mounted at /sys/fs/bpf and mounting it failed: {0}")]
+    Bpffs(String),
+    #[error("lwt runs under `ip netns exec {name}`, whose private /sys hides lwtkit's pins on /sys/fs/bpf; run `lwt -n {name} ...` instead")]
+    PrivateSys { name: String },
+}
 
 /// Where `ip netns` keeps its named namespaces.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
@@ -20,22 +49,20 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 /// `ip -n NAME`. Must run before any socket is opened.
 pub fn enter_netns(name: &str) -> Result<()> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(Error::Invalid(format!(
-            "invalid network namespace name `{name}`"
-        )));
+        return Err(SystemError::NetnsName(name.into()).into());
     }
     let path = Path::new(NETNS_RUN_DIR).join(name);
     let file = File::open(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::MissingNetns {
+        std::io::ErrorKind::NotFound => SystemError::MissingNetns {
             name: name.into(),
             path: path.clone(),
         },
-        _ => Error::EnterNetns {
+        _ => SystemError::EnterNetns {
             name: name.into(),
             reason: e,
         },
     })?;
-    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| Error::EnterNetns {
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| SystemError::EnterNetns {
         name: name.into(),
         reason: std::io::Error::from_raw_os_error(e as i32),
     })?;
@@ -51,10 +78,7 @@ pub fn netns_cookie() -> Result<u64> {
     // SAFETY: socket(2) with constant arguments; the fd is owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(Error::Invalid(format!(
-            "cannot read the network namespace cookie: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(SystemError::Cookie(std::io::Error::last_os_error()).into());
     }
     // SAFETY: fd is a fresh socket we own.
     let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
@@ -71,10 +95,7 @@ pub fn netns_cookie() -> Result<u64> {
         )
     };
     if rc != 0 {
-        return Err(Error::Invalid(format!(
-            "cannot read the network namespace cookie: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(SystemError::Cookie(std::io::Error::last_os_error()).into());
     }
     Ok(cookie)
 }
@@ -83,7 +104,7 @@ pub fn netns_cookie() -> Result<u64> {
 pub fn netns_inode() -> Result<u64> {
     std::fs::metadata("/proc/self/ns/net")
         .map(|m| m.ino())
-        .map_err(|e| Error::Invalid(format!("cannot stat /proc/self/ns/net: {e}")))
+        .map_err(|e| SystemError::NetnsInode(e).into())
 }
 
 /// `NS_GET_ID` (`_IOR(0xb7, 0xd, __u64)`): a namespace's 64-bit id, which
@@ -249,10 +270,11 @@ pub fn has_capability(cap: Capability) -> bool {
 pub fn require_attach_privileges(what: &str) -> Result<()> {
     let bpf = has_capability(Capability::Bpf) || has_capability(Capability::SysAdmin);
     if !(bpf && has_capability(Capability::NetAdmin)) {
-        return Err(Error::Privileges {
+        return Err(SystemError::Privileges {
             what: what.into(),
             caps: "CAP_NET_ADMIN and CAP_BPF (or CAP_SYS_ADMIN)".into(),
-        });
+        }
+        .into());
     }
     Ok(())
 }
@@ -270,13 +292,11 @@ pub fn ensure_bpffs() -> Result<PathBuf> {
         nix::mount::MsFlags::empty(),
         None::<&str>,
     )
-    .map_err(|e| Error::Bpffs(e.desc().to_string()))?;
+    .map_err(|e| SystemError::Bpffs(e.desc().to_string()))?;
     if is_bpffs(&root) {
         Ok(root)
     } else {
-        Err(Error::Bpffs(
-            "mount reported success but no bpffs is there".into(),
-        ))
+        Err(SystemError::Bpffs("mount reported success but no bpffs is there".into()).into())
     }
 }
 

@@ -1,7 +1,7 @@
 //! `lwt attach PREFIX --dev DEV --hook H (--obj FILE | --pinned PATH | --builtin NAME)`
 use lwtkit::{
     attach::{self, AttachRequest},
-    loader::ProgramSource,
+    loader::{BuiltinSpec, ProgramSource},
     Error,
 };
 
@@ -17,7 +17,7 @@ pub fn run(a: AttachArgs, out: &Output) -> anyhow::Result<()> {
             prog_type: a.prog_type.map(Into::into),
         },
         (None, Some(p), None) => ProgramSource::Pinned(p),
-        (None, None, Some(b)) => ProgramSource::Builtin(b),
+        (None, None, Some(b)) => ProgramSource::Builtin(BuiltinSpec::standalone(&b)?),
         _ => unreachable!("clap's `source` group makes the three exclusive and one required"),
     };
     let req = AttachRequest {

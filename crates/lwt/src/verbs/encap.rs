@@ -3,7 +3,7 @@ use std::net::IpAddr;
 
 use lwtkit::{
     attach::parse_prefix,
-    encap::{self, parse_mac, EncapRequest, Tos, TunnelSpec, TunnelView},
+    encap::{self, parse_mac, EncapError, EncapRequest, Tos, TunnelSpec, TunnelType, TunnelView},
     Error, Hook,
 };
 
@@ -40,10 +40,7 @@ pub fn run(v: EncapVerb, out: &Output) -> anyhow::Result<()> {
 }
 
 fn add(a: EncapAddArgs, out: &Output) -> anyhow::Result<()> {
-    let kind = a
-        .kind
-        .parse()
-        .map_err(|e: encap::header::EncapError| Error::Invalid(e.to_string()))?;
+    let kind: TunnelType = a.kind.parse().map_err(Error::Encap)?;
     let remote = a.remote.as_deref().map(|r| addr("remote", r)).transpose()?;
     let segments = a
         .segments
@@ -58,7 +55,8 @@ fn add(a: EncapAddArgs, out: &Output) -> anyhow::Result<()> {
         None | Some("inherit") => Tos::Inherit,
         Some(t) => Tos::Fixed(
             t.parse()
-                .map_err(|_| Error::Invalid(format!("bad --tos `{t}`: inherit or 0-255")))?,
+                .map_err(|_| EncapError::Invalid(format!("bad --tos `{t}`: inherit or 0-255")))
+                .map_err(Error::Encap)?,
         ),
     };
     let local = a.local.as_deref().map(|l| addr("local", l)).transpose()?;
@@ -73,7 +71,7 @@ fn add(a: EncapAddArgs, out: &Output) -> anyhow::Result<()> {
             .as_deref()
             .map(parse_mac)
             .transpose()
-            .map_err(|e| Error::Invalid(e.to_string()))?,
+            .map_err(Error::Encap)?,
         segments,
         ttl: a.ttl,
         tos,

@@ -4,6 +4,7 @@ use lwtkit::{
     filter::{
         manage::{self, PolicyView},
         rule::{RuleSpec, Verdict},
+        FilterError,
     },
     Error,
 };
@@ -40,7 +41,7 @@ pub fn run(v: FilterVerb, out: &Output) -> anyhow::Result<()> {
         }
         FilterVerb::Rule(RuleVerb::Add { name, words }) => {
             let words: Vec<&str> = words.iter().map(String::as_str).collect();
-            let spec = RuleSpec::parse(&words).map_err(|e| Error::Invalid(format!("rule: {e}")))?;
+            let spec = RuleSpec::parse(&words).map_err(|e| Error::Filter(FilterError::Rule(e)))?;
             let rule = manage::add_rule(&name, spec)?;
             out.emit(&rule, |r| {
                 format!("added rule {} to {name}: {}", r.id, r.spec)

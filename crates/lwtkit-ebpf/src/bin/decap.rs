@@ -28,25 +28,29 @@ use aya_ebpf::{
 };
 use lwtkit_common::{
     encap::{decap, decap_flags, decap_stat, DecapConfig, EncapKey, MAX_DECAP_ADDRS},
-    Counters,
+    maps, Counters,
 };
-use lwtkit_ebpf::gpl_license;
+use lwtkit_ebpf::{gpl_license, map_named};
 
 #[btf_map]
 static DECAP_CONFIG: Array<DecapConfig, 1> = Array::new();
+map_named!(DECAP_CONFIG, maps::decap::CONFIG);
 
 /// Packets and bytes per [`decap_stat`] slot.
 #[btf_map]
 static DECAP_STATS: PerCpuArray<Counters, { decap_stat::COUNT as usize }> = PerCpuArray::new();
+map_named!(DECAP_STATS, maps::decap::STATS);
 
 /// Outer destinations that are this host's (family tag + address, like the
 /// encap trie's keys).
 #[btf_map]
 static DECAP_LOCAL: LpmTrie<[u8; 20], u8, { MAX_DECAP_ADDRS as usize }> = LpmTrie::new();
+map_named!(DECAP_LOCAL, maps::decap::LOCAL);
 
 /// Outer sources allowed when `decap_flags::REMOTE_FILTER` is set.
 #[btf_map]
 static DECAP_REMOTE: LpmTrie<[u8; 20], u8, { MAX_DECAP_ADDRS as usize }> = LpmTrie::new();
+map_named!(DECAP_REMOTE, maps::decap::REMOTE);
 
 const ETH_HLEN: usize = 14;
 const AF_INET: u8 = 2;

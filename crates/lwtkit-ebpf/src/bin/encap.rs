@@ -16,20 +16,23 @@ use aya_ebpf::{
 };
 use lwtkit_common::{
     encap::{flags, EncapEntry, EncapStats, EncapKey, MAX_HEADER, MAX_TUNNELS, NO_TUNNEL_SLOT},
+    maps,
     verdict::{BPF_DROP, BPF_LWT_REROUTE},
 };
-use lwtkit_ebpf::{gpl_license, lwt_program};
+use lwtkit_ebpf::{gpl_license, lwt_program, map_named};
 
 #[btf_map]
 static TUNNELS: LpmTrie<[u8; EncapKey::DATA_LEN], EncapEntry, { MAX_TUNNELS as usize }> =
     LpmTrie::new();
+map_named!(TUNNELS, maps::encap::TUNNELS);
 
 /// The table of the routes this instance serves, set by user space before
 /// load (libbpf freezes the map, so the verifier reads it as a constant).
-/// The section is `lwtkit_common::encap::TABLE_SECTION`.
+/// The section is `lwtkit_common::maps::encap::TABLE_SECTION`.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".rodata.table")]
 static ENCAP_TABLE: u32 = 0;
+const _: () = assert!(maps::same(".rodata.table", maps::encap::TABLE_SECTION));
 
 /// Scratch space for summing packet bytes.
 #[btf_map]
@@ -42,6 +45,7 @@ static HEADER: PerCpuArray<[u8; MAX_HEADER], 1> = PerCpuArray::new();
 
 #[btf_map]
 static TUNNEL_STATS: PerCpuArray<EncapStats, { MAX_TUNNELS as usize }> = PerCpuArray::new();
+map_named!(TUNNEL_STATS, maps::encap::TUNNEL_STATS);
 
 #[inline(always)]
 fn stats(slot: u32) -> Option<&'static mut EncapStats> {

@@ -12,11 +12,12 @@ use aya_ebpf::{
 };
 use lwtkit_common::{
     filter::{dim, rule_flags as rf, verdict_slot, Event, PolicyConfig, RuleStats, EVENT_SNAPLEN, NO_RULE},
+    maps,
     verdict::{BPF_DROP, BPF_OK},
 };
 use lwtkit_ebpf::{
     counters::count,
-    gpl_license, lwt_program,
+    gpl_license, lwt_program, map_named,
     matcher::{decide, generation, CONFIG},
     parse::{parse, PacketKey},
 };
@@ -24,10 +25,12 @@ use lwtkit_ebpf::{
 /// Per-rule statistics, indexed by counter slot (sized at policy creation).
 #[btf_map]
 static RULE_STATS: PerCpuArray<RuleStats, 1> = PerCpuArray::new();
+map_named!(RULE_STATS, maps::filter::RULE_STATS);
 
 /// Events of `log` rules (shared by every filter in the namespace).
 #[btf_map]
 static EVENTS: RingBuf<(), { 1 << 20 }> = RingBuf::new();
+map_named!(EVENTS, maps::filter::EVENTS);
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 

@@ -9,9 +9,10 @@
 use aya_ebpf::{btf_maps::Array, helpers::bpf_lwt_seg6_action, macros::btf_map, programs::SkBuffContext};
 use lwtkit_common::{
     filter::verdict_slot,
+    maps,
     verdict::{BPF_DROP, BPF_OK, BPF_REDIRECT},
 };
-use lwtkit_ebpf::{counters::count, gpl_license};
+use lwtkit_ebpf::{counters::count, gpl_license, map_named};
 
 /// `SEG6_LOCAL_ACTION_END_DT6` (include/uapi/linux/seg6_local.h).
 const END_DT6: u32 = 7;
@@ -19,6 +20,7 @@ const END_DT6: u32 = 7;
 /// The table End.DT6 looks the inner packet up in (set before attach).
 #[btf_map]
 static DT6_TABLE: Array<u32, 1> = Array::new();
+map_named!(DT6_TABLE, maps::seg6::DT6_TABLE);
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "lwt_seg6local")]

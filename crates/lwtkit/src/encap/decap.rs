@@ -15,7 +15,13 @@ use std::{net::IpAddr, path::Path};
 
 use ipnet::IpNet;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
-use lwtkit_common::encap::{decap as kinds, decap_flags, decap_stat, DecapConfig};
+use lwtkit_common::{
+    encap::{decap as kinds, decap_flags, decap_stat, DecapConfig},
+    pins::{
+        self,
+        decap::{CONFIG, LINK, LOCAL, REMOTE, STATS},
+    },
+};
 use serde::{Deserialize, Serialize};
 
 pub use self::addrs::{host_locals, parse_endpoints};
@@ -23,12 +29,67 @@ use self::link::LinkState;
 use crate::{
     attach::ifindex,
     builtin,
-    error::{Error, Result},
+    error::{Error, LoadError, Result, StateError},
     inventory::read_counters,
     loader::{last_line, LibbpfLog},
     ns::{self, failpoint, store, Intent, Namespace, Outcome, Probe, Step, Txn},
     system,
 };
+
+/// What `lwt decap` refuses: flags that do not fit, addresses that are not
+/// this host's, a device lwtkit does not decapsulate on.
+#[derive(Debug, thiserror::Error)]
+pub enum DecapError {
+    /// The flag, the value given.
+    #[error("{flag} {value} is out of range: a UDP port is 1 to 65535")]
+    PortRange { flag: &'static str, value: u64 },
+    #[error("--key {0} does not fit in 32 bits (0 to {max})", max = u32::MAX)]
+    KeyRange(u64),
+    #[error("unknown tunnel type `{0}` to decapsulate: expected ipip, sit, ip6ip6, ip4in6, gre, fou or gue")]
+    UnknownKind(String),
+    /// FOU or GUE without its port flag.
+    #[error("decapsulating {kind} needs {flag}")]
+    PortNeeded {
+        kind: &'static str,
+        flag: &'static str,
+    },
+    #[error("--fou-port and --gue-port are both {0}: give each its own port")]
+    SamePort(u16),
+    #[error("--key is a GRE key: add gre to --type")]
+    KeyWithoutGre,
+    /// A `--local`/`--remote` value that is no address (`what` says why).
+    #[error("{flag} `{value}`: {what}")]
+    BadAddress {
+        flag: String,
+        value: String,
+        what: &'static str,
+    },
+    /// A `--local`/`--remote` address that cannot be a tunnel endpoint.
+    #[error("{flag} `{value}`: {why}; {flag} takes unicast host addresses")]
+    NotUnicast {
+        flag: String,
+        value: String,
+        why: &'static str,
+    },
+    #[error("{flag}: {count} addresses, at most {max}")]
+    TooManyAddresses {
+        flag: String,
+        count: usize,
+        max: u32,
+    },
+    #[error("--local {0} is not an address of this host (no local route covers it; see `ip route show table all type local`)")]
+    NotLocal(IpAddr),
+    /// The device.
+    #[error("this host has no address that tunnels to {0} could be sent to; add one first")]
+    NoHostAddress(String),
+    #[error(
+        "this host has {count} local addresses, more than the decapsulator's {max}; pass --local"
+    )]
+    TooManyLocals { count: usize, max: u32 },
+    /// The device.
+    #[error("lwtkit does not decapsulate on {0}")]
+    NotDecapsulating(String),
+}
 
 /// A device lwtkit decapsulates on.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -140,26 +201,18 @@ pub struct DecapArgs {
 /// Checks the flags of `lwt decap add` and turns them into a record.
 /// Errors name the flag.
 pub fn record(args: &DecapArgs) -> Result<DecapRecord> {
-    let port = |flag: &str, v: Option<u64>| -> Result<Option<u16>> {
+    let port = |flag: &'static str, v: Option<u64>| -> Result<Option<u16>> {
         v.map(|n| {
-            u16::try_from(n).ok().filter(|p| *p != 0).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{flag} {n} is out of range: a UDP port is 1 to 65535"
-                ))
-            })
+            u16::try_from(n)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or(DecapError::PortRange { flag, value: n }.into())
         })
         .transpose()
     };
     let key = args
         .key
-        .map(|k| {
-            u32::try_from(k).map_err(|_| {
-                Error::Invalid(format!(
-                    "--key {k} does not fit in 32 bits (0 to {})",
-                    u32::MAX
-                ))
-            })
-        })
+        .map(|k| u32::try_from(k).map_err(|_| DecapError::KeyRange(k)))
         .transpose()?;
     let mut r = DecapRecord::new(args.dev.clone(), args.kinds.clone());
     r.fou_port = port("--fou-port", args.fou_port)?;
@@ -184,7 +237,7 @@ pub fn parse_kinds(names: &[String]) -> Result<u32> {
             "gre" => kinds::GRE,
             "fou" => kinds::FOU,
             "gue" => kinds::GUE,
-            other => return Err(Error::Invalid(format!("unknown tunnel type `{other}` to decapsulate: expected ipip, sit, ip6ip6, ip4in6, gre, fou or gue"))),
+            other => return Err(DecapError::UnknownKind(other.into()).into()),
         };
     }
     Ok(bits)
@@ -194,28 +247,29 @@ pub fn parse_kinds(names: &[String]) -> Result<u32> {
 fn check(r: &DecapRecord) -> Result<u32> {
     let bits = parse_kinds(&r.kinds)?;
     if bits & kinds::FOU != 0 && r.fou_port.is_none() {
-        return Err(Error::Invalid("decapsulating fou needs --fou-port".into()));
+        return Err(DecapError::PortNeeded {
+            kind: "fou",
+            flag: "--fou-port",
+        }
+        .into());
     }
     if bits & kinds::GUE != 0 && r.gue_port.is_none() {
-        return Err(Error::Invalid("decapsulating gue needs --gue-port".into()));
+        return Err(DecapError::PortNeeded {
+            kind: "gue",
+            flag: "--gue-port",
+        }
+        .into());
     }
     for (flag, p) in [("--fou-port", r.fou_port), ("--gue-port", r.gue_port)] {
         if p == Some(0) {
-            return Err(Error::Invalid(format!(
-                "{flag} 0 is out of range: a UDP port is 1 to 65535"
-            )));
+            return Err(DecapError::PortRange { flag, value: 0 }.into());
         }
     }
     if bits & kinds::FOU != 0 && bits & kinds::GUE != 0 && r.fou_port == r.gue_port {
-        return Err(Error::Invalid(format!(
-            "--fou-port and --gue-port are both {}: give each its own port",
-            r.fou_port.unwrap_or_default()
-        )));
+        return Err(DecapError::SamePort(r.fou_port.unwrap_or_default()).into());
     }
     if r.key.is_some() && bits & kinds::GRE == 0 {
-        return Err(Error::Invalid(
-            "--key is a GRE key: add gre to --type".into(),
-        ));
+        return Err(DecapError::KeyWithoutGre.into());
     }
     let text = |v: &[IpAddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
     parse_endpoints("--local", &text(&r.local))?;
@@ -231,24 +285,11 @@ impl crate::ns::Record for DecapRecord {
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::State {
+    StateError::Io {
         path: path.into(),
         reason: e.to_string(),
     }
-}
-
-/// The pins of one device's decapsulator.
-const PINS: [&str; 5] = ["config", "stats", "local", "remote", "link"];
-
-/// The map names in the program object and the pin each goes to.
-fn pin_of(map: &str) -> Option<&'static str> {
-    match map {
-        "DECAP_CONFIG" => Some("config"),
-        "DECAP_STATS" => Some("stats"),
-        "DECAP_LOCAL" => Some("local"),
-        "DECAP_REMOTE" => Some("remote"),
-        _ => None,
-    }
+    .into()
 }
 
 fn config_bytes(c: &DecapConfig) -> &[u8] {
@@ -292,14 +333,14 @@ pub fn add_in(txn: &Txn, record: &DecapRecord) -> Result<()> {
         gre_key: record.key.unwrap_or(0),
         flags,
     };
-    let pins = txn.pin_root().join("decap");
+    let pins = txn.pin_root().join(pins::decap::DIR);
     let dev_pins = pins.join(&record.dev);
     let mut stored = record.clone();
     stored.accepting = locals.clone();
     let put = txn.put_step(&stored)?;
-    let complete = PINS.iter().all(|p| dev_pins.join(p).exists());
+    let complete = pins::decap::ALL.iter().all(|p| dev_pins.join(p).exists());
     let live = complete
-        && link::state(&dev_pins.join("link"), &record.dev, Some(index)) == LinkState::Attached;
+        && link::state(&dev_pins.join(LINK), &record.dev, Some(index)) == LinkState::Attached;
     if live {
         // Only lwtkit's own maps change: the record goes first, so a kill
         // leaves the wanted configuration on record for the next `decap add`.
@@ -328,7 +369,7 @@ pub fn add_in(txn: &Txn, record: &DecapRecord) -> Result<()> {
     let mut intent = Intent::new(
         "lwt decap add",
         Probe::Pinned {
-            path: staging.join("link"),
+            path: staging.join(LINK),
         },
     );
     intent.done = vec![
@@ -365,9 +406,9 @@ fn reconfigure(
 ) -> Result<()> {
     let open = |name: &str| {
         let p = dev_pins.join(name);
-        MapHandle::from_pinned_path(&p).map_err(|_| Error::MissingPin(p))
+        MapHandle::from_pinned_path(&p).map_err(|_| StateError::MissingPin(p))
     };
-    let (cfg, local, remote) = (open("config")?, open("local")?, open("remote")?);
+    let (cfg, local, remote) = (open(CONFIG)?, open(LOCAL)?, open(REMOTE)?);
     addrs::insert_all(&local, locals).map_err(|e| err(dev_pins, e))?;
     addrs::insert_all(&remote, remotes).map_err(|e| err(dev_pins, e))?;
     cfg.update(&0u32.to_ne_bytes(), config_bytes(config), MapFlags::ANY)
@@ -387,27 +428,27 @@ fn attach_new(
     remotes: &[IpNet],
 ) -> Result<()> {
     let b = builtin::find("decap")
-        .ok_or_else(|| Error::UnknownBuiltin("decap".into(), builtin::names()))?;
+        .ok_or_else(|| LoadError::UnknownBuiltin("decap".into(), builtin::names()))?;
     let bytes = b.object().to_vec();
     let log = LibbpfLog::capture();
     let loaded = ObjectBuilder::default()
         .open_memory(&bytes)
         .and_then(|o| o.load());
     let messages = log.finish();
-    let mut obj = loaded.map_err(|e| Error::Load {
+    let mut obj = loaded.map_err(|e| LoadError::Failed {
         program: "lwtkit decap".into(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
     store::ensure_dir(at)?;
     for mut m in obj.maps_mut() {
-        let Some(name) = pin_of(&m.name().to_string_lossy()) else {
+        let Some(name) = pins::of_map(pins::decap::MAPS, &m.name().to_string_lossy()) else {
             continue;
         };
         let pin = at.join(name);
         let filled = match name {
-            "config" => m.update(&0u32.to_ne_bytes(), config_bytes(config), MapFlags::ANY),
-            "local" => addrs::insert_all(&m, locals),
-            "remote" => addrs::insert_all(&m, remotes),
+            CONFIG => m.update(&0u32.to_ne_bytes(), config_bytes(config), MapFlags::ANY),
+            LOCAL => addrs::insert_all(&m, locals),
+            REMOTE => addrs::insert_all(&m, remotes),
             _ => Ok(()),
         };
         filled.map_err(|e| err(&pin, e))?;
@@ -417,7 +458,7 @@ fn attach_new(
         .progs()
         .find(|p| p.name() == "decap_ingress")
         .ok_or_else(|| err(at, "no decap program"))?;
-    link::attach_pinned(&prog, index, &at.join("link")).map_err(|e| err(at, format!("{dev}: {e}")))
+    link::attach_pinned(&prog, index, &at.join(LINK)).map_err(|e| err(at, format!("{dev}: {e}")))
 }
 
 /// `lwt decap del`: detaches the decapsulator from `dev` (attached or defunct).
@@ -431,17 +472,15 @@ pub fn del(dev: &str) -> Result<()> {
 /// [`del`] inside a transaction the caller holds.
 pub fn del_in(txn: &Txn, dev: &str) -> Result<()> {
     if txn.get::<DecapRecord>(dev)?.is_none() {
-        return Err(Error::Invalid(format!(
-            "lwtkit does not decapsulate on {dev}"
-        )));
+        return Err(DecapError::NotDecapsulating(dev.into()).into());
     }
     // The pinned link is the only reference: removing it detaches.
-    let pins = txn.pin_root().join("decap");
+    let pins = txn.pin_root().join(pins::decap::DIR);
     let dev_pins = pins.join(dev);
     let mut intent = Intent::new(
         "lwt decap del",
         Probe::Unpinned {
-            path: dev_pins.join("link"),
+            path: dev_pins.join(LINK),
         },
     );
     intent.done = vec![
@@ -454,7 +493,7 @@ pub fn del_in(txn: &Txn, dev: &str) -> Result<()> {
         },
     ];
     let pending = txn.intend(intent)?;
-    if let Err(e) = store::remove_file(&dev_pins.join("link")) {
+    if let Err(e) = store::remove_file(&dev_pins.join(LINK)) {
         txn.finish(pending, Outcome::Undone)?;
         return Err(e);
     }
@@ -465,18 +504,18 @@ pub fn del_in(txn: &Txn, dev: &str) -> Result<()> {
 /// `lwt decap list`: devices with their state, addresses and counters.
 pub fn list() -> Result<Vec<DecapRecord>> {
     let ns = Namespace::open_readonly()?;
-    let pins = ns.pin_root().join("decap");
+    let pins = ns.pin_root().join(pins::decap::DIR);
     let mut out: Vec<DecapRecord> = ns.all()?;
     for r in &mut out {
         let dev_pins = pins.join(&r.dev);
-        match link::state(&dev_pins.join("link"), &r.dev, ifindex(&r.dev).ok()) {
+        match link::state(&dev_pins.join(LINK), &r.dev, ifindex(&r.dev).ok()) {
             LinkState::Attached => (r.state, r.note) = (DecapState::Attached, None),
             LinkState::Defunct(why) => (r.state, r.note) = (DecapState::Defunct, Some(why)),
         }
-        if let Ok(m) = MapHandle::from_pinned_path(dev_pins.join("local")) {
+        if let Ok(m) = MapHandle::from_pinned_path(dev_pins.join(LOCAL)) {
             r.accepting = addrs::contents(&m);
         }
-        if let Ok(c) = read_counters(&dev_pins.join("stats")) {
+        if let Ok(c) = read_counters(&dev_pins.join(STATS)) {
             let n = |slot: u32| c.get(slot as usize).copied().unwrap_or_default();
             (r.packets, r.bytes) = (n(decap_stat::TAKEN).packets, n(decap_stat::TAKEN).bytes);
             r.refused = n(decap_stat::REFUSED).packets;

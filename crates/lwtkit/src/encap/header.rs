@@ -10,6 +10,8 @@ use std::{
 use lwtkit_common::encap::{flags, MAX_HEADER};
 use serde::{Deserialize, Serialize};
 
+pub use super::EncapError;
+
 /// The tunnel types lwtkit builds headers for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -131,30 +133,6 @@ pub struct TunnelSpec {
     /// computing it.
     #[serde(default)]
     pub udp6_zero_csum: bool,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum EncapError {
-    #[error("unknown tunnel type `{0}`: expected vxlan, fou, gue, ipip, sit, ip6ip6, ip4in6, gre or srv6")]
-    UnknownType(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{kind} carries {inner} packets, but the prefix is {prefix}")]
-    InnerFamily {
-        kind: TunnelType,
-        inner: &'static str,
-        prefix: &'static str,
-    },
-    #[error("--local {local} and --remote {remote} are of different families")]
-    Families { local: IpAddr, remote: IpAddr },
-    #[error("{kind} needs an IPv{want} outer header, but --remote is {remote}")]
-    OuterFamily {
-        kind: TunnelType,
-        want: u8,
-        remote: IpAddr,
-    },
-    #[error("the outer headers take {0} bytes, more than the kernel's 256")]
-    TooLong(usize),
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

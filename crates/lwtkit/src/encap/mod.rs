@@ -10,7 +10,14 @@ use std::{fs, net::IpAddr, path::PathBuf};
 
 use ipnet::IpNet;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
-use lwtkit_common::encap::{EncapEntry, EncapKey, EncapStats, MAX_HEADER, MAX_TUNNELS};
+use lwtkit_common::{
+    encap::{EncapEntry, EncapKey, EncapStats, MAX_HEADER, MAX_TUNNELS},
+    maps,
+    pins::{
+        self,
+        encap::{STATS, TUNNELS},
+    },
+};
 use serde::{Deserialize, Serialize};
 
 pub use header::{parse_mac, Tos, TunnelSpec, TunnelType};
@@ -18,17 +25,71 @@ pub use header::{parse_mac, Tos, TunnelSpec, TunnelType};
 use crate::{
     attach::{self, AttachRequest, Attached, DetachRequest, Detached, Extra},
     builtin,
-    error::{Error, Result},
+    error::{AttachError, Error, LoadError, Result, StateError},
     hook::Hook,
-    loader::{last_line, LibbpfLog, ProgramSource},
+    loader::{last_line, BuiltinSpec, LibbpfLog, ProgramSource},
     ns::{self, failpoint, intent::hex, Intent, Namespace, Outcome, Probe, Step, Txn},
     route::{link, netlink::Rtnl, ops, table::table_name},
-    state::{Owner, RouteRecord},
+    state::{Origin, Owner, RouteRecord},
     system,
 };
 
-pub const TUNNELS_MAP: &str = "TUNNELS";
-pub const STATS_MAP: &str = "TUNNEL_STATS";
+/// Why a tunnel cannot be built, added or removed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EncapError {
+    #[error("unknown tunnel type `{0}`: expected vxlan, fou, gue, ipip, sit, ip6ip6, ip4in6, gre or srv6")]
+    UnknownType(String),
+    /// A flag's value that does not fit the tunnel type (the message names the flag).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{kind} carries {inner} packets, but the prefix is {prefix}")]
+    InnerFamily {
+        kind: TunnelType,
+        inner: &'static str,
+        prefix: &'static str,
+    },
+    #[error("--local {local} and --remote {remote} are of different families")]
+    Families { local: IpAddr, remote: IpAddr },
+    #[error("{kind} needs an IPv{want} outer header, but --remote is {remote}")]
+    OuterFamily {
+        kind: TunnelType,
+        want: u8,
+        remote: IpAddr,
+    },
+    #[error("the outer headers take {0} bytes, more than the kernel's 256")]
+    TooLong(usize),
+    /// `--local` left out, and the device has no address of the remote's family.
+    #[error("{dev} has no IPv{family} address to use as the tunnel source; pass --local")]
+    NoLocalAddress { dev: String, family: u8 },
+    #[error("loop: the outer destination {remote} is inside {dst}, so the encapsulated packet would be encapsulated again")]
+    LoopIntoItself { remote: IpAddr, dst: IpNet },
+    /// The remote lies inside another tunnel's prefix of the same table.
+    #[error(
+        "loop: the outer destination {remote} is inside {other}, which is itself encapsulated"
+    )]
+    LoopIntoTunnel { remote: IpAddr, other: IpNet },
+    /// The prefix would take in another tunnel's remote.
+    #[error(
+        "loop: {dst} would take in the outer packets of the tunnel for {other} (remote inside it)"
+    )]
+    LoopTakesRemote { dst: IpNet, other: IpNet },
+    #[error("{dst} is encapsulated on hook {hook}; `lwt encap del` it before moving it to hook {wanted}")]
+    OtherHook {
+        dst: IpNet,
+        hook: Hook,
+        wanted: Hook,
+    },
+    /// The namespace's pinned maps predate the table in the key.
+    #[error("the tunnel maps in this namespace have an older layout ({key_size}-byte keys, not {expected}); `lwt encap del` its {tunnels} tunnel(s) or `lwt reset`, then add them again")]
+    OldMaps {
+        key_size: usize,
+        expected: usize,
+        tunnels: usize,
+    },
+    /// The table's name.
+    #[error("no lwtkit tunnel for {dst} table {table}")]
+    NoTunnel { dst: IpNet, table: String },
+}
 
 /// What `lwt encap add` asks for (before the local address is resolved).
 #[derive(Clone, Debug)]
@@ -77,7 +138,9 @@ impl crate::ns::Record for TunnelRecord {
 
 /// The namespace's tunnel map pins (read only: nothing is created).
 fn pins() -> Result<PathBuf> {
-    Ok(Namespace::open_readonly()?.pin_root().join("encap"))
+    Ok(Namespace::open_readonly()?
+        .pin_root()
+        .join(pins::encap::DIR))
 }
 
 /// The trie key of `dst` in `table`, as the map takes it.
@@ -97,35 +160,38 @@ fn key_of(dst: &IpNet, table: u32) -> [u8; KEY_SIZE] {
 const KEY_SIZE: usize = size_of::<EncapKey>();
 
 fn state_err(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
-    Error::State {
+    StateError::Io {
         path: path.into(),
         reason: e.to_string(),
     }
+    .into()
 }
 
 /// Creates and pins the namespace's tunnel maps once. Maps of an older
 /// key layout (without the table) are replaced when no tunnel uses them.
 fn ensure_maps(pins: &std::path::Path, tunnels_recorded: usize) -> Result<()> {
-    let trie = pins.join("tunnels");
+    let trie = pins.join(TUNNELS);
     if trie.exists() {
         let key_size = MapHandle::from_pinned_path(&trie)
-            .map_err(|_| Error::MissingPin(trie.clone()))?
+            .map_err(|_| StateError::MissingPin(trie.clone()))?
             .key_size() as usize;
         if key_size == KEY_SIZE {
             return Ok(());
         }
         if tunnels_recorded > 0 {
-            return Err(Error::Invalid(format!(
-                "the tunnel maps in this namespace have an older layout ({key_size}-byte keys, not {KEY_SIZE}); \
-                 `lwt encap del` its {tunnels_recorded} tunnel(s) or `lwt reset`, then add them again"
-            )));
+            return Err(EncapError::OldMaps {
+                key_size,
+                expected: KEY_SIZE,
+                tunnels: tunnels_recorded,
+            }
+            .into());
         }
-        for pin in [trie, pins.join("stats")] {
+        for pin in [trie, pins.join(STATS)] {
             let _ = fs::remove_file(&pin);
         }
     }
     let b = builtin::find("encap")
-        .ok_or_else(|| Error::UnknownBuiltin("encap".into(), builtin::names()))?;
+        .ok_or_else(|| LoadError::UnknownBuiltin("encap".into(), builtin::names()))?;
     let bytes = b.object().to_vec();
     let log = LibbpfLog::capture();
     let loaded = ObjectBuilder::default()
@@ -137,17 +203,16 @@ fn ensure_maps(pins: &std::path::Path, tunnels_recorded: usize) -> Result<()> {
             open.load()
         });
     let messages = log.finish();
-    let mut obj = loaded.map_err(|e| Error::Load {
+    let mut obj = loaded.map_err(|e| LoadError::Failed {
         program: "tunnel maps".into(),
         reason: format!("{e}: {}", last_line(&messages)),
     })?;
     ns::store::ensure_dir(pins)?;
     for mut m in obj.maps_mut() {
-        let pin = match m.name().to_string_lossy().as_ref() {
-            TUNNELS_MAP => pins.join("tunnels"),
-            STATS_MAP => pins.join("stats"),
-            _ => continue,
+        let Some(file) = pins::of_map(pins::encap::MAPS, &m.name().to_string_lossy()) else {
+            continue;
         };
+        let pin = pins.join(file);
         m.pin(&pin).map_err(|e| state_err(&pin, e))?;
     }
     Ok(())
@@ -166,71 +231,66 @@ pub fn add(req: EncapRequest) -> Result<Attached> {
 /// either the old tunnel or the new one.
 pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attached> {
     // Bad input is refused before anything is looked up or changed.
-    req.spec
-        .validate()
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    req.spec.validate()?;
     if !req.local_from_dev {
-        req.spec
-            .validate_local()
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+        req.spec.validate_local()?;
     }
     crate::validate::table_id("--table", req.table).map_err(Error::Invalid)?;
     let oif = attach::ifindex(&req.dev)?;
     let inner_v6 = req.dst.addr().is_ipv6();
-    let remote = req
-        .spec
-        .outer_dst()
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let remote = req.spec.outer_dst()?;
     if req.local_from_dev {
         req.spec.local = link::addresses(rtnl, oif)?
             .into_iter()
             .find(|a| a.is_ipv4() == remote.is_ipv4())
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{} has no IPv{} address to use as the tunnel source; pass --local",
-                    req.dev,
-                    if remote.is_ipv4() { 4 } else { 6 }
-                ))
+            .ok_or_else(|| EncapError::NoLocalAddress {
+                dev: req.dev.clone(),
+                family: if remote.is_ipv4() { 4 } else { 6 },
             })?;
     }
-    let header = req
-        .spec
-        .header(inner_v6)
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let header = req.spec.header(inner_v6)?;
     let table = req.table.unwrap_or_else(|| ops::default_table(false));
-    let pins = txn.pin_root().join("encap");
+    let pins = txn.pin_root().join(pins::encap::DIR);
     let existing: Vec<TunnelRecord> = txn.all()?;
     // The outer packet is routed again: it must not come back here.
     if req.dst.contains(&remote) {
-        return Err(Error::Invalid(format!("loop: the outer destination {remote} is inside {}, so the encapsulated packet would be encapsulated again", req.dst)));
+        return Err(EncapError::LoopIntoItself {
+            remote,
+            dst: req.dst,
+        }
+        .into());
     }
     if let Some(other) = existing
         .iter()
         .find(|r| r.table == table && r.dst != req.dst && r.dst.contains(&remote))
     {
-        return Err(Error::Invalid(format!(
-            "loop: the outer destination {remote} is inside {}, which is itself encapsulated",
-            other.dst
-        )));
+        return Err(EncapError::LoopIntoTunnel {
+            remote,
+            other: other.dst,
+        }
+        .into());
     }
     if let Some(other) = existing.iter().find(|r| {
         r.table == table
             && r.dst != req.dst
             && r.spec.outer_dst().is_ok_and(|o| req.dst.contains(&o))
     }) {
-        return Err(Error::Invalid(format!(
-            "loop: {} would take in the outer packets of the tunnel for {} (remote inside it)",
-            req.dst, other.dst
-        )));
+        return Err(EncapError::LoopTakesRemote {
+            dst: req.dst,
+            other: other.dst,
+        }
+        .into());
     }
     if let Some(other) = existing
         .iter()
         .find(|r| r.dst == req.dst && r.table == table && r.hook != req.hook)
     {
-        return Err(Error::Invalid(format!(
-            "{} is encapsulated on hook {}; `lwt encap del` it before moving it to hook {}",
-            req.dst, other.hook, req.hook
-        )));
+        return Err(EncapError::OtherHook {
+            dst: req.dst,
+            hook: other.hook,
+            wanted: req.hook,
+        }
+        .into());
     }
     ensure_maps(&pins, existing.len())?;
     let previous = existing
@@ -249,8 +309,8 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
         header: [0; MAX_HEADER],
     };
     entry.header[..header.bytes.len()].copy_from_slice(&header.bytes);
-    let tunnels = MapHandle::from_pinned_path(pins.join("tunnels"))
-        .map_err(|_| Error::MissingPin(pins.join("tunnels")))?;
+    let tunnels = MapHandle::from_pinned_path(pins.join(TUNNELS))
+        .map_err(|_| StateError::MissingPin(pins.join(TUNNELS)))?;
     // SAFETY: EncapEntry is plain data.
     let value = unsafe {
         std::slice::from_raw_parts(
@@ -259,7 +319,7 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
         )
     };
     let key = key_of(&req.dst, table);
-    let trie = pins.join("tunnels");
+    let trie = pins.join(TUNNELS);
     let old_value = tunnels.lookup(&key, MapFlags::ANY).ok().flatten();
     let restore = match old_value {
         Some(v) => Step::MapPut {
@@ -273,8 +333,8 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
         },
     };
     if previous.is_none() {
-        let stats = MapHandle::from_pinned_path(pins.join("stats"))
-            .map_err(|_| Error::MissingPin(pins.join("stats")))?;
+        let stats = MapHandle::from_pinned_path(pins.join(STATS))
+            .map_err(|_| StateError::MissingPin(pins.join(STATS)))?;
         let cpus = libbpf_rs::num_possible_cpus().map_err(|e| state_err(&pins, e))?;
         let zero = vec![vec![0u8; size_of::<EncapStats>()]; cpus];
         let _ = stats.update_percpu(&counter.to_ne_bytes(), &zero, MapFlags::ANY);
@@ -339,10 +399,8 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
                 && r.header_len == header.bytes.len()
         })
         .find_map(|r| shared_source(txn, &r.dst, r.table, r.hook))
-        .unwrap_or_else(|| ProgramSource::Encap {
-            kind: req.spec.kind.to_string(),
-            maps: pins.clone(),
-            table,
+        .unwrap_or_else(|| {
+            ProgramSource::Builtin(program(&req.spec.kind.to_string(), &pins, table))
         });
     attach::attach_with(
         txn,
@@ -367,6 +425,27 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
             before_route: Some(Box::new(update)),
         },
     )
+}
+
+/// The encapsulation program for the routes of `table`, for the loader: on
+/// the namespace's tunnel maps (pinned in `pins`), with the table built in
+/// (the program cannot see its route), named `lwtkit-encap-<kind>`.
+fn program(kind: &str, pins: &std::path::Path, table: u32) -> BuiltinSpec {
+    BuiltinSpec {
+        name: "encap".into(),
+        route_name: format!("lwtkit-encap-{kind}"),
+        maps_to_reuse: pins::encap::MAPS
+            .iter()
+            .map(|(map, file)| (map.to_string(), pins.join(file)))
+            .collect(),
+        constants: vec![(
+            maps::encap::TABLE_SECTION.into(),
+            table.to_ne_bytes().to_vec(),
+        )],
+        origin: Origin::Encap {
+            tunnel: kind.into(),
+        },
+    }
 }
 
 /// The pinned program of another tunnel's route, to share.
@@ -413,17 +492,15 @@ pub fn del(dst: IpNet, table: Option<u32>) -> Result<Detached> {
 pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, dst: IpNet, table: Option<u32>) -> Result<Detached> {
     let table = table.unwrap_or_else(|| ops::default_table(false));
     let skey = RouteRecord::key(&dst, table);
-    let record: TunnelRecord = txn.get(&skey)?.ok_or_else(|| {
-        Error::Invalid(format!(
-            "no lwtkit tunnel for {dst} table {}",
-            table_name(table)
-        ))
+    let record: TunnelRecord = txn.get(&skey)?.ok_or_else(|| EncapError::NoTunnel {
+        dst,
+        table: table_name(table),
     })?;
     // The tunnel's entry and record go once the route no longer runs it.
     let forget = vec![
         txn.remove_step::<TunnelRecord>(&skey),
         Step::MapDelete {
-            pin: txn.pin_root().join("encap").join("tunnels"),
+            pin: txn.pin_root().join(pins::encap::DIR).join(TUNNELS),
             key: hex(&key_of(&dst, table)),
         },
     ];
@@ -436,7 +513,7 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, dst: IpNet, table: Option<u32>) -> Res
         Ok(d) => Ok(d),
         // The tunnel goes whatever happened to its route: gone (device
         // deleted), or changed outside lwtkit (reported, left alone).
-        Err(Error::NotManaged(route)) => {
+        Err(Error::Attach(AttachError::NotManaged(route))) => {
             ns::intent::apply(&forget)?;
             Ok(Detached {
                 route,
@@ -445,7 +522,7 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, dst: IpNet, table: Option<u32>) -> Res
                 note: Some("lwtkit had no record of the route any more".into()),
             })
         }
-        Err(e @ Error::Drift { .. }) => {
+        Err(e @ Error::Attach(AttachError::Drift { .. })) => {
             ns::intent::apply(&forget)?;
             Err(e)
         }
@@ -457,7 +534,7 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, dst: IpNet, table: Option<u32>) -> Res
 /// (no tunnel for their destination, or not IP): counted once per
 /// namespace, not per route.
 pub fn unrouted() -> Result<EncapStats> {
-    Ok(MapHandle::from_pinned_path(pins()?.join("stats"))
+    Ok(MapHandle::from_pinned_path(pins()?.join(STATS))
         .map(|m| read_stats(&m, lwtkit_common::encap::NO_TUNNEL_SLOT))
         .unwrap_or_default())
 }
@@ -471,7 +548,7 @@ pub fn tunnels() -> Result<Vec<TunnelRecord>> {
 
 /// `lwt encap list`: every tunnel with its counters.
 pub fn list() -> Result<Vec<TunnelView>> {
-    let stats = MapHandle::from_pinned_path(pins()?.join("stats")).ok();
+    let stats = MapHandle::from_pinned_path(pins()?.join(STATS)).ok();
     Ok(tunnels()?
         .into_iter()
         .map(|r| {

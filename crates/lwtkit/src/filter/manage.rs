@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     attach::{self, AttachRequest, Attached, DetachRequest, Detached},
-    error::{Error, Result},
+    error::{FilterError, Result},
     hook::Hook,
     loader::ProgramSource,
     ns::{Namespace, Txn},
@@ -57,13 +57,13 @@ pub fn delete(name: &str) -> Result<()> {
         p.get(name)?;
         let users = attachments(state, name)?;
         if let Some(a) = users.first() {
-            return Err(Error::Invalid(format!(
-                "policy `{name}` is attached to {} route(s), e.g. {} hook {}; detach it first (`lwt filter detach {name} {}`)",
-                users.len(),
-                a.dst,
-                a.hook,
-                a.dst
-            )));
+            return Err(FilterError::InUse {
+                policy: name.into(),
+                routes: users.len(),
+                dst: a.dst,
+                hook: a.hook,
+            }
+            .into());
         }
         p.delete(txn, name)
     })
@@ -81,10 +81,14 @@ pub fn del_rule(name: &str, id: u32) -> Result<Rule> {
 
 /// Replaces every rule with those of `file`, atomically.
 pub fn replace_from_file(name: &str, file: &Path) -> Result<Policy> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Error::Invalid(format!("rules file {}: {e}", file.display())))?;
-    let specs = parse_rules_file(&text)
-        .map_err(|e| Error::Invalid(format!("rules file {}: {e}", file.display())))?;
+    let text = std::fs::read_to_string(file).map_err(|e| FilterError::RulesFile {
+        path: file.into(),
+        reason: e.to_string(),
+    })?;
+    let specs = parse_rules_file(&text).map_err(|e| FilterError::RulesFile {
+        path: file.into(),
+        reason: e.to_string(),
+    })?;
     with_policies("lwt filter replace", |p, _, txn| {
         p.replace(txn, name, specs)
     })
@@ -206,11 +210,7 @@ pub fn attach_policy(
                 dst,
                 dev: dev.into(),
                 hook,
-                source: ProgramSource::Filter {
-                    policy: name.into(),
-                    maps: p.pin_dir(name),
-                    events: p.events_pin(),
-                },
+                source: ProgramSource::Builtin(p.program(name)),
                 headroom: None,
                 table,
                 local,
@@ -245,10 +245,12 @@ pub fn detach_policy(
             })
             .unwrap_or_default();
         if hooks.is_empty() {
-            return Err(Error::Invalid(format!(
-                "policy `{name}` is not attached to {dst} table {}",
-                table_name(table_id)
-            )));
+            return Err(FilterError::NotAttached {
+                policy: name.into(),
+                dst,
+                table: table_name(table_id),
+            }
+            .into());
         }
         let mut rtnl = Rtnl::open()?;
         hooks

@@ -16,7 +16,11 @@ use std::{
 };
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
-use lwtkit_common::filter::{Cell, PolicyConfig, RuleStats};
+use lwtkit_common::{
+    filter::{Cell, PolicyConfig, RuleStats},
+    maps::filter as maps,
+    pins,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -25,10 +29,10 @@ use super::{
 };
 use crate::{
     builtin,
-    error::{Error, Result},
-    loader::{last_line, LibbpfLog},
+    error::{Error, FilterError, LoadError, Result, StateError},
+    loader::{last_line, BuiltinSpec, LibbpfLog},
     ns::{failpoint, Intent, Outcome, Probe, Step, Txn},
-    state::NetnsState,
+    state::{NetnsState, Origin},
 };
 
 /// Rules a policy holds unless `--capacity` says otherwise.
@@ -42,12 +46,6 @@ const MIN_CELLS: u32 = 65_536;
 /// Default event rate limit per rule and CPU.
 pub const LOG_RATE: u32 = 100;
 pub const LOG_BURST: u32 = 200;
-
-pub const CELLS_MAP: &str = "CELLS";
-pub const CONFIG_MAP: &str = "CONFIG";
-pub const RULE_STATS_MAP: &str = "RULE_STATS";
-pub const EVENTS_MAP: &str = "EVENTS";
-pub const ATTACH_STATS_MAP: &str = "ATTACH_STATS";
 
 /// What lwtkit keeps about a policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,9 +135,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid(format!(
-            "invalid policy name `{name}`: use 1-64 letters, digits, `-` or `_`"
-        )))
+        Err(FilterError::InvalidName(name.into()).into())
     }
 }
 
@@ -164,30 +160,47 @@ impl<'a> Policies<'a> {
 
     /// bpffs directory of a policy's maps.
     pub fn pin_dir(&self, name: &str) -> PathBuf {
-        self.state.pin_root().join("filters").join(name)
+        self.state.pin_root().join(pins::filter::DIR).join(name)
     }
 
     /// The namespace's event ring buffer.
     pub fn events_pin(&self) -> PathBuf {
-        self.state.pin_root().join("events")
+        self.state.pin_root().join(pins::EVENTS)
+    }
+
+    /// The filter program of policy `name`, for the loader: on the
+    /// policy's pinned maps and the namespace's event ring buffer, named
+    /// `lwtkit-filter-<policy>` on the route.
+    pub fn program(&self, name: &str) -> BuiltinSpec {
+        let dir = self.pin_dir(name);
+        let mut maps_to_reuse: Vec<(String, PathBuf)> = pins::filter::MAPS
+            .iter()
+            .map(|(map, file)| (map.to_string(), dir.join(file)))
+            .collect();
+        maps_to_reuse.push((maps::EVENTS.into(), self.events_pin()));
+        BuiltinSpec {
+            name: "filter".into(),
+            route_name: format!("lwtkit-filter-{name}"),
+            maps_to_reuse,
+            constants: Vec::new(),
+            origin: Origin::Filter {
+                policy: name.into(),
+            },
+        }
     }
 
     pub fn get(&self, name: &str) -> Result<Policy> {
         validate_name(name)?;
         let path = self.record_path(name);
-        let bytes = fs::read(&path).map_err(|_| {
-            Error::Invalid(format!(
-                "unknown policy `{name}` (create it with `lwt filter create {name}`)"
-            ))
-        })?;
-        let mut policy: Policy = serde_json::from_slice(&bytes).map_err(|e| Error::State {
+        let bytes = fs::read(&path).map_err(|_| FilterError::UnknownPolicy(name.into()))?;
+        let mut policy: Policy = serde_json::from_slice(&bytes).map_err(|e| StateError::Io {
             path,
             reason: e.to_string(),
         })?;
         // Which half packets walk is the kernel's to say: a command killed
         // between the flip and the record would otherwise make the next
         // change write into the live half.
-        if let Ok(g) = live_generation(&self.pin_dir(name).join("config")) {
+        if let Ok(g) = live_generation(&self.pin_dir(name).join(pins::filter::CONFIG)) {
             policy.generation = g;
         }
         Ok(policy)
@@ -221,7 +234,7 @@ impl<'a> Policies<'a> {
     ) -> Result<Policy> {
         validate_name(name)?;
         if self.record_path(name).exists() {
-            return Err(Error::Invalid(format!("policy `{name}` already exists")));
+            return Err(FilterError::Exists(name.into()).into());
         }
         let capacity = capacity.unwrap_or(DEFAULT_CAPACITY);
         crate::validate::in_range("--capacity", capacity.into(), 1, MAX_CAPACITY.into())
@@ -267,16 +280,16 @@ impl<'a> Policies<'a> {
 
     fn create_maps(&self, p: &Policy) -> Result<()> {
         let b = builtin::find("filter")
-            .ok_or_else(|| Error::UnknownBuiltin("filter".into(), builtin::names()))?;
+            .ok_or_else(|| LoadError::UnknownBuiltin("filter".into(), builtin::names()))?;
         let bytes = b.object().to_vec();
-        let load_err = |e: libbpf_rs::Error| Error::Load {
+        let load_err = |e: libbpf_rs::Error| LoadError::Failed {
             program: format!("maps of policy {}", p.name),
             reason: e.to_string(),
         };
         let log = LibbpfLog::capture();
         let open = ObjectBuilder::default().open_memory(&bytes);
         let messages = log.finish();
-        let mut open = open.map_err(|e| Error::Load {
+        let mut open = open.map_err(|e| LoadError::Failed {
             program: format!("maps of policy {}", p.name),
             reason: format!("{e}: {}", last_line(&messages)),
         })?;
@@ -287,38 +300,36 @@ impl<'a> Policies<'a> {
         for mut m in open.maps_mut() {
             let name = m.name().to_string_lossy().into_owned();
             match name.as_str() {
-                CELLS_MAP => {
+                maps::CELLS => {
                     m.set_max_entries(p.cells * 2).map_err(load_err)?;
                     m.set_map_flags(libbpf_rs::libbpf_sys::BPF_F_MMAPABLE)
                         .map_err(load_err)?;
                 }
-                RULE_STATS_MAP => m.set_max_entries(2 * p.rule_slots()).map_err(load_err)?,
-                EVENTS_MAP if events.exists() => m.reuse_pinned_map(&events).map_err(load_err)?,
+                maps::RULE_STATS => m.set_max_entries(2 * p.rule_slots()).map_err(load_err)?,
+                maps::EVENTS if events.exists() => m.reuse_pinned_map(&events).map_err(load_err)?,
                 _ => {}
             }
         }
         let log = LibbpfLog::capture();
         let loaded = open.load();
         let messages = log.finish();
-        let mut obj = loaded.map_err(|e| Error::Load {
+        let mut obj = loaded.map_err(|e| LoadError::Failed {
             program: format!("maps of policy {}", p.name),
             reason: format!("{e}: {}", last_line(&messages)),
         })?;
         let dir = self.pin_dir(&p.name);
-        fs::create_dir_all(&dir).map_err(|e| Error::State {
+        fs::create_dir_all(&dir).map_err(|e| StateError::Io {
             path: dir.clone(),
             reason: e.to_string(),
         })?;
         for mut m in obj.maps_mut() {
             let name = m.name().to_string_lossy().into_owned();
-            let pin = match name.as_str() {
-                CELLS_MAP => dir.join("cells"),
-                CONFIG_MAP => dir.join("config"),
-                RULE_STATS_MAP => dir.join("rule_stats"),
-                EVENTS_MAP if !events.exists() => events.clone(),
-                _ => continue,
+            let pin = match pins::of_map(pins::filter::MAPS, &name) {
+                Some(file) => dir.join(file),
+                None if name == maps::EVENTS && !events.exists() => events.clone(),
+                None => continue,
             };
-            m.pin(&pin).map_err(|e| Error::State {
+            m.pin(&pin).map_err(|e| StateError::Io {
                 path: pin.clone(),
                 reason: format!("cannot pin: {e}"),
             })?;
@@ -330,20 +341,24 @@ impl<'a> Policies<'a> {
     /// `fresh` rule ids, flips the generation and waits out readers of the
     /// old one. Nothing live changes if compiling fails.
     fn publish(&self, p: &Policy, rules: &[Rule]) -> Result<()> {
-        let compiled = compile_with_slots(rules, |r| p.slot_of(r.id))
-            .map_err(|e| Error::Invalid(format!("policy `{}`: {e}", p.name)))?;
+        let compiled = compile_with_slots(rules, |r| p.slot_of(r.id)).map_err(|reason| {
+            FilterError::Compile {
+                policy: p.name.clone(),
+                reason,
+            }
+        })?;
         if compiled.cells.len() > p.cells as usize {
-            return Err(Error::Invalid(format!(
-                "policy `{}`: the compiled rule set needs {} cells but the policy holds {}; recreate it with a larger --capacity",
-                p.name,
-                compiled.cells.len(),
-                p.cells
-            )));
+            return Err(FilterError::TooBig {
+                policy: p.name.clone(),
+                needs: compiled.cells.len(),
+                holds: p.cells,
+            }
+            .into());
         }
         let dir = self.pin_dir(&p.name);
         let next = p.generation ^ 1;
         write_cells(
-            &dir.join("cells"),
+            &dir.join(pins::filter::CELLS),
             (next * p.cells) as usize,
             &compiled.cells,
             (p.cells * 2) as usize,
@@ -357,7 +372,7 @@ impl<'a> Policies<'a> {
             log_burst: LOG_BURST,
             rule_slots: p.rule_slots(),
         };
-        let cfg_map = open_map(&dir.join("config"))?;
+        let cfg_map = open_map(&dir.join(pins::filter::CONFIG))?;
         // SAFETY: PolicyConfig is plain u32 fields.
         let bytes = unsafe {
             std::slice::from_raw_parts(
@@ -379,7 +394,7 @@ impl<'a> Policies<'a> {
         generation: u32,
         slots: impl Iterator<Item = u32>,
     ) -> Result<()> {
-        let pin = self.pin_dir(&p.name).join("rule_stats");
+        let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
         let map = open_map(&pin)?;
         let cpus = libbpf_rs::num_possible_cpus().map_err(|e| map_err(&pin, e))?;
         let zero = vec![vec![0u8; size_of::<RuleStats>()]; cpus];
@@ -438,7 +453,7 @@ impl<'a> Policies<'a> {
         let mut intent = Intent::new(
             "lwt filter",
             Probe::Generation {
-                config: self.pin_dir(&p.name).join("config"),
+                config: self.pin_dir(&p.name).join(pins::filter::CONFIG),
                 after: next,
             },
         );
@@ -450,7 +465,7 @@ impl<'a> Policies<'a> {
             return Err(e);
         }
         failpoint("filter-commit:flip");
-        let pin = self.pin_dir(&p.name).join("rule_stats");
+        let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
         let map = open_map(&pin)?;
         let mut carried = std::collections::BTreeMap::new();
         let mut keep = |id: u32, slot: u32| -> Result<()> {
@@ -475,21 +490,17 @@ impl<'a> Policies<'a> {
     /// next id (ids are never reused) and a free counter slot.
     pub fn add_rule(&self, txn: &Txn, name: &str, spec: RuleSpec) -> Result<Rule> {
         let p = self.get(name)?;
-        let full = || {
-            Error::Invalid(format!(
-                "policy `{name}` is full ({} rules); recreate it with a larger --capacity",
-                p.capacity
-            ))
+        let full = || FilterError::Full {
+            policy: name.into(),
+            capacity: p.capacity,
         };
         if p.rules.len() as u32 >= p.capacity {
-            return Err(full());
+            return Err(full().into());
         }
         let id = p.next_rule_id();
-        let next_id = id.checked_add(1).ok_or_else(|| {
-            Error::Invalid(format!(
-                "policy `{name}` has used every rule id; recreate it (`filter replace` into a new policy)"
-            ))
-        })?;
+        let next_id = id
+            .checked_add(1)
+            .ok_or_else(|| FilterError::IdsExhausted(name.into()))?;
         let slot = p.free_slot().ok_or_else(full)?;
         let rule = Rule { id, spec };
         let mut rules = p.rules.clone();
@@ -509,7 +520,10 @@ impl<'a> Policies<'a> {
             .iter()
             .find(|r| r.id == id)
             .cloned()
-            .ok_or_else(|| Error::Invalid(format!("policy `{name}` has no rule {id}")))?;
+            .ok_or_else(|| FilterError::NoRule {
+                policy: name.into(),
+                id,
+            })?;
         let rules: Vec<Rule> = p.rules.iter().filter(|r| r.id != id).cloned().collect();
         let slots = rules.iter().map(|r| (r.id, p.slot_of(r.id))).collect();
         let next_id = p.next_rule_id();
@@ -523,17 +537,20 @@ impl<'a> Policies<'a> {
     pub fn replace(&self, txn: &Txn, name: &str, specs: Vec<RuleSpec>) -> Result<Policy> {
         let p = self.get(name)?;
         if specs.len() as u64 > u64::from(p.capacity) {
-            return Err(Error::Invalid(format!("{} rules do not fit policy `{name}` (capacity {}); recreate it with a larger --capacity", specs.len(), p.capacity)));
+            return Err(FilterError::TooManyRules {
+                policy: name.into(),
+                rules: specs.len(),
+                capacity: p.capacity,
+            }
+            .into());
         }
         let first = p.next_rule_id();
         let next_id = u32::try_from(specs.len())
             .ok()
             .and_then(|n| first.checked_add(n))
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "policy `{name}` has too few rule ids left for {} rules; replace them into a new policy",
-                    specs.len()
-                ))
+            .ok_or_else(|| FilterError::TooFewIds {
+                policy: name.into(),
+                rules: specs.len(),
             })?;
         let rules: Vec<Rule> = specs
             .into_iter()
@@ -551,7 +568,7 @@ impl<'a> Policies<'a> {
         let mut intent = Intent::new(
             "lwt filter delete",
             Probe::Unpinned {
-                path: pins.join("config"),
+                path: pins.join(pins::filter::CONFIG),
             },
         );
         intent.done = vec![txn.remove_step::<Policy>(name)];
@@ -567,7 +584,7 @@ impl<'a> Policies<'a> {
     /// Per-rule counters of a policy, summed over CPUs and generations, by
     /// rule id; id 0 is the packets the default verdict judged.
     pub fn rule_counters(&self, p: &Policy) -> Result<Vec<(u32, RuleCounters)>> {
-        let pin = self.pin_dir(&p.name).join("rule_stats");
+        let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
         let map = open_map(&pin)?;
         std::iter::once((0, 0))
             .chain(p.rules.iter().map(|r| (r.id, p.slot_of(r.id))))
@@ -589,31 +606,35 @@ pub fn live_generation(config: &Path) -> Result<u32> {
     let value = map
         .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
         .map_err(|e| map_err(config, e))?
-        .ok_or_else(|| Error::MissingPin(config.into()))?;
+        .ok_or_else(|| StateError::MissingPin(config.into()))?;
     let bytes: [u8; 4] = value
         .get(..4)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| Error::MissingPin(config.into()))?;
+        .ok_or_else(|| StateError::MissingPin(config.into()))?;
     Ok(u32::from_ne_bytes(bytes))
 }
 
 fn open_map(pin: &Path) -> Result<MapHandle> {
-    MapHandle::from_pinned_path(pin).map_err(|_| Error::MissingPin(pin.into()))
+    MapHandle::from_pinned_path(pin).map_err(|_| StateError::MissingPin(pin.into()).into())
 }
 
 fn map_err(path: &Path, e: libbpf_rs::Error) -> Error {
-    Error::State {
+    StateError::Io {
         path: path.into(),
         reason: e.to_string(),
     }
+    .into()
 }
 
 /// Writes `cells` at cell `at` of the mmap-able cells map pinned at `pin`.
 fn write_cells(pin: &Path, at: usize, cells: &[Cell], total: usize) -> Result<()> {
     let map = open_map(pin)?;
-    write_cells_fd(map.as_fd(), at, cells, total).map_err(|e| Error::State {
-        path: pin.into(),
-        reason: format!("mmap: {e}"),
+    write_cells_fd(map.as_fd(), at, cells, total).map_err(|e| {
+        StateError::Io {
+            path: pin.into(),
+            reason: format!("mmap: {e}"),
+        }
+        .into()
     })
 }
 

@@ -6,16 +6,18 @@
 use std::{os::fd::AsFd, time::Duration};
 
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
-use lwtkit_common::filter::{Cell, PolicyConfig, NO_RULE};
+use lwtkit_common::{
+    filter::{Cell, PolicyConfig, NO_RULE},
+    maps::filter::{CELLS, CONFIG, RULE_STATS},
+};
 
 use super::{
     compile::compile_with_slots,
     rule::{Rule, Verdict},
-    store::{CELLS_MAP, CONFIG_MAP, RULE_STATS_MAP},
 };
 use crate::{
     builtin,
-    error::{Error, Result},
+    error::{Error, LoadError, Result},
     hook::Hook,
     loader::{last_line, LibbpfLog},
 };
@@ -30,10 +32,11 @@ pub struct Harness {
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Load {
+    LoadError::Failed {
         program: "filter test harness".into(),
         reason: format!("{what}: {e}"),
     }
+    .into()
 }
 
 impl Harness {
@@ -50,11 +53,11 @@ impl Harness {
         let cells = compiled.cells.len().max(16) as u32;
         let slots = ids.len() as u32 + 1;
         let mut h = Self::load("filter", hook, |name, m| match name {
-            CELLS_MAP => {
+            CELLS => {
                 m.set_max_entries(cells)?;
                 m.set_map_flags(libbpf_rs::libbpf_sys::BPF_F_MMAPABLE)
             }
-            RULE_STATS_MAP => m.set_max_entries(slots),
+            RULE_STATS => m.set_max_entries(slots),
             _ => Ok(()),
         })?;
         h.ids = ids;
@@ -75,7 +78,7 @@ impl Harness {
                 size_of::<PolicyConfig>(),
             )
         };
-        h.map(CONFIG_MAP)?
+        h.map(CONFIG)?
             .update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY)
             .map_err(|e| err("config", e))?;
         Ok(h)
@@ -92,7 +95,7 @@ impl Harness {
         mut size: impl FnMut(&str, &mut libbpf_rs::OpenMapMut) -> libbpf_rs::Result<()>,
     ) -> Result<Self> {
         let b = builtin::find(name)
-            .ok_or_else(|| Error::UnknownBuiltin(name.into(), builtin::names()))?;
+            .ok_or_else(|| LoadError::UnknownBuiltin(name.into(), builtin::names()))?;
         let entry = b
             .entry(hook)
             .ok_or_else(|| err("entry", format!("{name} has no {hook} program")))?;
@@ -126,7 +129,7 @@ impl Harness {
     }
 
     fn write_cells(&self, cells: &[Cell]) -> Result<()> {
-        let map = self.map(CELLS_MAP)?;
+        let map = self.map(CELLS)?;
         super::store::write_cells_fd(map.as_fd(), 0, cells, map.max_entries() as usize)
             .map_err(|e| err("mmap cells", e))
     }
@@ -157,7 +160,7 @@ impl Harness {
     /// Per-rule packet counters summed over CPUs, by counter slot: index 0
     /// is "no rule", index `i + 1` the rule at index `i`.
     pub fn rule_hits(&self) -> Result<Vec<u64>> {
-        let map = self.map(RULE_STATS_MAP)?;
+        let map = self.map(RULE_STATS)?;
         (0..=self.ids.len() as u32)
             .map(|slot| {
                 let [packets] = crate::percpu::sum(&map, slot).map_err(|e| err("rule stats", e))?;
@@ -168,7 +171,7 @@ impl Harness {
 
     /// Packets counted for the rule with id `rule` (`None`: no rule matched).
     pub fn hits_of(&self, rule: Option<u32>) -> Result<u64> {
-        let map = self.map(RULE_STATS_MAP)?;
+        let map = self.map(RULE_STATS)?;
         let [packets] =
             crate::percpu::sum(&map, self.slot_of(rule)).map_err(|e| err("rule stats", e))?;
         Ok(packets)

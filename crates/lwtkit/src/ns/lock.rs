@@ -14,7 +14,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::store::{self, state_err};
-use crate::error::{Error, Result};
+use crate::error::{Result, StateError};
 
 /// How long a command waits for the lock unless `LWT_LOCK_TIMEOUT` (seconds) says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -71,10 +71,11 @@ fn now() -> u64 {
 pub fn acquire(dir: &Path, verb: &str, wait: Duration) -> Result<Held> {
     store::ensure_dir(dir)?;
     if held_here().lock().is_ok_and(|h| h.contains(dir)) {
-        return Err(Error::Invalid(format!(
-            "internal error: `{verb}` asked again for the lock of {} that this process holds; a change must run inside the one transaction it has",
-            dir.display()
-        )));
+        return Err(StateError::NestedLock {
+            verb: verb.into(),
+            dir: dir.into(),
+        }
+        .into());
     }
     let path = dir.join("lock");
     let holder_path = dir.join("holder.json");
@@ -111,11 +112,12 @@ pub fn acquire(dir: &Path, verb: &str, wait: Duration) -> Result<Held> {
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                return Err(Error::LockTimeout {
+                return Err(StateError::LockTimeout {
                     holder: describe(&path, &holder_path),
                     path,
                     waited: wait.as_secs_f64(),
-                })
+                }
+                .into())
             }
             Err((_, e)) => return Err(state_err(&path, e)),
         }

@@ -18,6 +18,7 @@
 //! /run/lwtkit/ns-<cookie>/<kind>/<key>.json    records (routes, filters, encap, decap, seg6local)
 //! /sys/fs/bpf/lwtkit/ns-<cookie>/...           pins
 //! ```
+mod error;
 pub mod gc;
 pub mod intent;
 pub mod lock;
@@ -29,11 +30,12 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+pub use error::StateError;
 pub use intent::{Intent, Outcome, Probe, Step};
 pub use store::Record;
 
 use crate::{
-    error::{Error, Result},
+    error::{Result, SystemError},
     route::netlink::Rtnl,
     system,
 };
@@ -41,7 +43,7 @@ use crate::{
 /// Where records live (tmpfs: emptied at reboot, as routes are).
 pub const STATE_ROOT: &str = "/run/lwtkit";
 /// lwtkit's directory on bpffs.
-pub const PIN_DIR: &str = "lwtkit";
+pub const PIN_DIR: &str = lwtkit_common::pins::ROOT;
 
 /// Which records own which pin directories: a record `<kind>/KEY.json`
 /// owns the pins `<sub>/KEY/` (routes own directories at the top).
@@ -67,7 +69,7 @@ impl Namespace {
     /// (mounting it if needed), dead namespaces' leftovers collected.
     pub fn open() -> Result<Self> {
         if let Some(name) = system::private_sys_of_ip_netns_exec() {
-            return Err(Error::PrivateSys { name });
+            return Err(SystemError::PrivateSys { name }.into());
         }
         let bpffs = system::ensure_bpffs()?;
         let root = Path::new(STATE_ROOT);
@@ -80,7 +82,7 @@ impl Namespace {
     /// Opens the namespace for reading: nothing is created or mounted.
     pub fn open_readonly() -> Result<Self> {
         if let Some(name) = system::private_sys_of_ip_netns_exec() {
-            return Err(Error::PrivateSys { name });
+            return Err(SystemError::PrivateSys { name }.into());
         }
         Self::at(Path::new(system::BPFFS))
     }

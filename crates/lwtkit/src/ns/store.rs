@@ -12,7 +12,7 @@ use std::{
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StateError};
 
 /// Something lwtkit keeps one file of per object, in its own directory of
 /// the namespace's state (`routes/`, `filters/`, `encap/`, ...).
@@ -24,10 +24,11 @@ pub trait Record: Serialize + DeserializeOwned {
 }
 
 pub(crate) fn state_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::State {
+    StateError::Io {
         path: path.into(),
         reason: e.to_string(),
     }
+    .into()
 }
 
 /// Creates `dir` and its missing parents, 0700.

@@ -8,8 +8,9 @@ use libbpf_rs::{MapCore, MapFlags};
 use lwtkit_common::encap::{EncapKey, MAX_DECAP_ADDRS};
 use netlink_packet_route::route::RouteType;
 
+use super::DecapError;
 use crate::{
-    error::{Error, Result},
+    error::Result,
     route::{
         netlink::Rtnl,
         ops::{dst_of, dump_all, oif_of, table_of},
@@ -30,22 +31,31 @@ pub fn parse_endpoints(flag: &str, values: &[String]) -> Result<Vec<IpAddr>> {
             } else {
                 "not an IPv4 or IPv6 address"
             };
-            Error::Invalid(format!("{flag} `{v}`: {what}"))
+            DecapError::BadAddress {
+                flag: flag.into(),
+                value: v.into(),
+                what,
+            }
         })?;
         if let Some(why) = not_unicast(addr) {
-            return Err(Error::Invalid(format!(
-                "{flag} `{v}`: {why}; {flag} takes unicast host addresses"
-            )));
+            return Err(DecapError::NotUnicast {
+                flag: flag.into(),
+                value: v.into(),
+                why,
+            }
+            .into());
         }
         if !out.contains(&addr) {
             out.push(addr);
         }
     }
     if out.len() > MAX_DECAP_ADDRS as usize {
-        return Err(Error::Invalid(format!(
-            "{flag}: {} addresses, at most {MAX_DECAP_ADDRS}",
-            out.len()
-        )));
+        return Err(DecapError::TooManyAddresses {
+            flag: flag.into(),
+            count: out.len(),
+            max: MAX_DECAP_ADDRS,
+        }
+        .into());
     }
     Ok(out)
 }
@@ -120,23 +130,20 @@ pub fn local_set(dev: &str, index: u32, given: &[IpAddr]) -> Result<Vec<IpNet>> 
         let host = local_routes(index, None)?;
         for a in given {
             if !host.iter().any(|n| n.contains(a)) {
-                return Err(Error::Invalid(format!(
-                    "--local {a} is not an address of this host (no local route covers it; see `ip route show table all type local`)"
-                )));
+                return Err(DecapError::NotLocal(*a).into());
             }
         }
         given.iter().map(|a| IpNet::from(*a)).collect()
     };
     if set.is_empty() {
-        return Err(Error::Invalid(format!(
-            "this host has no address that tunnels to {dev} could be sent to; add one first"
-        )));
+        return Err(DecapError::NoHostAddress(dev.into()).into());
     }
     if set.len() > MAX_DECAP_ADDRS as usize {
-        return Err(Error::Invalid(format!(
-            "this host has {} local addresses, more than the decapsulator's {MAX_DECAP_ADDRS}; pass --local",
-            set.len()
-        )));
+        return Err(DecapError::TooManyLocals {
+            count: set.len(),
+            max: MAX_DECAP_ADDRS,
+        }
+        .into());
     }
     Ok(set)
 }
