@@ -274,24 +274,10 @@ pub fn add(record: &DecapRecord) -> Result<()> {
 
 /// [`add`] inside a transaction the caller holds.
 pub fn add_in(txn: &Txn, record: &DecapRecord) -> Result<()> {
-    let bits = check(record)?;
+    let config = config_of(record)?;
     let index = ifindex(&record.dev)?;
     let locals = addrs::local_set(&record.dev, index, &record.local)?;
-    let remotes: Vec<IpNet> = record.remote.iter().map(|a| IpNet::from(*a)).collect();
-    let mut flags = 0;
-    if record.key.is_some() {
-        flags |= decap_flags::GRE_KEY;
-    }
-    if !remotes.is_empty() {
-        flags |= decap_flags::REMOTE_FILTER;
-    }
-    let config = DecapConfig {
-        kinds: bits,
-        fou_port: record.fou_port.unwrap_or(0),
-        gue_port: record.gue_port.unwrap_or(0),
-        gre_key: record.key.unwrap_or(0),
-        flags,
-    };
+    let remotes = remotes_of(record);
     let pins = txn.pin_root().join("decap");
     let dev_pins = pins.join(&record.dev);
     let mut stored = record.clone();
@@ -352,6 +338,76 @@ pub fn add_in(txn: &Txn, record: &DecapRecord) -> Result<()> {
     }
     failpoint("decap-add:link");
     txn.finish(pending, Outcome::Done)
+}
+
+/// The configuration map value a record calls for.
+pub(crate) fn config_of(record: &DecapRecord) -> Result<DecapConfig> {
+    let bits = check(record)?;
+    let mut flags = 0;
+    if record.key.is_some() {
+        flags |= decap_flags::GRE_KEY;
+    }
+    if !record.remote.is_empty() {
+        flags |= decap_flags::REMOTE_FILTER;
+    }
+    Ok(DecapConfig {
+        kinds: bits,
+        fou_port: record.fou_port.unwrap_or(0),
+        gue_port: record.gue_port.unwrap_or(0),
+        gre_key: record.key.unwrap_or(0),
+        flags,
+    })
+}
+
+/// The remote trie a record calls for.
+pub(crate) fn remotes_of(record: &DecapRecord) -> Vec<IpNet> {
+    let mut v: Vec<IpNet> = record.remote.iter().map(|a| IpNet::from(*a)).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// What the kernel holds for one decapsulator, for `lwt check`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Observed {
+    /// Pins (of [`PINS`]) that are not there.
+    pub missing: Vec<&'static str>,
+    /// Why the pinned link does not serve the device (`None`: it does).
+    pub defunct: Option<String>,
+    pub config: Option<DecapConfig>,
+    pub local: Option<Vec<IpNet>>,
+    pub remote: Option<Vec<IpNet>>,
+}
+
+/// Reads the pins of the decapsulator on `dev` under `dev_pins`.
+pub(crate) fn observe(dev_pins: &Path, dev: &str) -> Observed {
+    let map = |name: &str| MapHandle::from_pinned_path(dev_pins.join(name)).ok();
+    let config = map("config").and_then(|m| {
+        let v = m.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).ok()??;
+        let mut c = DecapConfig::default();
+        // SAFETY: DecapConfig is plain #[repr(C)] data; the length is checked.
+        (v.len() == size_of::<DecapConfig>()).then(|| unsafe {
+            std::ptr::copy_nonoverlapping(
+                v.as_ptr(),
+                (&mut c as *mut DecapConfig).cast::<u8>(),
+                v.len(),
+            );
+            c
+        })
+    });
+    Observed {
+        missing: PINS
+            .into_iter()
+            .filter(|p| !dev_pins.join(p).exists())
+            .collect(),
+        defunct: match link::state(&dev_pins.join("link"), dev, ifindex(dev).ok()) {
+            LinkState::Attached => None,
+            LinkState::Defunct(why) => Some(why),
+        },
+        config,
+        local: map("local").map(|m| addrs::contents(&m)),
+        remote: map("remote").map(|m| addrs::contents(&m)),
+    }
 }
 
 /// Changes a live decapsulator through its maps. New addresses go in

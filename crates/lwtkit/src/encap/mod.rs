@@ -96,6 +96,68 @@ fn key_of(dst: &IpNet, table: u32) -> [u8; KEY_SIZE] {
 
 const KEY_SIZE: usize = size_of::<EncapKey>();
 
+/// The trie value of a tunnel: its header block and counter slot.
+fn entry_value(header: &header::Header, counter: u32) -> Vec<u8> {
+    let mut entry = EncapEntry {
+        len: header.bytes.len() as u16,
+        flags: header.flags,
+        counter,
+        header: [0; MAX_HEADER],
+    };
+    entry.header[..header.bytes.len()].copy_from_slice(&header.bytes);
+    // SAFETY: EncapEntry is plain data.
+    unsafe {
+        std::slice::from_raw_parts(
+            (&entry as *const EncapEntry).cast::<u8>(),
+            size_of::<EncapEntry>(),
+        )
+    }
+    .to_vec()
+}
+
+/// The trie entry (key, value) a tunnel record stands for: what `lwt
+/// check` expects the namespace's `tunnels` map to hold.
+pub(crate) fn expected_entry(record: &TunnelRecord) -> Result<(Vec<u8>, Vec<u8>)> {
+    let header = record
+        .spec
+        .header(record.dst.addr().is_ipv6())
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok((
+        key_of(&record.dst, record.table).to_vec(),
+        entry_value(&header, record.counter),
+    ))
+}
+
+/// A trie key as `dst table T` (for keys no record explains).
+pub(crate) fn describe_key(key: &[u8]) -> String {
+    let word = |r: std::ops::Range<usize>| {
+        key.get(r)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .unwrap_or_default()
+    };
+    let bits = u32::from_ne_bytes(word(0..4)).saturating_sub(EncapKey::HEADER_BITS);
+    let table = u32::from_be_bytes(word(4..8));
+    let addr: Option<IpAddr> = match word(8..12)[3] {
+        4 => Some(IpAddr::from(word(12..16))),
+        6 => key
+            .get(12..28)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(IpAddr::from),
+        _ => None,
+    };
+    match addr.and_then(|a| IpNet::new(a, bits.min(128) as u8).ok()) {
+        Some(net) => format!("{net} table {}", table_name(table)),
+        None => format!("key {}", hex(key)),
+    }
+}
+
+/// The entry a trie value describes: (header length, counter slot).
+pub(crate) fn entry_summary(value: &[u8]) -> Option<(u16, u32)> {
+    let len = u16::from_ne_bytes(value.get(0..2)?.try_into().ok()?);
+    let counter = u32::from_ne_bytes(value.get(4..8)?.try_into().ok()?);
+    Some((len, counter))
+}
+
 fn state_err(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
     Error::State {
         path: path.into(),
@@ -242,22 +304,9 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
             .find(|c| existing.iter().all(|r| r.counter != *c))
             .unwrap_or(MAX_TUNNELS - 1)
     });
-    let mut entry = EncapEntry {
-        len: header.bytes.len() as u16,
-        flags: header.flags,
-        counter,
-        header: [0; MAX_HEADER],
-    };
-    entry.header[..header.bytes.len()].copy_from_slice(&header.bytes);
+    let value = entry_value(&header, counter);
     let tunnels = MapHandle::from_pinned_path(pins.join("tunnels"))
         .map_err(|_| Error::MissingPin(pins.join("tunnels")))?;
-    // SAFETY: EncapEntry is plain data.
-    let value = unsafe {
-        std::slice::from_raw_parts(
-            (&entry as *const EncapEntry).cast::<u8>(),
-            size_of::<EncapEntry>(),
-        )
-    };
     let key = key_of(&req.dst, table);
     let trie = pins.join("tunnels");
     let old_value = tunnels.lookup(&key, MapFlags::ANY).ok().flatten();
@@ -289,7 +338,6 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
         header_len: header.bytes.len(),
     };
     let put = txn.put_step(&record)?;
-    let value = value.to_vec();
     let update = move || -> Result<()> {
         tunnels
             .update(&key, &value, MapFlags::ANY)

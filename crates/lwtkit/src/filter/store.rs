@@ -597,6 +597,61 @@ pub fn live_generation(config: &Path) -> Result<u32> {
     Ok(u32::from_ne_bytes(bytes))
 }
 
+/// The whole config map value of a policy (pinned at `config`).
+pub(crate) fn live_config(config: &Path) -> Result<PolicyConfig> {
+    let map = open_map(config)?;
+    let value = map
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .map_err(|e| map_err(config, e))?
+        .filter(|v| v.len() == size_of::<PolicyConfig>())
+        .ok_or_else(|| Error::MissingPin(config.into()))?;
+    let mut c = PolicyConfig::default();
+    // SAFETY: PolicyConfig is plain u32 fields; the length is checked above.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            value.as_ptr(),
+            (&mut c as *mut PolicyConfig).cast::<u8>(),
+            value.len(),
+        );
+    }
+    Ok(c)
+}
+
+/// Reads `n` cells from cell `at` of the cells map pinned at `pin`, which
+/// holds `total` cells: the rule set the kernel walks, for `lwt check`.
+pub(crate) fn read_cells(pin: &Path, at: usize, n: usize, total: usize) -> Result<Vec<Cell>> {
+    let map = open_map(pin)?;
+    let err = |e: std::io::Error| Error::State {
+        path: pin.into(),
+        reason: format!("mmap: {e}"),
+    };
+    if at + n > total {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "cells past the end of the map",
+        )));
+    }
+    let len = (total * size_of::<Cell>()).next_multiple_of(4096);
+    // SAFETY: maps the whole array map (created BPF_F_MMAPABLE) shared and
+    // read only, reads within its bounds (checked above), unmaps.
+    unsafe {
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            map.as_fd().as_raw_fd(),
+            0,
+        );
+        if base == libc::MAP_FAILED {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        let cells = std::slice::from_raw_parts(base.cast::<Cell>().add(at), n).to_vec();
+        libc::munmap(base, len);
+        Ok(cells)
+    }
+}
+
 fn open_map(pin: &Path) -> Result<MapHandle> {
     MapHandle::from_pinned_path(pin).map_err(|_| Error::MissingPin(pin.into()))
 }
