@@ -287,21 +287,25 @@ pub fn add_in(txn: &Txn, record: &DecapRecord) -> Result<()> {
     let live = complete
         && link::state(&dev_pins.join("link"), &record.dev, Some(index)) == LinkState::Attached;
     if live {
-        // Only lwtkit's own maps change: the record goes first, so a kill
-        // leaves the wanted configuration on record for the next `decap add`.
+        // Only lwtkit's own maps change: the record goes first, and the map
+        // changes are the intent's `done` steps, so a kill after the record
+        // is finished by the next command (the maps follow the record).
         let old = txn.get::<DecapRecord>(&record.dev)?;
         let Step::Put { path, json } = put.clone() else {
             unreachable!("put_step makes a Put")
         };
         let mut intent = Intent::new("lwt decap add", Probe::Record { path, json });
+        intent.done = reconfigure_steps(&dev_pins, &config, &locals, &remotes)?;
         intent.undone = match &old {
             Some(o) => vec![txn.put_step(o)?],
             None => vec![txn.remove_step::<DecapRecord>(&record.dev)],
         };
         let pending = txn.intend(intent)?;
-        ns::intent::apply(&[put])?;
+        if let Err(e) = ns::intent::apply(&[put]) {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(e);
+        }
         failpoint("decap-add:record");
-        reconfigure(&dev_pins, &config, &locals, &remotes)?;
         return txn.finish(pending, Outcome::Done);
     }
     // Attach the new one beside whatever is left, then drop the old pins
@@ -410,26 +414,50 @@ pub(crate) fn observe(dev_pins: &Path, dev: &str) -> Observed {
     }
 }
 
-/// Changes a live decapsulator through its maps. New addresses go in
-/// before the configuration changes and old ones leave after it, so a
-/// wanted address is never missing in between.
-fn reconfigure(
+/// The steps that change a live decapsulator through its maps. New
+/// addresses go in before the configuration changes and old ones leave
+/// after it, so a wanted address is never missing in between. Each step
+/// is idempotent: recovery may apply them again.
+fn reconfigure_steps(
     dev_pins: &Path,
     config: &DecapConfig,
     locals: &[IpNet],
     remotes: &[IpNet],
-) -> Result<()> {
-    let open = |name: &str| {
+) -> Result<Vec<Step>> {
+    let present = |name: &str| -> Result<Vec<IpNet>> {
         let p = dev_pins.join(name);
-        MapHandle::from_pinned_path(&p).map_err(|_| Error::MissingPin(p))
+        let m = MapHandle::from_pinned_path(&p).map_err(|_| Error::MissingPin(p))?;
+        Ok(addrs::contents(&m))
     };
-    let (cfg, local, remote) = (open("config")?, open("local")?, open("remote")?);
-    addrs::insert_all(&local, locals).map_err(|e| err(dev_pins, e))?;
-    addrs::insert_all(&remote, remotes).map_err(|e| err(dev_pins, e))?;
-    cfg.update(&0u32.to_ne_bytes(), config_bytes(config), MapFlags::ANY)
-        .map_err(|e| err(dev_pins, e))?;
-    addrs::retain(&local, locals).map_err(|e| err(dev_pins, e))?;
-    addrs::retain(&remote, remotes).map_err(|e| err(dev_pins, e))
+    let (local_now, remote_now) = (present("local")?, present("remote")?);
+    let tries = [
+        (dev_pins.join("local"), locals, local_now),
+        (dev_pins.join("remote"), remotes, remote_now),
+    ];
+    let mut steps = Vec::new();
+    for (pin, want, _) in &tries {
+        steps.extend(want.iter().map(|n| Step::MapPut {
+            pin: pin.clone(),
+            key: ns::intent::hex(&addrs::key_of(n)),
+            value: ns::intent::hex(&[1]),
+        }));
+    }
+    steps.push(Step::MapPut {
+        pin: dev_pins.join("config"),
+        key: ns::intent::hex(&0u32.to_ne_bytes()),
+        value: ns::intent::hex(config_bytes(config)),
+    });
+    for (pin, want, now) in &tries {
+        steps.extend(
+            now.iter()
+                .filter(|n| !want.contains(n))
+                .map(|n| Step::MapDelete {
+                    pin: pin.clone(),
+                    key: ns::intent::hex(&addrs::key_of(n)),
+                }),
+        );
+    }
+    Ok(steps)
 }
 
 /// Loads a fresh decapsulator, fills its maps, attaches it to `index` and
