@@ -431,10 +431,12 @@ impl<'a> Policies<'a> {
         // The flip is the change: once the config map says `next`, the new
         // rules are live and the record must say so, even if lwt is killed
         // right after (then the counters carried over are those read here,
-        // a few packets short of the exact ones read after the flip).
+        // short of the exact ones read after the flip by what the old
+        // generation counts in between).
         let mut early = p.clone();
         early.generation = next;
         early.rules = rules.clone();
+        early.carried = self.carry(&old_p, &rules)?;
         let mut intent = Intent::new(
             "lwt filter",
             Probe::Generation {
@@ -450,25 +452,38 @@ impl<'a> Policies<'a> {
             return Err(e);
         }
         failpoint("filter-commit:flip");
-        let pin = self.pin_dir(&p.name).join("rule_stats");
-        let map = open_map(&pin)?;
-        let mut carried = std::collections::BTreeMap::new();
-        let mut keep = |id: u32, slot: u32| -> Result<()> {
-            let mut c = old_p.carried.get(&id).copied().unwrap_or_default();
-            c.add(&Self::read_slot(&map, &pin, old * p.rule_slots() + slot)?);
-            carried.insert(id, c);
-            Ok(())
-        };
-        keep(0, 0)?;
-        for r in rules.iter().filter(|r| old_p.rules.contains(r)) {
-            keep(r.id, old_p.slot_of(r.id))?;
-        }
-        p.carried = carried;
+        p.carried = self.carry(&old_p, &rules)?;
         p.generation = next;
         p.rules = rules;
         self.save(txn, &p)?;
         txn.discard(pending)?;
         Ok(p)
+    }
+
+    /// What `old` counted (its generation and what it carried), for the
+    /// default and for the rules of `rules` that carry over from it (same
+    /// id and spec, so the same slot): the `carried` of the next record.
+    fn carry(
+        &self,
+        old: &Policy,
+        rules: &[Rule],
+    ) -> Result<std::collections::BTreeMap<u32, RuleCounters>> {
+        let pin = self.pin_dir(&old.name).join("rule_stats");
+        let map = open_map(&pin)?;
+        let base = old.generation * old.rule_slots();
+        std::iter::once((0, 0))
+            .chain(
+                rules
+                    .iter()
+                    .filter(|r| old.rules.contains(r))
+                    .map(|r| (r.id, old.slot_of(r.id))),
+            )
+            .map(|(id, slot)| {
+                let mut c = old.carried.get(&id).copied().unwrap_or_default();
+                c.add(&Self::read_slot(&map, &pin, base + slot)?);
+                Ok((id, c))
+            })
+            .collect()
     }
 
     /// `lwt filter rule add`: returns the new rule. It gets the policy's
