@@ -14,6 +14,8 @@ use crate::{
 };
 
 /// Every entry of the trie pinned at `pin` (`None`: no trie is pinned).
+/// A lookup answers with the longest prefix covering the key, which for a
+/// key the trie holds is its own entry.
 pub(super) fn read_trie(pin: &Path) -> Option<BTreeMap<Vec<u8>, Vec<u8>>> {
     let map = MapHandle::from_pinned_path(pin).ok()?;
     Some(

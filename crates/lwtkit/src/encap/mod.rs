@@ -309,12 +309,15 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
         .map_err(|_| Error::MissingPin(pins.join("tunnels")))?;
     let key = key_of(&req.dst, table);
     let trie = pins.join("tunnels");
-    let old_value = tunnels.lookup(&key, MapFlags::ANY).ok().flatten();
-    let restore = match old_value {
-        Some(v) => Step::MapPut {
+    // Undone, the entry is the previous tunnel's (as its record says) or
+    // none. Not a lookup: an LPM trie answers a lookup with the longest
+    // prefix that covers the key, a wider tunnel's entry when this prefix
+    // has none.
+    let restore = match &previous {
+        Some(p) => Step::MapPut {
             pin: trie.clone(),
             key: hex(&key),
-            value: hex(&v),
+            value: hex(&expected_entry(p)?.1),
         },
         None => Step::MapDelete {
             pin: trie.clone(),
