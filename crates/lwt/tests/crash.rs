@@ -445,6 +445,14 @@ fn encap_cases() -> Vec<Case> {
             "encap add 2001:db8:100::/64 --dev va --type gre --remote 10.0.0.3",
             &["encap del 2001:db8:100::/64"],
         ),
+        // Inside a wider tunnel: a trie lookup of the new prefix answers
+        // with the wider entry, which must not be taken for its own.
+        case(
+            "encap:map",
+            &["encap add 192.168.0.0/16 --dev va --type gre --remote 10.0.0.3"],
+            GRE100,
+            &["encap del 192.168.100.0/24", "encap del 192.168.0.0/16"],
+        ),
     ]
 }
 
