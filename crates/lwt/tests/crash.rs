@@ -96,7 +96,7 @@ fn strip(v: Value) -> Value {
 /// What a user sees of the namespace: every route of both families and
 /// every listing.
 fn snapshot(ns: &Netns) -> String {
-    let mut s = normalize(&ns.routes());
+    let mut s = normalize(&detailed_routes(ns));
     for verb in [
         "list",
         "encap list",
@@ -110,6 +110,18 @@ fn snapshot(ns: &Netns) -> String {
         s.push_str(&format!("{verb}: {}\n", normalize(&v.to_string())));
     }
     s
+}
+
+/// Every route of both families with all `ip -d` prints (protocol,
+/// scope, metrics, type), but the IPv6 link-local ones the kernel adds on
+/// its own schedule.
+fn detailed_routes(ns: &Netns) -> String {
+    let all = ns.ip(&["-d", "route", "show", "table", "all"])
+        + &ns.ip(&["-d", "-6", "route", "show", "table", "all"]);
+    all.lines()
+        .filter(|l| !l.contains("fe80:"))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 fn run_all(ns: &Netns, lines: &[String]) {
@@ -158,7 +170,7 @@ fn agrees(ns: &Netns, context: &str) {
 fn crash(ns: &Netns, c: &Case) -> &'static str {
     let ctx = format!("`lwt {}` killed at {}", c.verb, c.point);
     let pristine = snapshot(ns);
-    let pristine_routes = ns.routes();
+    let pristine_routes = detailed_routes(ns);
     run_all(ns, &c.setup);
     if let Some(f) = c.prepare {
         f(ns);
@@ -179,7 +191,7 @@ fn crash(ns: &Netns, c: &Case) -> &'static str {
     }
     undo(ns, &c.undo);
     assert_eq!(
-        ns.routes(),
+        detailed_routes(ns),
         pristine_routes,
         "{ctx}: undo left other routes"
     );
@@ -196,7 +208,7 @@ fn crash(ns: &Netns, c: &Case) -> &'static str {
     let after = snapshot(ns);
     undo(ns, &c.undo);
     assert_eq!(
-        ns.routes(),
+        detailed_routes(ns),
         pristine_routes,
         "{ctx}: undo left other routes"
     );
@@ -708,4 +720,52 @@ fn kill_9_at_every_step_of_decap_add_and_del_converges() {
     require_root!();
     let p = pair("crx");
     crash_all(&p.a, &decap_cases());
+}
+
+/// Everything at once in `a` of a [`pair`]: a counted route, a tunnel, a
+/// policy on a route, a SID, a decapsulator.
+const EVERYTHING: [&str; 7] = [
+    COUNT9,
+    GRE100,
+    "filter create web",
+    "filter attach web 10.0.0.11/32 --dev va --hook out",
+    "seg6local add fc00::b --dev va --builtin end",
+    "decap add --dev vx --type gre",
+    "attach 10.0.0.10/32 --dev va --hook xmit --builtin count",
+];
+
+#[test]
+fn kill_9_during_reset_leaves_a_namespace_a_second_reset_clears() {
+    require_root!();
+    let p = pair("crr");
+    let ns = &p.a;
+    let pristine = detailed_routes(ns);
+    // Reset takes tunnels off first, then SIDs, decapsulators, routes and
+    // policies: a kill at each kind's step leaves some of it done.
+    for point in [
+        "detach:intent",
+        "detach:route",
+        "seg6local-del:intent",
+        "seg6local-del:route",
+        "decap-del:link",
+        "filter-delete:pins",
+    ] {
+        for line in EVERYTHING {
+            ns.lwt_ok(&words(line));
+        }
+        let out = ns.lwt_env(&[("LWT_FAILPOINT", point)], &["reset"]);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "reset killed at {point}: {out:?}"
+        );
+        agrees(ns, point);
+        ns.lwt_ok(&["reset"]);
+        assert_eq!(
+            detailed_routes(ns),
+            pristine,
+            "reset after a kill at {point}"
+        );
+        agrees(ns, point);
+    }
 }
