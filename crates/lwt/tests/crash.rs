@@ -229,7 +229,11 @@ fn crash(ns: &Netns, c: &Case) -> &'static str {
 /// (the intent written, nothing else; a tunnel's map entry written, its
 /// route not; a policy's maps made, its record not) or after it.
 fn expected(point: &str) -> &'static str {
-    if point.ends_with(":intent") || point == "encap:map" || point == "filter-create:maps" {
+    if point.ends_with(":intent")
+        || point.ends_with(":staged")
+        || point == "encap:map"
+        || point == "filter-create:maps"
+    {
         "before"
     } else {
         "after"
@@ -311,7 +315,7 @@ const GRE102: &str = "encap add 192.168.102.0/24 --dev va --type gre --remote 10
 
 fn attach_cases() -> Vec<Case> {
     let mut v = Vec::new();
-    for point in ["attach:intent", "attach:route"] {
+    for point in ["attach:staged", "attach:intent", "attach:route"] {
         v.extend([
             // A route lwtkit creates, one it replaces, a hook stacked on
             // another, a hook's program replaced in place, a local route.
@@ -472,7 +476,11 @@ fn seg6local_cases() -> Vec<Case> {
     const END: &str = "seg6local add fc00::b --dev va --builtin end";
     let del = &["seg6local del fc00::b"][..];
     let mut v = Vec::new();
-    for point in ["seg6local-add:intent", "seg6local-add:route"] {
+    for point in [
+        "seg6local-add:staged",
+        "seg6local-add:intent",
+        "seg6local-add:route",
+    ] {
         v.push(case(point, &[], END, del));
         v.push(case(
             point,
@@ -669,7 +677,7 @@ fn every_failpoint_of_the_library_is_exercised_here() {
     .flatten()
     .map(|c| c.point.to_string())
     .collect();
-    assert_eq!(in_library.len(), 17, "{in_library:?}");
+    assert_eq!(in_library.len(), 19, "{in_library:?}");
     assert_eq!(here, in_library);
 }
 

@@ -357,26 +357,16 @@ pub fn attach_with(
         lower_mtu(&mut route, dev_mtu, reduce, req.dst.addr().is_ipv6());
     }
 
-    // Stage the pins before the route changes; a failed pin changes nothing.
+    // The pins are staged beside the live ones once the intent is written
+    // (its undone side removes them), before the route changes.
     let route_pins = txn.pin_root().join(&skey);
     let stage = route_pins.join(format!("{}_next", req.hook.as_str()));
     let live = route_pins.join(req.hook.as_str());
-    let _ = ns::store::remove_tree(&stage);
-    ns::store::ensure_dir(&stage)?;
-    let staged = match loaded.pin(&stage) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = ns::intent::apply(&[
-                Step::RemoveTree { path: stage },
-                Step::RemoveEmptyDir { path: route_pins },
-            ]);
-            return Err(e);
-        }
-    };
     let hook_record = HookRecord {
+        name: loaded.route_name.clone(),
         pin: live.join("prog"),
-        counters: staged.counters.as_ref().map(|_| live.join("counters")),
-        ..staged
+        counters: loaded.has_counters().then(|| live.join("counters")),
+        origin: loaded.origin.clone(),
     };
     let created = existing.is_none();
     let mut new_record = record.clone().unwrap_or_else(|| RouteRecord {
@@ -414,13 +404,24 @@ pub fn attach_with(
         txn.put_step(&new_record)?,
     ];
     intent.undone = vec![
-        Step::RemoveTree { path: stage },
+        Step::RemoveTree {
+            path: stage.clone(),
+        },
         Step::RemoveEmptyDir { path: route_pins },
     ];
     intent.done.extend(extra.done);
     intent.undone.extend(extra.undone);
     let pending = txn.intend(intent)?;
     failpoint("attach:intent");
+    // A failed pin changes nothing.
+    let staged = ns::store::remove_tree(&stage)
+        .and_then(|()| ns::store::ensure_dir(&stage))
+        .and_then(|()| loaded.pin(&stage));
+    if let Err(e) = staged {
+        txn.finish(pending, Outcome::Undone)?;
+        return Err(e);
+    }
+    failpoint("attach:staged");
     if let Some(change) = extra.before_route {
         if let Err(e) = change() {
             txn.finish(pending, Outcome::Undone)?;

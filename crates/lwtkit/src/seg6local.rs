@@ -171,25 +171,18 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
     route
         .attributes
         .extend(bpf.encode().map_err(|e| Error::Invalid(e.to_string()))?);
+    // The pins are staged once the intent is written (its undone side
+    // removes them), before the route changes.
     let stage = pins.join(format!("{skey}_next"));
     let live = pins.join(&skey);
-    let _ = store::remove_tree(&stage);
-    store::ensure_dir(&stage)?;
-    let staged = match loaded.pin(&stage) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = store::remove_tree(&stage);
-            return Err(e);
-        }
-    };
     let record = SidRecord {
         sid: req.sid,
         table,
         dev: req.dev.clone(),
-        name: staged.name,
-        origin: staged.origin,
+        name: loaded.route_name.clone(),
+        origin: loaded.origin.clone(),
         pin: live.join("prog"),
-        counters: staged.counters.map(|_| live.join("counters")),
+        counters: loaded.has_counters().then(|| live.join("counters")),
     };
     let mut intent = Intent::new(
         "lwt seg6local add",
@@ -206,9 +199,19 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         },
         txn.put_step(&record)?,
     ];
-    intent.undone = vec![Step::RemoveTree { path: stage }];
+    intent.undone = vec![Step::RemoveTree {
+        path: stage.clone(),
+    }];
     let pending = txn.intend(intent)?;
     failpoint("seg6local-add:intent");
+    let staged = store::remove_tree(&stage)
+        .and_then(|()| store::ensure_dir(&stage))
+        .and_then(|()| loaded.pin(&stage));
+    if let Err(e) = staged {
+        txn.finish(pending, Outcome::Undone)?;
+        return Err(e);
+    }
+    failpoint("seg6local-add:staged");
     let sent = if ours {
         rtnl.replace(route)
     } else {
