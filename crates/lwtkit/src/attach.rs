@@ -241,13 +241,14 @@ fn live_record(
     }
 }
 
-/// Drops a route's record and pins.
+/// Drops a route's record and pins: the pins first, so that a kill in
+/// between leaves a record that accounts for what is left.
 fn forget(txn: &Txn, skey: &str) -> Result<()> {
     ns::intent::apply(&[
-        txn.remove_step::<RouteRecord>(skey),
         Step::RemoveTree {
             path: txn.pin_root().join(skey),
         },
+        txn.remove_step::<RouteRecord>(skey),
     ])
 }
 

@@ -132,10 +132,10 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         ours = existing.as_ref().map(marks) == Some(record.marks());
         if !ours {
             ns::intent::apply(&[
-                txn.remove_step::<SidRecord>(&skey),
                 Step::RemoveTree {
                     path: pins.join(&skey),
                 },
+                txn.remove_step::<SidRecord>(&skey),
             ])?;
         }
     }
@@ -248,11 +248,12 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, sid: IpNet, table: Option<u32>) -> Res
     let record: SidRecord = txn
         .get(&skey)?
         .ok_or_else(|| Error::NotManaged(format!("{sid} table {}", table_name(table))))?;
+    // The pins first: a kill in between leaves a record that accounts for them.
     let forget = vec![
-        txn.remove_step::<SidRecord>(&skey),
         Step::RemoveTree {
             path: txn.pin_root().join("seg6local").join(&skey),
         },
+        txn.remove_step::<SidRecord>(&skey),
     ];
     let current = rtnl.lookup(&key)?;
     let Some(current) = current else {

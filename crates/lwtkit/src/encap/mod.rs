@@ -471,12 +471,13 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, dst: IpNet, table: Option<u32>) -> Res
         ))
     })?;
     // The tunnel's entry and record go once the route no longer runs it.
+    // The entry first: a kill in between leaves a record that accounts for it.
     let forget = vec![
-        txn.remove_step::<TunnelRecord>(&skey),
         Step::MapDelete {
             pin: txn.pin_root().join("encap").join("tunnels"),
             key: hex(&key_of(&dst, table)),
         },
+        txn.remove_step::<TunnelRecord>(&skey),
     ];
     let req = DetachRequest {
         hook: Some(record.hook),
