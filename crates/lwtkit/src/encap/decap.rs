@@ -430,10 +430,35 @@ fn reconfigure_steps(
         Ok(addrs::contents(&m))
     };
     let (local_now, remote_now) = (present("local")?, present("remote")?);
-    let tries = [
-        (dev_pins.join("local"), locals, local_now),
-        (dev_pins.join("remote"), remotes, remote_now),
-    ];
+    plan_reconfigure(
+        dev_pins,
+        config,
+        [
+            (dev_pins.join("local"), locals, local_now.as_slice()),
+            (dev_pins.join("remote"), remotes, remote_now.as_slice()),
+        ],
+    )
+}
+
+/// [`reconfigure_steps`] for tries (pin, wanted, present now).
+fn plan_reconfigure(
+    dev_pins: &Path,
+    config: &DecapConfig,
+    tries: [(std::path::PathBuf, &[IpNet], &[IpNet]); 2],
+) -> Result<Vec<Step>> {
+    // Old and new addresses are in a trie together for a moment: refused
+    // here when they do not fit, as a step failing on every retry would
+    // keep the intent from ever finishing.
+    for (pin, want, now) in &tries {
+        let both = now.iter().filter(|n| !want.contains(n)).count() + want.len();
+        if both > lwtkit_common::encap::MAX_DECAP_ADDRS as usize {
+            return Err(Error::Invalid(format!(
+                "reconfiguring the decapsulator needs its old and new addresses in {} at once ({both}, more than {}); `lwt decap del` it first",
+                pin.display(),
+                lwtkit_common::encap::MAX_DECAP_ADDRS
+            )));
+        }
+    }
     let mut steps = Vec::new();
     for (pin, want, _) in &tries {
         steps.extend(want.iter().map(|n| Step::MapPut {
@@ -655,6 +680,60 @@ mod tests {
         assert_eq!(bits(&["sit"]).expect("sit"), kinds::SIT);
         assert_ne!(bits(&["ip6ip6"]).expect("a"), bits(&["ip4in6"]).expect("b"));
         assert!(bits(&["vxlan"]).is_err());
+    }
+
+    #[test]
+    fn a_reconfiguration_adds_addresses_then_configures_then_removes() {
+        let net = |s: &str| s.parse::<IpNet>().expect("net");
+        let (a, b, c) = (net("10.0.0.1/32"), net("10.0.0.2/32"), net("10.0.0.3/32"));
+        let config = DecapConfig::default();
+        let dir = Path::new("/p/decap/vb");
+        let steps = plan_reconfigure(
+            dir,
+            &config,
+            [
+                (dir.join("local"), &[b, c], &[a, b]),
+                (dir.join("remote"), &[], &[c]),
+            ],
+        )
+        .expect("steps");
+        let what: Vec<(&str, String)> = steps
+            .iter()
+            .map(|s| match s {
+                Step::MapPut { pin, key, .. } => ("put", format!("{} {key}", pin.display())),
+                Step::MapDelete { pin, key } => ("del", format!("{} {key}", pin.display())),
+                other => panic!("unexpected step {other:?}"),
+            })
+            .collect();
+        let key = |n: &IpNet| ns::intent::hex(&addrs::key_of(n));
+        assert_eq!(
+            what,
+            [
+                ("put", format!("/p/decap/vb/local {}", key(&b))),
+                ("put", format!("/p/decap/vb/local {}", key(&c))),
+                (
+                    "put",
+                    format!("/p/decap/vb/config {}", ns::intent::hex(&[0; 4]))
+                ),
+                ("del", format!("/p/decap/vb/local {}", key(&a))),
+                ("del", format!("/p/decap/vb/remote {}", key(&c))),
+            ]
+        );
+        // Old and new together must fit the trie, or nothing starts.
+        let many: Vec<IpNet> = (0..=lwtkit_common::encap::MAX_DECAP_ADDRS)
+            .map(|i| net(&format!("10.{}.{}.{}/32", i >> 16, (i >> 8) & 255, i & 255)))
+            .collect();
+        let (old, new) = many.split_at(2);
+        let e = plan_reconfigure(
+            dir,
+            &config,
+            [
+                (dir.join("local"), new, old),
+                (dir.join("remote"), &[], &[]),
+            ],
+        )
+        .expect_err("too many at once");
+        assert!(e.to_string().contains("decap del"), "{e}");
     }
 
     #[test]
