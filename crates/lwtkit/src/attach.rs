@@ -321,13 +321,14 @@ fn live_record(
     }
 }
 
-/// Drops a route's record and pins.
+/// Drops a route's record and pins: the pins first, so that a kill in
+/// between leaves a record that accounts for what is left.
 fn forget(txn: &Txn, skey: &str) -> Result<()> {
     ns::intent::apply(&[
-        txn.remove_step::<RouteRecord>(skey),
         Step::RemoveTree {
             path: txn.pin_root().join(skey),
         },
+        txn.remove_step::<RouteRecord>(skey),
     ])
 }
 
@@ -446,29 +447,18 @@ pub fn attach_with(
         lower_mtu(&mut route, dev_mtu, reduce, req.dst.addr().is_ipv6());
     }
 
-    // Stage the pins before the route changes; a failed pin changes nothing.
+    // The pins are staged beside the live ones once the intent is written
+    // (its undone side removes them), before the route changes.
     let route_pins = txn.pin_root().join(&skey);
     let stage = route_pins.join(format!("{}_next", req.hook.as_str()));
     let live = route_pins.join(req.hook.as_str());
-    let _ = ns::store::remove_tree(&stage);
-    ns::store::ensure_dir(&stage)?;
-    let staged = match loaded.pin(&stage) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = ns::intent::apply(&[
-                Step::RemoveTree { path: stage },
-                Step::RemoveEmptyDir { path: route_pins },
-            ]);
-            return Err(e);
-        }
-    };
     let hook_record = HookRecord {
+        name: loaded.route_name.clone(),
         pin: live.join(pins::program::PROG),
-        counters: staged
-            .counters
-            .as_ref()
-            .map(|_| live.join(pins::program::COUNTERS)),
-        ..staged
+        counters: loaded
+            .has_counters()
+            .then(|| live.join(pins::program::COUNTERS)),
+        origin: loaded.origin.clone(),
     };
     let created = existing.is_none() || stand_in;
     let mut new_record = record.clone().unwrap_or_else(|| RouteRecord {
@@ -507,7 +497,9 @@ pub fn attach_with(
         txn.put_step(&new_record)?,
     ];
     intent.undone = vec![
-        Step::RemoveTree { path: stage },
+        Step::RemoveTree {
+            path: stage.clone(),
+        },
         Step::RemoveEmptyDir {
             path: route_pins.clone(),
         },
@@ -534,6 +526,15 @@ pub fn attach_with(
     intent.undone.extend(extra.undone);
     let pending = txn.intend(intent)?;
     failpoint("attach:intent");
+    // A failed pin changes nothing.
+    let staged = ns::store::remove_tree(&stage)
+        .and_then(|()| ns::store::ensure_dir(&stage))
+        .and_then(|()| loaded.pin(&stage));
+    if let Err(e) = staged {
+        txn.finish(pending, Outcome::Undone)?;
+        return Err(e);
+    }
+    failpoint("attach:staged");
     if let Some(change) = extra.before_route {
         if let Err(e) = change() {
             txn.finish(pending, Outcome::Undone)?;

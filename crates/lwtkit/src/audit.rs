@@ -1,90 +1,342 @@
 //! `lwt check`: does what lwtkit remembers agree with what the kernel
 //! holds? Finishes interrupted changes first (as every command that takes
-//! the lock does), then compares each record with the kernel: routes carry
-//! the recorded programs, pins exist and hold the programs the routes name,
-//! no pins are left without a record.
+//! the lock does), then compares every store with the kernel:
+//!
+//! - routes: each carries the recorded programs, whose pins exist and hold
+//!   the programs the route names; each hook's owner still exists (a
+//!   tunnel, a policy);
+//! - tunnels ([`tunnels`]): a route hook of an encap origin, and the
+//!   `tunnels` trie entry the record calls for; no entry without a record;
+//! - SIDs ([`sids`]): the route's `End.BPF` program is the recorded one, and
+//!   the pin holds it;
+//! - decapsulators ([`decaps`]): pins whose tcx link serves the device, maps
+//!   holding the recorded configuration and addresses;
+//! - filter policies ([`filters`]): pins, the live generation, and the live
+//!   rule set byte for byte what the record's rules compile to;
+//! - the pin tree ([`pins`]): no staging directory left, no pins without a
+//!   record.
+//!
+//! Each part compares data already read, so it is unit-tested without a
+//! kernel; [`check`] does the reading.
+mod decaps;
+mod filters;
+mod pins;
+mod sids;
+mod tunnels;
+
+use std::path::Path;
+
+use netlink_packet_route::route::RouteMessage;
 use serde::Serialize;
 
 use crate::{
     attach::{standing, Standing},
+    encap::{decap::DecapRecord, TunnelRecord},
     error::Result,
+    filter::store::Policy,
     ns::Namespace,
-    route::{kernel::RouteTable, netlink::Rtnl, ops::RouteKey},
-    state::RouteRecord,
+    route::{
+        kernel::{marks, RouteTable},
+        netlink::Rtnl,
+        ops::RouteKey,
+    },
+    seg6local::SidRecord,
+    state::{Origin, RouteRecord},
     system,
 };
 
 /// One disagreement between lwtkit's state and the kernel.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Finding {
-    /// `drift`, `gone`, `missing-pin`, `wrong-program`, `orphan-pins`.
+    /// What kind of disagreement (see docs/check.md): `gone`, `drift`,
+    /// `missing-pin`, `wrong-program`, `orphan-hook`, `tunnel-route`,
+    /// `tunnel-entry`, `orphan-entry`, `defunct`, `decap-maps`,
+    /// `generation`, `policy-config`, `rules`, `staging`, `orphan-pins`.
     pub kind: &'static str,
     pub what: String,
 }
 
-/// Pin directories that belong to the namespace, not to one route.
-const SHARED_PIN_DIRS: [&str; 5] = ["filters", "events", "encap", "decap", "seg6local"];
+impl Finding {
+    fn new(kind: &'static str, what: impl Into<String>) -> Self {
+        Self {
+            kind,
+            what: what.into(),
+        }
+    }
+}
 
 pub fn check() -> Result<Vec<Finding>> {
     system::require_attach_privileges("lwt check")?;
     let ns = Namespace::open()?;
     let txn = ns.begin("lwt check")?;
     let mut rtnl = Rtnl::open()?;
-    let mut out = Vec::new();
     let records = txn.all::<RouteRecord>()?;
+    let tunnel_records = txn.all::<TunnelRecord>()?;
+    let sid_records = txn.all::<SidRecord>()?;
+    let decap_records = txn.all::<DecapRecord>()?;
+    // The records as written: the live generation is compared with them.
+    let policies = txn.all::<Policy>()?;
+    let mut out = Vec::new();
     for rec in &records {
         let key = RouteKey {
             dst: rec.dst,
             table: rec.table,
         };
-        match standing(rec, rtnl.lookup(&key)?.as_ref()) {
-            Standing::Ours => {}
-            Standing::Gone => out.push(Finding {
-                kind: "gone",
-                what: format!("route {key} is recorded but no longer exists"),
-            }),
-            Standing::Drifted { found } => out.push(Finding {
-                kind: "drift",
-                what: format!("route {key} carries {found:?}, not lwtkit's programs"),
-            }),
-        }
-        for (hook, h) in &rec.hooks {
-            match libbpf_rs::ProgramHandle::from_pinned_path(&h.pin) {
-                Err(_) => out.push(Finding {
-                    kind: "missing-pin",
-                    what: format!("route {key} hook {hook}: pin {} is gone", h.pin.display()),
-                }),
-                Ok(p) => {
-                    let id = h.name.rsplit_once('#').and_then(|(_, id)| id.parse().ok());
-                    if id != Some(p.id()) {
-                        out.push(Finding {
-                            kind: "wrong-program",
-                            what: format!(
-                                "route {key} hook {hook}: pin {} holds program {}, the route names `{}`",
-                                h.pin.display(),
-                                p.id(),
-                                h.name
-                            ),
-                        });
-                    }
-                }
-            }
-        }
+        out.extend(route_findings(
+            rec,
+            rtnl.lookup(&key)?.as_ref(),
+            pinned_program_id,
+        ));
     }
-    let keys: Vec<String> = records
-        .iter()
-        .map(|r| RouteRecord::key(&r.dst, r.table))
-        .collect();
-    if let Ok(entries) = std::fs::read_dir(txn.pin_root()) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !SHARED_PIN_DIRS.contains(&name.as_str()) && !keys.contains(&name) {
-                out.push(Finding {
-                    kind: "orphan-pins",
-                    what: format!("{} has no record", e.path().display()),
-                });
-            }
-        }
+    out.extend(owner_findings(&records, &tunnel_records, &policies));
+    out.extend(tunnels::check(
+        &tunnel_records,
+        &records,
+        tunnels::read_trie(&txn.pin_root().join("encap").join("tunnels")).as_ref(),
+    ));
+    for s in &sid_records {
+        let key = RouteKey {
+            dst: s.sid,
+            table: s.table,
+        };
+        let current = rtnl.lookup(&key)?.map(|r| marks(&r));
+        out.extend(sids::check(s, current.as_ref(), pinned_program_id));
     }
+    for d in &decap_records {
+        let seen = crate::encap::decap::observe(&txn.pin_root().join("decap").join(&d.dev), &d.dev);
+        out.extend(decaps::check(d, &seen));
+    }
+    for p in &policies {
+        out.extend(filters::check(
+            p,
+            &filters::observe(&txn.pin_root().join("filters").join(&p.name)),
+        ));
+    }
+    let expected = pins::Expected::of(&records, &policies, &decap_records, &sid_records);
+    out.extend(pins::stray(txn.pin_root(), &expected));
     Ok(out)
+}
+
+/// The id of the program pinned at `pin`, if one is.
+fn pinned_program_id(pin: &Path) -> Option<u32> {
+    libbpf_rs::ProgramHandle::from_pinned_path(pin)
+        .ok()
+        .map(|p| p.id())
+}
+
+/// The program id a route name ends with (`...#<id>`).
+fn id_in_name(name: &str) -> Option<u32> {
+    name.rsplit_once('#').and_then(|(_, id)| id.parse().ok())
+}
+
+/// Whether the pin at `pin` holds the program the route names `name`.
+fn pin_finding(
+    what: &str,
+    pin: &Path,
+    name: &str,
+    pinned: &dyn Fn(&Path) -> Option<u32>,
+) -> Option<Finding> {
+    match pinned(pin) {
+        None => Some(Finding::new(
+            "missing-pin",
+            format!("{what}: pin {} is gone", pin.display()),
+        )),
+        Some(id) if id_in_name(name) != Some(id) => Some(Finding::new(
+            "wrong-program",
+            format!(
+                "{what}: pin {} holds program {id}, the route names `{name}`",
+                pin.display()
+            ),
+        )),
+        Some(_) => None,
+    }
+}
+
+/// A route record against the route the kernel holds (`current`) and the
+/// programs its pins hold (`pinned`: the id of the program pinned at a path).
+fn route_findings(
+    rec: &RouteRecord,
+    current: Option<&RouteMessage>,
+    pinned: impl Fn(&Path) -> Option<u32>,
+) -> Vec<Finding> {
+    let key = RouteKey {
+        dst: rec.dst,
+        table: rec.table,
+    };
+    let mut out = Vec::new();
+    match standing(rec, current) {
+        Standing::Ours => {}
+        Standing::Gone => out.push(Finding::new(
+            "gone",
+            format!("route {key} is recorded but no longer exists"),
+        )),
+        Standing::Drifted { found } => out.push(Finding::new(
+            "drift",
+            format!("route {key} carries {found:?}, not lwtkit's programs"),
+        )),
+    }
+    for (hook, h) in &rec.hooks {
+        out.extend(pin_finding(
+            &format!("route {key} hook {hook}"),
+            &h.pin,
+            &h.name,
+            &pinned,
+        ));
+        if let Some(c) = h.counters.as_ref().filter(|c| !c.exists()) {
+            out.push(Finding::new(
+                "missing-pin",
+                format!(
+                    "route {key} hook {hook}: counters pin {} is gone",
+                    c.display()
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// Hooks whose owner is gone: a tunnel's hook without its tunnel record,
+/// a filter's hook without its policy.
+fn owner_findings(
+    records: &[RouteRecord],
+    tunnels: &[TunnelRecord],
+    policies: &[Policy],
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for rec in records {
+        let key = RouteKey {
+            dst: rec.dst,
+            table: rec.table,
+        };
+        for (hook, h) in &rec.hooks {
+            match &h.origin {
+                Origin::Encap { .. }
+                    if !tunnels
+                        .iter()
+                        .any(|t| t.dst == rec.dst && t.table == rec.table && t.hook == *hook) =>
+                {
+                    out.push(Finding::new(
+                        "orphan-hook",
+                        format!("route {key} hook {hook} runs a tunnel program, but lwtkit has no tunnel for it"),
+                    ));
+                }
+                Origin::Filter { policy } if !policies.iter().any(|p| p.name == *policy) => {
+                    out.push(Finding::new(
+                        "orphan-hook",
+                        format!(
+                            "route {key} hook {hook} runs filter policy `{policy}`, which has no record"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        hook::Hook,
+        route::{
+            codec::{BpfProgAttr, LwtBpf},
+            ops::{self, NewRoute},
+        },
+        state::HookRecord,
+    };
+
+    fn record(name: &str, origin: Origin) -> RouteRecord {
+        RouteRecord {
+            dst: "10.0.0.9/32".parse().expect("prefix"),
+            table: 254,
+            local: false,
+            dev: "va".into(),
+            original: None,
+            headroom: None,
+            hooks: BTreeMap::from([(
+                Hook::Out,
+                HookRecord {
+                    name: name.into(),
+                    pin: "/pins/254_10_0_0_9_32/out/prog".into(),
+                    counters: None,
+                    origin,
+                },
+            )]),
+            mtu_hook: None,
+            stand_in: false,
+        }
+    }
+
+    fn route_with(name: &str) -> RouteMessage {
+        let mut r = ops::new_route(&NewRoute {
+            key: RouteKey {
+                dst: "10.0.0.9/32".parse().expect("prefix"),
+                table: 254,
+            },
+            local: false,
+            oif: 2,
+            via: None,
+        });
+        let mut bpf = LwtBpf::default();
+        bpf.set_hook(
+            Hook::Out,
+            Some(BpfProgAttr {
+                fd: Some(3),
+                name: name.into(),
+            }),
+        );
+        r.attributes.extend(bpf.encode().expect("encode"));
+        r
+    }
+
+    fn kinds(f: &[Finding]) -> Vec<&'static str> {
+        f.iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn a_route_is_checked_against_the_kernel_and_its_pins() {
+        let builtin = Origin::Builtin {
+            name: "count".into(),
+        };
+        let rec = record("lwtkit-count:[lwt_out]#7", builtin);
+        let route = route_with("lwtkit-count:[lwt_out]#7");
+        assert!(route_findings(&rec, Some(&route), |_| Some(7)).is_empty());
+        assert_eq!(kinds(&route_findings(&rec, None, |_| Some(7))), ["gone"]);
+        let other = route_with("drop.o:[lwt_out]");
+        assert_eq!(
+            kinds(&route_findings(&rec, Some(&other), |_| Some(7))),
+            ["drift"]
+        );
+        assert_eq!(
+            kinds(&route_findings(&rec, Some(&route), |_| None)),
+            ["missing-pin"]
+        );
+        assert_eq!(
+            kinds(&route_findings(&rec, Some(&route), |_| Some(8))),
+            ["wrong-program"]
+        );
+    }
+
+    #[test]
+    fn hooks_whose_owner_is_gone_are_reported() {
+        let encap = record(
+            "lwtkit-encap-gre:[lwt_xmit]#9",
+            Origin::Encap {
+                tunnel: "gre".into(),
+            },
+        );
+        let filter = record(
+            "lwtkit-filter-web:[lwt_out]#5",
+            Origin::Filter {
+                policy: "web".into(),
+            },
+        );
+        let found = owner_findings(&[encap, filter], &[], &[]);
+        assert_eq!(kinds(&found), ["orphan-hook", "orphan-hook"]);
+        assert!(found[1].what.contains("`web`"), "{found:?}");
+    }
 }

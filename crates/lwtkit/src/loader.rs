@@ -133,6 +133,15 @@ impl LoadedProgram {
         self.fd.as_fd()
     }
 
+    /// Whether [`LoadedProgram::pin`] pins a counters map beside the
+    /// program (known before pinning, for the intent that announces it).
+    pub fn has_counters(&self) -> bool {
+        match (&self.object, self.counters_map) {
+            (Some(obj), Some(name)) => obj.maps().any(|m| m.name() == name),
+            _ => false,
+        }
+    }
+
     /// Pins the program (and its counters map) in `dir`.
     pub fn pin(&mut self, dir: &Path) -> Result<HookRecord> {
         let pin = dir.join(PROG);

@@ -195,10 +195,10 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         ours = existing.as_ref().map(marks) == Some(record.marks());
         if !ours {
             ns::intent::apply(&[
-                txn.remove_step::<SidRecord>(&skey),
                 Step::RemoveTree {
                     path: pins.join(&skey),
                 },
+                txn.remove_step::<SidRecord>(&skey),
             ])?;
         }
     }
@@ -223,25 +223,20 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         .attributes
         .retain(|a| !matches!(a, RouteAttribute::Gateway(_)));
     route.attributes.extend(bpf.encode()?);
+    // The pins are staged once the intent is written (its undone side
+    // removes them), before the route changes.
     let stage = pins.join(format!("{skey}_next"));
     let live = pins.join(&skey);
-    let _ = store::remove_tree(&stage);
-    store::ensure_dir(&stage)?;
-    let staged = match loaded.pin(&stage) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = store::remove_tree(&stage);
-            return Err(e);
-        }
-    };
     let record = SidRecord {
         sid: req.sid,
         table,
         dev: req.dev.clone(),
-        name: staged.name,
-        origin: staged.origin,
+        name: loaded.route_name.clone(),
+        origin: loaded.origin.clone(),
         pin: live.join(pins::program::PROG),
-        counters: staged.counters.map(|_| live.join(pins::program::COUNTERS)),
+        counters: loaded
+            .has_counters()
+            .then(|| live.join(pins::program::COUNTERS)),
     };
     let mut intent = Intent::new(
         "lwt seg6local add",
@@ -258,9 +253,19 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         },
         txn.put_step(&record)?,
     ];
-    intent.undone = vec![Step::RemoveTree { path: stage }];
+    intent.undone = vec![Step::RemoveTree {
+        path: stage.clone(),
+    }];
     let pending = txn.intend(intent)?;
     failpoint("seg6local-add:intent");
+    let staged = store::remove_tree(&stage)
+        .and_then(|()| store::ensure_dir(&stage))
+        .and_then(|()| loaded.pin(&stage));
+    if let Err(e) = staged {
+        txn.finish(pending, Outcome::Undone)?;
+        return Err(e);
+    }
+    failpoint("seg6local-add:staged");
     let sent = if ours {
         rtnl.replace(route)
     } else {
@@ -298,11 +303,12 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, sid: IpNet, table: Option<u32>) -> Res
     let record: SidRecord = txn
         .get(&skey)?
         .ok_or_else(|| AttachError::NotManaged(format!("{sid} table {}", table_name(table))))?;
+    // The pins first: a kill in between leaves a record that accounts for them.
     let forget = vec![
-        txn.remove_step::<SidRecord>(&skey),
         Step::RemoveTree {
             path: txn.pin_root().join(pins::SEG6LOCAL).join(&skey),
         },
+        txn.remove_step::<SidRecord>(&skey),
     ];
     let current = rtnl.lookup(&key)?;
     let Some(current) = current else {

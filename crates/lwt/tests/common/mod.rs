@@ -187,6 +187,82 @@ impl Netns {
             .expect("lwt starts")
     }
 
+    /// `lwt -n NAME ARGS...` with extra environment variables.
+    pub fn lwt_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_lwt"))
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("lwt runs")
+    }
+
+    /// The namespace's cookie (`SO_NETNS_COOKIE`), which names lwtkit's
+    /// state and pin directories.
+    pub fn cookie(&self) -> u64 {
+        self.run(|| {
+            let s = UdpSocket::bind("127.0.0.1:0").expect("socket");
+            let mut c: u64 = 0;
+            let mut len = 8u32;
+            extern "C" {
+                fn getsockopt(fd: i32, level: i32, name: i32, val: *mut u8, len: *mut u32) -> i32;
+            }
+            const SOL_SOCKET: i32 = 1;
+            const SO_NETNS_COOKIE: i32 = 71;
+            // SAFETY: getsockopt SO_NETNS_COOKIE into a u64.
+            let rc = unsafe {
+                getsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    SOL_SOCKET,
+                    SO_NETNS_COOKIE,
+                    (&mut c as *mut u64).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(rc, 0, "SO_NETNS_COOKIE");
+            c
+        })
+    }
+
+    /// lwtkit's record directory for this namespace.
+    pub fn state_dir(&self) -> PathBuf {
+        format!("/run/lwtkit/ns-{}", self.cookie()).into()
+    }
+
+    /// lwtkit's pin directory for this namespace.
+    pub fn pin_dir(&self) -> PathBuf {
+        format!("/sys/fs/bpf/lwtkit/ns-{}", self.cookie()).into()
+    }
+
+    /// What `lwt check -j` reports: (kind, what) of each disagreement.
+    pub fn findings(&self) -> Vec<(String, String)> {
+        let out = self.lwt(&["check", "-j"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let found: Vec<(String, String)> = json(&stdout)
+            .as_array()
+            .unwrap_or_else(|| {
+                panic!(
+                    "lwt check -j: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+            .iter()
+            .map(|f| {
+                (
+                    f["kind"].as_str().unwrap_or_default().to_string(),
+                    f["what"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            out.status.success(),
+            found.is_empty(),
+            "lwt check fails exactly when it finds something: {found:?}"
+        );
+        found
+    }
+
     /// `sysctl -w` each setting inside this namespace.
     pub fn sysctl(&self, settings: &[&str]) {
         let out = Command::new("ip")

@@ -315,24 +315,10 @@ pub fn add(record: &DecapRecord) -> Result<()> {
 
 /// [`add`] inside a transaction the caller holds.
 pub fn add_in(txn: &Txn, record: &DecapRecord) -> Result<()> {
-    let bits = check(record)?;
+    let config = config_of(record)?;
     let index = ifindex(&record.dev)?;
     let locals = addrs::local_set(&record.dev, index, &record.local)?;
-    let remotes: Vec<IpNet> = record.remote.iter().map(|a| IpNet::from(*a)).collect();
-    let mut flags = 0;
-    if record.key.is_some() {
-        flags |= decap_flags::GRE_KEY;
-    }
-    if !remotes.is_empty() {
-        flags |= decap_flags::REMOTE_FILTER;
-    }
-    let config = DecapConfig {
-        kinds: bits,
-        fou_port: record.fou_port.unwrap_or(0),
-        gue_port: record.gue_port.unwrap_or(0),
-        gre_key: record.key.unwrap_or(0),
-        flags,
-    };
+    let remotes = remotes_of(record);
     let pins = txn.pin_root().join(pins::decap::DIR);
     let dev_pins = pins.join(&record.dev);
     let mut stored = record.clone();
@@ -342,21 +328,25 @@ pub fn add_in(txn: &Txn, record: &DecapRecord) -> Result<()> {
     let live = complete
         && link::state(&dev_pins.join(LINK), &record.dev, Some(index)) == LinkState::Attached;
     if live {
-        // Only lwtkit's own maps change: the record goes first, so a kill
-        // leaves the wanted configuration on record for the next `decap add`.
+        // Only lwtkit's own maps change: the record goes first, and the map
+        // changes are the intent's `done` steps, so a kill after the record
+        // is finished by the next command (the maps follow the record).
         let old = txn.get::<DecapRecord>(&record.dev)?;
         let Step::Put { path, json } = put.clone() else {
             unreachable!("put_step makes a Put")
         };
         let mut intent = Intent::new("lwt decap add", Probe::Record { path, json });
+        intent.done = reconfigure_steps(&dev_pins, &config, &locals, &remotes)?;
         intent.undone = match &old {
             Some(o) => vec![txn.put_step(o)?],
             None => vec![txn.remove_step::<DecapRecord>(&record.dev)],
         };
         let pending = txn.intend(intent)?;
-        ns::intent::apply(&[put])?;
+        if let Err(e) = ns::intent::apply(&[put]) {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(e);
+        }
         failpoint("decap-add:record");
-        reconfigure(&dev_pins, &config, &locals, &remotes)?;
         return txn.finish(pending, Outcome::Done);
     }
     // Attach the new one beside whatever is left, then drop the old pins
@@ -395,26 +385,145 @@ pub fn add_in(txn: &Txn, record: &DecapRecord) -> Result<()> {
     txn.finish(pending, Outcome::Done)
 }
 
-/// Changes a live decapsulator through its maps. New addresses go in
-/// before the configuration changes and old ones leave after it, so a
-/// wanted address is never missing in between.
-fn reconfigure(
+/// The configuration map value a record calls for.
+pub(crate) fn config_of(record: &DecapRecord) -> Result<DecapConfig> {
+    let bits = check(record)?;
+    let mut flags = 0;
+    if record.key.is_some() {
+        flags |= decap_flags::GRE_KEY;
+    }
+    if !record.remote.is_empty() {
+        flags |= decap_flags::REMOTE_FILTER;
+    }
+    Ok(DecapConfig {
+        kinds: bits,
+        fou_port: record.fou_port.unwrap_or(0),
+        gue_port: record.gue_port.unwrap_or(0),
+        gre_key: record.key.unwrap_or(0),
+        flags,
+    })
+}
+
+/// The remote trie a record calls for.
+pub(crate) fn remotes_of(record: &DecapRecord) -> Vec<IpNet> {
+    let mut v: Vec<IpNet> = record.remote.iter().map(|a| IpNet::from(*a)).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// What the kernel holds for one decapsulator, for `lwt check`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Observed {
+    /// Pins (of `pins::decap::ALL`) that are not there.
+    pub missing: Vec<&'static str>,
+    /// Why the pinned link does not serve the device (`None`: it does).
+    pub defunct: Option<String>,
+    pub config: Option<DecapConfig>,
+    pub local: Option<Vec<IpNet>>,
+    pub remote: Option<Vec<IpNet>>,
+}
+
+/// Reads the pins of the decapsulator on `dev` under `dev_pins`.
+pub(crate) fn observe(dev_pins: &Path, dev: &str) -> Observed {
+    let map = |name: &str| MapHandle::from_pinned_path(dev_pins.join(name)).ok();
+    let config = map("config").and_then(|m| {
+        let v = m.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).ok()??;
+        let mut c = DecapConfig::default();
+        // SAFETY: DecapConfig is plain #[repr(C)] data; the length is checked.
+        (v.len() == size_of::<DecapConfig>()).then(|| unsafe {
+            std::ptr::copy_nonoverlapping(
+                v.as_ptr(),
+                (&mut c as *mut DecapConfig).cast::<u8>(),
+                v.len(),
+            );
+            c
+        })
+    });
+    Observed {
+        missing: pins::decap::ALL
+            .into_iter()
+            .filter(|p| !dev_pins.join(p).exists())
+            .collect(),
+        defunct: match link::state(&dev_pins.join("link"), dev, ifindex(dev).ok()) {
+            LinkState::Attached => None,
+            LinkState::Defunct(why) => Some(why),
+        },
+        config,
+        local: map("local").map(|m| addrs::contents(&m)),
+        remote: map("remote").map(|m| addrs::contents(&m)),
+    }
+}
+
+/// The steps that change a live decapsulator through its maps. New
+/// addresses go in before the configuration changes and old ones leave
+/// after it, so a wanted address is never missing in between. Each step
+/// is idempotent: recovery may apply them again.
+fn reconfigure_steps(
     dev_pins: &Path,
     config: &DecapConfig,
     locals: &[IpNet],
     remotes: &[IpNet],
-) -> Result<()> {
-    let open = |name: &str| {
+) -> Result<Vec<Step>> {
+    let present = |name: &str| -> Result<Vec<IpNet>> {
         let p = dev_pins.join(name);
-        MapHandle::from_pinned_path(&p).map_err(|_| StateError::MissingPin(p))
+        let m = MapHandle::from_pinned_path(&p).map_err(|_| StateError::MissingPin(p))?;
+        Ok(addrs::contents(&m))
     };
-    let (cfg, local, remote) = (open(CONFIG)?, open(LOCAL)?, open(REMOTE)?);
-    addrs::insert_all(&local, locals).map_err(|e| err(dev_pins, e))?;
-    addrs::insert_all(&remote, remotes).map_err(|e| err(dev_pins, e))?;
-    cfg.update(&0u32.to_ne_bytes(), config_bytes(config), MapFlags::ANY)
-        .map_err(|e| err(dev_pins, e))?;
-    addrs::retain(&local, locals).map_err(|e| err(dev_pins, e))?;
-    addrs::retain(&remote, remotes).map_err(|e| err(dev_pins, e))
+    let (local_now, remote_now) = (present("local")?, present("remote")?);
+    plan_reconfigure(
+        dev_pins,
+        config,
+        [
+            (dev_pins.join("local"), locals, local_now.as_slice()),
+            (dev_pins.join("remote"), remotes, remote_now.as_slice()),
+        ],
+    )
+}
+
+/// [`reconfigure_steps`] for tries (pin, wanted, present now).
+fn plan_reconfigure(
+    dev_pins: &Path,
+    config: &DecapConfig,
+    tries: [(std::path::PathBuf, &[IpNet], &[IpNet]); 2],
+) -> Result<Vec<Step>> {
+    // Old and new addresses are in a trie together for a moment: refused
+    // here when they do not fit, as a step failing on every retry would
+    // keep the intent from ever finishing.
+    for (pin, want, now) in &tries {
+        let both = now.iter().filter(|n| !want.contains(n)).count() + want.len();
+        if both > lwtkit_common::encap::MAX_DECAP_ADDRS as usize {
+            return Err(Error::Invalid(format!(
+                "reconfiguring the decapsulator needs its old and new addresses in {} at once ({both}, more than {}); `lwt decap del` it first",
+                pin.display(),
+                lwtkit_common::encap::MAX_DECAP_ADDRS
+            )));
+        }
+    }
+    let mut steps = Vec::new();
+    for (pin, want, _) in &tries {
+        steps.extend(want.iter().map(|n| Step::MapPut {
+            pin: pin.clone(),
+            key: ns::intent::hex(&addrs::key_of(n)),
+            value: ns::intent::hex(&[1]),
+        }));
+    }
+    steps.push(Step::MapPut {
+        pin: dev_pins.join("config"),
+        key: ns::intent::hex(&0u32.to_ne_bytes()),
+        value: ns::intent::hex(config_bytes(config)),
+    });
+    for (pin, want, now) in &tries {
+        steps.extend(
+            now.iter()
+                .filter(|n| !want.contains(n))
+                .map(|n| Step::MapDelete {
+                    pin: pin.clone(),
+                    key: ns::intent::hex(&addrs::key_of(n)),
+                }),
+        );
+    }
+    Ok(steps)
 }
 
 /// Loads a fresh decapsulator, fills its maps, attaches it to `index` and
@@ -610,6 +719,60 @@ mod tests {
         assert_eq!(bits(&["sit"]).expect("sit"), kinds::SIT);
         assert_ne!(bits(&["ip6ip6"]).expect("a"), bits(&["ip4in6"]).expect("b"));
         assert!(bits(&["vxlan"]).is_err());
+    }
+
+    #[test]
+    fn a_reconfiguration_adds_addresses_then_configures_then_removes() {
+        let net = |s: &str| s.parse::<IpNet>().expect("net");
+        let (a, b, c) = (net("10.0.0.1/32"), net("10.0.0.2/32"), net("10.0.0.3/32"));
+        let config = DecapConfig::default();
+        let dir = Path::new("/p/decap/vb");
+        let steps = plan_reconfigure(
+            dir,
+            &config,
+            [
+                (dir.join("local"), &[b, c], &[a, b]),
+                (dir.join("remote"), &[], &[c]),
+            ],
+        )
+        .expect("steps");
+        let what: Vec<(&str, String)> = steps
+            .iter()
+            .map(|s| match s {
+                Step::MapPut { pin, key, .. } => ("put", format!("{} {key}", pin.display())),
+                Step::MapDelete { pin, key } => ("del", format!("{} {key}", pin.display())),
+                other => panic!("unexpected step {other:?}"),
+            })
+            .collect();
+        let key = |n: &IpNet| ns::intent::hex(&addrs::key_of(n));
+        assert_eq!(
+            what,
+            [
+                ("put", format!("/p/decap/vb/local {}", key(&b))),
+                ("put", format!("/p/decap/vb/local {}", key(&c))),
+                (
+                    "put",
+                    format!("/p/decap/vb/config {}", ns::intent::hex(&[0; 4]))
+                ),
+                ("del", format!("/p/decap/vb/local {}", key(&a))),
+                ("del", format!("/p/decap/vb/remote {}", key(&c))),
+            ]
+        );
+        // Old and new together must fit the trie, or nothing starts.
+        let many: Vec<IpNet> = (0..=lwtkit_common::encap::MAX_DECAP_ADDRS)
+            .map(|i| net(&format!("10.{}.{}.{}/32", i >> 16, (i >> 8) & 255, i & 255)))
+            .collect();
+        let (old, new) = many.split_at(2);
+        let e = plan_reconfigure(
+            dir,
+            &config,
+            [
+                (dir.join("local"), new, old),
+                (dir.join("remote"), &[], &[]),
+            ],
+        )
+        .expect_err("too many at once");
+        assert!(e.to_string().contains("decap del"), "{e}");
     }
 
     #[test]

@@ -159,6 +159,68 @@ fn key_of(dst: &IpNet, table: u32) -> [u8; KEY_SIZE] {
 
 const KEY_SIZE: usize = size_of::<EncapKey>();
 
+/// The trie value of a tunnel: its header block and counter slot.
+fn entry_value(header: &header::Header, counter: u32) -> Vec<u8> {
+    let mut entry = EncapEntry {
+        len: header.bytes.len() as u16,
+        flags: header.flags,
+        counter,
+        header: [0; MAX_HEADER],
+    };
+    entry.header[..header.bytes.len()].copy_from_slice(&header.bytes);
+    // SAFETY: EncapEntry is plain data.
+    unsafe {
+        std::slice::from_raw_parts(
+            (&entry as *const EncapEntry).cast::<u8>(),
+            size_of::<EncapEntry>(),
+        )
+    }
+    .to_vec()
+}
+
+/// The trie entry (key, value) a tunnel record stands for: what `lwt
+/// check` expects the namespace's `tunnels` map to hold.
+pub(crate) fn expected_entry(record: &TunnelRecord) -> Result<(Vec<u8>, Vec<u8>)> {
+    let header = record
+        .spec
+        .header(record.dst.addr().is_ipv6())
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok((
+        key_of(&record.dst, record.table).to_vec(),
+        entry_value(&header, record.counter),
+    ))
+}
+
+/// A trie key as `dst table T` (for keys no record explains).
+pub(crate) fn describe_key(key: &[u8]) -> String {
+    let word = |r: std::ops::Range<usize>| {
+        key.get(r)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .unwrap_or_default()
+    };
+    let bits = u32::from_ne_bytes(word(0..4)).saturating_sub(EncapKey::HEADER_BITS);
+    let table = u32::from_be_bytes(word(4..8));
+    let addr: Option<IpAddr> = match word(8..12)[3] {
+        4 => Some(IpAddr::from(word(12..16))),
+        6 => key
+            .get(12..28)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(IpAddr::from),
+        _ => None,
+    };
+    match addr.and_then(|a| IpNet::new(a, bits.min(128) as u8).ok()) {
+        Some(net) => format!("{net} table {}", table_name(table)),
+        None => format!("key {}", hex(key)),
+    }
+}
+
+/// The entry a trie value describes: (header length, counter slot).
+pub(crate) fn entry_summary(value: &[u8]) -> Option<(u16, u32)> {
+    let len = u16::from_ne_bytes(value.get(0..2)?.try_into().ok()?);
+    let counter = u32::from_ne_bytes(value.get(4..8)?.try_into().ok()?);
+    Some((len, counter))
+}
+
 fn state_err(path: &std::path::Path, e: impl std::fmt::Display) -> Error {
     StateError::Io {
         path: path.into(),
@@ -302,30 +364,20 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
             .find(|c| existing.iter().all(|r| r.counter != *c))
             .unwrap_or(MAX_TUNNELS - 1)
     });
-    let mut entry = EncapEntry {
-        len: header.bytes.len() as u16,
-        flags: header.flags,
-        counter,
-        header: [0; MAX_HEADER],
-    };
-    entry.header[..header.bytes.len()].copy_from_slice(&header.bytes);
+    let value = entry_value(&header, counter);
     let tunnels = MapHandle::from_pinned_path(pins.join(TUNNELS))
         .map_err(|_| StateError::MissingPin(pins.join(TUNNELS)))?;
-    // SAFETY: EncapEntry is plain data.
-    let value = unsafe {
-        std::slice::from_raw_parts(
-            (&entry as *const EncapEntry).cast::<u8>(),
-            size_of::<EncapEntry>(),
-        )
-    };
     let key = key_of(&req.dst, table);
     let trie = pins.join(TUNNELS);
-    let old_value = tunnels.lookup(&key, MapFlags::ANY).ok().flatten();
-    let restore = match old_value {
-        Some(v) => Step::MapPut {
+    // Undone, the entry is the previous tunnel's (as its record says) or
+    // none. Not a lookup: an LPM trie answers a lookup with the longest
+    // prefix that covers the key, a wider tunnel's entry when this prefix
+    // has none.
+    let restore = match &previous {
+        Some(p) => Step::MapPut {
             pin: trie.clone(),
             key: hex(&key),
-            value: hex(&v),
+            value: hex(&expected_entry(p)?.1),
         },
         None => Step::MapDelete {
             pin: trie.clone(),
@@ -349,7 +401,6 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, mut req: EncapRequest) -> Result<Attac
         header_len: header.bytes.len(),
     };
     let put = txn.put_step(&record)?;
-    let value = value.to_vec();
     let update = move || -> Result<()> {
         tunnels
             .update(&key, &value, MapFlags::ANY)
@@ -497,12 +548,13 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, dst: IpNet, table: Option<u32>) -> Res
         table: table_name(table),
     })?;
     // The tunnel's entry and record go once the route no longer runs it.
+    // The entry first: a kill in between leaves a record that accounts for it.
     let forget = vec![
-        txn.remove_step::<TunnelRecord>(&skey),
         Step::MapDelete {
             pin: txn.pin_root().join(pins::encap::DIR).join(TUNNELS),
             key: hex(&key_of(&dst, table)),
         },
+        txn.remove_step::<TunnelRecord>(&skey),
     ];
     let req = DetachRequest {
         hook: Some(record.hook),

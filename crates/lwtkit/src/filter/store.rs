@@ -446,10 +446,12 @@ impl<'a> Policies<'a> {
         // The flip is the change: once the config map says `next`, the new
         // rules are live and the record must say so, even if lwt is killed
         // right after (then the counters carried over are those read here,
-        // a few packets short of the exact ones read after the flip).
+        // short of the exact ones read after the flip by what the old
+        // generation counts in between).
         let mut early = p.clone();
         early.generation = next;
         early.rules = rules.clone();
+        early.carried = self.carry(&old_p, &rules)?;
         let mut intent = Intent::new(
             "lwt filter",
             Probe::Generation {
@@ -465,25 +467,38 @@ impl<'a> Policies<'a> {
             return Err(e);
         }
         failpoint("filter-commit:flip");
-        let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
-        let map = open_map(&pin)?;
-        let mut carried = std::collections::BTreeMap::new();
-        let mut keep = |id: u32, slot: u32| -> Result<()> {
-            let mut c = old_p.carried.get(&id).copied().unwrap_or_default();
-            c.add(&Self::read_slot(&map, &pin, old * p.rule_slots() + slot)?);
-            carried.insert(id, c);
-            Ok(())
-        };
-        keep(0, 0)?;
-        for r in rules.iter().filter(|r| old_p.rules.contains(r)) {
-            keep(r.id, old_p.slot_of(r.id))?;
-        }
-        p.carried = carried;
+        p.carried = self.carry(&old_p, &rules)?;
         p.generation = next;
         p.rules = rules;
         self.save(txn, &p)?;
         txn.discard(pending)?;
         Ok(p)
+    }
+
+    /// What `old` counted (its generation and what it carried), for the
+    /// default and for the rules of `rules` that carry over from it (same
+    /// id and spec, so the same slot): the `carried` of the next record.
+    fn carry(
+        &self,
+        old: &Policy,
+        rules: &[Rule],
+    ) -> Result<std::collections::BTreeMap<u32, RuleCounters>> {
+        let pin = self.pin_dir(&old.name).join("rule_stats");
+        let map = open_map(&pin)?;
+        let base = old.generation * old.rule_slots();
+        std::iter::once((0, 0))
+            .chain(
+                rules
+                    .iter()
+                    .filter(|r| old.rules.contains(r))
+                    .map(|r| (r.id, old.slot_of(r.id))),
+            )
+            .map(|(id, slot)| {
+                let mut c = old.carried.get(&id).copied().unwrap_or_default();
+                c.add(&Self::read_slot(&map, &pin, base + slot)?);
+                Ok((id, c))
+            })
+            .collect()
     }
 
     /// `lwt filter rule add`: returns the new rule. It gets the policy's
@@ -612,6 +627,64 @@ pub fn live_generation(config: &Path) -> Result<u32> {
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| StateError::MissingPin(config.into()))?;
     Ok(u32::from_ne_bytes(bytes))
+}
+
+/// The whole config map value of a policy (pinned at `config`).
+pub(crate) fn live_config(config: &Path) -> Result<PolicyConfig> {
+    let map = open_map(config)?;
+    let value = map
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .map_err(|e| map_err(config, e))?
+        .filter(|v| v.len() == size_of::<PolicyConfig>())
+        .ok_or_else(|| StateError::MissingPin(config.into()))?;
+    let mut c = PolicyConfig::default();
+    // SAFETY: PolicyConfig is plain u32 fields; the length is checked above.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            value.as_ptr(),
+            (&mut c as *mut PolicyConfig).cast::<u8>(),
+            value.len(),
+        );
+    }
+    Ok(c)
+}
+
+/// Reads `n` cells from cell `at` of the cells map pinned at `pin`, which
+/// holds `total` cells: the rule set the kernel walks, for `lwt check`.
+pub(crate) fn read_cells(pin: &Path, at: usize, n: usize, total: usize) -> Result<Vec<Cell>> {
+    let map = open_map(pin)?;
+    let err = |e: std::io::Error| -> Error {
+        StateError::Io {
+            path: pin.into(),
+            reason: format!("mmap: {e}"),
+        }
+        .into()
+    };
+    if at + n > total {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "cells past the end of the map",
+        )));
+    }
+    let len = (total * size_of::<Cell>()).next_multiple_of(4096);
+    // SAFETY: maps the whole array map (created BPF_F_MMAPABLE) shared and
+    // read only, reads within its bounds (checked above), unmaps.
+    unsafe {
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            map.as_fd().as_raw_fd(),
+            0,
+        );
+        if base == libc::MAP_FAILED {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        let cells = std::slice::from_raw_parts(base.cast::<Cell>().add(at), n).to_vec();
+        libc::munmap(base, len);
+        Ok(cells)
+    }
 }
 
 fn open_map(pin: &Path) -> Result<MapHandle> {

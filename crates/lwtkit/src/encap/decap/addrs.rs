@@ -191,18 +191,6 @@ pub fn insert_all(trie: &dyn MapCore, set: &[IpNet]) -> libbpf_rs::Result<()> {
     Ok(())
 }
 
-/// Removes every prefix that is not in `set` from `trie`.
-pub fn retain(trie: &dyn MapCore, set: &[IpNet]) -> libbpf_rs::Result<()> {
-    let stale: Vec<Vec<u8>> = trie
-        .keys()
-        .filter(|k| net_of_key(k).is_none_or(|n| !set.contains(&n)))
-        .collect();
-    for k in stale {
-        trie.delete(&k)?;
-    }
-    Ok(())
-}
-
 /// The prefixes in `trie`, sorted.
 pub fn contents(trie: &dyn MapCore) -> Vec<IpNet> {
     let mut v: Vec<IpNet> = trie.keys().filter_map(|k| net_of_key(&k)).collect();

@@ -1,0 +1,200 @@
+//! Filter policies: the pins exist, the config map's live generation is
+//! the record's (and its other settings are the record's), and the rule
+//! set packets walk in the live generation is, cell for cell, what the
+//! record's rules compile to (the compiler is deterministic).
+use std::path::Path;
+
+use lwtkit_common::filter::{Cell, PolicyConfig};
+
+use super::Finding;
+use crate::filter::{
+    compile::compile_with_slots,
+    rule::Verdict,
+    store::{live_config, read_cells, Policy},
+};
+
+/// The pins of a policy.
+const PINS: [&str; 3] = ["cells", "config", "rule_stats"];
+
+/// What the kernel holds for one policy.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Observed {
+    pub missing: Vec<&'static str>,
+    pub config: Option<PolicyConfig>,
+    /// The live generation's cells, as many as its header says it uses.
+    pub live: Option<Vec<Cell>>,
+}
+
+/// Reads the pins of a policy under `dir`.
+pub(super) fn observe(dir: &Path) -> Observed {
+    let missing = PINS.into_iter().filter(|n| !dir.join(n).exists()).collect();
+    let config = live_config(&dir.join("config")).ok();
+    let live = config.and_then(|c| {
+        let per_gen = c.capacity as usize;
+        let total = 2 * per_gen;
+        let base = c.generation as usize * per_gen;
+        let cells = dir.join("cells");
+        let header = read_cells(&cells, base, 1, total).ok()?;
+        let used = header.first()?.w[4] as usize;
+        if used == 0 || used > per_gen {
+            return Some(header);
+        }
+        read_cells(&cells, base, used, total).ok()
+    });
+    Observed {
+        missing,
+        config,
+        live,
+    }
+}
+
+pub(super) fn check(p: &Policy, seen: &Observed) -> Vec<Finding> {
+    let label = format!("policy `{}`", p.name);
+    let mut out = Vec::new();
+    if !seen.missing.is_empty() {
+        out.push(Finding::new(
+            "missing-pin",
+            format!("{label}: pins {} are gone", seen.missing.join(", ")),
+        ));
+    }
+    let Some(c) = seen.config else {
+        if !seen.missing.contains(&"config") {
+            out.push(Finding::new(
+                "policy-config",
+                format!("{label}: its config map holds no configuration"),
+            ));
+        }
+        return out;
+    };
+    if c.generation != p.generation {
+        out.push(Finding::new(
+            "generation",
+            format!(
+                "{label}: packets are judged by generation {}, the record says {}",
+                c.generation, p.generation
+            ),
+        ));
+    }
+    let want = (
+        p.cells,
+        u32::from(p.default == Verdict::Drop),
+        p.id,
+        p.rule_slots(),
+    );
+    let got = (c.capacity, c.default_drop, c.policy_id, c.rule_slots);
+    if got != want {
+        out.push(Finding::new(
+            "policy-config",
+            format!(
+                "{label}: the config map says (cells, default drop, id, counter slots) = {got:?}, the record {want:?}"
+            ),
+        ));
+    }
+    match compile_with_slots(&p.rules, |r| p.slot_of(r.id)) {
+        Err(e) => out.push(Finding::new(
+            "rules",
+            format!("{label}: the rules on record do not compile: {e}"),
+        )),
+        Ok(compiled) if seen.live.as_ref() != Some(&compiled.cells) => {
+            out.push(Finding::new(
+                "rules",
+                format!(
+                    "{label}: packets walk another rule set than the {} rule(s) on record ({} live cells, {} compiled)",
+                    p.rules.len(),
+                    seen.live.as_ref().map_or(0, Vec::len),
+                    compiled.cells.len()
+                ),
+            ))
+        }
+        Ok(_) => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::rule::{Rule, RuleSpec};
+
+    fn policy(rules: &[&str]) -> Policy {
+        let rules: Vec<Rule> = rules
+            .iter()
+            .zip(1..)
+            .map(|(text, id)| Rule {
+                id,
+                spec: RuleSpec::parse(&text.split_whitespace().collect::<Vec<_>>()).expect("rule"),
+            })
+            .collect();
+        Policy {
+            id: 1,
+            name: "web".into(),
+            default: Verdict::Allow,
+            capacity: 16,
+            cells: 65_536,
+            generation: 1,
+            next_id: rules.len() as u32 + 1,
+            rules,
+            carried: Default::default(),
+            slots: Default::default(),
+        }
+    }
+
+    fn live(p: &Policy) -> Observed {
+        Observed {
+            missing: vec![],
+            config: Some(PolicyConfig {
+                generation: p.generation,
+                capacity: p.cells,
+                default_drop: 0,
+                policy_id: p.id,
+                log_rate: 100,
+                log_burst: 200,
+                rule_slots: p.rule_slots(),
+            }),
+            live: Some(
+                compile_with_slots(&p.rules, |r| p.slot_of(r.id))
+                    .expect("compiles")
+                    .cells,
+            ),
+        }
+    }
+
+    fn kinds(f: Vec<Finding>) -> Vec<&'static str> {
+        f.into_iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn the_live_generation_runs_exactly_the_recorded_rules() {
+        let p = policy(&[
+            "dst 10.0.0.3/32 proto tcp dport 8080 drop",
+            "proto udp drop",
+        ]);
+        assert!(check(&p, &live(&p)).is_empty());
+        // A rule on record the kernel never got, or one it still runs.
+        let fewer = policy(&["dst 10.0.0.3/32 proto tcp dport 8080 drop"]);
+        assert_eq!(kinds(check(&fewer, &live(&p))), ["rules"]);
+        assert_eq!(kinds(check(&p, &live(&fewer))), ["rules"]);
+        // The same rules counting in other slots are another rule set too.
+        let mut moved = p.clone();
+        moved.slots = [(1, 5), (2, 6)].into();
+        assert_eq!(kinds(check(&moved, &live(&p))), ["rules"]);
+    }
+
+    #[test]
+    fn the_record_names_the_live_generation_and_settings() {
+        let p = policy(&["proto udp drop"]);
+        let mut flipped = live(&p);
+        if let Some(c) = flipped.config.as_mut() {
+            c.generation = 0;
+        }
+        assert_eq!(kinds(check(&p, &flipped)), ["generation"]);
+        let mut dropping = p.clone();
+        dropping.default = Verdict::Drop;
+        assert_eq!(kinds(check(&dropping, &live(&p))), ["policy-config"]);
+        let gone = Observed {
+            missing: vec!["cells", "config", "rule_stats"],
+            ..Default::default()
+        };
+        assert_eq!(kinds(check(&p, &gone)), ["missing-pin"]);
+    }
+}
