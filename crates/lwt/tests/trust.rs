@@ -471,6 +471,10 @@ fn pins_no_record_names_are_swept_under_the_lock() {
     for d in [&orphan, &staged, &sid_staged] {
         std::fs::create_dir_all(d).expect("mkdir on bpffs");
     }
+    // `lwt check` reports them; the next command that changes anything
+    // removes them, under the lock.
+    assert!(!p.a.lwt(&["check"]).status.success());
+    p.a.count_on("10.0.0.10/32", "va", "out", &[]);
     agrees(&p.a);
     for d in [&orphan, &staged, &sid_staged] {
         assert!(!d.exists(), "{} left", d.display());

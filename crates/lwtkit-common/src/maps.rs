@@ -44,8 +44,12 @@ pub mod encap {
     /// side spells the same name in its `link_section` (a literal, checked
     /// against this one at compile time).
     pub const TABLE_SECTION: &str = ".rodata.table";
+    /// Per-CPU scratch for the outer header being built (the 512-byte BPF
+    /// stack cannot hold it), and for the checksum walk.
+    pub const HEADER: &str = "HEADER";
+    pub const SCRATCH: &str = "SCRATCH";
     /// The maps the object's programs use (data sections aside).
-    pub const ALL: &[&str] = &[TUNNELS, TUNNEL_STATS];
+    pub const ALL: &[&str] = &[TUNNELS, TUNNEL_STATS, HEADER, SCRATCH];
 }
 
 /// `lwtkit-decap` (`bin/decap.rs`).

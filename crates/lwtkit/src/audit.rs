@@ -68,7 +68,7 @@ impl Finding {
 pub fn check() -> Result<Vec<Finding>> {
     system::require_attach_privileges("lwt check")?;
     let ns = Namespace::open()?;
-    let txn = ns.begin("lwt check")?;
+    let txn = ns.begin_unswept("lwt check")?;
     let mut rtnl = Rtnl::open()?;
     let records = txn.all::<RouteRecord>()?;
     let tunnel_records = txn.all::<TunnelRecord>()?;

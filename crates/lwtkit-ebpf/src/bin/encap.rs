@@ -46,6 +46,8 @@ static HEADER: PerCpuArray<[u8; MAX_HEADER], 1> = PerCpuArray::new();
 #[btf_map]
 static TUNNEL_STATS: PerCpuArray<EncapStats, { MAX_TUNNELS as usize }> = PerCpuArray::new();
 map_named!(TUNNEL_STATS, maps::encap::TUNNEL_STATS);
+map_named!(HEADER, maps::encap::HEADER);
+map_named!(SCRATCH, maps::encap::SCRATCH);
 
 #[inline(always)]
 fn stats(slot: u32) -> Option<&'static mut EncapStats> {
@@ -53,8 +55,11 @@ fn stats(slot: u32) -> Option<&'static mut EncapStats> {
     TUNNEL_STATS.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
 }
 
+/// `XMIT`: the `lwt_xmit` entry, which may write the packet; `lwt_in` may
+/// not (no `bpf_skb_store_bytes`), so there GSO packets of the types that
+/// need the protocol fix-up fail the push and are counted.
 #[inline(always)]
-fn encapsulate(ctx: SkBuffContext) -> i32 {
+fn encapsulate<const XMIT: bool>(ctx: SkBuffContext) -> i32 {
     let len = ctx.len();
     // One load covers an IPv4 header; IPv6 adds the destination's bytes.
     let Ok(h) = ctx.load::<[u8; 20]>(0) else { return malformed() };
@@ -178,7 +183,7 @@ fn encapsulate(ctx: SkBuffContext) -> i32 {
     // IP" as it spells it (protocol 0 or 41): push with 0, then write the
     // real protocol. The kernel's segmentation reads the real one later
     // (ipip, ip4in6, or an SRH before the inner packet: SKB_GSO_IPXIP4/6).
-    let fixup = if f & flags::PROTO_FIXUP != 0 {
+    let fixup = if XMIT && f & flags::PROTO_FIXUP != 0 {
         let at = if udp == 40 { 6 } else { 9 };
         let real = hdr[at];
         hdr[at] = 0;
@@ -413,7 +418,15 @@ fn ipv4_checksum(h: &[u8; MAX_HEADER]) -> u16 {
     !(sum as u16)
 }
 
-lwt_program!(encap_xmit, "lwt_xmit", encapsulate);
-lwt_program!(encap_in, "lwt_in", encapsulate);
+fn encapsulate_xmit(ctx: SkBuffContext) -> i32 {
+    encapsulate::<true>(ctx)
+}
+
+fn encapsulate_in(ctx: SkBuffContext) -> i32 {
+    encapsulate::<false>(ctx)
+}
+
+lwt_program!(encap_xmit, "lwt_xmit", encapsulate_xmit);
+lwt_program!(encap_in, "lwt_in", encapsulate_in);
 
 gpl_license!();

@@ -140,6 +140,14 @@ impl Namespace {
 
     /// Takes the lock for `verb` and finishes what killed commands left.
     pub fn begin(&self, verb: &str) -> Result<Txn<'_>> {
+        let txn = self.begin_unswept(verb)?;
+        txn.sweep();
+        Ok(txn)
+    }
+
+    /// [`Namespace::begin`] without removing leftover pins, for `lwt check`,
+    /// which reports them as it finds them.
+    pub fn begin_unswept(&self, verb: &str) -> Result<Txn<'_>> {
         store::ensure_private_dir(&self.dir)?;
         store::ensure_private_dir(&self.pins)?;
         let held = lock::acquire(&self.dir, verb, lock::timeout())?;
@@ -230,13 +238,12 @@ impl Txn<'_> {
     }
 
     /// Finishes every intent left by a command that died, by what the
-    /// kernel shows now; then removes pins no record names.
+    /// kernel shows now, and ends watched routes whose address is gone.
     fn recover(&self) -> Result<()> {
         self.finish_intents()?;
         if self.dir.join(<watch::Watch as Record>::DIR).exists() {
             watch::reap(self, &mut Rtnl::open()?)?;
         }
-        self.sweep();
         Ok(())
     }
 
