@@ -33,6 +33,22 @@ enum L3 {
     Class { proto: u8, class: u32 },
 }
 
+/// `size_of::<T>()` bytes of the packet at `off`: read straight from the
+/// linear data when they lie in it (a bounds check, no helper call), else
+/// copied by `bpf_skb_load_bytes` (paged data).
+#[inline(always)]
+fn load<T: Copy>(ctx: &SkBuffContext, off: usize) -> Option<T> {
+    // SAFETY: reads two fields of the program's own context.
+    let (start, end) = unsafe { ((*ctx.skb.skb).data as usize, (*ctx.skb.skb).data_end as usize) };
+    let at = start + (off & 0xffff);
+    if at + core::mem::size_of::<T>() <= end {
+        // SAFETY: in [data, data_end), as just checked (the verifier checks it too).
+        Some(unsafe { core::ptr::read_unaligned(at as *const T) })
+    } else {
+        ctx.load(off & 0xffff).ok()
+    }
+}
+
 /// Parses the packet; malformed ones come back with class `MALFORMED`.
 #[inline(always)]
 pub fn parse(ctx: &SkBuffContext) -> PacketKey {
@@ -42,7 +58,7 @@ pub fn parse(ctx: &SkBuffContext) -> PacketKey {
     if len < 20 {
         return key;
     }
-    let Ok(h) = ctx.load::<[u8; 20]>(0) else { return key };
+    let Some(h) = load::<[u8; 20]>(ctx, 0) else { return key };
     let l3 = match h[0] >> 4 {
         4 => parse_v4(&h, len, &mut key),
         6 => parse_v6(ctx, &h, len, &mut key),
@@ -96,7 +112,7 @@ fn parse_v6(ctx: &SkBuffContext, first_bytes: &[u8; 20], len: usize, key: &mut P
         return None;
     }
     // Bytes 20..40: the rest of the source and the destination.
-    let rest: [u8; 20] = ctx.load(20).ok()?;
+    let rest: [u8; 20] = load(ctx, 20)?;
     let byte = |i: usize| if i < 20 { first_bytes[i] } else { rest[i - 20] };
     key.v6 = true;
     for i in 0..4 {
@@ -114,7 +130,7 @@ fn parse_v6(ctx: &SkBuffContext, first_bytes: &[u8; 20], len: usize, key: &mut P
                 if off + 2 > len {
                     return Some(L3::Class { proto: nh, class: cut(first) });
                 }
-                let e: [u8; 2] = ctx.load(off & 0xffff).ok()?;
+                let e: [u8; 2] = load(ctx, off)?;
                 off += if nh == 51 { (usize::from(e[1]) + 2) * 4 } else { (usize::from(e[1]) + 1) * 8 };
                 nh = e[0];
             }
@@ -122,7 +138,7 @@ fn parse_v6(ctx: &SkBuffContext, first_bytes: &[u8; 20], len: usize, key: &mut P
                 if off + 8 > len {
                     return Some(L3::Class { proto: nh, class: cut(first) });
                 }
-                let f: [u8; 4] = ctx.load(off & 0xffff).ok()?;
+                let f: [u8; 4] = load(ctx, off)?;
                 let frag = u16::from_be_bytes([f[2], f[3]]);
                 if let Some(class) = fragment_class(frag >> 3) {
                     return Some(L3::Class { proto: f[0], class });
@@ -157,21 +173,20 @@ fn parse_l4(ctx: &SkBuffContext, len: usize, off: usize, proto: u8, first: bool,
     if off + need > len {
         return short;
     }
-    let off = off & 0xffff;
     match proto {
         IPPROTO_TCP => {
-            let Ok(t) = ctx.load::<[u8; 14]>(off) else { return short };
+            let Some(t) = load::<[u8; 14]>(ctx, off) else { return short };
             key.dims[dim::SPORT] = u32::from(u16::from_be_bytes([t[0], t[1]]));
             key.dims[dim::DPORT] = u32::from(u16::from_be_bytes([t[2], t[3]]));
             key.tcp_flags = t[13];
         }
         IPPROTO_UDP => {
-            let Ok(u) = ctx.load::<[u8; 4]>(off) else { return short };
+            let Some(u) = load::<[u8; 4]>(ctx, off) else { return short };
             key.dims[dim::SPORT] = u32::from(u16::from_be_bytes([u[0], u[1]]));
             key.dims[dim::DPORT] = u32::from(u16::from_be_bytes([u[2], u[3]]));
         }
         _ => {
-            let Ok(i) = ctx.load::<[u8; 2]>(off) else { return short };
+            let Some(i) = load::<[u8; 2]>(ctx, off) else { return short };
             key.dims[dim::SPORT] = u32::from(i[0]);
             key.dims[dim::DPORT] = u32::from(i[1]);
         }
