@@ -116,7 +116,9 @@ fn attach_local_in(b: &Netns, policy: &str, prefix: &str) {
 
 fn ssh_policy_on_b(p: &Pair, prefix: &str) {
     p.b.lwt_ok(&["filter", "create", "ssh"]);
-    p.b.lwt_ok(&["filter", "rule", "add", "ssh", "proto", "tcp", "dport", "22", "drop"]);
+    p.b.lwt_ok(&[
+        "filter", "rule", "add", "ssh", "proto", "tcp", "dport", "22", "drop",
+    ]);
     attach_local_in(&p.b, "ssh", prefix);
 }
 
@@ -126,8 +128,20 @@ fn send_tiny_fragment_syn(p: &Pair, id: u16) {
     let mut pseudo = A4.octets().to_vec();
     pseudo.extend_from_slice(&B4.octets());
     let syn = tcp_syn(22, &pseudo);
-    send_raw4(&p.a, IPPROTO_RAW, None, B4, ipv4_fragment(id, 0, true, &syn[..8]));
-    send_raw4(&p.a, IPPROTO_RAW, None, B4, ipv4_fragment(id, 1, false, &syn[8..]));
+    send_raw4(
+        &p.a,
+        IPPROTO_RAW,
+        None,
+        B4,
+        ipv4_fragment(id, 0, true, &syn[..8]),
+    );
+    send_raw4(
+        &p.a,
+        IPPROTO_RAW,
+        None,
+        B4,
+        ipv4_fragment(id, 1, false, &syn[8..]),
+    );
 }
 
 #[test]
@@ -162,8 +176,20 @@ fn tiny_first_fragment_and_offset_1_cannot_sneak_a_syn_past_a_port_rule() {
     let mut pseudo = A4.octets().to_vec();
     pseudo.extend_from_slice(&B4.octets());
     let syn = tcp_syn(22, &pseudo);
-    send_raw4(&p.a, IPPROTO_RAW, None, B4, ipv4_fragment(0x4200, 0, true, &syn[..16]));
-    send_raw4(&p.a, IPPROTO_RAW, None, B4, ipv4_fragment(0x4200, 2, false, &syn[16..]));
+    send_raw4(
+        &p.a,
+        IPPROTO_RAW,
+        None,
+        B4,
+        ipv4_fragment(0x4200, 0, true, &syn[..16]),
+    );
+    send_raw4(
+        &p.a,
+        IPPROTO_RAW,
+        None,
+        B4,
+        ipv4_fragment(0x4200, 2, false, &syn[16..]),
+    );
     assert!(!tcp_answered(&capture, false));
     let show = json(&p.b.lwt_ok(&["filter", "show", "ssh", "-j"]));
     assert_eq!(show["rules"][0]["packets"], 1, "{show}");
@@ -195,7 +221,10 @@ fn ipv6_syn_behind_nine_extension_headers_is_malformed_and_dropped() {
         send_syn_behind_nine_headers(&p);
         tcp_answered(&capture, true)
     });
-    assert!(answered, "baseline: b's TCP answers the SYN behind nine headers");
+    assert!(
+        answered,
+        "baseline: b's TCP answers the SYN behind nine headers"
+    );
 
     ssh_policy_on_b(&p, "fd00::3/128");
     send_syn_behind_nine_headers(&p);
@@ -211,7 +240,10 @@ fn ipv6_syn_behind_nine_extension_headers_is_malformed_and_dropped() {
     // (allow here): TCP answers again.
     p.b.lwt_ok(&["filter", "set", "ssh", "--malformed", "default"]);
     send_syn_behind_nine_headers(&p);
-    assert!(tcp_answered(&capture, true), "--malformed default lets it through");
+    assert!(
+        tcp_answered(&capture, true),
+        "--malformed default lets it through"
+    );
 }
 
 #[test]
@@ -222,7 +254,9 @@ fn fragmented_udp_to_an_allowed_port_passes_until_fragments_drop() {
     let v6 = listen_udp(&p.b, "[fd00::3]:9000");
     let other = listen_udp(&p.b, "10.0.0.3:9001");
     p.b.lwt_ok(&["filter", "create", "frag", "--default", "drop"]);
-    p.b.lwt_ok(&["filter", "rule", "add", "frag", "proto", "udp", "dport", "9000", "allow"]);
+    p.b.lwt_ok(&[
+        "filter", "rule", "add", "frag", "proto", "udp", "dport", "9000", "allow",
+    ]);
     for prefix in ["10.0.0.3/32", "fd00::3/128"] {
         attach_local_in(&p.b, "frag", prefix);
     }
@@ -239,9 +273,14 @@ fn fragmented_udp_to_an_allowed_port_passes_until_fragments_drop() {
     assert_eq!(got4, Some(3000), "IPv4 datagram to the allowed port");
     let got6 = recv_within(&v6, 2000).map(|d| d.len());
     assert_eq!(got6, Some(3000), "IPv6 datagram to the allowed port");
-    assert_eq!(recv_within(&other, 500), None, "9001 is dropped by the default");
+    assert_eq!(
+        recv_within(&other, 500),
+        None,
+        "9001 is dropped by the default"
+    );
 
-    let out = p.b.lwt_ok(&["filter", "set", "frag", "--fragments", "drop"]);
+    let out =
+        p.b.lwt_ok(&["filter", "set", "frag", "--fragments", "drop"]);
     assert!(out.contains("fragments drop"), "{out}");
     let before = stats_row(&p.b, "10.0.0.3/32", "in")["dropped"]["packets"]
         .as_u64()

@@ -225,7 +225,11 @@ fn ext_header(r: &mut Rng, kind: u8) -> Vec<u8> {
             h
         }
         _ => {
-            let units = if r.chance(50) { 0 } else { 1 + r.below(3) as u8 };
+            let units = if r.chance(50) {
+                0
+            } else {
+                1 + r.below(3) as u8
+            };
             let mut h = vec![0u8; (usize::from(units) + 1) * 8];
             h[1] = units;
             for b in h.iter_mut().skip(2) {
@@ -452,7 +456,10 @@ fn kernel_filter_agrees_with_the_model_on_100k_packets() {
     // Every class must have been exercised, in numbers.
     for class in ["Whole", "LaterFragment", "Malformed", "Evasive"] {
         let n = classes.get(class).copied().unwrap_or(0);
-        assert!(n >= 1_000, "seed {seed:#x}: only {n} packets of class {class}");
+        assert!(
+            n >= 1_000,
+            "seed {seed:#x}: only {n} packets of class {class}"
+        );
     }
     eprintln!("{total} packets ({classes:?}): kernel and model agree");
 }

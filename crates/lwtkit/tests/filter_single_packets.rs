@@ -127,7 +127,10 @@ fn shape() -> impl Strategy<Value = Shape> {
         prop::sample::select(vec![22u16, 53, 80, 443, 9000]),
         prop::sample::select(vec![0x02u8, 0x12, 0x10, 0x11]),
         prop::collection::vec(ext, 0..11),
-        (prop_oneof![Just(0u16), Just(1), Just(2), 3u16..8000], any::<bool>()),
+        (
+            prop_oneof![Just(0u16), Just(1), Just(2), 3u16..8000],
+            any::<bool>(),
+        ),
         0u8..4,
         prop::option::of(0usize..120),
     )
@@ -199,8 +202,8 @@ fn each_packet_gets_the_models_verdict_and_failures_shrink() {
             fragments,
             malformed,
         };
-        let h = Harness::filter_with(&rules, &handling, Hook::In, i as u32 % 2)
-            .expect("filter loads");
+        let h =
+            Harness::filter_with(&rules, &handling, Hook::In, i as u32 % 2).expect("filter loads");
         bytes[8] = i as u8;
         let mut runner = TestRunner::new_with_rng(
             Config {
@@ -214,7 +217,9 @@ fn each_packet_gets_the_models_verdict_and_failures_shrink() {
             .run(&shape(), |s| {
                 let pkt = build(&s);
                 let (verdict, decider) = judge(&rules, &handling, &parse_packet(&pkt));
-                let rc = h.run(&pkt).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let rc = h
+                    .run(&pkt)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let want = if verdict == Verdict::Drop { 2 } else { 0 };
                 prop_assert_eq!(
                     rc,

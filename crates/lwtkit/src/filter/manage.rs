@@ -59,7 +59,11 @@ pub fn create_with(name: &str, handling: Handling, capacity: Option<u32>) -> Res
 
 /// `lwt filter set`: what happens to non-first fragments and malformed
 /// packets (`None`: unchanged), live on every route the policy is on.
-pub fn set(name: &str, fragments: Option<Fragments>, malformed: Option<Malformed>) -> Result<Policy> {
+pub fn set(
+    name: &str,
+    fragments: Option<Fragments>,
+    malformed: Option<Malformed>,
+) -> Result<Policy> {
     with_policies("lwt filter set", |p, _, txn| {
         p.set_handling(txn, name, fragments, malformed)
     })

@@ -404,10 +404,7 @@ fn ipv6_chains_of_eight_headers_are_walked_longer_ones_are_malformed() {
         60,
         &cat(&[&chain(7, 44), &fragment(6, 9, true), &tcp(1, 2, 3)]),
     );
-    assert_eq!(
-        parse_packet(&p),
-        as_class(v6_key(6), Class::LaterFragment)
-    );
+    assert_eq!(parse_packet(&p), as_class(v6_key(6), Class::LaterFragment));
 }
 
 #[test]
@@ -417,10 +414,7 @@ fn ipv6_extension_header_past_the_end() {
     let mut h = p.clone();
     h[41] = 255;
     h[40] = 43;
-    assert_eq!(
-        parse_packet(&h),
-        as_class(v6_key(43), Class::Malformed)
-    );
+    assert_eq!(parse_packet(&h), as_class(v6_key(43), Class::Malformed));
     let mut h = p;
     h[40] = 6;
     h[41] = 255;
@@ -753,17 +747,41 @@ fn judge_applies_the_fragment_and_malformed_settings() {
     let first_udp = parse_packet(&ipv4(17, &[], 0x2000, &udp(1, 9000)));
     for default in [Verdict::Allow, Verdict::Drop] {
         let mut h = Handling::new(default);
-        assert_eq!(judge(&policy, &h, &later), (Verdict::Allow, Decider::Fragments));
-        assert_eq!(judge(&policy, &h, &offset_1), (Verdict::Drop, Decider::Malformed));
-        assert_eq!(judge(&policy, &h, &tiny_first), (Verdict::Drop, Decider::Malformed));
-        assert_eq!(judge(&policy, &h, &cut), (Verdict::Drop, Decider::Malformed));
-        assert_eq!(judge(&policy, &h, &first_udp), (Verdict::Allow, Decider::Rule(2)));
+        assert_eq!(
+            judge(&policy, &h, &later),
+            (Verdict::Allow, Decider::Fragments)
+        );
+        assert_eq!(
+            judge(&policy, &h, &offset_1),
+            (Verdict::Drop, Decider::Malformed)
+        );
+        assert_eq!(
+            judge(&policy, &h, &tiny_first),
+            (Verdict::Drop, Decider::Malformed)
+        );
+        assert_eq!(
+            judge(&policy, &h, &cut),
+            (Verdict::Drop, Decider::Malformed)
+        );
+        assert_eq!(
+            judge(&policy, &h, &first_udp),
+            (Verdict::Allow, Decider::Rule(2))
+        );
         h.fragments = Fragments::Drop;
         h.malformed = Malformed::Default;
-        assert_eq!(judge(&policy, &h, &later), (Verdict::Drop, Decider::Fragments));
+        assert_eq!(
+            judge(&policy, &h, &later),
+            (Verdict::Drop, Decider::Fragments)
+        );
         // Evasive fragments stay dropped; malformed ones get the default.
-        assert_eq!(judge(&policy, &h, &offset_1), (Verdict::Drop, Decider::Malformed));
-        assert_eq!(judge(&policy, &h, &tiny_first), (Verdict::Drop, Decider::Malformed));
+        assert_eq!(
+            judge(&policy, &h, &offset_1),
+            (Verdict::Drop, Decider::Malformed)
+        );
+        assert_eq!(
+            judge(&policy, &h, &tiny_first),
+            (Verdict::Drop, Decider::Malformed)
+        );
         assert_eq!(judge(&policy, &h, &cut), (default, Decider::Default));
     }
 }

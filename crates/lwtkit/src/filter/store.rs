@@ -653,21 +653,23 @@ pub fn live_config(config: &Path) -> Result<LiveConfig> {
     };
     let generation = word(0).ok_or_else(|| Error::MissingPin(config.into()))?;
     let handling = word(std::mem::offset_of!(PolicyConfig, fragments_drop) / 4)
-        .zip(word(std::mem::offset_of!(PolicyConfig, malformed_default) / 4))
+        .zip(word(
+            std::mem::offset_of!(PolicyConfig, malformed_default) / 4,
+        ))
         .map(|(f, m)| {
-        (
-            if f != 0 {
-                Fragments::Drop
-            } else {
-                Fragments::Pass
-            },
-            if m != 0 {
-                Malformed::Default
-            } else {
-                Malformed::Drop
-            },
-        )
-    });
+            (
+                if f != 0 {
+                    Fragments::Drop
+                } else {
+                    Fragments::Pass
+                },
+                if m != 0 {
+                    Malformed::Default
+                } else {
+                    Malformed::Drop
+                },
+            )
+        });
     Ok(LiveConfig {
         generation,
         handling,
