@@ -229,12 +229,14 @@ pub enum FilterVerb {
         malformed: MalformedArg,
     },
     /// Change what a policy does with non-first fragments and malformed packets.
-    #[command(arg_required_else_help = true)]
+    #[command(group(clap::ArgGroup::new("setting").required(true).multiple(true)))]
     Set {
         name: String,
-        #[arg(long, value_enum, required_unless_present = "malformed")]
+        /// Non-first fragments: pass or drop.
+        #[arg(long, value_enum, group = "setting")]
         fragments: Option<FragmentsArg>,
-        #[arg(long, value_enum)]
+        /// Malformed packets: drop, or give them the default verdict.
+        #[arg(long, value_enum, group = "setting")]
         malformed: Option<MalformedArg>,
     },
     /// Delete a policy that no route uses.
