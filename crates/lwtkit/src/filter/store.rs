@@ -694,6 +694,17 @@ fn config_of(p: &Policy, generation: u32) -> PolicyConfig {
 /// Writes the config map of the policy whose maps are pinned in `dir`.
 fn write_config(dir: &Path, config: &PolicyConfig) -> Result<()> {
     let cfg_map = open_map(&dir.join("config"))?;
+    if cfg_map.value_size() as usize != size_of::<PolicyConfig>() {
+        // Made before the fragment and malformed settings existed.
+        return Err(Error::State {
+            path: dir.join("config"),
+            reason: format!(
+                "the policy's config map holds {} bytes, this lwtkit writes {}: the policy was made by an older lwtkit; recreate it",
+                cfg_map.value_size(),
+                size_of::<PolicyConfig>()
+            ),
+        });
+    }
     cfg_map
         .update(&0u32.to_ne_bytes(), config_bytes(config), MapFlags::ANY)
         .map_err(|e| map_err(dir, e))
