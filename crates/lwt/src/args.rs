@@ -228,6 +228,24 @@ pub enum FilterVerb {
         #[arg(long, value_name = "RULES",
               value_parser = clap::value_parser!(u32).range(1..=i64::from(lwtkit::filter::store::MAX_CAPACITY)))]
         capacity: Option<u32>,
+        /// Non-first fragments: pass (their datagram is judged by its first
+        /// fragment) or drop.
+        #[arg(long, value_enum, default_value = "pass")]
+        fragments: FragmentsArg,
+        /// Malformed packets: drop, or give them the default verdict.
+        #[arg(long, value_enum, default_value = "drop")]
+        malformed: MalformedArg,
+    },
+    /// Change what a policy does with non-first fragments and malformed packets.
+    #[command(group(clap::ArgGroup::new("setting").required(true).multiple(true)))]
+    Set {
+        name: String,
+        /// Non-first fragments: pass or drop.
+        #[arg(long, value_enum, group = "setting")]
+        fragments: Option<FragmentsArg>,
+        /// Malformed packets: drop, or give them the default verdict.
+        #[arg(long, value_enum, group = "setting")]
+        malformed: Option<MalformedArg>,
     },
     /// Delete a policy that no route uses.
     Delete { name: String },
@@ -291,6 +309,18 @@ pub enum RuleVerb {
 pub enum VerdictArg {
     Allow,
     Drop,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FragmentsArg {
+    Pass,
+    Drop,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MalformedArg {
+    Drop,
+    Default,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -512,6 +512,13 @@ fn filter_cases() -> Vec<Case> {
             "filter delete web",
             &["filter delete web"],
         ),
+        // The settings go to the config map first; the record follows.
+        case(
+            "filter-set:config",
+            &["filter create web"],
+            "filter set web --fragments drop --malformed default",
+            &["filter delete web"],
+        ),
     ]
 }
 
@@ -679,7 +686,7 @@ fn every_failpoint_of_the_library_is_exercised_here() {
     .collect();
     // Killed in tests/ingress_v6.rs, which builds the IPv6 local route it needs.
     here.insert("attach:stand-in".to_string());
-    assert_eq!(in_library.len(), 20, "{in_library:?}");
+    assert_eq!(in_library.len(), 21, "{in_library:?}");
     assert_eq!(here, in_library);
 }
 

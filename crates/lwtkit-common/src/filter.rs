@@ -110,6 +110,11 @@ pub struct PolicyConfig {
     /// new rule set starts from zero while the old one finishes counting in
     /// its own entries.
     pub rule_slots: u32,
+    /// 1: drop non-first fragments; 0: pass them (their datagram is judged
+    /// by its first fragment). They never meet the rules.
+    pub fragments_drop: u32,
+    /// 1: malformed packets get the default verdict; 0: they are dropped.
+    pub malformed_default: u32,
 }
 
 /// Per-rule, per-CPU statistics, indexed by the rule's counter slot
@@ -128,11 +133,30 @@ pub struct RuleStats {
     pub last_ns: u64,
 }
 
+/// What the parser makes of a packet, before any rule is tried.
+pub mod packet_class {
+    /// An unfragmented packet, an atomic fragment, or a first fragment that
+    /// holds every L4 field the rules read: judged by the rules.
+    pub const WHOLE: u32 = 0;
+    /// A fragment with a non-zero offset (not 1): no L4 header; passed or
+    /// dropped by the policy's fragment setting, never by the rules.
+    pub const LATER_FRAGMENT: u32 = 1;
+    /// Not judgeable: not IPv4/IPv6, a cut IP header, an IPv6 header chain
+    /// longer than [`super::MAX_EXT_HEADERS`] or cut short, a cut L4 header.
+    /// Dropped, or judged by the default (`--malformed default`).
+    pub const MALFORMED: u32 = 2;
+    /// A fragment that could rewrite or hide what the rules read: offset 1
+    /// (8 bytes, RFC 1858/3128), or a first fragment that ends before the
+    /// header chain or the L4 fields do. Always dropped.
+    pub const EVASIVE: u32 = 3;
+}
+
 /// Per-attachment counters, indexed by [`verdict_slot`].
 pub mod verdict_slot {
     pub const ALLOWED: u32 = 0;
     pub const DROPPED: u32 = 1;
-    /// Not parseable as IPv4/IPv6 (judged by the default verdict).
+    /// Malformed packets and evasive fragments (see [`super::packet_class`]),
+    /// whatever their verdict.
     pub const MALFORMED: u32 = 2;
     pub const COUNT: u32 = 3;
 }
@@ -169,6 +193,7 @@ pub struct Event {
 
 const _: () = assert!(core::mem::size_of::<RuleHead>() == 32);
 const _: () = assert!(core::mem::size_of::<Cell>() == 32);
+const _: () = assert!(core::mem::size_of::<PolicyConfig>() == 36);
 const _: () = assert!(core::mem::size_of::<Event>() == 192);
 
 /// Bounds of the kernel walk, shared with the compiler.
@@ -177,5 +202,6 @@ pub const MAX_DEPTH: u32 = 32;
 pub const MAX_TREES: u32 = 8;
 /// Most rules a leaf may list (the compiler splits or refuses beyond).
 pub const MAX_LEAF: u32 = 64;
-/// IPv6 extension headers walked before giving up on finding L4.
+/// IPv6 extension headers walked; a packet whose L4 header lies beyond
+/// them is malformed.
 pub const MAX_EXT_HEADERS: u32 = 8;

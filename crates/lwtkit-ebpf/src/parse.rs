@@ -1,8 +1,10 @@
 //! Packet parsing for the filter: from the L3 header to the fields rules
-//! look at. Mirrors lwtkit's reference model (crates/lwtkit/src/filter/model.rs)
-//! exactly; a property test holds them to it.
+//! look at, and the packet's class (judged by the rules, a later fragment,
+//! malformed, evasive). Mirrors lwtkit's reference model
+//! (crates/lwtkit/src/filter/model.rs) exactly; a property test holds them
+//! to it.
 use aya_ebpf::programs::SkBuffContext;
-use lwtkit_common::filter::{dim, MAX_EXT_HEADERS};
+use lwtkit_common::filter::{dim, packet_class as class, MAX_EXT_HEADERS};
 
 /// What the filter knows about a packet.
 pub struct PacketKey {
@@ -13,6 +15,8 @@ pub struct PacketKey {
     /// The L4 header was reached and is long enough for ports/type/flags.
     pub l4: bool,
     pub tcp_flags: u8,
+    /// `lwtkit_common::filter::packet_class`: only `WHOLE` meets the rules.
+    pub class: u32,
 }
 
 const IPPROTO_TCP: u8 = 6;
@@ -20,113 +24,173 @@ const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
 
-/// Parses the packet; `None` when it is not a well-formed IPv4/IPv6 header.
+/// Where the header chain left the parser.
+enum L3 {
+    /// The L4 header of `proto` starts at `off`; `first` when more
+    /// fragments follow (a first fragment).
+    L4 { proto: u8, off: usize, first: bool },
+    /// A packet of another class than `WHOLE`, with its protocol.
+    Class { proto: u8, class: u32 },
+}
+
+/// `size_of::<T>()` bytes of the packet at `off`: read straight from the
+/// linear data when they lie in it (a bounds check, no helper call), else
+/// copied by `bpf_skb_load_bytes` (paged data).
 #[inline(always)]
-pub fn parse(ctx: &SkBuffContext) -> Option<PacketKey> {
+fn load<T: Copy>(ctx: &SkBuffContext, off: usize) -> Option<T> {
+    // SAFETY: reads two fields of the program's own context.
+    let (start, end) = unsafe { ((*ctx.skb.skb).data as usize, (*ctx.skb.skb).data_end as usize) };
+    let at = start + (off & 0xffff);
+    if at + core::mem::size_of::<T>() <= end {
+        // SAFETY: in [data, data_end), as just checked (the verifier checks it too).
+        Some(unsafe { core::ptr::read_unaligned(at as *const T) })
+    } else {
+        ctx.load(off & 0xffff).ok()
+    }
+}
+
+/// Parses the packet; malformed ones come back with class `MALFORMED`.
+#[inline(always)]
+pub fn parse(ctx: &SkBuffContext) -> PacketKey {
+    let mut key = PacketKey { dims: [0; 16], v6: false, l4: false, tcp_flags: 0, class: class::MALFORMED };
     let len = ctx.len() as usize;
     // Either family needs 20 bytes: load them once, then what IPv6 adds.
     if len < 20 {
-        return None;
+        return key;
     }
-    let h: [u8; 20] = ctx.load(0).ok()?;
-    let mut key = PacketKey { dims: [0; 16], v6: false, l4: false, tcp_flags: 0 };
-    let (proto, l4_off) = match h[0] >> 4 {
-        4 => parse_v4(&h, len, &mut key)?,
-        6 => parse_v6(ctx, &h, len, &mut key)?,
-        _ => return None,
+    let Some(h) = load::<[u8; 20]>(ctx, 0) else { return key };
+    let l3 = match h[0] >> 4 {
+        4 => parse_v4(&h, len, &mut key),
+        6 => parse_v6(ctx, &h, len, &mut key),
+        _ => None,
     };
-    key.dims[dim::PROTO] = u32::from(proto);
-    if let Some(off) = l4_off {
-        parse_l4(ctx, len, off, proto, &mut key);
+    let Some(l3) = l3 else { return key };
+    match l3 {
+        L3::L4 { proto, off, first } => {
+            key.dims[dim::PROTO] = u32::from(proto);
+            key.class = parse_l4(ctx, len, off, proto, first, &mut key);
+        }
+        L3::Class { proto, class } => {
+            key.dims[dim::PROTO] = u32::from(proto);
+            key.class = class;
+        }
     }
     key.dims[dim::L4] = u32::from(key.l4);
-    Some(key)
+    key
 }
 
-/// Returns the protocol and, unless this is a non-first fragment, where L4 starts.
+/// A fragment's class from its offset (in 8-byte units), or `None` when it
+/// is a first fragment or none.
 #[inline(always)]
-fn parse_v4(h: &[u8; 20], len: usize, key: &mut PacketKey) -> Option<(u8, Option<usize>)> {
+fn fragment_class(offset: u16) -> Option<u32> {
+    match offset {
+        0 => None,
+        1 => Some(class::EVASIVE),
+        _ => Some(class::LATER_FRAGMENT),
+    }
+}
+
+#[inline(always)]
+fn parse_v4(h: &[u8; 20], len: usize, key: &mut PacketKey) -> Option<L3> {
     let ihl = usize::from(h[0] & 0xf) * 4;
     if ihl < 20 || ihl > len {
         return None;
     }
     key.dims[dim::SRC0] = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
     key.dims[dim::DST0] = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
-    let frag_off = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
-    Some((h[9], if frag_off != 0 { None } else { Some(ihl) }))
+    let frag = u16::from_be_bytes([h[6], h[7]]);
+    let proto = h[9];
+    if let Some(class) = fragment_class(frag & 0x1fff) {
+        return Some(L3::Class { proto, class });
+    }
+    Some(L3::L4 { proto, off: ihl, first: frag & 0x2000 != 0 })
 }
 
 #[inline(always)]
-fn parse_v6(ctx: &SkBuffContext, first: &[u8; 20], len: usize, key: &mut PacketKey) -> Option<(u8, Option<usize>)> {
+fn parse_v6(ctx: &SkBuffContext, first_bytes: &[u8; 20], len: usize, key: &mut PacketKey) -> Option<L3> {
     if len < 40 {
         return None;
     }
     // Bytes 20..40: the rest of the source and the destination.
-    let rest: [u8; 20] = ctx.load(20).ok()?;
-    let byte = |i: usize| if i < 20 { first[i] } else { rest[i - 20] };
+    let rest: [u8; 20] = load(ctx, 20)?;
+    let byte = |i: usize| if i < 20 { first_bytes[i] } else { rest[i - 20] };
     key.v6 = true;
     for i in 0..4 {
         key.dims[dim::SRC0 + i] = u32::from_be_bytes([byte(8 + 4 * i), byte(9 + 4 * i), byte(10 + 4 * i), byte(11 + 4 * i)]);
         key.dims[dim::DST0 + i] = u32::from_be_bytes([rest[4 + 4 * i], rest[5 + 4 * i], rest[6 + 4 * i], rest[7 + 4 * i]]);
     }
-    let mut nh = first[6];
+    let mut nh = first_bytes[6];
     let mut off = 40usize;
+    let mut first = false;
+    // A chain cut short is evasive in a first fragment, malformed otherwise.
+    let cut = |first: bool| if first { class::EVASIVE } else { class::MALFORMED };
     for _ in 0..MAX_EXT_HEADERS {
         match nh {
             0 | 43 | 60 | 51 => {
                 if off + 2 > len {
-                    return Some((nh, None));
+                    return Some(L3::Class { proto: nh, class: cut(first) });
                 }
-                let e: [u8; 2] = ctx.load(off & 0xffff).ok()?;
+                let e: [u8; 2] = load(ctx, off)?;
                 off += if nh == 51 { (usize::from(e[1]) + 2) * 4 } else { (usize::from(e[1]) + 1) * 8 };
                 nh = e[0];
             }
             44 => {
                 if off + 8 > len {
-                    return Some((nh, None));
+                    return Some(L3::Class { proto: nh, class: cut(first) });
                 }
-                let f: [u8; 4] = ctx.load(off & 0xffff).ok()?;
-                if u16::from_be_bytes([f[2], f[3]]) >> 3 != 0 {
-                    return Some((f[0], None));
+                let f: [u8; 4] = load(ctx, off)?;
+                let frag = u16::from_be_bytes([f[2], f[3]]);
+                if let Some(class) = fragment_class(frag >> 3) {
+                    return Some(L3::Class { proto: f[0], class });
                 }
+                first |= frag & 1 != 0;
                 off += 8;
                 nh = f[0];
             }
-            _ => return Some((nh, Some(off))),
+            _ => return Some(L3::L4 { proto: nh, off, first }),
         }
     }
     match nh {
-        0 | 43 | 60 | 51 | 44 => Some((nh, None)),
-        _ => Some((nh, Some(off))),
+        // The L4 header lies beyond the walk's bound.
+        0 | 43 | 60 | 51 | 44 => Some(L3::Class { proto: nh, class: class::MALFORMED }),
+        _ => Some(L3::L4 { proto: nh, off, first }),
     }
 }
 
+/// Reads the L4 fields rules look at; returns the packet's class: `WHOLE`,
+/// or, when they are cut short, `EVASIVE` for a first fragment and
+/// `MALFORMED` otherwise.
 #[inline(always)]
-fn parse_l4(ctx: &SkBuffContext, len: usize, off: usize, proto: u8, key: &mut PacketKey) {
-    let off = off & 0xffff;
-    match proto {
-        IPPROTO_TCP if off + 14 <= len => {
-            if let Ok(t) = ctx.load::<[u8; 14]>(off) {
-                key.dims[dim::SPORT] = u32::from(u16::from_be_bytes([t[0], t[1]]));
-                key.dims[dim::DPORT] = u32::from(u16::from_be_bytes([t[2], t[3]]));
-                key.tcp_flags = t[13];
-                key.l4 = true;
-            }
-        }
-        IPPROTO_UDP if off + 4 <= len => {
-            if let Ok(u) = ctx.load::<[u8; 4]>(off) {
-                key.dims[dim::SPORT] = u32::from(u16::from_be_bytes([u[0], u[1]]));
-                key.dims[dim::DPORT] = u32::from(u16::from_be_bytes([u[2], u[3]]));
-                key.l4 = true;
-            }
-        }
-        IPPROTO_ICMP | IPPROTO_ICMPV6 if off + 2 <= len && (proto == IPPROTO_ICMPV6) == key.v6 => {
-            if let Ok(i) = ctx.load::<[u8; 2]>(off) {
-                key.dims[dim::SPORT] = u32::from(i[0]);
-                key.dims[dim::DPORT] = u32::from(i[1]);
-                key.l4 = true;
-            }
-        }
-        _ => {}
+fn parse_l4(ctx: &SkBuffContext, len: usize, off: usize, proto: u8, first: bool, key: &mut PacketKey) -> u32 {
+    let need = match proto {
+        IPPROTO_TCP => 14,
+        IPPROTO_UDP => 4,
+        IPPROTO_ICMP if !key.v6 => 2,
+        IPPROTO_ICMPV6 if key.v6 => 2,
+        _ => return class::WHOLE,
+    };
+    let short = if first { class::EVASIVE } else { class::MALFORMED };
+    if off + need > len {
+        return short;
     }
+    match proto {
+        IPPROTO_TCP => {
+            let Some(t) = load::<[u8; 14]>(ctx, off) else { return short };
+            key.dims[dim::SPORT] = u32::from(u16::from_be_bytes([t[0], t[1]]));
+            key.dims[dim::DPORT] = u32::from(u16::from_be_bytes([t[2], t[3]]));
+            key.tcp_flags = t[13];
+        }
+        IPPROTO_UDP => {
+            let Some(u) = load::<[u8; 4]>(ctx, off) else { return short };
+            key.dims[dim::SPORT] = u32::from(u16::from_be_bytes([u[0], u[1]]));
+            key.dims[dim::DPORT] = u32::from(u16::from_be_bytes([u[2], u[3]]));
+        }
+        _ => {
+            let Some(i) = load::<[u8; 2]>(ctx, off) else { return short };
+            key.dims[dim::SPORT] = u32::from(i[0]);
+            key.dims[dim::DPORT] = u32::from(i[1]);
+        }
+    }
+    key.l4 = true;
+    class::WHOLE
 }

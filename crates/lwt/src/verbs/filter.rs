@@ -2,6 +2,7 @@
 use lwtkit::{
     attach::parse_prefix,
     filter::{
+        handling::{Fragments, Handling, Malformed},
         manage::{self, PolicyView},
         rule::{RuleSpec, Verdict},
         FilterError,
@@ -10,7 +11,25 @@ use lwtkit::{
 };
 
 use super::Output;
-use crate::args::{FilterVerb, RuleVerb, VerdictArg};
+use crate::args::{FilterVerb, FragmentsArg, MalformedArg, RuleVerb, VerdictArg};
+
+impl From<FragmentsArg> for Fragments {
+    fn from(a: FragmentsArg) -> Self {
+        match a {
+            FragmentsArg::Pass => Fragments::Pass,
+            FragmentsArg::Drop => Fragments::Drop,
+        }
+    }
+}
+
+impl From<MalformedArg> for Malformed {
+    fn from(a: MalformedArg) -> Self {
+        match a {
+            MalformedArg::Drop => Malformed::Drop,
+            MalformedArg::Default => Malformed::Default,
+        }
+    }
+}
 
 pub fn run(v: FilterVerb, out: &Output) -> anyhow::Result<()> {
     match v {
@@ -18,20 +37,45 @@ pub fn run(v: FilterVerb, out: &Output) -> anyhow::Result<()> {
             name,
             default,
             capacity,
+            fragments,
+            malformed,
         } => {
             let default = match default {
                 VerdictArg::Allow => Verdict::Allow,
                 VerdictArg::Drop => Verdict::Drop,
             };
-            let p = manage::create(&name, default, capacity)?;
+            let handling = Handling {
+                default,
+                fragments: fragments.into(),
+                malformed: malformed.into(),
+            };
+            let p = manage::create_with(&name, handling, capacity)?;
             out.emit(&p, |p| {
                 format!(
-                    "created policy {} (default {}, capacity {} rules)",
+                    "created policy {} (default {}, capacity {} rules, fragments {}, malformed {})",
                     p.name,
                     p.default.as_str(),
-                    p.capacity
+                    p.capacity,
+                    p.fragments,
+                    p.malformed
                 )
             })
+        }
+        FilterVerb::Set {
+            name,
+            fragments,
+            malformed,
+        } => {
+            let p = manage::set(&name, fragments.map(Into::into), malformed.map(Into::into))?;
+            out.emit(
+                &serde_json::json!({ "policy": p.name, "fragments": p.fragments, "malformed": p.malformed }),
+                |_| {
+                    format!(
+                        "policy {}: fragments {}, malformed {}",
+                        p.name, p.fragments, p.malformed
+                    )
+                },
+            )
         }
         FilterVerb::Delete { name } => {
             manage::delete(&name)?;
@@ -130,11 +174,13 @@ pub fn run(v: FilterVerb, out: &Output) -> anyhow::Result<()> {
 
 fn render(v: &PolicyView) -> String {
     let mut s = format!(
-        "policy {} (id {}, default {}, capacity {})\n",
+        "policy {} (id {}, default {}, capacity {}, fragments {}, malformed {})\n",
         v.name,
         v.id,
         v.default.as_str(),
-        v.capacity
+        v.capacity,
+        v.fragments,
+        v.malformed
     );
     if v.rules.is_empty() {
         s.push_str("  no rules\n");
@@ -163,6 +209,15 @@ fn render(v: &PolicyView) -> String {
         v.default.as_str(),
         v.unmatched.packets,
         v.unmatched.bytes
+    ));
+    s.push_str(&format!(
+        "  {:>5}  malformed {:<56} packets {}\n",
+        "-",
+        match v.malformed {
+            Malformed::Drop => "drop (and evasive fragments)",
+            Malformed::Default => "default (evasive fragments: drop)",
+        },
+        v.malformed_packets
     ));
     for a in &v.attachments {
         s.push_str(&format!(

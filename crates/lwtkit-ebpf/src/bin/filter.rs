@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use lwtkit_common::{
-    filter::{dim, rule_flags as rf, verdict_slot, Event, PolicyConfig, RuleStats, EVENT_SNAPLEN, NO_RULE},
+    filter::{dim, packet_class as class, rule_flags as rf, verdict_slot, Event, PolicyConfig, RuleStats, EVENT_SNAPLEN, NO_RULE},
     maps,
     verdict::{BPF_DROP, BPF_OK},
 };
@@ -40,11 +40,28 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
     let gen = generation(cfg);
     let len = u64::from(ctx.len());
     let default = if cfg.default_drop != 0 { BPF_DROP } else { BPF_OK };
-    let Some(key) = parse(ctx) else {
-        count(verdict_slot::MALFORMED, ctx.len());
-        count_default(cfg, len);
-        return default;
-    };
+    let key = parse(ctx);
+    match key.class {
+        class::WHOLE => {}
+        class::LATER_FRAGMENT => {
+            // No L4 header to judge: the datagram's first fragment was.
+            if cfg.fragments_drop != 0 {
+                count(verdict_slot::DROPPED, ctx.len());
+                return BPF_DROP;
+            }
+            count(verdict_slot::ALLOWED, ctx.len());
+            return BPF_OK;
+        }
+        class::MALFORMED if cfg.malformed_default != 0 => {
+            count(verdict_slot::MALFORMED, ctx.len());
+            count_default(cfg, len);
+            return default;
+        }
+        _ => {
+            count(verdict_slot::MALFORMED, ctx.len());
+            return BPF_DROP;
+        }
+    }
     let d = decide(&key, cfg, gen);
     let verdict = if d.rule_id == NO_RULE {
         default

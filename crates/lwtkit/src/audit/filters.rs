@@ -9,6 +9,7 @@ use lwtkit_common::filter::{Cell, PolicyConfig};
 use super::Finding;
 use crate::filter::{
     compile::compile_with_slots,
+    handling::{Fragments, Malformed},
     rule::Verdict,
     store::{live_config, read_cells, Policy},
 };
@@ -80,13 +81,22 @@ pub(super) fn check(p: &Policy, seen: &Observed) -> Vec<Finding> {
         u32::from(p.default == Verdict::Drop),
         p.id,
         p.rule_slots(),
+        u32::from(p.fragments == Fragments::Drop),
+        u32::from(p.malformed == Malformed::Default),
     );
-    let got = (c.capacity, c.default_drop, c.policy_id, c.rule_slots);
+    let got = (
+        c.capacity,
+        c.default_drop,
+        c.policy_id,
+        c.rule_slots,
+        c.fragments_drop,
+        c.malformed_default,
+    );
     if got != want {
         out.push(Finding::new(
             "policy-config",
             format!(
-                "{label}: the config map says (cells, default drop, id, counter slots) = {got:?}, the record {want:?}"
+                "{label}: the config map says (cells, default drop, id, counter slots, fragments drop, malformed default) = {got:?}, the record {want:?}"
             ),
         ));
     }
@@ -136,6 +146,8 @@ mod tests {
             rules,
             carried: Default::default(),
             slots: Default::default(),
+            fragments: Fragments::Pass,
+            malformed: Malformed::Drop,
         }
     }
 
@@ -150,6 +162,8 @@ mod tests {
                 log_rate: 100,
                 log_burst: 200,
                 rule_slots: p.rule_slots(),
+                fragments_drop: 0,
+                malformed_default: 0,
             }),
             live: Some(
                 compile_with_slots(&p.rules, |r| p.slot_of(r.id))

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::{
+    handling::{Fragments, Handling, Malformed},
     rule::{parse_rules_file, Rule, RuleSpec, Verdict},
     store::{Policies, Policy, RuleCounters},
 };
@@ -46,8 +47,25 @@ fn reading_policies<T>(
 }
 
 pub fn create(name: &str, default: Verdict, capacity: Option<u32>) -> Result<Policy> {
+    create_with(name, Handling::new(default), capacity)
+}
+
+/// `lwt filter create` with `--fragments` / `--malformed`.
+pub fn create_with(name: &str, handling: Handling, capacity: Option<u32>) -> Result<Policy> {
     with_policies("lwt filter create", |p, _, txn| {
-        p.create(txn, name, default, capacity)
+        p.create_with(txn, name, handling, capacity)
+    })
+}
+
+/// `lwt filter set`: what happens to non-first fragments and malformed
+/// packets (`None`: unchanged), live on every route the policy is on.
+pub fn set(
+    name: &str,
+    fragments: Option<Fragments>,
+    malformed: Option<Malformed>,
+) -> Result<Policy> {
+    with_policies("lwt filter set", |p, _, txn| {
+        p.set_handling(txn, name, fragments, malformed)
     })
 }
 
@@ -103,6 +121,31 @@ pub struct PolicyAttachment {
     pub hook: Hook,
 }
 
+/// Malformed packets and evasive fragments the policy's attachments
+/// counted (attachments whose counters cannot be read count 0).
+fn malformed_packets(state: &NetnsState, policy: &str) -> Result<u64> {
+    let mut total = 0;
+    for rec in state.records()? {
+        for h in rec.hooks.values() {
+            if !matches!(&h.origin, Origin::Filter { policy: p } if p == policy) {
+                continue;
+            }
+            if let Some(c) = h
+                .counters
+                .as_deref()
+                .and_then(|pin| crate::inventory::read_counters(pin).ok())
+                .and_then(|c| {
+                    c.get(lwtkit_common::filter::verdict_slot::MALFORMED as usize)
+                        .copied()
+                })
+            {
+                total += c.packets;
+            }
+        }
+    }
+    Ok(total)
+}
+
 fn attachments(state: &NetnsState, policy: &str) -> Result<Vec<PolicyAttachment>> {
     let mut out = Vec::new();
     for rec in state.records()? {
@@ -127,8 +170,13 @@ pub struct PolicyView {
     pub id: u32,
     pub default: Verdict,
     pub capacity: u32,
+    pub fragments: Fragments,
+    pub malformed: Malformed,
     /// Packets no rule matched (judged by the default verdict).
     pub unmatched: RuleCounters,
+    /// Malformed packets and evasive fragments, summed over the policy's
+    /// attachments (as `lwt stats` counts them).
+    pub malformed_packets: u64,
     pub rules: Vec<RuleView>,
     pub attachments: Vec<PolicyAttachment>,
 }
@@ -180,6 +228,9 @@ fn view(p: &Policies, state: &NetnsState, policy: Policy) -> Result<PolicyView> 
         id: policy.id,
         default: policy.default,
         capacity: policy.capacity,
+        fragments: policy.fragments,
+        malformed: policy.malformed,
+        malformed_packets: malformed_packets(state, &policy.name)?,
         unmatched: counters
             .iter()
             .find(|(id, _)| *id == 0)

@@ -2,6 +2,7 @@
 //! tree, attached to any route and hook, changed live.
 pub mod bench_rules;
 pub mod compile;
+pub mod handling;
 pub use bench_rules::bench_rules;
 pub mod manage;
 pub mod model;

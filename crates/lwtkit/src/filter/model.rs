@@ -1,19 +1,30 @@
 //! Reference model of what the filter's kernel program computes: the packet
-//! fields it extracts ([`parse_packet`]) and the verdict a policy gives them
-//! ([`evaluate`]). The kernel program must agree with it bit for bit; it is
-//! written for obviousness, not speed.
+//! fields it extracts and the packet's class ([`parse_packet`]), and the
+//! verdict a policy gives them ([`judge`]). The kernel program must agree
+//! with it bit for bit; it is written for obviousness, not speed.
 //!
-//! Parsing starts at the IP header. A packet whose version isn't 4 or 6, or
-//! whose fixed IP header is cut short, is malformed (family 0) and gets the
-//! policy's default verdict. A packet whose L4 header can't be reached or is
-//! cut short (non-first fragment, extension chain longer than
-//! [`MAX_EXT_HEADERS`], truncated) keeps its addresses and protocol but has
-//! `l4 == false`, so rules on ports, ICMP type or TCP flags never match it.
+//! Parsing starts at the IP header. The invariant it serves: no packet that
+//! reaches a socket or the next hop can evade a rule its reassembled packet
+//! would match. So only [`Class::Whole`] packets meet the rules, and they
+//! carry every L4 field a rule reads (or their protocol has none):
+//! - a fragment with a non-zero offset has no L4 header:
+//!   [`Class::LaterFragment`], passed or dropped by `--fragments`; its
+//!   datagram is judged by its first fragment;
+//! - a fragment at offset 1 (8 bytes) could rewrite the TCP flags of the
+//!   first (RFC 1858, RFC 3128), and a first fragment that ends before the
+//!   IPv6 header chain or the L4 fields do could hide them:
+//!   [`Class::Evasive`], always dropped;
+//! - a packet that is not IPv4/IPv6, has a cut IP header, an IPv6 header
+//!   chain longer than [`MAX_EXT_HEADERS`] or cut short, or a cut L4 header:
+//!   [`Class::Malformed`], dropped or judged by the default (`--malformed`).
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lwtkit_common::filter::MAX_EXT_HEADERS;
 
-use super::rule::{ip_proto, Rule, RuleSpec, Verdict};
+use super::{
+    handling::{Fragments, Handling, Malformed},
+    rule::{ip_proto, Rule, RuleSpec, Verdict},
+};
 
 /// IPv6 extension headers the parser walks over.
 mod ext {
@@ -28,10 +39,27 @@ mod ext {
     }
 }
 
+/// What a packet is to the filter before any rule is tried (the kernel's
+/// `lwtkit_common::filter::packet_class`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Class {
+    /// Judged by the rules: not a fragment, an atomic fragment, or a first
+    /// fragment holding every L4 field the rules read.
+    #[default]
+    Whole,
+    /// A fragment with an offset of 2 or more (8-byte units).
+    LaterFragment,
+    /// Cannot be parsed to the fields rules read.
+    Malformed,
+    /// A fragment that could rewrite or hide what the rules read.
+    Evasive,
+}
+
 /// The fields of a packet that rules look at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PacketKey {
-    /// 4, 6, or 0 for a malformed packet (then every field is 0).
+    /// 4, 6, or 0 when the IP header itself is malformed (then every field
+    /// is 0).
     pub family: u8,
     /// Addresses as on the wire; IPv4 in the first 4 bytes, the rest 0.
     pub src: [u8; 16],
@@ -45,9 +73,18 @@ pub struct PacketKey {
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
+    pub class: Class,
 }
 
 impl PacketKey {
+    /// A packet whose IP header is malformed.
+    pub fn malformed() -> Self {
+        Self {
+            class: Class::Malformed,
+            ..Self::default()
+        }
+    }
+
     pub fn src_ip(&self) -> Option<IpAddr> {
         ip(self.family, &self.src)
     }
@@ -71,22 +108,31 @@ fn be16(b: &[u8], off: usize) -> u16 {
     u16::from_be_bytes([b[off], b[off + 1]])
 }
 
+/// The class of a fragment at `offset` (8-byte units), `None` for offset 0.
+fn fragment_class(offset: u16) -> Option<Class> {
+    match offset {
+        0 => None,
+        1 => Some(Class::Evasive),
+        _ => Some(Class::LaterFragment),
+    }
+}
+
 /// Extracts the [`PacketKey`] of a packet starting at its IP header.
 pub fn parse_packet(l3: &[u8]) -> PacketKey {
     match l3.first().map(|b| b >> 4) {
         Some(4) => parse_ipv4(l3),
         Some(6) => parse_ipv6(l3),
-        _ => PacketKey::default(),
+        _ => PacketKey::malformed(),
     }
 }
 
 fn parse_ipv4(l3: &[u8]) -> PacketKey {
     if l3.len() < 20 {
-        return PacketKey::default();
+        return PacketKey::malformed();
     }
     let ihl = usize::from(l3[0] & 0xf);
     if ihl < 5 || ihl * 4 > l3.len() {
-        return PacketKey::default();
+        return PacketKey::malformed();
     }
     let mut key = PacketKey {
         family: 4,
@@ -95,18 +141,19 @@ fn parse_ipv4(l3: &[u8]) -> PacketKey {
     };
     key.src[..4].copy_from_slice(&l3[12..16]);
     key.dst[..4].copy_from_slice(&l3[16..20]);
-    if be16(l3, 6) & 0x1fff != 0 {
-        // A non-first fragment: its payload doesn't start with an L4 header.
+    let frag = be16(l3, 6);
+    if let Some(class) = fragment_class(frag & 0x1fff) {
+        key.class = class;
         return key;
     }
-    parse_l4(&mut key, l3, ihl * 4);
+    parse_l4(&mut key, l3, ihl * 4, frag & 0x2000 != 0);
     key
 }
 
 fn parse_ipv6(l3: &[u8]) -> PacketKey {
     let len = l3.len();
     if len < 40 {
-        return PacketKey::default();
+        return PacketKey::malformed();
     }
     let mut key = PacketKey {
         family: 6,
@@ -116,78 +163,96 @@ fn parse_ipv6(l3: &[u8]) -> PacketKey {
     key.dst.copy_from_slice(&l3[24..40]);
     let mut nh = l3[6];
     let mut off = 40;
-    // Stopping early leaves l4 false and proto at the header where the walk
-    // stopped (for a non-first fragment: the fragment's next header).
+    // More fragments follow (a fragment header at offset 0 with M set).
+    let mut first = false;
+    // A chain cut short: evasive in a first fragment, malformed otherwise.
+    let cut = |key: &mut PacketKey, nh: u8, first: bool| {
+        key.proto = nh;
+        key.class = if first {
+            Class::Evasive
+        } else {
+            Class::Malformed
+        };
+    };
     for _ in 0..MAX_EXT_HEADERS {
         match nh {
-            ext::HOP_BY_HOP | ext::ROUTING | ext::DEST_OPTS => {
+            ext::HOP_BY_HOP | ext::ROUTING | ext::DEST_OPTS | ext::AH => {
                 if off + 2 > len {
-                    key.proto = nh;
+                    cut(&mut key, nh, first);
                     return key;
                 }
                 let next = l3[off];
-                off += (usize::from(l3[off + 1]) + 1) * 8;
+                let units = usize::from(l3[off + 1]);
+                off += if nh == ext::AH {
+                    (units + 2) * 4
+                } else {
+                    (units + 1) * 8
+                };
                 nh = next;
             }
             ext::FRAGMENT => {
                 if off + 8 > len {
-                    key.proto = nh;
+                    cut(&mut key, nh, first);
                     return key;
                 }
                 let next = l3[off];
-                if be16(l3, off + 2) >> 3 != 0 {
+                let field = be16(l3, off + 2);
+                if let Some(class) = fragment_class(field >> 3) {
                     key.proto = next;
+                    key.class = class;
                     return key;
                 }
+                first |= field & 1 != 0;
                 off += 8;
-                nh = next;
-            }
-            ext::AH => {
-                if off + 2 > len {
-                    key.proto = nh;
-                    return key;
-                }
-                let next = l3[off];
-                off += (usize::from(l3[off + 1]) + 2) * 4;
                 nh = next;
             }
             _ => break,
         }
     }
     key.proto = nh;
-    if !ext::is_ext(nh) {
-        parse_l4(&mut key, l3, off);
+    if ext::is_ext(nh) {
+        // The L4 header lies beyond the walk's bound.
+        key.class = Class::Malformed;
+        return key;
     }
+    parse_l4(&mut key, l3, off, first);
     key
 }
 
-/// Reads the L4 fields of `key.proto` at `off`, if they are all there.
-fn parse_l4(key: &mut PacketKey, l3: &[u8], off: usize) {
-    let len = l3.len();
-    match (key.proto, key.family) {
-        (ip_proto::TCP, _) if off + 14 <= len => {
-            key.sport = be16(l3, off);
-            key.dport = be16(l3, off + 2);
-            key.tcp_flags = l3[off + 13];
-            key.l4 = true;
-        }
-        (ip_proto::UDP, _) if off + 4 <= len => {
-            key.sport = be16(l3, off);
-            key.dport = be16(l3, off + 2);
-            key.l4 = true;
-        }
-        (ip_proto::ICMP, 4) | (ip_proto::ICMPV6, 6) if off + 2 <= len => {
-            key.sport = u16::from(l3[off]);
-            key.dport = u16::from(l3[off + 1]);
-            key.l4 = true;
-        }
-        _ => {}
+/// Reads the L4 fields of `key.proto` at `off`. When they are cut short the
+/// packet is evasive if it is a first fragment (`first`), else malformed.
+fn parse_l4(key: &mut PacketKey, l3: &[u8], off: usize, first: bool) {
+    let need = match (key.proto, key.family) {
+        (ip_proto::TCP, _) => 14,
+        (ip_proto::UDP, _) => 4,
+        (ip_proto::ICMP, 4) | (ip_proto::ICMPV6, 6) => 2,
+        _ => return,
+    };
+    if off + need > l3.len() {
+        key.class = if first {
+            Class::Evasive
+        } else {
+            Class::Malformed
+        };
+        return;
     }
+    if key.proto == ip_proto::TCP || key.proto == ip_proto::UDP {
+        key.sport = be16(l3, off);
+        key.dport = be16(l3, off + 2);
+    } else {
+        key.sport = u16::from(l3[off]);
+        key.dport = u16::from(l3[off + 1]);
+    }
+    if key.proto == ip_proto::TCP {
+        key.tcp_flags = l3[off + 13];
+    }
+    key.l4 = true;
 }
 
-/// Whether `rule` matches a packet (malformed packets match no rule).
+/// Whether `rule` matches a packet (only [`Class::Whole`] packets meet
+/// rules).
 pub fn matches(rule: &RuleSpec, pkt: &PacketKey) -> bool {
-    if pkt.family != 4 && pkt.family != 6 {
+    if pkt.class != Class::Whole || (pkt.family != 4 && pkt.family != 6) {
         return false;
     }
     if rule.family().is_some_and(|f| f != pkt.family) {
@@ -237,9 +302,42 @@ pub fn matches(rule: &RuleSpec, pkt: &PacketKey) -> bool {
     true
 }
 
-/// The verdict of a policy for a packet, and the id of the rule that gave it
-/// (`None`: no rule matched, or the packet is malformed; `default` applies).
-/// The matching rule with the lowest priority wins, ties to the lower id.
+/// Who decided a packet's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decider {
+    /// The rule with this id.
+    Rule(u32),
+    /// The default verdict: no rule matched, or a malformed packet under
+    /// `--malformed default`.
+    Default,
+    /// `--fragments`, for a non-first fragment.
+    Fragments,
+    /// A malformed packet dropped (`--malformed drop`), or an evasive
+    /// fragment (always dropped).
+    Malformed,
+}
+
+/// The verdict of a policy for a packet, and who gave it.
+pub fn judge(rules: &[Rule], h: &Handling, pkt: &PacketKey) -> (Verdict, Decider) {
+    match pkt.class {
+        Class::Whole => match evaluate(rules, h.default, pkt) {
+            (v, Some(id)) => (v, Decider::Rule(id)),
+            (v, None) => (v, Decider::Default),
+        },
+        Class::LaterFragment => match h.fragments {
+            Fragments::Pass => (Verdict::Allow, Decider::Fragments),
+            Fragments::Drop => (Verdict::Drop, Decider::Fragments),
+        },
+        Class::Malformed if h.malformed == Malformed::Default => (h.default, Decider::Default),
+        Class::Malformed | Class::Evasive => (Verdict::Drop, Decider::Malformed),
+    }
+}
+
+/// The verdict of the rules for a packet, and the id of the rule that gave
+/// it (`None`: no rule matched, or the packet is not [`Class::Whole`];
+/// `default` applies). The matching rule with the lowest priority wins,
+/// ties to the lower id. [`judge`] says what happens to packets that are
+/// not whole.
 pub fn evaluate(rules: &[Rule], default: Verdict, pkt: &PacketKey) -> (Verdict, Option<u32>) {
     rules
         .iter()

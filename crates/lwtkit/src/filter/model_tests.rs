@@ -109,6 +109,10 @@ fn v6_key(proto: u8) -> PacketKey {
     }
 }
 
+fn as_class(key: PacketKey, class: Class) -> PacketKey {
+    PacketKey { class, ..key }
+}
+
 fn with_l4(key: PacketKey, sport: u16, dport: u16, tcp_flags: u8) -> PacketKey {
     PacketKey {
         l4: true,
@@ -122,7 +126,7 @@ fn with_l4(key: PacketKey, sport: u16, dport: u16, tcp_flags: u8) -> PacketKey {
 // ---- parsing ----
 
 #[test]
-fn malformed_packets_are_family_zero() {
+fn malformed_ip_headers_are_family_zero() {
     let good4 = ipv4(6, &[], 0, &tcp(1, 2, SYN));
     let mut bad_ihl = good4.clone();
     bad_ihl[0] = 0x44;
@@ -141,7 +145,7 @@ fn malformed_packets_are_family_zero() {
         ("single version byte", vec![0x60]),
     ];
     for (what, packet) in cases {
-        assert_eq!(parse_packet(&packet), PacketKey::default(), "{what}");
+        assert_eq!(parse_packet(&packet), PacketKey::malformed(), "{what}");
     }
 }
 
@@ -166,9 +170,12 @@ fn ipv4_tcp_udp_icmp() {
 }
 
 #[test]
-fn ipv4_header_exactly_20_bytes_is_well_formed() {
-    assert_eq!(parse_packet(&ipv4(6, &[], 0, &[])), v4_key(6));
+fn ipv4_header_exactly_20_bytes_is_well_formed_but_tcp_needs_its_header() {
     assert_eq!(parse_packet(&ipv4(0, &[], 0, &[])), v4_key(0));
+    assert_eq!(
+        parse_packet(&ipv4(6, &[], 0, &[])),
+        as_class(v4_key(6), Class::Malformed)
+    );
 }
 
 #[test]
@@ -193,7 +200,7 @@ fn ipv4_total_length_is_not_consulted() {
 }
 
 #[test]
-fn ipv4_first_fragment_has_l4_later_ones_do_not() {
+fn ipv4_first_fragment_has_l4_offset_1_is_evasive_later_ones_have_none() {
     const MF: u16 = 0x2000;
     const DF: u16 = 0x4000;
     let full = with_l4(v4_key(6), 1, 2, SYN);
@@ -204,10 +211,17 @@ fn ipv4_first_fragment_has_l4_later_ones_do_not() {
             "flags {frag:#x}"
         );
     }
-    for frag in [1, MF | 1, 0x1fff, MF | 0x100, DF | 0x1000] {
+    for frag in [1, MF | 1, DF | 1] {
         assert_eq!(
             parse_packet(&ipv4(6, &[], frag, &tcp(1, 2, SYN))),
-            v4_key(6),
+            as_class(v4_key(6), Class::Evasive),
+            "field {frag:#x}"
+        );
+    }
+    for frag in [2, 0x1fff, MF | 0x100, DF | 0x1000] {
+        assert_eq!(
+            parse_packet(&ipv4(6, &[], frag, &tcp(1, 2, SYN))),
+            as_class(v4_key(6), Class::LaterFragment),
             "field {frag:#x}"
         );
     }
@@ -226,16 +240,20 @@ fn ipv4_truncated_at_every_length() {
         (17, udp(1000, 2000), 4, with_l4(v4_key(17), 1000, 2000, 0)),
         (1, icmp(3, 4), 2, with_l4(v4_key(1), 3, 4, 0)),
     ] {
-        let p = ipv4(proto, &options, 0, &l4);
-        for len in 0..=p.len() {
-            let want = if len < 28 {
-                PacketKey::default()
-            } else if len < 28 + needed {
-                v4_key(proto)
-            } else {
-                full
-            };
-            assert_eq!(parse_packet(&p[..len]), want, "proto {proto} cut at {len}");
+        // Cut short, an unfragmented packet is malformed, a first
+        // fragment (more fragments follow) evasive.
+        for (frag, cut) in [(0, Class::Malformed), (0x2000, Class::Evasive)] {
+            let p = ipv4(proto, &options, frag, &l4);
+            for len in 0..=p.len() {
+                let want = if len < 28 {
+                    PacketKey::malformed()
+                } else if len < 28 + needed {
+                    as_class(v4_key(proto), cut)
+                } else {
+                    full
+                };
+                assert_eq!(parse_packet(&p[..len]), want, "proto {proto} cut at {len}");
+            }
         }
     }
 }
@@ -258,7 +276,10 @@ fn ipv6_tcp_udp_icmpv6() {
     assert_eq!(parse_packet(&ipv6(1, &icmp(8, 0))), v6_key(1));
     // No next header.
     assert_eq!(parse_packet(&ipv6(59, &[])), v6_key(59));
-    assert_eq!(parse_packet(&ipv6(6, &[])), v6_key(6));
+    assert_eq!(
+        parse_packet(&ipv6(6, &[])),
+        as_class(v6_key(6), Class::Malformed)
+    );
 }
 
 #[test]
@@ -305,15 +326,29 @@ fn ipv6_walks_extension_header_chains() {
 
 #[test]
 fn ipv6_non_first_fragment_reports_the_fragment_protocol() {
-    for offset in [1, 0x100, 0x1fff] {
+    for offset in [1, 2, 0x100, 0x1fff] {
         for more in [false, true] {
             let p = ipv6(
                 0,
                 &cat(&[&opts(44, 0), &fragment(17, offset, more), &udp(1, 2)]),
             );
-            assert_eq!(parse_packet(&p), v6_key(17), "offset {offset} more {more}");
+            let class = if offset == 1 {
+                Class::Evasive
+            } else {
+                Class::LaterFragment
+            };
+            assert_eq!(
+                parse_packet(&p),
+                as_class(v6_key(17), class),
+                "offset {offset} more {more}"
+            );
         }
     }
+    // An atomic fragment (offset 0, no more fragments) is a whole packet.
+    assert_eq!(
+        parse_packet(&ipv6(44, &cat(&[&fragment(6, 0, false), &tcp(1, 2, SYN)]))),
+        with_l4(v6_key(6), 1, 2, SYN)
+    );
     // The reserved and M bits alone don't make a later fragment.
     let mut f = fragment(17, 0, true);
     f[1] = 0xff;
@@ -334,7 +369,7 @@ fn chain(n: usize, last: u8) -> Vec<u8> {
 }
 
 #[test]
-fn ipv6_chains_of_eight_headers_are_walked_longer_ones_are_not() {
+fn ipv6_chains_of_eight_headers_are_walked_longer_ones_are_malformed() {
     assert_eq!(MAX_EXT_HEADERS, 8);
     for n in 1..=8 {
         let p = ipv6(60, &cat(&[&chain(n, 17), &udp(9, 10)]));
@@ -344,7 +379,8 @@ fn ipv6_chains_of_eight_headers_are_walked_longer_ones_are_not() {
             "{n} headers"
         );
     }
-    // A ninth header is where the walk gives up: its type is the protocol.
+    // A ninth header is where the walk gives up: its type is the protocol,
+    // and the packet is malformed (its L4 header lies beyond the bound).
     for ninth in [0, 43, 60, 44, 51] {
         let tail = match ninth {
             44 => fragment(17, 0, false),
@@ -352,7 +388,11 @@ fn ipv6_chains_of_eight_headers_are_walked_longer_ones_are_not() {
             _ => opts(17, 0),
         };
         let p = ipv6(60, &cat(&[&chain(8, ninth), &tail, &udp(9, 10)]));
-        assert_eq!(parse_packet(&p), v6_key(ninth), "ninth header {ninth}");
+        assert_eq!(
+            parse_packet(&p),
+            as_class(v6_key(ninth), Class::Malformed),
+            "ninth header {ninth}"
+        );
     }
     // Eight headers the last of which is a fragment header also count.
     let p = ipv6(
@@ -364,7 +404,7 @@ fn ipv6_chains_of_eight_headers_are_walked_longer_ones_are_not() {
         60,
         &cat(&[&chain(7, 44), &fragment(6, 9, true), &tcp(1, 2, 3)]),
     );
-    assert_eq!(parse_packet(&p), v6_key(6));
+    assert_eq!(parse_packet(&p), as_class(v6_key(6), Class::LaterFragment));
 }
 
 #[test]
@@ -374,11 +414,11 @@ fn ipv6_extension_header_past_the_end() {
     let mut h = p.clone();
     h[41] = 255;
     h[40] = 43;
-    assert_eq!(parse_packet(&h), v6_key(43));
+    assert_eq!(parse_packet(&h), as_class(v6_key(43), Class::Malformed));
     let mut h = p;
     h[40] = 6;
     h[41] = 255;
-    assert_eq!(parse_packet(&h), v6_key(6));
+    assert_eq!(parse_packet(&h), as_class(v6_key(6), Class::Malformed));
 }
 
 #[test]
@@ -400,7 +440,7 @@ fn ipv6_truncated_at_every_length() {
     for len in 0..=p.len() {
         let got = parse_packet(&p[..len]);
         let want = if len < 40 {
-            PacketKey::default()
+            PacketKey::malformed()
         } else if len >= 84 + 14 {
             with_l4(v6_key(6), 7, 8, SYN)
         } else {
@@ -409,7 +449,13 @@ fn ipv6_truncated_at_every_length() {
                 .rev()
                 .find(|(min, _)| len >= *min)
                 .map_or(0, |s| s.1);
-            v6_key(proto)
+            // Past the first-fragment header, a cut chain is evasive.
+            let class = if len >= 56 {
+                Class::Evasive
+            } else {
+                Class::Malformed
+            };
+            as_class(v6_key(proto), class)
         };
         assert_eq!(got, want, "cut at {len}");
     }
@@ -420,9 +466,9 @@ fn ipv6_truncated_at_every_length() {
         let p = ipv6(60, &cat(&[&opts(full.proto, 0), &l4]));
         for len in 40..=p.len() {
             let want = if len < 42 {
-                v6_key(60)
+                as_class(v6_key(60), Class::Malformed)
             } else if len < 48 + needed {
-                v6_key(full.proto)
+                as_class(v6_key(full.proto), Class::Malformed)
             } else {
                 full
             };
@@ -471,7 +517,10 @@ fn junk_never_panics_and_keeps_l4_fields_zero_without_l4() {
             assert_eq!((key.sport, key.dport, key.tcp_flags), (0, 0, 0), "{p:?}");
         }
         if key.family == 0 {
-            assert_eq!(key, PacketKey::default());
+            assert_eq!(key, PacketKey::malformed());
+        }
+        if key.l4 {
+            assert_eq!(key.class, Class::Whole);
         }
     }
 }
@@ -657,23 +706,84 @@ fn port_ranges_are_inclusive() {
 
 #[test]
 fn rules_needing_l4_skip_packets_without_it() {
-    let later_fragment = parse_packet(&ipv4(6, &[], 0x2001, &tcp(1, 80, SYN)));
-    let truncated = parse_packet(&ipv6(6, &tcp(1, 80, SYN)[..13]));
-    let v6_fragment = parse_packet(&ipv6(44, &cat(&[&fragment(17, 8, false), &udp(1, 80)])));
-    for pkt in [later_fragment, truncated, v6_fragment] {
+    let gre = parse_packet(&ipv4(47, &[], 0, &udp(1, 80)));
+    let icmp_in_v6 = parse_packet(&ipv6(1, &icmp(8, 0)));
+    for pkt in [gre, icmp_in_v6] {
         assert!(!pkt.l4);
+        assert_eq!(pkt.class, Class::Whole);
         assert!(rule_matches("drop", &pkt));
         assert!(!rule_matches("dport 0-65535 drop", &pkt), "{pkt:?}");
         assert!(!rule_matches("sport 0-65535 drop", &pkt));
     }
-    assert!(rule_matches("proto tcp drop", &later_fragment));
-    assert!(rule_matches("proto udp drop", &v6_fragment));
-    assert!(!rule_matches("tcp-flags !syn drop", &later_fragment));
-    let policy = rules(&["dport 80 allow", "proto tcp drop"]);
-    assert_eq!(
-        evaluate(&policy, Verdict::Allow, &later_fragment),
-        (Verdict::Drop, Some(2))
-    );
+}
+
+#[test]
+fn packets_that_are_not_whole_meet_no_rule() {
+    let later_fragment = parse_packet(&ipv4(6, &[], 0x2002, &tcp(1, 80, SYN)));
+    let offset_1 = parse_packet(&ipv4(6, &[], 0x2001, &tcp(1, 80, SYN)));
+    let truncated = parse_packet(&ipv6(6, &tcp(1, 80, SYN)[..13]));
+    let v6_fragment = parse_packet(&ipv6(44, &cat(&[&fragment(17, 8, false), &udp(1, 80)])));
+    for pkt in [later_fragment, offset_1, truncated, v6_fragment] {
+        assert!(!pkt.l4);
+        assert_ne!(pkt.class, Class::Whole);
+        assert!(!rule_matches("drop", &pkt), "{pkt:?}");
+        assert!(!rule_matches("proto tcp drop", &pkt));
+        assert!(!rule_matches("proto udp drop", &pkt));
+        assert_eq!(
+            evaluate(&rules(&["allow"]), Verdict::Drop, &pkt),
+            (Verdict::Drop, None)
+        );
+    }
+}
+
+#[test]
+fn judge_applies_the_fragment_and_malformed_settings() {
+    use crate::filter::handling::{Fragments, Handling, Malformed};
+    let policy = rules(&["proto tcp dport 22 drop", "proto udp allow"]);
+    let later = parse_packet(&ipv4(17, &[], 0x0100, &udp(1, 9000)));
+    let offset_1 = parse_packet(&ipv4(17, &[], 0x2001, &udp(1, 9000)));
+    let tiny_first = parse_packet(&ipv4(6, &[], 0x2000, &tcp(1, 22, SYN)[..8]));
+    let cut = parse_packet(&ipv4(6, &[], 0, &tcp(1, 22, SYN)[..8]));
+    let first_udp = parse_packet(&ipv4(17, &[], 0x2000, &udp(1, 9000)));
+    for default in [Verdict::Allow, Verdict::Drop] {
+        let mut h = Handling::new(default);
+        assert_eq!(
+            judge(&policy, &h, &later),
+            (Verdict::Allow, Decider::Fragments)
+        );
+        assert_eq!(
+            judge(&policy, &h, &offset_1),
+            (Verdict::Drop, Decider::Malformed)
+        );
+        assert_eq!(
+            judge(&policy, &h, &tiny_first),
+            (Verdict::Drop, Decider::Malformed)
+        );
+        assert_eq!(
+            judge(&policy, &h, &cut),
+            (Verdict::Drop, Decider::Malformed)
+        );
+        assert_eq!(
+            judge(&policy, &h, &first_udp),
+            (Verdict::Allow, Decider::Rule(2))
+        );
+        h.fragments = Fragments::Drop;
+        h.malformed = Malformed::Default;
+        assert_eq!(
+            judge(&policy, &h, &later),
+            (Verdict::Drop, Decider::Fragments)
+        );
+        // Evasive fragments stay dropped; malformed ones get the default.
+        assert_eq!(
+            judge(&policy, &h, &offset_1),
+            (Verdict::Drop, Decider::Malformed)
+        );
+        assert_eq!(
+            judge(&policy, &h, &tiny_first),
+            (Verdict::Drop, Decider::Malformed)
+        );
+        assert_eq!(judge(&policy, &h, &cut), (default, Decider::Default));
+    }
 }
 
 #[test]
@@ -689,10 +799,11 @@ fn icmp_type_matches_icmp_of_its_own_family() {
     // The type is compared, not the code.
     assert!(rule_matches("proto icmpv6 icmp-type 135 drop", &ns6));
     assert!(!rule_matches("proto icmpv6 icmp-type 8 drop", &ns6));
-    // A truncated message (type only) has no L4 fields.
+    // A truncated message (type only) is malformed: no rule matches it.
     let cut = parse_packet(&ipv4(1, &[], 0, &icmp(8, 0)[..1]));
+    assert_eq!(cut.class, Class::Malformed);
     assert!(!rule_matches("proto icmp icmp-type 0 drop", &cut));
-    assert!(rule_matches("proto icmp drop", &cut));
+    assert!(!rule_matches("proto icmp drop", &cut));
 }
 
 #[test]

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     compile::compile_with_slots,
+    handling::{Fragments, Handling, Malformed},
     rule::{Rule, RuleSpec, Verdict},
 };
 use crate::{
@@ -75,9 +76,26 @@ pub struct Policy {
     /// which was then at most `capacity`.
     #[serde(default)]
     pub slots: std::collections::BTreeMap<u32, u32>,
+    /// What happens to non-first fragments (records written before this
+    /// setting: pass).
+    #[serde(default)]
+    pub fragments: Fragments,
+    /// What happens to malformed packets (records written before this
+    /// setting: drop).
+    #[serde(default)]
+    pub malformed: Malformed,
 }
 
 impl Policy {
+    /// The default verdict and the fragment and malformed settings.
+    pub fn handling(&self) -> Handling {
+        Handling {
+            default: self.default,
+            fragments: self.fragments,
+            malformed: self.malformed,
+        }
+    }
+
     /// Counter slots per generation (rules' 1..=capacity, and 0).
     pub fn rule_slots(&self) -> u32 {
         self.capacity + 1
@@ -197,11 +215,16 @@ impl<'a> Policies<'a> {
             path,
             reason: e.to_string(),
         })?;
-        // Which half packets walk is the kernel's to say: a command killed
-        // between the flip and the record would otherwise make the next
-        // change write into the live half.
-        if let Ok(g) = live_generation(&self.pin_dir(name).join(pins::filter::CONFIG)) {
-            policy.generation = g;
+        // Which half packets walk, and what happens to fragments and
+        // malformed packets, is the kernel's to say: a command killed
+        // between the config map and the record would otherwise make the
+        // next change write into the live half (or undo a setting).
+        if let Ok(cfg) = live_settings(&self.pin_dir(name).join(pins::filter::CONFIG)) {
+            policy.generation = cfg.generation;
+            if let Some((fragments, malformed)) = cfg.handling {
+                policy.fragments = fragments;
+                policy.malformed = malformed;
+            }
         }
         Ok(policy)
     }
@@ -224,7 +247,8 @@ impl<'a> Policies<'a> {
         txn.put(p)
     }
 
-    /// `lwt filter create`: makes the policy's maps and pins them.
+    /// `lwt filter create`: makes the policy's maps and pins them; fragments
+    /// and malformed packets get the documented defaults.
     pub fn create(
         &self,
         txn: &Txn,
@@ -232,6 +256,18 @@ impl<'a> Policies<'a> {
         default: Verdict,
         capacity: Option<u32>,
     ) -> Result<Policy> {
+        self.create_with(txn, name, Handling::new(default), capacity)
+    }
+
+    /// `lwt filter create` with `--fragments` / `--malformed`.
+    pub fn create_with(
+        &self,
+        txn: &Txn,
+        name: &str,
+        handling: Handling,
+        capacity: Option<u32>,
+    ) -> Result<Policy> {
+        let default = handling.default;
         validate_name(name)?;
         if self.record_path(name).exists() {
             return Err(FilterError::Exists(name.into()).into());
@@ -252,6 +288,8 @@ impl<'a> Policies<'a> {
             carried: Default::default(),
             next_id: 1,
             slots: Default::default(),
+            fragments: handling.fragments,
+            malformed: handling.malformed,
         };
         let mut created = policy.clone();
         created.generation = 1;
@@ -363,28 +401,48 @@ impl<'a> Policies<'a> {
             &compiled.cells,
             (p.cells * 2) as usize,
         )?;
-        let config = PolicyConfig {
-            generation: next,
-            capacity: p.cells,
-            default_drop: u32::from(p.default == Verdict::Drop),
-            policy_id: p.id,
-            log_rate: LOG_RATE,
-            log_burst: LOG_BURST,
-            rule_slots: p.rule_slots(),
-        };
-        let cfg_map = open_map(&dir.join(pins::filter::CONFIG))?;
-        // SAFETY: PolicyConfig is plain u32 fields.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&config as *const PolicyConfig).cast::<u8>(),
-                size_of::<PolicyConfig>(),
-            )
-        };
-        cfg_map
-            .update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY)
-            .map_err(|e| map_err(&dir, e))?;
+        write_config(&dir, &config_of(p, next))?;
         wait_for_readers();
         Ok(())
+    }
+
+    /// `lwt filter set`: changes what happens to non-first fragments and
+    /// malformed packets (`None`: keep), live on every route the policy is
+    /// on. The config map is rewritten with the same generation, so
+    /// packets see the old or the new setting, and the rules unchanged.
+    pub fn set_handling(
+        &self,
+        txn: &Txn,
+        name: &str,
+        fragments: Option<Fragments>,
+        malformed: Option<Malformed>,
+    ) -> Result<Policy> {
+        let mut p = self.get(name)?;
+        p.fragments = fragments.unwrap_or(p.fragments);
+        p.malformed = malformed.unwrap_or(p.malformed);
+        let dir = self.pin_dir(name);
+        // The config map is the change: once it holds the new settings the
+        // record follows, even after a kill (the intent's probe reads it).
+        let config = dir.join(pins::filter::CONFIG);
+        let key = crate::ns::intent::hex(&0u32.to_ne_bytes());
+        let value = crate::ns::intent::hex(config_bytes(&config_of(&p, p.generation)));
+        let mut intent = Intent::new(
+            "lwt filter set",
+            Probe::MapValue {
+                pin: config.clone(),
+                key,
+                value,
+            },
+        );
+        intent.done = vec![txn.put_step(&p)?];
+        let pending = txn.intend(intent)?;
+        if let Err(e) = write_config(&dir, &config_of(&p, p.generation)) {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(e);
+        }
+        failpoint("filter-set:config");
+        txn.finish(pending, Outcome::Done)?;
+        Ok(p)
     }
 
     /// Zeroes the counter `slots` of generation `generation`.
@@ -617,16 +675,100 @@ impl<'a> Policies<'a> {
 /// The generation packets are judged by now, as the policy's config map
 /// (pinned at `config`) says: the kernel's truth, not the record's.
 pub fn live_generation(config: &Path) -> Result<u32> {
+    live_settings(config).map(|c| c.generation)
+}
+
+/// What a policy's config map holds now.
+pub struct LiveConfig {
+    pub generation: u32,
+    /// The fragment and malformed settings (`None`: a config map written
+    /// before they existed).
+    pub handling: Option<(Fragments, Malformed)>,
+}
+
+/// Reads the live generation and settings from the config map pinned at
+/// `config` (also from a map older than the settings).
+pub fn live_settings(config: &Path) -> Result<LiveConfig> {
     let map = open_map(config)?;
     let value = map
         .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
         .map_err(|e| map_err(config, e))?
         .ok_or_else(|| StateError::MissingPin(config.into()))?;
-    let bytes: [u8; 4] = value
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| StateError::MissingPin(config.into()))?;
-    Ok(u32::from_ne_bytes(bytes))
+    let word = |i: usize| -> Option<u32> {
+        value
+            .get(4 * i..4 * i + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+    };
+    let generation = word(0).ok_or_else(|| StateError::MissingPin(config.into()))?;
+    let handling = word(std::mem::offset_of!(PolicyConfig, fragments_drop) / 4)
+        .zip(word(
+            std::mem::offset_of!(PolicyConfig, malformed_default) / 4,
+        ))
+        .map(|(f, m)| {
+            (
+                if f != 0 {
+                    Fragments::Drop
+                } else {
+                    Fragments::Pass
+                },
+                if m != 0 {
+                    Malformed::Default
+                } else {
+                    Malformed::Drop
+                },
+            )
+        });
+    Ok(LiveConfig {
+        generation,
+        handling,
+    })
+}
+
+/// The config map's value for policy `p` with live generation `generation`.
+fn config_of(p: &Policy, generation: u32) -> PolicyConfig {
+    PolicyConfig {
+        generation,
+        capacity: p.cells,
+        default_drop: u32::from(p.default == Verdict::Drop),
+        policy_id: p.id,
+        log_rate: LOG_RATE,
+        log_burst: LOG_BURST,
+        rule_slots: p.rule_slots(),
+        fragments_drop: u32::from(p.fragments == Fragments::Drop),
+        malformed_default: u32::from(p.malformed == Malformed::Default),
+    }
+}
+
+/// Writes the config map of the policy whose maps are pinned in `dir`.
+fn write_config(dir: &Path, config: &PolicyConfig) -> Result<()> {
+    let cfg_map = open_map(&dir.join(pins::filter::CONFIG))?;
+    if cfg_map.value_size() as usize != size_of::<PolicyConfig>() {
+        // Made before the fragment and malformed settings existed.
+        return Err(StateError::Io {
+            path: dir.join(pins::filter::CONFIG),
+            reason: format!(
+                "the policy's config map holds {} bytes, this lwtkit writes {}: the policy was made by an older lwtkit; recreate it",
+                cfg_map.value_size(),
+                size_of::<PolicyConfig>()
+            ),
+        }
+        .into());
+    }
+    cfg_map
+        .update(&0u32.to_ne_bytes(), config_bytes(config), MapFlags::ANY)
+        .map_err(|e| map_err(dir, e))
+}
+
+/// A config as the bytes of the map value.
+pub(crate) fn config_bytes(config: &PolicyConfig) -> &[u8] {
+    // SAFETY: PolicyConfig is plain u32 fields, no padding.
+    unsafe {
+        std::slice::from_raw_parts(
+            (config as *const PolicyConfig).cast::<u8>(),
+            size_of::<PolicyConfig>(),
+        )
+    }
 }
 
 /// The whole config map value of a policy (pinned at `config`).

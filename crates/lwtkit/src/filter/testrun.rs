@@ -13,7 +13,9 @@ use lwtkit_common::{
 
 use super::{
     compile::compile_with_slots,
+    handling::{Fragments, Handling, Malformed},
     rule::{Rule, Verdict},
+    store::config_bytes,
 };
 use crate::{
     builtin,
@@ -29,6 +31,9 @@ pub struct Harness {
     /// Rule ids by counter slot - 1: rule `ids[i]` counts in slot `i + 1`,
     /// as in a policy filled by `filter replace`.
     ids: Vec<u32>,
+    /// The live generation and counter slots per generation.
+    generation: u32,
+    slots: u32,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -40,9 +45,22 @@ fn err(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Harness {
-    /// The filter program for `hook`, holding `rules`; the rule at index
-    /// `i` counts in slot `i + 1`, whatever its id.
+    /// The filter program for `hook`, holding `rules` in generation 0; the
+    /// rule at index `i` counts in slot `i + 1`, whatever its id.
     pub fn filter(rules: &[Rule], default: Verdict, hook: Hook) -> Result<Self> {
+        Self::filter_with(rules, &Handling::new(default), hook, 0)
+    }
+
+    /// As [`Harness::filter`], with the policy's fragment and malformed
+    /// settings, the rules in generation `generation` (0 or 1) of a cells
+    /// map holding two, as a policy's does.
+    pub fn filter_with(
+        rules: &[Rule],
+        handling: &Handling,
+        hook: Hook,
+        generation: u32,
+    ) -> Result<Self> {
+        let generation = generation & 1;
         let ids: Vec<u32> = rules.iter().map(|r| r.id).collect();
         let slot_of = |r: &Rule| {
             ids.iter()
@@ -54,32 +72,29 @@ impl Harness {
         let slots = ids.len() as u32 + 1;
         let mut h = Self::load("filter", hook, |name, m| match name {
             CELLS => {
-                m.set_max_entries(cells)?;
+                m.set_max_entries(2 * cells)?;
                 m.set_map_flags(libbpf_rs::libbpf_sys::BPF_F_MMAPABLE)
             }
-            RULE_STATS => m.set_max_entries(slots),
+            RULE_STATS => m.set_max_entries(2 * slots),
             _ => Ok(()),
         })?;
         h.ids = ids;
-        h.write_cells(&compiled.cells)?;
+        h.write_cells((generation * cells) as usize, &compiled.cells)?;
+        h.generation = generation;
+        h.slots = slots;
         let config = PolicyConfig {
-            generation: 0,
+            generation,
             capacity: cells,
-            default_drop: u32::from(default == Verdict::Drop),
+            default_drop: u32::from(handling.default == Verdict::Drop),
             policy_id: 1,
             log_rate: 1,
             log_burst: 1,
             rule_slots: slots,
-        };
-        // SAFETY: PolicyConfig is plain u32 fields.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&config as *const PolicyConfig).cast::<u8>(),
-                size_of::<PolicyConfig>(),
-            )
+            fragments_drop: u32::from(handling.fragments == Fragments::Drop),
+            malformed_default: u32::from(handling.malformed == Malformed::Default),
         };
         h.map(CONFIG)?
-            .update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY)
+            .update(&0u32.to_ne_bytes(), config_bytes(&config), MapFlags::ANY)
             .map_err(|e| err("config", e))?;
         Ok(h)
     }
@@ -118,6 +133,8 @@ impl Harness {
             object,
             entry: entry.into(),
             ids: Vec::new(),
+            generation: 0,
+            slots: 0,
         })
     }
 
@@ -128,9 +145,9 @@ impl Harness {
             .ok_or_else(|| err("map", format!("no map {name}")))
     }
 
-    fn write_cells(&self, cells: &[Cell]) -> Result<()> {
+    fn write_cells(&self, at: usize, cells: &[Cell]) -> Result<()> {
         let map = self.map(CELLS)?;
-        super::store::write_cells_fd(map.as_fd(), 0, cells, map.max_entries() as usize)
+        super::store::write_cells_fd(map.as_fd(), at, cells, map.max_entries() as usize)
             .map_err(|e| err("mmap cells", e))
     }
 
@@ -161,19 +178,34 @@ impl Harness {
     /// is "no rule", index `i + 1` the rule at index `i`.
     pub fn rule_hits(&self) -> Result<Vec<u64>> {
         let map = self.map(RULE_STATS)?;
+        let base = self.generation * self.slots;
         (0..=self.ids.len() as u32)
             .map(|slot| {
-                let [packets] = crate::percpu::sum(&map, slot).map_err(|e| err("rule stats", e))?;
+                let [packets] =
+                    crate::percpu::sum(&map, base + slot).map_err(|e| err("rule stats", e))?;
                 Ok(packets)
             })
             .collect()
     }
 
+    /// The attachment's packet counters, by `verdict_slot`: allowed,
+    /// dropped, malformed.
+    pub fn verdict_counts(&self) -> Result<[u64; 3]> {
+        let map = self.map(lwtkit_common::maps::ATTACH_STATS)?;
+        let mut out = [0u64; 3];
+        for (slot, n) in out.iter_mut().enumerate() {
+            let [packets] =
+                crate::percpu::sum(&map, slot as u32).map_err(|e| err("attach stats", e))?;
+            *n = packets;
+        }
+        Ok(out)
+    }
+
     /// Packets counted for the rule with id `rule` (`None`: no rule matched).
     pub fn hits_of(&self, rule: Option<u32>) -> Result<u64> {
         let map = self.map(RULE_STATS)?;
-        let [packets] =
-            crate::percpu::sum(&map, self.slot_of(rule)).map_err(|e| err("rule stats", e))?;
+        let entry = self.generation * self.slots + self.slot_of(rule);
+        let [packets] = crate::percpu::sum(&map, entry).map_err(|e| err("rule stats", e))?;
         Ok(packets)
     }
 

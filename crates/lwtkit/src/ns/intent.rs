@@ -42,6 +42,12 @@ pub enum Probe {
     /// A record holds exactly this text: for changes only lwtkit's own maps
     /// see, whose record is written last.
     Record { path: PathBuf, json: String },
+    /// A map entry holds exactly this value (hex key and value).
+    MapValue {
+        pin: PathBuf,
+        key: String,
+        value: String,
+    },
 }
 
 /// One piece of bookkeeping, idempotent so it can be applied twice.
@@ -120,6 +126,13 @@ pub fn observe(probe: &Probe, routes: &mut dyn RouteTable) -> Result<Outcome> {
         Probe::Unpinned { path } => !path.exists(),
         Probe::Record { path, json } => {
             std::fs::read_to_string(path).is_ok_and(|text| text == *json)
+        }
+        Probe::MapValue { pin, key, value } => {
+            use libbpf_rs::{MapCore, MapFlags, MapHandle};
+            MapHandle::from_pinned_path(pin)
+                .ok()
+                .and_then(|m| m.lookup(&unhex(key), MapFlags::ANY).ok().flatten())
+                .is_some_and(|v| v == unhex(value))
         }
     };
     Ok(if took { Outcome::Done } else { Outcome::Undone })
