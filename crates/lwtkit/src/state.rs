@@ -125,7 +125,7 @@ impl RouteRecord {
     /// Key of a route, safe as a file name and as a bpffs name (bpffs
     /// refuses names with dots): table and prefix.
     pub fn key(dst: &ipnet::IpNet, table: u32) -> String {
-        format!("{table}_{}", dst.to_string().replace(['/', ':', '.'], "_"))
+        crate::route::ops::RouteKey { dst: *dst, table }.record_key()
     }
 }
 

@@ -120,7 +120,14 @@ pub fn observe(probe: &Probe, routes: &mut dyn RouteTable) -> Result<Outcome> {
             now == *after
         }
         Probe::Generation { config, after } => {
-            crate::filter::store::live_generation(config).ok() == Some(*after)
+            // The live generation is the first word of the config value.
+            use libbpf_rs::{MapCore, MapFlags, MapHandle};
+            MapHandle::from_pinned_path(config)
+                .ok()
+                .and_then(|m| m.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).ok().flatten())
+                .and_then(|v| v.get(..4).and_then(|b| b.try_into().ok()))
+                .map(u32::from_ne_bytes)
+                == Some(*after)
         }
         Probe::Pinned { path } => path.exists(),
         Probe::Unpinned { path } => !path.exists(),

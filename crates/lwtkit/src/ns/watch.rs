@@ -42,7 +42,11 @@ pub struct Watch {
 impl Record for Watch {
     const DIR: &'static str = "watches";
     fn key(&self) -> String {
-        crate::state::RouteRecord::key(&self.dst, self.table)
+        RouteKey {
+            dst: self.dst,
+            table: self.table,
+        }
+        .record_key()
     }
 }
 

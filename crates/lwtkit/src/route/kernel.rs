@@ -51,7 +51,7 @@ pub trait RouteTable {
 
 impl RouteTable for Rtnl {
     fn lookup(&mut self, key: &RouteKey) -> Result<Option<RouteMessage>, NetlinkError> {
-        ops::find(self, key)
+        super::lookup::find(self, key)
     }
 
     fn create(&mut self, route: RouteMessage) -> Result<(), NetlinkError> {

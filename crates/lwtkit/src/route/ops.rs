@@ -26,6 +26,18 @@ pub struct RouteKey {
     pub table: u32,
 }
 
+impl RouteKey {
+    /// The route's name in lwtkit's records and pins, safe as a file name
+    /// and as a bpffs name (bpffs refuses dots): table and prefix.
+    pub fn record_key(&self) -> String {
+        format!(
+            "{}_{}",
+            self.table,
+            self.dst.to_string().replace(['/', ':', '.'], "_")
+        )
+    }
+}
+
 impl std::fmt::Display for RouteKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -86,14 +98,6 @@ pub fn oif_of(route: &RouteMessage) -> Option<u32> {
         RouteAttribute::Oif(i) => Some(*i),
         _ => None,
     })
-}
-
-/// Finds the route `key` names: exactly that table and prefix, lowest
-/// metric first, broadcast and multicast routes ignored. Asks the kernel's
-/// FIB lookup first and reads only `key`'s table when that is not
-/// conclusive ([`super::lookup`]).
-pub fn find(rtnl: &mut Rtnl, key: &RouteKey) -> Result<Option<RouteMessage>, NetlinkError> {
-    super::lookup::find(rtnl, key)
 }
 
 /// What a new route looks like when lwtkit creates it.
