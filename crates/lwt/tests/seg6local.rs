@@ -104,6 +104,13 @@ fn end_bpf_builtins_count_per_sid_and_decapsulate() {
     }
     let sids = json(&chain.b.lwt_ok(&["seg6local", "list", "-j"]));
     assert_eq!(sids[0]["sid"], "fc00::b/128");
+    // `lwt list` knows the SID is lwtkit's.
+    let listed = json(&chain.b.lwt_ok(&["list", "-j"]));
+    let sid = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["dst"] == "fc00::b/128"))
+        .expect("SID listed");
+    assert_eq!(sid["managed"], true, "{sid}");
     assert_eq!(sids[0]["packets"], 3, "{sids}");
     chain.b.lwt_ok(&["seg6local", "del", "fc00::b"]);
     assert_eq!(chain.b.ip(&["-6", "route", "show", "fc00::b"]).trim(), "");

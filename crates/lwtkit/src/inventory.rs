@@ -39,6 +39,9 @@ pub fn list(table: Option<u32>) -> Result<Vec<RouteEntry>> {
     let mut rtnl = Rtnl::open()?;
     let routes = ops::dump_all(&mut rtnl)?;
     let records = read_records();
+    let sids: Vec<crate::seg6local::SidRecord> = crate::ns::Namespace::open_readonly()
+        .and_then(|ns| ns.all())
+        .unwrap_or_default();
     let mut out = Vec::new();
     for r in routes
         .iter()
@@ -51,7 +54,12 @@ pub fn list(table: Option<u32>) -> Result<Vec<RouteEntry>> {
         let record = records
             .iter()
             .find(|rec| Some(rec.dst) == dst && rec.table == ops::table_of(r));
-        let mut managed = false;
+        // A SID lwtkit added: its End.BPF program carries the recorded name.
+        let mut managed = sids.iter().any(|sid| {
+            Some(sid.sid) == dst
+                && sid.table == ops::table_of(r)
+                && crate::route::kernel::marks(r).get("seg6local") == Some(&sid.name)
+        });
         if let Some(rec) = record {
             enc.set_bpf_headroom(rec.headroom);
             for hook in Hook::ALL {
