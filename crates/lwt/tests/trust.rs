@@ -585,3 +585,25 @@ fn a_tunnel_keeps_the_routes_other_metrics_and_gives_its_mtu_back() {
     p.a.lwt_ok(&["encap", "del", "2001:db8:7::/64"]);
     assert_eq!(p.a.routes(), before, "routes exactly as they were");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    require_root!();
+    let p = Pair::new("pip");
+    for i in 0..50 {
+        p.a.ip(&["route", "add", &format!("10.8.0.{i}/32"), "dev", "va"]);
+    }
+    p.a.count_on("10.0.0.9/32", "va", "out", &[]);
+    // `lwt list | head -0`: stdout closed before lwt writes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lwt"))
+        .args(["-n", &p.a.name, "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("lwt runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

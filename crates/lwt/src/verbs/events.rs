@@ -1,5 +1,5 @@
 //! `lwt events [--count N] [--timeout SECS] [--pcap FILE]`
-use std::{io::Write, time::Duration};
+use std::time::Duration;
 
 use lwtkit::events::{self, EventRecord, PcapSink, Until};
 
@@ -12,7 +12,6 @@ pub fn run(a: EventsArgs, out: &Output) -> anyhow::Result<()> {
         timeout: a.timeout.map(Duration::from_secs_f64),
     };
     let mut pcap = a.pcap.as_deref().map(PcapSink::create).transpose()?;
-    let stdout = std::io::stdout();
     let seen = events::follow(until, |ev| {
         if let Some(p) = pcap.as_mut() {
             p.write(&ev)?;
@@ -22,9 +21,7 @@ pub fn run(a: EventsArgs, out: &Output) -> anyhow::Result<()> {
         } else {
             render(&ev)
         };
-        let mut lock = stdout.lock();
-        let _ = writeln!(lock, "{line}");
-        let _ = lock.flush();
+        super::print_line(&line);
         Ok(())
     })?;
     if let Some(p) = pcap {

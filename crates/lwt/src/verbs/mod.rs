@@ -23,15 +23,30 @@ impl Output {
         value: &T,
         render: impl FnOnce(&T) -> String,
     ) -> anyhow::Result<()> {
-        if self.json {
-            println!("{}", serde_json::to_string(value)?);
+        let line = if self.json {
+            serde_json::to_string(value)?
         } else {
-            let text = render(value);
-            if !text.is_empty() {
-                println!("{}", text.trim_end());
-            }
+            render(value).trim_end().to_string()
+        };
+        if !line.is_empty() {
+            print_line(&line);
         }
         Ok(())
+    }
+}
+
+/// Prints one line. A reader that went away (`lwt list | head -1`) ends
+/// the command quietly with success, as `ls | head` does: whatever the
+/// verb changed is done by then.
+pub fn print_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("lwt: error: writing the output: {e}");
+        std::process::exit(1);
     }
 }
 
