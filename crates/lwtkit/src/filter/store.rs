@@ -544,11 +544,14 @@ impl<'a> Policies<'a> {
         let pin = self.pin_dir(&old.name).join("rule_stats");
         let map = open_map(&pin)?;
         let base = old.generation * old.rule_slots();
+        // By id, so finding what carries over is linear, not rules x rules.
+        let before: std::collections::HashMap<u32, &Rule> =
+            old.rules.iter().map(|r| (r.id, r)).collect();
         std::iter::once((0, 0))
             .chain(
                 rules
                     .iter()
-                    .filter(|r| old.rules.contains(r))
+                    .filter(|r| before.get(&r.id).is_some_and(|o| *o == *r))
                     .map(|r| (r.id, old.slot_of(r.id))),
             )
             .map(|(id, slot)| {
