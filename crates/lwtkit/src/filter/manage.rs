@@ -170,6 +170,8 @@ pub struct PolicyView {
     pub id: u32,
     pub default: Verdict,
     pub capacity: u32,
+    /// Bytes the policy's maps hold in the kernel (all CPUs' counters).
+    pub map_bytes: u64,
     pub fragments: Fragments,
     pub malformed: Malformed,
     /// Packets no rule matched (judged by the default verdict).
@@ -225,6 +227,7 @@ fn view(p: &Policies, state: &NetnsState, policy: Policy) -> Result<PolicyView> 
         id: policy.id,
         default: policy.default,
         capacity: policy.capacity,
+        map_bytes: p.map_bytes(&policy.name)?,
         fragments: policy.fragments,
         malformed: policy.malformed,
         malformed_packets: malformed_packets(state, &policy.name)?,

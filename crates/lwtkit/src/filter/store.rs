@@ -657,6 +657,30 @@ impl<'a> Policies<'a> {
         txn.finish(pending, Outcome::Done)
     }
 
+    /// Bytes the kernel says the policy's own maps hold (cells, config,
+    /// per-CPU counters; not the namespace's shared event ring buffer):
+    /// the sum of each map's `memlock` in its fdinfo, which kernels since
+    /// 6.4 compute from the map's own memory-usage callback.
+    pub fn map_bytes(&self, name: &str) -> Result<u64> {
+        let dir = self.pin_dir(name);
+        let mut total = 0;
+        for (_, file) in pins::filter::MAPS {
+            let pin = dir.join(file);
+            let map = open_map(&pin)?;
+            let fdinfo = format!("/proc/self/fdinfo/{}", map.as_fd().as_raw_fd());
+            let text = fs::read_to_string(&fdinfo).map_err(|e| StateError::Io {
+                path: fdinfo.clone().into(),
+                reason: e.to_string(),
+            })?;
+            total += text
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+
     /// Per-rule counters of a policy, summed over CPUs and generations, by
     /// rule id; id 0 is the packets the default verdict judged.
     pub fn rule_counters(&self, p: &Policy) -> Result<Vec<(u32, RuleCounters)>> {
