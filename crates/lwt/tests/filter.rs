@@ -888,7 +888,13 @@ fn counters_of_a_large_policy_survive_adding_and_deleting_other_rules() {
     text.push_str("proto udp dport 9999 drop\n");
     std::fs::write(&file, text).expect("rules file");
     p.a.lwt_ok(&["filter", "create", "big", "--capacity", "1000"]);
-    p.a.lwt_ok(&["filter", "replace", "big", "--file", file.to_str().unwrap()]);
+    p.a.lwt_ok(&[
+        "filter",
+        "replace",
+        "big",
+        "--file",
+        file.to_str().expect("utf-8 path"),
+    ]);
     attach(&p.a, "big", "10.0.0.3/32", "va", "out", &[]);
     assert_eq!(send_udp_lossy(&p.a, "10.0.0.3:9999", 30, 10), 0);
     let counted = show(&p.a, "big")["rules"]
