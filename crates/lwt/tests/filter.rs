@@ -868,3 +868,55 @@ fn stats_watch_prints_one_json_array_of_rates_per_interval() {
         "the 50 drops show up as a rate: {text}"
     );
 }
+
+#[test]
+fn counters_of_a_large_policy_survive_adding_and_deleting_other_rules() {
+    require_root!();
+    let p = Pair::new("fbig");
+    // 200 rules (more than the carry-over reads one by one), then the
+    // counted one last.
+    let file = temp_file("big.rules");
+    let mut text: String = (0..200)
+        .map(|i| {
+            format!(
+                "dst 192.0.2.{} proto udp dport {} drop\n",
+                i % 250,
+                1000 + i
+            )
+        })
+        .collect();
+    text.push_str("proto udp dport 9999 drop\n");
+    std::fs::write(&file, text).expect("rules file");
+    p.a.lwt_ok(&["filter", "create", "big", "--capacity", "1000"]);
+    p.a.lwt_ok(&[
+        "filter",
+        "replace",
+        "big",
+        "--file",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    attach(&p.a, "big", "10.0.0.3/32", "va", "out", &[]);
+    assert_eq!(send_udp_lossy(&p.a, "10.0.0.3:9999", 30, 10), 0);
+    let counted = show(&p.a, "big")["rules"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["text"] == "proto udp dport 9999 drop"))
+        .and_then(|r| r["id"].as_u64())
+        .expect("the counted rule");
+    let added = json(&p.a.lwt_ok(&[
+        "-j", "filter", "rule", "add", "big", "proto", "udp", "dport", "7", "drop",
+    ]));
+    assert_eq!(rule(&show(&p.a, "big"), counted)["packets"], 30);
+    assert_eq!(send_udp_lossy(&p.a, "10.0.0.3:9999", 5, 10), 0);
+    p.a.lwt_ok(&["filter", "rule", "del", "big", &added["id"].to_string()]);
+    p.a.lwt_ok(&["filter", "rule", "del", "big", "1"]);
+    let shown = show(&p.a, "big");
+    assert_eq!(rule(&shown, counted)["packets"], 35, "{shown}");
+    assert_eq!(shown["rules"].as_array().map(Vec::len), Some(200));
+    // The maps' bytes: at least the cells (65,536 per generation, 32 bytes).
+    assert!(
+        shown["map_bytes"]
+            .as_u64()
+            .is_some_and(|b| b >= 2 * 65_536 * 32),
+        "{shown}"
+    );
+}

@@ -10,6 +10,9 @@
 //! encap: VXLAN through lwtkit against plain routing and a kernel device.
 //! routes: `lwt attach`/`lwt detach` of one route among 500,000 routes
 //! against an empty namespace (`routes --lwt PATH` times another build).
+//! changes: replace 100k rules with 100k others, add one, delete one
+//! (`changes --lwt PATH` times another build; not part of `all`).
+mod changes;
 mod e2e;
 mod encap_bench;
 mod routes;
@@ -20,9 +23,9 @@ fn main() -> anyhow::Result<()> {
     let what = args.first().cloned().unwrap_or_else(|| "all".into());
     if !matches!(
         what.as_str(),
-        "testrun" | "e2e" | "encap" | "routes" | "all"
+        "testrun" | "e2e" | "encap" | "routes" | "changes" | "all"
     ) {
-        anyhow::bail!("usage: lwtkit-bench [testrun|e2e|encap|routes [--lwt PATH]|all]");
+        anyhow::bail!("usage: lwtkit-bench [testrun|e2e|encap|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|all]");
     }
     if matches!(what.as_str(), "testrun" | "all") {
         testrun::run()?;
@@ -32,6 +35,9 @@ fn main() -> anyhow::Result<()> {
     }
     if matches!(what.as_str(), "encap" | "all") {
         encap_bench::run()?;
+    }
+    if what == "changes" {
+        changes::run(args.get(1..).unwrap_or_default())?;
     }
     if matches!(what.as_str(), "routes" | "all") {
         routes::run(args.get(1..).unwrap_or_default())?;

@@ -174,11 +174,12 @@ pub fn run(v: FilterVerb, out: &Output) -> anyhow::Result<()> {
 
 fn render(v: &PolicyView) -> String {
     let mut s = format!(
-        "policy {} (id {}, default {}, capacity {}, fragments {}, malformed {})\n",
+        "policy {} (id {}, default {}, capacity {}, maps {} bytes, fragments {}, malformed {})\n",
         v.name,
         v.id,
         v.default.as_str(),
         v.capacity,
+        v.map_bytes,
         v.fragments,
         v.malformed
     );

@@ -170,6 +170,8 @@ pub struct PolicyView {
     pub id: u32,
     pub default: Verdict,
     pub capacity: u32,
+    /// Bytes the policy's maps hold in the kernel (all CPUs' counters).
+    pub map_bytes: u64,
     pub fragments: Fragments,
     pub malformed: Malformed,
     /// Packets no rule matched (judged by the default verdict).
@@ -208,18 +210,15 @@ pub fn list() -> Result<Vec<PolicyView>> {
 }
 
 fn view(p: &Policies, state: &NetnsState, policy: Policy) -> Result<PolicyView> {
-    let counters = p.rule_counters(&policy)?;
+    let counters: std::collections::HashMap<u32, RuleCounters> =
+        p.rule_counters(&policy)?.into_iter().collect();
     let mut rules: Vec<RuleView> = policy
         .rules
         .iter()
         .map(|r| RuleView {
             rule: r.clone(),
             text: r.spec.to_string(),
-            counters: counters
-                .iter()
-                .find(|(id, _)| *id == r.id)
-                .map(|(_, c)| *c)
-                .unwrap_or_default(),
+            counters: counters.get(&r.id).copied().unwrap_or_default(),
         })
         .collect();
     rules.sort_by_key(|r| (r.rule.spec.priority, r.rule.id));
@@ -228,14 +227,11 @@ fn view(p: &Policies, state: &NetnsState, policy: Policy) -> Result<PolicyView> 
         id: policy.id,
         default: policy.default,
         capacity: policy.capacity,
+        map_bytes: p.map_bytes(&policy.name)?,
         fragments: policy.fragments,
         malformed: policy.malformed,
         malformed_packets: malformed_packets(state, &policy.name)?,
-        unmatched: counters
-            .iter()
-            .find(|(id, _)| *id == 0)
-            .map(|(_, c)| *c)
-            .unwrap_or_default(),
+        unmatched: counters.get(&0).copied().unwrap_or_default(),
         rules,
         attachments: attachments(state, &policy.name)?,
     })

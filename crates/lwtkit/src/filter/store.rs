@@ -455,9 +455,12 @@ impl<'a> Policies<'a> {
         let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
         let map = open_map(&pin)?;
         let cpus = libbpf_rs::num_possible_cpus().map_err(|e| map_err(&pin, e))?;
+        let entries: Vec<u32> = slots.map(|s| generation * p.rule_slots() + s).collect();
+        if zero_batch(&map, &entries, cpus) {
+            return Ok(());
+        }
         let zero = vec![vec![0u8; size_of::<RuleStats>()]; cpus];
-        for slot in slots {
-            let entry = generation * p.rule_slots() + slot;
+        for entry in entries {
             map.update_percpu(&entry.to_ne_bytes(), &zero, MapFlags::ANY)
                 .map_err(|e| map_err(&pin, e))?;
         }
@@ -544,16 +547,32 @@ impl<'a> Policies<'a> {
         let pin = self.pin_dir(&old.name).join("rule_stats");
         let map = open_map(&pin)?;
         let base = old.generation * old.rule_slots();
-        std::iter::once((0, 0))
+        // By id, so finding what carries over is linear, not rules x rules.
+        let before: std::collections::HashMap<u32, &Rule> =
+            old.rules.iter().map(|r| (r.id, r)).collect();
+        let carried: Vec<(u32, u32)> = std::iter::once((0, 0))
             .chain(
                 rules
                     .iter()
-                    .filter(|r| old.rules.contains(r))
+                    .filter(|r| before.get(&r.id).is_some_and(|o| *o == *r))
                     .map(|r| (r.id, old.slot_of(r.id))),
             )
+            .collect();
+        // Many slots: the whole generation in one batch call rather than
+        // one call per rule.
+        let all = if carried.len() > 64 {
+            read_batch(&map, base, old.rule_slots())
+        } else {
+            None
+        };
+        carried
+            .into_iter()
             .map(|(id, slot)| {
                 let mut c = old.carried.get(&id).copied().unwrap_or_default();
-                c.add(&Self::read_slot(&map, &pin, base + slot)?);
+                match all.as_ref().and_then(|a| a.get(slot as usize)) {
+                    Some(now) => c.add(now),
+                    None => c.add(&Self::read_slot(&map, &pin, base + slot)?),
+                }
                 Ok((id, c))
             })
             .collect()
@@ -652,6 +671,30 @@ impl<'a> Policies<'a> {
         }
         failpoint("filter-delete:pins");
         txn.finish(pending, Outcome::Done)
+    }
+
+    /// Bytes the kernel says the policy's own maps hold (cells, config,
+    /// per-CPU counters; not the namespace's shared event ring buffer):
+    /// the sum of each map's `memlock` in its fdinfo, which kernels since
+    /// 6.4 compute from the map's own memory-usage callback.
+    pub fn map_bytes(&self, name: &str) -> Result<u64> {
+        let dir = self.pin_dir(name);
+        let mut total = 0;
+        for (_, file) in pins::filter::MAPS {
+            let pin = dir.join(file);
+            let map = open_map(&pin)?;
+            let fdinfo = format!("/proc/self/fdinfo/{}", map.as_fd().as_raw_fd());
+            let text = fs::read_to_string(&fdinfo).map_err(|e| StateError::Io {
+                path: fdinfo.clone().into(),
+                reason: e.to_string(),
+            })?;
+            total += text
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(total)
     }
 
     /// Per-rule counters of a policy, summed over CPUs and generations, by
@@ -885,6 +928,107 @@ pub(crate) fn write_cells_fd(
         libc::munmap(base, len);
     }
     Ok(())
+}
+
+/// Zeroes `entries` of the per-CPU counter map in one `BPF_MAP_UPDATE_BATCH`
+/// (per-CPU arrays have it since Linux 5.6): one syscall instead of one
+/// per rule. False when the kernel refuses it (the caller then goes entry
+/// by entry; zeroing twice is harmless).
+fn zero_batch(map: &MapHandle, entries: &[u32], cpus: usize) -> bool {
+    let Ok(count) = u32::try_from(entries.len()) else {
+        return false;
+    };
+    if count == 0 {
+        return true;
+    }
+    // Each per-CPU value is the value rounded up to 8 bytes, once per
+    // possible CPU.
+    let elem = (map.value_size() as usize).next_multiple_of(8) * cpus;
+    let zeros = vec![0u8; entries.len() * elem];
+    let opts = libbpf_rs::libbpf_sys::bpf_map_batch_opts {
+        sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_batch_opts>() as _,
+        ..Default::default()
+    };
+    let mut done = count;
+    // SAFETY: `entries` holds `count` u32 keys and `zeros` `count` per-CPU
+    // values of the map's size; the kernel reads only those.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_update_batch(
+            map.as_fd().as_raw_fd(),
+            entries.as_ptr().cast(),
+            zeros.as_ptr().cast(),
+            &mut done,
+            &opts,
+        )
+    };
+    rc == 0 && done == count
+}
+
+/// Entries `from..from + n` of the per-CPU counter map, summed over CPUs,
+/// by `BPF_MAP_LOOKUP_BATCH` (per-CPU arrays have it since Linux 5.6);
+/// `None` when the kernel refuses it (the caller reads entry by entry).
+fn read_batch(map: &MapHandle, from: u32, n: u32) -> Option<Vec<RuleCounters>> {
+    let cpus = libbpf_rs::num_possible_cpus().ok()?;
+    let per_cpu = (map.value_size() as usize).next_multiple_of(8);
+    let elem = per_cpu * cpus;
+    let mut keys = vec![0u32; n as usize];
+    let mut values = vec![0u8; n as usize * elem];
+    let opts = libbpf_rs::libbpf_sys::bpf_map_batch_opts {
+        sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_batch_opts>() as _,
+        ..Default::default()
+    };
+    let mut got = 0usize;
+    // The batch starts after the key `in_batch` names (none: at key 0).
+    let mut prev: Option<u32> = from.checked_sub(1);
+    while got < n as usize {
+        let mut count = n - got as u32;
+        let mut out = 0u32;
+        // SAFETY: `keys` and `values` have room for `count` more keys and
+        // per-CPU values from index `got`; `prev` and `out` are u32 keys.
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_map_lookup_batch(
+                map.as_fd().as_raw_fd(),
+                prev.as_mut()
+                    .map_or(std::ptr::null_mut(), |p| (p as *mut u32).cast()),
+                (&mut out as *mut u32).cast(),
+                keys[got..].as_mut_ptr().cast(),
+                values[got * elem..].as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        if count == 0 || (rc != 0 && got + (count as usize) < n as usize && rc != -libc::ENOENT) {
+            return None;
+        }
+        got += count as usize;
+        prev = Some(out);
+    }
+    // Keys must be exactly from..from + n, in order.
+    if keys.iter().zip(from..).any(|(k, want)| *k != want) {
+        return None;
+    }
+    Some(
+        values
+            .chunks_exact(elem)
+            .map(|v| {
+                let mut c = RuleCounters::default();
+                for cpu in v.chunks_exact(per_cpu) {
+                    let word = |i: usize| {
+                        cpu.get(8 * i..8 * i + 8)
+                            .and_then(|b| b.try_into().ok())
+                            .map_or(0, u64::from_ne_bytes)
+                    };
+                    c.add(&RuleCounters {
+                        packets: word(0),
+                        bytes: word(1),
+                        logged: word(2),
+                        suppressed: word(3),
+                    });
+                }
+                c
+            })
+            .collect(),
+    )
 }
 
 /// Waits for an RCU grace period: after it, no BPF program that started
