@@ -8,6 +8,7 @@ use std::time::Duration;
 use lwtkit::{
     filter::{
         bench_families::{build_packet, family_rules, packet_for, sweep_packets, Family, Rng},
+        compile::compile,
         model::{evaluate, parse_packet},
         rule::{Rule, Verdict},
         testrun::Harness,
@@ -124,9 +125,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         o.seed, o.sweep, o.reps
     );
     println!(
-        "{:<12} {:>7} {:>8} {:>9} {:>7} {:>9} {:>10} {:>7}  {:>15}  {}",
+        "{:<12} {:>7} {:>12} {:>8} {:>9} {:>7} {:>9} {:>10} {:>7}  {:>15}  {}",
         "family",
         "rules",
+        "trees/d/leaf",
         "hot ns",
         "hot +ns",
         "hot x10",
@@ -142,6 +144,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let mut base: Option<(f64, f64)> = None;
         for n in [10, o.rules] {
             let rules = family_rules(family, n, seed);
+            let shape = match compile(&rules) {
+                Ok(c) => {
+                    let (v4, v6) = c.cells.first().map_or((0, 0), |h| (h.w[0], h.w[2]));
+                    format!("{v4}+{v6}/{}/{}", c.max_depth, c.max_leaf)
+                }
+                Err(e) => {
+                    println!("{:<12} {n:>7} does not compile: {e}", family.name());
+                    failing.push(family.name());
+                    break;
+                }
+            };
             let h = Harness::filter(&rules, Verdict::Allow, hook)?;
             let hot = build_packet(&packet_for(&mut Rng::new(seed), &rules[0].spec));
             let packets = sweep_packets(&rules, o.sweep, seed);
@@ -176,7 +189,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 }
             }
             println!(
-                "{:<12} {n:>7} {hh:>8.1} {over_h:>+9.1} {rh:>7.2} {hs:>9.1} {over_s:>+10.1} {rs:>7.2}  {:>15}  {}",
+                "{:<12} {n:>7} {shape:>12} {hh:>8.1} {over_h:>+9.1} {rh:>7.2} {hs:>9.1} {over_s:>+10.1} {rs:>7.2}  {:>15}  {}",
                 family.name(),
                 format!("{hit}/{} ({aimed_hit} aimed)", packets.len()),
                 if marks.is_empty() {

@@ -27,7 +27,8 @@ pub enum Family {
     Dst16Sport,
     /// A /32 source to a /24 destination, TCP/UDP, an exact destination port.
     Src32Dst24,
-    /// Half IPv6 (/32 to /128 prefixes, with ports), half IPv4 (/16 to /32).
+    /// Half IPv6 (random global /32, /48, /64, /128 prefixes, with ports),
+    /// half IPv4 (/16 to /32).
     Mixed46,
     /// TCP with flags (e.g. `syn,!ack`) and a destination port, and
     /// ICMP/ICMPv6 with a type, to /24 or /32 destinations.
@@ -89,6 +90,12 @@ fn v6(addr: u128, plen: u8) -> Option<IpNet> {
         .ok()
 }
 
+/// A random global unicast IPv6 address (2000::/3).
+fn global6(rng: &mut Rng) -> u128 {
+    let a = u128::from(rng.next()) << 64 | u128::from(rng.next());
+    a >> 3 | 1 << 125
+}
+
 fn range(rng: &mut Rng, max_width: u64) -> PortRange {
     let lo = rng.below(65_000) as u16 + 1;
     PortRange {
@@ -145,18 +152,8 @@ pub fn family_rules(family: Family, n: usize, seed: u64) -> Vec<Rule> {
                 Family::Mixed46 => {
                     if r & 4 == 0 {
                         let plen = |rng: &mut Rng| [32u8, 48, 64, 128][rng.below(4) as usize];
-                        let (a, b) = (rng.next(), rng.next());
-                        // 2001:db8::/32 and fc00::/7-style documentation space, varied below.
-                        let hi = 0x2001_0db8_u128 << 96;
-                        spec.src = v6(
-                            hi | u128::from(a) << 32 | u128::from(b >> 32),
-                            plen(&mut rng),
-                        );
-                        let (c, d) = (rng.next(), rng.next());
-                        spec.dst = v6(
-                            hi | u128::from(c) << 32 | u128::from(d >> 32),
-                            plen(&mut rng),
-                        );
+                        spec.src = v6(global6(&mut rng), plen(&mut rng));
+                        spec.dst = v6(global6(&mut rng), plen(&mut rng));
                     } else {
                         let plen = |rng: &mut Rng| [16u8, 24, 32][rng.below(3) as usize];
                         spec.src = v4(rng.next() as u32, plen(&mut rng));
@@ -234,9 +231,7 @@ fn addr_in(rng: &mut Rng, net: Option<IpNet>, family: u8) -> IpAddr {
             };
             IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | host))
         }
-        (None, 6) => IpAddr::V6(Ipv6Addr::from(
-            0x2001_0db8_u128 << 96 | u128::from(rng.next()) << 32,
-        )),
+        (None, 6) => IpAddr::V6(Ipv6Addr::from(global6(rng))),
         (None, _) => IpAddr::V4(Ipv4Addr::from(rng.next() as u32)),
     }
 }
