@@ -125,7 +125,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         o.seed, o.sweep, o.reps
     );
     println!(
-        "{:<12} {:>7} {:>12} {:>8} {:>9} {:>7} {:>9} {:>10} {:>7}  {:>15}  {}",
+        "{:<12} {:>7} {:>12} {:>8} {:>9} {:>7} {:>9} {:>10} {:>7}  {:>15}  over target",
         "family",
         "rules",
         "trees/d/leaf",
@@ -136,7 +136,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "sweep +ns",
         "swp x10",
         "matched",
-        "over target"
     );
     let mut failing = Vec::new();
     for (i, family) in Family::ALL.into_iter().enumerate() {

@@ -65,7 +65,7 @@ impl Rng {
         Self(seed | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -74,7 +74,7 @@ impl Rng {
 
     /// A value in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -92,7 +92,7 @@ fn v6(addr: u128, plen: u8) -> Option<IpNet> {
 
 /// A random global unicast IPv6 address (2000::/3).
 fn global6(rng: &mut Rng) -> u128 {
-    let a = u128::from(rng.next()) << 64 | u128::from(rng.next());
+    let a = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
     a >> 3 | 1 << 125
 }
 
@@ -112,7 +112,7 @@ pub fn family_rules(family: Family, n: usize, seed: u64) -> Vec<Rule> {
     let mut rng = Rng::new(seed);
     (1..=n as u32)
         .map(|id| {
-            let r = rng.next();
+            let r = rng.next_u64();
             let mut spec = RuleSpec::new(if r & 1 == 0 {
                 Verdict::Drop
             } else {
@@ -126,8 +126,8 @@ pub fn family_rules(family: Family, n: usize, seed: u64) -> Vec<Rule> {
             match family {
                 Family::Bench => unreachable!("handled above"),
                 Family::WideRanges => {
-                    spec.src = v4(rng.next() as u32, 8 + rng.below(9) as u8);
-                    spec.dst = v4(rng.next() as u32, [24, 32][rng.below(2) as usize]);
+                    spec.src = v4(rng.next_u64() as u32, 8 + rng.below(9) as u8);
+                    spec.dst = v4(rng.next_u64() as u32, [24, 32][rng.below(2) as usize]);
                     spec.proto = Some(ip_proto::UDP);
                     spec.dport = Some(range(&mut rng, 20_000));
                     if r % 4 != 0 {
@@ -135,7 +135,7 @@ pub fn family_rules(family: Family, n: usize, seed: u64) -> Vec<Rule> {
                     }
                 }
                 Family::Dst16Sport => {
-                    spec.dst = v4(rng.next() as u32, 16);
+                    spec.dst = v4(rng.next_u64() as u32, 16);
                     spec.proto = Some(tcp_udp);
                     spec.sport = Some(if r % 3 == 0 {
                         range(&mut rng, 1_000)
@@ -144,8 +144,8 @@ pub fn family_rules(family: Family, n: usize, seed: u64) -> Vec<Rule> {
                     });
                 }
                 Family::Src32Dst24 => {
-                    spec.src = v4(rng.next() as u32, 32);
-                    spec.dst = v4(rng.next() as u32, 24);
+                    spec.src = v4(rng.next_u64() as u32, 32);
+                    spec.dst = v4(rng.next_u64() as u32, 24);
                     spec.proto = Some(tcp_udp);
                     spec.dport = Some(PortRange::single(rng.below(65_000) as u16 + 1));
                 }
@@ -156,8 +156,8 @@ pub fn family_rules(family: Family, n: usize, seed: u64) -> Vec<Rule> {
                         spec.dst = v6(global6(&mut rng), plen(&mut rng));
                     } else {
                         let plen = |rng: &mut Rng| [16u8, 24, 32][rng.below(3) as usize];
-                        spec.src = v4(rng.next() as u32, plen(&mut rng));
-                        spec.dst = v4(rng.next() as u32, plen(&mut rng));
+                        spec.src = v4(rng.next_u64() as u32, plen(&mut rng));
+                        spec.dst = v4(rng.next_u64() as u32, plen(&mut rng));
                     }
                     spec.proto = Some(tcp_udp);
                     spec.dport = Some(if r % 10 < 7 {
@@ -170,7 +170,7 @@ pub fn family_rules(family: Family, n: usize, seed: u64) -> Vec<Rule> {
                     let dst_len = [24u8, 32][rng.below(2) as usize];
                     match r % 3 {
                         0 => {
-                            spec.dst = v4(rng.next() as u32, dst_len);
+                            spec.dst = v4(rng.next_u64() as u32, dst_len);
                             spec.proto = Some(ip_proto::TCP);
                             spec.dport = Some(PortRange::single(rng.below(65_000) as u16 + 1));
                             spec.tcp_flags = Some(
@@ -191,13 +191,13 @@ pub fn family_rules(family: Family, n: usize, seed: u64) -> Vec<Rule> {
                             );
                         }
                         1 => {
-                            spec.dst = v4(rng.next() as u32, dst_len);
+                            spec.dst = v4(rng.next_u64() as u32, dst_len);
                             spec.proto = Some(ip_proto::ICMP);
                             spec.icmp_type = Some([0u8, 3, 8, 11][rng.below(4) as usize]);
                         }
                         _ => {
                             let hi = 0x2001_0db8_u128 << 96;
-                            let a = rng.next();
+                            let a = rng.next_u64();
                             spec.dst =
                                 v6(hi | u128::from(a) << 32, [64u8, 128][rng.below(2) as usize]);
                             spec.proto = Some(ip_proto::ICMPV6);
@@ -218,7 +218,7 @@ fn addr_in(rng: &mut Rng, net: Option<IpNet>, family: u8) -> IpAddr {
             let host = if n.prefix_len() == 32 {
                 0
             } else {
-                rng.next() as u32 & (u32::MAX >> n.prefix_len())
+                rng.next_u64() as u32 & (u32::MAX >> n.prefix_len())
             };
             IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) | host))
         }
@@ -226,13 +226,13 @@ fn addr_in(rng: &mut Rng, net: Option<IpNet>, family: u8) -> IpAddr {
             let host = if n.prefix_len() == 128 {
                 0
             } else {
-                (u128::from(rng.next()) << 64 | u128::from(rng.next()))
+                (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()))
                     & (u128::MAX >> n.prefix_len())
             };
             IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | host))
         }
         (None, 6) => IpAddr::V6(Ipv6Addr::from(global6(rng))),
-        (None, _) => IpAddr::V4(Ipv4Addr::from(rng.next() as u32)),
+        (None, _) => IpAddr::V4(Ipv4Addr::from(rng.next_u64() as u32)),
     }
 }
 
@@ -322,7 +322,7 @@ pub fn packet_for(rng: &mut Rng, rule: &RuleSpec) -> PacketFields {
         (port_in(rng, rule.sport), port_in(rng, rule.dport))
     };
     let tcp_flags = match rule.tcp_flags {
-        Some(f) => f.value | (rng.next() as u8 & !f.mask),
+        Some(f) => f.value | (rng.next_u64() as u8 & !f.mask),
         None => TcpFlags::ACK,
     };
     PacketFields {
@@ -352,7 +352,7 @@ pub fn random_packet(rng: &mut Rng, rules: &[Rule]) -> PacketFields {
         proto,
         sport,
         dport,
-        tcp_flags: rng.next() as u8,
+        tcp_flags: rng.next_u64() as u8,
     }
 }
 
