@@ -8,6 +8,10 @@
 //! sender's CPU time per packet and packets per second, as ratios to the
 //! no-filter run. Needs root; removes its namespaces.
 //! encap: VXLAN through lwtkit against plain routing and a kernel device.
+//! mix: the filter's cost per rule family (`mix [--seed N] [--reps N]
+//! [--sweep PACKETS] [--rules N]`): one hot packet and a sweep of different
+//! packets at 10 and 100k rules, checked against the model, beside the
+//! empty program; marks families over the targets.
 //! routes: `lwt attach`/`lwt detach` of one route among 500,000 routes
 //! against an empty namespace (`routes --lwt PATH` times another build).
 //! changes: replace 100k rules with 100k others, add one, delete one
@@ -15,6 +19,7 @@
 mod changes;
 mod e2e;
 mod encap_bench;
+mod mix;
 mod routes;
 mod testrun;
 
@@ -23,12 +28,17 @@ fn main() -> anyhow::Result<()> {
     let what = args.first().cloned().unwrap_or_else(|| "all".into());
     if !matches!(
         what.as_str(),
-        "testrun" | "e2e" | "encap" | "routes" | "changes" | "all"
+        "testrun" | "mix" | "e2e" | "encap" | "routes" | "changes" | "all"
     ) {
-        anyhow::bail!("usage: lwtkit-bench [testrun|e2e|encap|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|all]");
+        anyhow::bail!(
+            "usage: lwtkit-bench [testrun|mix [--seed N]|e2e|encap|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|all]"
+        );
     }
     if matches!(what.as_str(), "testrun" | "all") {
         testrun::run()?;
+    }
+    if what == "mix" {
+        mix::run(args.get(1..).unwrap_or_default())?;
     }
     if matches!(what.as_str(), "e2e" | "all") {
         e2e::run()?;

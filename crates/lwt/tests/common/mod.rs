@@ -278,14 +278,15 @@ impl Netns {
     }
 
     /// `ip -j route show table all` in this namespace, as text (for greps).
-    /// Every route of both families, but the IPv6 link-local ones the
-    /// kernel adds on its own schedule (once DAD ends), whatever lwtkit does.
+    /// Every route of both families, but what the kernel changes on its own
+    /// schedule whatever lwtkit does: the IPv6 link-local routes (added once
+    /// a link is up and DAD ends) and the `linkdown` flag (carrier state).
     pub fn routes(&self) -> String {
         let all = self.ip(&["route", "show", "table", "all"])
             + &self.ip(&["-6", "route", "show", "table", "all"]);
         all.lines()
-            .filter(|l| !l.starts_with("local fe80:"))
-            .map(|l| format!("{l}\n"))
+            .filter(|l| !l.starts_with("local fe80:") && !l.starts_with("fe80::/64"))
+            .map(|l| format!("{}\n", l.replace(" linkdown", "")))
             .collect()
     }
 }

@@ -1,5 +1,6 @@
 //! Filter policies: named rule sets held in maps, compiled into a decision
 //! tree, attached to any route and hook, changed live.
+pub mod bench_families;
 pub mod bench_rules;
 pub mod compile;
 pub mod handling;

@@ -1,0 +1,212 @@
+//! Per-packet cost of the filter at several rule families, by
+//! BPF_PROG_TEST_RUN: one hot packet repeated, and a sweep of different
+//! packets each run once, both interleaved with the empty program of the
+//! same hook; every sweep packet's verdict and deciding rule are checked
+//! against the model first.
+use std::time::Duration;
+
+use lwtkit::{
+    filter::{
+        bench_families::{build_packet, family_rules, packet_for, sweep_packets, Family, Rng},
+        compile::compile,
+        model::{evaluate, parse_packet},
+        rule::{Rule, Verdict},
+        testrun::Harness,
+    },
+    Hook,
+};
+
+const HOT_REPEAT: u32 = 1_000_000;
+/// Bounds at 100k rules (the issue's): ns over the empty program, and the
+/// ratio to the 10-rule cost.
+const MAX_OVER_NS: f64 = 60.0;
+const MAX_RATIO: f64 = 1.25;
+
+struct Opts {
+    seed: u64,
+    reps: usize,
+    sweep: usize,
+    rules: usize,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Opts> {
+    let mut o = Opts {
+        seed: 1,
+        reps: 5,
+        sweep: 10_000,
+        rules: 100_000,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || -> anyhow::Result<u64> {
+            Ok(it
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("{a} needs a value"))?
+                .parse()?)
+        };
+        match a.as_str() {
+            "--seed" => o.seed = val()?,
+            "--reps" => o.reps = val()?.max(1) as usize,
+            "--sweep" => o.sweep = val()?.max(2) as usize,
+            "--rules" => o.rules = val()?.max(10) as usize,
+            _ => anyhow::bail!(
+                "usage: lwtkit-bench mix [--seed N] [--reps N] [--sweep PACKETS] [--rules N]"
+            ),
+        }
+    }
+    Ok(o)
+}
+
+/// A family's own seed, from the run's seed.
+fn family_seed(seed: u64, i: usize) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(i as u64 + 1)
+}
+
+/// Runs every packet once and checks the kernel's verdict and deciding
+/// rule against the model. Returns (aimed packets, aimed that matched a
+/// rule, all packets that matched a rule).
+fn check(h: &Harness, rules: &[Rule], packets: &[(bool, Vec<u8>)]) -> anyhow::Result<[usize; 3]> {
+    let mut out = [0usize; 3];
+    for (i, (aimed, pkt)) in packets.iter().enumerate() {
+        let key = parse_packet(pkt);
+        let (verdict, rule) = evaluate(rules, Verdict::Allow, &key);
+        let before = h.hits_of(rule)?;
+        let rc = h.run(pkt)?;
+        let after = h.hits_of(rule)?;
+        let want = if verdict == Verdict::Drop { 2 } else { 0 };
+        if rc != want || after != before + 1 {
+            anyhow::bail!(
+                "packet {i}: kernel rc {rc} (counter of rule {rule:?}: {before} -> {after}) but the model says {verdict:?} by rule {rule:?}\nkey {key:?}"
+            );
+        }
+        out[0] += usize::from(*aimed);
+        out[1] += usize::from(*aimed && rule.is_some());
+        out[2] += usize::from(rule.is_some());
+    }
+    Ok(out)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median over `reps` interleaved repetitions of: (floor hot, filter hot,
+/// floor sweep mean, filter sweep mean), in ns.
+fn measure(
+    floor: &Harness,
+    h: &Harness,
+    hot: &[u8],
+    packets: &[(bool, Vec<u8>)],
+    reps: usize,
+) -> anyhow::Result<[f64; 4]> {
+    let mut cols: [Vec<f64>; 4] = Default::default();
+    for _ in 0..reps {
+        cols[0].push(floor.run_repeat(hot, HOT_REPEAT)?.1.as_nanos() as f64);
+        cols[1].push(h.run_repeat(hot, HOT_REPEAT)?.1.as_nanos() as f64);
+        let (mut f, mut s) = (Duration::ZERO, Duration::ZERO);
+        for (_, p) in packets {
+            f += floor.run_repeat(p, 1)?.1;
+            s += h.run_repeat(p, 1)?.1;
+        }
+        cols[2].push(f.as_nanos() as f64 / packets.len() as f64);
+        cols[3].push(s.as_nanos() as f64 / packets.len() as f64);
+    }
+    Ok(cols.map(median))
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let o = parse(args)?;
+    let hook = Hook::Out;
+    let floor = Harness::builtin("pass", hook)?;
+    println!(
+        "filter per-packet cost by rule family, BPF_PROG_TEST_RUN on {hook}, seed {}: hot = one packet x {HOT_REPEAT}; sweep = mean over {} different packets run once each (half aimed at a rule); each beside the empty program, interleaved; median of {} repetitions",
+        o.seed, o.sweep, o.reps
+    );
+    println!(
+        "{:<12} {:>7} {:>12} {:>8} {:>9} {:>7} {:>9} {:>10} {:>7}  {:>15}  over target",
+        "family",
+        "rules",
+        "trees/d/leaf",
+        "hot ns",
+        "hot +ns",
+        "hot x10",
+        "sweep ns",
+        "sweep +ns",
+        "swp x10",
+        "matched",
+    );
+    let mut failing = Vec::new();
+    for (i, family) in Family::ALL.into_iter().enumerate() {
+        let seed = family_seed(o.seed, i);
+        let mut base: Option<(f64, f64)> = None;
+        for n in [10, o.rules] {
+            let rules = family_rules(family, n, seed);
+            let shape = match compile(&rules) {
+                Ok(c) => {
+                    let (v4, v6) = c.cells.first().map_or((0, 0), |h| (h.w[0], h.w[2]));
+                    format!("{v4}+{v6}/{}/{}", c.max_depth, c.max_leaf)
+                }
+                Err(e) => {
+                    println!("{:<12} {n:>7} does not compile: {e}", family.name());
+                    failing.push(family.name());
+                    break;
+                }
+            };
+            let h = Harness::filter(&rules, Verdict::Allow, hook)?;
+            let hot = build_packet(&packet_for(&mut Rng::new(seed), &rules[0].spec));
+            let packets = sweep_packets(&rules, o.sweep, seed);
+            let [aimed, aimed_hit, hit] = check(&h, &rules, &packets)
+                .map_err(|e| anyhow::anyhow!("{} at {n} rules: {e}", family.name()))?;
+            if aimed_hit != aimed {
+                anyhow::bail!(
+                    "{} at {n} rules: only {aimed_hit} of {aimed} aimed packets matched a rule",
+                    family.name()
+                );
+            }
+            let [fh, hh, fs, hs] = measure(&floor, &h, &hot, &packets, o.reps)?;
+            let (bh, bs) = *base.get_or_insert((hh, hs));
+            let (over_h, over_s) = (hh - fh, hs - fs);
+            let (rh, rs) = (hh / bh, hs / bs);
+            let mut marks = Vec::new();
+            if n == o.rules {
+                if over_h > MAX_OVER_NS {
+                    marks.push("hot +ns");
+                }
+                if over_s > MAX_OVER_NS {
+                    marks.push("sweep +ns");
+                }
+                if rh > MAX_RATIO {
+                    marks.push("hot x10");
+                }
+                if rs > MAX_RATIO {
+                    marks.push("sweep x10");
+                }
+                if !marks.is_empty() {
+                    failing.push(family.name());
+                }
+            }
+            println!(
+                "{:<12} {n:>7} {shape:>12} {hh:>8.1} {over_h:>+9.1} {rh:>7.2} {hs:>9.1} {over_s:>+10.1} {rs:>7.2}  {:>15}  {}",
+                family.name(),
+                format!("{hit}/{} ({aimed_hit} aimed)", packets.len()),
+                if marks.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("EXCEEDS: {}", marks.join(", "))
+                }
+            );
+        }
+    }
+    println!(
+        "targets at {} rules: at most +{MAX_OVER_NS} ns over the empty program, at most {MAX_RATIO}x the 10-rule cost; {}",
+        o.rules,
+        if failing.is_empty() {
+            "all families within".to_string()
+        } else {
+            format!("exceeded by: {}", failing.join(", "))
+        }
+    );
+    Ok(())
+}
