@@ -196,28 +196,56 @@ fn udp(s: &Setup) -> anyhow::Result<f64> {
     })?
 }
 
+/// Runs of each mode, alternating (plain, lwtkit, kernel, plain, ...), so
+/// that drift on a shared machine hits every mode alike; medians reported.
+const RUNS: usize = 5;
+
 pub fn run() -> anyhow::Result<()> {
-    println!("\nencapsulation end to end: A -> B over veth, one TCP stream of {} MiB, UDP 64-byte payloads for {UDP_SECONDS} s", TCP_BYTES >> 20);
+    println!("\nencapsulation end to end: A -> B over veth, one TCP stream of {} MiB, UDP 64-byte payloads for {UDP_SECONDS} s; median of {RUNS} alternating runs", TCP_BYTES >> 20);
+    let modes = [
+        ("plain", "plain routing"),
+        ("lwtkit", "lwtkit vxlan (lwt_xmit)"),
+        ("kernel", "kernel vxlan device"),
+    ];
+    let mut tcp_runs = vec![Vec::new(); modes.len()];
+    let mut udp_runs = vec![Vec::new(); modes.len()];
+    for run in 0..RUNS {
+        for (i, (mode, _)) in modes.iter().enumerate() {
+            let s = setup(mode)?;
+            let (t, u) = (tcp(&s)?, udp(&s)?);
+            drop(s);
+            println!(
+                "  run {} {mode:<7} TCP {t:>8.0} MB/s  UDP {:>8.1} kpps",
+                run + 1,
+                u / 1e3
+            );
+            tcp_runs[i].push(t);
+            udp_runs[i].push(u);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let t: Vec<f64> = tcp_runs.iter_mut().map(median).collect();
+    let u: Vec<f64> = udp_runs.iter_mut().map(median).collect();
     println!(
         "{:<34} {:>10} {:>8} {:>10} {:>8}",
         "", "TCP MB/s", "ratio", "UDP kpps", "ratio"
     );
-    let mut base = None;
-    for (mode, name) in [
-        ("plain", "plain routing"),
-        ("lwtkit", "lwtkit vxlan (lwt_xmit)"),
-        ("kernel", "kernel vxlan device"),
-    ] {
-        let s = setup(mode)?;
-        let (t, u) = (tcp(&s)?, udp(&s)?);
-        let (bt, bu) = *base.get_or_insert((t, u));
+    for (i, (_, name)) in modes.iter().enumerate() {
         println!(
-            "{name:<34} {t:>10.0} {:>8.2} {:>10.1} {:>8.2}",
-            t / bt,
-            u / 1e3,
-            u / bu
+            "{name:<34} {:>10.0} {:>8.2} {:>10.1} {:>8.2}",
+            t[i],
+            t[i] / t[0],
+            u[i] / 1e3,
+            u[i] / u[0]
         );
-        drop(s);
     }
+    println!(
+        "lwtkit vxlan / kernel vxlan device: TCP {:.2}x, UDP {:.2}x",
+        t[1] / t[2],
+        u[1] / u[2]
+    );
     Ok(())
 }
