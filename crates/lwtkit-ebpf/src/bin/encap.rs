@@ -107,8 +107,13 @@ fn encapsulate<const XMIT: bool>(ctx: SkBuffContext) -> i32 {
     let f = entry.flags;
     // SAFETY: reads of the context the verifier allows on LWT programs.
     let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
-    // The flow hash (computed once): UDP source port and IPv6 flow label.
-    let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+    // The flow hash, once and only where used: UDP source port, IPv6 flow label.
+    let hash = if f & (flags::UDP | flags::FLOW_LABEL) != 0 {
+        // SAFETY: the helper takes the program's own skb.
+        unsafe { bpf_get_hash_recalc(ctx.skb.skb) }
+    } else {
+        0
+    };
     let inner_v6 = h[0] >> 4 == 6;
     let udp = if f & flags::OUTER_V6 != 0 {
         hdr[4..6].copy_from_slice(&((outer_len - 40) as u16).to_be_bytes());
