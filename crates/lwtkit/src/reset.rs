@@ -44,6 +44,7 @@ pub fn reset() -> Result<Reset> {
     let ns = Namespace::open()?;
     let mut done = Reset::default();
     if !ns.exists() {
+        ns.remove_empty_roots();
         return Ok(done);
     }
     let mut failures = Vec::new();
@@ -119,12 +120,6 @@ pub fn reset() -> Result<Reset> {
             }
         }
     }
-    // The roots go too once no namespace uses them.
-    for root in [ns.pin_root().parent(), ns.dir().parent()]
-        .into_iter()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir(root);
-    }
+    ns.remove_empty_roots();
     Ok(done)
 }

@@ -77,5 +77,7 @@ pub fn collect(state_root: &Path, pin_root: &Path) -> Collected {
         let _ = store::remove_tree(&state);
         done.namespaces.push(cookie);
     }
+    // Nothing left on bpffs once no namespace has pins (only if empty).
+    let _ = fs::remove_dir(pin_root);
     done
 }

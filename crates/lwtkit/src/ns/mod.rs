@@ -74,7 +74,11 @@ impl Namespace {
         let bpffs = system::ensure_bpffs()?;
         let root = Path::new(STATE_ROOT);
         store::ensure_private_dir(root)?;
-        store::ensure_private_dir(&bpffs.join(PIN_DIR))?;
+        // The pin root is made by the first change that pins (`begin`);
+        // one an older lwtkit made world-readable is closed here.
+        if bpffs.join(PIN_DIR).exists() {
+            store::ensure_private_dir(&bpffs.join(PIN_DIR))?;
+        }
         gc::collect(root, &bpffs.join(PIN_DIR));
         Self::at(&bpffs)
     }
@@ -108,6 +112,17 @@ impl Namespace {
     /// The namespace's pin directory on bpffs.
     pub fn pin_root(&self) -> &Path {
         &self.pins
+    }
+
+    /// Removes lwtkit's directories on bpffs and tmpfs that hold nothing
+    /// any more (no namespace uses them), so bpffs keeps nothing of lwtkit.
+    pub fn remove_empty_roots(&self) {
+        for root in [self.pins.parent(), self.dir.parent()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(root);
+        }
     }
 
     /// Whether lwtkit keeps anything here.

@@ -33,10 +33,13 @@ pub(crate) fn state_err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// Creates `dir` and its missing parents, 0700.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    let make = || DirBuilder::new().recursive(true).mode(0o700).create(dir);
+    // A collector may remove an empty root between two levels: once more.
+    make()
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => make(),
+            _ => Err(e),
+        })
         .map_err(|e| state_err(dir, e))
 }
 
