@@ -49,6 +49,8 @@ pub enum Verb {
     /// Check that lwtkit's records and pins agree with the kernel (after
     /// finishing any change a killed command left); exit 1 when they do not.
     Check,
+    /// What a program may do on each hook (helpers, context fields, packet access, return codes), probed from the running kernel.
+    Hooks(HooksArgs),
     /// Filter policies: named rule sets attached to routes, changed live.
     #[command(subcommand)]
     Filter(FilterVerb),
@@ -443,6 +445,16 @@ pub struct ListArgs {
     /// Only this table (number, name, or `all`, the default).
     #[arg(long, value_name = "ID|NAME|all")]
     pub table: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct HooksArgs {
+    /// Only this hook: in, out, xmit, seg6local (or lwt_in, ...).
+    #[arg(value_name = "HOOK")]
+    pub hook: Option<String>,
+    /// Print the reference page docs/hooks.md is (all hooks, Markdown).
+    #[arg(long, conflicts_with = "hook")]
+    pub markdown: bool,
 }
 
 #[derive(Args, Debug)]

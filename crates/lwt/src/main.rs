@@ -77,6 +77,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
                 ))
             }
         }
+        args::Verb::Hooks(a) => verbs::hooks::run(a, &out),
         args::Verb::Events(a) => verbs::events::run(a, &out),
         args::Verb::Filter(v) => verbs::filter::run(v, &out),
         args::Verb::Encap(v) => verbs::encap::run(v, &out),

@@ -11,6 +11,7 @@ pub use crate::{
     filter::FilterError,
     loader::LoadError,
     ns::StateError,
+    probe::ProbeError,
     reset::ResetError,
     route::{codec::CodecError, netlink::NetlinkError},
     seg6local::Seg6Error,
@@ -55,6 +56,8 @@ pub enum Error {
     Reset(#[from] ResetError),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
     /// A BPF encap or End.BPF attribute that cannot be built or read.
     #[error(transparent)]
     Codec(#[from] CodecError),

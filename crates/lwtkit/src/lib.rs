@@ -3,6 +3,7 @@
 //! of them, count and list what they do.
 pub mod hook;
 pub mod percpu;
+pub mod probe;
 pub mod reset;
 pub mod route;
 pub mod seg6local;

@@ -242,6 +242,13 @@ fn net_inode(s: &str) -> Option<u64> {
     s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
 }
 
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "(unknown)".into())
+}
+
 /// Linux capability numbers lwtkit checks.
 #[derive(Clone, Copy, Debug)]
 pub enum Capability {

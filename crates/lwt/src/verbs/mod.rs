@@ -7,6 +7,7 @@ pub mod detach;
 pub mod encap;
 pub mod events;
 pub mod filter;
+pub mod hooks;
 pub mod list;
 pub mod seg6local;
 pub mod stats;
