@@ -51,6 +51,8 @@ pub enum Verb {
     Check,
     /// What a program may do on each hook (helpers, context fields, packet access, return codes), probed from the running kernel.
     Hooks(HooksArgs),
+    /// Is this host ready for LWT programs, and what will bite? Exit 1 when a check fails.
+    Doctor,
     /// Filter policies: named rule sets attached to routes, changed live.
     #[command(subcommand)]
     Filter(FilterVerb),

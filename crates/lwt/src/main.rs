@@ -34,13 +34,17 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
     if let Some(ns) = &cli.global.netns {
         lwtkit::system::enter_netns(ns)?;
     }
+    let out = verbs::Output {
+        json: cli.global.json,
+    };
+    // The doctor reports a private /sys (below) as one of its checks.
+    if let args::Verb::Doctor = cli.verb {
+        return verbs::doctor::run(&out);
+    }
     // `ip netns exec` hides lwtkit's pins behind a private /sys.
     if let Some(name) = lwtkit::system::private_sys_of_ip_netns_exec() {
         return Err(lwtkit::system::SystemError::PrivateSys { name }.into());
     }
-    let out = verbs::Output {
-        json: cli.global.json,
-    };
     match cli.verb {
         args::Verb::Attach(a) => verbs::attach::run(a, &out),
         args::Verb::Detach(a) => verbs::detach::run(a, &out),
@@ -78,6 +82,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
             }
         }
         args::Verb::Hooks(a) => verbs::hooks::run(a, &out),
+        args::Verb::Doctor => verbs::doctor::run(&out),
         args::Verb::Events(a) => verbs::events::run(a, &out),
         args::Verb::Filter(v) => verbs::filter::run(v, &out),
         args::Verb::Encap(v) => verbs::encap::run(v, &out),

@@ -69,13 +69,52 @@ pub fn check() -> Result<Vec<Finding>> {
     system::require_attach_privileges("lwt check")?;
     let ns = Namespace::open()?;
     let txn = ns.begin_unswept("lwt check")?;
+    findings(&txn)
+}
+
+/// What `lwt doctor` reports of lwtkit's own state: the comparisons of
+/// [`check`], read without the lock, so nothing is finished, swept or
+/// created. A change in flight shows as its intents (and may show as a
+/// finding until the next command finishes it).
+pub struct Health {
+    /// Whether lwtkit keeps anything in this namespace.
+    pub exists: bool,
+    /// Intents a killed (or running) command left.
+    pub pending: usize,
+    pub findings: Vec<Finding>,
+}
+
+/// [`check`] read-only; `None` when this process may not read lwtkit's
+/// records (not root).
+pub fn health() -> Result<Option<Health>> {
+    let ns = Namespace::open_readonly()?;
+    if !ns.readable() {
+        return Ok(None);
+    }
+    if !ns.exists() {
+        return Ok(Some(Health {
+            exists: false,
+            pending: 0,
+            findings: Vec::new(),
+        }));
+    }
+    let pending = crate::ns::intent::pending(&ns.dir().join("intents"))?.len();
+    Ok(Some(Health {
+        exists: true,
+        pending,
+        findings: findings(&ns)?,
+    }))
+}
+
+/// Every store of `ns` against the kernel.
+fn findings(ns: &Namespace) -> Result<Vec<Finding>> {
     let mut rtnl = Rtnl::open()?;
-    let records = txn.all::<RouteRecord>()?;
-    let tunnel_records = txn.all::<TunnelRecord>()?;
-    let sid_records = txn.all::<SidRecord>()?;
-    let decap_records = txn.all::<DecapRecord>()?;
+    let records = ns.all::<RouteRecord>()?;
+    let tunnel_records = ns.all::<TunnelRecord>()?;
+    let sid_records = ns.all::<SidRecord>()?;
+    let decap_records = ns.all::<DecapRecord>()?;
     // The records as written: the live generation is compared with them.
-    let policies = txn.all::<Policy>()?;
+    let policies = ns.all::<Policy>()?;
     let mut out = Vec::new();
     for rec in &records {
         let key = RouteKey {
@@ -92,7 +131,7 @@ pub fn check() -> Result<Vec<Finding>> {
     out.extend(tunnels::check(
         &tunnel_records,
         &records,
-        tunnels::read_trie(&txn.pin_root().join("encap").join("tunnels")).as_ref(),
+        tunnels::read_trie(&ns.pin_root().join("encap").join("tunnels")).as_ref(),
     ));
     for s in &sid_records {
         let key = RouteKey {
@@ -103,17 +142,17 @@ pub fn check() -> Result<Vec<Finding>> {
         out.extend(sids::check(s, current.as_ref(), pinned_program_id));
     }
     for d in &decap_records {
-        let seen = crate::encap::decap::observe(&txn.pin_root().join("decap").join(&d.dev), &d.dev);
+        let seen = crate::encap::decap::observe(&ns.pin_root().join("decap").join(&d.dev), &d.dev);
         out.extend(decaps::check(d, &seen));
     }
     for p in &policies {
         out.extend(filters::check(
             p,
-            &filters::observe(&txn.pin_root().join("filters").join(&p.name)),
+            &filters::observe(&ns.pin_root().join("filters").join(&p.name)),
         ));
     }
     let expected = pins::Expected::of(&records, &policies, &decap_records, &sid_records);
-    out.extend(pins::stray(txn.pin_root(), &expected));
+    out.extend(pins::stray(ns.pin_root(), &expected));
     Ok(out)
 }
 

@@ -272,6 +272,11 @@ pub fn has_capability(cap: Capability) -> bool {
     effective_caps() & (1u64 << cap as u32) != 0
 }
 
+/// Whether this process may load BPF programs: CAP_BPF or CAP_SYS_ADMIN.
+pub fn may_load_bpf() -> bool {
+    has_capability(Capability::Bpf) || has_capability(Capability::SysAdmin)
+}
+
 /// Attaching loads programs and changes routes: CAP_BPF (or CAP_SYS_ADMIN)
 /// and CAP_NET_ADMIN.
 pub fn require_attach_privileges(what: &str) -> Result<()> {

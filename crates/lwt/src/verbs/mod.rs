@@ -4,6 +4,7 @@ pub mod attach;
 pub mod builtins;
 pub mod decap;
 pub mod detach;
+pub mod doctor;
 pub mod encap;
 pub mod events;
 pub mod filter;

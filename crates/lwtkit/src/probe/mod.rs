@@ -157,6 +157,10 @@ impl Serialize for Hooks {
 
 /// Probes `types` on the running kernel.
 pub fn probe(types: &[ProgType]) -> Result<Hooks, ProbeError> {
+    // Without the privilege libbpf's probes answer "no" rather than fail.
+    if !crate::system::may_load_bpf() {
+        return Err(ProbeError::Privileges);
+    }
     let mut out = Vec::with_capacity(types.len());
     for &ty in types {
         out.push((ty, probe_one(ty)?));
