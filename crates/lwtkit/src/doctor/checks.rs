@@ -35,14 +35,15 @@ fn check(name: &str, status: Status, detail: impl Into<String>) -> Check {
     }
 }
 
-/// LWT BPF came in 4.10, `bpf_lwt_push_encap` in 5.2, tcx (used by
+/// LWT BPF came in 4.10, `bpf_lwt_push_encap` on `lwt_xmit` (ENCAP_IP) in
+/// 5.3 (as docs/kernel.md has it), tcx (used by
 /// `lwt decap`) in 6.6.
 pub fn kernel(release: &str, v: Option<Version>) -> Check {
     let name = "kernel";
     match v {
         None => check(name, Status::Warn, format!("cannot read a version in the release `{release}`; the checks by version below assume a recent kernel")),
         Some(v) if v < Version(4, 10, 0) => check(name, Status::Fail, format!("Linux {release}: BPF programs on routes need Linux 4.10 or newer; upgrade the kernel")),
-        Some(v) if v < Version(6, 6, 0) => check(name, Status::Warn, format!("Linux {release}: lwt attach works, but `lwt decap` needs tcx (6.6){}; upgrade for all of lwtkit", if v < Version(5, 2, 0) { " and `lwt encap` needs bpf_lwt_push_encap (5.2)" } else { "" })),
+        Some(v) if v < Version(6, 6, 0) => check(name, Status::Warn, format!("Linux {release}: lwt attach works, but `lwt decap` needs tcx (6.6){}; upgrade for all of lwtkit", if v < Version(5, 3, 0) { " and `lwt encap` needs bpf_lwt_push_encap with BPF_LWT_ENCAP_IP (5.3)" } else { "" })),
         Some(_) => check(name, Status::Ok, format!("Linux {release}")),
     }
 }
@@ -236,7 +237,7 @@ pub fn state(health: Result<Option<(bool, usize, Vec<String>)>, String>) -> Chec
 pub fn bug_xmit_test_run(v: Option<Version>) -> Check {
     let name = "bug: lwt_xmit test-run with bpf_lwt_push_encap";
     match v {
-        Some(v) if v < Version(5, 2, 0) => check(name, Status::Ok, "this kernel has no bpf_lwt_push_encap"),
+        Some(v) if v < Version(5, 3, 0) => check(name, Status::Ok, "this kernel has no bpf_lwt_push_encap on lwt_xmit"),
         _ => check(name, Status::Warn, "BPF_PROG_TEST_RUN of an lwt_xmit program that calls bpf_lwt_push_encap dereferences the route's device, which a test run does not have: a NULL dereference that can crash this kernel (no upstream fix known through 6.18). Never test-run such a program; test encapsulation on real routes in a namespace. The fix to look for: bpf_lwt_push_ip_encap() (net/core/lwt_bpf.c) no longer using skb_dst(skb)->dev unchecked"),
     }
 }
@@ -247,7 +248,7 @@ pub fn bug_xmit_test_run(v: Option<Version>) -> Check {
 pub fn bug_gso_ipip(v: Option<Version>) -> Check {
     let name = "bug: GSO refused for IPIP outers of bpf_lwt_push_encap";
     match v {
-        Some(v) if v < Version(5, 2, 0) => check(name, Status::Ok, "this kernel has no bpf_lwt_push_encap"),
+        Some(v) if v < Version(5, 3, 0) => check(name, Status::Ok, "this kernel has no bpf_lwt_push_encap on lwt_xmit"),
         _ => check(name, Status::Warn, "bpf_lwt_push_encap refuses GSO packets whose outer header is IPv4 carrying IPIP (4in4) or IPv6 carrying IPv4 (4in6) or a routing header (SRv6): bulk TCP through such tunnels stalls. Prefer GRE, UDP (VXLAN, FOU, GUE) or ip6ip6 outers, the kernel's own `encap seg6` for SRv6, or turn GSO/TSO off on the sending device (ethtool -K DEV gso off tso off). The fix to look for: handle_gso_encap() (net/core/lwt_bpf.c) matching IPPROTO_IPIP instead of IPPROTO_IP"),
     }
 }
@@ -285,7 +286,7 @@ mod tests {
     #[test]
     fn old_kernels_fail_or_warn() {
         assert_eq!(st(&kernel("4.9.0", Version::parse("4.9.0"))), Status::Fail);
-        let c = kernel("5.1.0", Version::parse("5.1.0"));
+        let c = kernel("5.2.0", Version::parse("5.2.0"));
         assert_eq!(st(&c), Status::Warn);
         assert!(c.detail.contains("push_encap"));
         assert_eq!(st(&kernel("6.1.0", Version::parse("6.1.0"))), Status::Warn);
