@@ -37,15 +37,18 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
     let out = verbs::Output {
         json: cli.global.json,
     };
-    // The doctor reports a private /sys (below) as one of its checks.
-    if let args::Verb::Doctor = cli.verb {
-        return verbs::doctor::run(&out);
-    }
+    // Neither needs lwtkit's pins: the doctor reports a private /sys
+    // (below) as one of its checks, and probing the hooks touches nothing.
+    let verb = match cli.verb {
+        args::Verb::Doctor => return verbs::doctor::run(&out),
+        args::Verb::Hooks(a) => return verbs::hooks::run(a, &out),
+        other => other,
+    };
     // `ip netns exec` hides lwtkit's pins behind a private /sys.
     if let Some(name) = lwtkit::system::private_sys_of_ip_netns_exec() {
         return Err(lwtkit::system::SystemError::PrivateSys { name }.into());
     }
-    match cli.verb {
+    match verb {
         args::Verb::Attach(a) => verbs::attach::run(a, &out),
         args::Verb::Detach(a) => verbs::detach::run(a, &out),
         args::Verb::List(a) => verbs::list::run(a, &out),
@@ -81,8 +84,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
                 ))
             }
         }
-        args::Verb::Hooks(a) => verbs::hooks::run(a, &out),
-        args::Verb::Doctor => verbs::doctor::run(&out),
+        args::Verb::Hooks(_) | args::Verb::Doctor => unreachable!("run above"),
         args::Verb::Events(a) => verbs::events::run(a, &out),
         args::Verb::Filter(v) => verbs::filter::run(v, &out),
         args::Verb::Encap(v) => verbs::encap::run(v, &out),

@@ -25,6 +25,9 @@ pub fn run(a: HooksArgs, out: &Output) -> anyhow::Result<()> {
 }
 
 fn render(t: ProgType, c: &HookCapabilities) -> String {
+    if !c.supported {
+        return format!("{t}: this kernel does not know the program type (nothing allowed)");
+    }
     let mut lines = vec![format!("{t}:")];
     let allowed: Vec<&str> = c.allowed_helpers().collect();
     lines.push(format!(

@@ -27,6 +27,12 @@ pub fn render(hooks: &Hooks, release: &str) -> String {
          and `return_codes` (`BPF_OK`, ..., `other` -> `{{value, effect}}`)."
     );
     let _ = writeln!(s, "\n{KERNEL_LINE}{release}.\n");
+    for (t, _) in hooks.0.iter().filter(|(_, c)| !c.supported) {
+        let _ = writeln!(
+            s,
+            "This kernel does not know the `{t}` program type: its column allows nothing.\n"
+        );
+    }
     let _ = writeln!(
         s,
         "How it is probed: for each program type, every helper of the kernel's\n\
@@ -34,7 +40,10 @@ pub fn render(hooks: &Hooks, release: &str) -> String {
          the verifier's answer classified as libbpf's `libbpf_probe_bpf_helper` does; each\n\
          `__sk_buff` field is read and written by a program that makes only that access;\n\
          packet access is one bounds-checked byte at `skb->data`. Programs are loaded only,\n\
-         never attached or run. Return codes cannot be probed (the verifier accepts any\n\
+         never attached or run. The probe runs with the caller's privileges: as root here;\n\
+         without CAP_PERFMON or CAP_BPF the kernel offers fewer of the base helpers\n\
+         (`bpf_base_func_proto`: printk, task and probe-read helpers, spin locks, timers,\n\
+         `bpf_loop`, dynptrs). Return codes cannot be probed (the verifier accepts any\n\
          value): they come from the kernel source, see [kernel.md](kernel.md#return-codes).\n"
     );
 

@@ -106,6 +106,9 @@ impl FromStr for ProgType {
 /// What one program type may do on this kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HookCapabilities {
+    /// Whether this kernel knows the program type at all (`lwt_seg6local`
+    /// needs CONFIG_IPV6_SEG6_BPF); when not, nothing is allowed.
+    pub supported: bool,
     /// Helper name (bpf-helpers(7)) -> whether this type may call it, in
     /// helper id order.
     #[serde(serialize_with = "ordered_map")]
@@ -174,12 +177,7 @@ fn probe_one(ty: ProgType) -> Result<HookCapabilities, ProbeError> {
     let known = unsafe { libbpf_sys::libbpf_probe_bpf_prog_type(pt, std::ptr::null()) };
     match known {
         1 => {}
-        0 => {
-            return Err(ProbeError::Kernel {
-                what: ty.to_string(),
-                reason: std::io::Error::other("this kernel does not know the program type"),
-            })
-        }
+        0 => return Ok(unsupported(ty)),
         e => return Err(libbpf_error(ty, e)),
     }
     let mut helpers = Vec::with_capacity(helpers::HELPERS.len());
@@ -194,10 +192,35 @@ fn probe_one(ty: ProgType) -> Result<HookCapabilities, ProbeError> {
         helpers.push((name.to_string(), allowed));
     }
     Ok(HookCapabilities {
+        supported: true,
         helpers,
         context: context::probe(pt)?,
         return_codes: returns::of(ty),
     })
+}
+
+/// A program type the kernel does not know: nothing allowed.
+fn unsupported(ty: ProgType) -> HookCapabilities {
+    let none = FieldAccess {
+        read: false,
+        write: false,
+    };
+    HookCapabilities {
+        supported: false,
+        helpers: helpers::HELPERS
+            .iter()
+            .map(|(n, _)| (n.to_string(), false))
+            .collect(),
+        context: Context {
+            direct_packet_read: false,
+            direct_packet_write: false,
+            fields: context::SK_BUFF_FIELDS
+                .iter()
+                .map(|(n, _, _)| (n.to_string(), none))
+                .collect(),
+        },
+        return_codes: returns::of(ty),
+    }
 }
 
 /// A negative errno from libbpf's probes.
