@@ -142,8 +142,8 @@ fn without_privileges_the_doctor_reports_them_instead_of_erroring() {
     require_root!();
     let out = Command::new("setpriv")
         .args([
-            "--reuid=nobody",
-            "--regid=nogroup",
+            "--reuid=65534",
+            "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
             env!("CARGO_BIN_EXE_lwt"),
