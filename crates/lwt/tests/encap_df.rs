@@ -104,8 +104,17 @@ fn gre_tunnel(ch: &Chain, df: &str) {
     ch.c.ip(&["addr", "add", &format!("{INNER}/32"), "dev", "lo"]);
     ch.c.lwt_ok(&["decap", "add", "--dev", "vc", "--type", "gre"]);
     ch.a.lwt_ok(&[
-        "encap", "add", &format!("{INNER}/32"), "--dev", "va", "--type", "gre", "--remote",
-        "10.1.0.2", "--df", df,
+        "encap",
+        "add",
+        &format!("{INNER}/32"),
+        "--dev",
+        "va",
+        "--type",
+        "gre",
+        "--remote",
+        "10.1.0.2",
+        "--df",
+        df,
     ]);
 }
 
@@ -143,8 +152,8 @@ fn df_unset_is_fragmented_on_the_way_and_a_kernel_vxlan_device_reassembles() {
     require_root!();
     let ch = narrow_chain("dfvx");
     ch.c.ip(&[
-        "link", "add", "vx0", "type", "vxlan", "id", "42", "local", "10.1.0.2", "dstport",
-        "4789", "dev", "vc",
+        "link", "add", "vx0", "type", "vxlan", "id", "42", "local", "10.1.0.2", "dstport", "4789",
+        "dev", "vc",
     ]);
     ch.c.ip(&["addr", "add", "192.168.60.3/24", "dev", "vx0"]);
     ch.c.ip(&["link", "set", "vx0", "up"]);
@@ -156,8 +165,21 @@ fn df_unset_is_fragmented_on_the_way_and_a_kernel_vxlan_device_reassembles() {
         .expect("vx0's MAC")
         .to_string();
     ch.a.lwt_ok(&[
-        "encap", "add", &format!("{INNER}/32"), "--dev", "va", "--type", "vxlan", "--remote",
-        "10.1.0.2", "--vni", "42", "--inner-dst-mac", &mac, "--df", "unset",
+        "encap",
+        "add",
+        &format!("{INNER}/32"),
+        "--dev",
+        "va",
+        "--type",
+        "vxlan",
+        "--remote",
+        "10.1.0.2",
+        "--vni",
+        "42",
+        "--inner-dst-mac",
+        &mac,
+        "--df",
+        "unset",
     ]);
     let reasm = snmp(&ch.c, "Ip", "ReasmOKs");
     let got = upload(&ch, Duration::from_secs(20));

@@ -26,7 +26,7 @@ const UDP_SECONDS: f64 = 1.0;
 /// beside the stack's, so the tunnel's cost shows.
 const BATCH: usize = 64;
 /// Runs of each mode (the medians of these are reported).
-const RUNS: usize = 7;
+const RUNS: usize = 9;
 
 struct Setup {
     a: Ns,
@@ -310,7 +310,11 @@ impl ProgStats {
         use std::os::fd::FromRawFd;
         // SAFETY: plain libbpf calls; the fds returned are ours to own.
         let enabled = unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) };
-        anyhow::ensure!(enabled >= 0, "BPF_ENABLE_STATS: {}", std::io::Error::last_os_error());
+        anyhow::ensure!(
+            enabled >= 0,
+            "BPF_ENABLE_STATS: {}",
+            std::io::Error::last_os_error()
+        );
         let _enabled = unsafe { std::os::fd::OwnedFd::from_raw_fd(enabled) };
         let prog = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
         anyhow::ensure!(prog >= 0, "prog {id}: {}", std::io::Error::last_os_error());
@@ -373,7 +377,9 @@ pub fn run() -> anyhow::Result<()> {
         for i in order(modes.len(), run) {
             let s = &setups[i];
             let t = tcp(&s.a, &s.b, SocketAddr::new(s.target, 7001))?;
-            let stats = route_prog_id(&s.a, s.target).map(ProgStats::open).transpose()?;
+            let stats = route_prog_id(&s.a, s.target)
+                .map(ProgStats::open)
+                .transpose()?;
             let before = stats.as_ref().map(ProgStats::read);
             let u = udp(s)?;
             if let (Some(st), Some((t0, n0))) = (&stats, before) {
@@ -411,7 +417,8 @@ pub fn run() -> anyhow::Result<()> {
         );
     }
     // Ratios of the same run (the modes ran seconds apart), then their median.
-    let per_run = |f: &dyn Fn(usize, usize) -> f64| median((0..RUNS).map(|r| f(1, r) / f(2, r)).collect());
+    let per_run =
+        |f: &dyn Fn(usize, usize) -> f64| median((0..RUNS).map(|r| f(1, r) / f(2, r)).collect());
     let tcp_ratio = per_run(&|i, r| tcp_runs[i][r]);
     let udp_ratio = per_run(&|i, r| udp_runs[i][r].sent);
     let cpu_ratio = per_run(&|i, r| udp_runs[i][r].cpu_ns);
@@ -457,7 +464,9 @@ fn type_setup(n: usize, c: &TypeCase) -> anyhow::Result<Setup> {
     match c.kind {
         "vxlan" => {
             let mac = vxlan_in_b(&b, local, &["192.168.50.3/24", "2001:db8:50::3/64"])?;
-            args.extend(["--remote", remote, "--vni", "42", "--inner-dst-mac", &mac].map(String::from));
+            args.extend(
+                ["--remote", remote, "--vni", "42", "--inner-dst-mac", &mac].map(String::from),
+            );
         }
         "srv6" => {
             inner_on_lo(&b)?;
@@ -468,7 +477,14 @@ fn type_setup(n: usize, c: &TypeCase) -> anyhow::Result<Setup> {
                 sh("ip", &["netns", "exec", &b.0, "sysctl", "-qw", s])?;
             }
             let mut r = vec![
-                "-n", &b.0, "-6", "route", "add", "fc00::b", "encap", "seg6local",
+                "-n",
+                &b.0,
+                "-6",
+                "route",
+                "add",
+                "fc00::b",
+                "encap",
+                "seg6local",
             ];
             if c.inner_v6 {
                 r.extend(["action", "End.DT6", "table", "local"]);
@@ -477,7 +493,12 @@ fn type_setup(n: usize, c: &TypeCase) -> anyhow::Result<Setup> {
             }
             r.extend(["dev", "vb"]);
             sh("ip", &r)?;
-            sh("ip", &["-n", &a.0, "-6", "route", "add", "fc00::b", "via", "fd00::3"])?;
+            sh(
+                "ip",
+                &[
+                    "-n", &a.0, "-6", "route", "add", "fc00::b", "via", "fd00::3",
+                ],
+            )?;
             args.extend(["--segments", "fc00::b"].map(String::from));
         }
         _ => {
@@ -485,8 +506,16 @@ fn type_setup(n: usize, c: &TypeCase) -> anyhow::Result<Setup> {
             lwt(
                 &b,
                 &[
-                    "decap", "add", "--dev", "vb", "--type", c.kind, "--fou-port", "5555",
-                    "--gue-port", "6080",
+                    "decap",
+                    "add",
+                    "--dev",
+                    "vb",
+                    "--type",
+                    c.kind,
+                    "--fou-port",
+                    "5555",
+                    "--gue-port",
+                    "6080",
                 ],
             )?;
             args.extend(["--remote", remote].map(String::from));
@@ -509,10 +538,22 @@ fn type_setup(n: usize, c: &TypeCase) -> anyhow::Result<Setup> {
 
 /// B holds both inner addresses on `lo`.
 fn inner_on_lo(b: &Ns) -> anyhow::Result<()> {
-    sh("ip", &["-n", &b.0, "addr", "add", "192.168.50.3/32", "dev", "lo"])?;
     sh(
         "ip",
-        &["-n", &b.0, "addr", "add", "2001:db8:50::3/128", "dev", "lo", "nodad"],
+        &["-n", &b.0, "addr", "add", "192.168.50.3/32", "dev", "lo"],
+    )?;
+    sh(
+        "ip",
+        &[
+            "-n",
+            &b.0,
+            "addr",
+            "add",
+            "2001:db8:50::3/128",
+            "dev",
+            "lo",
+            "nodad",
+        ],
     )?;
     Ok(())
 }
@@ -520,7 +561,11 @@ fn inner_on_lo(b: &Ns) -> anyhow::Result<()> {
 /// The route's `mtu` and `advmss` metrics as `ip route` shows them.
 fn route_metrics(a: &Ns, target: IpAddr) -> String {
     let fam = if target.is_ipv6() { "-6" } else { "-4" };
-    let out = sh("ip", &["-n", &a.0, fam, "route", "show", &target.to_string()]).unwrap_or_default();
+    let out = sh(
+        "ip",
+        &["-n", &a.0, fam, "route", "show", &target.to_string()],
+    )
+    .unwrap_or_default();
     let words: Vec<&str> = out.split_whitespace().collect();
     let metric = |name: &str| {
         words
@@ -536,20 +581,76 @@ fn route_metrics(a: &Ns, target: IpAddr) -> String {
 /// `lwtkit-bench encap --types`.
 pub fn run_types() -> anyhow::Result<()> {
     let cases = [
-        TypeCase { kind: "vxlan", inner_v6: false, outer_v6: false },
-        TypeCase { kind: "vxlan", inner_v6: true, outer_v6: false },
-        TypeCase { kind: "fou", inner_v6: false, outer_v6: false },
-        TypeCase { kind: "fou", inner_v6: true, outer_v6: false },
-        TypeCase { kind: "gue", inner_v6: false, outer_v6: false },
-        TypeCase { kind: "gue", inner_v6: true, outer_v6: false },
-        TypeCase { kind: "gre", inner_v6: false, outer_v6: false },
-        TypeCase { kind: "gre", inner_v6: true, outer_v6: false },
-        TypeCase { kind: "ipip", inner_v6: false, outer_v6: false },
-        TypeCase { kind: "sit", inner_v6: true, outer_v6: false },
-        TypeCase { kind: "ip6ip6", inner_v6: true, outer_v6: true },
-        TypeCase { kind: "ip4in6", inner_v6: false, outer_v6: true },
-        TypeCase { kind: "srv6", inner_v6: false, outer_v6: true },
-        TypeCase { kind: "srv6", inner_v6: true, outer_v6: true },
+        TypeCase {
+            kind: "vxlan",
+            inner_v6: false,
+            outer_v6: false,
+        },
+        TypeCase {
+            kind: "vxlan",
+            inner_v6: true,
+            outer_v6: false,
+        },
+        TypeCase {
+            kind: "fou",
+            inner_v6: false,
+            outer_v6: false,
+        },
+        TypeCase {
+            kind: "fou",
+            inner_v6: true,
+            outer_v6: false,
+        },
+        TypeCase {
+            kind: "gue",
+            inner_v6: false,
+            outer_v6: false,
+        },
+        TypeCase {
+            kind: "gue",
+            inner_v6: true,
+            outer_v6: false,
+        },
+        TypeCase {
+            kind: "gre",
+            inner_v6: false,
+            outer_v6: false,
+        },
+        TypeCase {
+            kind: "gre",
+            inner_v6: true,
+            outer_v6: false,
+        },
+        TypeCase {
+            kind: "ipip",
+            inner_v6: false,
+            outer_v6: false,
+        },
+        TypeCase {
+            kind: "sit",
+            inner_v6: true,
+            outer_v6: false,
+        },
+        TypeCase {
+            kind: "ip6ip6",
+            inner_v6: true,
+            outer_v6: true,
+        },
+        TypeCase {
+            kind: "ip4in6",
+            inner_v6: false,
+            outer_v6: true,
+        },
+        TypeCase {
+            kind: "srv6",
+            inner_v6: false,
+            outer_v6: true,
+        },
+        TypeCase {
+            kind: "srv6",
+            inner_v6: true,
+            outer_v6: true,
+        },
     ];
     let runs = 5;
     println!(

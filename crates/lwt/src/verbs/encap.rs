@@ -177,11 +177,7 @@ fn render(t: &TunnelView) -> String {
     }
     line.push_str(&format!(
         "\n    packets {} bytes {} errors: no-tunnel {} push-failed {} malformed {}",
-        t.stats.packets,
-        t.stats.bytes,
-        t.stats.no_tunnel,
-        t.stats.push_failed,
-        t.stats.malformed
+        t.stats.packets, t.stats.bytes, t.stats.no_tunnel, t.stats.push_failed, t.stats.malformed
     ));
     line
 }
