@@ -21,7 +21,10 @@ use std::{
 use crate::e2e::{in_netns, lwt, pair, sh, Ns};
 
 const TCP_BYTES: usize = 256 << 20;
+/// UDP seconds per mode and run, sent in SLICES slices that alternate
+/// between the modes (drift within a run hits every mode alike).
 const UDP_SECONDS: f64 = 1.0;
+const SLICES: usize = 5;
 /// Datagrams per `sendmmsg` call: the sender's own cost per packet is small
 /// beside the stack's, so the tunnel's cost shows.
 const BATCH: usize = 64;
@@ -217,7 +220,33 @@ fn tcp(a: &Ns, b: &Ns, to: SocketAddr) -> anyhow::Result<f64> {
     Ok(TCP_BYTES as f64 / secs / 1e6)
 }
 
-/// One UDP measurement.
+/// One UDP measurement, or the sum of several.
+#[derive(Clone, Copy, Default)]
+struct UdpTotals {
+    sent: u64,
+    arrived: u64,
+    secs: f64,
+    cpu_ns: f64,
+}
+
+impl UdpTotals {
+    fn add(&mut self, o: UdpTotals) {
+        self.sent += o.sent;
+        self.arrived += o.arrived;
+        self.secs += o.secs;
+        self.cpu_ns += o.cpu_ns;
+    }
+
+    fn rates(&self) -> Udp {
+        Udp {
+            sent: self.sent as f64 / self.secs,
+            arrived: self.arrived as f64 / self.secs,
+            cpu_ns: self.cpu_ns / self.sent.max(1) as f64,
+        }
+    }
+}
+
+/// UDP rates.
 #[derive(Clone, Copy, Default)]
 struct Udp {
     /// Datagrams per second the sender got out.
@@ -243,10 +272,10 @@ fn rx_packets(b: &Ns) -> anyhow::Result<u64> {
     })?
 }
 
-/// 64-byte UDP payloads A -> B for UDP_SECONDS, `sendmmsg` x BATCH from one
+/// 64-byte UDP payloads A -> B for `seconds`, `sendmmsg` x BATCH from one
 /// socket on CPU 0 (B receives on the same CPU: veth hands packets to the
-/// sending CPU's backlog).
-fn udp(s: &Setup) -> anyhow::Result<Udp> {
+/// sending CPU's backlog, and its softirq time is charged to the sender).
+fn udp(s: &Setup, seconds: f64) -> anyhow::Result<UdpTotals> {
     let to = SocketAddr::new(s.target, 7002);
     let _sink = in_netns(&s.b, move || UdpSocket::bind(to))??;
     let rx0 = rx_packets(&s.b)?;
@@ -280,20 +309,21 @@ fn udp(s: &Setup) -> anyhow::Result<Udp> {
         };
         let (c0, t0) = (cpu(), Instant::now());
         let mut sent = 0u64;
-        while t0.elapsed().as_secs_f64() < UDP_SECONDS {
+        while t0.elapsed().as_secs_f64() < seconds {
             // SAFETY: msgs point at live iovecs and payload.
             let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0) };
             anyhow::ensure!(n >= 0, "sendmmsg: {}", std::io::Error::last_os_error());
             sent += n as u64;
         }
         let (c1, secs) = (cpu(), t0.elapsed().as_secs_f64());
-        Ok((sent, secs, (c1 - c0) / sent.max(1) as f64))
+        Ok((sent, secs, c1 - c0))
     })??;
-    std::thread::sleep(Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(20));
     let arrived = rx_packets(&s.b)?.saturating_sub(rx0);
-    Ok(Udp {
-        sent: sent as f64 / secs,
-        arrived: arrived as f64 / secs,
+    Ok(UdpTotals {
+        sent,
+        arrived,
+        secs,
         cpu_ns,
     })
 }
@@ -357,7 +387,7 @@ fn order(n: usize, run: usize) -> impl Iterator<Item = usize> {
 /// `lwtkit-bench encap`: lwtkit VXLAN against the kernel vxlan device.
 pub fn run() -> anyhow::Result<()> {
     println!(
-        "\nencapsulation end to end: A -> B over veth; one TCP stream of {} MiB; UDP 64-byte payloads, sendmmsg x{BATCH}, {UDP_SECONDS} s; {RUNS} runs per mode, alternating in rotated order; sender on CPU 0, TCP receiver on CPU 1",
+        "\nencapsulation end to end: A -> B over veth; one TCP stream of {} MiB; UDP 64-byte payloads, sendmmsg x{BATCH}, {UDP_SECONDS} s in {SLICES} slices; {RUNS} runs per mode, alternating in rotated order; sender on CPU 0, TCP receiver on CPU 1",
         TCP_BYTES >> 20
     );
     let modes = [
@@ -373,29 +403,40 @@ pub fn run() -> anyhow::Result<()> {
     let mut udp_runs: Vec<Vec<Udp>> = vec![Vec::new(); modes.len()];
     // ns per packet of lwtkit's encap program during the UDP runs.
     let mut prog_ns = Vec::new();
+    let n = modes.len();
     for run in 0..RUNS {
-        for i in order(modes.len(), run) {
+        let mut t = vec![0.0; n];
+        for i in order(n, run) {
             let s = &setups[i];
-            let t = tcp(&s.a, &s.b, SocketAddr::new(s.target, 7001))?;
-            let stats = route_prog_id(&s.a, s.target)
-                .map(ProgStats::open)
-                .transpose()?;
-            let before = stats.as_ref().map(ProgStats::read);
-            let u = udp(s)?;
-            if let (Some(st), Some((t0, n0))) = (&stats, before) {
-                let (t1, n1) = st.read();
-                prog_ns.push((t1 - t0) as f64 / (n1 - n0).max(1) as f64);
+            t[i] = tcp(&s.a, &s.b, SocketAddr::new(s.target, 7001))?;
+        }
+        let stats = route_prog_id(&setups[1].a, setups[1].target)
+            .map(ProgStats::open)
+            .transpose()?;
+        let before = stats.as_ref().map(ProgStats::read);
+        let mut u = vec![UdpTotals::default(); n];
+        for slice in 0..SLICES {
+            for i in order(n, run + slice) {
+                u[i].add(udp(&setups[i], UDP_SECONDS / SLICES as f64)?);
             }
+        }
+        if let (Some(st), Some((t0, n0))) = (&stats, before) {
+            let (t1, n1) = st.read();
+            prog_ns.push((t1 - t0) as f64 / (n1 - n0).max(1) as f64);
+        }
+        for i in 0..n {
+            let r = u[i].rates();
             println!(
-                "  run {} {:<7} TCP {t:>6.0} MB/s  UDP sent {:>6.1} kpps, arrived {:>6.1} kpps, sender CPU {:>5.0} ns/packet",
+                "  run {} {:<7} TCP {:>6.0} MB/s  UDP sent {:>6.1} kpps, arrived {:>6.1} kpps, sender CPU {:>5.0} ns/packet",
                 run + 1,
                 modes[i].0,
-                u.sent / 1e3,
-                u.arrived / 1e3,
-                u.cpu_ns
+                t[i],
+                r.sent / 1e3,
+                r.arrived / 1e3,
+                r.cpu_ns
             );
-            tcp_runs[i].push(t);
-            udp_runs[i].push(u);
+            tcp_runs[i].push(t[i]);
+            udp_runs[i].push(r);
         }
     }
     let t: Vec<f64> = tcp_runs.iter().map(|v| median(v.clone())).collect();
