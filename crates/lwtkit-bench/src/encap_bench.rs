@@ -693,7 +693,7 @@ pub fn run_types() -> anyhow::Result<()> {
             outer_v6: true,
         },
     ];
-    let runs = 5;
+    let runs = 7;
     println!(
         "\nevery tunnel type, TCP A -> B over veth ({} MiB, GSO on), as a ratio to plain routing between the same namespaces over the same veth (10.0.0.3 / fd00::3 directly); median of {runs} runs, tunnel and plain alternating",
         TCP_BYTES >> 20
