@@ -1,4 +1,5 @@
-//! `--df` on the wire: a tunnel from A to C through a router B whose link
+//! What the route MTU gives TCP (`encap add` and `encap list` state the
+//! segment sizes), and `--df` on the wire: a tunnel from A to C through a router B whose link
 //! towards C has a smaller MTU (1300) than the tunnel's ends (1500), so the
 //! outer packets of a TCP upload do not fit on the way. C's own device is
 //! 1500 bytes, so C advertises the full MSS and the limit is only in the
@@ -24,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{json, Chain, Netns};
+use common::{json, Chain, Netns, Pair};
 
 const INNER: &str = "192.168.60.3";
 const UPLOAD: usize = 1 << 20;
@@ -203,5 +204,68 @@ fn df_unset_fragments_reach_lwt_decap_which_counts_them_and_delivers_nothing() {
     assert!(
         snmp(&ch.c, "Ip", "ReasmOKs") > 0,
         "the stack reassembled them (and had no tunnel for them)"
+    );
+}
+
+#[test]
+fn encap_add_and_list_state_the_tcp_segment_sizes_the_route_gives() {
+    require_root!();
+    let p = Pair::new("segs");
+    // vxlan over IPv4 (50 bytes) on a 1500-byte veth, IPv4 and IPv6 inner.
+    let out = p.a.lwt_ok(&[
+        "encap",
+        "add",
+        "192.168.70.3/32",
+        "--dev",
+        "va",
+        "--type",
+        "vxlan",
+        "--remote",
+        "10.0.0.3",
+        "--vni",
+        "42",
+        "--inner-dst-mac",
+        "02:00:00:00:b0:01",
+    ]);
+    assert!(
+        out.contains("route mtu 1450: TCP segments carry up to 1410 bytes, segments cut from GSO packets 1360"),
+        "{out}"
+    );
+    p.a.lwt_ok(&[
+        "encap",
+        "add",
+        "2001:db8:70::3/128",
+        "--dev",
+        "va",
+        "--type",
+        "vxlan",
+        "--remote",
+        "10.0.0.3",
+        "--vni",
+        "42",
+        "--inner-dst-mac",
+        "02:00:00:00:b0:01",
+    ]);
+    let list = json(&p.a.lwt_ok(&["encap", "list", "-j"]));
+    let sizes = |dst: &str| {
+        list.as_array()
+            .expect("tunnels")
+            .iter()
+            .find(|t| t["dst"] == dst)
+            .map(|t| t["tcp_segments"].clone())
+            .expect("the tunnel")
+    };
+    assert_eq!(
+        sizes("192.168.70.3/32"),
+        serde_json::json!({"route_mtu": 1450, "mss": 1410, "gso_segment": 1360})
+    );
+    assert_eq!(
+        sizes("2001:db8:70::3/128"),
+        serde_json::json!({"route_mtu": 1450, "mss": 1390, "gso_segment": 1340})
+    );
+    let text = p.a.lwt_ok(&["encap", "list"]);
+    assert!(
+        text.contains("route mtu 1450 tcp segments 1410 (from GSO packets 1360)"),
+        "{text}"
     );
 }
