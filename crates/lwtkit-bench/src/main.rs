@@ -7,7 +7,8 @@
 //! filter, lwtkit, nftables as a plain chain, nftables with a set; the
 //! sender's CPU time per packet and packets per second, as ratios to the
 //! no-filter run. Needs root; removes its namespaces.
-//! encap: VXLAN through lwtkit against plain routing and a kernel device.
+//! encap: VXLAN through lwtkit against plain routing and a kernel device;
+//! `encap --types`: every tunnel type's TCP throughput against plain routing.
 //! mix: the filter's cost per rule family (`mix [--seed N] [--reps N]
 //! [--sweep PACKETS] [--rules N]`): one hot packet and a sweep of different
 //! packets at 10 and 100k rules, checked against the model, beside the
@@ -31,7 +32,7 @@ fn main() -> anyhow::Result<()> {
         "testrun" | "mix" | "e2e" | "encap" | "routes" | "changes" | "all"
     ) {
         anyhow::bail!(
-            "usage: lwtkit-bench [testrun|mix [--seed N]|e2e|encap|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|all]"
+            "usage: lwtkit-bench [testrun|mix [--seed N]|e2e|encap [--types]|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|all]"
         );
     }
     if matches!(what.as_str(), "testrun" | "all") {
@@ -43,7 +44,9 @@ fn main() -> anyhow::Result<()> {
     if matches!(what.as_str(), "e2e" | "all") {
         e2e::run()?;
     }
-    if matches!(what.as_str(), "encap" | "all") {
+    if what == "encap" && args.get(1).is_some_and(|a| a == "--types") {
+        encap_bench::run_types()?;
+    } else if matches!(what.as_str(), "encap" | "all") {
         encap_bench::run()?;
     }
     if what == "changes" {

@@ -96,7 +96,14 @@ fn add(a: EncapAddArgs, out: &Output) -> anyhow::Result<()> {
     };
     let on_input = req.hook == Hook::In;
     let fixup_kind = req.spec.kind.needs_proto_fixup();
+    let table = req.table.unwrap_or(lwtkit::route::table::RT_TABLE_MAIN);
+    let (dst, table) = (req.dst, lwtkit::route::table::table_name(table));
     let done = encap::add(req)?;
+    // What TCP through the route gets (text only: the JSON is attach's).
+    let segments = encap::list()
+        .ok()
+        .and_then(|l| l.into_iter().find(|t| t.dst == dst && t.table == table))
+        .and_then(|t| Some((t.tcp_segments?, t.header_len)));
     if on_input
         && std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/accept_local")
             .is_ok_and(|v| v.trim() == "0")
@@ -114,10 +121,18 @@ fn add(a: EncapAddArgs, out: &Output) -> anyhow::Result<()> {
         );
     }
     out.emit(&done, |d| {
-        format!(
+        let mut text = format!(
             "{} now goes into the {kind} tunnel (hook {}, prog id {})",
             d.route, d.hook, d.id
-        )
+        );
+        if let Some((s, header)) = segments {
+            text.push_str(&format!(
+                "\nroute mtu {}: TCP segments carry up to {} bytes, segments cut from GSO packets {} \
+                 (the kernel shrinks GSO segments by the {header}-byte header; docs/encap.md, GSO and TCP)",
+                s.route_mtu, s.mss, s.gso_segment
+            ));
+        }
+        text
     })
 }
 
@@ -153,14 +168,16 @@ fn render(t: &TunnelView) -> String {
     if s.udp6_zero_csum {
         line.push_str(" udp6-zero-csum");
     }
+    line.push_str(&format!(" header {} bytes", t.header_len));
+    if let Some(s) = t.tcp_segments {
+        line.push_str(&format!(
+            "\n    route mtu {} tcp segments {} (from GSO packets {})",
+            s.route_mtu, s.mss, s.gso_segment
+        ));
+    }
     line.push_str(&format!(
-        " header {} bytes\n    packets {} bytes {} errors: no-tunnel {} push-failed {} malformed {}",
-        t.header_len,
-        t.stats.packets,
-        t.stats.bytes,
-        t.stats.no_tunnel,
-        t.stats.push_failed,
-        t.stats.malformed
+        "\n    packets {} bytes {} errors: no-tunnel {} push-failed {} malformed {}",
+        t.stats.packets, t.stats.bytes, t.stats.no_tunnel, t.stats.push_failed, t.stats.malformed
     ));
     line
 }

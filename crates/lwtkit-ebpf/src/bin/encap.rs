@@ -38,8 +38,9 @@ const _: () = assert!(maps::same(".rodata.table", maps::encap::TABLE_SECTION));
 #[btf_map]
 static SCRATCH: PerCpuArray<[u8; SUM_CHUNK], 1> = PerCpuArray::new();
 
-/// The header block being patched (too large for the 512-byte stack
-/// beside the checksum code).
+/// The header block of packets whose headers must be complete before the
+/// push (`lwt_in`, and GSO packets of some types on `lwt_xmit`; too large
+/// for the 512-byte stack beside the checksum code).
 #[btf_map]
 static HEADER: PerCpuArray<[u8; MAX_HEADER], 1> = PerCpuArray::new();
 
@@ -63,27 +64,30 @@ fn encapsulate<const XMIT: bool>(ctx: SkBuffContext) -> i32 {
     let len = ctx.len();
     // One load covers an IPv4 header; IPv6 adds the destination's bytes.
     let Ok(h) = ctx.load::<[u8; 20]>(0) else { return malformed() };
-    let mut key = Key::new(0, [0u8; EncapKey::DATA_LEN]);
     // SAFETY: a plain read of a u32 static; volatile so the compiler cannot
     // fold in the placeholder that user space overwrites.
     let table = unsafe { core::ptr::read_volatile(&ENCAP_TABLE) };
-    key.data[0..4].copy_from_slice(&table.to_be_bytes());
-    let (ttl, tos) = match h[0] >> 4 {
+    // The key is built from whole words: zeroing a byte array first would
+    // become a call to a byte-by-byte memset.
+    let word = |b: &[u8; 20], i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let (words, bits, ttl, tos) = match h[0] >> 4 {
         6 => {
             let Ok(rest) = ctx.load::<[u8; 20]>(20) else { return malformed() };
-            key.data[7] = 6;
-            key.data[8..24].copy_from_slice(&rest[4..20]);
-            key.prefix_len = EncapKey::HEADER_BITS + 128;
-            (h[7], (h[0] << 4) | (h[1] >> 4))
+            let family = u32::from_ne_bytes([0, 0, 0, 6]);
+            let dst = [word(&rest, 4), word(&rest, 8), word(&rest, 12), word(&rest, 16)];
+            let words = [table.to_be(), family, dst[0], dst[1], dst[2], dst[3]];
+            (words, 128, h[7], (h[0] << 4) | (h[1] >> 4))
         }
         4 => {
-            key.data[7] = 4;
-            key.data[8..12].copy_from_slice(&h[16..20]);
-            key.prefix_len = EncapKey::HEADER_BITS + 32;
-            (h[8], h[1])
+            let family = u32::from_ne_bytes([0, 0, 0, 4]);
+            ([table.to_be(), family, word(&h, 16), 0, 0, 0], 32, h[8], h[1])
         }
         _ => return malformed(),
     };
+    const _: () = assert!(EncapKey::DATA_LEN == 24);
+    // SAFETY: [u32; 6] and [u8; 24] have the same size; any bytes are valid.
+    let data = unsafe { core::mem::transmute::<[u32; 6], [u8; EncapKey::DATA_LEN]>(words) };
+    let key = Key::new(EncapKey::HEADER_BITS + bits, data);
     let Some(entry) = TUNNELS.get(&key) else {
         if let Some(s) = stats(NO_TUNNEL_SLOT) {
             s.no_tunnel += 1;
@@ -97,12 +101,6 @@ fn encapsulate<const XMIT: bool>(ctx: SkBuffContext) -> i32 {
     // The same value, in a form whose bounds the verifier can see after
     // the compiler has reloaded it: 20..=256.
     let hlen = 20 + (hlen.wrapping_sub(20) & 0x1ff).min(MAX_HEADER as u32 - 20);
-    // SAFETY: this CPU's slot; no other user while the program runs.
-    let Some(hdr) = HEADER.get_ptr_mut(0).map(|p| unsafe { &mut *p }) else {
-        return BPF_DROP;
-    };
-    // SAFETY: two distinct map values of MAX_HEADER bytes.
-    unsafe { core::ptr::copy_nonoverlapping(entry.header.as_ptr(), hdr.as_mut_ptr(), MAX_HEADER) };
     let outer_len = hlen + len;
     let f = entry.flags;
     // SAFETY: reads of the context the verifier allows on LWT programs.
@@ -115,6 +113,12 @@ fn encapsulate<const XMIT: bool>(ctx: SkBuffContext) -> i32 {
         0
     };
     let inner_v6 = h[0] >> 4 == 6;
+    // Every field that changes per packet lies in the first PATCHED bytes
+    // (an IPv6 or IPv4 header and a UDP header): they are patched in a
+    // copy on the stack, the rest of the block is pushed as the map holds it.
+    let mut pre = Patched([0; PATCHED]);
+    copy_words(pre.0.as_mut_ptr(), entry.header.as_ptr(), PATCHED / 8);
+    let hdr = &mut pre.0;
     let udp = if f & flags::OUTER_V6 != 0 {
         hdr[4..6].copy_from_slice(&((outer_len - 40) as u16).to_be_bytes());
         if f & flags::TTL_INHERIT != 0 {
@@ -172,10 +176,16 @@ fn encapsulate<const XMIT: bool>(ctx: SkBuffContext) -> i32 {
             // chosen by push_encap because the field is not 0). Otherwise
             // the whole checksum, computed here.
             let sum = if gso {
-                let s = fold(pseudo6(hdr, udp_len, 17));
+                let s = fold(pseudo6(&entry.header, udp_len, 17));
                 if s == 0 { 0xffff } else { s }
             } else {
-                let s = udp6_checksum(ctx.skb.skb, hdr, hlen, udp_len, len);
+                let s = udp6_checksum(
+                    ctx.skb.skb,
+                    &entry.header,
+                    hlen,
+                    u32::from(sport) << 16 | udp_len,
+                    len,
+                );
                 if s < 0 {
                     return push_failed(entry.counter);
                 }
@@ -184,34 +194,98 @@ fn encapsulate<const XMIT: bool>(ctx: SkBuffContext) -> i32 {
             hdr[46..48].copy_from_slice(&sum.to_be_bytes());
         }
     }
-    // bpf_lwt_push_encap takes GSO packets only under UDP, GRE or "IP in
-    // IP" as it spells it (protocol 0 or 41): push with 0, then write the
-    // real protocol. The kernel's segmentation reads the real one later
-    // (ipip, ip4in6, or an SRH before the inner packet: SKB_GSO_IPXIP4/6).
-    let fixup = if XMIT && f & flags::PROTO_FIXUP != 0 {
-        let at = if udp == 40 { 6 } else { 9 };
-        let real = hdr[at];
-        hdr[at] = 0;
-        Some((at, real))
+    // bpf_lwt_push_encap reads the pushed header of a GSO packet: the UDP
+    // checksum field decides SKB_GSO_UDP_TUNNEL_CSUM, and it takes GSO
+    // packets only under UDP, GRE or "IP in IP" as it spells it (protocol 0
+    // or 41). Such packets are built whole in the scratch map first (ipip,
+    // ip4in6 and srv6 pushed with 0, the real byte written after the push:
+    // the kernel's segmentation reads the real one later, SKB_GSO_IPXIP4/6).
+    // `lwt_in` cannot write the packet, so there every header is built first.
+    let whole = !XMIT || (gso && f & (flags::PROTO_FIXUP | flags::UDP6_CSUM) != 0);
+    let rc = if whole {
+        // SAFETY: this CPU's slot; no other user while the program runs.
+        let Some(block) = HEADER.get_ptr_mut(0).map(|p| unsafe { &mut *p }) else {
+            return BPF_DROP;
+        };
+        copy_words(block.as_mut_ptr(), entry.header.as_ptr(), hlen as usize / 8 + 1);
+        copy_words(block.as_mut_ptr(), pre.0.as_ptr(), PATCHED / 8);
+        let fixup = if XMIT && f & flags::PROTO_FIXUP != 0 {
+            let at = if udp == 40 { 6 } else { 9 };
+            let real = block[at];
+            block[at] = 0;
+            Some((at, real))
+        } else {
+            None
+        };
+        // SAFETY: `block` holds MAX_HEADER bytes and 20 <= hlen <= MAX_HEADER.
+        let rc = unsafe {
+            bpf_lwt_push_encap(ctx.skb.skb, BPF_LWT_ENCAP_IP, block.as_mut_ptr().cast(), hlen)
+        };
+        match fixup {
+            Some((at, real)) if rc == 0 => i64::from(ctx.store(at, &real, 0).is_err()),
+            _ => rc,
+        }
     } else {
-        None
+        // Pushed straight from the map value, then the patched bytes
+        // written over the pushed ones.
+        // SAFETY: the map value holds MAX_HEADER bytes, 20 <= hlen <= MAX_HEADER.
+        let rc = unsafe {
+            bpf_lwt_push_encap(
+                ctx.skb.skb,
+                BPF_LWT_ENCAP_IP,
+                entry.header.as_ptr().cast_mut().cast(),
+                hlen,
+            )
+        };
+        // 20, 28, 40 or 48: the outer IP header and UDP, never past hlen.
+        let n = udp as u32 + if f & flags::UDP != 0 { 8 } else { 0 };
+        if rc == 0 {
+            // SAFETY: n <= PATCHED bytes of `pre`.
+            let rc = unsafe {
+                aya_ebpf::helpers::bpf_skb_store_bytes(
+                    ctx.skb.skb.cast(),
+                    0,
+                    pre.0.as_ptr().cast(),
+                    n.min(PATCHED as u32),
+                    0,
+                )
+            };
+            i64::from(rc != 0)
+        } else {
+            rc
+        }
     };
-    // SAFETY: `hdr` holds MAX_HEADER bytes and 20 <= hlen <= MAX_HEADER.
-    let rc = unsafe { bpf_lwt_push_encap(ctx.skb.skb, BPF_LWT_ENCAP_IP, hdr.as_mut_ptr().cast(), hlen) };
     let Some(s) = stats(entry.counter) else { return BPF_DROP };
     if rc != 0 {
         s.push_failed += 1;
         return BPF_DROP;
     }
-    if let Some((at, real)) = fixup {
-        if ctx.store(at, &real, 0).is_err() {
-            s.push_failed += 1;
-            return BPF_DROP;
-        }
-    }
     s.packets += 1;
     s.bytes += u64::from(len);
     BPF_LWT_REROUTE
+}
+
+/// Bytes at the start of the header block that hold every per-packet field.
+const PATCHED: usize = 48;
+
+/// The patched bytes, aligned so they are copied a word at a time.
+#[repr(C, align(8))]
+struct Patched([u8; PATCHED]);
+
+/// Copies `words` 8-byte words (at most MAX_HEADER bytes) from `src` to
+/// `dst`, both 8-byte aligned (map values and `Patched`). A plain copy of
+/// byte arrays would become a call to a byte-by-byte memcpy.
+#[inline(always)]
+fn copy_words(dst: *mut u8, src: *const u8, words: usize) {
+    let (dst, src) = (dst.cast::<u64>(), src.cast::<u64>());
+    for i in 0..MAX_HEADER / 8 {
+        if i >= words {
+            break;
+        }
+        // SAFETY: i < MAX_HEADER / 8 words of two MAX_HEADER-byte buffers
+        // (callers pass at most that many), aligned as documented.
+        unsafe { dst.add(i).write(src.add(i).read()) };
+    }
 }
 
 #[inline(always)]
@@ -283,15 +357,18 @@ fn kernel_sum(raw: i64) -> u64 {
 #[inline(never)]
 fn udp6_checksum(
     skb: *mut aya_ebpf::bindings::__sk_buff,
-    hdr: &mut [u8; MAX_HEADER],
+    hdr: &[u8; MAX_HEADER],
     hlen: u32,
-    udp_len: u32,
+    port_len: u32,
     len: u32,
 ) -> i32 {
+    // Five arguments at most: the source port and UDP length share one.
+    let (sport, udp_len) = (port_len >> 16, port_len & 0xffff);
     let ctx = SkBuffContext::new(skb);
     let Ok(h) = ctx.load::<[u8; 20]>(0) else { return -1 };
-    // The headers after the IPv6 one (UDP with checksum 0, then the
-    // tunnel's own), zero-padded to whole words in the map entry.
+    // The headers after the IPv6 one as the map holds them (UDP with source
+    // port, length and checksum 0, then the tunnel's own), zero-padded to
+    // whole words; the source port and length are added below.
     let n = (hlen.saturating_sub(40) + 3) & !3;
     let n = n.min((MAX_HEADER - 40) as u32);
     // SAFETY: 40 + n <= MAX_HEADER bytes of `hdr`.
@@ -299,7 +376,7 @@ fn udp6_checksum(
         bpf_csum_diff(
             core::ptr::null_mut(),
             0,
-            hdr.as_mut_ptr().add(40).cast(),
+            hdr.as_ptr().add(40).cast_mut().cast(),
             n,
             0,
         )
@@ -307,7 +384,8 @@ fn udp6_checksum(
     if raw < 0 {
         return -1;
     }
-    let mut sum = pseudo6(hdr, udp_len, 17) + kernel_sum(raw);
+    let mut sum =
+        pseudo6(hdr, udp_len, 17) + kernel_sum(raw) + u64::from(sport) + u64::from(udp_len);
     let inner: i64 = match h[0] >> 4 {
         4 => {
             let ihl = u32::from(h[0] & 0x0f) * 4;
@@ -413,7 +491,7 @@ fn malformed() -> i32 {
 
 /// The IPv4 header checksum of the first 20 bytes.
 #[inline(always)]
-fn ipv4_checksum(h: &[u8; MAX_HEADER]) -> u16 {
+fn ipv4_checksum(h: &[u8; PATCHED]) -> u16 {
     let mut sum = 0u32;
     for i in 0..10 {
         sum += u32::from(u16::from_be_bytes([h[2 * i], h[2 * i + 1]]));

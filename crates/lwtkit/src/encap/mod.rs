@@ -126,7 +126,56 @@ pub struct TunnelView {
     #[serde(flatten)]
     pub spec: TunnelSpec,
     pub header_len: usize,
+    /// What TCP through the route gets; `None` when the route or its MTU
+    /// metric cannot be read. (`segments` is srv6's segment list.)
+    pub tcp_segments: Option<Segments>,
     pub stats: EncapStats,
+}
+
+/// The TCP segment sizes a tunnel's route gives, without TCP options
+/// (timestamps take 12 bytes more from each).
+///
+/// TCP takes its MSS from the route MTU, which lwtkit lowers by the header
+/// so that a single (non-GSO) segment fits the device once encapsulated.
+/// `bpf_lwt_push_encap` also shrinks a GSO packet's segment size by the
+/// header (`handle_gso_type`), and no LWT helper sets it back, so each
+/// segment cut from a GSO packet carries `header_len` bytes less than the
+/// MSS: the outer segments are one header short of the device MTU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Segments {
+    /// The route's `mtu` metric.
+    pub route_mtu: u32,
+    /// TCP payload bytes of a single segment (route MTU - IP and TCP headers).
+    pub mss: u32,
+    /// TCP payload bytes of each segment cut from a GSO packet.
+    pub gso_segment: u32,
+}
+
+impl Segments {
+    /// The sizes for a route MTU, inner family and header length.
+    pub fn new(route_mtu: u32, inner_v6: bool, header_len: usize) -> Self {
+        let mss = route_mtu.saturating_sub(if inner_v6 { 60 } else { 40 });
+        Segments {
+            route_mtu,
+            mss,
+            gso_segment: mss.saturating_sub(header_len as u32),
+        }
+    }
+}
+
+/// The segment sizes the route of `dst` in `table` gives now (its `mtu`
+/// metric as the kernel holds it).
+pub fn segments(rtnl: &mut Rtnl, dst: &IpNet, table: u32, header_len: usize) -> Option<Segments> {
+    use netlink_packet_route::route::{RouteAttribute, RouteMetric};
+    let route = crate::route::lookup::find(rtnl, &ops::RouteKey { dst: *dst, table }).ok()??;
+    let mtu = route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Metrics(m) => m.iter().find_map(|m| match m {
+            RouteMetric::Mtu(v) => Some(*v),
+            _ => None,
+        }),
+        _ => None,
+    })?;
+    Some(Segments::new(mtu, dst.addr().is_ipv6(), header_len))
 }
 
 impl crate::ns::Record for TunnelRecord {
@@ -601,9 +650,13 @@ pub fn tunnels() -> Result<Vec<TunnelRecord>> {
 /// `lwt encap list`: every tunnel with its counters.
 pub fn list() -> Result<Vec<TunnelView>> {
     let stats = MapHandle::from_pinned_path(pins()?.join(STATS)).ok();
+    let mut rtnl = Rtnl::open().ok();
     Ok(tunnels()?
         .into_iter()
         .map(|r| {
+            let tcp_segments = rtnl
+                .as_mut()
+                .and_then(|n| segments(n, &r.dst, r.table, r.header_len));
             let s = stats
                 .as_ref()
                 .map(|m| read_stats(m, r.counter))
@@ -615,6 +668,7 @@ pub fn list() -> Result<Vec<TunnelView>> {
                 hook: r.hook,
                 spec: r.spec,
                 header_len: r.header_len,
+                tcp_segments,
                 stats: s,
             }
         })
