@@ -75,8 +75,16 @@ pub fn check() -> Result<Vec<Finding>> {
     let sid_records = txn.all::<SidRecord>()?;
     let decap_records = txn.all::<DecapRecord>()?;
     // The records as written: the live generation is compared with them.
-    let policies = txn.all::<Policy>()?;
+    let mut policies = txn.all::<Policy>()?;
     let mut out = Vec::new();
+    for p in &mut policies {
+        if let Err(e) = crate::filter::store::load_rules(&txn.dir().join("filters"), p) {
+            out.push(Finding::new(
+                "rules",
+                format!("policy `{}`: its rules file cannot be read: {e}", p.name),
+            ));
+        }
+    }
     for rec in &records {
         let key = RouteKey {
             dst: rec.dst,

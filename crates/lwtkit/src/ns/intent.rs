@@ -20,6 +20,7 @@ use crate::{
     route::{
         kernel::{self, Marks, RouteTable},
         ops::RouteKey,
+        swap::HookSwap,
     },
 };
 
@@ -75,6 +76,15 @@ pub enum Step {
     /// Delete a route lwtkit added (hex of its RTM_NEWROUTE payload), if it
     /// is still there.
     DeleteRoute { route: String },
+    /// Swap the programs of some hooks of a route in place, if it carries
+    /// exactly the programs `before` names (a route gone, already swapped
+    /// or changed by someone else is left alone).
+    SwapHooks {
+        dst: IpNet,
+        table: u32,
+        before: Marks,
+        swaps: Vec<HookSwap>,
+    },
 }
 
 /// Which bookkeeping applies when the kernel shows neither the change nor
@@ -193,6 +203,20 @@ pub fn apply(steps: &[Step]) -> Result<()> {
                         return Err(e.into());
                     }
                 }
+            }
+            Step::SwapHooks {
+                dst,
+                table,
+                before,
+                swaps,
+            } => {
+                let mut rtnl = crate::route::netlink::Rtnl::open()?;
+                let key = RouteKey {
+                    dst: *dst,
+                    table: *table,
+                };
+                let swapped = crate::route::swap::swap_hooks(&mut rtnl, &key, before, swaps)?;
+                tracing::info!(route = %key, ?swapped, "swapping hooks of an interrupted change");
             }
         }
     }
