@@ -690,8 +690,12 @@ fn grown_or_not(ns: &Netns) {
     let rules = shown["rules"].as_array().expect("rules");
     let grown = rules.len() > 2;
     assert_eq!(shown["capacity"], if grown { 4 } else { 2 }, "{shown}");
-    let ruled = rules.iter().any(|r| r["dport"]["lo"] == 7001);
-    let accepted = send_udp_lossy(ns, "10.0.0.7:7001", 1, 32);
+    // The replaced rules have one for any destination (port 7002).
+    let ruled = rules
+        .iter()
+        .any(|r| r["dport"]["lo"] == 7002 && r["dst"].is_null());
+    assert_eq!(ruled, grown && rules[0]["id"] != 1, "{shown}");
+    let accepted = send_udp_lossy(ns, "10.0.0.7:7002", 1, 32);
     assert_eq!(accepted, usize::from(!ruled), "{shown}");
     let routes = ns.ip(&["route", "show"]);
     assert_eq!(
@@ -707,7 +711,7 @@ fn three_rules_file() -> std::path::PathBuf {
     let file = dir.join("three-rules");
     std::fs::write(
         &file,
-        "dst 10.0.0.8/32 proto udp dport 7001 drop\ndst 10.0.0.8/32 proto udp dport 7004 drop\nproto udp dport 7005 drop\n",
+        "dst 10.0.0.8/32 proto udp dport 7001 drop\ndst 10.0.0.8/32 proto udp dport 7004 drop\nproto udp dport 7002 drop\n",
     )
     .expect("rules file");
     file
