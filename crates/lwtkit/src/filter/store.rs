@@ -616,7 +616,7 @@ impl<'a> Policies<'a> {
         let next = old ^ 1;
         p.slots = slots;
         p.next_id = next_id;
-        let cells = self.compile(&p, &rules)?;
+        let cells = timed("compile", || self.compile(&p, &rules))?;
         let top = rules.iter().map(|r| p.slot_of(r.id)).max().unwrap_or(0);
         let (capacity, ncells) =
             sizes_for(&p, top, cells.len()).ok_or_else(|| FilterError::TooBig {
@@ -629,11 +629,13 @@ impl<'a> Policies<'a> {
             p.cells = ncells;
             return self.grow(txn, old_p, p, rules, &cells);
         }
-        self.zero_slots(
-            &p,
-            next,
-            std::iter::once(0).chain(rules.iter().map(|r| p.slot_of(r.id))),
-        )?;
+        timed("counters", || {
+            self.zero_slots(
+                &p,
+                next,
+                std::iter::once(0).chain(rules.iter().map(|r| p.slot_of(r.id))),
+            )
+        })?;
         // The flip is the change: once the config map says `next`, the new
         // rules are live and the record must say so, even if lwt is killed
         // right after (then the counters carried over are those read here,
@@ -642,8 +644,8 @@ impl<'a> Policies<'a> {
         let mut after = p.clone();
         after.generation = next;
         after.rules = rules;
-        let early = self.carry(&old_p, &after.rules)?;
-        let (new_file, old_file) = self.write_rules(&mut after, &early)?;
+        let early = timed("counters", || self.carry(&old_p, &after.rules))?;
+        let (new_file, old_file) = timed("records", || self.write_rules(&mut after, &early))?;
         after.carried = early;
         let mut intent = Intent::new(
             "lwt filter",
@@ -652,24 +654,26 @@ impl<'a> Policies<'a> {
                 after: next,
             },
         );
-        intent.done = vec![txn.put_step(&after)?];
-        intent.done.extend(old_file.map(|path| Step::Remove { path }));
-        intent.undone = vec![Step::Remove { path: new_file }];
-        let pending = txn.intend(intent)?;
+        let pending = timed("records", || -> Result<_> {
+            intent.done = vec![txn.put_step(&after)?];
+            intent.done.extend(old_file.map(|path| Step::Remove { path }));
+            intent.undone = vec![Step::Remove { path: new_file }];
+            txn.intend(intent)
+        })?;
         failpoint("filter-commit:intent");
-        if let Err(e) = self.publish(&p, &cells) {
+        if let Err(e) = timed("publish", || self.publish(&p, &cells)) {
             txn.finish(pending, Outcome::Undone)?;
             return Err(e);
         }
         failpoint("filter-commit:flip");
-        let exact = self.carry(&old_p, &after.rules)?;
-        txn.finish(pending, Outcome::Done)?;
+        let exact = timed("counters", || self.carry(&old_p, &after.rules))?;
+        timed("records", || txn.finish(pending, Outcome::Done))?;
         // What the old generation counted between the first read and the
         // flip: in the record itself, so the rules file is written once.
         after.carried_extra = extra_of(&exact, &after.carried);
         after.carried = exact;
         if !after.carried_extra.is_empty() {
-            self.save(txn, &after)?;
+            timed("records", || self.save(txn, &after))?;
         }
         Ok(after)
     }
@@ -1002,7 +1006,7 @@ impl<'a> Policies<'a> {
     /// next id (ids are never reused) and a free counter slot; a full
     /// policy grows.
     pub fn add_rule(&self, txn: &Txn, name: &str, spec: RuleSpec) -> Result<Rule> {
-        let p = self.get(name)?;
+        let p = timed("records", || self.get(name))?;
         if p.rules.len() as u64 >= u64::from(MAX_CAPACITY) {
             return Err(FilterError::Full {
                 policy: name.into(),
@@ -1027,7 +1031,7 @@ impl<'a> Policies<'a> {
 
     /// `lwt filter rule del`.
     pub fn del_rule(&self, txn: &Txn, name: &str, id: u32) -> Result<Rule> {
-        let p = self.get(name)?;
+        let p = timed("records", || self.get(name))?;
         let gone = p
             .rules
             .iter()
@@ -1049,7 +1053,7 @@ impl<'a> Policies<'a> {
     /// none carries an old rule's counters), and counter slots 1, 2, ...;
     /// a policy too small for them grows.
     pub fn replace(&self, txn: &Txn, name: &str, specs: Vec<RuleSpec>) -> Result<Policy> {
-        let p = self.get(name)?;
+        let p = timed("records", || self.get(name))?;
         if specs.len() as u64 > u64::from(MAX_CAPACITY) {
             return Err(FilterError::TooManyRules {
                 policy: name.into(),
@@ -1148,6 +1152,16 @@ impl<'a> Policies<'a> {
             })
             .collect())
     }
+}
+
+/// Runs `f`, logging how long it took as `phase` at debug level under
+/// the `lwtkit::timing` target (`LWT_LOG=lwtkit::timing=debug`): where a
+/// change's time goes, for `lwtkit-bench changes`.
+fn timed<T>(phase: &str, f: impl FnOnce() -> T) -> T {
+    let t = std::time::Instant::now();
+    let out = f();
+    tracing::debug!(target: "lwtkit::timing", phase, us = t.elapsed().as_micros() as u64);
+    out
 }
 
 /// What a growing policy does to one route.

@@ -76,6 +76,8 @@ pub enum Step {
     /// Delete a route lwtkit added (hex of its RTM_NEWROUTE payload), if it
     /// is still there.
     DeleteRoute { route: String },
+    /// Zero per-CPU counter entries: `(first, count)` ranges.
+    ZeroCounters { pin: PathBuf, ranges: Vec<(u32, u32)> },
     /// Swap the programs of some hooks of a route in place, if it carries
     /// exactly the programs `before` names (a route gone, already swapped
     /// or changed by someone else is left alone).
@@ -202,6 +204,15 @@ pub fn apply(steps: &[Step]) -> Result<()> {
                     if e.errno() != Some(libc::ESRCH) {
                         return Err(e.into());
                     }
+                }
+            }
+            Step::ZeroCounters { pin, ranges } => {
+                if let Ok(map) = MapHandle::from_pinned_path(pin) {
+                    let entries: Vec<u32> = ranges
+                        .iter()
+                        .flat_map(|(first, n)| *first..first.saturating_add(*n))
+                        .collect();
+                    crate::percpu::zero(&map, &entries).map_err(|e| store::state_err(pin, e))?;
                 }
             }
             Step::SwapHooks {
