@@ -151,6 +151,8 @@ mod tests {
             malformed: Malformed::Drop,
             rules_file: None,
             rules_version: 0,
+            journal_len: 0,
+            both_generations: true,
         }
     }
 

@@ -18,7 +18,7 @@ use std::{
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
 use lwtkit_common::{
-    filter::{Cell, PolicyConfig, RuleStats},
+    filter::{Cell, PolicyConfig},
     maps::filter as maps,
     pins,
 };
@@ -116,6 +116,17 @@ pub struct Policy {
     /// The version of the last rules file written.
     #[serde(default)]
     pub rules_version: u64,
+    /// Entries of the rules file's journal (`<name>.journal.<version>`)
+    /// that count: rules added and deleted one at a time since the file.
+    #[serde(default)]
+    pub journal_len: u32,
+    /// Rules count in their slot of both generations (a slot is zeroed
+    /// only when a new rule takes it), so a change leaves the counters of
+    /// the rules that stay alone. Records written before count in the live
+    /// generation only, with `carried` holding the rest; their next change
+    /// moves them over.
+    #[serde(default)]
+    pub both_generations: bool,
 }
 
 impl Policy {
@@ -309,8 +320,8 @@ impl<'a> Policies<'a> {
                 })?;
             match load_rules(&self.records_dir(), &mut policy) {
                 // A reader without the lock: a change replaced the record
-                // and removed the rules file it named in between.
-                Err(_) if tries < 8 && !self.records_dir().join(policy.rules_file_name()).exists() => {
+                // and the rules file it named in between.
+                Err(_) if tries < 8 && fs::read(&path).is_ok_and(|now| now != bytes) => {
                     tries += 1;
                 }
                 other => return other.map(|()| policy),
@@ -353,6 +364,7 @@ impl<'a> Policies<'a> {
         let bytes = rules_file::encode(&p.rules, |id| p.slot_of(id), carried);
         crate::ns::store::write_atomic(&path, &bytes)?;
         p.rules_file = Some(file);
+        p.journal_len = 0;
         p.carried_extra = BTreeMap::new();
         Ok((path, old))
     }
@@ -403,6 +415,8 @@ impl<'a> Policies<'a> {
             malformed: handling.malformed,
             rules_file: None,
             rules_version: 0,
+            journal_len: 0,
+            both_generations: true,
         };
         let mut created = policy.clone();
         created.generation = 1;
@@ -573,107 +587,199 @@ impl<'a> Policies<'a> {
         Ok(p)
     }
 
-    /// Zeroes the counter `slots` of generation `generation`.
-    fn zero_slots(
-        &self,
-        p: &Policy,
-        generation: u32,
-        slots: impl Iterator<Item = u32>,
-    ) -> Result<()> {
+    /// Zeroes the counter entries `entries` (generation and slot already
+    /// folded in) of the policy's counter map.
+    fn zero_entries(&self, p: &Policy, entries: &[u32]) -> Result<()> {
         let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
         let map = open_map(&pin)?;
-        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| map_err(&pin, e))?;
-        let entries: Vec<u32> = slots.map(|s| generation * p.rule_slots() + s).collect();
-        if zero_batch(&map, &entries, cpus) {
-            return Ok(());
-        }
-        let zero = vec![vec![0u8; size_of::<RuleStats>()]; cpus];
-        for entry in entries {
-            map.update_percpu(&entry.to_ne_bytes(), &zero, MapFlags::ANY)
-                .map_err(|e| map_err(&pin, e))?;
-        }
-        Ok(())
+        crate::percpu::zero(&map, entries).map_err(|e| map_err(&pin, e))
     }
 
-    /// Commits a new rule list whose counter slots are `slots` (by rule
-    /// id) and whose next new id is `next_id`: the idle generation's
-    /// counters of those slots are zeroed (a reused slot starts from zero),
-    /// the rules compiled and swapped in; then what the old generation
-    /// counted for rules that carry over (same id and spec, so the same
-    /// slot) and for the default is folded into `carried`, so counters
-    /// neither reset nor mix when rules change. A rule set that does not
-    /// fit the policy's maps grows them first ([`Policies::grow`]).
-    fn commit(
-        &self,
-        txn: &Txn,
-        mut p: Policy,
-        rules: Vec<Rule>,
-        slots: BTreeMap<u32, u32>,
-        next_id: u32,
-    ) -> Result<Policy> {
-        let old_p = p.clone();
-        let old = p.generation;
-        let next = old ^ 1;
-        p.slots = slots;
-        p.next_id = next_id;
-        let cells = timed("compile", || self.compile(&p, &rules))?;
-        let top = rules.iter().map(|r| p.slot_of(r.id)).max().unwrap_or(0);
+    /// The journal of `p`'s rules file.
+    fn journal_path(&self, p: &Policy) -> PathBuf {
+        self.records_dir()
+            .join(format!("{}.journal.{}", p.name, p.rules_version))
+    }
+
+    /// Writes `entry` as entry `p.journal_len` of the journal (what a
+    /// killed change left past the entries the record counts goes first).
+    fn append_journal(&self, p: &Policy, entry: &[u8]) -> Result<()> {
+        use std::{
+            io::Write,
+            os::unix::fs::{FileExt, OpenOptionsExt},
+        };
+        let path = self.journal_path(p);
+        let at = rules_file::journal_bytes(p.journal_len);
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)?;
+            f.set_len(at)?;
+            f.write_all_at(entry, at)?;
+            f.flush()?;
+            f.sync_all()
+        };
+        write().map_err(|e| {
+            StateError::Io {
+                path: path.clone(),
+                reason: e.to_string(),
+            }
+            .into()
+        })
+    }
+
+    /// Commits `change` (with `next_id` the next new rule id): the new
+    /// rules are compiled into the idle generation, which is flipped live
+    /// in one write for every route the policy is on. Counters: a rule
+    /// counts in its slot of both generations, so rules that stay keep
+    /// counting where they are; a slot a new rule takes is zeroed in the
+    /// idle generation before the flip and in the other once nobody counts
+    /// there any more. The record: one journal entry for a rule added or
+    /// deleted, a new rules file for a replace (or a long journal). A rule
+    /// set that does not fit the policy's maps grows them
+    /// ([`Policies::grow`]).
+    fn commit(&self, txn: &Txn, old: Policy, change: Change, next_id: u32) -> Result<Policy> {
+        let live = old.generation;
+        let next = live ^ 1;
+        let slots_per_gen = old.rule_slots();
+        let mut after = old.clone();
+        after.next_id = next_id;
+        after.generation = next;
+        after.both_generations = true;
+        // Counter entries to zero before the flip, and slot ranges of the
+        // old live generation to zero after it.
+        let mut pre: Vec<u32> = Vec::new();
+        let mut post: Vec<(u32, u32)> = Vec::new();
+        let mut entry = None;
+        match change {
+            Change::Add(rule, slot) => {
+                // Nobody counts in a free slot: both generations now.
+                pre = vec![live * slots_per_gen + slot, next * slots_per_gen + slot];
+                entry = Some(rules_file::add_entry(&rule, slot));
+                after.slots.insert(rule.id, slot);
+                after.rules.push(rule);
+            }
+            Change::Del(id) => {
+                after.rules.retain(|r| r.id != id);
+                after.slots.remove(&id);
+                after.carried.remove(&id);
+                after.carried_extra.remove(&id);
+                entry = Some(rules_file::del_entry(id));
+            }
+            Change::Replace(rules) => {
+                let n = rules.len() as u32;
+                after.slots = rules.iter().zip(1..).map(|(r, s)| (r.id, s)).collect();
+                after.rules = rules;
+                after.carried.retain(|id, _| *id == 0);
+                after.carried_extra.retain(|id, _| *id == 0);
+                pre = (1..=n).map(|s| next * slots_per_gen + s).collect();
+                post = vec![(1, n)];
+            }
+        }
+        let cells = timed("compile", || self.compile(&after, &after.rules))?;
+        let top = after
+            .rules
+            .iter()
+            .map(|r| after.slot_of(r.id))
+            .max()
+            .unwrap_or(0);
         let (capacity, ncells) =
-            sizes_for(&p, top, cells.len()).ok_or_else(|| FilterError::TooBig {
-                policy: p.name.clone(),
+            sizes_for(&after, top, cells.len()).ok_or_else(|| FilterError::TooBig {
+                policy: after.name.clone(),
                 needs: cells.len(),
                 holds: MAX_CELLS,
             })?;
-        if (capacity, ncells) != (p.capacity, p.cells) {
-            p.capacity = capacity;
-            p.cells = ncells;
-            return self.grow(txn, old_p, p, rules, &cells);
+        if (capacity, ncells) != (after.capacity, after.cells) {
+            after.capacity = capacity;
+            after.cells = ncells;
+            return self.grow(txn, old, after, &cells);
         }
-        timed("counters", || {
-            self.zero_slots(
-                &p,
-                next,
-                std::iter::once(0).chain(rules.iter().map(|r| p.slot_of(r.id))),
-            )
-        })?;
+        // A record written before both generations counted: what its rules
+        // counted so far goes to `carried`, both generations start over.
+        let migrating = !old.both_generations;
+        let kept: Vec<u32> = if migrating {
+            let before: std::collections::HashSet<u32> = old.rules.iter().map(|r| r.id).collect();
+            std::iter::once(0)
+                .chain(after.rules.iter().map(|r| r.id).filter(|id| before.contains(id)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if migrating {
+            pre = (0..slots_per_gen).map(|s| next * slots_per_gen + s).collect();
+            post = vec![(0, slots_per_gen)];
+            entry = None;
+            after.carried = nonzero(self.totals(&old, &self.pin_dir(&old.name), &kept)?);
+            after.carried_extra.clear();
+        }
+        timed("counters", || self.zero_entries(&after, &pre))?;
+
         // The flip is the change: once the config map says `next`, the new
         // rules are live and the record must say so, even if lwt is killed
-        // right after (then the counters carried over are those read here,
-        // short of the exact ones read after the flip by what the old
-        // generation counts in between).
-        let mut after = p.clone();
-        after.generation = next;
-        after.rules = rules;
-        let early = timed("counters", || self.carry(&old_p, &after.rules))?;
-        let (new_file, old_file) = timed("records", || self.write_rules(&mut after, &early))?;
-        after.carried = early;
+        // right after.
         let mut intent = Intent::new(
             "lwt filter",
             Probe::Generation {
-                config: self.pin_dir(&p.name).join(pins::filter::CONFIG),
+                config: self.pin_dir(&after.name).join(pins::filter::CONFIG),
                 after: next,
             },
         );
+        if !post.is_empty() {
+            intent.done.push(Step::ZeroCounters {
+                pin: self.pin_dir(&after.name).join(pins::filter::RULE_STATS),
+                ranges: post
+                    .iter()
+                    .map(|(first, n)| (live * slots_per_gen + first, *n))
+                    .collect(),
+            });
+        }
+        let journaled = entry.filter(|_| {
+            old.rules_file.is_some() && old.journal_len < JOURNAL_MAX && !migrating
+        });
         let pending = timed("records", || -> Result<_> {
-            intent.done = vec![txn.put_step(&after)?];
-            intent.done.extend(old_file.map(|path| Step::Remove { path }));
-            intent.undone = vec![Step::Remove { path: new_file }];
+            if let Some(entry) = &journaled {
+                self.append_journal(&old, entry)?;
+                after.journal_len = old.journal_len + 1;
+                intent.done.push(txn.put_step(&after)?);
+            } else {
+                let carried = after.carried.clone();
+                let (new_file, old_file) = self.write_rules(&mut after, &carried)?;
+                intent.done.push(txn.put_step(&after)?);
+                if let Some(path) = old_file {
+                    intent.done.push(Step::Remove { path });
+                    intent.done.push(Step::Remove {
+                        path: self.journal_path(&old),
+                    });
+                }
+                intent.undone.push(Step::Remove { path: new_file });
+            }
             txn.intend(intent)
         })?;
         failpoint("filter-commit:intent");
-        if let Err(e) = timed("publish", || self.publish(&p, &cells)) {
+        if let Err(e) = timed("publish", || self.publish(&old, &cells)) {
             txn.finish(pending, Outcome::Undone)?;
             return Err(e);
         }
         failpoint("filter-commit:flip");
-        let exact = timed("counters", || self.carry(&old_p, &after.rules))?;
-        timed("records", || txn.finish(pending, Outcome::Done))?;
         // What the old generation counted between the first read and the
         // flip: in the record itself, so the rules file is written once.
-        after.carried_extra = extra_of(&exact, &after.carried);
-        after.carried = exact;
-        if !after.carried_extra.is_empty() {
-            timed("records", || self.save(txn, &after))?;
+        let exact = if migrating {
+            Some(timed("counters", || {
+                self.totals(&old, &self.pin_dir(&old.name), &kept)
+            })?)
+        } else {
+            None
+        };
+        timed("records", || txn.finish(pending, Outcome::Done))?;
+        if let Some(exact) = exact {
+            after.carried_extra = extra_of(&nonzero(exact.clone()), &after.carried);
+            after.carried = nonzero(exact);
+            if !after.carried_extra.is_empty() {
+                timed("records", || self.save(txn, &after))?;
+            }
         }
         Ok(after)
     }
@@ -699,15 +805,8 @@ impl<'a> Policies<'a> {
     /// 6. Counters: what the old maps counted, and the new maps' live
     ///    generation during the swaps, are carried; then the staged pins
     ///    replace the old ones and the records follow.
-    fn grow(
-        &self,
-        txn: &Txn,
-        old: Policy,
-        p: Policy,
-        rules: Vec<Rule>,
-        cells: &[Cell],
-    ) -> Result<Policy> {
-        let name = p.name.clone();
+    fn grow(&self, txn: &Txn, old: Policy, mut after: Policy, cells: &[Cell]) -> Result<Policy> {
+        let name = after.name.clone();
         let live = old.generation;
         let next = live ^ 1;
         let dir = self.pin_dir(&name);
@@ -738,7 +837,7 @@ impl<'a> Policies<'a> {
         let mut pending = txn.intend(intent)?;
         failpoint("filter-grow:intent");
 
-        let staged = self.stage_growth(&old, &p, cells, &stage, &routes);
+        let staged = self.stage_growth(&old, &after, cells, &stage, &routes);
         let moves = match staged {
             Ok(m) => m,
             Err(e) => {
@@ -746,11 +845,20 @@ impl<'a> Policies<'a> {
                 return Err(e);
             }
         };
-        let mut after = p.clone();
-        after.generation = next;
-        after.rules = rules;
-        let early = match self.carry(&old, &after.rules) {
-            Ok(c) => c,
+        // What the rules that stay (and the default) counted in the old
+        // maps: carried, since the new maps start at zero.
+        let before: std::collections::HashSet<u32> = old.rules.iter().map(|r| r.id).collect();
+        let kept: Vec<u32> = std::iter::once(0)
+            .chain(
+                after
+                    .rules
+                    .iter()
+                    .map(|r| r.id)
+                    .filter(|id| before.contains(id)),
+            )
+            .collect();
+        let early = match self.totals(&old, &dir, &kept) {
+            Ok(c) => nonzero(c),
             Err(e) => {
                 txn.finish(pending, Outcome::Undone)?;
                 return Err(e);
@@ -780,16 +888,33 @@ impl<'a> Policies<'a> {
             key: crate::ns::intent::hex(&0u32.to_ne_bytes()),
             value: crate::ns::intent::hex(config_bytes(&config_of(&after, next))),
         });
+        // Until the flip the new maps' live generation runs the old rules,
+        // whose counts in the slots of new rules must not count for them.
+        let fresh: Vec<u32> = after
+            .rules
+            .iter()
+            .filter(|r| !before.contains(&r.id))
+            .map(|r| live * after.rule_slots() + after.slot_of(r.id))
+            .collect();
+        done.push(Step::ZeroCounters {
+            pin: stage.join(pins::filter::RULE_STATS),
+            ranges: ranges_of(fresh),
+        });
         for m in &moves {
             done.extend(m.renames.iter().cloned());
             done.push(txn.put_step(&m.record)?);
         }
         done.push(Step::Rename {
             from: stage.clone(),
-            to: dir,
+            to: dir.clone(),
         });
         done.push(txn.put_step(&after)?);
-        done.extend(old_file.map(|path| Step::Remove { path }));
+        if let Some(path) = old_file {
+            done.push(Step::Remove { path });
+            done.push(Step::Remove {
+                path: self.journal_path(&old),
+            });
+        }
         done.push(Step::Remove { path: mark.clone() });
         undone.extend(cleanup);
         undone.push(Step::Remove { path: new_file });
@@ -834,23 +959,9 @@ impl<'a> Policies<'a> {
         }
         failpoint("filter-grow:flip");
         wait_for_readers();
-        let exact = self.carry(&old, &after.rules).and_then(|mut c| {
-            let ids: Vec<u32> = c.keys().copied().collect();
-            // The default is slot 0, which no rule has.
-            let slots: Vec<u32> = ids.iter().map(|id| after.slot_of(*id)).collect();
-            let now = read_generation(
-                &stage.join(pins::filter::RULE_STATS),
-                live,
-                after.rule_slots(),
-                &slots,
-            )?;
-            for (id, n) in ids.iter().zip(now) {
-                if let Some(e) = c.get_mut(id) {
-                    e.add(&n);
-                }
-            }
-            Ok(c)
-        });
+        // The rules that stay count on in the new maps' slots; what they
+        // counted in the old maps is final now.
+        let exact = self.totals(&old, &dir, &kept).map(nonzero);
         txn.finish(pending, Outcome::Done)?;
         if let Ok(exact) = exact {
             after.carried_extra = extra_of(&exact, &after.carried);
@@ -973,33 +1084,27 @@ impl<'a> Policies<'a> {
         Ok(moves)
     }
 
-    /// What `old` counted (its generation and what it carried), for the
-    /// default and for the rules of `rules` that carry over from it (same
-    /// id and spec, so the same slot): the `carried` of the next record.
-    fn carry(&self, old: &Policy, rules: &[Rule]) -> Result<BTreeMap<u32, RuleCounters>> {
-        let pin = self.pin_dir(&old.name).join(pins::filter::RULE_STATS);
-        // By id, so finding what carries over is linear, not rules x rules.
-        let before: std::collections::HashMap<u32, &Rule> =
-            old.rules.iter().map(|r| (r.id, r)).collect();
-        let carried: Vec<(u32, u32)> = std::iter::once((0, 0))
-            .chain(
-                rules
-                    .iter()
-                    .filter(|r| before.get(&r.id).is_some_and(|o| *o == *r))
-                    .map(|r| (r.id, old.slot_of(r.id))),
-            )
+    /// What rules `ids` of `p` (0: the default) counted in all, by id: what
+    /// `p` carried, and what the maps pinned in `dir` count in their slots
+    /// (both generations; the live one only for records written before).
+    fn totals(&self, p: &Policy, dir: &Path, ids: &[u32]) -> Result<BTreeMap<u32, RuleCounters>> {
+        let pin = dir.join(pins::filter::RULE_STATS);
+        let slots: Vec<u32> = ids.iter().map(|id| p.slot_of(*id)).collect();
+        let mut gens = vec![p.generation];
+        if p.both_generations {
+            gens.push(p.generation ^ 1);
+        }
+        let mut out: BTreeMap<u32, RuleCounters> = ids
+            .iter()
+            .map(|id| (*id, p.carried.get(id).copied().unwrap_or_default()))
             .collect();
-        let slots: Vec<u32> = carried.iter().map(|(_, s)| *s).collect();
-        let now = read_generation(&pin, old.generation, old.rule_slots(), &slots)?;
-        Ok(carried
-            .into_iter()
-            .zip(now)
-            .map(|((id, _), now)| {
-                let mut c = old.carried.get(&id).copied().unwrap_or_default();
-                c.add(&now);
-                (id, c)
-            })
-            .collect())
+        for g in gens {
+            let now = read_generation(&pin, g, p.rule_slots(), &slots)?;
+            for (id, n) in ids.iter().zip(now) {
+                out.entry(*id).or_default().add(&n);
+            }
+        }
+        Ok(out)
     }
 
     /// `lwt filter rule add`: returns the new rule. It gets the policy's
@@ -1020,12 +1125,7 @@ impl<'a> Policies<'a> {
             .ok_or_else(|| FilterError::IdsExhausted(name.into()))?;
         let slot = p.free_slot();
         let rule = Rule { id, spec };
-        let mut rules = p.rules.clone();
-        rules.push(rule.clone());
-        let mut slots: BTreeMap<u32, u32> =
-            p.rules.iter().map(|r| (r.id, p.slot_of(r.id))).collect();
-        slots.insert(id, slot);
-        self.commit(txn, p, rules, slots, next_id)?;
+        self.commit(txn, p, Change::Add(rule.clone(), slot), next_id)?;
         Ok(rule)
     }
 
@@ -1041,10 +1141,8 @@ impl<'a> Policies<'a> {
                 policy: name.into(),
                 id,
             })?;
-        let rules: Vec<Rule> = p.rules.iter().filter(|r| r.id != id).cloned().collect();
-        let slots = rules.iter().map(|r| (r.id, p.slot_of(r.id))).collect();
         let next_id = p.next_rule_id();
-        self.commit(txn, p, rules, slots, next_id)?;
+        self.commit(txn, p, Change::Del(id), next_id)?;
         Ok(gone)
     }
 
@@ -1075,8 +1173,7 @@ impl<'a> Policies<'a> {
             .zip(first..)
             .map(|(spec, id)| Rule { id, spec })
             .collect();
-        let slots = rules.iter().zip(1..).map(|(r, s)| (r.id, s)).collect();
-        self.commit(txn, p, rules, slots, next_id)
+        self.commit(txn, p, Change::Replace(rules), next_id)
     }
 
     /// `lwt filter delete`: only when no route uses it (the caller checks).
@@ -1091,9 +1188,10 @@ impl<'a> Policies<'a> {
         );
         intent.done = vec![txn.remove_step::<Policy>(name)];
         // Its rules files, and any a killed change left behind.
-        let prefix = format!("{name}.rules.");
+        let ours = [format!("{name}.rules."), format!("{name}.journal.")];
         for e in fs::read_dir(self.records_dir()).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if ours.iter().any(|o| file.starts_with(o)) {
                 intent.done.push(Step::Remove { path: e.path() });
             }
         }
@@ -1133,25 +1231,48 @@ impl<'a> Policies<'a> {
     /// Per-rule counters of a policy, summed over CPUs and generations, by
     /// rule id; id 0 is the packets the default verdict judged.
     pub fn rule_counters(&self, p: &Policy) -> Result<Vec<(u32, RuleCounters)>> {
-        let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
         let ids: Vec<u32> = std::iter::once(0)
             .chain(p.rules.iter().map(|r| r.id))
             .collect();
-        let slots: Vec<u32> = std::iter::once(0)
-            .chain(p.rules.iter().map(|r| p.slot_of(r.id)))
-            .collect();
-        let now = read_generation(&pin, p.generation, p.rule_slots(), &slots)?;
+        let totals = self.totals(p, &self.pin_dir(&p.name), &ids)?;
         Ok(ids
             .into_iter()
-            .zip(now)
-            .map(|(id, mut c)| {
-                if let Some(prev) = p.carried.get(&id) {
-                    c.add(prev);
-                }
-                (id, c)
-            })
+            .map(|id| (id, totals.get(&id).copied().unwrap_or_default()))
             .collect())
     }
+}
+
+/// One change of a policy's rules.
+enum Change {
+    /// A new rule, in a free counter slot.
+    Add(Rule, u32),
+    /// Rule `id` goes.
+    Del(u32),
+    /// Every rule at once (new ids; counter slots 1, 2, ...).
+    Replace(Vec<Rule>),
+}
+
+/// Journal entries a rules file takes before a change writes a new one.
+const JOURNAL_MAX: u32 = 4096;
+
+/// Sorted entries as `(first, count)` runs.
+fn ranges_of(mut entries: Vec<u32>) -> Vec<(u32, u32)> {
+    entries.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for e in entries {
+        match out.last_mut() {
+            Some((first, n)) if *first + *n == e => *n += 1,
+            _ => out.push((e, 1)),
+        }
+    }
+    out
+}
+
+/// Counters without the zero ones.
+fn nonzero(c: BTreeMap<u32, RuleCounters>) -> BTreeMap<u32, RuleCounters> {
+    c.into_iter()
+        .filter(|(_, v)| *v != RuleCounters::default())
+        .collect()
 }
 
 /// Runs `f`, logging how long it took as `phase` at debug level under
@@ -1210,12 +1331,6 @@ fn extra_of(
         .collect()
 }
 
-impl Policy {
-    /// The rules file the record names (empty when none).
-    fn rules_file_name(&self) -> &str {
-        self.rules_file.as_deref().unwrap_or("")
-    }
-}
 
 /// Fills `p`'s rules, slots and carried counters from the rules file its
 /// record names in `dir` (records written before rules files hold them
@@ -1225,12 +1340,22 @@ pub fn load_rules(dir: &Path, p: &mut Policy) -> Result<()> {
         p.carried = p.carried_extra.clone();
         return Ok(());
     };
+    let read = |path: &Path| {
+        fs::read(path).map_err(|e| StateError::Io {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+    };
     let path = dir.join(file);
-    let bytes = fs::read(&path).map_err(|e| StateError::Io {
+    let mut data = rules_file::decode(&read(&path)?).map_err(|reason| StateError::Io {
         path: path.clone(),
-        reason: e.to_string(),
+        reason,
     })?;
-    let data = rules_file::decode(&bytes).map_err(|reason| StateError::Io { path, reason })?;
+    if p.journal_len > 0 {
+        let path = dir.join(format!("{}.journal.{}", p.name, p.rules_version));
+        rules_file::replay(&mut data, &read(&path)?, p.journal_len)
+            .map_err(|reason| StateError::Io { path, reason })?;
+    }
     p.rules = data.rules;
     p.slots = data.slots;
     p.carried = data.carried;
@@ -1493,40 +1618,6 @@ pub(crate) fn write_cells_fd(
         libc::munmap(base, len);
     }
     Ok(())
-}
-
-/// Zeroes `entries` of the per-CPU counter map in one `BPF_MAP_UPDATE_BATCH`
-/// (per-CPU arrays have it since Linux 5.6): one syscall instead of one
-/// per rule. False when the kernel refuses it (the caller then goes entry
-/// by entry; zeroing twice is harmless).
-fn zero_batch(map: &MapHandle, entries: &[u32], cpus: usize) -> bool {
-    let Ok(count) = u32::try_from(entries.len()) else {
-        return false;
-    };
-    if count == 0 {
-        return true;
-    }
-    // Each per-CPU value is the value rounded up to 8 bytes, once per
-    // possible CPU.
-    let elem = (map.value_size() as usize).next_multiple_of(8) * cpus;
-    let zeros = vec![0u8; entries.len() * elem];
-    let opts = libbpf_rs::libbpf_sys::bpf_map_batch_opts {
-        sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_batch_opts>() as _,
-        ..Default::default()
-    };
-    let mut done = count;
-    // SAFETY: `entries` holds `count` u32 keys and `zeros` `count` per-CPU
-    // values of the map's size; the kernel reads only those.
-    let rc = unsafe {
-        libbpf_rs::libbpf_sys::bpf_map_update_batch(
-            map.as_fd().as_raw_fd(),
-            entries.as_ptr().cast(),
-            zeros.as_ptr().cast(),
-            &mut done,
-            &opts,
-        )
-    };
-    rc == 0 && done == count
 }
 
 /// Entries `from..from + n` of the per-CPU counter map, summed over CPUs,

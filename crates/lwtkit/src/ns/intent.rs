@@ -208,6 +208,15 @@ pub fn apply(steps: &[Step]) -> Result<()> {
             }
             Step::ZeroCounters { pin, ranges } => {
                 if let Ok(map) = MapHandle::from_pinned_path(pin) {
+                    // After a flip: no program that read the old generation
+                    // may still count there (an RCU grace period).
+                    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+                    // SAFETY: membarrier takes no pointers.
+                    if unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) }
+                        != 0
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
                     let entries: Vec<u32> = ranges
                         .iter()
                         .flat_map(|(first, n)| *first..first.saturating_add(*n))
