@@ -173,7 +173,11 @@ fn a_default_policy_takes_thousands_of_rules_on_two_routes_while_packets_flow() 
     );
     assert!(after["map_bytes"].as_u64().expect("bytes") > bytes_before);
     assert_eq!(after["rules"].as_array().map(Vec::len), Some(n + 1));
-    assert_ne!(programs(a), programs_before, "each route runs a new program");
+    assert_ne!(
+        programs(a),
+        programs_before,
+        "each route runs a new program"
+    );
     assert!(programs(a).matches("lwtkit-filter-web").count() == 2);
     // The default's counter carried over (4 datagrams to 7000 before, the
     // sender's since).
@@ -214,7 +218,10 @@ fn a_default_policy_takes_thousands_of_rules_on_two_routes_while_packets_flow() 
                 .collect()
         })
         .unwrap_or_default();
-    assert!(records.is_empty(), "delete leaves no rules file: {records:?}");
+    assert!(
+        records.is_empty(),
+        "delete leaves no rules file: {records:?}"
+    );
 }
 
 #[test]

@@ -189,9 +189,12 @@ pub fn journal_bytes(n: u32) -> u64 {
 /// last, in order; deleted ones go (ids are never reused, so one pass).
 pub fn replay(data: &mut RulesData, journal: &[u8], n: u32) -> Result<(), String> {
     let want = journal_bytes(n) as usize;
-    let entries = journal
-        .get(..want)
-        .ok_or_else(|| format!("journal of {} bytes, {n} entries need {want}", journal.len()))?;
+    let entries = journal.get(..want).ok_or_else(|| {
+        format!(
+            "journal of {} bytes, {n} entries need {want}",
+            journal.len()
+        )
+    })?;
     let mut gone = std::collections::HashSet::new();
     for e in entries.chunks_exact(RULE) {
         if u32_at(e, 12) & DELETE != 0 {
@@ -293,7 +296,8 @@ mod tests {
 
     #[test]
     fn rules_slots_and_carried_counters_round_trip() {
-        let text = "priority 7 src 10.0.0.0/8 dst 192.0.2.1 proto udp sport 5-6 dport 53 allow log\n\
+        let text =
+            "priority 7 src 10.0.0.0/8 dst 192.0.2.1 proto udp sport 5-6 dport 53 allow log\n\
                     src 2001:db8::/32 dst 2001:db8:1::1/128 proto tcp tcp-flags syn,!ack drop\n\
                     proto icmp icmp-type 8 drop\n\
                     drop\n";

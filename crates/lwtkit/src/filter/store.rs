@@ -87,7 +87,11 @@ pub struct Policy {
     /// What the record itself carries on top of the rules file's (what the
     /// old generation counted between the intent of a change and its
     /// flip); all of it in records written before rules files.
-    #[serde(default, rename = "carried", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        rename = "carried",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub carried_extra: std::collections::BTreeMap<u32, RuleCounters>,
     /// The id the next new rule gets: ids only grow, so an id never names
     /// two rules (a `rule del N` cannot hit a rule added since). 0 in
@@ -703,13 +707,21 @@ impl<'a> Policies<'a> {
         let kept: Vec<u32> = if migrating {
             let before: std::collections::HashSet<u32> = old.rules.iter().map(|r| r.id).collect();
             std::iter::once(0)
-                .chain(after.rules.iter().map(|r| r.id).filter(|id| before.contains(id)))
+                .chain(
+                    after
+                        .rules
+                        .iter()
+                        .map(|r| r.id)
+                        .filter(|id| before.contains(id)),
+                )
                 .collect()
         } else {
             Vec::new()
         };
         if migrating {
-            pre = (0..slots_per_gen).map(|s| next * slots_per_gen + s).collect();
+            pre = (0..slots_per_gen)
+                .map(|s| next * slots_per_gen + s)
+                .collect();
             post = vec![(0, slots_per_gen)];
             entry = None;
             after.carried = nonzero(self.totals(&old, &self.pin_dir(&old.name), &kept)?);
@@ -736,9 +748,8 @@ impl<'a> Policies<'a> {
                     .collect(),
             });
         }
-        let journaled = entry.filter(|_| {
-            old.rules_file.is_some() && old.journal_len < JOURNAL_MAX && !migrating
-        });
+        let journaled = entry
+            .filter(|_| old.rules_file.is_some() && old.journal_len < JOURNAL_MAX && !migrating);
         let pending = timed("records", || -> Result<_> {
             if let Some(entry) = &journaled {
                 self.append_journal(&old, entry)?;
@@ -837,7 +848,9 @@ impl<'a> Policies<'a> {
         let mut pending = txn.intend(intent)?;
         failpoint("filter-grow:intent");
 
-        let staged = self.stage_growth(&old, &after, cells, &stage, &routes);
+        let staged = timed("grow", || {
+            self.stage_growth(&old, &after, cells, &stage, &routes)
+        });
         let moves = match staged {
             Ok(m) => m,
             Err(e) => {
@@ -864,7 +877,7 @@ impl<'a> Policies<'a> {
                 return Err(e);
             }
         };
-        let (new_file, old_file) = self.write_rules(&mut after, &early)?;
+        let (new_file, old_file) = timed("records", || self.write_rules(&mut after, &early))?;
         after.carried = early;
 
         let mut done = Vec::new();
@@ -927,7 +940,7 @@ impl<'a> Policies<'a> {
         );
         intent.done = done;
         intent.undone = undone;
-        txn.amend(&mut pending, intent)?;
+        timed("records", || txn.amend(&mut pending, intent))?;
         failpoint("filter-grow:staged");
 
         // The commit point: from here a kill finishes the growth.
@@ -935,25 +948,27 @@ impl<'a> Policies<'a> {
             txn.finish(pending, Outcome::Undone)?;
             return Err(e);
         }
-        for (i, m) in moves.iter().enumerate() {
-            match swap_hooks(&mut rtnl, &m.key, &m.before, &m.swaps) {
-                Ok(Swapped::Done) => {}
-                Ok(Swapped::NotOurs { found }) => {
-                    tracing::warn!(route = %m.key, ?found, "a route of policy {name} changed outside lwtkit; left alone");
+        let swapped = timed("grow", || -> Result<()> {
+            for (i, m) in moves.iter().enumerate() {
+                match swap_hooks(&mut rtnl, &m.key, &m.before, &m.swaps) {
+                    Ok(Swapped::Done) => {}
+                    Ok(Swapped::NotOurs { found }) => {
+                        tracing::warn!(route = %m.key, ?found, "a route of policy {name} changed outside lwtkit; left alone");
+                    }
+                    Err(e) => {
+                        return Err(e);
+                    }
                 }
-                Err(e) => {
-                    txn.finish(pending, Outcome::Undone)?;
-                    return Err(e);
+                if i == 0 {
+                    failpoint("filter-grow:swap");
                 }
             }
-            if i == 0 {
-                failpoint("filter-grow:swap");
-            }
-        }
-        // No packet walks the old maps any more: the new rules go live
-        // everywhere at once.
-        wait_for_readers();
-        if let Err(e) = write_config(&stage, &config_of(&after, next)) {
+            // No packet walks the old maps any more: the new rules go live
+            // everywhere at once.
+            wait_for_readers();
+            write_config(&stage, &config_of(&after, next))
+        });
+        if let Err(e) = swapped {
             txn.finish(pending, Outcome::Undone)?;
             return Err(e);
         }
@@ -962,7 +977,7 @@ impl<'a> Policies<'a> {
         // The rules that stay count on in the new maps' slots; what they
         // counted in the old maps is final now.
         let exact = self.totals(&old, &dir, &kept).map(nonzero);
-        txn.finish(pending, Outcome::Done)?;
+        timed("records", || txn.finish(pending, Outcome::Done))?;
         if let Ok(exact) = exact {
             after.carried_extra = extra_of(&exact, &after.carried);
             after.carried = exact;
@@ -1111,7 +1126,7 @@ impl<'a> Policies<'a> {
     /// next id (ids are never reused) and a free counter slot; a full
     /// policy grows.
     pub fn add_rule(&self, txn: &Txn, name: &str, spec: RuleSpec) -> Result<Rule> {
-        let p = timed("records", || self.get(name))?;
+        let p = timed("read", || self.get(name))?;
         if p.rules.len() as u64 >= u64::from(MAX_CAPACITY) {
             return Err(FilterError::Full {
                 policy: name.into(),
@@ -1131,7 +1146,7 @@ impl<'a> Policies<'a> {
 
     /// `lwt filter rule del`.
     pub fn del_rule(&self, txn: &Txn, name: &str, id: u32) -> Result<Rule> {
-        let p = timed("records", || self.get(name))?;
+        let p = timed("read", || self.get(name))?;
         let gone = p
             .rules
             .iter()
@@ -1151,7 +1166,7 @@ impl<'a> Policies<'a> {
     /// none carries an old rule's counters), and counter slots 1, 2, ...;
     /// a policy too small for them grows.
     pub fn replace(&self, txn: &Txn, name: &str, specs: Vec<RuleSpec>) -> Result<Policy> {
-        let p = timed("records", || self.get(name))?;
+        let p = timed("read", || self.get(name))?;
         if specs.len() as u64 > u64::from(MAX_CAPACITY) {
             return Err(FilterError::TooManyRules {
                 policy: name.into(),
@@ -1189,7 +1204,11 @@ impl<'a> Policies<'a> {
         intent.done = vec![txn.remove_step::<Policy>(name)];
         // Its rules files, and any a killed change left behind.
         let ours = [format!("{name}.rules."), format!("{name}.journal.")];
-        for e in fs::read_dir(self.records_dir()).into_iter().flatten().flatten() {
+        for e in fs::read_dir(self.records_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let file = e.file_name().to_string_lossy().into_owned();
             if ours.iter().any(|o| file.starts_with(o)) {
                 intent.done.push(Step::Remove { path: e.path() });
@@ -1331,7 +1350,6 @@ fn extra_of(
         .collect()
 }
 
-
 /// Fills `p`'s rules, slots and carried counters from the rules file its
 /// record names in `dir` (records written before rules files hold them
 /// inline).
@@ -1403,7 +1421,6 @@ fn read_slot(map: &MapHandle, pin: &Path, slot: u32) -> Result<RuleCounters> {
         suppressed,
     })
 }
-
 
 /// The generation packets are judged by now, as the policy's config map
 /// (pinned at `config`) says: the kernel's truth, not the record's.

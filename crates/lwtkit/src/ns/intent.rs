@@ -77,7 +77,10 @@ pub enum Step {
     /// is still there.
     DeleteRoute { route: String },
     /// Zero per-CPU counter entries: `(first, count)` ranges.
-    ZeroCounters { pin: PathBuf, ranges: Vec<(u32, u32)> },
+    ZeroCounters {
+        pin: PathBuf,
+        ranges: Vec<(u32, u32)>,
+    },
     /// Swap the programs of some hooks of a route in place, if it carries
     /// exactly the programs `before` names (a route gone, already swapped
     /// or changed by someone else is left alone).

@@ -117,10 +117,7 @@ fn fd_of_named(name: &str) -> Result<OwnedFd> {
     if fd < 0 {
         return Err(StateError::Io {
             path: PathBuf::from(name),
-            reason: format!(
-                "program {id}: {}",
-                std::io::Error::from_raw_os_error(-fd)
-            ),
+            reason: format!("program {id}: {}", std::io::Error::from_raw_os_error(-fd)),
         }
         .into());
     }
