@@ -295,6 +295,45 @@ fn rules_added_one_by_one_grow_a_policy_and_every_counter_carries_over() {
     assert_eq!(a.findings(), vec![]);
 }
 
+#[test]
+fn a_policy_grows_on_an_ipv6_local_route_that_still_goes_with_its_address() {
+    require_root!();
+    let p = Pair::new("gr6");
+    let a = &p.a;
+    a.ip(&["-6", "addr", "add", "fd00::20/64", "dev", "va", "nodad"]);
+    a.lwt_ok(&["filter", "create", "v6", "--capacity", "1"]);
+    a.lwt_ok(&[
+        "filter", "rule", "add", "v6", "proto", "udp", "dport", "9001", "drop",
+    ]);
+    a.lwt_ok(&[
+        "filter",
+        "attach",
+        "v6",
+        "fd00::20/128",
+        "--dev",
+        "va",
+        "--hook",
+        "in",
+        "--local",
+    ]);
+    let before = a.ip(&["-6", "route", "show", "table", "local", "fd00::20"]);
+    a.lwt_ok(&[
+        "filter", "rule", "add", "v6", "proto", "udp", "dport", "9002", "drop",
+    ]);
+    let after = a.ip(&["-6", "route", "show", "table", "local", "fd00::20"]);
+    assert_eq!(show(a, "v6")["capacity"], 2);
+    assert!(after.contains("lwtkit-filter-v6"), "{after}");
+    assert_ne!(before, after, "the route runs a program on the new maps");
+    assert_eq!(a.findings(), vec![]);
+    // The address goes: the next lwt command removes lwtkit's local route.
+    a.ip(&["-6", "addr", "del", "fd00::20/64", "dev", "va"]);
+    let out = a.lwt(&["check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fd00::20") && err.contains("is gone"), "{err}");
+    let now = a.ip(&["-6", "route", "show", "table", "local", "fd00::20"]);
+    assert_eq!(now.trim(), "", "stand-in removed after the growth");
+}
+
 /// `LWT_GROW_RULES=N` sets the size (default 1,000,000).
 #[test]
 #[ignore = "slow: a million rules (run with --ignored)"]

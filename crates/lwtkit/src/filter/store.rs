@@ -36,7 +36,7 @@ use crate::{
     error::{Error, FilterError, LoadError, Result, StateError},
     hook::Hook,
     loader::{self, last_line, BuiltinSpec, LibbpfLog, ProgramSource},
-    ns::{failpoint, Intent, Outcome, Probe, Step, Txn},
+    ns::{failpoint, watch::Watch, Intent, Outcome, Probe, Step, Txn},
     route::{
         kernel::{Marks, RouteTable},
         netlink::Rtnl,
@@ -916,6 +916,11 @@ impl<'a> Policies<'a> {
         for m in &moves {
             done.extend(m.renames.iter().cloned());
             done.push(txn.put_step(&m.record)?);
+            // A stand-in local route's watch knows it by its programs.
+            if let Some(mut w) = txn.get::<Watch>(&m.key.record_key())? {
+                w.marks = marks_after(&m.before, &m.swaps);
+                done.push(txn.put_step(&w)?);
+            }
         }
         done.push(Step::Rename {
             from: stage.clone(),
