@@ -263,11 +263,14 @@ pub fn decode(b: &[u8]) -> Result<RulesData, String> {
         ..RulesData::default()
     };
     let (body, tail) = b[HEADER..].split_at(RULE * n);
+    let mut slots = Vec::with_capacity(n);
     for e in body.chunks_exact(RULE) {
         let (rule, slot) = get_rule(e)?;
-        data.slots.insert(rule.id, slot);
+        slots.push((rule.id, slot));
         data.rules.push(rule);
     }
+    // Built in bulk (sorted first), not one insert at a time.
+    data.slots = slots.into_iter().collect();
     for e in tail.chunks_exact(CARRIED) {
         let word = |i: usize| {
             u64::from_le_bytes(
@@ -357,5 +360,24 @@ mod tests {
         assert_eq!(data.slots.get(&4_000_000_001), None);
         assert!(replay(&mut data, &journal, 6).is_err());
         assert!(decode(b"JSON").is_err());
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// `cargo test --release -p lwtkit --lib rules_file::timing -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a timing, not a check"]
+    fn encode_and_decode_100k_rules() {
+        let rules: Vec<Rule> = crate::filter::bench_rules(100_000, 42);
+        let t = std::time::Instant::now();
+        let bytes = encode(&rules, |id| id, &BTreeMap::new());
+        let enc = t.elapsed();
+        let t = std::time::Instant::now();
+        let back = decode(&bytes).expect("decode");
+        eprintln!("100k rules: encode {enc:?}, decode {:?}, {} bytes", t.elapsed(), bytes.len());
+        assert_eq!(back.rules.len(), rules.len());
     }
 }
