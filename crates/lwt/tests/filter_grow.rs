@@ -382,3 +382,79 @@ fn a_default_policy_takes_a_million_rules() {
     assert_eq!(send_udp_lossy(a, "10.0.0.3:7000", 2, 8), 2);
     assert_eq!(a.findings(), vec![]);
 }
+
+/// A policy whose record an older lwtkit wrote (rules inline in the JSON,
+/// counters in the live generation only, `carried` for the rest) keeps
+/// its rules and counters through its next change, which moves it to a
+/// rules file and to counting in both generations.
+#[test]
+fn a_record_written_before_rules_files_is_moved_over_with_its_counters() {
+    require_root!();
+    let p = Pair::new("grold");
+    let a = &p.a;
+    a.lwt_ok(&["filter", "create", "old"]);
+    for port in ["9001", "9002"] {
+        a.lwt_ok(&[
+            "filter", "rule", "add", "old", "proto", "udp", "dport", port, "drop",
+        ]);
+    }
+    a.lwt_ok(&[
+        "filter",
+        "attach",
+        "old",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+    ]);
+    assert_eq!(send_udp_lossy(a, "10.0.0.3:9001", 5, 8), 0);
+    assert_eq!(send_udp_lossy(a, "10.0.0.3:7000", 2, 8), 2);
+    // The record as an older lwtkit wrote it: what was counted since the
+    // last change is in the live generation, which that lwtkit read alone.
+    let shown = show(a, "old");
+    let dir = a.state_dir().join("filters");
+    let record = dir.join("old.json");
+    let mut v = json(&std::fs::read_to_string(&record).expect("record"));
+    let o = v.as_object_mut().expect("object");
+    let file = o.remove("rules_file").expect("rules file");
+    o.remove("journal_len");
+    o.remove("both_generations");
+    o.remove("rules_version");
+    let rules: Vec<Value> = shown["rules"].as_array().expect("rules").clone();
+    let slots: serde_json::Map<String, Value> = rules
+        .iter()
+        .map(|r| (r["id"].to_string(), r["id"].clone()))
+        .collect();
+    o.insert("rules".into(), Value::Array(rules));
+    o.insert("slots".into(), Value::Object(slots));
+    std::fs::write(&record, v.to_string()).expect("old record");
+    for e in std::fs::read_dir(&dir).expect("records").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("old.rules.") || name.starts_with("old.journal.") {
+            std::fs::remove_file(e.path()).expect("rules file");
+        }
+    }
+    assert!(file.is_string());
+    assert_eq!(rule(&show(a, "old"), 1)["packets"], 5);
+    assert_eq!(a.findings(), vec![]);
+
+    // Its next change moves it over; counters carry, rules stay live.
+    a.lwt_ok(&[
+        "filter", "rule", "add", "old", "proto", "udp", "dport", "9003", "drop",
+    ]);
+    let shown = show(a, "old");
+    assert_eq!(rule(&shown, 1)["packets"], 5, "{shown}");
+    assert_eq!(shown["unmatched"]["packets"], 2, "{shown}");
+    assert_eq!(send_udp_lossy(a, "10.0.0.3:9001", 1, 8), 0);
+    assert_eq!(send_udp_lossy(a, "10.0.0.3:9003", 1, 8), 0);
+    a.lwt_ok(&["filter", "rule", "del", "old", "2"]);
+    let shown = show(a, "old");
+    assert_eq!(rule(&shown, 1)["packets"], 6, "{shown}");
+    assert_eq!(rule(&shown, 3)["packets"], 1, "{shown}");
+    assert_eq!(shown["unmatched"]["packets"], 2, "{shown}");
+    let v = json(&std::fs::read_to_string(&record).expect("record"));
+    assert_eq!(v["both_generations"], true, "{v}");
+    assert!(v.get("rules").is_none(), "rules in their file: {v}");
+    assert_eq!(a.findings(), vec![]);
+}

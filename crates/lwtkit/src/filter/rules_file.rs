@@ -377,7 +377,11 @@ mod timing {
         let enc = t.elapsed();
         let t = std::time::Instant::now();
         let back = decode(&bytes).expect("decode");
-        eprintln!("100k rules: encode {enc:?}, decode {:?}, {} bytes", t.elapsed(), bytes.len());
+        eprintln!(
+            "100k rules: encode {enc:?}, decode {:?}, {} bytes",
+            t.elapsed(),
+            bytes.len()
+        );
         assert_eq!(back.rules.len(), rules.len());
     }
 }
