@@ -877,7 +877,13 @@ impl<'a> Policies<'a> {
                 return Err(e);
             }
         };
-        let (new_file, old_file) = timed("records", || self.write_rules(&mut after, &early))?;
+        let (new_file, old_file) = match timed("records", || self.write_rules(&mut after, &early)) {
+            Ok(files) => files,
+            Err(e) => {
+                txn.finish(pending, Outcome::Undone)?;
+                return Err(e);
+            }
+        };
         after.carried = early;
 
         let mut done = Vec::new();
