@@ -228,7 +228,8 @@ pub enum FilterVerb {
         /// Verdict when no rule matches.
         #[arg(long, value_enum, default_value = "allow")]
         default: VerdictArg,
-        /// Most rules the policy can hold at once (sizes its maps), 1-4194304.
+        /// Rules to make room for now, 1-4194304 (default 256); the policy
+        /// grows past it as rules arrive.
         #[arg(long, value_name = "RULES",
               value_parser = clap::value_parser!(u32).range(1..=i64::from(lwtkit::filter::store::MAX_CAPACITY)))]
         capacity: Option<u32>,

@@ -227,16 +227,32 @@ fn check_reports_a_policy_whose_live_rules_are_not_the_recorded_ones() {
         .update(&0u32.to_ne_bytes(), &old, MapFlags::ANY)
         .expect("update");
     assert_eq!(p.a.findings(), vec![]);
-    // A record that lost a rule the kernel still runs.
+    // A record that lost a rule the kernel still runs (it names no rules
+    // file any more).
     let record = p.a.state_dir().join("filters/web.json");
     let text = std::fs::read_to_string(&record).expect("policy record");
     let mut v = json(&text);
-    v["rules"] = serde_json::json!([]);
+    let rules_file = v
+        .as_object_mut()
+        .and_then(|o| o.remove("rules_file"))
+        .and_then(|f| f.as_str().map(String::from))
+        .expect("the record names its rules file");
     std::fs::write(&record, v.to_string()).expect("write");
     let found = p.a.findings();
     assert_eq!(kinds(&found), ["rules"], "{found:?}");
     assert!(found[0].1.contains("0 rule(s) on record"), "{found:?}");
-    std::fs::write(&record, text).expect("restore");
+    std::fs::write(&record, &text).expect("restore");
+    assert_eq!(p.a.findings(), vec![]);
+    // A rules file gone.
+    let rules = p.a.state_dir().join("filters").join(rules_file);
+    let bytes = std::fs::read(&rules).expect("rules file");
+    std::fs::remove_file(&rules).expect("remove");
+    let found = p.a.findings();
+    assert!(
+        kinds(&found).contains(&"rules") && found[0].1.contains("rules file cannot be read"),
+        "{found:?}"
+    );
+    std::fs::write(&rules, bytes).expect("restore");
     assert_eq!(p.a.findings(), vec![]);
 }
 

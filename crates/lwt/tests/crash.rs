@@ -637,6 +637,86 @@ fn commit_cases(rules_file: &Path) -> Vec<Case> {
     v
 }
 
+/// A policy of capacity 2 with rules 1 and 2, on two routes: the rule
+/// add (or the replace with three rules) of a case must grow it.
+const SMALL_POLICY: [&str; 5] = [
+    "filter create web --capacity 2",
+    "filter rule add web dst 10.0.0.8/32 proto udp dport 7001 drop",
+    "filter rule add web dst 10.0.0.8/32 proto udp dport 7002 drop",
+    "filter attach web 10.0.0.8/32 --dev va --hook out",
+    "filter attach web 10.0.0.7/32 --dev va --hook out",
+];
+
+/// A growing policy killed at each step: before the commit point the old
+/// maps, programs and rules are live on both routes; after it, the new
+/// ones, and counters carried either way.
+fn grow_cases(rules_file: &Path) -> Vec<Case> {
+    let replace = format!("filter replace web --file {}", rules_file.display());
+    let mut v = Vec::new();
+    for point in [
+        "filter-grow:intent",
+        "filter-grow:staged",
+        "filter-grow:swap",
+        "filter-grow:flip",
+    ] {
+        for verb in [
+            "filter rule add web dst 10.0.0.8/32 proto udp dport 7003 drop",
+            replace.as_str(),
+        ] {
+            v.push(Case {
+                prepare: Some(counted_traffic),
+                inspect: Some(grown_or_not),
+                ..case(
+                    point,
+                    &SMALL_POLICY,
+                    verb,
+                    &[
+                        "filter detach web 10.0.0.8/32",
+                        "filter detach web 10.0.0.7/32",
+                        "filter delete web",
+                    ],
+                )
+            });
+        }
+    }
+    v
+}
+
+/// After a kill during a growth: the rules on record are live and counted
+/// on the first route, and the second route judges by them too.
+fn grown_or_not(ns: &Netns) {
+    rules_are_live_and_counted(ns);
+    let shown = json(&ns.lwt_ok(&["filter", "show", "web", "-j"]));
+    let rules = shown["rules"].as_array().expect("rules");
+    let grown = rules.len() > 2;
+    assert_eq!(shown["capacity"], if grown { 4 } else { 2 }, "{shown}");
+    // The replaced rules have one for any destination (port 7002).
+    let ruled = rules
+        .iter()
+        .any(|r| r["dport"]["lo"] == 7002 && r["dst"].is_null());
+    assert_eq!(ruled, grown && rules[0]["id"] != 1, "{shown}");
+    let accepted = send_udp_lossy(ns, "10.0.0.7:7002", 1, 32);
+    assert_eq!(accepted, usize::from(!ruled), "{shown}");
+    let routes = ns.ip(&["route", "show"]);
+    assert_eq!(
+        routes.matches("lwtkit-filter-web").count(),
+        2,
+        "both routes keep the filter: {routes}"
+    );
+}
+
+fn three_rules_file() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lwtkit-crash-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("three-rules");
+    std::fs::write(
+        &file,
+        "dst 10.0.0.8/32 proto udp dport 7001 drop\ndst 10.0.0.8/32 proto udp dport 7004 drop\nproto udp dport 7002 drop\n",
+    )
+    .expect("rules file");
+    file
+}
+
 fn rules_file() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("lwtkit-crash-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -678,6 +758,7 @@ fn every_failpoint_of_the_library_is_exercised_here() {
         seg6local_cases(),
         filter_cases(),
         commit_cases(Path::new("/nonexistent")),
+        grow_cases(Path::new("/nonexistent")),
         decap_cases(),
     ]
     .into_iter()
@@ -686,7 +767,7 @@ fn every_failpoint_of_the_library_is_exercised_here() {
     .collect();
     // Killed in tests/ingress_v6.rs, which builds the IPv6 local route it needs.
     here.insert("attach:stand-in".to_string());
-    assert_eq!(in_library.len(), 21, "{in_library:?}");
+    assert_eq!(in_library.len(), 25, "{in_library:?}");
     assert_eq!(here, in_library);
 }
 
@@ -730,6 +811,13 @@ fn kill_9_during_a_rule_change_keeps_live_rules_and_counters_as_recorded() {
     require_root!();
     let p = pair("crc");
     crash_all(&p.a, &commit_cases(&rules_file()));
+}
+
+#[test]
+fn kill_9_at_every_step_of_a_growing_policy_leaves_it_old_or_new_on_every_route() {
+    require_root!();
+    let p = pair("crg");
+    crash_all(&p.a, &grow_cases(&three_rules_file()));
 }
 
 #[test]

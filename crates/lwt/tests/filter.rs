@@ -658,9 +658,6 @@ fn rule_ids_are_never_reused_and_each_rule_counts_from_zero() {
     // Someone who meant the old rule 1 cannot delete the new rule by mistake.
     let err = p.a.lwt_err(&["filter", "rule", "del", "ids", "1"]);
     assert!(err.contains("no rule 1"), "{err}");
-    let err =
-        p.a.lwt_err(&["filter", "rule", "add", "ids", "proto", "tcp", "drop"]);
-    assert!(err.contains("is full (2 rules)"), "{err}");
 
     send_udp_lossy(&p.a, "10.0.0.3:9003", 7, 10);
     send_udp_lossy(&p.a, "10.0.0.3:9002", 4, 10);
@@ -912,11 +909,12 @@ fn counters_of_a_large_policy_survive_adding_and_deleting_other_rules() {
     let shown = show(&p.a, "big");
     assert_eq!(rule(&shown, counted)["packets"], 35, "{shown}");
     assert_eq!(shown["rules"].as_array().map(Vec::len), Some(200));
-    // The maps' bytes: at least the cells (65,536 per generation, 32 bytes).
+    // The maps' bytes: at least the cells (8 per rule of capacity, 8,000
+    // per generation, 32 bytes each).
     assert!(
         shown["map_bytes"]
             .as_u64()
-            .is_some_and(|b| b >= 2 * 65_536 * 32),
+            .is_some_and(|b| b >= 2 * 8_000 * 32),
         "{shown}"
     );
 }

@@ -2,12 +2,88 @@
 //! replacing 100k rules with 100k others, adding one rule to 100k and
 //! deleting one from 100k (median of several repetitions), in a throwaway
 //! namespace; beside it, compiling 100k rules alone in this process (the
-//! part of every change that does not depend on the store).
+//! part of every change that does not depend on the store). Each `lwt`
+//! runs with `LWT_LOG=lwtkit::timing=debug`, so it reports where its time
+//! went (records, compile, counters, publish, parse); the medians of
+//! those are printed beside the wall time.
 use std::{path::PathBuf, time::Instant};
 
 use lwtkit::filter::{bench_rules, compile::compile};
 
-use crate::e2e::{sh, Ns};
+use crate::e2e::Ns;
+
+/// The phases `lwt` reports (`lwtkit::timing`), in print order.
+const PHASES: [&str; 7] = [
+    "read", "records", "compile", "counters", "publish", "grow", "parse",
+];
+
+/// One timed `lwt` run: wall ms, stdout, ms per phase.
+struct Run {
+    ms: f64,
+    out: String,
+    phases: [f64; 7],
+}
+
+/// Sums the `phase="P" us=N` lines of `lwt`'s debug log by phase, in ms.
+fn phases(log: &str) -> [f64; 7] {
+    let mut sums = [0f64; 7];
+    for line in log.lines() {
+        // Without the terminal colours tracing puts around fields.
+        let plain: String = {
+            let mut out = String::new();
+            let mut chars = line.chars();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    for c in chars.by_ref() {
+                        if c == 'm' {
+                            break;
+                        }
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        };
+        let field = |name: &str| {
+            plain
+                .split(&format!("{name}="))
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+                .map(|v| v.trim_matches('"').to_string())
+        };
+        if let (Some(phase), Some(us)) = (field("phase"), field("us")) {
+            if let (Some(i), Ok(us)) = (PHASES.iter().position(|p| *p == phase), us.parse::<f64>())
+            {
+                sums[i] += us / 1e3;
+            }
+        }
+    }
+    sums
+}
+
+fn median_phases(runs: &[Run]) -> [f64; 7] {
+    let mut out = [0f64; 7];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = median(runs.iter().map(|r| r.phases[i]).collect());
+    }
+    out
+}
+
+fn print_row(label: &str, runs: &[Run]) {
+    let p = median_phases(runs);
+    println!(
+        "  {label:<36}{:>7.0} ms   read {:>4.0}  write {:>4.0}  compile {:>5.0}  counters {:>4.0}  publish {:>4.0}  grow {:>4.0}  parse {:>4.0}",
+        median(runs.iter().map(|r| r.ms).collect()),
+        p[0],
+        p[1],
+        p[2],
+        p[3],
+        p[4],
+        p[5],
+        p[6]
+    );
+}
 
 const RULES: usize = 100_000;
 const REPS: usize = 3;
@@ -61,12 +137,26 @@ fn measure(
 ) -> anyhow::Result<()> {
     let ns = Ns::new("changes")?;
     let exe = lwt.to_str().unwrap_or("lwt");
-    let timed = |args: &[&str]| -> anyhow::Result<(f64, String)> {
+    let timed = |args: &[&str]| -> anyhow::Result<Run> {
         let mut full = vec!["-n", ns.0.as_str()];
         full.extend_from_slice(args);
         let t = Instant::now();
-        let out = sh(exe, &full)?;
-        Ok((t.elapsed().as_secs_f64() * 1e3, out))
+        let out = std::process::Command::new(exe)
+            .args(&full)
+            .env("LWT_LOG", "warn,lwtkit::timing=debug")
+            .output()?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        anyhow::ensure!(
+            out.status.success(),
+            "lwt {}: {}",
+            full.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Run {
+            ms,
+            out: String::from_utf8_lossy(&out.stdout).into_owned(),
+            phases: phases(&String::from_utf8_lossy(&out.stderr)),
+        })
     };
     let mut create = vec!["filter", "create", "big"];
     if let Some(c) = capacity {
@@ -74,11 +164,11 @@ fn measure(
     }
     timed(&create)?;
     let file = |i: usize| files[i % 2].to_str().unwrap_or_default().to_string();
-    let first = timed(&["filter", "replace", "big", "--file", &file(0)])?.0;
+    let first = timed(&["filter", "replace", "big", "--file", &file(0)])?;
     let (mut replace, mut add, mut del) = (Vec::new(), Vec::new(), Vec::new());
     for i in 1..=REPS {
-        replace.push(timed(&["filter", "replace", "big", "--file", &file(i)])?.0);
-        let (ms, out) = timed(&[
+        replace.push(timed(&["filter", "replace", "big", "--file", &file(i)])?);
+        let run = timed(&[
             "-j",
             "filter",
             "rule",
@@ -92,14 +182,15 @@ fn measure(
             "9",
             "drop",
         ])?;
-        add.push(ms);
-        let id = out
+        let id = run
+            .out
             .split("\"id\":")
             .nth(1)
             .and_then(|s| s.trim_start().split(|c: char| !c.is_ascii_digit()).next())
-            .ok_or_else(|| anyhow::anyhow!("no id in {out}"))?
+            .ok_or_else(|| anyhow::anyhow!("no id in {}", run.out))?
             .to_string();
-        del.push(timed(&["filter", "rule", "del", "big", &id])?.0);
+        add.push(run);
+        del.push(timed(&["filter", "rule", "del", "big", &id])?);
     }
     let rules = bench_rules(RULES, 42);
     let compiles: Vec<f64> = (0..REPS)
@@ -109,20 +200,13 @@ fn measure(
         })
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("compile: {e}"))?;
-    println!("changes to a {RULES}-rule policy, wall time of `lwt` (median of {REPS})");
-    println!("  first replace (empty -> {RULES})   {first:>9.0} ms");
     println!(
-        "  replace {RULES} with {RULES} others {:>9.0} ms",
-        median(replace)
+        "changes to a {RULES}-rule policy, wall time of `lwt` (median of {REPS}) and its phases (ms)"
     );
-    println!(
-        "  add one rule                        {:>9.0} ms",
-        median(add)
-    );
-    println!(
-        "  delete one rule                     {:>9.0} ms",
-        median(del)
-    );
+    print_row(&format!("first replace (empty -> {RULES})"), &[first]);
+    print_row(&format!("replace {RULES} with {RULES} others"), &replace);
+    print_row("add one rule", &add);
+    print_row("delete one rule", &del);
     println!(
         "  compile {RULES} rules (in process)  {:>9.0} ms",
         median(compiles)

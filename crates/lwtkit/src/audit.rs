@@ -114,8 +114,16 @@ fn findings(ns: &Namespace) -> Result<Vec<Finding>> {
     let sid_records = ns.all::<SidRecord>()?;
     let decap_records = ns.all::<DecapRecord>()?;
     // The records as written: the live generation is compared with them.
-    let policies = ns.all::<Policy>()?;
+    let mut policies = ns.all::<Policy>()?;
     let mut out = Vec::new();
+    for p in &mut policies {
+        if let Err(e) = crate::filter::store::load_rules(&ns.dir().join("filters"), p) {
+            out.push(Finding::new(
+                "rules",
+                format!("policy `{}`: its rules file cannot be read: {e}", p.name),
+            ));
+        }
+    }
     for rec in &records {
         let key = RouteKey {
             dst: rec.dst,

@@ -145,9 +145,14 @@ mod tests {
             next_id: rules.len() as u32 + 1,
             rules,
             carried: Default::default(),
+            carried_extra: Default::default(),
             slots: Default::default(),
             fragments: Fragments::Pass,
             malformed: Malformed::Drop,
+            rules_file: None,
+            rules_version: 0,
+            journal_len: 0,
+            both_generations: true,
         }
     }
 

@@ -99,6 +99,7 @@ pub fn del_rule(name: &str, id: u32) -> Result<Rule> {
 
 /// Replaces every rule with those of `file`, atomically.
 pub fn replace_from_file(name: &str, file: &Path) -> Result<Policy> {
+    let started = std::time::Instant::now();
     let text = std::fs::read_to_string(file).map_err(|e| FilterError::RulesFile {
         path: file.into(),
         reason: e.to_string(),
@@ -107,6 +108,7 @@ pub fn replace_from_file(name: &str, file: &Path) -> Result<Policy> {
         path: file.into(),
         reason: e.to_string(),
     })?;
+    tracing::debug!(target: "lwtkit::timing", phase = "parse", us = started.elapsed().as_micros() as u64);
     with_policies("lwt filter replace", |p, _, txn| {
         p.replace(txn, name, specs)
     })

@@ -8,6 +8,7 @@ pub use bench_rules::bench_rules;
 pub mod manage;
 pub mod model;
 pub mod rule;
+pub mod rules_file;
 pub mod store;
 pub mod testrun;
 
@@ -37,15 +38,15 @@ pub enum FilterError {
         policy: String,
         reason: CompileError,
     },
-    #[error("policy `{policy}`: the compiled rule set needs {needs} cells but the policy holds {holds}; recreate it with a larger --capacity")]
+    #[error("policy `{policy}`: the compiled rule set needs {needs} cells, more than a policy holds ({holds})")]
     TooBig {
         policy: String,
         needs: usize,
         holds: u32,
     },
-    #[error("policy `{policy}` is full ({capacity} rules); recreate it with a larger --capacity")]
+    #[error("policy `{policy}` is full ({capacity} rules, the most a policy holds)")]
     Full { policy: String, capacity: u32 },
-    #[error("{rules} rules do not fit policy `{policy}` (capacity {capacity}); recreate it with a larger --capacity")]
+    #[error("{rules} rules do not fit policy `{policy}` (a policy holds at most {capacity})")]
     TooManyRules {
         policy: String,
         rules: usize,

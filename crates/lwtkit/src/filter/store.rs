@@ -10,6 +10,7 @@
 //! half, which the next change may then overwrite. A packet reads the
 //! generation once, so it is judged entirely by the old or the new set.
 use std::{
+    collections::BTreeMap,
     fs,
     os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
@@ -17,7 +18,7 @@ use std::{
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
 use lwtkit_common::{
-    filter::{Cell, PolicyConfig, RuleStats},
+    filter::{Cell, PolicyConfig},
     maps::filter as maps,
     pins,
 };
@@ -27,44 +28,71 @@ use super::{
     compile::compile_with_slots,
     handling::{Fragments, Handling, Malformed},
     rule::{Rule, RuleSpec, Verdict},
+    rules_file,
 };
 use crate::{
+    attach::{self, Standing},
     builtin,
     error::{Error, FilterError, LoadError, Result, StateError},
-    loader::{last_line, BuiltinSpec, LibbpfLog},
-    ns::{failpoint, Intent, Outcome, Probe, Step, Txn},
-    state::{NetnsState, Origin},
+    hook::Hook,
+    loader::{self, last_line, BuiltinSpec, LibbpfLog, ProgramSource},
+    ns::{failpoint, watch::Watch, Intent, Outcome, Probe, Step, Txn},
+    route::{
+        kernel::{Marks, RouteTable},
+        netlink::Rtnl,
+        ops::RouteKey,
+        swap::{marks_after, swap_hooks, HookSwap, Swapped},
+    },
+    state::{HookRecord, NetnsState, Origin, RouteRecord},
 };
 
-/// Rules a policy holds unless `--capacity` says otherwise.
-pub const DEFAULT_CAPACITY: u32 = 16_384;
-/// The largest `--capacity`.
+/// Counter slots a new policy has unless `--capacity` says otherwise: a
+/// preallocation, since a policy grows (in powers of two) as rules arrive.
+pub const DEFAULT_CAPACITY: u32 = 256;
+/// The largest `--capacity`, and the most rules a policy holds.
 pub const MAX_CAPACITY: u32 = 1 << 22;
 /// Cells reserved per rule of capacity in each generation (tree nodes,
 /// leaf lists, the rule itself); measured at ~6-10 for mixed rule sets.
 const CELLS_PER_RULE: u32 = 8;
-const MIN_CELLS: u32 = 65_536;
+const MIN_CELLS: u32 = 4096;
+/// The most cells a generation holds (1 GiB of cells each).
+pub const MAX_CELLS: u32 = 1 << 25;
 /// Default event rate limit per rule and CPU.
 pub const LOG_RATE: u32 = 100;
 pub const LOG_BURST: u32 = 200;
 
-/// What lwtkit keeps about a policy.
+/// What lwtkit keeps about a policy: a small JSON record, and its rules,
+/// their counter slots and carried counters in a compact rules file
+/// beside it ([`super::rules_file`]) that the record names.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     pub id: u32,
     pub name: String,
     pub default: Verdict,
-    /// Most rules held at once (counter slots run 1..=capacity; rule ids
-    /// are not bounded by it).
+    /// Counter slots per generation, less the default's (rule slots run
+    /// 1..=capacity; rule ids are not bounded by it). Grows with the rules.
     pub capacity: u32,
     /// Cells per generation.
     pub cells: u32,
     pub generation: u32,
+    /// The rules (in the rules file; inline in records written before
+    /// rules files).
+    #[serde(default, skip_serializing)]
     pub rules: Vec<Rule>,
     /// What earlier generations counted for rules that carried over (and,
     /// under 0, for the default): added to the live generation's counters.
-    #[serde(default)]
+    /// The rules file's, plus the record's `carried`.
+    #[serde(skip)]
     pub carried: std::collections::BTreeMap<u32, RuleCounters>,
+    /// What the record itself carries on top of the rules file's (what the
+    /// old generation counted between the intent of a change and its
+    /// flip); all of it in records written before rules files.
+    #[serde(
+        default,
+        rename = "carried",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub carried_extra: std::collections::BTreeMap<u32, RuleCounters>,
     /// The id the next new rule gets: ids only grow, so an id never names
     /// two rules (a `rule del N` cannot hit a rule added since). 0 in
     /// records written before ids were kept monotonic: then one past the
@@ -74,7 +102,7 @@ pub struct Policy {
     /// Each rule's counter slot in 1..=capacity, by rule id. Rules missing
     /// here (records written before slots) count in the slot of their id,
     /// which was then at most `capacity`.
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     pub slots: std::collections::BTreeMap<u32, u32>,
     /// What happens to non-first fragments (records written before this
     /// setting: pass).
@@ -84,6 +112,25 @@ pub struct Policy {
     /// setting: drop).
     #[serde(default)]
     pub malformed: Malformed,
+    /// The rules file (`<name>.rules.<version>` beside the record) holding
+    /// `rules`, `slots` and the base of `carried`; `None`: they are inline
+    /// (records written before rules files, or no rules were ever set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_file: Option<String>,
+    /// The version of the last rules file written.
+    #[serde(default)]
+    pub rules_version: u64,
+    /// Entries of the rules file's journal (`<name>.journal.<version>`)
+    /// that count: rules added and deleted one at a time since the file.
+    #[serde(default)]
+    pub journal_len: u32,
+    /// Rules count in their slot of both generations (a slot is zeroed
+    /// only when a new rule takes it), so a change leaves the counters of
+    /// the rules that stay alone. Records written before count in the live
+    /// generation only, with `carried` holding the rest; their next change
+    /// moves them over.
+    #[serde(default)]
+    pub both_generations: bool,
 }
 
 impl Policy {
@@ -112,12 +159,36 @@ impl Policy {
         self.slots.get(&id).copied().unwrap_or(id)
     }
 
-    /// A counter slot no current rule uses (the policy is not full).
-    fn free_slot(&self) -> Option<u32> {
-        let used: std::collections::BTreeSet<u32> =
-            self.rules.iter().map(|r| self.slot_of(r.id)).collect();
-        (1..=self.capacity).find(|s| !used.contains(s))
+    /// The lowest counter slot no current rule uses: at most one past the
+    /// number of rules, so past the capacity only when the policy is full
+    /// (the change then grows it).
+    fn free_slot(&self) -> u32 {
+        let n = self.rules.len() + 1;
+        let mut used = vec![false; n + 1];
+        for r in &self.rules {
+            if let Some(u) = used.get_mut(self.slot_of(r.id) as usize) {
+                *u = true;
+            }
+        }
+        (1..=n).find(|s| !used[*s]).unwrap_or(n) as u32
     }
+}
+
+/// The sizes a policy needs to hold rules whose highest counter slot is
+/// `slots` and that compile to `cells` cells: what it has, or powers of
+/// two that fit (`None`: past the largest policy).
+pub fn sizes_for(p: &Policy, slots: u32, cells: usize) -> Option<(u32, u32)> {
+    let capacity = if slots > p.capacity {
+        slots.checked_next_power_of_two()?.min(MAX_CAPACITY)
+    } else {
+        p.capacity
+    };
+    let cells = if cells > p.cells as usize {
+        u32::try_from(cells).ok()?.checked_next_power_of_two()?
+    } else {
+        p.cells
+    };
+    (slots <= capacity && cells <= MAX_CELLS).then_some((capacity, cells))
 }
 
 /// Per-rule counters summed over CPUs.
@@ -169,16 +240,28 @@ impl<'a> Policies<'a> {
         Self { state }
     }
 
+    /// The directory of the policies' records and rules files.
+    fn records_dir(&self) -> PathBuf {
+        self.state.dir().join("filters")
+    }
+
     fn record_path(&self, name: &str) -> PathBuf {
-        self.state
-            .dir()
-            .join("filters")
-            .join(format!("{name}.json"))
+        self.records_dir().join(format!("{name}.json"))
     }
 
     /// bpffs directory of a policy's maps.
     pub fn pin_dir(&self, name: &str) -> PathBuf {
         self.state.pin_root().join(pins::filter::DIR).join(name)
+    }
+
+    /// Where a policy's bigger maps are staged while it grows (policy
+    /// names have no `:`, so this is no policy's; the namespace sweeps
+    /// `:next` directories no intent covers).
+    fn stage_dir(&self, name: &str) -> PathBuf {
+        self.state
+            .pin_root()
+            .join(pins::filter::DIR)
+            .join(format!("{name}:next"))
     }
 
     /// The namespace's event ring buffer.
@@ -190,7 +273,11 @@ impl<'a> Policies<'a> {
     /// policy's pinned maps and the namespace's event ring buffer, named
     /// `lwtkit-filter-<policy>` on the route.
     pub fn program(&self, name: &str) -> BuiltinSpec {
-        let dir = self.pin_dir(name);
+        self.program_on(name, &self.pin_dir(name))
+    }
+
+    /// [`Policies::program`] on the maps pinned in `dir`.
+    fn program_on(&self, name: &str, dir: &Path) -> BuiltinSpec {
         let mut maps_to_reuse: Vec<(String, PathBuf)> = pins::filter::MAPS
             .iter()
             .map(|(map, file)| (map.to_string(), dir.join(file)))
@@ -209,12 +296,7 @@ impl<'a> Policies<'a> {
 
     pub fn get(&self, name: &str) -> Result<Policy> {
         validate_name(name)?;
-        let path = self.record_path(name);
-        let bytes = fs::read(&path).map_err(|_| FilterError::UnknownPolicy(name.into()))?;
-        let mut policy: Policy = serde_json::from_slice(&bytes).map_err(|e| StateError::Io {
-            path,
-            reason: e.to_string(),
-        })?;
+        let mut policy = self.read(name)?;
         // Which half packets walk, and what happens to fragments and
         // malformed packets, is the kernel's to say: a command killed
         // between the config map and the record would otherwise make the
@@ -229,8 +311,30 @@ impl<'a> Policies<'a> {
         Ok(policy)
     }
 
+    /// The record of policy `name` with its rules file read.
+    fn read(&self, name: &str) -> Result<Policy> {
+        let path = self.record_path(name);
+        let mut tries = 0;
+        loop {
+            let bytes = fs::read(&path).map_err(|_| FilterError::UnknownPolicy(name.into()))?;
+            let mut policy: Policy =
+                serde_json::from_slice(&bytes).map_err(|e| StateError::Io {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            match load_rules(&self.records_dir(), &mut policy) {
+                // A reader without the lock: a change replaced the record
+                // and the rules file it named in between.
+                Err(_) if tries < 8 && fs::read(&path).is_ok_and(|now| now != bytes) => {
+                    tries += 1;
+                }
+                other => return other.map(|()| policy),
+            }
+        }
+    }
+
     pub fn all(&self) -> Result<Vec<Policy>> {
-        let dir = self.state.dir().join("filters");
+        let dir = self.records_dir();
         let mut out = Vec::new();
         if let Ok(entries) = fs::read_dir(&dir) {
             for e in entries.flatten() {
@@ -245,6 +349,28 @@ impl<'a> Policies<'a> {
 
     fn save(&self, txn: &Txn, p: &Policy) -> Result<()> {
         txn.put(p)
+    }
+
+    /// Writes `p`'s rules, their slots and `carried` to a new rules file
+    /// and points `p` at it (with nothing carried in the record itself).
+    /// Returns the new file (to remove if the change does not happen) and
+    /// the one `p` named before (to remove once it does).
+    fn write_rules(
+        &self,
+        p: &mut Policy,
+        carried: &BTreeMap<u32, RuleCounters>,
+    ) -> Result<(PathBuf, Option<PathBuf>)> {
+        let dir = self.records_dir();
+        let old = p.rules_file.as_ref().map(|f| dir.join(f));
+        p.rules_version += 1;
+        let file = format!("{}.rules.{}", p.name, p.rules_version);
+        let path = dir.join(&file);
+        let bytes = rules_file::encode(&p.rules, |id| p.slot_of(id), carried);
+        crate::ns::store::write_atomic(&path, &bytes)?;
+        p.rules_file = Some(file);
+        p.journal_len = 0;
+        p.carried_extra = BTreeMap::new();
+        Ok((path, old))
     }
 
     /// `lwt filter create`: makes the policy's maps and pins them; fragments
@@ -286,10 +412,15 @@ impl<'a> Policies<'a> {
             generation: 0,
             rules: Vec::new(),
             carried: Default::default(),
+            carried_extra: Default::default(),
             next_id: 1,
             slots: Default::default(),
             fragments: handling.fragments,
             malformed: handling.malformed,
+            rules_file: None,
+            rules_version: 0,
+            journal_len: 0,
+            both_generations: true,
         };
         let mut created = policy.clone();
         created.generation = 1;
@@ -304,8 +435,9 @@ impl<'a> Policies<'a> {
         }];
         let pending = txn.intend(intent)?;
         let made = self
-            .create_maps(&policy)
-            .and_then(|()| self.publish(&policy, &policy.rules));
+            .create_maps_in(&policy, &self.pin_dir(name))
+            .and_then(|()| self.compile(&policy, &policy.rules))
+            .and_then(|cells| self.publish(&policy, &cells));
         if let Err(e) = made {
             txn.finish(pending, Outcome::Undone)?;
             return Err(e);
@@ -316,7 +448,8 @@ impl<'a> Policies<'a> {
         Ok(created)
     }
 
-    fn create_maps(&self, p: &Policy) -> Result<()> {
+    /// Makes maps sized for `p` and pins them in `dir`.
+    fn create_maps_in(&self, p: &Policy, dir: &Path) -> Result<()> {
         let b = builtin::find("filter")
             .ok_or_else(|| LoadError::UnknownBuiltin("filter".into(), builtin::names()))?;
         let bytes = b.object().to_vec();
@@ -355,9 +488,8 @@ impl<'a> Policies<'a> {
             program: format!("maps of policy {}", p.name),
             reason: format!("{e}: {}", last_line(&messages)),
         })?;
-        let dir = self.pin_dir(&p.name);
-        fs::create_dir_all(&dir).map_err(|e| StateError::Io {
-            path: dir.clone(),
+        fs::create_dir_all(dir).map_err(|e| StateError::Io {
+            path: dir.into(),
             reason: e.to_string(),
         })?;
         for mut m in obj.maps_mut() {
@@ -375,20 +507,26 @@ impl<'a> Policies<'a> {
         Ok(())
     }
 
-    /// Compiles `rules` into the idle generation, resets the counters of
-    /// `fresh` rule ids, flips the generation and waits out readers of the
-    /// old one. Nothing live changes if compiling fails.
-    fn publish(&self, p: &Policy, rules: &[Rule]) -> Result<()> {
-        let compiled = compile_with_slots(rules, |r| p.slot_of(r.id)).map_err(|reason| {
-            FilterError::Compile {
-                policy: p.name.clone(),
-                reason,
-            }
-        })?;
-        if compiled.cells.len() > p.cells as usize {
+    /// `rules` compiled with their counter slots in `p`.
+    fn compile(&self, p: &Policy, rules: &[Rule]) -> Result<Vec<Cell>> {
+        compile_with_slots(rules, |r| p.slot_of(r.id))
+            .map(|c| c.cells)
+            .map_err(|reason| {
+                FilterError::Compile {
+                    policy: p.name.clone(),
+                    reason,
+                }
+                .into()
+            })
+    }
+
+    /// Writes compiled `cells` into the idle generation, flips the
+    /// generation and waits out readers of the old one.
+    fn publish(&self, p: &Policy, cells: &[Cell]) -> Result<()> {
+        if cells.len() > p.cells as usize {
             return Err(FilterError::TooBig {
                 policy: p.name.clone(),
-                needs: compiled.cells.len(),
+                needs: cells.len(),
                 holds: p.cells,
             }
             .into());
@@ -398,7 +536,7 @@ impl<'a> Policies<'a> {
         write_cells(
             &dir.join(pins::filter::CELLS),
             (next * p.cells) as usize,
-            &compiled.cells,
+            cells,
             (p.cells * 2) as usize,
         )?;
         write_config(&dir, &config_of(p, next))?;
@@ -421,6 +559,13 @@ impl<'a> Policies<'a> {
         p.fragments = fragments.unwrap_or(p.fragments);
         p.malformed = malformed.unwrap_or(p.malformed);
         let dir = self.pin_dir(name);
+        // A record written before rules files keeps its rules in a file now.
+        let mut undone = Vec::new();
+        if p.rules_file.is_none() && !p.rules.is_empty() {
+            let carried = p.carried.clone();
+            let (new, _) = self.write_rules(&mut p, &carried)?;
+            undone.push(Step::Remove { path: new });
+        }
         // The config map is the change: once it holds the new settings the
         // record follows, even after a kill (the intent's probe reads it).
         let config = dir.join(pins::filter::CONFIG);
@@ -435,6 +580,7 @@ impl<'a> Policies<'a> {
             },
         );
         intent.done = vec![txn.put_step(&p)?];
+        intent.undone = undone;
         let pending = txn.intend(intent)?;
         if let Err(e) = write_config(&dir, &config_of(&p, p.generation)) {
             txn.finish(pending, Outcome::Undone)?;
@@ -445,168 +591,573 @@ impl<'a> Policies<'a> {
         Ok(p)
     }
 
-    /// Zeroes the counter `slots` of generation `generation`.
-    fn zero_slots(
-        &self,
-        p: &Policy,
-        generation: u32,
-        slots: impl Iterator<Item = u32>,
-    ) -> Result<()> {
+    /// Zeroes the counter entries `entries` (generation and slot already
+    /// folded in) of the policy's counter map.
+    fn zero_entries(&self, p: &Policy, entries: &[u32]) -> Result<()> {
         let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
         let map = open_map(&pin)?;
-        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| map_err(&pin, e))?;
-        let entries: Vec<u32> = slots.map(|s| generation * p.rule_slots() + s).collect();
-        if zero_batch(&map, &entries, cpus) {
-            return Ok(());
-        }
-        let zero = vec![vec![0u8; size_of::<RuleStats>()]; cpus];
-        for entry in entries {
-            map.update_percpu(&entry.to_ne_bytes(), &zero, MapFlags::ANY)
-                .map_err(|e| map_err(&pin, e))?;
-        }
-        Ok(())
+        crate::percpu::zero(&map, entries).map_err(|e| map_err(&pin, e))
     }
 
-    /// Reads one counter slot, summed over CPUs.
-    fn read_slot(map: &MapHandle, pin: &Path, slot: u32) -> Result<RuleCounters> {
-        let [packets, bytes, logged, suppressed] =
-            crate::percpu::sum(map, slot).map_err(|e| map_err(pin, e))?;
-        Ok(RuleCounters {
-            packets,
-            bytes,
-            logged,
-            suppressed,
+    /// The journal of `p`'s rules file.
+    fn journal_path(&self, p: &Policy) -> PathBuf {
+        self.records_dir()
+            .join(format!("{}.journal.{}", p.name, p.rules_version))
+    }
+
+    /// Writes `entry` as entry `p.journal_len` of the journal (what a
+    /// killed change left past the entries the record counts goes first).
+    fn append_journal(&self, p: &Policy, entry: &[u8]) -> Result<()> {
+        use std::{
+            io::Write,
+            os::unix::fs::{FileExt, OpenOptionsExt},
+        };
+        let path = self.journal_path(p);
+        let at = rules_file::journal_bytes(p.journal_len);
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)?;
+            f.set_len(at)?;
+            f.write_all_at(entry, at)?;
+            f.flush()?;
+            f.sync_all()
+        };
+        write().map_err(|e| {
+            StateError::Io {
+                path: path.clone(),
+                reason: e.to_string(),
+            }
+            .into()
         })
     }
 
-    /// Commits a new rule list whose counter slots are `slots` (by rule
-    /// id) and whose next new id is `next_id`: the idle generation's
-    /// counters of those slots are zeroed (a reused slot starts from zero),
-    /// the rules compiled and swapped in; then what the old generation
-    /// counted for rules that carry over (same id and spec, so the same
-    /// slot) and for the default is folded into `carried`, so counters
-    /// neither reset nor mix when rules change.
-    fn commit(
-        &self,
-        txn: &Txn,
-        mut p: Policy,
-        rules: Vec<Rule>,
-        slots: std::collections::BTreeMap<u32, u32>,
-        next_id: u32,
-    ) -> Result<Policy> {
-        let old_p = p.clone();
-        let old = p.generation;
-        let next = old ^ 1;
-        p.slots = slots;
-        p.next_id = next_id;
-        self.zero_slots(
-            &p,
-            next,
-            std::iter::once(0).chain(rules.iter().map(|r| p.slot_of(r.id))),
-        )?;
+    /// Commits `change` (with `next_id` the next new rule id): the new
+    /// rules are compiled into the idle generation, which is flipped live
+    /// in one write for every route the policy is on. Counters: a rule
+    /// counts in its slot of both generations, so rules that stay keep
+    /// counting where they are; a slot a new rule takes is zeroed in the
+    /// idle generation before the flip and in the other once nobody counts
+    /// there any more. The record: one journal entry for a rule added or
+    /// deleted, a new rules file for a replace (or a long journal). A rule
+    /// set that does not fit the policy's maps grows them
+    /// ([`Policies::grow`]).
+    fn commit(&self, txn: &Txn, old: Policy, change: Change, next_id: u32) -> Result<Policy> {
+        let live = old.generation;
+        let next = live ^ 1;
+        let slots_per_gen = old.rule_slots();
+        let mut after = old.clone();
+        after.next_id = next_id;
+        after.generation = next;
+        after.both_generations = true;
+        // Counter entries to zero before the flip, and slot ranges of the
+        // old live generation to zero after it.
+        let mut pre: Vec<u32> = Vec::new();
+        let mut post: Vec<(u32, u32)> = Vec::new();
+        let mut entry = None;
+        match change {
+            Change::Add(rule, slot) => {
+                // Nobody counts in a free slot: both generations now.
+                pre = vec![live * slots_per_gen + slot, next * slots_per_gen + slot];
+                entry = Some(rules_file::add_entry(&rule, slot));
+                after.slots.insert(rule.id, slot);
+                after.rules.push(rule);
+            }
+            Change::Del(id) => {
+                after.rules.retain(|r| r.id != id);
+                after.slots.remove(&id);
+                after.carried.remove(&id);
+                after.carried_extra.remove(&id);
+                entry = Some(rules_file::del_entry(id));
+            }
+            Change::Replace(rules) => {
+                let n = rules.len() as u32;
+                after.slots = rules.iter().zip(1..).map(|(r, s)| (r.id, s)).collect();
+                after.rules = rules;
+                after.carried.retain(|id, _| *id == 0);
+                after.carried_extra.retain(|id, _| *id == 0);
+                pre = (1..=n).map(|s| next * slots_per_gen + s).collect();
+                post = vec![(1, n)];
+            }
+        }
+        let cells = timed("compile", || self.compile(&after, &after.rules))?;
+        let top = after
+            .rules
+            .iter()
+            .map(|r| after.slot_of(r.id))
+            .max()
+            .unwrap_or(0);
+        let (capacity, ncells) =
+            sizes_for(&after, top, cells.len()).ok_or_else(|| FilterError::TooBig {
+                policy: after.name.clone(),
+                needs: cells.len(),
+                holds: MAX_CELLS,
+            })?;
+        if (capacity, ncells) != (after.capacity, after.cells) {
+            after.capacity = capacity;
+            after.cells = ncells;
+            return self.grow(txn, old, after, &cells);
+        }
+        // A record written before both generations counted: what its rules
+        // counted so far goes to `carried`, both generations start over.
+        let migrating = !old.both_generations;
+        let kept: Vec<u32> = if migrating {
+            let before: std::collections::HashSet<u32> = old.rules.iter().map(|r| r.id).collect();
+            std::iter::once(0)
+                .chain(
+                    after
+                        .rules
+                        .iter()
+                        .map(|r| r.id)
+                        .filter(|id| before.contains(id)),
+                )
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if migrating {
+            pre = (0..slots_per_gen)
+                .map(|s| next * slots_per_gen + s)
+                .collect();
+            post = vec![(0, slots_per_gen)];
+            entry = None;
+            after.carried = nonzero(self.totals(&old, &self.pin_dir(&old.name), &kept)?);
+            after.carried_extra.clear();
+        }
+        timed("counters", || self.zero_entries(&after, &pre))?;
+
         // The flip is the change: once the config map says `next`, the new
         // rules are live and the record must say so, even if lwt is killed
-        // right after (then the counters carried over are those read here,
-        // short of the exact ones read after the flip by what the old
-        // generation counts in between).
-        let mut early = p.clone();
-        early.generation = next;
-        early.rules = rules.clone();
-        early.carried = self.carry(&old_p, &rules)?;
+        // right after.
         let mut intent = Intent::new(
             "lwt filter",
             Probe::Generation {
-                config: self.pin_dir(&p.name).join(pins::filter::CONFIG),
+                config: self.pin_dir(&after.name).join(pins::filter::CONFIG),
                 after: next,
             },
         );
-        intent.done = vec![txn.put_step(&early)?];
-        let pending = txn.intend(intent)?;
+        if !post.is_empty() {
+            intent.done.push(Step::ZeroCounters {
+                pin: self.pin_dir(&after.name).join(pins::filter::RULE_STATS),
+                ranges: post
+                    .iter()
+                    .map(|(first, n)| (live * slots_per_gen + first, *n))
+                    .collect(),
+            });
+        }
+        let journaled = entry
+            .filter(|_| old.rules_file.is_some() && old.journal_len < JOURNAL_MAX && !migrating);
+        let pending = timed("records", || -> Result<_> {
+            if let Some(entry) = &journaled {
+                self.append_journal(&old, entry)?;
+                after.journal_len = old.journal_len + 1;
+                intent.done.push(txn.put_step(&after)?);
+            } else {
+                let carried = after.carried.clone();
+                let (new_file, old_file) = self.write_rules(&mut after, &carried)?;
+                intent.done.push(txn.put_step(&after)?);
+                if let Some(path) = old_file {
+                    intent.done.push(Step::Remove { path });
+                    intent.done.push(Step::Remove {
+                        path: self.journal_path(&old),
+                    });
+                }
+                intent.undone.push(Step::Remove { path: new_file });
+            }
+            txn.intend(intent)
+        })?;
         failpoint("filter-commit:intent");
-        if let Err(e) = self.publish(&p, &rules) {
+        if let Err(e) = timed("publish", || self.publish(&old, &cells)) {
             txn.finish(pending, Outcome::Undone)?;
             return Err(e);
         }
         failpoint("filter-commit:flip");
-        p.carried = self.carry(&old_p, &rules)?;
-        p.generation = next;
-        p.rules = rules;
-        self.save(txn, &p)?;
-        txn.discard(pending)?;
-        Ok(p)
-    }
-
-    /// What `old` counted (its generation and what it carried), for the
-    /// default and for the rules of `rules` that carry over from it (same
-    /// id and spec, so the same slot): the `carried` of the next record.
-    fn carry(
-        &self,
-        old: &Policy,
-        rules: &[Rule],
-    ) -> Result<std::collections::BTreeMap<u32, RuleCounters>> {
-        let pin = self.pin_dir(&old.name).join("rule_stats");
-        let map = open_map(&pin)?;
-        let base = old.generation * old.rule_slots();
-        // By id, so finding what carries over is linear, not rules x rules.
-        let before: std::collections::HashMap<u32, &Rule> =
-            old.rules.iter().map(|r| (r.id, r)).collect();
-        let carried: Vec<(u32, u32)> = std::iter::once((0, 0))
-            .chain(
-                rules
-                    .iter()
-                    .filter(|r| before.get(&r.id).is_some_and(|o| *o == *r))
-                    .map(|r| (r.id, old.slot_of(r.id))),
-            )
-            .collect();
-        // Many slots: the whole generation in one batch call rather than
-        // one call per rule.
-        let all = if carried.len() > 64 {
-            read_batch(&map, base, old.rule_slots())
+        // What the old generation counted between the first read and the
+        // flip: in the record itself, so the rules file is written once.
+        let exact = if migrating {
+            Some(timed("counters", || {
+                self.totals(&old, &self.pin_dir(&old.name), &kept)
+            })?)
         } else {
             None
         };
-        carried
-            .into_iter()
-            .map(|(id, slot)| {
-                let mut c = old.carried.get(&id).copied().unwrap_or_default();
-                match all.as_ref().and_then(|a| a.get(slot as usize)) {
-                    Some(now) => c.add(now),
-                    None => c.add(&Self::read_slot(&map, &pin, base + slot)?),
+        timed("records", || txn.finish(pending, Outcome::Done))?;
+        if let Some(exact) = exact {
+            after.carried_extra = extra_of(&nonzero(exact.clone()), &after.carried);
+            after.carried = nonzero(exact);
+            if !after.carried_extra.is_empty() {
+                timed("records", || self.save(txn, &after))?;
+            }
+        }
+        Ok(after)
+    }
+
+    /// Commits `rules` into bigger maps (`p` has the new capacity and
+    /// cells, `cells` is `rules` compiled), on every route and hook the
+    /// policy is attached to, with no moment without the filter:
+    ///
+    /// 1. New maps are made in a staging directory; the live generation
+    ///    gets the cells packets walk now (copied: they hold no absolute
+    ///    index), the idle one `rules`; its config says the live one.
+    /// 2. For each attachment a filter program is loaded on the new maps
+    ///    (and on the hook's own counters map, so `lwt stats` goes on) and
+    ///    pinned beside the live one.
+    /// 3. The intent names every step for both outcomes; a mark file is
+    ///    the commit point (its probe): before it, a kill undoes; after
+    ///    it, recovery finishes the swaps.
+    /// 4. Each route is replaced in place with the new program on its
+    ///    hooks (only if it still carries what its record names). Packets
+    ///    are judged by the same rules before and after.
+    /// 5. Once no packet walks the old maps, the new maps' config flips to
+    ///    the new rules: one write for every route at once.
+    /// 6. Counters: what the old maps counted, and the new maps' live
+    ///    generation during the swaps, are carried; then the staged pins
+    ///    replace the old ones and the records follow.
+    fn grow(&self, txn: &Txn, old: Policy, mut after: Policy, cells: &[Cell]) -> Result<Policy> {
+        let name = after.name.clone();
+        let live = old.generation;
+        let next = live ^ 1;
+        let dir = self.pin_dir(&name);
+        let stage = self.stage_dir(&name);
+        let mark = self.records_dir().join(format!("{name}.grow"));
+        let mut rtnl = Rtnl::open()?;
+        let routes = self.attached_routes(txn, &mut rtnl, &name)?;
+        let mut cleanup = vec![Step::RemoveTree {
+            path: stage.clone(),
+        }];
+        for (_, rec, hooks) in &routes {
+            for hook in hooks {
+                cleanup.push(Step::RemoveTree {
+                    path: staged_hook_dir(&rec.hooks[hook].pin, *hook),
+                });
+            }
+        }
+        cleanup.push(Step::Remove { path: mark.clone() });
+        let mut intent = Intent::new(
+            "lwt filter grow",
+            Probe::Record {
+                path: mark.clone(),
+                json: GROW_MARK.into(),
+            },
+        );
+        intent.done = cleanup.clone();
+        intent.undone = cleanup.clone();
+        let mut pending = txn.intend(intent)?;
+        failpoint("filter-grow:intent");
+
+        let staged = timed("grow", || {
+            self.stage_growth(&old, &after, cells, &stage, &routes)
+        });
+        let moves = match staged {
+            Ok(m) => m,
+            Err(e) => {
+                txn.finish(pending, Outcome::Undone)?;
+                return Err(e);
+            }
+        };
+        // What the rules that stay (and the default) counted in the old
+        // maps: carried, since the new maps start at zero.
+        let before: std::collections::HashSet<u32> = old.rules.iter().map(|r| r.id).collect();
+        let kept: Vec<u32> = std::iter::once(0)
+            .chain(
+                after
+                    .rules
+                    .iter()
+                    .map(|r| r.id)
+                    .filter(|id| before.contains(id)),
+            )
+            .collect();
+        let early = match self.totals(&old, &dir, &kept) {
+            Ok(c) => nonzero(c),
+            Err(e) => {
+                txn.finish(pending, Outcome::Undone)?;
+                return Err(e);
+            }
+        };
+        let (new_file, old_file) = match timed("records", || self.write_rules(&mut after, &early)) {
+            Ok(files) => files,
+            Err(e) => {
+                txn.finish(pending, Outcome::Undone)?;
+                return Err(e);
+            }
+        };
+        after.carried = early;
+
+        let mut done = Vec::new();
+        let mut undone = Vec::new();
+        for m in &moves {
+            done.push(Step::SwapHooks {
+                dst: m.key.dst,
+                table: m.key.table,
+                before: m.before.clone(),
+                swaps: m.swaps.clone(),
+            });
+            undone.push(Step::SwapHooks {
+                dst: m.key.dst,
+                table: m.key.table,
+                before: marks_after(&m.before, &m.swaps),
+                swaps: m.back.clone(),
+            });
+        }
+        done.push(Step::MapPut {
+            pin: stage.join(pins::filter::CONFIG),
+            key: crate::ns::intent::hex(&0u32.to_ne_bytes()),
+            value: crate::ns::intent::hex(config_bytes(&config_of(&after, next))),
+        });
+        // Until the flip the new maps' live generation runs the old rules,
+        // whose counts in the slots of new rules must not count for them.
+        let fresh: Vec<u32> = after
+            .rules
+            .iter()
+            .filter(|r| !before.contains(&r.id))
+            .map(|r| live * after.rule_slots() + after.slot_of(r.id))
+            .collect();
+        done.push(Step::ZeroCounters {
+            pin: stage.join(pins::filter::RULE_STATS),
+            ranges: ranges_of(fresh),
+        });
+        for m in &moves {
+            done.extend(m.renames.iter().cloned());
+            done.push(txn.put_step(&m.record)?);
+            // A stand-in local route's watch knows it by its programs.
+            if let Some(mut w) = txn.get::<Watch>(&m.key.record_key())? {
+                w.marks = marks_after(&m.before, &m.swaps);
+                done.push(txn.put_step(&w)?);
+            }
+        }
+        done.push(Step::Rename {
+            from: stage.clone(),
+            to: dir.clone(),
+        });
+        done.push(txn.put_step(&after)?);
+        if let Some(path) = old_file {
+            done.push(Step::Remove { path });
+            done.push(Step::Remove {
+                path: self.journal_path(&old),
+            });
+        }
+        done.push(Step::Remove { path: mark.clone() });
+        undone.extend(cleanup);
+        undone.push(Step::Remove { path: new_file });
+        let mut intent = Intent::new(
+            "lwt filter grow",
+            Probe::Record {
+                path: mark.clone(),
+                json: GROW_MARK.into(),
+            },
+        );
+        intent.done = done;
+        intent.undone = undone;
+        timed("records", || txn.amend(&mut pending, intent))?;
+        failpoint("filter-grow:staged");
+
+        // The commit point: from here a kill finishes the growth.
+        if let Err(e) = crate::ns::store::write_atomic(&mark, GROW_MARK.as_bytes()) {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(e);
+        }
+        let swapped = timed("grow", || -> Result<()> {
+            for (i, m) in moves.iter().enumerate() {
+                match swap_hooks(&mut rtnl, &m.key, &m.before, &m.swaps) {
+                    Ok(Swapped::Done) => {}
+                    Ok(Swapped::NotOurs { found }) => {
+                        tracing::warn!(route = %m.key, ?found, "a route of policy {name} changed outside lwtkit; left alone");
+                    }
+                    Err(e) => {
+                        return Err(e);
+                    }
                 }
-                Ok((id, c))
-            })
-            .collect()
+                if i == 0 {
+                    failpoint("filter-grow:swap");
+                }
+            }
+            // No packet walks the old maps any more: the new rules go live
+            // everywhere at once.
+            wait_for_readers();
+            write_config(&stage, &config_of(&after, next))
+        });
+        if let Err(e) = swapped {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(e);
+        }
+        failpoint("filter-grow:flip");
+        wait_for_readers();
+        // The rules that stay count on in the new maps' slots; what they
+        // counted in the old maps is final now.
+        let exact = self.totals(&old, &dir, &kept).map(nonzero);
+        timed("records", || txn.finish(pending, Outcome::Done))?;
+        if let Ok(exact) = exact {
+            after.carried_extra = extra_of(&exact, &after.carried);
+            after.carried = exact;
+            if !after.carried_extra.is_empty() {
+                self.save(txn, &after)?;
+            }
+        }
+        Ok(after)
+    }
+
+    /// The routes policy `name` runs on that are still lwtkit's (a route
+    /// gone or changed outside lwtkit is left alone), with its hooks there.
+    fn attached_routes(
+        &self,
+        txn: &Txn,
+        rtnl: &mut Rtnl,
+        name: &str,
+    ) -> Result<Vec<(RouteKey, RouteRecord, Vec<Hook>)>> {
+        let mut out = Vec::new();
+        for rec in txn.all::<RouteRecord>()? {
+            let hooks: Vec<Hook> = rec
+                .hooks
+                .iter()
+                .filter(|(_, h)| matches!(&h.origin, Origin::Filter { policy } if policy == name))
+                .map(|(hook, _)| *hook)
+                .collect();
+            if hooks.is_empty() {
+                continue;
+            }
+            let key = RouteKey {
+                dst: rec.dst,
+                table: rec.table,
+            };
+            let current = rtnl.lookup(&key)?;
+            if attach::standing(&rec, current.as_ref()) != Standing::Ours {
+                tracing::warn!(route = %key, "policy {name} grows without a route changed outside lwtkit");
+                continue;
+            }
+            out.push((key, rec, hooks));
+        }
+        Ok(out)
+    }
+
+    /// Steps 1 and 2 of [`Policies::grow`]: the new maps in `stage` and a
+    /// program on them for every hook of `routes`, pinned beside the live one.
+    fn stage_growth(
+        &self,
+        old: &Policy,
+        p: &Policy,
+        cells: &[Cell],
+        stage: &Path,
+        routes: &[(RouteKey, RouteRecord, Vec<Hook>)],
+    ) -> Result<Vec<Move>> {
+        let live = old.generation;
+        crate::ns::store::remove_tree(stage)?;
+        self.create_maps_in(p, stage)?;
+        let old_cells = read_cells(
+            &self.pin_dir(&p.name).join(pins::filter::CELLS),
+            (live * old.cells) as usize,
+            old.cells as usize,
+            (2 * old.cells) as usize,
+        )?;
+        let new_cells = stage.join(pins::filter::CELLS);
+        let total = (2 * p.cells) as usize;
+        write_cells(&new_cells, (live * p.cells) as usize, &old_cells, total)?;
+        write_cells(&new_cells, ((live ^ 1) * p.cells) as usize, cells, total)?;
+        write_config(stage, &config_of(p, live))?;
+        let mut moves = Vec::new();
+        for (key, rec, hooks) in routes {
+            let mut m = Move {
+                key: key.clone(),
+                record: rec.clone(),
+                before: attach::record_marks(rec),
+                swaps: Vec::new(),
+                back: Vec::new(),
+                renames: Vec::new(),
+            };
+            for hook in hooks {
+                let h = &rec.hooks[hook];
+                let live_dir = h.pin.parent().map(Path::to_path_buf).unwrap_or_default();
+                let staged = staged_hook_dir(&h.pin, *hook);
+                let mut spec = self.program_on(&p.name, stage);
+                if let Some(c) = &h.counters {
+                    spec.maps_to_reuse
+                        .push((lwtkit_common::maps::ATTACH_STATS.into(), c.clone()));
+                }
+                let mut loaded = loader::load(&ProgramSource::Builtin(spec), *hook)?;
+                crate::ns::store::remove_tree(&staged)?;
+                crate::ns::store::ensure_dir(&staged)?;
+                let pinned = loaded.pin(&staged)?;
+                m.record.hooks.insert(
+                    *hook,
+                    HookRecord {
+                        name: loaded.route_name.clone(),
+                        pin: live_dir.join(pins::program::PROG),
+                        counters: pinned
+                            .counters
+                            .map(|_| live_dir.join(pins::program::COUNTERS)),
+                        origin: h.origin.clone(),
+                    },
+                );
+                m.swaps.push(HookSwap {
+                    hook: *hook,
+                    pin: pinned.pin,
+                    name: loaded.route_name.clone(),
+                });
+                m.back.push(HookSwap {
+                    hook: *hook,
+                    pin: h.pin.clone(),
+                    name: h.name.clone(),
+                });
+                m.renames.push(Step::Rename {
+                    from: staged,
+                    to: live_dir,
+                });
+            }
+            moves.push(m);
+        }
+        Ok(moves)
+    }
+
+    /// What rules `ids` of `p` (0: the default) counted in all, by id: what
+    /// `p` carried, and what the maps pinned in `dir` count in their slots
+    /// (both generations; the live one only for records written before).
+    fn totals(&self, p: &Policy, dir: &Path, ids: &[u32]) -> Result<BTreeMap<u32, RuleCounters>> {
+        let pin = dir.join(pins::filter::RULE_STATS);
+        let slots: Vec<u32> = ids.iter().map(|id| p.slot_of(*id)).collect();
+        let mut gens = vec![p.generation];
+        if p.both_generations {
+            gens.push(p.generation ^ 1);
+        }
+        let mut out: BTreeMap<u32, RuleCounters> = ids
+            .iter()
+            .map(|id| (*id, p.carried.get(id).copied().unwrap_or_default()))
+            .collect();
+        for g in gens {
+            let now = read_generation(&pin, g, p.rule_slots(), &slots)?;
+            for (id, n) in ids.iter().zip(now) {
+                out.entry(*id).or_default().add(&n);
+            }
+        }
+        Ok(out)
     }
 
     /// `lwt filter rule add`: returns the new rule. It gets the policy's
-    /// next id (ids are never reused) and a free counter slot.
+    /// next id (ids are never reused) and a free counter slot; a full
+    /// policy grows.
     pub fn add_rule(&self, txn: &Txn, name: &str, spec: RuleSpec) -> Result<Rule> {
-        let p = self.get(name)?;
-        let full = || FilterError::Full {
-            policy: name.into(),
-            capacity: p.capacity,
-        };
-        if p.rules.len() as u32 >= p.capacity {
-            return Err(full().into());
+        let p = timed("read", || self.get(name))?;
+        if p.rules.len() as u64 >= u64::from(MAX_CAPACITY) {
+            return Err(FilterError::Full {
+                policy: name.into(),
+                capacity: MAX_CAPACITY,
+            }
+            .into());
         }
         let id = p.next_rule_id();
         let next_id = id
             .checked_add(1)
             .ok_or_else(|| FilterError::IdsExhausted(name.into()))?;
-        let slot = p.free_slot().ok_or_else(full)?;
+        let slot = p.free_slot();
         let rule = Rule { id, spec };
-        let mut rules = p.rules.clone();
-        rules.push(rule.clone());
-        let mut slots: std::collections::BTreeMap<u32, u32> =
-            p.rules.iter().map(|r| (r.id, p.slot_of(r.id))).collect();
-        slots.insert(id, slot);
-        self.commit(txn, p, rules, slots, next_id)?;
+        self.commit(txn, p, Change::Add(rule.clone(), slot), next_id)?;
         Ok(rule)
     }
 
     /// `lwt filter rule del`.
     pub fn del_rule(&self, txn: &Txn, name: &str, id: u32) -> Result<Rule> {
-        let p = self.get(name)?;
+        let p = timed("read", || self.get(name))?;
         let gone = p
             .rules
             .iter()
@@ -616,23 +1167,22 @@ impl<'a> Policies<'a> {
                 policy: name.into(),
                 id,
             })?;
-        let rules: Vec<Rule> = p.rules.iter().filter(|r| r.id != id).cloned().collect();
-        let slots = rules.iter().map(|r| (r.id, p.slot_of(r.id))).collect();
         let next_id = p.next_rule_id();
-        self.commit(txn, p, rules, slots, next_id)?;
+        self.commit(txn, p, Change::Del(id), next_id)?;
         Ok(gone)
     }
 
     /// `lwt filter replace`: the whole rule set at once. The new rules get
     /// new ids, in file order, continuing from the policy's next id (so
-    /// none carries an old rule's counters), and counter slots 1, 2, ...
+    /// none carries an old rule's counters), and counter slots 1, 2, ...;
+    /// a policy too small for them grows.
     pub fn replace(&self, txn: &Txn, name: &str, specs: Vec<RuleSpec>) -> Result<Policy> {
-        let p = self.get(name)?;
-        if specs.len() as u64 > u64::from(p.capacity) {
+        let p = timed("read", || self.get(name))?;
+        if specs.len() as u64 > u64::from(MAX_CAPACITY) {
             return Err(FilterError::TooManyRules {
                 policy: name.into(),
                 rules: specs.len(),
-                capacity: p.capacity,
+                capacity: MAX_CAPACITY,
             }
             .into());
         }
@@ -649,8 +1199,7 @@ impl<'a> Policies<'a> {
             .zip(first..)
             .map(|(spec, id)| Rule { id, spec })
             .collect();
-        let slots = rules.iter().zip(1..).map(|(r, s)| (r.id, s)).collect();
-        self.commit(txn, p, rules, slots, next_id)
+        self.commit(txn, p, Change::Replace(rules), next_id)
     }
 
     /// `lwt filter delete`: only when no route uses it (the caller checks).
@@ -664,6 +1213,18 @@ impl<'a> Policies<'a> {
             },
         );
         intent.done = vec![txn.remove_step::<Policy>(name)];
+        // Its rules files, and any a killed change left behind.
+        let ours = [format!("{name}.rules."), format!("{name}.journal.")];
+        for e in fs::read_dir(self.records_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if ours.iter().any(|o| file.starts_with(o)) {
+                intent.done.push(Step::Remove { path: e.path() });
+            }
+        }
         let pending = txn.intend(intent)?;
         if let Err(e) = crate::ns::store::remove_tree(&pins) {
             txn.finish(pending, Outcome::Undone)?;
@@ -700,19 +1261,176 @@ impl<'a> Policies<'a> {
     /// Per-rule counters of a policy, summed over CPUs and generations, by
     /// rule id; id 0 is the packets the default verdict judged.
     pub fn rule_counters(&self, p: &Policy) -> Result<Vec<(u32, RuleCounters)>> {
-        let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
-        let map = open_map(&pin)?;
-        std::iter::once((0, 0))
-            .chain(p.rules.iter().map(|r| (r.id, p.slot_of(r.id))))
-            .map(|(id, slot)| {
-                let mut c = Self::read_slot(&map, &pin, p.generation * p.rule_slots() + slot)?;
-                if let Some(prev) = p.carried.get(&id) {
-                    c.add(prev);
-                }
-                Ok((id, c))
-            })
-            .collect()
+        let ids: Vec<u32> = std::iter::once(0)
+            .chain(p.rules.iter().map(|r| r.id))
+            .collect();
+        let totals = self.totals(p, &self.pin_dir(&p.name), &ids)?;
+        Ok(ids
+            .into_iter()
+            .map(|id| (id, totals.get(&id).copied().unwrap_or_default()))
+            .collect())
     }
+}
+
+/// One change of a policy's rules.
+enum Change {
+    /// A new rule, in a free counter slot.
+    Add(Rule, u32),
+    /// Rule `id` goes.
+    Del(u32),
+    /// Every rule at once (new ids; counter slots 1, 2, ...).
+    Replace(Vec<Rule>),
+}
+
+/// Journal entries a rules file takes before a change writes a new one.
+const JOURNAL_MAX: u32 = 4096;
+
+/// Sorted entries as `(first, count)` runs.
+fn ranges_of(mut entries: Vec<u32>) -> Vec<(u32, u32)> {
+    entries.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for e in entries {
+        match out.last_mut() {
+            Some((first, n)) if *first + *n == e => *n += 1,
+            _ => out.push((e, 1)),
+        }
+    }
+    out
+}
+
+/// Counters without the zero ones.
+fn nonzero(c: BTreeMap<u32, RuleCounters>) -> BTreeMap<u32, RuleCounters> {
+    c.into_iter()
+        .filter(|(_, v)| *v != RuleCounters::default())
+        .collect()
+}
+
+/// Runs `f`, logging how long it took as `phase` at debug level under
+/// the `lwtkit::timing` target (`LWT_LOG=lwtkit::timing=debug`): where a
+/// change's time goes, for `lwtkit-bench changes`.
+fn timed<T>(phase: &str, f: impl FnOnce() -> T) -> T {
+    let t = std::time::Instant::now();
+    let out = f();
+    tracing::debug!(target: "lwtkit::timing", phase, us = t.elapsed().as_micros() as u64);
+    out
+}
+
+/// What a growing policy does to one route.
+struct Move {
+    key: RouteKey,
+    /// The route's record once its hooks run the new programs.
+    record: RouteRecord,
+    /// The programs the route carries now (its record's).
+    before: Marks,
+    /// The new programs, staged.
+    swaps: Vec<HookSwap>,
+    /// The programs to put back if the growth is undone.
+    back: Vec<HookSwap>,
+    /// Staged hook pins into place.
+    renames: Vec<Step>,
+}
+
+/// The text of the mark file that commits a growth.
+const GROW_MARK: &str = "growing\n";
+
+/// Where a hook's new program is staged: `<hook>_next` beside the live
+/// `<hook>` directory of the program pinned at `pin` (swept once no
+/// intent covers it).
+fn staged_hook_dir(pin: &Path, hook: Hook) -> PathBuf {
+    let live = pin.parent().unwrap_or(pin);
+    live.with_file_name(format!("{}_next", hook.as_str()))
+}
+
+/// What `exact` holds beyond `early` (counters only grow), non-zero only.
+fn extra_of(
+    exact: &BTreeMap<u32, RuleCounters>,
+    early: &BTreeMap<u32, RuleCounters>,
+) -> BTreeMap<u32, RuleCounters> {
+    exact
+        .iter()
+        .filter_map(|(id, e)| {
+            let b = early.get(id).copied().unwrap_or_default();
+            let d = RuleCounters {
+                packets: e.packets.saturating_sub(b.packets),
+                bytes: e.bytes.saturating_sub(b.bytes),
+                logged: e.logged.saturating_sub(b.logged),
+                suppressed: e.suppressed.saturating_sub(b.suppressed),
+            };
+            (d != RuleCounters::default()).then_some((*id, d))
+        })
+        .collect()
+}
+
+/// Fills `p`'s rules, slots and carried counters from the rules file its
+/// record names in `dir` (records written before rules files hold them
+/// inline).
+pub fn load_rules(dir: &Path, p: &mut Policy) -> Result<()> {
+    let Some(file) = &p.rules_file else {
+        p.carried = p.carried_extra.clone();
+        return Ok(());
+    };
+    let read = |path: &Path| {
+        fs::read(path).map_err(|e| StateError::Io {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+    };
+    let path = dir.join(file);
+    let mut data = rules_file::decode(&read(&path)?).map_err(|reason| StateError::Io {
+        path: path.clone(),
+        reason,
+    })?;
+    if p.journal_len > 0 {
+        let path = dir.join(format!("{}.journal.{}", p.name, p.rules_version));
+        rules_file::replay(&mut data, &read(&path)?, p.journal_len)
+            .map_err(|reason| StateError::Io { path, reason })?;
+    }
+    p.rules = data.rules;
+    p.slots = data.slots;
+    p.carried = data.carried;
+    for (id, c) in &p.carried_extra {
+        p.carried.entry(*id).or_default().add(c);
+    }
+    Ok(())
+}
+
+/// What generation `generation` of the counter map pinned at `pin` (of
+/// `per_gen` slots a generation) counted in `slots`, summed over CPUs, in
+/// the order given.
+fn read_generation(
+    pin: &Path,
+    generation: u32,
+    per_gen: u32,
+    slots: &[u32],
+) -> Result<Vec<RuleCounters>> {
+    let map = open_map(pin)?;
+    let base = generation * per_gen;
+    // Many slots: the whole generation in one batch call rather than one
+    // call per rule.
+    let all = if slots.len() > 64 {
+        read_batch(&map, base, per_gen)
+    } else {
+        None
+    };
+    slots
+        .iter()
+        .map(|s| match all.as_ref().and_then(|a| a.get(*s as usize)) {
+            Some(c) => Ok(*c),
+            None => read_slot(&map, pin, base + s),
+        })
+        .collect()
+}
+
+/// Reads one counter slot, summed over CPUs.
+fn read_slot(map: &MapHandle, pin: &Path, slot: u32) -> Result<RuleCounters> {
+    let [packets, bytes, logged, suppressed] =
+        crate::percpu::sum(map, slot).map_err(|e| map_err(pin, e))?;
+    Ok(RuleCounters {
+        packets,
+        bytes,
+        logged,
+        suppressed,
+    })
 }
 
 /// The generation packets are judged by now, as the policy's config map
@@ -928,40 +1646,6 @@ pub(crate) fn write_cells_fd(
         libc::munmap(base, len);
     }
     Ok(())
-}
-
-/// Zeroes `entries` of the per-CPU counter map in one `BPF_MAP_UPDATE_BATCH`
-/// (per-CPU arrays have it since Linux 5.6): one syscall instead of one
-/// per rule. False when the kernel refuses it (the caller then goes entry
-/// by entry; zeroing twice is harmless).
-fn zero_batch(map: &MapHandle, entries: &[u32], cpus: usize) -> bool {
-    let Ok(count) = u32::try_from(entries.len()) else {
-        return false;
-    };
-    if count == 0 {
-        return true;
-    }
-    // Each per-CPU value is the value rounded up to 8 bytes, once per
-    // possible CPU.
-    let elem = (map.value_size() as usize).next_multiple_of(8) * cpus;
-    let zeros = vec![0u8; entries.len() * elem];
-    let opts = libbpf_rs::libbpf_sys::bpf_map_batch_opts {
-        sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_batch_opts>() as _,
-        ..Default::default()
-    };
-    let mut done = count;
-    // SAFETY: `entries` holds `count` u32 keys and `zeros` `count` per-CPU
-    // values of the map's size; the kernel reads only those.
-    let rc = unsafe {
-        libbpf_rs::libbpf_sys::bpf_map_update_batch(
-            map.as_fd().as_raw_fd(),
-            entries.as_ptr().cast(),
-            zeros.as_ptr().cast(),
-            &mut done,
-            &opts,
-        )
-    };
-    rc == 0 && done == count
 }
 
 /// Entries `from..from + n` of the per-CPU counter map, summed over CPUs,

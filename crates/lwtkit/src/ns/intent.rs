@@ -20,6 +20,7 @@ use crate::{
     route::{
         kernel::{self, Marks, RouteTable},
         ops::RouteKey,
+        swap::HookSwap,
     },
 };
 
@@ -75,6 +76,20 @@ pub enum Step {
     /// Delete a route lwtkit added (hex of its RTM_NEWROUTE payload), if it
     /// is still there.
     DeleteRoute { route: String },
+    /// Zero per-CPU counter entries: `(first, count)` ranges.
+    ZeroCounters {
+        pin: PathBuf,
+        ranges: Vec<(u32, u32)>,
+    },
+    /// Swap the programs of some hooks of a route in place, if it carries
+    /// exactly the programs `before` names (a route gone, already swapped
+    /// or changed by someone else is left alone).
+    SwapHooks {
+        dst: IpNet,
+        table: u32,
+        before: Marks,
+        swaps: Vec<HookSwap>,
+    },
 }
 
 /// Which bookkeeping applies when the kernel shows neither the change nor
@@ -193,6 +208,38 @@ pub fn apply(steps: &[Step]) -> Result<()> {
                         return Err(e.into());
                     }
                 }
+            }
+            Step::ZeroCounters { pin, ranges } => {
+                if let Ok(map) = MapHandle::from_pinned_path(pin) {
+                    // After a flip: no program that read the old generation
+                    // may still count there (an RCU grace period).
+                    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+                    // SAFETY: membarrier takes no pointers.
+                    if unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) }
+                        != 0
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    let entries: Vec<u32> = ranges
+                        .iter()
+                        .flat_map(|(first, n)| *first..first.saturating_add(*n))
+                        .collect();
+                    crate::percpu::zero(&map, &entries).map_err(|e| store::state_err(pin, e))?;
+                }
+            }
+            Step::SwapHooks {
+                dst,
+                table,
+                before,
+                swaps,
+            } => {
+                let mut rtnl = crate::route::netlink::Rtnl::open()?;
+                let key = RouteKey {
+                    dst: *dst,
+                    table: *table,
+                };
+                let swapped = crate::route::swap::swap_hooks(&mut rtnl, &key, before, swaps)?;
+                tracing::info!(route = %key, ?swapped, "swapping hooks of an interrupted change");
             }
         }
     }

@@ -237,6 +237,16 @@ impl Txn<'_> {
         Ok(Pending { path, intent })
     }
 
+    /// Replaces a pending intent with `intent`, atomically (the file is
+    /// renamed over): a change that learns what it will do only after its
+    /// first steps (a staged program's id) announces it before the kernel
+    /// sees it.
+    pub fn amend(&self, pending: &mut Pending, intent: Intent) -> Result<()> {
+        store::write_json(&pending.path, &intent)?;
+        pending.intent = intent;
+        Ok(())
+    }
+
     /// Applies the bookkeeping of `outcome` and forgets the intent.
     pub fn finish(&self, pending: Pending, outcome: Outcome) -> Result<()> {
         let steps = match outcome {

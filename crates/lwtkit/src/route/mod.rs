@@ -8,4 +8,5 @@ pub mod link;
 pub mod lookup;
 pub mod netlink;
 pub mod ops;
+pub mod swap;
 pub mod table;
