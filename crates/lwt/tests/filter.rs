@@ -918,3 +918,28 @@ fn counters_of_a_large_policy_survive_adding_and_deleting_other_rules() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_policy_named_like_a_staging_pin_keeps_its_pins_across_commands() {
+    require_root!();
+    let p = Pair::new("fnxt");
+    serve_tcp(&p.b, &["10.0.0.3:8080", "10.0.0.3:8081"]);
+    assert!(tcp_works_soon(&p.a, "10.0.0.3:8080"), "baseline");
+    policy(
+        &p.a,
+        "web_next",
+        &["dst 10.0.0.3/32 proto tcp dport 8080 drop"],
+    );
+    attach(&p.a, "web_next", "10.0.0.3/32", "va", "out", &[]);
+    // Every command sweeps staging pins first: `web_next` is a name, not one.
+    p.a.lwt_ok(&[
+        "filter", "rule", "add", "web_next", "proto", "udp", "dport", "9", "drop",
+    ]);
+    p.a.lwt_ok(&["check"]);
+    assert!(!tcp_works(&p.a, "10.0.0.3:8080"), "8080 still dropped");
+    assert!(tcp_works(&p.a, "10.0.0.3:8081"), "8081 still works");
+    assert_eq!(
+        show(&p.a, "web_next")["rules"].as_array().map(Vec::len),
+        Some(2)
+    );
+}

@@ -289,7 +289,10 @@ impl Txn<'_> {
                 if sub.is_empty() && (SHARED_PINS.contains(&name.as_str()) || !e.path().is_dir()) {
                     continue;
                 }
-                let staged = name.ends_with("_next") || name.ends_with(":next");
+                // Route and SID keys end in a prefix length, so `_next` marks their
+                // staging; a policy may be named `x_next`, its staging is `x:next`.
+                let staged =
+                    name.ends_with(":next") || (kind != "filters" && name.ends_with("_next"));
                 let recorded = self.dir.join(kind).join(format!("{name}.json")).exists();
                 if staged || !recorded {
                     tracing::info!(pins = %e.path().display(), "removing pins no record names");
