@@ -42,6 +42,8 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
     let verb = match cli.verb {
         args::Verb::Doctor => return verbs::doctor::run(&out),
         args::Verb::Hooks(a) => return verbs::hooks::run(a, &out),
+        // Needs no pins unless it tests a policy (which then says so).
+        args::Verb::Test(a) => return verbs::test::run(a, &out),
         other => other,
     };
     // `ip netns exec` hides lwtkit's pins behind a private /sys.
@@ -84,7 +86,9 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
                 ))
             }
         }
-        args::Verb::Hooks(_) | args::Verb::Doctor => unreachable!("run above"),
+        args::Verb::Hooks(_) | args::Verb::Doctor | args::Verb::Test(_) => {
+            unreachable!("run above")
+        }
         args::Verb::Events(a) => verbs::events::run(a, &out),
         args::Verb::Filter(v) => verbs::filter::run(v, &out),
         args::Verb::Encap(v) => verbs::encap::run(v, &out),

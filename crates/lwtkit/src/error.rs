@@ -16,6 +16,7 @@ pub use crate::{
     route::{codec::CodecError, netlink::NetlinkError},
     seg6local::Seg6Error,
     system::SystemError,
+    test_run::TestRunError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,9 @@ pub enum Error {
     Netlink(#[from] NetlinkError),
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    /// `lwt test`: packets, refusals, test-run failures.
+    #[error(transparent)]
+    TestRun(#[from] TestRunError),
     /// A BPF encap or End.BPF attribute that cannot be built or read.
     #[error(transparent)]
     Codec(#[from] CodecError),

@@ -18,6 +18,7 @@ pub mod filter;
 pub mod loader;
 pub mod state;
 pub mod system;
+pub mod test_run;
 pub mod validate;
 
 pub use error::{Error, Result};

@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod list;
 pub mod seg6local;
 pub mod stats;
+pub mod test;
 
 /// How results are printed.
 pub struct Output {
