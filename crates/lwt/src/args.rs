@@ -55,6 +55,8 @@ pub enum Verb {
     Doctor,
     /// Run a program on packets (a pcap or specs) without a route: verdicts, time per run, what it changed.
     Test(TestArgs),
+    /// Follow every verdict of the program(s) on a route, whoever attached them (Ctrl-C stops).
+    Trace(TraceArgs),
     /// Filter policies: named rule sets attached to routes, changed live.
     #[command(subcommand)]
     Filter(FilterVerb),
@@ -477,6 +479,27 @@ pub struct TestArgs {
     /// Write the packets as the program left them to FILE (pcap, raw IP).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub route: RouteArgs,
+    /// Only the program on this hook (default: every BPF hook of the route).
+    #[arg(long, value_enum)]
+    pub hook: Option<HookArg>,
+    /// Stop after N packets (1 or more).
+    #[arg(long, value_name = "N", value_parser = positive_count)]
+    pub count: Option<u64>,
+    /// Stop after SECS seconds (more than 0).
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
+    pub timeout: Option<f64>,
+    /// Also write the packets (their first 128 bytes) to FILE as pcap (raw IP).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Stream bpf_printk lines from the kernel's trace_pipe instead (global: all programs).
+    #[arg(long, conflicts_with_all = ["hook", "pcap"])]
+    pub printk: bool,
 }
 
 #[derive(Args, Debug)]

@@ -17,6 +17,7 @@ pub use crate::{
     seg6local::Seg6Error,
     system::SystemError,
     test_run::TestRunError,
+    trace::TraceError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,9 @@ pub enum Error {
     /// `lwt test`: packets, refusals, test-run failures.
     #[error(transparent)]
     TestRun(#[from] TestRunError),
+    /// `lwt trace`: finding and following a route's programs.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
     /// A BPF encap or End.BPF attribute that cannot be built or read.
     #[error(transparent)]
     Codec(#[from] CodecError),

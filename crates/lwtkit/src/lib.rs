@@ -19,6 +19,7 @@ pub mod loader;
 pub mod state;
 pub mod system;
 pub mod test_run;
+pub mod trace;
 pub mod validate;
 
 pub use error::{Error, Result};

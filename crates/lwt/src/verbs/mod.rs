@@ -13,6 +13,7 @@ pub mod list;
 pub mod seg6local;
 pub mod stats;
 pub mod test;
+pub mod trace;
 
 /// How results are printed.
 pub struct Output {
