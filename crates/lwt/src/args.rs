@@ -57,6 +57,8 @@ pub enum Verb {
     Test(TestArgs),
     /// Follow every verdict of the program(s) on a route, whoever attached them (Ctrl-C stops).
     Trace(TraceArgs),
+    /// Start a new LWT program: one per hook, a Makefile, sample packets for `make test`.
+    New(NewArgs),
     /// Filter policies: named rule sets attached to routes, changed live.
     #[command(subcommand)]
     Filter(FilterVerb),
@@ -500,6 +502,24 @@ pub struct TraceArgs {
     /// Stream bpf_printk lines from the kernel's trace_pipe instead (global: all programs).
     #[arg(long, conflicts_with_all = ["hook", "pcap"])]
     pub printk: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LangArg {
+    C,
+    Rust,
+}
+
+#[derive(Args, Debug)]
+pub struct NewArgs {
+    /// Project name: the directory, object and program names.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    #[arg(long, value_enum, default_value = "c")]
+    pub lang: LangArg,
+    /// Where to create NAME/ (default: the current directory).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -44,6 +44,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Verb::Hooks(a) => return verbs::hooks::run(a, &out),
         // Needs no pins unless it tests a policy (which then says so).
         args::Verb::Test(a) => return verbs::test::run(a, &out),
+        args::Verb::New(a) => return verbs::new::run(a, &out),
         other => other,
     };
     // `ip netns exec` hides lwtkit's pins behind a private /sys.
@@ -86,7 +87,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
                 ))
             }
         }
-        args::Verb::Hooks(_) | args::Verb::Doctor | args::Verb::Test(_) => {
+        args::Verb::Hooks(_) | args::Verb::Doctor | args::Verb::Test(_) | args::Verb::New(_) => {
             unreachable!("run above")
         }
         args::Verb::Events(a) => verbs::events::run(a, &out),

@@ -14,6 +14,7 @@ pub use crate::{
     probe::ProbeError,
     reset::ResetError,
     route::{codec::CodecError, netlink::NetlinkError},
+    scaffold::ScaffoldError,
     seg6local::Seg6Error,
     system::SystemError,
     test_run::TestRunError,
@@ -63,6 +64,9 @@ pub enum Error {
     /// `lwt test`: packets, refusals, test-run failures.
     #[error(transparent)]
     TestRun(#[from] TestRunError),
+    /// `lwt new`: the project's name and files.
+    #[error(transparent)]
+    Scaffold(#[from] ScaffoldError),
     /// `lwt trace`: finding and following a route's programs.
     #[error(transparent)]
     Trace(#[from] TraceError),

@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod filter;
 pub mod loader;
+pub mod scaffold;
 pub mod state;
 pub mod system;
 pub mod test_run;

@@ -10,6 +10,7 @@ pub mod events;
 pub mod filter;
 pub mod hooks;
 pub mod list;
+pub mod new;
 pub mod seg6local;
 pub mod stats;
 pub mod test;
