@@ -274,3 +274,58 @@ fn seg6local_and_oversized_packets_are_refused_with_the_reason() {
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("too long"));
 }
+
+#[test]
+fn policy_test_verdicts_match_what_the_policy_does_to_real_traffic() {
+    require_root!();
+    let p = common::Pair::new("tdiff");
+    let ports = [8080u16, 8081, 9005, 9011];
+    let addrs: Vec<String> = ports
+        .iter()
+        .map(|port| format!("10.0.0.3:{port}"))
+        .collect();
+    let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    common::serve_tcp(&p.b, &addr_refs);
+    assert!(common::tcp_works_soon(&p.a, "10.0.0.3:8081"), "baseline");
+    p.a.lwt_ok(&["filter", "create", "diff"]);
+    for rule in [
+        "dst 10.0.0.3/32 proto tcp dport 8080 drop",
+        "proto tcp dport 9000-9010 drop",
+        "proto udp dport 53 drop",
+    ] {
+        let mut args = vec!["filter", "rule", "add", "diff"];
+        args.extend(rule.split_whitespace());
+        p.a.lwt_ok(&args);
+    }
+    // Offline: the policy on SYNs to each port.
+    let specs: Vec<String> = ports
+        .iter()
+        .map(|port| format!("tcp 10.0.0.2:40000 > 10.0.0.3:{port} flags S"))
+        .collect();
+    let mut args = vec!["-j", "test", "--hook", "out", "--policy", "diff"];
+    for s in &specs {
+        args.extend(["--packet", s.as_str()]);
+    }
+    let offline = verdicts(&p.a.lwt_ok(&args));
+    // Live: the same policy on the route, real connections.
+    p.a.lwt_ok(&[
+        "filter",
+        "attach",
+        "diff",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+    ]);
+    for (addr, verdict) in addrs.iter().zip(&offline) {
+        let passes = common::tcp_works(&p.a, addr);
+        assert_eq!(
+            passes,
+            verdict == "BPF_OK",
+            "{addr}: lwt test said {verdict}, real traffic {}",
+            if passes { "passed" } else { "was dropped" }
+        );
+    }
+    assert_eq!(offline, ["BPF_DROP", "BPF_OK", "BPF_DROP", "BPF_OK"]);
+}
