@@ -18,6 +18,7 @@ const PROGRAMS: &[&str] = &[
     "lwtkit-filter",
     "lwtkit-pass",
     "lwtkit-seg6",
+    "lwtkit-trace",
 ];
 
 fn main() {

@@ -53,6 +53,12 @@ pub enum Verb {
     Hooks(HooksArgs),
     /// Is this host ready for LWT programs, and what will bite? Exit 1 when a check fails.
     Doctor,
+    /// Run a program on packets (a pcap or specs) without a route: verdicts, time per run, what it changed.
+    Test(TestArgs),
+    /// Follow every verdict of the program(s) on a route, whoever attached them (Ctrl-C stops).
+    Trace(TraceArgs),
+    /// Start a new LWT program: one per hook, a Makefile, sample packets for `make test`.
+    New(NewArgs),
     /// Filter policies: named rule sets attached to routes, changed live.
     #[command(subcommand)]
     Filter(FilterVerb),
@@ -425,6 +431,96 @@ pub struct AttachArgs {
     /// Allow --local with a table other than local (the host then accepts traffic for PREFIX).
     #[arg(long, requires = "local")]
     pub force: bool,
+}
+
+/// A hook `lwt test` takes (seg6local only to say why it cannot).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TestHookArg {
+    In,
+    Out,
+    Xmit,
+    Seg6local,
+}
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["obj", "pinned", "builtin", "policy"]))]
+#[command(group = clap::ArgGroup::new("packets").required(true).args(["pcap", "packet"]))]
+pub struct TestArgs {
+    /// The hook whose program type and semantics to test under.
+    #[arg(long, value_enum)]
+    pub hook: TestHookArg,
+    /// BPF object file holding the program (selected as `attach` does).
+    #[arg(long, value_name = "FILE")]
+    pub obj: Option<PathBuf>,
+    /// Section of the program in --obj.
+    #[arg(long, value_name = "S", requires = "obj")]
+    pub section: Option<String>,
+    /// Function name of the program in --obj.
+    #[arg(long, value_name = "NAME", requires = "obj")]
+    pub program: Option<String>,
+    /// Force the program type (for section names libbpf does not know).
+    #[arg(long = "prog-type", value_enum, requires = "obj")]
+    pub prog_type: Option<ProgTypeArg>,
+    /// One of lwtkit's built-in programs (see `lwt builtins`).
+    #[arg(long, value_name = "NAME")]
+    pub builtin: Option<String>,
+    /// A filter policy of this namespace, on its live maps.
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+    /// A program pinned on bpffs.
+    #[arg(long, value_name = "PATH")]
+    pub pinned: Option<PathBuf>,
+    /// Packets from a pcap file (Ethernet, Linux cooked or raw IP).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// A packet: `tcp 10.0.0.2:40000 > 10.0.0.3:8080 flags S`, `udp [fd00::2]:5000 > [fd00::3]:53 len 100`, `icmp A > B` (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    pub packet: Vec<String>,
+    /// Runs per packet for the timing (the verdict and output come from one clean run).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = positive_count)]
+    pub repeat: u64,
+    /// Write the packets as the program left them to FILE (pcap, raw IP).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub route: RouteArgs,
+    /// Only the program on this hook (default: every BPF hook of the route).
+    #[arg(long, value_enum)]
+    pub hook: Option<HookArg>,
+    /// Stop after N packets (1 or more).
+    #[arg(long, value_name = "N", value_parser = positive_count)]
+    pub count: Option<u64>,
+    /// Stop after SECS seconds (more than 0).
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
+    pub timeout: Option<f64>,
+    /// Also write the packets (their first 128 bytes) to FILE as pcap (raw IP).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Stream bpf_printk lines from the kernel's trace_pipe instead (global: all programs).
+    #[arg(long, conflicts_with_all = ["hook", "pcap"])]
+    pub printk: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LangArg {
+    C,
+    Rust,
+}
+
+#[derive(Args, Debug)]
+pub struct NewArgs {
+    /// Project name: the directory, object and program names.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    #[arg(long, value_enum, default_value = "c")]
+    pub lang: LangArg,
+    /// Where to create NAME/ (default: the current directory).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -42,6 +42,9 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
     let verb = match cli.verb {
         args::Verb::Doctor => return verbs::doctor::run(&out),
         args::Verb::Hooks(a) => return verbs::hooks::run(a, &out),
+        // Needs no pins unless it tests a policy (which then says so).
+        args::Verb::Test(a) => return verbs::test::run(a, &out),
+        args::Verb::New(a) => return verbs::new::run(a, &out),
         other => other,
     };
     // `ip netns exec` hides lwtkit's pins behind a private /sys.
@@ -84,8 +87,11 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
                 ))
             }
         }
-        args::Verb::Hooks(_) | args::Verb::Doctor => unreachable!("run above"),
+        args::Verb::Hooks(_) | args::Verb::Doctor | args::Verb::Test(_) | args::Verb::New(_) => {
+            unreachable!("run above")
+        }
         args::Verb::Events(a) => verbs::events::run(a, &out),
+        args::Verb::Trace(a) => verbs::trace::run(a, &out),
         args::Verb::Filter(v) => verbs::filter::run(v, &out),
         args::Verb::Encap(v) => verbs::encap::run(v, &out),
         args::Verb::Seg6local(v) => verbs::seg6local::run(v, &out),

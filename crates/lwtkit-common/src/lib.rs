@@ -9,6 +9,7 @@ pub mod encap;
 pub mod filter;
 pub mod maps;
 pub mod pins;
+pub mod trace;
 
 /// Packet and byte counters of one attachment, one slot per CPU in a
 /// per-CPU array; user space sums the slots.

@@ -14,8 +14,11 @@ pub use crate::{
     probe::ProbeError,
     reset::ResetError,
     route::{codec::CodecError, netlink::NetlinkError},
+    scaffold::ScaffoldError,
     seg6local::Seg6Error,
     system::SystemError,
+    test_run::TestRunError,
+    trace::TraceError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,15 @@ pub enum Error {
     Netlink(#[from] NetlinkError),
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    /// `lwt test`: packets, refusals, test-run failures.
+    #[error(transparent)]
+    TestRun(#[from] TestRunError),
+    /// `lwt new`: the project's name and files.
+    #[error(transparent)]
+    Scaffold(#[from] ScaffoldError),
+    /// `lwt trace`: finding and following a route's programs.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
     /// A BPF encap or End.BPF attribute that cannot be built or read.
     #[error(transparent)]
     Codec(#[from] CodecError),

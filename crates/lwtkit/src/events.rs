@@ -102,7 +102,7 @@ pub fn decode(
 
 /// Seconds to add to a CLOCK_MONOTONIC reading (the kernel's ktime) to get
 /// wall-clock time.
-fn monotonic_offset() -> f64 {
+pub(crate) fn monotonic_offset() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

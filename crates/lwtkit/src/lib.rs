@@ -16,8 +16,11 @@ pub mod error;
 pub mod events;
 pub mod filter;
 pub mod loader;
+pub mod scaffold;
 pub mod state;
 pub mod system;
+pub mod test_run;
+pub mod trace;
 pub mod validate;
 
 pub use error::{Error, Result};

@@ -10,8 +10,11 @@ pub mod events;
 pub mod filter;
 pub mod hooks;
 pub mod list;
+pub mod new;
 pub mod seg6local;
 pub mod stats;
+pub mod test;
+pub mod trace;
 
 /// How results are printed.
 pub struct Output {

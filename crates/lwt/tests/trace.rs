@@ -1,0 +1,155 @@
+//! `lwt trace` on a program lwtkit did not attach: iproute2's `ip route
+//! ... encap bpf out obj` puts the seed's C program on a route in a
+//! throwaway namespace; the trace shows the dropped :8080 SYN and the
+//! passed :8081 request with their verdicts, and leaves the route as it was.
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    process::Child,
+    time::Duration,
+};
+
+use common::{compile_bpf, json, serve_tcp, tcp_works, tcp_works_soon, Pair};
+
+/// Waits until the trace says what it traces (its programs are attached
+/// by then); returns those lines.
+fn wait_ready(child: &mut Child) -> String {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read stderr");
+    // Keep draining stderr so the trace never blocks on it.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = reader.read_to_string(&mut rest);
+    });
+    line
+}
+
+fn iproute2_drop_route(p: &Pair) -> String {
+    let obj = compile_bpf("drop_tcp_8080");
+    p.a.ip(&[
+        "route",
+        "add",
+        "10.0.0.3/32",
+        "dev",
+        "va",
+        "encap",
+        "bpf",
+        "out",
+        "obj",
+        obj.to_str().expect("utf-8"),
+        "section",
+        "lwt_out",
+    ]);
+    p.a.ip(&["-d", "route", "show", "10.0.0.3/32"])
+}
+
+#[test]
+fn trace_shows_dropped_8080_syn_and_passed_8081_of_an_iproute2_program() {
+    require_root!();
+    let p = Pair::new("trc");
+    serve_tcp(&p.b, &["10.0.0.3:8080", "10.0.0.3:8081"]);
+    assert!(tcp_works_soon(&p.a, "10.0.0.3:8081"), "baseline");
+    let before = iproute2_drop_route(&p);
+    assert!(before.contains("drop_tcp_8080.o:[lwt_out]"), "{before}");
+    let pcap = std::env::temp_dir().join(format!("lwtkit-trace-{}.pcap", std::process::id()));
+
+    let mut child = p.a.lwt_spawn(&[
+        "-j",
+        "trace",
+        "10.0.0.3/32",
+        "--timeout",
+        "8",
+        "--pcap",
+        pcap.to_str().expect("utf-8"),
+    ]);
+    let ready = wait_ready(&mut child);
+    assert!(
+        ready.contains("tracing out drop_tcp_8080.o:[lwt_out]"),
+        "{ready}"
+    );
+    assert!(!tcp_works(&p.a, "10.0.0.3:8080"), "8080 is dropped");
+    assert!(tcp_works(&p.a, "10.0.0.3:8081"), "8081 passes");
+    let out = child.wait_with_output().expect("lwt trace");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<serde_json::Value> = stdout.lines().map(json).collect();
+    for e in &events {
+        for key in [
+            "time", "hook", "prog", "verdict", "proto", "src", "dst", "sport", "dport", "len",
+        ] {
+            assert!(e.get(key).is_some(), "{key} missing: {e}");
+        }
+        assert_eq!(e["hook"], "out", "{e}");
+        assert_eq!(e["prog"], "drop_tcp_8080.o:[lwt_out]", "{e}");
+    }
+    let syn_8080 = events
+        .iter()
+        .find(|e| e["dport"] == 8080)
+        .unwrap_or_else(|| panic!("no :8080 packet traced: {stdout}"));
+    assert_eq!(syn_8080["verdict"], "BPF_DROP", "{stdout}");
+    assert_eq!(syn_8080["proto"], "tcp");
+    assert_eq!(syn_8080["src"], "10.0.0.2");
+    let to_8081: Vec<_> = events.iter().filter(|e| e["dport"] == 8081).collect();
+    assert!(!to_8081.is_empty(), "no :8081 packet traced: {stdout}");
+    assert!(to_8081.iter().all(|e| e["verdict"] == "BPF_OK"), "{stdout}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["dport"] != 8080 || e["verdict"] == "BPF_DROP"),
+        "{stdout}"
+    );
+
+    // The pcap holds the traced packets.
+    let file = std::fs::File::open(&pcap).expect("pcap written");
+    let mut r = pcap_file::pcap::PcapReader::new(file).expect("a pcap");
+    let mut n = 0;
+    while let Some(pkt) = r.next_packet() {
+        let pkt = pkt.expect("packet");
+        assert_eq!(pkt.data[0] >> 4, 4, "raw IPv4");
+        n += 1;
+    }
+    assert_eq!(n, events.len());
+    let _ = std::fs::remove_file(&pcap);
+
+    let after = p.a.ip(&["-d", "route", "show", "10.0.0.3/32"]);
+    assert_eq!(before, after, "the route is untouched");
+}
+
+#[test]
+fn trace_stopped_by_ctrl_c_leaves_the_route_and_count_stops_it() {
+    require_root!();
+    let p = Pair::new("trcc");
+    let before = iproute2_drop_route(&p);
+    let mut child = p.a.lwt_spawn(&["trace", "10.0.0.3/32"]);
+    wait_ready(&mut child);
+    // SAFETY: signalling the child we started, by its pid.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(5), "Ctrl-C stops it");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(before, p.a.ip(&["-d", "route", "show", "10.0.0.3/32"]));
+
+    let mut child = p.a.lwt_spawn(&[
+        "-j",
+        "trace",
+        "10.0.0.3/32",
+        "--count",
+        "1",
+        "--timeout",
+        "10",
+    ]);
+    wait_ready(&mut child);
+    assert!(!tcp_works(&p.a, "10.0.0.3:8080"));
+    let out = child.wait_with_output().expect("lwt trace");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+
+    let err = p.a.lwt_err(&["trace", "10.0.0.9/32", "--timeout", "1"]);
+    assert!(err.contains("no route 10.0.0.9/32"), "{err}");
+}
