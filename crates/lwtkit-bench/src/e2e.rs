@@ -250,45 +250,50 @@ fn blast(a: &Ns) -> anyhow::Result<(f64, f64)> {
             );
             let sock = UdpSocket::bind("10.0.0.2:40000")?;
             sock.connect("10.0.0.3:9")?;
-            let payload = [0x5au8; 18];
-            let mut iov: Vec<libc::iovec> = (0..BATCH)
-                .map(|_| libc::iovec {
-                    iov_base: payload.as_ptr() as *mut _,
-                    iov_len: payload.len(),
-                })
-                .collect();
-            let mut msgs: Vec<libc::mmsghdr> = iov
-                .iter_mut()
-                .map(|v| {
-                    // SAFETY: zeroed msghdr is valid; we set the iovec.
-                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                    h.msg_hdr.msg_iov = v;
-                    h.msg_hdr.msg_iovlen = 1;
-                    h
-                })
-                .collect();
-            let cpu = || {
-                // SAFETY: getrusage fills a zeroed struct.
-                let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-                unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
-                (u.ru_utime.tv_sec + u.ru_stime.tv_sec) as f64 * 1e9
-                    + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) as f64 * 1e3
-            };
-            let (c0, t0) = (cpu(), Instant::now());
-            let mut sent = 0u64;
-            while t0.elapsed() < Duration::from_secs_f64(SECONDS) {
-                // SAFETY: msgs point at live iovecs and payload.
-                let n =
-                    unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0) };
-                anyhow::ensure!(n >= 0, "sendmmsg: {}", std::io::Error::last_os_error());
-                sent += n as u64;
-            }
-            let (c1, secs) = (cpu(), t0.elapsed().as_secs_f64());
-            Ok((sent as f64 / secs, (c1 - c0) / sent.max(1) as f64))
+            let (sent, secs, cpu_ns) = send_for(&sock, &[0x5au8; 18], SECONDS)?;
+            Ok((sent as f64 / secs, cpu_ns / sent.max(1) as f64))
         })
         .join()
         .map_err(|_| anyhow::anyhow!("sender thread panicked"))?
     })
+}
+
+/// Sends `payload` on the connected `sock` with `sendmmsg` (BATCH per call)
+/// for `seconds`; returns the datagrams sent, the seconds taken and the
+/// calling thread's CPU time in ns meanwhile.
+pub fn send_for(sock: &UdpSocket, payload: &[u8], seconds: f64) -> anyhow::Result<(u64, f64, f64)> {
+    let mut iov: Vec<libc::iovec> = (0..BATCH)
+        .map(|_| libc::iovec {
+            iov_base: payload.as_ptr() as *mut _,
+            iov_len: payload.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iov
+        .iter_mut()
+        .map(|v| {
+            // SAFETY: a zeroed msghdr is valid; the iovec is set.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    let cpu = || {
+        // SAFETY: getrusage fills a zeroed struct.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+        (u.ru_utime.tv_sec + u.ru_stime.tv_sec) as f64 * 1e9
+            + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) as f64 * 1e3
+    };
+    let (c0, t0) = (cpu(), Instant::now());
+    let mut sent = 0u64;
+    while t0.elapsed().as_secs_f64() < seconds {
+        // SAFETY: msgs point at live iovecs and payload.
+        let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0) };
+        anyhow::ensure!(n >= 0, "sendmmsg: {}", std::io::Error::last_os_error());
+        sent += n as u64;
+    }
+    Ok((sent, t0.elapsed().as_secs_f64(), cpu() - c0))
 }
 
 pub fn run() -> anyhow::Result<()> {

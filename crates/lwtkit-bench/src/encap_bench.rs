@@ -283,40 +283,7 @@ fn udp(s: &Setup, seconds: f64) -> anyhow::Result<UdpTotals> {
         pin(0);
         let sock = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
         sock.connect(to)?;
-        let payload = [0u8; 64];
-        let mut iov: Vec<libc::iovec> = (0..BATCH)
-            .map(|_| libc::iovec {
-                iov_base: payload.as_ptr() as *mut _,
-                iov_len: payload.len(),
-            })
-            .collect();
-        let mut msgs: Vec<libc::mmsghdr> = iov
-            .iter_mut()
-            .map(|v| {
-                // SAFETY: a zeroed msghdr is valid; the iovec is set.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_iov = v;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
-        let cpu = || {
-            // SAFETY: getrusage fills a zeroed struct.
-            let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-            unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
-            (u.ru_utime.tv_sec + u.ru_stime.tv_sec) as f64 * 1e9
-                + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) as f64 * 1e3
-        };
-        let (c0, t0) = (cpu(), Instant::now());
-        let mut sent = 0u64;
-        while t0.elapsed().as_secs_f64() < seconds {
-            // SAFETY: msgs point at live iovecs and payload.
-            let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0) };
-            anyhow::ensure!(n >= 0, "sendmmsg: {}", std::io::Error::last_os_error());
-            sent += n as u64;
-        }
-        let (c1, secs) = (cpu(), t0.elapsed().as_secs_f64());
-        Ok((sent, secs, c1 - c0))
+        crate::e2e::send_for(&sock, &[0u8; 64], seconds)
     })??;
     std::thread::sleep(Duration::from_millis(20));
     let arrived = rx_packets(&s.b)?.saturating_sub(rx0);
