@@ -3,7 +3,10 @@
 //! for the per-packet benchmarks. Only read-only hooks' semantics are
 //! involved; the filter never pushes an encapsulation, so test-running it is
 //! safe on every hook.
-use std::{os::fd::AsFd, time::Duration};
+use std::{
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    time::Duration,
+};
 
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
 use lwtkit_common::{
@@ -174,6 +177,31 @@ impl Harness {
         Ok((out.return_value as i32, out.duration))
     }
 
+    /// The kernel's run-time statistics of the program: total ns spent in
+    /// it and runs, counted only while [`enable_stats`] is held (the kernel
+    /// times each run with `sched_clock` around the program alone).
+    pub fn run_stats(&self) -> Result<(u64, u64)> {
+        let prog = self
+            .object
+            .progs()
+            .find(|p| p.name().to_string_lossy() == self.entry)
+            .ok_or_else(|| err("program", "missing"))?;
+        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+        let mut len = size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
+        // SAFETY: `info` is a bpf_prog_info of `len` bytes, written by the kernel.
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
+                prog.as_fd().as_raw_fd(),
+                &mut info,
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(err("prog info", std::io::Error::last_os_error()));
+        }
+        Ok((info.run_time_ns, info.run_cnt))
+    }
+
     /// Per-rule packet counters summed over CPUs, by counter slot: index 0
     /// is "no rule", index `i + 1` the rule at index `i`.
     pub fn rule_hits(&self) -> Result<Vec<u64>> {
@@ -216,6 +244,21 @@ impl Harness {
             .and_then(|id| self.ids.iter().position(|i| *i == id))
             .map_or(0, |i| i as u32 + 1)
     }
+}
+
+/// Turns on the kernel's per-program run-time statistics for as long as
+/// the returned fd is open (`BPF_ENABLE_STATS`; the
+/// `kernel.bpf_stats_enabled` sysctl is left alone).
+pub fn enable_stats() -> Result<OwnedFd> {
+    // SAFETY: a plain bpf() command; the fd it returns is ours.
+    let fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+    };
+    if fd < 0 {
+        return Err(err("enable stats", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// test-run runs `eth_type_trans` on the frame: give it an Ethernet header
