@@ -27,6 +27,8 @@ struct Opts {
     reps: usize,
     sweep: usize,
     rules: usize,
+    /// Only the family of this name.
+    only: Option<String>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
@@ -35,6 +37,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
         reps: 5,
         sweep: 10_000,
         rules: 100_000,
+        only: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -49,8 +52,9 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
             "--reps" => o.reps = val()?.max(1) as usize,
             "--sweep" => o.sweep = val()?.max(2) as usize,
             "--rules" => o.rules = val()?.max(10) as usize,
+            "--only" => o.only = it.next().cloned(),
             _ => anyhow::bail!(
-                "usage: lwtkit-bench mix [--seed N] [--reps N] [--sweep PACKETS] [--rules N]"
+                "usage: lwtkit-bench mix [--seed N] [--reps N] [--sweep PACKETS] [--rules N] [--only FAMILY]"
             ),
         }
     }
@@ -145,10 +149,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "prog = the same sweep timed by the kernel's run-time statistics (BPF_ENABLE_STATS: sched_clock around the program alone, no test-run overhead)"
     );
     println!(
-        "{:<12} {:>7} {:>12} {:>8} {:>9} {:>7} {:>9} {:>10} {:>7} {:>8} {:>8} {:>7}  {:>15}  over target",
+        "{:<12} {:>7} {:>17} {:>8} {:>9} {:>7} {:>9} {:>10} {:>7} {:>8} {:>8} {:>7}  {:>15}  over target",
         "family",
         "rules",
-        "trees/d/leaf",
+        "trees/d/leaf/cpr",
         "hot ns",
         "hot +ns",
         "hot x10",
@@ -162,6 +166,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     );
     let mut failing = Vec::new();
     for (i, family) in Family::ALL.into_iter().enumerate() {
+        if o.only.as_deref().is_some_and(|f| f != family.name()) {
+            continue;
+        }
         let seed = family_seed(o.seed, i);
         let mut base: Option<(f64, f64, f64)> = None;
         for n in [10, o.rules] {
@@ -169,7 +176,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             let shape = match compile(&rules) {
                 Ok(c) => {
                     let (v4, v6) = c.cells.first().map_or((0, 0), |h| (h.w[0], h.w[2]));
-                    format!("{v4}+{v6}/{}/{}", c.max_depth, c.max_leaf)
+                    format!(
+                        "{v4}+{v6}/{}/{}/{:.1}",
+                        c.max_depth,
+                        c.max_leaf,
+                        c.cells.len() as f64 / n as f64
+                    )
                 }
                 Err(e) => {
                     println!("{:<12} {n:>7} does not compile: {e}", family.name());
@@ -217,7 +229,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 }
             }
             println!(
-                "{:<12} {n:>7} {shape:>12} {hh:>8.1} {over_h:>+9.1} {rh:>7.2} {hs:>9.1} {over_s:>+10.1} {rs:>7.2} {hp:>8.1} {over_p:>+8.1} {rp:>7.2}  {:>15}  {}",
+                "{:<12} {n:>7} {shape:>17} {hh:>8.1} {over_h:>+9.1} {rh:>7.2} {hs:>9.1} {over_s:>+10.1} {rs:>7.2} {hp:>8.1} {over_p:>+8.1} {rp:>7.2}  {:>15}  {}",
                 family.name(),
                 format!("{hit}/{} ({aimed_hit} aimed)", packets.len()),
                 if marks.is_empty() {
