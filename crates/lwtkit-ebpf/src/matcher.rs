@@ -51,8 +51,10 @@ struct Search<'a> {
     best_rank: u32,
     best_slot: u32,
     best_flags: u32,
-    /// The leaf being scanned: its first record cell (absolute).
+    /// The leaf being scanned: its first record cell (absolute) and its
+    /// number of records.
     records: u32,
+    count: u32,
 }
 
 /// The live generation, read once per packet: the walk and the counters
@@ -73,7 +75,7 @@ pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32) -> Decision 
     let none = Decision { matched: false, slot: 0, flags: 0, base };
     let Some(header) = cell(base) else { return none };
     let (trees, list, stride) = if key.v6 { (header.w[2], header.w[3], 2) } else { (header.w[0], header.w[1], 1) };
-    let mut search = Search { key, base, list, stride, best_rank: u32::MAX, best_slot: 0, best_flags: 0, records: 0 };
+    let mut search = Search { key, base, list, stride, best_rank: u32::MAX, best_slot: 0, best_flags: 0, records: 0, count: 0 };
     // SAFETY: the callback gets `search` back as its context and only reads
     // and writes it within this call.
     unsafe {
@@ -134,41 +136,69 @@ fn walk(s: &mut Search, root: u32) {
         return;
     }
     s.records = base.wrapping_add(leaf.w[2]);
+    s.count = leaf.w[1].min(MAX_LEAF);
     // SAFETY: the callback gets `s` back as its context and only reads and
     // writes it within this call.
     unsafe {
-        bpf_loop(leaf.w[1].min(MAX_LEAF), scan_record as *mut c_void, (s as *mut Search).cast(), 0);
+        bpf_loop(s.count.div_ceil(SCAN_CHUNK), scan_records as *mut c_void, (s as *mut Search).cast(), 0);
     }
 }
 
-/// Checks record `index` of the leaf: takes it and stops at a match (the
-/// leaf holds rules in rank order), stops at a rule ranked below the best
-/// match of an earlier tree.
-extern "C" fn scan_record(index: u64, ctx: *mut c_void) -> i64 {
+/// Records checked per call of the leaf scan's callback (a call costs
+/// about as much as checking a record).
+const SCAN_CHUNK: u32 = 4;
+
+/// Checks records `index * SCAN_CHUNK ..` of the leaf; returns 1 (stop)
+/// at a match or past the last record.
+extern "C" fn scan_records(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `Search` that `walk` passed to bpf_loop.
     let s = unsafe { &mut *ctx.cast::<Search>() };
-    let at = s.records.wrapping_add((index as u32).wrapping_mul(s.stride));
-    let Some(c) = cell(at) else { return 1 };
+    let first = (index as u32).wrapping_mul(SCAN_CHUNK);
+    for j in 0..SCAN_CHUNK {
+        let i = first + j;
+        if i >= s.count {
+            return 1;
+        }
+        match check_record(s, i) {
+            Scan::Next => {}
+            Scan::Stop => return 1,
+        }
+    }
+    0
+}
+
+enum Scan {
+    Next,
+    Stop,
+}
+
+/// Checks record `i` of the leaf: takes it and stops at a match (the leaf
+/// holds rules in rank order), stops at a rule ranked below the best match
+/// of an earlier tree.
+#[inline(always)]
+fn check_record(s: &mut Search, i: u32) -> Scan {
+    let at = s.records.wrapping_add(i.wrapping_mul(s.stride));
+    let Some(c) = cell(at) else { return Scan::Stop };
     // SAFETY: a record cell is a RuleRecord (same size, plain data).
     let r: &RuleRecord = unsafe { &*(c as *const Cell).cast::<RuleRecord>() };
     if r.rank >= s.best_rank {
-        return 1;
+        return Scan::Stop;
     }
     if !record_matches(r, s.key) {
-        return 0;
+        return Scan::Next;
     }
     if s.stride == 2 {
-        let Some(c2) = cell(at.wrapping_add(1)) else { return 1 };
+        let Some(c2) = cell(at.wrapping_add(1)) else { return Scan::Stop };
         // SAFETY: the second cell of an IPv6 record is V6Words.
         let w: &V6Words = unsafe { &*(c2 as *const Cell).cast::<V6Words>() };
         if !v6_words_match(w, s.key) {
-            return 0;
+            return Scan::Next;
         }
     }
     s.best_rank = r.rank;
     s.best_slot = r.slot;
     s.best_flags = u32::from(r.flags);
-    1
+    Scan::Stop
 }
 
 /// The mask of the first `plen` bits of a 32-bit word (`plen` 0 to 32),

@@ -34,6 +34,8 @@ pub struct Harness {
     /// Rule ids by counter slot - 1: rule `ids[i]` counts in slot `i + 1`,
     /// as in a policy filled by `filter replace`.
     ids: Vec<u32>,
+    /// Counter slot by rule id (the inverse of `ids`).
+    slots_by_id: std::collections::HashMap<u32, u32>,
     /// The live generation and counter slots per generation.
     generation: u32,
     slots: u32,
@@ -65,11 +67,9 @@ impl Harness {
     ) -> Result<Self> {
         let generation = generation & 1;
         let ids: Vec<u32> = rules.iter().map(|r| r.id).collect();
-        let slot_of = |r: &Rule| {
-            ids.iter()
-                .position(|id| *id == r.id)
-                .map_or(0, |i| i as u32 + 1)
-        };
+        let slots_by_id: std::collections::HashMap<u32, u32> =
+            ids.iter().zip(1..).map(|(id, slot)| (*id, slot)).collect();
+        let slot_of = |r: &Rule| slots_by_id.get(&r.id).copied().unwrap_or(0);
         let compiled = compile_with_slots(rules, slot_of).map_err(|e| err("compile", e))?;
         let cells = compiled.cells.len().max(16) as u32;
         let slots = ids.len() as u32 + 1;
@@ -82,6 +82,7 @@ impl Harness {
             _ => Ok(()),
         })?;
         h.ids = ids;
+        h.slots_by_id = slots_by_id;
         h.write_cells((generation * cells) as usize, &compiled.cells)?;
         h.generation = generation;
         h.slots = slots;
@@ -136,6 +137,7 @@ impl Harness {
             object,
             entry: entry.into(),
             ids: Vec::new(),
+            slots_by_id: Default::default(),
             generation: 0,
             slots: 0,
         })
@@ -241,8 +243,8 @@ impl Harness {
     /// rule", or an id this harness does not hold).
     pub fn slot_of(&self, rule: Option<u32>) -> u32 {
         rule.filter(|r| *r != NO_RULE)
-            .and_then(|id| self.ids.iter().position(|i| *i == id))
-            .map_or(0, |i| i as u32 + 1)
+            .and_then(|id| self.slots_by_id.get(&id).copied())
+            .unwrap_or(0)
     }
 }
 
