@@ -395,16 +395,22 @@ impl Builder {
         self.cells[at as usize].w[0] = node::INTERNAL | (d as u32) << 8 | shift << 16 | bits << 24;
         self.cells[at as usize].w[1] = first.wrapping_sub(child_index_base(lo, shift, bits));
         let step = 1u64 << shift;
-        for c in 0..children {
+        // Each rule goes to the children its range overlaps, in order, so
+        // every child's rules stay in priority order (one pass over the
+        // rules rather than one per child).
+        let mut kids: Vec<Vec<usize>> = vec![Vec::new(); children];
+        for &k in &members {
+            if let Some((c0, c1)) = child_span(flats[k].ranges[d], (lo, hi), shift) {
+                for kid in &mut kids[c0..=c1] {
+                    kid.push(k);
+                }
+            }
+        }
+        for (c, kids) in kids.into_iter().enumerate() {
             let clo = (u64::from(lo) + c as u64 * step) as u32;
             let chi = (u64::from(clo) + step - 1) as u32;
             let mut sub = region;
             sub[d] = (clo, chi);
-            let kids: Vec<usize> = members
-                .iter()
-                .copied()
-                .filter(|&k| overlaps(flats[k].ranges[d], (clo, chi)))
-                .collect();
             self.build(flats, kids, sub, first + c as u32, depth + 1)?;
         }
         Ok(())
@@ -462,8 +468,17 @@ fn child_index_base(lo: u32, shift: u32, bits: u32) -> u32 {
     (lo >> shift) & ((1u32 << bits) - 1)
 }
 
-fn overlaps(a: (u32, u32), b: (u32, u32)) -> bool {
-    a.0 <= b.1 && b.0 <= a.1
+/// The first and last child (of `2^(width - shift)` children of
+/// `2^shift` values each, over the aligned `region`) that `range`
+/// overlaps; `None` when it misses the region.
+fn child_span(range: (u32, u32), region: (u32, u32), shift: u32) -> Option<(usize, usize)> {
+    let (a, b) = (range.0.max(region.0), range.1.min(region.1));
+    if a > b {
+        return None;
+    }
+    let first = (u64::from(a - region.0) >> shift) as usize;
+    let last = (u64::from(b - region.0) >> shift) as usize;
+    Some((first, last))
 }
 
 fn covers(a: (u32, u32), b: (u32, u32)) -> bool {
@@ -526,16 +541,11 @@ fn choose_cut(flats: &[Flat], members: &[usize], region: &Region) -> Option<(usi
     let mut bits = 1;
     while bits < MAX_BITS.min(width) {
         let next = bits + 1;
-        let step = 1u64 << (width - next);
-        let copies: usize = (0..1u64 << next)
-            .map(|c| {
-                let clo = (u64::from(lo) + c * step) as u32;
-                let chi = (u64::from(clo) + step - 1) as u32;
-                members
-                    .iter()
-                    .filter(|&&k| overlaps(flats[k].ranges[d], (clo, chi)))
-                    .count()
-            })
+        // Copies: each rule in as many children as its range spans.
+        let copies: usize = members
+            .iter()
+            .filter_map(|&k| child_span(flats[k].ranges[d], (lo, hi), width - next))
+            .map(|(c0, c1)| c1 - c0 + 1)
             .sum();
         if copies + (1 << next) > SPFAC * n {
             break;
