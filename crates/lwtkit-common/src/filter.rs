@@ -6,9 +6,9 @@
 //! one, flips `generation`, then waits for an RCU grace period before that
 //! half may be written again, so every packet sees one whole rule set.
 //!
-//! Inside a generation, cell 0 is unused, the rest holds decision-tree
-//! nodes, leaf rule lists and rules, addressed by cell index relative to
-//! the generation's base.
+//! Inside a generation, cell 0 is the header, the rest holds decision-tree
+//! nodes, leaves' rule records (inline, contiguous) and the rule-id table,
+//! addressed by cell index relative to the generation's base.
 
 /// Dimensions the decision tree cuts on, as indices into [`PacketKey::dims`].
 /// Addresses are four big-endian 32-bit words (IPv4 uses word 0 only).
@@ -39,42 +39,69 @@ pub mod node {
     /// `w[0]`: kind | dim << 8 | shift << 16 | bits << 24; `w[1]`: first
     /// child cell; child `i` is at `w[1] + i` for `i = (dims[dim] >> shift) & ((1 << bits) - 1)`.
     pub const INTERNAL: u32 = 1;
-    /// `w[1]`: rule count; `w[2]`: first cell of the rule list (8 rule cell
-    /// indices per cell, in priority order).
+    /// `w[1]`: rule count; `w[2]`: first cell of the leaf's rule records,
+    /// inline and contiguous, in rank order: one cell ([`super::RuleRecord`])
+    /// per rule in an IPv4 tree, two in an IPv6 tree (the record, then
+    /// [`super::V6Words`]).
     pub const LEAF: u32 = 2;
 }
 
 /// Header cell of a generation (cell 0 of it).
 /// `w[0]`: number of IPv4 trees, `w[1]`: cell listing their roots;
-/// `w[2]`, `w[3]`: the same for IPv6; `w[4]`: cells used.
+/// `w[2]`, `w[3]`: the same for IPv6; `w[4]`: cells used; `w[5]`: first
+/// cell of the rule-id table (the id of counter slot `s` is word `s % 8`
+/// of cell `w[5] + s / 8`), read only to log.
 pub const HEADER_CELL: u32 = 0;
+/// Header word holding the rule-id table's first cell.
+pub const HEADER_IDS: usize = 5;
 
-/// A rule takes two consecutive cells: [`RuleHead`] then the addresses
-/// (`src[4]`, `dst[4]` as big-endian words).
+/// A rule as a leaf holds it: one 32-byte cell with everything an IPv4
+/// packet is checked against (IPv6 trees add a [`V6Words`] cell). A rule
+/// is copied into every leaf whose region it overlaps.
+///
+/// A packet matches when every field agrees, all checked without branches:
+/// `(addr ^ word) & mask(plen) == 0` for both addresses, `proto_mask &
+/// (packet proto ^ proto) == 0`, the ports inside the ranges (full ranges
+/// when the rule names none; a packet without L4 has ports 0), the TCP
+/// flags under the mask, and L4 present when `NEEDS_L4`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RuleHead {
-    /// lwtkit's rule id, as users see it (in events); never reused within
-    /// a policy, so unbounded.
-    pub id: u32,
-    /// [`rule_flags`].
-    pub flags: u16,
-    pub proto: u8,
-    pub src_plen: u8,
-    pub dst_plen: u8,
-    pub tcp_flags_mask: u8,
-    pub tcp_flags_value: u8,
-    pub _pad: u8,
+pub struct RuleRecord {
+    /// Word 0 of the source and destination prefixes (host-order value of
+    /// the big-endian word; IPv4 addresses whole), host bits clear.
+    pub src: u32,
+    pub dst: u32,
     pub sport_lo: u16,
     pub sport_hi: u16,
     pub dport_lo: u16,
     pub dport_hi: u16,
+    pub proto: u8,
+    /// 0xff when the rule names a protocol, else 0.
+    pub proto_mask: u8,
+    /// Prefix lengths within word 0 (0 to 32; the rest of an IPv6
+    /// prefix's length is in [`V6Words::plen`]).
+    pub src_plen: u8,
+    pub dst_plen: u8,
+    pub tcp_flags_mask: u8,
+    pub tcp_flags_value: u8,
+    /// [`rule_flags`].
+    pub flags: u16,
     /// The rule's per-rule counter slot, `1..=capacity` (slots are reused,
-    /// ids are not).
+    /// ids are not); the rule id is in the generation's id table.
     pub slot: u32,
-    /// `_reserved[0]`: the rule's rank in priority order (lower wins
-    /// across trees).
-    pub _reserved: [u32; 2],
+    /// The rule's rank in priority order (lower wins across trees).
+    pub rank: u32,
+}
+
+/// Second cell of a record in an IPv6 tree: address words 1 to 3 and the
+/// prefix length within each (0 to 32): `plen[0..3]` the source's,
+/// `plen[3..6]` the destination's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V6Words {
+    pub src: [u32; 3],
+    pub dst: [u32; 3],
+    pub plen: [u8; 8],
 }
 
 pub mod rule_flags {
@@ -105,7 +132,7 @@ pub struct PolicyConfig {
     pub log_rate: u32,
     pub log_burst: u32,
     /// Rule-counter slots per generation: the rule with counter slot `s`
-    /// ([`RuleHead::slot`]) of generation `g` counts in entry
+    /// ([`RuleRecord::slot`]) of generation `g` counts in entry
     /// `g * rule_slots + s` (entry `g * rule_slots` for the default), so a
     /// new rule set starts from zero while the old one finishes counting in
     /// its own entries.
@@ -118,7 +145,7 @@ pub struct PolicyConfig {
 }
 
 /// Per-rule, per-CPU statistics, indexed by the rule's counter slot
-/// ([`RuleHead::slot`]); slot 0 counts the packets no rule matched (judged
+/// ([`RuleRecord::slot`]); slot 0 counts the packets no rule matched (judged
 /// by the default verdict).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -191,7 +218,8 @@ pub struct Event {
     pub data: [u8; EVENT_SNAPLEN],
 }
 
-const _: () = assert!(core::mem::size_of::<RuleHead>() == 32);
+const _: () = assert!(core::mem::size_of::<RuleRecord>() == 32);
+const _: () = assert!(core::mem::size_of::<V6Words>() == 32);
 const _: () = assert!(core::mem::size_of::<Cell>() == 32);
 const _: () = assert!(core::mem::size_of::<PolicyConfig>() == 36);
 const _: () = assert!(core::mem::size_of::<Event>() == 192);

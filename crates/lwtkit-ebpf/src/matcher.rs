@@ -1,9 +1,17 @@
-//! The rule matcher: walk the policy's decision tree to a leaf, then check
-//! the leaf's few rules in priority order. Cost depends on the tree depth
-//! and the leaf size, both bounded, not on the number of rules.
+//! The rule matcher: walk the policy's decision trees to a leaf each, then
+//! check the leaf's few rules in priority order. Cost depends on the tree
+//! depth and the leaf size, both bounded, not on the number of rules.
+//!
+//! A leaf holds its rules' records inline and contiguous (one cell per
+//! rule in IPv4 trees, two in IPv6 trees), so after the tree nodes a packet
+//! reads a few adjacent cache lines, and each record is checked without
+//! branches on its fields.
 use aya_ebpf::{btf_maps::Array, cty::c_void, helpers::bpf_loop, macros::btf_map};
 use lwtkit_common::{
-    filter::{dim, node, rule_flags as rf, Cell, PolicyConfig, RuleHead, MAX_DEPTH, MAX_LEAF, MAX_TREES, NO_RULE},
+    filter::{
+        dim, node, rule_flags as rf, Cell, PolicyConfig, RuleRecord, V6Words, HEADER_IDS, MAX_DEPTH, MAX_LEAF,
+        MAX_TREES, NO_RULE,
+    },
     maps,
 };
 
@@ -18,11 +26,13 @@ crate::map_named!(CELLS, maps::filter::CELLS);
 pub static CONFIG: Array<PolicyConfig, 1> = Array::new();
 crate::map_named!(CONFIG, maps::filter::CONFIG);
 
-/// The winning rule: its id, counter slot and flags, or `NO_RULE` (slot 0).
+/// The winning rule: whether one matched, its counter slot and flags.
 pub struct Decision {
-    pub rule_id: u32,
+    pub matched: bool,
     pub slot: u32,
     pub flags: u16,
+    /// The generation's base cell (for [`rule_id`]).
+    pub base: u32,
 }
 
 #[inline(always)]
@@ -36,10 +46,15 @@ struct Search<'a> {
     key: &'a PacketKey,
     base: u32,
     list: u32,
+    /// Cells per record: 1 in IPv4 trees, 2 in IPv6 trees.
+    stride: u32,
     best_rank: u32,
-    best_id: u32,
     best_slot: u32,
     best_flags: u32,
+    /// The leaf being scanned: its first record cell (absolute) and its
+    /// number of records.
+    records: u32,
+    count: u32,
 }
 
 /// The live generation, read once per packet: the walk and the counters
@@ -51,15 +66,16 @@ pub fn generation(cfg: &PolicyConfig) -> u32 {
 }
 
 /// Finds the matching rule of lowest rank across the live generation's
-/// trees for the packet's family. The trees are walked by `bpf_loop`, so
-/// the verifier checks one walk rather than every tree's.
+/// trees for the packet's family. The trees are walked by `bpf_loop`
+/// (which the verifier inlines into a plain loop), so it checks one walk
+/// rather than every tree's.
 #[inline(always)]
 pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32) -> Decision {
-    let none = Decision { rule_id: NO_RULE, slot: 0, flags: 0 };
     let base = if generation == 1 { cfg.capacity } else { 0 };
+    let none = Decision { matched: false, slot: 0, flags: 0, base };
     let Some(header) = cell(base) else { return none };
-    let (trees, list) = if key.v6 { (header.w[2], header.w[3]) } else { (header.w[0], header.w[1]) };
-    let mut search = Search { key, base, list, best_rank: u32::MAX, best_id: NO_RULE, best_slot: 0, best_flags: 0 };
+    let (trees, list, stride) = if key.v6 { (header.w[2], header.w[3], 2) } else { (header.w[0], header.w[1], 1) };
+    let mut search = Search { key, base, list, stride, best_rank: u32::MAX, best_slot: 0, best_flags: 0, records: 0, count: 0 };
     // SAFETY: the callback gets `search` back as its context and only reads
     // and writes it within this call.
     unsafe {
@@ -70,7 +86,18 @@ pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32) -> Decision 
             0,
         );
     }
-    Decision { rule_id: search.best_id, slot: search.best_slot, flags: search.best_flags as u16 }
+    Decision { matched: search.best_rank != u32::MAX, slot: search.best_slot, flags: search.best_flags as u16, base }
+}
+
+/// The rule id of counter slot `slot` (only for events).
+#[inline(always)]
+pub fn rule_id(d: &Decision) -> u32 {
+    let Some(header) = cell(d.base) else { return NO_RULE };
+    let at = d.base.wrapping_add(header.w[HEADER_IDS]).wrapping_add(d.slot / 8);
+    match cell(at) {
+        Some(c) => c.w[(d.slot & 7) as usize],
+        None => NO_RULE,
+    }
 }
 
 extern "C" fn search_tree(index: u64, ctx: *mut c_void) -> i64 {
@@ -78,25 +105,21 @@ extern "C" fn search_tree(index: u64, ctx: *mut c_void) -> i64 {
     let s = unsafe { &mut *ctx.cast::<Search>() };
     let Some(roots) = cell(s.base.wrapping_add(s.list)) else { return 1 };
     let root = roots.w[(index & 7) as usize];
-    if let Some(head) = walk(s.base, root, s.key) {
-        if head._reserved[0] < s.best_rank {
-            s.best_rank = head._reserved[0];
-            s.best_id = head.id;
-            s.best_slot = head.slot;
-            s.best_flags = u32::from(head.flags);
-        }
-    }
+    walk(s, root);
     0
 }
 
-/// Walks one tree to its leaf and returns the leaf's first matching rule
-/// (leaves list rules in rank order).
+/// Walks one tree to its leaf, then scans the leaf's records (a nested
+/// `bpf_loop`, so the verifier checks one record's scan, not 64 of them
+/// after each of the walk's 32 possible depths).
 #[inline(always)]
-fn walk(base: u32, root: u32, key: &PacketKey) -> Option<&'static RuleHead> {
+fn walk(s: &mut Search, root: u32) {
+    let key = s.key;
+    let base = s.base;
     let mut at = root;
     let mut leaf = None;
     for _ in 0..MAX_DEPTH {
-        let n = cell(base.wrapping_add(at))?;
+        let Some(n) = cell(base.wrapping_add(at)) else { return };
         let w0 = n.w[0];
         if w0 & 0xff != node::INTERNAL {
             leaf = Some(n);
@@ -108,80 +131,116 @@ fn walk(base: u32, root: u32, key: &PacketKey) -> Option<&'static RuleHead> {
         let index = (key.dims[d] >> shift) & ((1u32 << bits) - 1);
         at = n.w[1].wrapping_add(index);
     }
-    let leaf = leaf?;
+    let Some(leaf) = leaf else { return };
     if leaf.w[0] & 0xff != node::LEAF {
-        return None;
+        return;
     }
-    let count = leaf.w[1];
-    let list = leaf.w[2];
-    for i in 0..MAX_LEAF {
-        if i >= count {
-            break;
-        }
-        let refs = cell(base.wrapping_add(list).wrapping_add(i / 8))?;
-        let r = refs.w[(i & 7) as usize];
-        let head = cell(base.wrapping_add(r))?;
-        // SAFETY: a rule's first cell is a RuleHead (same size, plain data).
-        let head: &RuleHead = unsafe { &*(head as *const Cell).cast::<RuleHead>() };
-        if !fields_match(head, key) {
-            continue;
-        }
-        if head.flags & rf::HAS_FAMILY != 0 {
-            let addrs = cell(base.wrapping_add(r).wrapping_add(1))?;
-            if !addresses_match(head, addrs, key) {
-                continue;
-            }
-        }
-        return Some(head);
+    s.records = base.wrapping_add(leaf.w[2]);
+    s.count = leaf.w[1].min(MAX_LEAF);
+    // SAFETY: the callback gets `s` back as its context and only reads and
+    // writes it within this call.
+    unsafe {
+        bpf_loop(s.count.div_ceil(SCAN_CHUNK), scan_records as *mut c_void, (s as *mut Search).cast(), 0);
     }
-    None
 }
 
-#[inline(always)]
-fn fields_match(h: &RuleHead, k: &PacketKey) -> bool {
-    let f = h.flags;
-    if f & rf::HAS_PROTO != 0 && u32::from(h.proto) != k.dims[dim::PROTO] {
-        return false;
-    }
-    if f & rf::NEEDS_L4 != 0 {
-        if !k.l4 {
-            return false;
+/// Records checked per call of the leaf scan's callback (a call costs
+/// about as much as checking a record).
+const SCAN_CHUNK: u32 = 4;
+
+/// Checks records `index * SCAN_CHUNK ..` of the leaf; returns 1 (stop)
+/// at a match or past the last record.
+extern "C" fn scan_records(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Search` that `walk` passed to bpf_loop.
+    let s = unsafe { &mut *ctx.cast::<Search>() };
+    let first = (index as u32).wrapping_mul(SCAN_CHUNK);
+    for j in 0..SCAN_CHUNK {
+        let i = first + j;
+        if i >= s.count {
+            return 1;
         }
-        let sport = k.dims[dim::SPORT];
-        let dport = k.dims[dim::DPORT];
-        if sport < u32::from(h.sport_lo) || sport > u32::from(h.sport_hi) {
-            return false;
-        }
-        if dport < u32::from(h.dport_lo) || dport > u32::from(h.dport_hi) {
-            return false;
-        }
-        if k.tcp_flags & h.tcp_flags_mask != h.tcp_flags_value {
-            return false;
+        match check_record(s, i) {
+            Scan::Next => {}
+            Scan::Stop => return 1,
         }
     }
-    true
+    0
 }
 
-#[inline(always)]
-fn addresses_match(h: &RuleHead, a: &Cell, k: &PacketKey) -> bool {
-    if (h.flags & rf::V6 != 0) != k.v6 {
-        return false;
-    }
-    prefix_match(&a.w, 0, k, dim::SRC0, h.src_plen) && prefix_match(&a.w, 4, k, dim::DST0, h.dst_plen)
+enum Scan {
+    Next,
+    Stop,
 }
 
+/// Checks record `i` of the leaf: takes it and stops at a match (the leaf
+/// holds rules in rank order), stops at a rule ranked below the best match
+/// of an earlier tree.
 #[inline(always)]
-fn prefix_match(words: &[u32; 8], at: usize, k: &PacketKey, d: usize, plen: u8) -> bool {
-    let mut left = u32::from(plen);
-    for i in 0..4 {
-        if left == 0 {
-            return true;
-        }
-        let mask = if left >= 32 { u32::MAX } else { u32::MAX << (32 - left) };
-        if (words[at + i] ^ k.dims[d + i]) & mask != 0 {
-            return false;
-        }
-        left = left.saturating_sub(32);
+fn check_record(s: &mut Search, i: u32) -> Scan {
+    let at = s.records.wrapping_add(i.wrapping_mul(s.stride));
+    let Some(c) = cell(at) else { return Scan::Stop };
+    // SAFETY: a record cell is a RuleRecord (same size, plain data).
+    let r: &RuleRecord = unsafe { &*(c as *const Cell).cast::<RuleRecord>() };
+    if r.rank >= s.best_rank {
+        return Scan::Stop;
     }
-    true
+    if !record_matches(r, s.key) {
+        return Scan::Next;
+    }
+    if s.stride == 2 {
+        let Some(c2) = cell(at.wrapping_add(1)) else { return Scan::Stop };
+        // SAFETY: the second cell of an IPv6 record is V6Words.
+        let w: &V6Words = unsafe { &*(c2 as *const Cell).cast::<V6Words>() };
+        if !v6_words_match(w, s.key) {
+            return Scan::Next;
+        }
+    }
+    s.best_rank = r.rank;
+    s.best_slot = r.slot;
+    s.best_flags = u32::from(r.flags);
+    Scan::Stop
+}
+
+/// The mask of the first `plen` bits of a 32-bit word (`plen` 0 to 32),
+/// by shifts alone.
+#[inline(always)]
+fn mask_of(plen: u8) -> u32 {
+    !(u64::from(u32::MAX) >> plen) as u32
+}
+
+/// 1 when `v` lies outside `lo..=hi`, by arithmetic alone: `v - lo`
+/// (wrapping) exceeds `hi - lo` exactly when their difference, in 64
+/// bits, is negative.
+#[inline(always)]
+fn outside(v: u32, lo: u16, hi: u16) -> u32 {
+    let span = u64::from(u32::from(hi).wrapping_sub(u32::from(lo)));
+    let off = u64::from(v.wrapping_sub(u32::from(lo)));
+    (span.wrapping_sub(off) >> 63) as u32
+}
+
+/// Every field of the record's first cell, without branches: the
+/// mismatches of all fields are or-ed and tested once. (Branch-free also
+/// keeps the verifier's paths through a leaf linear in its size.)
+#[inline(always)]
+fn record_matches(r: &RuleRecord, k: &PacketKey) -> bool {
+    let mut bad = (k.dims[dim::SRC0] ^ r.src) & mask_of(r.src_plen);
+    bad |= (k.dims[dim::DST0] ^ r.dst) & mask_of(r.dst_plen);
+    bad |= (k.dims[dim::PROTO] ^ u32::from(r.proto)) & u32::from(r.proto_mask);
+    bad |= outside(k.dims[dim::SPORT], r.sport_lo, r.sport_hi);
+    bad |= outside(k.dims[dim::DPORT], r.dport_lo, r.dport_hi);
+    bad |= u32::from((k.tcp_flags & r.tcp_flags_mask) ^ r.tcp_flags_value);
+    // NEEDS_L4 without an L4 header.
+    bad |= (u32::from(r.flags & rf::NEEDS_L4) >> rf::NEEDS_L4.trailing_zeros()) & (k.dims[dim::L4] ^ 1);
+    bad == 0
+}
+
+/// Words 1 to 3 of an IPv6 record's prefixes.
+#[inline(always)]
+fn v6_words_match(w: &V6Words, k: &PacketKey) -> bool {
+    let mut bad = 0;
+    for i in 0..3 {
+        bad |= (k.dims[dim::SRC0 + 1 + i] ^ w.src[i]) & mask_of(w.plen[i]);
+        bad |= (k.dims[dim::DST0 + 1 + i] ^ w.dst[i]) & mask_of(w.plen[3 + i]);
+    }
+    bad == 0
 }

@@ -11,14 +11,14 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use lwtkit_common::{
-    filter::{dim, packet_class as class, rule_flags as rf, verdict_slot, Event, PolicyConfig, RuleStats, EVENT_SNAPLEN, NO_RULE},
+    filter::{dim, packet_class as class, rule_flags as rf, verdict_slot, Event, PolicyConfig, RuleStats, EVENT_SNAPLEN},
     maps,
     verdict::{BPF_DROP, BPF_OK},
 };
 use lwtkit_ebpf::{
     counters::count,
     gpl_license, lwt_program, map_named,
-    matcher::{decide, generation, CONFIG},
+    matcher::{decide, generation, rule_id, Decision, CONFIG},
     parse::{parse, PacketKey},
 };
 
@@ -63,7 +63,7 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
         }
     }
     let d = decide(&key, cfg, gen);
-    let verdict = if d.rule_id == NO_RULE {
+    let verdict = if !d.matched {
         default
     } else if d.flags & rf::DROP != 0 {
         BPF_DROP
@@ -72,15 +72,15 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
     };
     // Slot 0 of the generation counts packets no rule matched (rule slots
     // start at 1; ids, which events carry, are not slots).
-    let slot = if d.rule_id == NO_RULE { 0 } else { d.slot };
+    let slot = if d.matched { d.slot } else { 0 };
     let stats_slot = gen.wrapping_mul(cfg.rule_slots).wrapping_add(slot);
     if let Some(s) = RULE_STATS.get_ptr_mut(stats_slot) {
         // SAFETY: this CPU's slot; no other writer.
         let s = unsafe { &mut *s };
         s.packets += 1;
         s.bytes += len;
-        if d.rule_id != NO_RULE && d.flags & rf::LOG != 0 {
-            log_event(ctx, cfg, s, &key, d.rule_id, hook, verdict);
+        if d.matched && d.flags & rf::LOG != 0 {
+            log_event(ctx, cfg, s, &key, &d, hook, verdict);
         }
     }
     let slot = if verdict == BPF_DROP { verdict_slot::DROPPED } else { verdict_slot::ALLOWED };
@@ -103,7 +103,7 @@ fn count_default(cfg: &PolicyConfig, len: u64) {
 /// Token bucket per rule and CPU: `log_rate` events per second, bursts of
 /// `log_burst`; what does not fit is counted as suppressed.
 #[inline(always)]
-fn log_event(ctx: &SkBuffContext, cfg: &PolicyConfig, s: &mut RuleStats, key: &PacketKey, rule_id: u32, hook: u8, verdict: i32) {
+fn log_event(ctx: &SkBuffContext, cfg: &PolicyConfig, s: &mut RuleStats, key: &PacketKey, d: &Decision, hook: u8, verdict: i32) {
     let now = unsafe { bpf_ktime_get_ns() };
     let elapsed = now.saturating_sub(s.last_ns).min(10 * NS_PER_SEC);
     s.last_ns = now;
@@ -123,7 +123,7 @@ fn log_event(ctx: &SkBuffContext, cfg: &PolicyConfig, s: &mut RuleStats, key: &P
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     ev.time_ns = now;
     ev.policy_id = cfg.policy_id;
-    ev.rule_id = rule_id;
+    ev.rule_id = rule_id(d);
     ev.hook = hook;
     ev.verdict = u8::from(verdict == BPF_DROP);
     ev.family = if key.v6 { 6 } else { 4 };

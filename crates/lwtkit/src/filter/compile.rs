@@ -1,15 +1,19 @@
 //! Compiles a policy's rules into the decision tree the kernel walks
 //! (HiCuts-style: each internal node cuts one field's aligned range into
-//! 2^k equal parts, indexed by the field's bits; leaves list at most
-//! `MAX_LEAF` rules in priority order).
+//! 2^k equal parts, indexed by the field's bits; leaves hold at most
+//! `MAX_LEAF` rule records, inline and in priority order, so a packet reads
+//! its leaf's rules from a few adjacent cache lines).
 //!
 //! The tree makes the per-packet cost depend on its depth and leaf size,
 //! not on the number of rules: a packet never meets rules whose ranges
 //! exclude it. Rules that a higher-priority rule covers over a node's whole
 //! region are dropped from that node, which keeps leaves short.
 use ipnet::IpNet;
+use std::collections::HashMap;
+
 use lwtkit_common::filter::{
-    dim, node, rule_flags as rf, Cell, RuleHead, MAX_DEPTH, MAX_LEAF, MAX_TREES,
+    dim, node, rule_flags as rf, Cell, RuleRecord, V6Words, HEADER_IDS, MAX_DEPTH, MAX_LEAF,
+    MAX_TREES,
 };
 
 use super::rule::{Rule, Verdict};
@@ -29,15 +33,17 @@ pub enum CompileError {
     TooComplex { cells: usize, rules: usize },
 }
 
-/// One rule as the tree sees it: a range per dimension plus the head and
-/// address cells the kernel checks in the leaf.
+/// One rule as the tree sees it: a range per dimension plus the record
+/// the kernel checks in the leaf.
 #[derive(Clone, Debug)]
 struct Flat {
     ranges: [(u32, u32); dim::COUNT],
     /// Constraints the tree does not cut on (TCP flags).
     leaf_only: bool,
-    head: RuleHead,
-    addrs: Cell,
+    id: u32,
+    rec: RuleRecord,
+    /// Address words 1 to 3 (IPv6 trees' second record cell).
+    v6: V6Words,
 }
 
 /// The cells of one generation.
@@ -64,7 +70,7 @@ pub fn compile_with_slots(
     let mut flats: Vec<Flat> = sorted.iter().flat_map(|r| flatten(r, slot_of(r))).collect();
     // The kernel takes the match of lowest rank across trees.
     for (rank, f) in flats.iter_mut().enumerate() {
-        f.head._reserved[0] = rank as u32;
+        f.rec.rank = rank as u32;
     }
 
     let mut b = Builder {
@@ -72,17 +78,9 @@ pub fn compile_with_slots(
         max_depth: 0,
         max_leaf: 0,
         budget: budget(flats.len()),
+        leaves: HashMap::new(),
+        stride: 1,
     };
-    // Rules first: rule i at cells 1 + 2i, 1 + 2i + 1.
-    let rule_cells: Vec<u32> = flats
-        .iter()
-        .map(|f| {
-            let at = b.cells.len() as u32;
-            b.cells.push(head_cell(&f.head));
-            b.cells.push(f.addrs);
-            at
-        })
-        .collect();
     // One tree per group of rules alike in which fields are wide (EffiCuts'
     // separation): wide rules are then never copied across the cuts that
     // separate narrow ones, which keeps the trees small and shallow.
@@ -91,15 +89,30 @@ pub fn compile_with_slots(
             .filter(|&k| family_ok(&flats[k], v6))
             .collect();
         let groups = separate(&flats, members);
+        b.stride = if v6 { 2 } else { 1 };
         let list = b.alloc(1);
         for (t, group) in groups.into_iter().enumerate() {
             let root = b.alloc(1);
-            b.build(&flats, &rule_cells, group, full_region(v6), root, 0)?;
+            b.build(&flats, group, full_region(v6), root, 0)?;
             b.cells[list as usize].w[t] = root;
             b.cells[0].w[2 * i] = t as u32 + 1;
         }
         b.cells[0].w[2 * i + 1] = list;
     }
+    // The rule-id table, by counter slot: read only to log an event.
+    let top = flats.iter().map(|f| f.rec.slot).max().unwrap_or(0) as usize;
+    if b.cells.len() + top / 8 + 1 > b.budget {
+        return Err(CompileError::TooComplex {
+            cells: b.budget,
+            rules: flats.len(),
+        });
+    }
+    let ids = b.alloc(top / 8 + 1);
+    for f in &flats {
+        let s = f.rec.slot as usize;
+        b.cells[ids as usize + s / 8].w[s % 8] = f.id;
+    }
+    b.cells[0].w[HEADER_IDS] = ids;
     b.cells[0].w[4] = b.cells.len() as u32;
     Ok(Compiled {
         cells: b.cells,
@@ -153,7 +166,7 @@ fn separate(flats: &[Flat], members: Vec<usize>) -> Vec<Vec<usize>> {
 }
 
 fn family_ok(f: &Flat, v6: bool) -> bool {
-    f.head.flags & rf::HAS_FAMILY == 0 || (f.head.flags & rf::V6 != 0) == v6
+    f.rec.flags & rf::HAS_FAMILY == 0 || (f.rec.flags & rf::V6 != 0) == v6
 }
 
 fn full_region(v6: bool) -> [(u32, u32); dim::COUNT] {
@@ -176,12 +189,14 @@ fn max_of(width: u8) -> u32 {
     }
 }
 
-fn head_cell(h: &RuleHead) -> Cell {
+/// A plain 32-byte value as a cell.
+fn as_cell<T: Copy>(v: &T) -> Cell {
+    const { assert!(size_of::<T>() == 32) };
     let mut c = Cell::default();
-    // SAFETY: RuleHead and Cell are both 32 bytes of plain integers.
+    // SAFETY: T is 32 bytes of plain integers (asserted above).
     unsafe {
         core::ptr::copy_nonoverlapping(
-            (h as *const RuleHead).cast::<u8>(),
+            (v as *const T).cast::<u8>(),
             c.w.as_mut_ptr().cast::<u8>(),
             32,
         )
@@ -204,28 +219,39 @@ fn flatten(r: &Rule, slot: u32) -> Vec<Flat> {
     for (d, slot) in ranges.iter_mut().enumerate() {
         *slot = (0, max_of(dim::WIDTH[d]));
     }
-    let mut head = RuleHead {
-        id: r.id,
+    let mut rec = RuleRecord {
         slot,
         sport_hi: u16::MAX,
         dport_hi: u16::MAX,
-        ..RuleHead::default()
+        ..RuleRecord::default()
     };
-    let mut addrs = Cell::default();
+    let mut v6w = V6Words::default();
     let family = s.src.or(s.dst).map(|n| matches!(n, IpNet::V6(_)));
     if let Some(v6) = family {
         flags |= rf::HAS_FAMILY;
         if v6 {
             flags |= rf::V6;
         }
-        for (net, at, d, plen) in [
-            (s.src, 0usize, dim::SRC0, &mut head.src_plen),
-            (s.dst, 4, dim::DST0, &mut head.dst_plen),
-        ] {
+        for (net, d) in [(s.src, dim::SRC0), (s.dst, dim::DST0)] {
             let Some(net) = net else { continue };
             let words = words_of(&net);
-            *plen = net.prefix_len();
-            addrs.w[at..at + 4].copy_from_slice(&words);
+            // The prefix length within each word, 0 to 32.
+            let plen = |i: u32| u32::from(net.prefix_len()).saturating_sub(32 * i).min(32) as u8;
+            if d == dim::SRC0 {
+                rec.src = words[0];
+                rec.src_plen = plen(0);
+                v6w.src.copy_from_slice(&words[1..]);
+                for i in 1..4 {
+                    v6w.plen[i as usize - 1] = plen(i);
+                }
+            } else {
+                rec.dst = words[0];
+                rec.dst_plen = plen(0);
+                v6w.dst.copy_from_slice(&words[1..]);
+                for i in 1..4 {
+                    v6w.plen[i as usize + 2] = plen(i);
+                }
+            }
             for i in 0..4 {
                 if !v6 && i > 0 {
                     continue;
@@ -240,25 +266,25 @@ fn flatten(r: &Rule, slot: u32) -> Vec<Flat> {
         flags |= rf::NEEDS_L4;
     }
     if let Some(p) = s.sport {
-        head.sport_lo = p.lo;
-        head.sport_hi = p.hi;
+        rec.sport_lo = p.lo;
+        rec.sport_hi = p.hi;
     }
     if let Some(p) = s.dport {
-        head.dport_lo = p.lo;
-        head.dport_hi = p.hi;
+        rec.dport_lo = p.lo;
+        rec.dport_hi = p.hi;
     }
     if let Some(t) = s.icmp_type {
-        head.sport_lo = u16::from(t);
-        head.sport_hi = u16::from(t);
+        rec.sport_lo = u16::from(t);
+        rec.sport_hi = u16::from(t);
     }
     if let Some(f) = s.tcp_flags {
-        head.tcp_flags_mask = f.mask;
-        head.tcp_flags_value = f.value;
+        rec.tcp_flags_mask = f.mask;
+        rec.tcp_flags_value = f.value;
     }
-    ranges[dim::SPORT] = (u32::from(head.sport_lo), u32::from(head.sport_hi));
-    ranges[dim::DPORT] = (u32::from(head.dport_lo), u32::from(head.dport_hi));
+    ranges[dim::SPORT] = (u32::from(rec.sport_lo), u32::from(rec.sport_hi));
+    ranges[dim::DPORT] = (u32::from(rec.dport_lo), u32::from(rec.dport_hi));
     ranges[dim::L4] = if needs_l4 { (1, 1) } else { (0, 1) };
-    let leaf_only = head.tcp_flags_mask != 0;
+    let leaf_only = rec.tcp_flags_mask != 0;
     let protos: Vec<Option<u8>> = match s.proto {
         Some(p) => vec![Some(p)],
         None if s.sport.is_some() || s.dport.is_some() => vec![Some(6), Some(17)],
@@ -267,19 +293,21 @@ fn flatten(r: &Rule, slot: u32) -> Vec<Flat> {
     protos
         .into_iter()
         .map(|p| {
-            let mut h = head;
+            let mut h = rec;
             let mut rg = ranges;
             h.flags = flags;
             if let Some(p) = p {
                 h.flags |= rf::HAS_PROTO;
                 h.proto = p;
+                h.proto_mask = 0xff;
                 rg[dim::PROTO] = (u32::from(p), u32::from(p));
             }
             Flat {
                 ranges: rg,
                 leaf_only,
-                head: h,
-                addrs,
+                id: r.id,
+                rec: h,
+                v6: v6w,
             }
         })
         .collect()
@@ -317,6 +345,11 @@ struct Builder {
     max_leaf: usize,
     /// Most cells before the rule set is declared too intricate.
     budget: usize,
+    /// Leaves already written, by their rules: a leaf with the same rules
+    /// as another (of the same family) shares its records.
+    leaves: HashMap<(u32, Vec<usize>), u32>,
+    /// Cells per record in the trees being built: 1 (IPv4), 2 (IPv6).
+    stride: u32,
 }
 
 type Region = [(u32, u32); dim::COUNT];
@@ -333,7 +366,6 @@ impl Builder {
     fn build(
         &mut self,
         flats: &[Flat],
-        rule_cells: &[u32],
         members: Vec<usize>,
         region: Region,
         at: u32,
@@ -347,7 +379,7 @@ impl Builder {
             choose_cut(flats, &members, &region)
         };
         let Some((d, bits)) = cut else {
-            return self.leaf(flats, rule_cells, &members, at);
+            return self.leaf(flats, &members, at);
         };
         let (lo, hi) = region[d];
         let width = 64 - u64::from(hi - lo).leading_zeros(); // log2 of the region size
@@ -363,33 +395,33 @@ impl Builder {
         self.cells[at as usize].w[0] = node::INTERNAL | (d as u32) << 8 | shift << 16 | bits << 24;
         self.cells[at as usize].w[1] = first.wrapping_sub(child_index_base(lo, shift, bits));
         let step = 1u64 << shift;
-        for c in 0..children {
+        // Each rule goes to the children its range overlaps, in order, so
+        // every child's rules stay in priority order (one pass over the
+        // rules rather than one per child).
+        let mut kids: Vec<Vec<usize>> = vec![Vec::new(); children];
+        for &k in &members {
+            if let Some((c0, c1)) = child_span(flats[k].ranges[d], (lo, hi), shift) {
+                for kid in &mut kids[c0..=c1] {
+                    kid.push(k);
+                }
+            }
+        }
+        for (c, kids) in kids.into_iter().enumerate() {
             let clo = (u64::from(lo) + c as u64 * step) as u32;
             let chi = (u64::from(clo) + step - 1) as u32;
             let mut sub = region;
             sub[d] = (clo, chi);
-            let kids: Vec<usize> = members
-                .iter()
-                .copied()
-                .filter(|&k| overlaps(flats[k].ranges[d], (clo, chi)))
-                .collect();
-            self.build(flats, rule_cells, kids, sub, first + c as u32, depth + 1)?;
+            self.build(flats, kids, sub, first + c as u32, depth + 1)?;
         }
         Ok(())
     }
 
-    fn leaf(
-        &mut self,
-        flats: &[Flat],
-        rule_cells: &[u32],
-        members: &[usize],
-        at: u32,
-    ) -> Result<(), CompileError> {
+    fn leaf(&mut self, flats: &[Flat], members: &[usize], at: u32) -> Result<(), CompileError> {
         if members.len() > MAX_LEAF as usize {
             let ids: Vec<String> = members
                 .iter()
                 .take(8)
-                .map(|&k| flats[k].head.id.to_string())
+                .map(|&k| flats[k].id.to_string())
                 .collect();
             return Err(CompileError::LeafTooLarge {
                 count: members.len(),
@@ -398,18 +430,34 @@ impl Builder {
             });
         }
         self.max_leaf = self.max_leaf.max(members.len());
-        let list = if members.is_empty() {
+        let stride = self.stride;
+        let records = if members.is_empty() {
             0
+        } else if let Some(&at) = self.leaves.get(&(stride, members.to_vec())) {
+            at
         } else {
-            self.alloc(members.len().div_ceil(8))
+            let n = members.len() * stride as usize;
+            if self.cells.len() + n > self.budget {
+                return Err(CompileError::TooComplex {
+                    cells: self.budget,
+                    rules: flats.len(),
+                });
+            }
+            let first = self.alloc(n);
+            for (i, &k) in members.iter().enumerate() {
+                let c = first as usize + i * stride as usize;
+                self.cells[c] = as_cell(&flats[k].rec);
+                if stride == 2 {
+                    self.cells[c + 1] = as_cell(&flats[k].v6);
+                }
+            }
+            self.leaves.insert((stride, members.to_vec()), first);
+            first
         };
-        for (i, &k) in members.iter().enumerate() {
-            self.cells[list as usize + i / 8].w[i % 8] = rule_cells[k];
-        }
         let n = &mut self.cells[at as usize];
         n.w[0] = node::LEAF;
         n.w[1] = members.len() as u32;
-        n.w[2] = list;
+        n.w[2] = records;
         Ok(())
     }
 }
@@ -420,8 +468,17 @@ fn child_index_base(lo: u32, shift: u32, bits: u32) -> u32 {
     (lo >> shift) & ((1u32 << bits) - 1)
 }
 
-fn overlaps(a: (u32, u32), b: (u32, u32)) -> bool {
-    a.0 <= b.1 && b.0 <= a.1
+/// The first and last child (of `2^(width - shift)` children of
+/// `2^shift` values each, over the aligned `region`) that `range`
+/// overlaps; `None` when it misses the region.
+fn child_span(range: (u32, u32), region: (u32, u32), shift: u32) -> Option<(usize, usize)> {
+    let (a, b) = (range.0.max(region.0), range.1.min(region.1));
+    if a > b {
+        return None;
+    }
+    let first = (u64::from(a - region.0) >> shift) as usize;
+    let last = (u64::from(b - region.0) >> shift) as usize;
+    Some((first, last))
 }
 
 fn covers(a: (u32, u32), b: (u32, u32)) -> bool {
@@ -484,16 +541,11 @@ fn choose_cut(flats: &[Flat], members: &[usize], region: &Region) -> Option<(usi
     let mut bits = 1;
     while bits < MAX_BITS.min(width) {
         let next = bits + 1;
-        let step = 1u64 << (width - next);
-        let copies: usize = (0..1u64 << next)
-            .map(|c| {
-                let clo = (u64::from(lo) + c * step) as u32;
-                let chi = (u64::from(clo) + step - 1) as u32;
-                members
-                    .iter()
-                    .filter(|&&k| overlaps(flats[k].ranges[d], (clo, chi)))
-                    .count()
-            })
+        // Copies: each rule in as many children as its range spans.
+        let copies: usize = members
+            .iter()
+            .filter_map(|&k| child_span(flats[k].ranges[d], (lo, hi), width - next))
+            .map(|(c0, c1)| c1 - c0 + 1)
             .sum();
         if copies + (1 << next) > SPFAC * n {
             break;
@@ -525,10 +577,16 @@ mod tests {
                 .map_or(0, |(_, s)| *s)
         })
         .expect("compiles");
-        // Rules sit first, two cells each, in rank order: id 9, then 700.
-        let head = |i: usize| compiled.cells[1 + 2 * i].w;
-        assert_eq!((head(0)[0], head(0)[5]), (9, 1));
-        assert_eq!((head(1)[0], head(1)[5]), (700, 2));
+        // The id table maps slot 1 to id 9 and slot 2 to id 700; the one
+        // IPv4 leaf holds the records in rank order: id 9 (slot 1), then 700.
+        let ids = compiled.cells[0].w[HEADER_IDS] as usize;
+        assert_eq!(&compiled.cells[ids].w[1..3], &[9, 700]);
+        let roots = compiled.cells[0].w[1] as usize;
+        let leaf = compiled.cells[compiled.cells[roots].w[0] as usize].w;
+        assert_eq!((leaf[0], leaf[1]), (node::LEAF, 2));
+        let rec = |i: usize| compiled.cells[leaf[2] as usize + i].w;
+        assert_eq!((rec(0)[6], rec(0)[7]), (1, 0));
+        assert_eq!((rec(1)[6], rec(1)[7]), (2, 1));
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! for the per-packet benchmarks. Only read-only hooks' semantics are
 //! involved; the filter never pushes an encapsulation, so test-running it is
 //! safe on every hook.
-use std::{os::fd::AsFd, time::Duration};
+use std::{
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    time::Duration,
+};
 
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
 use lwtkit_common::{
@@ -31,6 +34,8 @@ pub struct Harness {
     /// Rule ids by counter slot - 1: rule `ids[i]` counts in slot `i + 1`,
     /// as in a policy filled by `filter replace`.
     ids: Vec<u32>,
+    /// Counter slot by rule id (the inverse of `ids`).
+    slots_by_id: std::collections::HashMap<u32, u32>,
     /// The live generation and counter slots per generation.
     generation: u32,
     slots: u32,
@@ -62,11 +67,9 @@ impl Harness {
     ) -> Result<Self> {
         let generation = generation & 1;
         let ids: Vec<u32> = rules.iter().map(|r| r.id).collect();
-        let slot_of = |r: &Rule| {
-            ids.iter()
-                .position(|id| *id == r.id)
-                .map_or(0, |i| i as u32 + 1)
-        };
+        let slots_by_id: std::collections::HashMap<u32, u32> =
+            ids.iter().zip(1..).map(|(id, slot)| (*id, slot)).collect();
+        let slot_of = |r: &Rule| slots_by_id.get(&r.id).copied().unwrap_or(0);
         let compiled = compile_with_slots(rules, slot_of).map_err(|e| err("compile", e))?;
         let cells = compiled.cells.len().max(16) as u32;
         let slots = ids.len() as u32 + 1;
@@ -79,6 +82,7 @@ impl Harness {
             _ => Ok(()),
         })?;
         h.ids = ids;
+        h.slots_by_id = slots_by_id;
         h.write_cells((generation * cells) as usize, &compiled.cells)?;
         h.generation = generation;
         h.slots = slots;
@@ -133,6 +137,7 @@ impl Harness {
             object,
             entry: entry.into(),
             ids: Vec::new(),
+            slots_by_id: Default::default(),
             generation: 0,
             slots: 0,
         })
@@ -174,6 +179,31 @@ impl Harness {
         Ok((out.return_value as i32, out.duration))
     }
 
+    /// The kernel's run-time statistics of the program: total ns spent in
+    /// it and runs, counted only while [`enable_stats`] is held (the kernel
+    /// times each run with `sched_clock` around the program alone).
+    pub fn run_stats(&self) -> Result<(u64, u64)> {
+        let prog = self
+            .object
+            .progs()
+            .find(|p| p.name().to_string_lossy() == self.entry)
+            .ok_or_else(|| err("program", "missing"))?;
+        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+        let mut len = size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
+        // SAFETY: `info` is a bpf_prog_info of `len` bytes, written by the kernel.
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
+                prog.as_fd().as_raw_fd(),
+                &mut info,
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(err("prog info", std::io::Error::last_os_error()));
+        }
+        Ok((info.run_time_ns, info.run_cnt))
+    }
+
     /// Per-rule packet counters summed over CPUs, by counter slot: index 0
     /// is "no rule", index `i + 1` the rule at index `i`.
     pub fn rule_hits(&self) -> Result<Vec<u64>> {
@@ -213,9 +243,24 @@ impl Harness {
     /// rule", or an id this harness does not hold).
     pub fn slot_of(&self, rule: Option<u32>) -> u32 {
         rule.filter(|r| *r != NO_RULE)
-            .and_then(|id| self.ids.iter().position(|i| *i == id))
-            .map_or(0, |i| i as u32 + 1)
+            .and_then(|id| self.slots_by_id.get(&id).copied())
+            .unwrap_or(0)
     }
+}
+
+/// Turns on the kernel's per-program run-time statistics for as long as
+/// the returned fd is open (`BPF_ENABLE_STATS`; the
+/// `kernel.bpf_stats_enabled` sysctl is left alone).
+pub fn enable_stats() -> Result<OwnedFd> {
+    // SAFETY: a plain bpf() command; the fd it returns is ours.
+    let fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+    };
+    if fd < 0 {
+        return Err(err("enable stats", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// test-run runs `eth_type_trans` on the frame: give it an Ethernet header
