@@ -19,6 +19,8 @@ use lwtkit::filter::{
 
 const RULES: usize = 10_000;
 const SECONDS: f64 = 3.0;
+/// Runs per mode in `run`, the modes alternating.
+const RUNS: usize = 5;
 const BATCH: usize = 64;
 
 pub struct Ns(pub String);
@@ -248,6 +250,8 @@ fn blast(a: &Ns) -> anyhow::Result<(f64, f64)> {
                 unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0,
                 "setns"
             );
+            // The same CPU in every mode and run.
+            crate::encap_bench::pin(0);
             let sock = UdpSocket::bind("10.0.0.2:40000")?;
             sock.connect("10.0.0.3:9")?;
             let (sent, secs, cpu_ns) = send_for(&sock, &[0x5au8; 18], SECONDS)?;
@@ -296,18 +300,100 @@ pub fn send_for(sock: &UdpSocket, payload: &[u8], seconds: f64) -> anyhow::Resul
     Ok((sent, t0.elapsed().as_secs_f64(), cpu() - c0))
 }
 
+/// What sits on A's egress to 10.0.0.3 while the sender runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    NoFilter,
+    Lwtkit,
+    NftMap,
+}
+
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::NoFilter, Mode::Lwtkit, Mode::NftMap];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::NoFilter => "no filter",
+            Mode::Lwtkit => "lwtkit filter (lwt_out)",
+            Mode::NftMap => "nftables interval map",
+        }
+    }
+}
+
+/// Loads an nftables ruleset file into `a`.
+fn nft_load(a: &Ns, path: &std::path::Path) -> anyhow::Result<()> {
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &a.0,
+            "nft",
+            "-f",
+            path.to_str().unwrap_or_default(),
+        ],
+    )?;
+    Ok(())
+}
+
+fn nft_unload(a: &Ns) -> anyhow::Result<()> {
+    sh(
+        "ip",
+        &[
+            "netns", "exec", &a.0, "nft", "delete", "table", "inet", "lwtbench",
+        ],
+    )?;
+    Ok(())
+}
+
+/// Puts `mode` in place, sends for SECONDS, takes it away again.
+fn measure(a: &Ns, mode: Mode, nft_map_file: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+    match mode {
+        Mode::NoFilter => {}
+        Mode::Lwtkit => {
+            lwt(
+                a,
+                &[
+                    "filter",
+                    "attach",
+                    "bench",
+                    "10.0.0.3/32",
+                    "--dev",
+                    "va",
+                    "--hook",
+                    "out",
+                ],
+            )?;
+        }
+        Mode::NftMap => nft_load(a, nft_map_file)?,
+    }
+    let result = blast(a);
+    match mode {
+        Mode::NoFilter => {}
+        Mode::Lwtkit => {
+            lwt(a, &["filter", "detach", "bench", "10.0.0.3/32"])?;
+        }
+        Mode::NftMap => nft_unload(a)?,
+    }
+    result
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 pub fn run() -> anyhow::Result<()> {
     let rules = rules();
-    println!("\nend to end: UDP 18-byte payloads A -> B over veth, sendmmsg x{BATCH}, {SECONDS} s each, {} non-overlapping rules, none matching", rules.len());
+    println!(
+        "\nend to end: UDP 18-byte payloads A -> B over veth, sendmmsg x{BATCH}, {SECONDS} s per mode and run, {} non-overlapping rules, none matching; {RUNS} runs, the modes alternating in rotated order; medians, and the median of each run's ratio to that run's no-filter figure",
+        rules.len()
+    );
     let (a, b) = pair("flt")?;
     std::thread::sleep(Duration::from_millis(300));
     let _sink = sink(&b, "10.0.0.3:9")?;
     let dir = std::env::temp_dir().join(format!("lwtbench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-
-    let mut results: Vec<(&str, f64, f64)> = Vec::new();
-    let (pps, cpu) = blast(&a)?;
-    results.push(("no filter", pps, cpu));
 
     let file = dir.join("rules.txt");
     let mut f = File::create(&file)?;
@@ -336,50 +422,26 @@ pub fn run() -> anyhow::Result<()> {
         ],
     )?;
     let replace_s = t.elapsed().as_secs_f64();
-    lwt(
-        &a,
-        &[
-            "filter",
-            "attach",
-            "bench",
-            "10.0.0.3/32",
-            "--dev",
-            "va",
-            "--hook",
-            "out",
-        ],
-    )?;
-    let (pps, cpu) = blast(&a)?;
-    results.push(("lwtkit filter (lwt_out)", pps, cpu));
-    lwt(&a, &["filter", "detach", "bench", "10.0.0.3/32"])?;
+    let map_file = dir.join("rules-map.nft");
+    std::fs::write(&map_file, nft_map(&rules))?;
+
+    // runs[mode][run] = (pps, cpu ns per packet)
+    let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new(); Mode::ALL.len()];
+    for run in 0..RUNS {
+        for k in 0..Mode::ALL.len() {
+            let i = (run + k) % Mode::ALL.len();
+            runs[i].push(measure(&a, Mode::ALL[i], &map_file)?);
+        }
+    }
     lwt(&a, &["filter", "delete", "bench"])?;
 
-    for (name, text) in [
-        ("nftables chain", nft_chain(&rules)),
-        ("nftables interval map", nft_map(&rules)),
-    ] {
-        let path = dir.join("rules.nft");
-        std::fs::write(&path, text)?;
-        sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &a.0,
-                "nft",
-                "-f",
-                path.to_str().unwrap_or_default(),
-            ],
-        )?;
-        let (pps, cpu) = blast(&a)?;
-        results.push((name, pps, cpu));
-        sh(
-            "ip",
-            &[
-                "netns", "exec", &a.0, "nft", "delete", "table", "inet", "lwtbench",
-            ],
-        )?;
-    }
+    // The plain chain is two orders of magnitude slower: one run, shorter.
+    let chain_file = dir.join("rules-chain.nft");
+    std::fs::write(&chain_file, nft_chain(&rules))?;
+    nft_load(&a, &chain_file)?;
+    let chain = blast(&a)?;
+    nft_unload(&a)?;
+
     // Loading 100k rules through `lwt filter replace`, end to end.
     let big = dir.join("rules-100k.txt");
     let mut f = File::create(&big)?;
@@ -402,20 +464,35 @@ pub fn run() -> anyhow::Result<()> {
     lwt(&a, &["filter", "delete", "big"])?;
     let _ = std::fs::remove_dir_all(&dir);
 
-    let (base_pps, base_cpu) = (results[0].1, results[0].2);
     println!(
-        "{:<26} {:>10} {:>8} {:>14} {:>8}",
-        "", "kpps", "ratio", "CPU ns/pkt", "ratio"
+        "{:<26} {:>10} {:>12} {:>14} {:>12}   per-run pps ratios",
+        "", "kpps", "pps ratio", "CPU ns/pkt", "CPU ratio"
     );
-    for (name, pps, cpu) in &results {
+    let base = &runs[0];
+    for (i, mode) in Mode::ALL.iter().enumerate() {
+        let pps_ratios: Vec<f64> = runs[i].iter().zip(base).map(|(r, b)| r.0 / b.0).collect();
+        let cpu_ratios: Vec<f64> = runs[i].iter().zip(base).map(|(r, b)| r.1 / b.1).collect();
+        let each: Vec<String> = pps_ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "{name:<26} {:>10.1} {:>8.2} {:>14.0} {:>8.2}",
-            pps / 1e3,
-            pps / base_pps,
-            cpu,
-            cpu / base_cpu
+            "{:<26} {:>10.1} {:>12.2} {:>14.0} {:>12.2}   {}",
+            mode.name(),
+            median(runs[i].iter().map(|r| r.0).collect()) / 1e3,
+            median(pps_ratios),
+            median(runs[i].iter().map(|r| r.1).collect()),
+            median(cpu_ratios),
+            each.join(" ")
         );
     }
+    let base_pps = median(base.iter().map(|r| r.0).collect());
+    let base_cpu = median(base.iter().map(|r| r.1).collect());
+    println!(
+        "{:<26} {:>10.1} {:>12.2} {:>14.0} {:>12.2}   (one run, against the median no-filter run)",
+        "nftables chain",
+        chain.0 / 1e3,
+        chain.0 / base_pps,
+        chain.1,
+        chain.1 / base_cpu
+    );
     println!(
         "lwt filter replace of {} rules: {:.2} s; of 100000 benchmark rules: {:.2} s",
         rules.len(),

@@ -39,7 +39,7 @@ struct Setup {
 }
 
 /// Pins the calling thread to one CPU (the machine's last one if fewer).
-fn pin(cpu: usize) {
+pub fn pin(cpu: usize) {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
     unsafe {
