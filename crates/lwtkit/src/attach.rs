@@ -999,7 +999,12 @@ pub fn detach_with(
                 },
             ]
         };
-        let ifindex = txn.get::<ns::watch::Watch>(&skey)?.map_or(0, |w| w.ifindex);
+        // The watch's device, or the record's: never 0, which no address
+        // is on, so reaping would take the stand-in away at once.
+        let ifindex = match txn.get::<ns::watch::Watch>(&skey)? {
+            Some(w) => w.ifindex,
+            None => ifindex(&record.dev)?,
+        };
         intent
             .done
             .push(txn.put_step(&stand_in_watch(txn, &after, ifindex, forget))?);
