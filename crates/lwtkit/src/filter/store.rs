@@ -276,6 +276,17 @@ impl<'a> Policies<'a> {
         self.program_on(name, &self.pin_dir(name))
     }
 
+    /// [`Policies::program`] for `lwt test`: it reads the policy's rules
+    /// (cells and config) but counts and logs into maps of its own, so test
+    /// packets never show in `filter show`, `stats` or `events`.
+    pub fn program_for_test(&self, name: &str) -> BuiltinSpec {
+        let mut spec = self.program(name);
+        spec.maps_to_reuse.retain(|(map, _)| {
+            map == lwtkit_common::maps::filter::CELLS || map == lwtkit_common::maps::filter::CONFIG
+        });
+        spec
+    }
+
     /// [`Policies::program`] on the maps pinned in `dir`.
     fn program_on(&self, name: &str, dir: &Path) -> BuiltinSpec {
         let mut maps_to_reuse: Vec<(String, PathBuf)> = pins::filter::MAPS

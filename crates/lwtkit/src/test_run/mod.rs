@@ -125,13 +125,14 @@ pub fn run(req: &TestRequest) -> Result<Vec<PacketOutcome>> {
     let source = match &req.program {
         TestProgram::Source(s) => s.clone(),
         TestProgram::Policy(name) => {
-            // The same spec `lwt filter attach` loads: the policy's pinned
-            // maps, read only here (no lock is taken, nothing is written).
+            // The policy's rules as `lwt filter attach` loads them, read
+            // only (no lock is taken): its counters and events are not
+            // shared, so nothing of the namespace's state is written.
             let ns = Namespace::open_readonly()?;
             let state = NetnsState::view(&ns);
             let policies = Policies::new(&state);
             policies.get(name)?;
-            ProgramSource::Builtin(policies.program(name))
+            ProgramSource::Builtin(policies.program_for_test(name))
         }
     };
     let loaded = loader::load(&source, hook)?;
