@@ -54,7 +54,7 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
         }
         class::MALFORMED if cfg.malformed_default != 0 => {
             count(verdict_slot::MALFORMED, ctx.len());
-            count_default(cfg, len);
+            count_default(cfg, gen, len);
             return default;
         }
         _ => {
@@ -90,8 +90,8 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
 
 /// Slot 0 of the generation's rule counters: packets the default judged.
 #[inline(always)]
-fn count_default(cfg: &PolicyConfig, len: u64) {
-    if let Some(s) = RULE_STATS.get_ptr_mut(generation(cfg).wrapping_mul(cfg.rule_slots)) {
+fn count_default(cfg: &PolicyConfig, gen: u32, len: u64) {
+    if let Some(s) = RULE_STATS.get_ptr_mut(gen.wrapping_mul(cfg.rule_slots)) {
         // SAFETY: this CPU's slot; no other writer.
         unsafe {
             (*s).packets += 1;
