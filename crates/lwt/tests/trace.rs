@@ -15,16 +15,22 @@ use common::{compile_bpf, json, serve_tcp, tcp_works, tcp_works_soon, Pair};
 /// Waits until the trace says what it traces (its programs are attached
 /// by then); returns those lines.
 fn wait_ready(child: &mut Child) -> String {
+    wait_ready_keep(child).0
+}
+
+/// [`wait_ready`], and the rest of stderr once the trace ends.
+fn wait_ready_keep(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
     let stderr = child.stderr.take().expect("piped stderr");
     let mut reader = BufReader::new(stderr);
     let mut line = String::new();
     reader.read_line(&mut line).expect("read stderr");
     // Keep draining stderr so the trace never blocks on it.
-    std::thread::spawn(move || {
+    let rest = std::thread::spawn(move || {
         let mut rest = String::new();
         let _ = reader.read_to_string(&mut rest);
+        rest
     });
-    line
+    (line, rest)
 }
 
 fn iproute2_drop_route(p: &Pair) -> String {
@@ -152,4 +158,48 @@ fn trace_stopped_by_ctrl_c_leaves_the_route_and_count_stops_it() {
 
     let err = p.a.lwt_err(&["trace", "10.0.0.9/32", "--timeout", "1"]);
     assert!(err.contains("no route 10.0.0.9/32"), "{err}");
+}
+
+#[test]
+fn trace_reports_only_the_route_and_counts_what_the_ring_could_not_hold() {
+    require_root!();
+    let p = Pair::new("trcl");
+    p.b.ip(&["addr", "add", "10.0.0.4/24", "dev", "vb"]);
+    serve_tcp(&p.b, &["10.0.0.3:8081", "10.0.0.4:8081"]);
+    // Neighbours resolved first: nothing waits in an ARP queue later.
+    assert!(tcp_works_soon(&p.a, "10.0.0.3:8081"), "baseline");
+    assert!(tcp_works_soon(&p.a, "10.0.0.4:8081"), "baseline");
+    let before = iproute2_drop_route(&p);
+
+    let mut child =
+        p.a.lwt_spawn(&["-j", "trace", "10.0.0.3/32", "--timeout", "6"]);
+    let (_, stderr) = wait_ready_keep(&mut child);
+    // A stopped tracer reads nothing: more packets than the 1 MiB ring
+    // holds (a few thousand events) must be counted as lost, not vanish.
+    // SAFETY: signalling the child we started, by its pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) }, 0);
+    let sent = common::send_udp_lossy(&p.a, "10.0.0.3:9", 20_000, 16);
+    let other = common::send_udp_lossy(&p.a, "10.0.0.4:9", 5_000, 16);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGCONT) }, 0);
+    let out = child.wait_with_output().expect("lwt trace");
+    assert!(out.status.success());
+    assert!(sent > 15_000 && other > 4_000, "sent {sent} and {other}");
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<serde_json::Value> = stdout.lines().map(json).collect();
+    assert!(
+        events.iter().all(|e| e["dst"] == "10.0.0.3"),
+        "another destination traced"
+    );
+    let stderr = stderr.join().expect("stderr");
+    let lost: usize = stderr
+        .lines()
+        .find_map(|l| l.split_once(" packet(s) not reported")?.0.parse().ok())
+        .unwrap_or_else(|| panic!("no lost count: {stderr}"));
+    assert!(lost > 0, "{stderr}");
+    // Every packet of the route is either reported or counted lost; the
+    // other destination's packets never reached the ring.
+    assert_eq!(events.len() + lost, sent, "{stderr}");
+    assert_eq!(before, p.a.ip(&["-d", "route", "show", "10.0.0.3/32"]));
 }

@@ -13,6 +13,11 @@ pub const NAME_LEN: usize = 64;
 /// Map names (the `#[btf_map]` statics of the `trace` object).
 pub const CONFIG: &str = "TRACE_CONFIG";
 pub const EVENTS: &str = "TRACE_EVENTS";
+/// Events that found the ring buffer full (one per-CPU u64, summed by user
+/// space over CPUs and every tracing object it loaded).
+pub const LOST: &str = "TRACE_LOST";
+/// Output devices of the traced route that [`TraceConfig::oifs`] holds at most.
+pub const OIFS: usize = 4;
 
 /// Function names of the programs in the `trace` object.
 pub mod programs {
@@ -66,12 +71,20 @@ pub struct TraceConfig {
     /// the hooks when not inlined: hook 0, the route's first traced
     /// program) and `bpf_input/bpf_output/bpf_xmit` (hooks 1, 2, 3).
     pub ranges: [[u64; 3]; RANGES],
+    /// The traced route's output devices (0: unused): the queue tracepoint
+    /// reports only packets queued on one of them...
+    pub oifs: [u32; OIFS],
+    /// ...whose destination lies in the traced prefix: 4 or 6, the prefix
+    /// length, and the prefix's bytes (IPv4 in the first 4).
+    pub family: u32,
+    pub plen: u32,
+    pub prefix: [u8; 16],
 }
 
 /// Code ranges [`TraceConfig::ranges`] holds.
 pub const RANGES: usize = 6;
 
-const _: () = assert!(core::mem::size_of::<TraceConfig>() == 80 + 24 * RANGES);
+const _: () = assert!(core::mem::size_of::<TraceConfig>() == 80 + 24 * RANGES + 4 * OIFS + 24);
 
 /// One packet the traced program saw, and what it returned.
 #[repr(C)]

@@ -32,7 +32,7 @@ pub fn run(a: TraceArgs, out: &Output) -> anyhow::Result<()> {
         timeout,
     };
     let mut pcap = a.pcap.as_deref().map(PcapSink::create).transpose()?;
-    let seen = trace::trace(
+    let traced = trace::trace(
         &req,
         |targets| {
             for t in targets {
@@ -54,7 +54,14 @@ pub fn run(a: TraceArgs, out: &Output) -> anyhow::Result<()> {
         },
     )?;
     if !out.json {
-        eprintln!("{seen} packet(s)");
+        eprintln!("{} packet(s)", traced.reported);
+    }
+    if traced.lost > 0 {
+        // On stderr in both modes: JSON lines stay one object per packet.
+        eprintln!(
+            "{} packet(s) not reported: the ring buffer was full (the tracer fell behind; lwt stats counts every packet)",
+            traced.lost
+        );
     }
     Ok(())
 }

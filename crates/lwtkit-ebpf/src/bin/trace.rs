@@ -16,7 +16,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    btf_maps::{Array, RingBuf},
+    btf_maps::{Array, PerCpuArray, RingBuf},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
         bpf_probe_read_kernel_str_bytes,
@@ -26,6 +26,7 @@ use aya_ebpf::{
 use lwtkit_common::trace::{self, source, TraceConfig, TraceEvent};
 use lwtkit_ebpf::{gpl_license, map_named};
 
+
 #[btf_map]
 static TRACE_CONFIG: Array<TraceConfig, 1> = Array::new();
 map_named!(TRACE_CONFIG, trace::CONFIG);
@@ -33,6 +34,10 @@ map_named!(TRACE_CONFIG, trace::CONFIG);
 #[btf_map]
 static TRACE_EVENTS: RingBuf<(), { 1 << 20 }> = RingBuf::new();
 map_named!(TRACE_EVENTS, trace::EVENTS);
+
+#[btf_map]
+static TRACE_LOST: PerCpuArray<u64, 1> = PerCpuArray::new();
+map_named!(TRACE_LOST, trace::LOST);
 
 /// `LWTUNNEL_ENCAP_BPF` (include/uapi/linux/lwtunnel.h).
 const ENCAP_BPF: u16 = 6;
@@ -97,7 +102,13 @@ fn emit(
         len
     };
     let data = if l3 >= data && l3 - data < 256 { l3 } else { data };
-    let mut entry = TRACE_EVENTS.reserve_untyped::<TraceEvent>(0)?;
+    let Some(mut entry) = TRACE_EVENTS.reserve_untyped::<TraceEvent>(0) else {
+        if let Some(lost) = TRACE_LOST.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot; no other writer.
+            unsafe { *lost += 1 };
+        }
+        return None;
+    };
     let ev = entry.as_mut_ptr();
     // SAFETY: the reserved record is ours until submitted.
     unsafe {
@@ -192,7 +203,39 @@ fn queued(ctx: *const u64) -> Option<()> {
         return None;
     }
     let ifindex: u32 = read(dev + u64::from(cfg.dev_ifindex))?;
+    if !cfg.oifs.contains(&ifindex) || !to_prefix(cfg, skb)? {
+        return None;
+    }
     emit(cfg, skb, 0, 0, source::QUEUED, 0, ifindex)
+}
+
+/// Whether the packet's destination lies in the traced prefix (so only
+/// the traced route's packets reach user space).
+#[inline(always)]
+fn to_prefix(cfg: &TraceConfig, skb: u64) -> Option<bool> {
+    let head: u64 = read(skb + u64::from(cfg.skb_head))?;
+    let nh: u16 = read(skb + u64::from(cfg.skb_network_header))?;
+    let l3 = head + u64::from(nh);
+    let version = read::<u8>(l3)? >> 4;
+    let (at, bytes) = match version {
+        4 if cfg.family == 4 => (16, 4),
+        6 if cfg.family == 6 => (24, 16),
+        _ => return Some(false),
+    };
+    let dst: [u8; 16] = read(l3 + at)?;
+    let mut left = cfg.plen.min(bytes * 8);
+    for i in 0..16 {
+        if left == 0 {
+            break;
+        }
+        let bits = left.min(8);
+        let mask = (0xff00u16 >> bits) as u8;
+        if (dst[i] ^ cfg.prefix[i]) & mask != 0 {
+            return Some(false);
+        }
+        left -= bits;
+    }
+    Some(true)
 }
 
 /// `TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason

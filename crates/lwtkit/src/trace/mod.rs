@@ -385,10 +385,33 @@ fn ranges() -> [[u64; 3]; layout::RANGES] {
     out
 }
 
-/// The tracepoint programs, for `hooks`.
-fn tracepoints(hooks: &[Hook], base: &TraceConfig) -> Result<(Object, Vec<Link>)> {
+/// The tracepoint programs, for the `targets` of the route to `prefix`.
+fn tracepoints(
+    targets: &[Target],
+    prefix: IpNet,
+    base: &TraceConfig,
+) -> Result<(Object, Vec<Link>)> {
+    let mut oifs = [0u32; layout::OIFS];
+    for (slot, oif) in oifs.iter_mut().zip(targets.iter().filter_map(|t| t.oif)) {
+        *slot = oif;
+    }
+    let mut bytes = [0u8; 16];
+    let family = match prefix.network() {
+        IpAddr::V4(a) => {
+            bytes[..4].copy_from_slice(&a.octets());
+            4
+        }
+        IpAddr::V6(a) => {
+            bytes = a.octets();
+            6
+        }
+    };
     let config = TraceConfig {
-        hooks: hooks.iter().fold(0, |m, h| m | 1 << h.nla_kind()),
+        hooks: targets.iter().fold(0, |m, t| m | 1 << t.hook.nla_kind()),
+        oifs,
+        family,
+        plen: u32::from(prefix.prefix_len()),
+        prefix: bytes,
         ..*base
     };
     let names = [programs::QUEUED, programs::DROPPED];
@@ -446,20 +469,19 @@ fn decode(raw: &[u8], mono_to_wall: f64) -> Option<Raw> {
 /// `req.timeout`, or an error from `on_event`. `on_ready` hears the
 /// targets once tracing has begun, `on_change` each target whose way in
 /// changed (fexit attached, or why it could not). Returns the number of
-/// events.
+/// events, and of those lost to a full ring buffer.
 pub fn trace(
     req: &TraceRequest,
     on_ready: impl FnOnce(&[Target]),
     mut on_change: impl FnMut(&Target),
     mut on_event: impl FnMut(TraceRecord) -> Result<()>,
-) -> Result<usize> {
+) -> Result<Traced> {
     system::require_attach_privileges("lwt trace")?;
     let mut targets = targets(req)?;
     let mut base = btf::offsets()?;
     base.netns_inum = system::netns_inode()? as u32;
     base.ranges = ranges();
-    let hooks: Vec<Hook> = targets.iter().map(|t| t.hook).collect();
-    let tp = tracepoints(&hooks, &base)?;
+    let tp = tracepoints(&targets, req.prefix, &base)?;
     // fexit tracers by program id, once tried (None: it could not attach).
     let mut exact: HashMap<u32, Option<Tracer>> = HashMap::new();
     let try_fexit = |t: &mut Target, id: u32, exact: &mut HashMap<u32, Option<Tracer>>| {
@@ -573,9 +595,41 @@ pub fn trace(
     }
     drop(ring);
     drop(handles);
+    let objects = std::iter::once(&tp.0).chain(exact.values().flatten().map(|t| &t.object));
+    let lost = objects.map(lost_in).sum();
     drop(exact);
     drop(tp);
-    Ok(seen)
+    Ok(Traced {
+        reported: seen,
+        lost,
+    })
+}
+
+/// What a trace saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Traced {
+    /// Packets reported.
+    pub reported: usize,
+    /// Packets the kernel programs could not report: the ring buffer was full.
+    pub lost: u64,
+}
+
+/// The count of events a tracing object found no room for.
+fn lost_in(object: &Object) -> u64 {
+    object
+        .maps()
+        .find(|m| m.name() == layout::LOST)
+        .and_then(|m| {
+            m.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+                .ok()
+                .flatten()
+        })
+        .map(|cpus| {
+            cpus.iter()
+                .filter_map(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?)))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// The records an event makes for the traced route: a drop or an fexit
