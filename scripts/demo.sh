@@ -8,6 +8,12 @@
 #    address 10.0.0.2 (lwt_in, headroom 14) drops incoming TCP to 8080.
 # Everything lives in the two namespaces, which are removed on exit.
 set -euo pipefail
+if [ "$(id -u)" != 0 ]; then
+    # Namespaces and BPF need root: go through sudo when there is one.
+    command -v sudo >/dev/null && exec sudo -E "$0" "$@"
+    echo "demo.sh: run it as root (it creates network namespaces and loads BPF programs)" >&2
+    exit 1
+fi
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"

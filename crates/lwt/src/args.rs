@@ -24,9 +24,14 @@ pub struct Global {
     /// Run the whole command in network namespace NAME (like `ip -n`).
     #[arg(short = 'n', long = "netns", global = true, value_name = "NAME")]
     pub netns: Option<String>,
-    /// Print JSON instead of text.
+    /// Print JSON instead of text (errors too: `{"error": ..., "kind": ...}` on stderr).
     #[arg(short = 'j', long = "json", global = true)]
     pub json: bool,
+    /// Log what lwtkit does to stderr: -v each kernel change (routes, maps,
+    /// pins, programs), -vv more. LWT_LOG (a tracing filter such as
+    /// `debug`) overrides it. Default: warnings only.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Subcommand, Debug)]
@@ -71,6 +76,17 @@ pub enum Verb {
     /// SRv6 End.BPF behaviours on local SIDs.
     #[command(subcommand)]
     Seg6local(Seg6Verb),
+    /// Print a shell completion script (bash: `lwt completions bash > /etc/bash_completion.d/lwt`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (lwt.1 and one per verb, such as lwt-filter-rule-add.1) into DIR.
+    Man {
+        /// Directory to write into (created when missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

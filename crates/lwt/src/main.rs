@@ -6,27 +6,65 @@ mod verbs;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
-    tracing_subscriber::fmt()
-        // Warnings (what lwtkit cleaned up on its own) show unless LWT_LOG says otherwise.
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LWT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .without_time()
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
+    // `-j` anywhere asks for JSON errors, even when the rest does not parse.
+    let json = std::env::args()
+        .skip(1)
+        .any(|a| a == "--json" || (a.starts_with('-') && !a.starts_with("--") && a.contains('j')));
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print as usual; usage errors exit 2 as clap's do.
+        Err(e) if json && e.use_stderr() => {
+            let text = e.render().to_string();
+            let what = text.split("\n\nUsage:").next().unwrap_or_default();
+            let what: Vec<&str> = what.split_whitespace().collect();
+            print_error(what.join(" ").trim_start_matches("error: "), "usage");
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    init_logging(cli.global.verbose);
+    let json = cli.global.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if json => {
+            let kind = lwtkit::error::kind_of(e.chain()).unwrap_or("error");
+            print_error(&format!("{e:#}"), kind);
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("lwt: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error as one JSON object on stderr.
+fn print_error(message: &str, kind: &str) {
+    let v = serde_json::json!({ "error": message, "kind": kind });
+    eprintln!("{v}");
+}
+
+/// Warnings (what lwtkit cleaned up on its own) show by default; `-v`
+/// shows each kernel change, `-vv` more; LWT_LOG overrides both.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "warn,lwtkit=debug,lwt=debug",
+        _ => "debug,lwtkit=trace,lwt=trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LWT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .without_time()
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(cli: args::Cli) -> anyhow::Result<()> {
@@ -45,6 +83,12 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         // Needs no pins unless it tests a policy (which then says so).
         args::Verb::Test(a) => return verbs::test::run(a, &out),
         args::Verb::New(a) => return verbs::new::run(a, &out),
+        args::Verb::Completions { shell } => {
+            let mut cmd = args::Cli::command();
+            clap_complete::generate(shell, &mut cmd, "lwt", &mut std::io::stdout());
+            return Ok(());
+        }
+        args::Verb::Man { dir } => return write_man_pages(&dir),
         other => other,
     };
     // `ip netns exec` hides lwtkit's pins behind a private /sys.
@@ -87,7 +131,12 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
                 ))
             }
         }
-        args::Verb::Hooks(_) | args::Verb::Doctor | args::Verb::Test(_) | args::Verb::New(_) => {
+        args::Verb::Hooks(_)
+        | args::Verb::Doctor
+        | args::Verb::Test(_)
+        | args::Verb::New(_)
+        | args::Verb::Completions { .. }
+        | args::Verb::Man { .. } => {
             unreachable!("run above")
         }
         args::Verb::Events(a) => verbs::events::run(a, &out),
@@ -97,4 +146,29 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Verb::Seg6local(v) => verbs::seg6local::run(v, &out),
         args::Verb::Decap(v) => verbs::decap::run(v, &out),
     }
+}
+
+/// lwt.1 and a page per verb and sub-verb (`lwt-filter-rule-add.1`).
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cmd = args::Cli::command();
+    cmd.build();
+    let mut written = 0;
+    let mut todo = vec![(String::from("lwt"), cmd)];
+    while let Some((name, cmd)) = todo.pop() {
+        let path = dir.join(format!("{name}.1"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone())
+            .title(name.to_uppercase())
+            .render(&mut page)
+            .with_context(|| format!("rendering {name}.1"))?;
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        written += 1;
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            todo.push((format!("{name}-{}", sub.get_name()), sub.clone()));
+        }
+    }
+    eprintln!("wrote {written} man page(s) into {}", dir.display());
+    Ok(())
 }

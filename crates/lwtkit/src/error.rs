@@ -80,6 +80,61 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// A stable word for what kind of error this is, for machines (`lwt -j`
+    /// prints it next to the sentence): the module's name, or the kind of
+    /// bad input.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidPrefix(_) | Error::InvalidAddress(_) | Error::Invalid(_) => "invalid",
+            Error::UnknownDevice(_) => "unknown_device",
+            Error::UnknownTable(_) => "unknown_table",
+            Error::Load(_) => "load",
+            Error::State(_) => "state",
+            Error::System(_) => "system",
+            Error::Attach(_) => "attach",
+            Error::Filter(_) => "filter",
+            Error::Encap(_) => "encap",
+            Error::Decap(_) => "decap",
+            Error::Seg6local(_) => "seg6local",
+            Error::Events(_) => "events",
+            Error::Reset(_) => "reset",
+            Error::Netlink(_) => "netlink",
+            Error::Probe(_) => "probe",
+            Error::TestRun(_) => "test_run",
+            Error::Scaffold(_) => "scaffold",
+            Error::Trace(_) => "trace",
+            Error::Codec(_) => "codec",
+        }
+    }
+}
+
+/// The [`Error::kind`] of the first lwtkit error in `chain` (an error and
+/// its sources), whether it was joined into [`Error`] or not.
+pub fn kind_of<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> Option<&'static str> {
+    chain.into_iter().find_map(|e| {
+        macro_rules! module {
+            ($($ty:ty => $kind:literal),* $(,)?) => {
+                $(if e.is::<$ty>() { return Some($kind); })*
+            };
+        }
+        if let Some(e) = e.downcast_ref::<Error>() {
+            return Some(e.kind());
+        }
+        module!(
+            LoadError => "load", StateError => "state", SystemError => "system",
+            AttachError => "attach", FilterError => "filter", EncapError => "encap",
+            DecapError => "decap", Seg6Error => "seg6local", EventsError => "events",
+            ResetError => "reset", NetlinkError => "netlink", ProbeError => "probe",
+            TestRunError => "test_run", ScaffoldError => "scaffold", TraceError => "trace",
+            CodecError => "codec",
+        );
+        None
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;
@@ -114,6 +169,23 @@ mod tests {
             e.to_string(),
             "lwt reset left some things in place:\n  a: x\n  b: y"
         );
+    }
+
+    #[test]
+    fn kinds_are_found_wherever_the_error_sits_in_the_chain() {
+        let joined: Error = DecapError::KeyRange(1 << 32).into();
+        assert_eq!(
+            kind_of([&joined as &(dyn std::error::Error + 'static)]),
+            Some("decap")
+        );
+        let bare = FilterError::Rule(crate::filter::RuleError::BadVerdict("x".into()));
+        assert_eq!(
+            kind_of([&bare as &(dyn std::error::Error + 'static)]),
+            Some("filter")
+        );
+        let io = std::io::Error::other("x");
+        assert_eq!(kind_of([&io as &(dyn std::error::Error + 'static)]), None);
+        assert_eq!(Error::UnknownDevice("x".into()).kind(), "unknown_device");
     }
 
     #[test]

@@ -147,6 +147,11 @@ impl LoadedProgram {
         let pin = dir.join(PROG);
         let _ = std::fs::remove_file(&pin);
         pin_fd(self.fd.as_fd(), &pin)?;
+        tracing::debug!(
+            "kernel: pinned program {} at {}",
+            self.route_name,
+            pin.display()
+        );
         let mut counters = None;
         if let (Some(obj), Some(map_name)) = (self.object.as_mut(), self.counters_map) {
             if let Some(mut map) = obj.maps_mut().find(|m| m.name() == map_name) {
@@ -192,6 +197,12 @@ fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
 
 /// Loads the program `source` describes for `hook`.
 pub fn load(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
+    let loaded = load_any(source, hook)?;
+    tracing::debug!("kernel: loaded program {} for {hook:?}", loaded.route_name);
+    Ok(loaded)
+}
+
+fn load_any(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
     if let ProgramSource::Shared { pin, name, origin } = source {
         let handle = ProgramHandle::from_pinned_path(pin)
             .map_err(|_| StateError::MissingPin(pin.clone()))?;

@@ -128,6 +128,7 @@ pub(crate) fn read_all<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>> {
 
 /// Removes a file; a missing one is already removed.
 pub(crate) fn remove_file(path: &Path) -> Result<()> {
+    tracing::trace!("removing {}", path.display());
     match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(state_err(path, e)),
         _ => Ok(()),
@@ -136,6 +137,7 @@ pub(crate) fn remove_file(path: &Path) -> Result<()> {
 
 /// Removes a directory tree; a missing one is already removed.
 pub(crate) fn remove_tree(path: &Path) -> Result<()> {
+    tracing::debug!("removing {} (pins or records)", path.display());
     match fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(state_err(path, e)),
         _ => Ok(()),

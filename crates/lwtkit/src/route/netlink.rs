@@ -10,6 +10,49 @@ use netlink_packet_core::{
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+/// A change request in words, for `lwt -v`: `route replace 10.0.0.3/32
+/// table 254 metric 1 (encap)`.
+fn describe(msg: &RouteNetlinkMessage, flags: u16) -> String {
+    use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+    let verb = if flags & NLM_F_REPLACE != 0 {
+        "replace"
+    } else if flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 {
+        "add"
+    } else {
+        "change"
+    };
+    let route = |m: &RouteMessage| {
+        let mut dst = None;
+        let (mut table, mut metric, mut encap) = (u32::from(m.header.table), 0, false);
+        for a in &m.attributes {
+            match a {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(ip.to_string()),
+                RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(ip.to_string()),
+                RouteAttribute::Table(t) => table = *t,
+                RouteAttribute::Priority(p) => metric = *p,
+                RouteAttribute::Encap(_) => encap = true,
+                _ => {}
+            }
+        }
+        let dst = dst.unwrap_or_else(|| "default".into());
+        let encap = if encap { " (encap)" } else { "" };
+        format!(
+            "{dst}/{} table {table} metric {metric}{encap}",
+            m.header.destination_prefix_length
+        )
+    };
+    match msg {
+        RouteNetlinkMessage::NewRoute(m) => format!("route {verb} {}", route(m)),
+        RouteNetlinkMessage::DelRoute(m) => format!("route del {}", route(m)),
+        other => {
+            let text = format!("{other:?}");
+            let kind = text.split('(').next().unwrap_or_default();
+            format!("{kind} ({verb})")
+        }
+    }
+}
+
 /// How many times a dump is sent when the kernel marks every answer as
 /// interrupted by concurrent changes (NLM_F_DUMP_INTR).
 pub const DUMP_ATTEMPTS: usize = 5;
@@ -72,7 +115,13 @@ impl Rtnl {
 
     /// Sends a request that changes state and waits for its ack.
     pub fn execute(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<(), NetlinkError> {
-        self.exchange(msg, flags | NLM_F_ACK).map(|_| ())
+        let what = describe(&msg, flags);
+        let done = self.exchange(msg, flags | NLM_F_ACK).map(|_| ());
+        match &done {
+            Ok(()) => tracing::debug!("kernel: {what}"),
+            Err(e) => tracing::debug!("kernel refused: {what}: {e}"),
+        }
+        done
     }
 
     /// Sends a dump request and returns every message of the reply; a dump

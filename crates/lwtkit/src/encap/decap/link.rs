@@ -81,5 +81,9 @@ pub fn attach_pinned(
             ));
         }
     }
+    tracing::debug!(
+        "kernel: tcx ingress link on ifindex {index}, pinned at {}",
+        pin.display()
+    );
     Ok(())
 }
