@@ -284,6 +284,9 @@ pub enum FilterVerb {
         name: String,
         #[arg(long, value_name = "FILE")]
         file: PathBuf,
+        /// Accept a file without rules (it empties the policy); refused otherwise.
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Show a policy's rules with their counters and where it is attached.
     Show { name: String },

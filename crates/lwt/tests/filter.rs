@@ -368,6 +368,28 @@ fn replace_swaps_the_whole_rule_set_and_a_bad_file_changes_nothing() {
     let err =
         p.a.lwt_err(&["filter", "replace", "rp", "--file", "/nonexistent/rules"]);
     assert!(err.contains("/nonexistent/rules"), "{err}");
+
+    // A file of comments only: refused unless --allow-empty says so.
+    let empty = temp_file("replace-empty.rules");
+    std::fs::write(&empty, "# nothing yet\n\n").expect("write rules file");
+    let empty = empty.to_str().expect("utf-8");
+    let err = p.a.lwt_err(&["filter", "replace", "rp", "--file", empty]);
+    assert!(err.contains("--allow-empty"), "{err}");
+    let texts = |v: &serde_json::Value| -> Vec<String> {
+        v["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .map(|r| r["text"].to_string())
+            .collect()
+    };
+    assert_eq!(
+        texts(&show(&p.a, "rp")),
+        texts(&shown),
+        "rules unchanged by an empty file"
+    );
+    p.a.lwt_ok(&["filter", "replace", "rp", "--file", empty, "--allow-empty"]);
+    assert!(tcp_works(&p.a, "10.0.0.3:8081"), "8081 open: no rules left");
 }
 
 #[test]

@@ -97,8 +97,12 @@ pub fn run(v: FilterVerb, out: &Output) -> anyhow::Result<()> {
                 format!("deleted rule {} from {name}: {}", r.id, r.spec)
             })
         }
-        FilterVerb::Replace { name, file } => {
-            let p = manage::replace_from_file(&name, &file)?;
+        FilterVerb::Replace {
+            name,
+            file,
+            allow_empty,
+        } => {
+            let p = manage::replace_from_file(&name, &file, allow_empty)?;
             out.emit(
                 &serde_json::json!({ "policy": p.name, "rules": p.rules.len() }),
                 |_| format!("replaced the rules of {}: {} rules", p.name, p.rules.len()),

@@ -98,7 +98,9 @@ pub fn del_rule(name: &str, id: u32) -> Result<Rule> {
 }
 
 /// Replaces every rule with those of `file`, atomically.
-pub fn replace_from_file(name: &str, file: &Path) -> Result<Policy> {
+/// A file without a single rule empties the policy only with `allow_empty`
+/// (a file of comments is more often a mistake than a wish).
+pub fn replace_from_file(name: &str, file: &Path, allow_empty: bool) -> Result<Policy> {
     let started = std::time::Instant::now();
     let text = std::fs::read_to_string(file).map_err(|e| FilterError::RulesFile {
         path: file.into(),
@@ -108,6 +110,13 @@ pub fn replace_from_file(name: &str, file: &Path) -> Result<Policy> {
         path: file.into(),
         reason: e.to_string(),
     })?;
+    if specs.is_empty() && !allow_empty {
+        return Err(FilterError::RulesFile {
+            path: file.into(),
+            reason: "holds no rule (only comments or blank lines); pass --allow-empty to empty the policy".into(),
+        }
+        .into());
+    }
     tracing::debug!(target: "lwtkit::timing", phase = "parse", us = started.elapsed().as_micros() as u64);
     with_policies("lwt filter replace", |p, _, txn| {
         p.replace(txn, name, specs)
