@@ -880,12 +880,55 @@ fn stats_watch_prints_one_json_array_of_rates_per_interval() {
             assert!(row[field].is_number(), "{field} in {row}");
         }
         assert_eq!(row["policy"], "w", "{row}");
+        assert!(row["time"].as_f64().is_some_and(|t| t > 1.7e9), "{row}");
         dropped += row["dropped_pps"].as_f64().unwrap_or_default() * 0.5;
     }
     assert!(
         dropped > 0.0 && dropped <= 50.0,
         "the 50 drops show up as a rate: {text}"
     );
+}
+
+#[test]
+fn stats_watch_redraws_on_a_terminal_and_prints_timestamped_blocks_when_piped() {
+    require_root!();
+    let p = Pair::new("fwatcht");
+    policy(&p.a, "w", &["proto udp dport 9996 drop"]);
+    attach(&p.a, "w", "10.0.0.3/32", "va", "out", &[]);
+    let watch = ["stats", "--watch", "--interval", "0.2", "--count", "2"];
+    let piped = p.a.lwt_ok(&watch);
+    let heads: Vec<&str> = piped
+        .lines()
+        .filter(|l| l.contains(" UTC, rates"))
+        .collect();
+    assert_eq!(heads.len(), 2, "one timestamped block per refresh: {piped}");
+    assert!(heads[0].as_bytes()[2] == b':', "HH:MM:SS first: {piped}");
+    assert!(
+        !piped.contains('\u{1b}'),
+        "no escape codes when piped: {piped}"
+    );
+
+    // On a terminal (script(1) gives it one), each refresh homes the
+    // cursor and clears, so the table stays in place.
+    if let Ok(o) = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+    {
+        if o.status.success() {
+            let cmd = format!(
+                "{} -n {} {}",
+                env!("CARGO_BIN_EXE_lwt"),
+                p.a.name,
+                watch.join(" ")
+            );
+            let out = std::process::Command::new("script")
+                .args(["-qec", &cmd, "/dev/null"])
+                .output()
+                .expect("script runs");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(text.matches("\u{1b}[H\u{1b}[J").count(), 2, "{text:?}");
+        }
+    }
 }
 
 #[test]

@@ -45,11 +45,9 @@ fn render(e: &EventRecord) -> String {
         1 | 58 => format!(" {} > {} type {} code {}", e.src, e.dst, e.sport, e.dport),
         _ => format!(" {} > {}", e.src, e.dst),
     };
-    let secs = e.time as i64;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let micros = ((e.time - secs as f64) * 1e6) as u64;
     format!(
-        "{h:02}:{m:02}:{s:02}.{micros:06} {} {} policy {} rule {} {proto}{ports} len {}",
+        "{} {} {} policy {} rule {} {proto}{ports} len {}",
+        super::clock(e.time),
         e.hook,
         e.verdict.to_uppercase(),
         e.policy,

@@ -40,6 +40,21 @@ impl Output {
     }
 }
 
+/// `HH:MM:SS.micros` (UTC) of a time in seconds since the epoch.
+pub fn clock(time: f64) -> String {
+    let secs = time as i64;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let micros = ((time - secs as f64) * 1e6) as u64;
+    format!("{h:02}:{m:02}:{s:02}.{micros:06}")
+}
+
+/// Now, in seconds since the epoch.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Prints one line. A reader that went away (`lwt list | head -1`) ends
 /// the command quietly with success, as `ls | head` does: whatever the
 /// verb changed is done by then.

@@ -10,6 +10,8 @@ use crate::args::StatsArgs;
 
 #[derive(Serialize)]
 struct Rates<'a> {
+    /// When the counters were read (seconds since the epoch).
+    time: f64,
     #[serde(flatten)]
     stats: &'a HookStats,
     pps: f64,
@@ -40,11 +42,15 @@ pub fn run(a: StatsArgs, out: &Output) -> anyhow::Result<()> {
         .into_iter()
         .map(|h| (key(&h), h))
         .collect();
+    // On a terminal the table redraws in place; piped, each refresh is a
+    // timestamped block of plain lines (JSON: one array per refresh).
+    let redraw = !out.json && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut round = 0u64;
     while a.count.is_none_or(|c| round < c) {
         std::thread::sleep(interval);
         round += 1;
         let now = inventory::stats()?;
+        let time = super::now();
         let secs = interval.as_secs_f64();
         let rates: Vec<Rates> = now
             .iter()
@@ -54,6 +60,7 @@ pub fn run(a: StatsArgs, out: &Output) -> anyhow::Result<()> {
                     prev.map_or(0, |p| f(h).saturating_sub(f(p))) as f64 / secs
                 };
                 Rates {
+                    time,
                     stats: h,
                     pps: d(|s| s.packets),
                     bps: d(|s| s.bytes),
@@ -61,7 +68,16 @@ pub fn run(a: StatsArgs, out: &Output) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        out.emit(&rates, |r| table(&now, Some(r)))?;
+        out.emit(&rates, |r| {
+            let head = format!(
+                "{} UTC, rates per second over {}s",
+                super::clock(time),
+                a.interval
+            );
+            // Home, clear to the end: the new table over the old one.
+            let clear = if redraw { "\x1b[H\x1b[J" } else { "" };
+            format!("{clear}{head}\n{}", table(&now, Some(r)))
+        })?;
         before = now.into_iter().map(|h| (key(&h), h)).collect();
     }
     Ok(())

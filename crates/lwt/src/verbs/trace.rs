@@ -82,11 +82,9 @@ fn render(r: &TraceRecord) -> String {
         (Some(a), None) => a.to_string(),
         (None, _) => "?".into(),
     };
-    let secs = r.time as i64;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let micros = ((r.time - secs as f64) * 1e6) as u64;
     format!(
-        "{h:02}:{m:02}:{s:02}.{micros:06} {} {} {} {} {} > {} len {}",
+        "{} {} {} {} {} {} > {} len {}",
+        super::clock(r.time),
         r.hook,
         r.verdict,
         r.prog,
