@@ -704,6 +704,47 @@ fn unprivileged_attach_is_refused_before_anything_happens() {
 }
 
 #[test]
+fn unprivileged_reading_verbs_say_what_they_cannot_see() {
+    require_root!();
+    for verb in [
+        &["list"][..],
+        &["stats"],
+        &["filter", "list"],
+        &["encap", "list"],
+        &["decap", "list"],
+        &["seg6local", "list"],
+        &["events", "--count", "1", "--timeout", "1"],
+        &["check"],
+    ] {
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+            ])
+            .arg(env!("CARGO_BIN_EXE_lwt"))
+            .args(verb)
+            .output()
+            .expect("setpriv (util-linux) runs");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains("root"), "lwt {}: {said}", verb.join(" "));
+        for nothing in [
+            "no filter policy exists",
+            "no lwtkit built-ins attached",
+            "no tunnel",
+        ] {
+            assert!(!said.contains(nothing), "lwt {}: {said}", verb.join(" "));
+        }
+    }
+}
+
+#[test]
 fn bpffs_that_cannot_be_mounted_is_reported() {
     require_root!();
     let (ns, before) = setup("bfs");

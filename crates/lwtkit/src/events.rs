@@ -127,6 +127,8 @@ pub struct Until {
 /// Follows the namespace's events, calling `on_event` for each, until
 /// `until` is met (or forever). Returns how many were seen.
 pub fn follow(until: Until, mut on_event: impl FnMut(EventRecord) -> Result<()>) -> Result<usize> {
+    // lwtkit's records and pins are root's: say so, not "nothing here".
+    system::require_attach_privileges("lwt events")?;
     // Following for no event or no time would only ever report nothing.
     if until.count == Some(0) {
         return Err(Error::Invalid(

@@ -356,6 +356,8 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, sid: IpNet, table: Option<u32>) -> Res
 
 /// `lwt seg6local list`: lwtkit's SIDs with their counters.
 pub fn list() -> Result<Vec<SidView>> {
+    // lwtkit's records and pins are root's: say so, not "nothing here".
+    system::require_attach_privileges("lwt seg6local list")?;
     let mut out = Vec::new();
     for record in Namespace::open_readonly()?.all::<SidRecord>()? {
         let c = record

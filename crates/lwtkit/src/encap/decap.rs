@@ -612,6 +612,8 @@ pub fn del_in(txn: &Txn, dev: &str) -> Result<()> {
 
 /// `lwt decap list`: devices with their state, addresses and counters.
 pub fn list() -> Result<Vec<DecapRecord>> {
+    // lwtkit's records and pins are root's: say so, not "nothing here".
+    system::require_attach_privileges("lwt decap list")?;
     let ns = Namespace::open_readonly()?;
     let pins = ns.pin_root().join(pins::decap::DIR);
     let mut out: Vec<DecapRecord> = ns.all()?;

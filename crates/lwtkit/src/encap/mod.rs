@@ -649,6 +649,8 @@ pub fn tunnels() -> Result<Vec<TunnelRecord>> {
 
 /// `lwt encap list`: every tunnel with its counters.
 pub fn list() -> Result<Vec<TunnelView>> {
+    // lwtkit's records and pins are root's: say so, not "nothing here".
+    system::require_attach_privileges("lwt encap list")?;
     let stats = MapHandle::from_pinned_path(pins()?.join(STATS)).ok();
     let mut rtnl = Rtnl::open().ok();
     Ok(tunnels()?
