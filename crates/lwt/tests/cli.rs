@@ -120,3 +120,199 @@ fn verbose_shows_each_route_change_lwtkit_makes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Keys lwt's JSON never carries (internal fields, or another verb's word
+/// for the same thing): docs/json.md.
+const NOT_IN_THE_SCHEMA: [&str; 11] = [
+    "sid",
+    "table_name",
+    "pin",
+    "cells",
+    "generation",
+    "next_id",
+    "rules_version",
+    "journal_len",
+    "both_generations",
+    "carried",
+    "kinds",
+];
+
+/// Checks one JSON value against docs/json.md's common rules; returns the
+/// problems found, with their paths.
+fn schema_problems(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match v {
+        Value::Null => out.push(format!("{path}: null (absent values are absent keys)")),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                schema_problems(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Object(map) => {
+            if map.get("route").is_some_and(Value::is_string)
+                && !(map.contains_key("dst") && map.contains_key("table"))
+            {
+                out.push(format!("{path}: a route without its dst and table keys"));
+            }
+            for (k, v) in map {
+                let at = format!("{path}.{k}");
+                if NOT_IN_THE_SCHEMA.contains(&k.as_str()) {
+                    out.push(format!("{at}: not a key of lwt's JSON"));
+                }
+                let ok = match k.as_str() {
+                    "table" => v.is_string(),
+                    "dst" => v.as_str().is_some_and(|s| {
+                        s.parse::<ipnet::IpNet>().is_ok() || s.parse::<std::net::IpAddr>().is_ok()
+                    }),
+                    "hook" => v
+                        .as_str()
+                        .is_some_and(|h| ["in", "out", "xmit", "seg6local"].contains(&h)),
+                    "origin" => v.is_string(),
+                    "policy" => v.is_string(),
+                    _ => true,
+                };
+                if !ok {
+                    out.push(format!("{at}: {v} is not of the documented shape"));
+                }
+                schema_problems(v, &at, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_verbs_json_follows_one_schema() {
+    require_root!();
+    let p = Pair::new("clij");
+    let obj_out = common::compile_bpf("drop_tcp_8080");
+    let obj = obj_out.to_str().expect("utf-8");
+    let rules = std::env::temp_dir().join(format!("lwt-schema-{}.rules", std::process::id()));
+    std::fs::write(
+        &rules,
+        "proto udp dport 53 drop\ndst 10.0.0.3/32 proto tcp dport 8080 drop log\n",
+    )
+    .expect("rules file");
+    let rules = rules.to_str().expect("utf-8").to_string();
+    let steps: Vec<Vec<&str>> = vec![
+        vec![
+            "attach",
+            "10.0.0.3/32",
+            "--dev",
+            "va",
+            "--hook",
+            "out",
+            "--builtin",
+            "count",
+        ],
+        vec![
+            "attach",
+            "10.0.0.3/32",
+            "--dev",
+            "va",
+            "--hook",
+            "xmit",
+            "--obj",
+            obj,
+        ],
+        vec!["filter", "create", "web"],
+        vec!["filter", "set", "web", "--fragments", "drop"],
+        vec![
+            "filter", "rule", "add", "web", "proto", "tcp", "dport", "22", "drop",
+        ],
+        vec!["filter", "replace", "web", "--file", &rules],
+        vec!["filter", "rule", "del", "web", "3"],
+        vec![
+            "filter",
+            "attach",
+            "web",
+            "10.0.0.4/32",
+            "--dev",
+            "va",
+            "--hook",
+            "out",
+        ],
+        vec![
+            "encap",
+            "add",
+            "10.9.0.0/24",
+            "--dev",
+            "va",
+            "--type",
+            "vxlan",
+            "--remote",
+            "10.0.0.3",
+            "--vni",
+            "5",
+            "--inner-dst-mac",
+            "02:00:00:00:00:01",
+        ],
+        vec!["decap", "add", "--dev", "va", "--type", "ipip,gre"],
+        vec![
+            "seg6local",
+            "add",
+            "fc00:1::1/128",
+            "--dev",
+            "va",
+            "--builtin",
+            "end",
+        ],
+        vec!["list"],
+        vec!["stats"],
+        vec!["builtins"],
+        vec!["check"],
+        vec!["hooks"],
+        vec!["filter", "show", "web"],
+        vec!["filter", "list"],
+        vec!["encap", "list"],
+        vec!["decap", "list"],
+        vec!["seg6local", "list"],
+        vec![
+            "test",
+            "--hook",
+            "out",
+            "--builtin",
+            "pass",
+            "--packet",
+            "udp 10.0.0.2:1 > 10.0.0.3:2",
+        ],
+        vec![
+            "test",
+            "--hook",
+            "out",
+            "--policy",
+            "web",
+            "--packet",
+            "udp 10.0.0.2:1 > 10.0.0.3:53",
+        ],
+        vec!["stats", "--watch", "--interval", "0.1", "--count", "1"],
+        vec!["seg6local", "del", "fc00:1::1/128"],
+        vec!["decap", "del", "--dev", "va"],
+        vec!["encap", "del", "10.9.0.0/24"],
+        vec!["filter", "detach", "web", "10.0.0.4/32"],
+        vec!["filter", "delete", "web"],
+        vec!["detach", "10.0.0.3/32", "--hook", "xmit"],
+        vec!["detach", "10.0.0.3/32"],
+        vec!["reset"],
+    ];
+    let mut problems = Vec::new();
+    for step in &steps {
+        let mut args = vec!["-j"];
+        args.extend(step.iter().copied());
+        let stdout = p.a.lwt_ok(&args);
+        let lines: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+        assert!(!lines.is_empty(), "lwt {} printed nothing", step.join(" "));
+        for line in lines {
+            let v = json(line);
+            schema_problems(&v, &format!("lwt -j {}", step.join(" ")), &mut problems);
+        }
+    }
+    // doctor exits 1 when a check fails, its JSON is the same either way.
+    let out = p.a.lwt(&["-j", "doctor"]);
+    schema_problems(
+        &json(&String::from_utf8_lossy(&out.stdout)),
+        "lwt -j doctor",
+        &mut problems,
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -103,7 +103,7 @@ fn end_bpf_builtins_count_per_sid_and_decapsulate() {
         );
     }
     let sids = json(&chain.b.lwt_ok(&["seg6local", "list", "-j"]));
-    assert_eq!(sids[0]["sid"], "fc00::b/128");
+    assert_eq!(sids[0]["dst"], "fc00::b/128");
     // `lwt list` knows the SID is lwtkit's.
     let listed = json(&chain.b.lwt_ok(&["list", "-j"]));
     let sid = listed

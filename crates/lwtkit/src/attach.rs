@@ -184,6 +184,9 @@ impl DetachRequest {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Detached {
     pub route: String,
+    pub dst: IpNet,
+    /// The table's name (`main`, `local`, or the number).
+    pub table: String,
     pub hooks: Vec<Hook>,
     /// `restored`: back to the route as it was; `deleted`: lwtkit had
     /// created it; `kept`: other lwtkit hooks remain; `gone`: the route had
@@ -1039,6 +1042,8 @@ pub fn detach_with(
             txn.finish(pending, Outcome::Done)?;
             return Ok(Detached {
                 route: route_label,
+                dst: key.dst,
+                table: crate::route::table::table_name(key.table),
                 hooks: remove,
                 route_now: "gone",
                 note: Some("the route vanished meanwhile; lwtkit dropped its records".into()),
@@ -1071,6 +1076,8 @@ pub fn detach_with(
     };
     Ok(Detached {
         route: route_label,
+        dst: key.dst,
+        table: crate::route::table::table_name(key.table),
         hooks: remove,
         route_now,
         note: if route_now == "gone" {

@@ -137,15 +137,43 @@ pub struct SidRecord {
     pub counters: Option<std::path::PathBuf>,
 }
 
-/// A SID as `lwt seg6local list` shows it.
+/// A SID as `lwt seg6local add/list` show it, in the keys every verb
+/// uses (`dst`, `table` by name, `origin` in words); pins stay inside.
 #[derive(Clone, Debug, Serialize)]
 pub struct SidView {
-    #[serde(flatten)]
+    #[serde(skip)]
     pub record: SidRecord,
-    pub table_name: String,
+    pub dst: IpNet,
+    pub table: String,
+    pub dev: String,
+    pub name: String,
+    pub origin: String,
     pub packets: u64,
     pub bytes: u64,
     pub dropped: u64,
+}
+
+impl SidView {
+    /// The view of `record`, with the counters read (0 when unreadable).
+    pub fn of(record: SidRecord) -> Self {
+        let c = record
+            .counters
+            .as_deref()
+            .and_then(|p| read_counters(p).ok())
+            .unwrap_or_default();
+        let slot = |i: usize| c.get(i).copied().unwrap_or_default();
+        Self {
+            dst: record.sid,
+            table: table_name(record.table),
+            dev: record.dev.clone(),
+            name: record.name.clone(),
+            origin: record.origin.to_string(),
+            packets: slot(0).packets + slot(1).packets,
+            bytes: slot(0).bytes + slot(1).bytes,
+            dropped: slot(1).packets,
+            record,
+        }
+    }
 }
 
 impl crate::ns::Record for SidRecord {
@@ -358,22 +386,11 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, sid: IpNet, table: Option<u32>) -> Res
 pub fn list() -> Result<Vec<SidView>> {
     // lwtkit's records and pins are root's: say so, not "nothing here".
     system::require_attach_privileges("lwt seg6local list")?;
-    let mut out = Vec::new();
-    for record in Namespace::open_readonly()?.all::<SidRecord>()? {
-        let c = record
-            .counters
-            .as_deref()
-            .and_then(|p| read_counters(p).ok())
-            .unwrap_or_default();
-        let slot = |i: usize| c.get(i).copied().unwrap_or_default();
-        out.push(SidView {
-            table_name: table_name(record.table),
-            packets: slot(0).packets + slot(1).packets,
-            bytes: slot(0).bytes + slot(1).bytes,
-            dropped: slot(1).packets,
-            record,
-        });
-    }
+    let mut out: Vec<SidView> = Namespace::open_readonly()?
+        .all::<SidRecord>()?
+        .into_iter()
+        .map(SidView::of)
+        .collect();
     out.sort_by_key(|v| v.record.sid.to_string());
     Ok(out)
 }

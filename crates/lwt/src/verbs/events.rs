@@ -17,7 +17,7 @@ pub fn run(a: EventsArgs, out: &Output) -> anyhow::Result<()> {
             p.write(&ev)?;
         }
         let line = if out.json {
-            serde_json::to_string(&ev).unwrap_or_default()
+            super::json_line(&ev).unwrap_or_default()
         } else {
             render(&ev)
         };

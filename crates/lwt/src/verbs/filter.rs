@@ -4,7 +4,7 @@ use lwtkit::{
     filter::{
         handling::{Fragments, Handling, Malformed},
         manage::{self, PolicyView},
-        rule::{RuleSpec, Verdict},
+        rule::{Rule, RuleSpec, Verdict},
         FilterError,
     },
     Error,
@@ -12,6 +12,26 @@ use lwtkit::{
 
 use super::Output;
 use crate::args::{FilterVerb, FragmentsArg, MalformedArg, RuleVerb, VerdictArg};
+
+/// A rule added or deleted, as `-j` prints it: its policy, its fields as
+/// `filter show` has them, and its text.
+#[derive(serde::Serialize)]
+struct RuleOut<'a> {
+    policy: &'a str,
+    #[serde(flatten)]
+    rule: &'a Rule,
+    text: String,
+}
+
+impl<'a> RuleOut<'a> {
+    fn of(policy: &'a str, rule: &'a Rule) -> Self {
+        Self {
+            policy,
+            rule,
+            text: rule.spec.to_string(),
+        }
+    }
+}
 
 impl From<FragmentsArg> for Fragments {
     fn from(a: FragmentsArg) -> Self {
@@ -50,7 +70,15 @@ pub fn run(v: FilterVerb, out: &Output) -> anyhow::Result<()> {
                 malformed: malformed.into(),
             };
             let p = manage::create_with(&name, handling, capacity)?;
-            out.emit(&p, |p| {
+            let shown = serde_json::json!({
+                "policy": p.name,
+                "id": p.id,
+                "default": p.default,
+                "capacity": p.capacity,
+                "fragments": p.fragments,
+                "malformed": p.malformed,
+            });
+            out.emit(&shown, |_| {
                 format!(
                     "created policy {} (default {}, capacity {} rules, fragments {}, malformed {})",
                     p.name,
@@ -79,22 +107,23 @@ pub fn run(v: FilterVerb, out: &Output) -> anyhow::Result<()> {
         }
         FilterVerb::Delete { name } => {
             manage::delete(&name)?;
-            out.emit(&serde_json::json!({ "deleted": name }), |_| {
-                format!("deleted policy {name}")
-            })
+            out.emit(
+                &serde_json::json!({ "policy": name, "deleted": true }),
+                |_| format!("deleted policy {name}"),
+            )
         }
         FilterVerb::Rule(RuleVerb::Add { name, words }) => {
             let words: Vec<&str> = words.iter().map(String::as_str).collect();
             let spec = RuleSpec::parse(&words).map_err(|e| Error::Filter(FilterError::Rule(e)))?;
             let rule = manage::add_rule(&name, spec)?;
-            out.emit(&rule, |r| {
-                format!("added rule {} to {name}: {}", r.id, r.spec)
+            out.emit(&RuleOut::of(&name, &rule), |r| {
+                format!("added rule {} to {name}: {}", r.rule.id, r.text)
             })
         }
         FilterVerb::Rule(RuleVerb::Del { name, id }) => {
             let rule = manage::del_rule(&name, id)?;
-            out.emit(&rule, |r| {
-                format!("deleted rule {} from {name}: {}", r.id, r.spec)
+            out.emit(&RuleOut::of(&name, &rule), |r| {
+                format!("deleted rule {} from {name}: {}", r.rule.id, r.text)
             })
         }
         FilterVerb::Replace {

@@ -29,7 +29,7 @@ impl Output {
         render: impl FnOnce(&T) -> String,
     ) -> anyhow::Result<()> {
         let line = if self.json {
-            serde_json::to_string(value)?
+            json_line(value)?
         } else {
             render(value).trim_end().to_string()
         };
@@ -38,6 +38,24 @@ impl Output {
         }
         Ok(())
     }
+}
+
+/// `value` as one line of JSON in lwt's one shape (docs/json.md): an
+/// absent value is an absent key, never `null`.
+pub fn json_line<T: serde::Serialize>(value: &T) -> serde_json::Result<String> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.retain(|_, v| !v.is_null());
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(value)?;
+    strip(&mut v);
+    serde_json::to_string(&v)
 }
 
 /// `HH:MM:SS.micros` (UTC) of a time in seconds since the epoch.

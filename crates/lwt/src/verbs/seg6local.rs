@@ -28,14 +28,16 @@ pub fn run(v: Seg6Verb, out: &Output) -> anyhow::Result<()> {
                 dt6_table: super::table_flag("--dt6-table", dt6_table.as_deref())?,
                 force_type: prog_type.is_some(),
             };
-            let r = seg6local::add(&req)?;
+            let r = seg6local::SidView::of(seg6local::add(&req)?);
             out.emit(&r, |r| {
-                format!("SID {} runs {} (End.BPF, dev {})", r.sid, r.name, r.dev)
+                format!("SID {} runs {} (End.BPF, dev {})", r.dst, r.name, r.dev)
             })
         }
         Seg6Verb::Del { sid, table } => {
             let r = seg6local::del(parse_prefix(&sid)?, super::table(table.as_deref())?)?;
-            out.emit(&r, |r| format!("removed SID {}", r.sid))
+            out.emit(&seg6local::SidView::of(r), |r| {
+                format!("removed SID {}", r.dst)
+            })
         }
         Seg6Verb::List => {
             let sids = seg6local::list()?;
@@ -44,8 +46,8 @@ pub fn run(v: Seg6Verb, out: &Output) -> anyhow::Result<()> {
                     .map(|v| {
                         format!(
                             "{} table {} dev {} {}  packets {} bytes {} dropped {}",
-                            v.record.sid,
-                            v.table_name,
+                            v.dst,
+                            v.table,
                             v.record.dev,
                             v.record.name,
                             v.packets,

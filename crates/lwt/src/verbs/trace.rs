@@ -45,7 +45,7 @@ pub fn run(a: TraceArgs, out: &Output) -> anyhow::Result<()> {
                 p.write(&r)?;
             }
             let line = if out.json {
-                serde_json::to_string(&r).unwrap_or_default()
+                super::json_line(&r).unwrap_or_default()
             } else {
                 render(&r)
             };

@@ -95,6 +95,9 @@ pub enum DecapError {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DecapRecord {
     pub dev: String,
+    /// The tunnel types taken (`types`, as `--type` names them; records
+    /// from before say `kinds`).
+    #[serde(rename = "types", alias = "kinds")]
     pub kinds: Vec<String>,
     pub fou_port: Option<u16>,
     pub gue_port: Option<u16>,

@@ -110,6 +110,35 @@ impl FromStr for Df {
     }
 }
 
+/// A MAC address as text (`02:00:00:00:00:01`), as `ip link` prints it.
+mod mac_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mac: &Option<[u8; 6]>, s: S) -> Result<S::Ok, S::Error> {
+        match mac {
+            Some(m) => s.serialize_str(&super::format_mac(m)),
+            None => s.serialize_none(),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Text(String),
+        Bytes([u8; 6]),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 6]>, D::Error> {
+        match Option::<Either>::deserialize(d)? {
+            None => Ok(None),
+            Some(Either::Bytes(b)) => Ok(Some(b)),
+            Some(Either::Text(t)) => super::parse_mac(&t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// What `lwt encap add` describes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TunnelSpec {
@@ -121,6 +150,8 @@ pub struct TunnelSpec {
     pub local: IpAddr,
     pub vni: Option<u32>,
     pub port: Option<u16>,
+    /// Written `aa:bb:cc:dd:ee:ff`; records from before hold six numbers.
+    #[serde(with = "mac_text", default)]
     pub inner_dst_mac: Option<[u8; 6]>,
     pub segments: Vec<Ipv6Addr>,
     /// `None`: inherit the inner TTL.
@@ -147,6 +178,12 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], EncapError> {
         *m = u8::from_str_radix(p, 16).map_err(|_| bad())?;
     }
     Ok(mac)
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    parts.join(":")
 }
 
 /// The header block, its length and the flags the kernel needs.
@@ -501,6 +538,20 @@ mod tests {
             df: None,
             udp6_zero_csum: false,
         }
+    }
+
+    #[test]
+    fn macs_are_written_as_text_and_old_records_still_load() {
+        let mut s = spec(TunnelType::Vxlan, "192.0.2.1", "192.0.2.2");
+        s.inner_dst_mac = Some([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]);
+        let text = serde_json::to_value(&s).expect("serializes");
+        assert_eq!(text["inner_dst_mac"], "aa:bb:cc:dd:ee:ff");
+        let back: TunnelSpec = serde_json::from_value(text).expect("reads back");
+        assert_eq!(back, s);
+        let mut old = serde_json::to_value(&s).expect("serializes");
+        old["inner_dst_mac"] = serde_json::json!([170, 187, 204, 221, 238, 255]);
+        let old: TunnelSpec = serde_json::from_value(old).expect("records from before load");
+        assert_eq!(old.inner_dst_mac, s.inner_dst_mac);
     }
 
     #[test]

@@ -618,6 +618,8 @@ pub fn del_in(txn: &Txn, rtnl: &mut Rtnl, dst: IpNet, table: Option<u32>) -> Res
             ns::intent::apply(&forget)?;
             Ok(Detached {
                 route,
+                dst,
+                table: crate::route::table::table_name(table),
                 hooks: vec![record.hook],
                 route_now: "gone",
                 note: Some("lwtkit had no record of the route any more".into()),
