@@ -78,6 +78,7 @@ pub enum Verb {
     Seg6local(Seg6Verb),
     /// Print a shell completion script (bash: `lwt completions bash > /etc/bash_completion.d/lwt`).
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -93,6 +94,7 @@ pub enum Verb {
 pub enum DecapVerb {
     /// Decapsulate the given tunnel types arriving on DEV for this host (again: reconfigure).
     Add {
+        /// Device the tunnel packets arrive on (lwtkit's program goes on its tcx ingress).
         #[arg(long, value_name = "DEV")]
         dev: String,
         /// ipip, sit, ip6ip6, ip4in6, gre, fou, gue (comma-separated).
@@ -121,6 +123,7 @@ pub enum DecapVerb {
     },
     /// Stop decapsulating on DEV.
     Del {
+        /// Device the tunnel packets arrive on (lwtkit's program goes on its tcx ingress).
         #[arg(long, value_name = "DEV")]
         dev: String,
     },
@@ -134,8 +137,10 @@ pub enum Seg6Verb {
     /// Run a BPF End behaviour for SID.
     #[command(group = clap::ArgGroup::new("behaviour").required(true).args(["builtin", "obj"]))]
     Add {
+        /// The SID: an IPv6 address or prefix (a bare address is a /128).
         #[arg(value_name = "SID")]
         sid: String,
+        /// Device of the SID's route.
         #[arg(long, value_name = "DEV")]
         dev: String,
         /// `end` (count per SID) or `end-dt6` (decapsulate, look up in --dt6-table).
@@ -144,6 +149,7 @@ pub enum Seg6Verb {
         /// BPF object file with an lwt_seg6local program.
         #[arg(long, value_name = "FILE")]
         obj: Option<PathBuf>,
+        /// Section of the program in --obj (as `lwt attach --section`).
         #[arg(long, value_name = "S", requires = "obj", conflicts_with = "builtin")]
         section: Option<String>,
         /// Load the program as lwt_seg6local whatever its section says (the verifier judges).
@@ -163,8 +169,10 @@ pub enum Seg6Verb {
     },
     /// Remove a SID lwtkit added.
     Del {
+        /// The SID: an IPv6 address or prefix (a bare address is a /128).
         #[arg(value_name = "SID")]
         sid: String,
+        /// Routing table of the SID's route: a number, main, local, default or a name from rt_tables [default: main].
         #[arg(long, value_name = "ID|NAME")]
         table: Option<String>,
     },
@@ -179,8 +187,10 @@ pub enum EncapVerb {
     Add(Box<EncapAddArgs>),
     /// Stop encapsulating PREFIX (the route is restored or removed).
     Del {
+        /// Destination prefix the tunnel carries (ADDR/LEN).
         #[arg(value_name = "PREFIX")]
         prefix: String,
+        /// Routing table of the route: a number, main, default or a name from rt_tables [default: main].
         #[arg(long, value_name = "ID|NAME")]
         table: Option<String>,
     },
@@ -191,8 +201,10 @@ pub enum EncapVerb {
 
 #[derive(Args, Debug)]
 pub struct EncapAddArgs {
+    /// Destination prefix to carry through the tunnel (ADDR/LEN); the route is created or taken over in place.
     #[arg(value_name = "PREFIX")]
     pub prefix: String,
+    /// Output device of the route (where the outer packets leave).
     #[arg(long, value_name = "DEV")]
     pub dev: String,
     /// vxlan, fou, gue, ipip, sit, ip6ip6, ip4in6, gre or srv6.
@@ -230,8 +242,10 @@ pub struct EncapAddArgs {
     /// receiver must accept it) instead of computing one.
     #[arg(long = "udp6-zero-csum")]
     pub udp6_zero_csum: bool,
+    /// Routing table of the route: a number, main, default or a name from rt_tables [default: main].
     #[arg(long, value_name = "ID|NAME")]
     pub table: Option<String>,
+    /// The hook that pushes the headers: `xmit` (traffic leaving by the route) or `in` (traffic arriving and routed by it).
     #[arg(long, value_enum, default_value = "xmit")]
     pub hook: EncapHookArg,
 }
@@ -246,6 +260,7 @@ pub enum EncapHookArg {
 pub enum FilterVerb {
     /// Create an empty policy.
     Create {
+        /// The policy's name.
         name: String,
         /// Verdict when no rule matches.
         #[arg(long, value_enum, default_value = "allow")]
@@ -266,6 +281,7 @@ pub enum FilterVerb {
     /// Change what a policy does with non-first fragments and malformed packets.
     #[command(group(clap::ArgGroup::new("setting").required(true).multiple(true)))]
     Set {
+        /// The policy's name.
         name: String,
         /// Non-first fragments: pass or drop.
         #[arg(long, value_enum, group = "setting")]
@@ -275,13 +291,18 @@ pub enum FilterVerb {
         malformed: Option<MalformedArg>,
     },
     /// Delete a policy that no route uses.
-    Delete { name: String },
+    Delete {
+        /// The policy's name.
+        name: String,
+    },
     /// Add or delete single rules.
     #[command(subcommand)]
     Rule(RuleVerb),
     /// Replace every rule at once from a file (one rule per line, `#` comments).
     Replace {
+        /// The policy's name.
         name: String,
+        /// Rules file: one rule per line, `#` starts a comment.
         #[arg(long, value_name = "FILE")]
         file: PathBuf,
         /// Accept a file without rules (it empties the policy); refused otherwise.
@@ -289,21 +310,30 @@ pub enum FilterVerb {
         allow_empty: bool,
     },
     /// Show a policy's rules with their counters and where it is attached.
-    Show { name: String },
+    Show {
+        /// The policy's name.
+        name: String,
+    },
     /// List every policy.
     #[command(visible_alias = "ls")]
     List,
     /// Attach a policy to a route's hook.
     Attach {
+        /// The policy's name.
         name: String,
+        /// Destination of the route (ADDR/LEN; a bare address is a host route).
         #[arg(value_name = "PREFIX")]
         prefix: String,
+        /// Output device of the route.
         #[arg(long, value_name = "DEV")]
         dev: String,
+        /// The hook to put the policy's filter on (`in`: traffic routed by the route on arrival; `out`: sent by this host; `xmit`: before the route's neighbour).
         #[arg(long, value_enum)]
         hook: HookArg,
+        /// Routing table: a number, main, local, default or a name from rt_tables [default: main; local with --local].
         #[arg(long, value_name = "ID|NAME")]
         table: Option<String>,
+        /// The route is the kernel's local route of the address, in table local (an `in` hook on traffic to this host).
         #[arg(long)]
         local: bool,
         /// Allow --local with a table other than local (the host then accepts traffic for PREFIX).
@@ -312,11 +342,15 @@ pub enum FilterVerb {
     },
     /// Take a policy off a route (every hook it is on there).
     Detach {
+        /// The policy's name.
         name: String,
+        /// Destination of the route (ADDR/LEN; a bare address is a host route).
         #[arg(value_name = "PREFIX")]
         prefix: String,
+        /// Routing table: a number, main, local, default or a name from rt_tables [default: main; local with --local].
         #[arg(long, value_name = "ID|NAME")]
         table: Option<String>,
+        /// The route is the kernel's local route of the address, in table local (an `in` hook on traffic to this host).
         #[arg(long)]
         local: bool,
     },
@@ -327,12 +361,19 @@ pub enum RuleVerb {
     /// Add a rule: [priority N] [src CIDR] [dst CIDR] [proto P] [sport P|P-Q] [dport P|P-Q]
     /// [icmp-type N] [tcp-flags FLAGS] allow|drop [log]
     Add {
+        /// The policy's name.
         name: String,
+        /// The rule: [priority N] [src CIDR] [dst CIDR] [proto P] [sport P|P-Q] [dport P|P-Q] [icmp-type N] [tcp-flags FLAGS] ACTION [log] (docs/filter.md).
         #[arg(required = true, num_args = 1.., value_name = "RULE")]
         words: Vec<String>,
     },
     /// Delete the rule with id ID.
-    Del { name: String, id: u32 },
+    Del {
+        /// The policy's name.
+        name: String,
+        /// The rule's id (as `lwt filter show` lists it).
+        id: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -535,6 +576,7 @@ pub struct NewArgs {
     /// Project name: the directory, object and program names.
     #[arg(value_name = "NAME")]
     pub name: String,
+    /// The language of the programs: C (clang) or Rust (aya-ebpf).
     #[arg(long, value_enum, default_value = "c")]
     pub lang: LangArg,
     /// Where to create NAME/ (default: the current directory).
@@ -620,6 +662,31 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_argument_of_every_verb_has_help() {
+        use clap::CommandFactory;
+        let mut missing = Vec::new();
+        let mut todo = vec![(String::from("lwt"), Cli::command())];
+        while let Some((path, cmd)) = todo.pop() {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            if cmd.get_about().is_none() && path != "lwt" {
+                missing.push(format!("{path} (the verb)"));
+            }
+            for sub in cmd.get_subcommands() {
+                todo.push((format!("{path} {}", sub.get_name()), sub.clone()));
+            }
+        }
+        assert!(missing.is_empty(), "without help: {missing:?}");
+    }
     use clap::CommandFactory;
 
     #[test]

@@ -363,6 +363,19 @@ impl Pair {
             });
             assert!(up, "{dev} in {} never came up", ns.name);
         }
+        // The kernel adds an IPv6 address's local route once the link is
+        // up, a moment later under load: wait, so snapshots of the routes
+        // taken now hold it.
+        for (ns, addr) in [(&a, "fd00::2"), (&b, "fd00::3")] {
+            let there = (0..250).any(|_| {
+                let s = ns.ip(&["-6", "route", "show", "table", "local", addr]);
+                !s.trim().is_empty() || {
+                    thread::sleep(Duration::from_millis(20));
+                    false
+                }
+            });
+            assert!(there, "the local route of {addr} in {} never came", ns.name);
+        }
         Pair { a, b }
     }
 }
