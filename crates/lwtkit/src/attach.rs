@@ -520,6 +520,7 @@ pub fn attach_with(
         // in between takes lwtkit's away again.
         intent.undone.push(Step::DeleteRoute {
             route: ops::to_hex(&ops::without_encap(route.clone())),
+            marks: record_marks(&new_record),
         });
     }
     intent.done.extend(extra.done);
@@ -600,14 +601,7 @@ pub const STAND_IN_METRIC: u32 = 1;
 fn is_kernel_ipv6_local(r: &RouteMessage) -> bool {
     r.header.kind == RouteType::Local
         && r.header.address_family == netlink_packet_route::AddressFamily::Inet6
-        && r.attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Priority(p) => Some(*p),
-                _ => None,
-            })
-            .unwrap_or(0)
-            == 0
+        && ops::metric_of(r) == 0
 }
 
 /// The watch that removes lwtkit's stand-in local route once its address
@@ -726,11 +720,7 @@ fn check_existing_shape(
         }
         .into());
     }
-    let metric = attrs.iter().find_map(|a| match a {
-        RouteAttribute::Priority(p) => Some(*p),
-        _ => None,
-    });
-    if req.dst.addr().is_ipv6() && metric.unwrap_or(0) == 0 && !stand_in {
+    if req.dst.addr().is_ipv6() && ops::metric_of(existing) == 0 && !stand_in {
         return Err(AttachError::MetricZero(route.into()).into());
     }
     Ok(())
