@@ -273,6 +273,21 @@ fn seg6local_and_oversized_packets_are_refused_with_the_reason() {
     ]);
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("too long"));
+    let err = lwt(&[
+        "test",
+        "--hook",
+        "out",
+        "--builtin",
+        "count",
+        "--packet",
+        "udp 10.0.0.2:1 > 10.0.0.3:99999",
+    ]);
+    assert!(!err.status.success());
+    let text = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        text.contains("destination port `99999` is out of range (0-65535)"),
+        "{text}"
+    );
 }
 
 #[test]
