@@ -629,12 +629,17 @@ fn stand_in_watch(
 pub fn lower_mtu(route: &mut RouteMessage, dev_mtu: u32, reduce: u32, v6: bool) {
     let floor = if v6 { 1280 } else { 576 };
     let mtu = dev_mtu.saturating_sub(reduce).max(floor);
-    let ip_tcp = if v6 { 60 } else { 40 };
     let mut metrics = metrics_of(route);
     metrics.retain(|m| !matches!(m, RouteMetric::Mtu(_) | RouteMetric::Advmss(_)));
     metrics.push(RouteMetric::Mtu(mtu));
-    metrics.push(RouteMetric::Advmss(mtu - ip_tcp));
+    metrics.push(RouteMetric::Advmss(tcp_mss(mtu, v6)));
     set_metrics(route, metrics);
+}
+
+/// The TCP payload of one segment on a route of MTU `mtu`, without TCP
+/// options: the MTU less the IP (20 or 40 bytes) and TCP (20) headers.
+pub fn tcp_mss(mtu: u32, v6: bool) -> u32 {
+    mtu.saturating_sub(if v6 { 60 } else { 40 })
 }
 
 fn set_metrics(route: &mut RouteMessage, metrics: Vec<RouteMetric>) {
