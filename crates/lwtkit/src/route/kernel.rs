@@ -23,6 +23,16 @@ use super::{
 /// `#<program id>`, so equal marks mean the very same programs.
 pub type Marks = BTreeMap<String, String>;
 
+/// A program name on a route split into its name and the program id that
+/// lwtkit's names end with: `drop.o:[lwt_out]#42` is (`drop.o:[lwt_out]`,
+/// 42). A name without a numeric `#<id>` (iproute2's) stays whole.
+pub fn split_program_name(name: &str) -> (&str, Option<u32>) {
+    match name.rsplit_once('#').map(|(base, id)| (base, id.parse())) {
+        Some((base, Ok(id))) => (base, Some(id)),
+        _ => (name, None),
+    }
+}
+
 /// The marks of a route (empty: it runs no BPF program).
 pub fn marks(route: &RouteMessage) -> Marks {
     let mut m = Marks::new();
@@ -224,6 +234,24 @@ mod tests {
 
     fn ours() -> Marks {
         Marks::from([("in".into(), "lwtkit-count:[lwt_in]#7".into())])
+    }
+
+    #[test]
+    fn program_names_split_at_their_id() {
+        assert_eq!(
+            split_program_name("drop.o:[lwt_out]#42"),
+            ("drop.o:[lwt_out]", Some(42))
+        );
+        assert_eq!(
+            split_program_name("lwtkit-filter-web:[lwt_out]#7"),
+            ("lwtkit-filter-web:[lwt_out]", Some(7))
+        );
+        assert_eq!(
+            split_program_name("drop.o:[lwt_out]"),
+            ("drop.o:[lwt_out]", None)
+        );
+        assert_eq!(split_program_name("odd#name"), ("odd#name", None));
+        assert_eq!(split_program_name("a#b#9"), ("a#b", Some(9)));
     }
 
     #[test]
