@@ -149,3 +149,69 @@ fn kill_9_between_the_stand_in_and_the_kernels_route_leaves_one_local_route() {
         }
     }
 }
+
+#[test]
+fn a_stand_in_is_removed_with_its_address_even_behind_a_kernel_route_of_metric_0() {
+    require_root!();
+    let p = Pair::new("hide6");
+    p.a.ip(&["-6", "addr", "add", "fd00::20/64", "dev", "va", "nodad"]);
+    p.a.count_on("fd00::20/128", "va", "in", &["--local"]);
+    // The same address on a second device: the kernel adds its own local
+    // route (metric 0, dev vx) beside lwtkit's stand-in (metric 1, dev va),
+    // and a lookup of the prefix finds the kernel's first.
+    p.a.ip(&["link", "add", "vx", "type", "veth", "peer", "name", "vy"]);
+    p.a.ip(&["link", "set", "vx", "up"]);
+    p.a.ip(&["link", "set", "vy", "up"]);
+    p.a.ip(&["-6", "addr", "add", "fd00::20/64", "dev", "vx", "nodad"]);
+    let both =
+        p.a.ip(&["-6", "route", "show", "table", "local", "fd00::20"]);
+    assert!(
+        both.contains("dev vx proto kernel metric 0") && both.contains("lwtkit-count"),
+        "{both}"
+    );
+
+    p.a.ip(&["-6", "addr", "del", "fd00::20/64", "dev", "va"]);
+    let out = p.a.lwt(&["check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("removed its local route"), "{err}");
+    let now =
+        p.a.ip(&["-6", "route", "show", "table", "local", "fd00::20"]);
+    assert_eq!(now.lines().count(), 1, "lwtkit's stand-in removed: {now}");
+    assert!(
+        now.contains("dev vx proto kernel metric 0"),
+        "the kernel's route stays: {now}"
+    );
+    assert!(p
+        .a
+        .lwt_err(&["detach", "fd00::20/128", "--local"])
+        .contains("not managed"));
+}
+
+#[test]
+fn undoing_an_interrupted_stand_in_leaves_someone_elses_route_of_its_metric() {
+    require_root!();
+    let p = Pair::new("und6");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lwt"))
+        .args(["-n", &p.a.name, "attach", "fd00::2/128", "--local"])
+        .args(["--dev", "va", "--hook", "in", "--builtin", "count"])
+        .env("LWT_FAILPOINT", "attach:intent")
+        .output()
+        .expect("lwt runs");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9)
+    );
+    // Before the next command finishes the intent, someone adds a plain
+    // local route of the stand-in's metric and device.
+    p.a.ip(&[
+        "-6", "route", "add", "local", "fd00::2", "dev", "va", "table", "local", "metric", "1",
+    ]);
+    assert!(p.a.lwt(&["check"]).status.success());
+    let now = local_route(&p);
+    assert!(
+        now.contains("dev va proto kernel metric 0") && now.contains("dev va metric 1"),
+        "both routes stay: {now}"
+    );
+    assert!(!now.contains("encap"), "{now}");
+}

@@ -262,17 +262,25 @@ fn seg6local_and_oversized_packets_are_refused_with_the_reason() {
     ]);
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("CVE-2024-46754"));
-    let err = lwt(&[
-        "test",
-        "--hook",
-        "out",
-        "--builtin",
-        "count",
-        "--packet",
-        "udp 10.0.0.2:1 > 10.0.0.3:2 len 9000",
-    ]);
-    assert!(!err.status.success());
-    assert!(String::from_utf8_lossy(&err.stderr).contains("too long"));
+    let refused = |packet: &str| {
+        let out = lwt(&[
+            "test",
+            "--hook",
+            "out",
+            "--builtin",
+            "count",
+            "--packet",
+            packet,
+        ]);
+        assert!(!out.status.success(), "{packet}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(refused("udp 10.0.0.2:1 > 10.0.0.3:2 len 9000").contains("too long"));
+    let err = refused("udp 10.0.0.2:1 > 10.0.0.3:99999");
+    assert!(
+        err.contains("destination port `99999` is out of range (0-65535)"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::{
     fs::File,
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::fd::AsRawFd,
+    os::fd::AsFd,
     time::{Duration, Instant},
 };
 
@@ -321,16 +321,8 @@ impl ProgStats {
 
     /// (run time in ns, runs) so far.
     fn read(&self) -> (u64, u64) {
-        // SAFETY: a zeroed bpf_prog_info and its size, for a valid prog fd.
-        let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
-        let rc = unsafe {
-            libbpf_sys::bpf_prog_get_info_by_fd(self.prog.as_raw_fd(), &mut info, &mut len)
-        };
-        if rc != 0 {
-            return (0, 0);
-        }
-        (info.run_time_ns, info.run_cnt)
+        lwtkit::prog_info::info(self.prog.as_fd())
+            .map_or((0, 0), |info| (info.run_time_ns, info.run_cnt))
     }
 }
 
@@ -338,7 +330,7 @@ impl ProgStats {
 fn route_prog_id(a: &Ns, target: IpAddr) -> Option<u32> {
     let out = sh("ip", &["-n", &a.0, "route", "show", &target.to_string()]).ok()?;
     let name = out.split_whitespace().find(|w| w.starts_with("lwtkit-"))?;
-    name.rsplit('#').next()?.parse().ok()
+    lwtkit::route::kernel::split_program_name(name).1
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -523,6 +523,7 @@ pub fn attach_with(
         // in between takes lwtkit's away again.
         intent.undone.push(Step::DeleteRoute {
             route: ops::to_hex(&ops::without_encap(route.clone())),
+            marks: record_marks(&new_record),
         });
     }
     intent.done.extend(extra.done);
@@ -603,14 +604,7 @@ pub const STAND_IN_METRIC: u32 = 1;
 fn is_kernel_ipv6_local(r: &RouteMessage) -> bool {
     r.header.kind == RouteType::Local
         && r.header.address_family == netlink_packet_route::AddressFamily::Inet6
-        && r.attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Priority(p) => Some(*p),
-                _ => None,
-            })
-            .unwrap_or(0)
-            == 0
+        && ops::metric_of(r) == 0
 }
 
 /// The watch that removes lwtkit's stand-in local route once its address
@@ -638,12 +632,17 @@ fn stand_in_watch(
 pub fn lower_mtu(route: &mut RouteMessage, dev_mtu: u32, reduce: u32, v6: bool) {
     let floor = if v6 { 1280 } else { 576 };
     let mtu = dev_mtu.saturating_sub(reduce).max(floor);
-    let ip_tcp = if v6 { 60 } else { 40 };
     let mut metrics = metrics_of(route);
     metrics.retain(|m| !matches!(m, RouteMetric::Mtu(_) | RouteMetric::Advmss(_)));
     metrics.push(RouteMetric::Mtu(mtu));
-    metrics.push(RouteMetric::Advmss(mtu - ip_tcp));
+    metrics.push(RouteMetric::Advmss(tcp_mss(mtu, v6)));
     set_metrics(route, metrics);
+}
+
+/// The TCP payload of one segment on a route of MTU `mtu`, without TCP
+/// options: the MTU less the IP (20 or 40 bytes) and TCP (20) headers.
+pub fn tcp_mss(mtu: u32, v6: bool) -> u32 {
+    mtu.saturating_sub(if v6 { 60 } else { 40 })
 }
 
 fn set_metrics(route: &mut RouteMessage, metrics: Vec<RouteMetric>) {
@@ -729,11 +728,7 @@ fn check_existing_shape(
         }
         .into());
     }
-    let metric = attrs.iter().find_map(|a| match a {
-        RouteAttribute::Priority(p) => Some(*p),
-        _ => None,
-    });
-    if req.dst.addr().is_ipv6() && metric.unwrap_or(0) == 0 && !stand_in {
+    if req.dst.addr().is_ipv6() && ops::metric_of(existing) == 0 && !stand_in {
         return Err(AttachError::MetricZero(route.into()).into());
     }
     Ok(())

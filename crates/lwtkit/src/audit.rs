@@ -36,7 +36,7 @@ use crate::{
     filter::store::Policy,
     ns::Namespace,
     route::{
-        kernel::{marks, RouteTable},
+        kernel::{marks, split_program_name, RouteTable},
         netlink::Rtnl,
         ops::RouteKey,
     },
@@ -171,11 +171,6 @@ fn pinned_program_id(pin: &Path) -> Option<u32> {
         .map(|p| p.id())
 }
 
-/// The program id a route name ends with (`...#<id>`).
-fn id_in_name(name: &str) -> Option<u32> {
-    name.rsplit_once('#').and_then(|(_, id)| id.parse().ok())
-}
-
 /// Whether the pin at `pin` holds the program the route names `name`.
 fn pin_finding(
     what: &str,
@@ -188,7 +183,7 @@ fn pin_finding(
             "missing-pin",
             format!("{what}: pin {} is gone", pin.display()),
         )),
-        Some(id) if id_in_name(name) != Some(id) => Some(Finding::new(
+        Some(id) if split_program_name(name).1 != Some(id) => Some(Finding::new(
             "wrong-program",
             format!(
                 "{what}: pin {} holds program {id}, the route names `{name}`",

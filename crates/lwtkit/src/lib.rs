@@ -2,8 +2,10 @@
 //! routes (`lwt_in`, `lwt_out`, `lwt_xmit`, seg6local `End.BPF`), keep track
 //! of them, count and list what they do.
 pub mod hook;
+pub mod kallsyms;
 pub mod percpu;
 pub mod probe;
+pub mod prog_info;
 pub mod reset;
 pub mod route;
 pub mod seg6local;

@@ -96,14 +96,13 @@ fn add(a: EncapAddArgs, out: &Output) -> anyhow::Result<()> {
     };
     let on_input = req.hook == Hook::In;
     let fixup_kind = req.spec.kind.needs_proto_fixup();
-    let table = req.table.unwrap_or(lwtkit::route::table::RT_TABLE_MAIN);
-    let (dst, table) = (req.dst, lwtkit::route::table::table_name(table));
+    let (dst, table) = (
+        req.dst,
+        req.table.unwrap_or(lwtkit::route::table::RT_TABLE_MAIN),
+    );
     let done = encap::add(req)?;
     // What TCP through the route gets (text only: the JSON is attach's).
-    let segments = encap::list()
-        .ok()
-        .and_then(|l| l.into_iter().find(|t| t.dst == dst && t.table == table))
-        .and_then(|t| Some((t.tcp_segments?, t.header_len)));
+    let segments = encap::tunnel_segments(&dst, table).ok().flatten();
     if on_input
         && std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/accept_local")
             .is_ok_and(|v| v.trim() == "0")

@@ -9,9 +9,7 @@ use lwtkit_common::filter::{Cell, PolicyConfig};
 use super::Finding;
 use crate::filter::{
     compile::compile_with_slots,
-    handling::{Fragments, Malformed},
-    rule::Verdict,
-    store::{live_config, read_cells, Policy},
+    store::{config_of, live_config, read_cells, Policy},
 };
 
 /// The pins of a policy.
@@ -76,28 +74,13 @@ pub(super) fn check(p: &Policy, seen: &Observed) -> Vec<Finding> {
             ),
         ));
     }
-    let want = (
-        p.cells,
-        u32::from(p.default == Verdict::Drop),
-        p.id,
-        p.rule_slots(),
-        u32::from(p.fragments == Fragments::Drop),
-        u32::from(p.malformed == Malformed::Default),
-    );
-    let got = (
-        c.capacity,
-        c.default_drop,
-        c.policy_id,
-        c.rule_slots,
-        c.fragments_drop,
-        c.malformed_default,
-    );
-    if got != want {
+    // Every setting but the generation (reported above), as the store
+    // writes it.
+    let want = config_of(p, c.generation);
+    if c != want {
         out.push(Finding::new(
             "policy-config",
-            format!(
-                "{label}: the config map says (cells, default drop, id, counter slots, fragments drop, malformed default) = {got:?}, the record {want:?}"
-            ),
+            format!("{label}: the config map says {c:?}, the record {want:?}"),
         ));
     }
     match compile_with_slots(&p.rules, |r| p.slot_of(r.id)) {
@@ -124,7 +107,10 @@ pub(super) fn check(p: &Policy, seen: &Observed) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::rule::{Rule, RuleSpec};
+    use crate::filter::{
+        handling::{Fragments, Malformed},
+        rule::{Rule, RuleSpec, Verdict},
+    };
 
     fn policy(rules: &[&str]) -> Policy {
         let rules: Vec<Rule> = rules
@@ -159,17 +145,7 @@ mod tests {
     fn live(p: &Policy) -> Observed {
         Observed {
             missing: vec![],
-            config: Some(PolicyConfig {
-                generation: p.generation,
-                capacity: p.cells,
-                default_drop: 0,
-                policy_id: p.id,
-                log_rate: 100,
-                log_burst: 200,
-                rule_slots: p.rule_slots(),
-                fragments_drop: 0,
-                malformed_default: 0,
-            }),
+            config: Some(config_of(p, p.generation)),
             live: Some(
                 compile_with_slots(&p.rules, |r| p.slot_of(r.id))
                     .expect("compiles")

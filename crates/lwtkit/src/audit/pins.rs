@@ -16,9 +16,17 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use lwtkit_common::pins;
+
 use super::Finding;
 use crate::{
-    encap::decap::DecapRecord, filter::store::Policy, ns::Record, seg6local::SidRecord,
+    encap::decap::DecapRecord,
+    filter::store::Policy,
+    ns::{
+        pins::{classify, Parent, PinEntry},
+        Record,
+    },
+    seg6local::SidRecord,
     state::RouteRecord,
 };
 
@@ -82,50 +90,57 @@ fn orphan(path: &Path, why: &str) -> Finding {
     Finding::new("orphan-pins", format!("{} {why}", path.display()))
 }
 
+/// The entries of a feature's directory `dir` that are staging, or pins of
+/// no record in `known`.
+fn records(dir: &Path, parent: Parent, known: &BTreeSet<String>, why: &str) -> Vec<Finding> {
+    entries(dir)
+        .into_iter()
+        .filter_map(|(n, p)| match classify(parent, &n) {
+            PinEntry::Staging => Some(staging(&p)),
+            PinEntry::Owned if !known.contains(&n) => Some(orphan(&p, why)),
+            PinEntry::Owned | PinEntry::Shared => None,
+        })
+        .collect()
+}
+
 /// Everything under `root` (the namespace's pin directory) that no record
-/// accounts for.
+/// accounts for, each entry read as the namespace's sweep reads it
+/// ([`classify`]).
 pub(super) fn stray(root: &Path, e: &Expected) -> Vec<Finding> {
     let mut out = Vec::new();
     for (name, path) in entries(root) {
         match name.as_str() {
-            "events" => {}
-            "encap" => out.extend(
+            pins::EVENTS => {}
+            pins::encap::DIR => out.extend(
                 entries(&path)
                     .into_iter()
-                    .filter(|(n, _)| n != "tunnels" && n != "stats")
+                    .filter(|(n, _)| n != pins::encap::TUNNELS && n != pins::encap::STATS)
                     .map(|(_, p)| orphan(&p, "is not one of the tunnel maps")),
             ),
-            "filters" => out.extend(
-                entries(&path)
-                    .into_iter()
-                    .filter(|(n, _)| !e.policies.contains(n))
-                    .map(|(_, p)| orphan(&p, "has no policy record")),
-            ),
-            "decap" => {
-                for (n, p) in entries(&path) {
-                    if n.ends_with(":next") {
-                        out.push(staging(&p));
-                    } else if !e.decaps.contains(&n) {
-                        out.push(orphan(&p, "has no decapsulator record"));
-                    }
-                }
-            }
-            "seg6local" => {
-                for (n, p) in entries(&path) {
-                    if n.ends_with("_next") {
-                        out.push(staging(&p));
-                    } else if !e.sids.contains(&n) {
-                        out.push(orphan(&p, "has no SID record"));
-                    }
-                }
-            }
-            // A route key ends in the prefix length: never in `_next`.
-            _ if name.ends_with("_next") || name.ends_with(":next") => out.push(staging(&path)),
-            _ => match e.routes.get(&name) {
-                None => out.push(orphan(&path, "has no record")),
-                Some(hooks) => {
+            pins::filter::DIR => out.extend(records(
+                &path,
+                Parent::Filters,
+                &e.policies,
+                "has no policy record",
+            )),
+            pins::decap::DIR => out.extend(records(
+                &path,
+                Parent::Decap,
+                &e.decaps,
+                "has no decapsulator record",
+            )),
+            pins::SEG6LOCAL => out.extend(records(
+                &path,
+                Parent::Seg6local,
+                &e.sids,
+                "has no SID record",
+            )),
+            _ => match (classify(Parent::Root, &name), e.routes.get(&name)) {
+                (PinEntry::Staging, _) => out.push(staging(&path)),
+                (_, None) => out.push(orphan(&path, "has no record")),
+                (_, Some(hooks)) => {
                     for (n, p) in entries(&path) {
-                        if n.ends_with("_next") {
+                        if classify(Parent::Route, &n) == PinEntry::Staging {
                             out.push(staging(&p));
                         } else if !hooks.contains(&n) {
                             out.push(orphan(&p, "is a hook the route's record does not have"));
@@ -153,6 +168,8 @@ mod tests {
             "254_10_0_0_8_32/out",
             "254_10_0_0_7_32_next",
             "filters/web",
+            "filters/web:next",
+            "filters/x_next",
             "filters/old",
             "encap",
             "decap/vb",
@@ -169,7 +186,7 @@ mod tests {
         }
         let expected = Expected {
             routes: [("254_10_0_0_9_32".to_string(), ["out".to_string()].into())].into(),
-            policies: ["web".to_string()].into(),
+            policies: ["web".to_string(), "x_next".to_string()].into(),
             decaps: ["vb".to_string()].into(),
             sids: ["254_fc00__b_128".to_string()].into(),
         };
@@ -196,6 +213,8 @@ mod tests {
             ("orphan-pins", "decap/vc"),
             ("orphan-pins", "encap/old"),
             ("orphan-pins", "filters/old"),
+            // A policy mid-growth: its staged maps are staging, not orphans.
+            ("staging", "filters/web:next"),
             ("staging", "seg6local/254_fc00__b_128_next"),
             ("orphan-pins", "seg6local/254_fc00__c_128"),
         ];

@@ -154,7 +154,8 @@ pub struct Segments {
 impl Segments {
     /// The sizes for a route MTU, inner family and header length.
     pub fn new(route_mtu: u32, inner_v6: bool, header_len: usize) -> Self {
-        let mss = route_mtu.saturating_sub(if inner_v6 { 60 } else { 40 });
+        // The MSS lwtkit advertises on the route (`attach::lower_mtu`).
+        let mss = attach::tcp_mss(route_mtu, inner_v6);
         Segments {
             route_mtu,
             mss,
@@ -176,6 +177,19 @@ pub fn segments(rtnl: &mut Rtnl, dst: &IpNet, table: u32, header_len: usize) -> 
         _ => None,
     })?;
     Some(Segments::new(mtu, dst.addr().is_ipv6(), header_len))
+}
+
+/// What TCP through the tunnel of `dst` in `table` gets now, and its
+/// header length: the sizes from its route's MTU and its record's header.
+/// `None` when there is no such tunnel or its route has no MTU metric.
+/// Reads that one record and that one route, for `lwt encap add` to print.
+pub fn tunnel_segments(dst: &IpNet, table: u32) -> Result<Option<(Segments, usize)>> {
+    let record: Option<TunnelRecord> =
+        Namespace::open_readonly()?.get(&RouteRecord::key(dst, table))?;
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    Ok(segments(&mut Rtnl::open()?, dst, table, record.header_len).map(|s| (s, record.header_len)))
 }
 
 impl crate::ns::Record for TunnelRecord {
@@ -694,6 +708,32 @@ fn read_stats(map: &MapHandle, slot: u32) -> EncapStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segment_sizes_follow_the_route_mtu_and_the_header() {
+        // VXLAN over IPv4 (50 bytes) on a 1500-byte device: lwtkit lowers
+        // the route MTU to 1450, and GSO segments lose the header again.
+        let s = Segments::new(1450, false, 50);
+        assert_eq!((s.route_mtu, s.mss, s.gso_segment), (1450, 1410, 1360));
+        // IPv6 inside: 40 + 20 bytes of headers.
+        let s = Segments::new(1430, true, 70);
+        assert_eq!((s.mss, s.gso_segment), (1370, 1300));
+        // Nothing below zero on absurd inputs.
+        assert_eq!(Segments::new(30, false, 50).gso_segment, 0);
+        // The MSS printed is the one lwtkit puts on the route.
+        let mut route = netlink_packet_route::route::RouteMessage::default();
+        attach::lower_mtu(&mut route, 1500, 50, false);
+        let advmss = route.attributes.iter().find_map(|a| match a {
+            netlink_packet_route::route::RouteAttribute::Metrics(m) => {
+                m.iter().find_map(|m| match m {
+                    netlink_packet_route::route::RouteMetric::Advmss(v) => Some(*v),
+                    _ => None,
+                })
+            }
+            _ => None,
+        });
+        assert_eq!(advmss, Some(Segments::new(1450, false, 50).mss));
+    }
 
     #[test]
     fn trie_keys_start_with_the_table_and_count_its_bits() {

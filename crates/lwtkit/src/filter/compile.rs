@@ -101,13 +101,7 @@ pub fn compile_with_slots(
     }
     // The rule-id table, by counter slot: read only to log an event.
     let top = flats.iter().map(|f| f.rec.slot).max().unwrap_or(0) as usize;
-    if b.cells.len() + top / 8 + 1 > b.budget {
-        return Err(CompileError::TooComplex {
-            cells: b.budget,
-            rules: flats.len(),
-        });
-    }
-    let ids = b.alloc(top / 8 + 1);
+    let ids = b.claim(top / 8 + 1, flats.len())?;
     for f in &flats {
         let s = f.rec.slot as usize;
         b.cells[ids as usize + s / 8].w[s % 8] = f.id;
@@ -361,6 +355,17 @@ impl Builder {
         at
     }
 
+    /// [`Builder::alloc`] within the budget a rule set of `rules` rules has.
+    fn claim(&mut self, n: usize, rules: usize) -> Result<u32, CompileError> {
+        if self.cells.len() + n > self.budget {
+            return Err(CompileError::TooComplex {
+                cells: self.budget,
+                rules,
+            });
+        }
+        Ok(self.alloc(n))
+    }
+
     /// Builds the subtree for `members` (indices into `flats`, in priority
     /// order) over `region` into the pre-allocated cell `at`.
     fn build(
@@ -385,13 +390,7 @@ impl Builder {
         let width = 64 - u64::from(hi - lo).leading_zeros(); // log2 of the region size
         let shift = width - bits;
         let children = 1usize << bits;
-        if self.cells.len() + children > self.budget {
-            return Err(CompileError::TooComplex {
-                cells: self.budget,
-                rules: flats.len(),
-            });
-        }
-        let first = self.alloc(children);
+        let first = self.claim(children, flats.len())?;
         self.cells[at as usize].w[0] = node::INTERNAL | (d as u32) << 8 | shift << 16 | bits << 24;
         self.cells[at as usize].w[1] = first.wrapping_sub(child_index_base(lo, shift, bits));
         let step = 1u64 << shift;
@@ -431,19 +430,13 @@ impl Builder {
         }
         self.max_leaf = self.max_leaf.max(members.len());
         let stride = self.stride;
+        let key = (stride, members.to_vec());
         let records = if members.is_empty() {
             0
-        } else if let Some(&at) = self.leaves.get(&(stride, members.to_vec())) {
+        } else if let Some(&at) = self.leaves.get(&key) {
             at
         } else {
-            let n = members.len() * stride as usize;
-            if self.cells.len() + n > self.budget {
-                return Err(CompileError::TooComplex {
-                    cells: self.budget,
-                    rules: flats.len(),
-                });
-            }
-            let first = self.alloc(n);
+            let first = self.claim(members.len() * stride as usize, flats.len())?;
             for (i, &k) in members.iter().enumerate() {
                 let c = first as usize + i * stride as usize;
                 self.cells[c] = as_cell(&flats[k].rec);
@@ -451,7 +444,7 @@ impl Builder {
                     self.cells[c + 1] = as_cell(&flats[k].v6);
                 }
             }
-            self.leaves.insert((stride, members.to_vec()), first);
+            self.leaves.insert(key, first);
             first
         };
         let n = &mut self.cells[at as usize];

@@ -1498,7 +1498,7 @@ pub fn live_settings(config: &Path) -> Result<LiveConfig> {
 }
 
 /// The config map's value for policy `p` with live generation `generation`.
-fn config_of(p: &Policy, generation: u32) -> PolicyConfig {
+pub(crate) fn config_of(p: &Policy, generation: u32) -> PolicyConfig {
     PolicyConfig {
         generation,
         capacity: p.cells,

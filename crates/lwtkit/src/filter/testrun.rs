@@ -4,7 +4,7 @@
 //! involved; the filter never pushes an encapsulation, so test-running it is
 //! safe on every hook.
 use std::{
-    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, FromRawFd, OwnedFd},
     time::Duration,
 };
 
@@ -188,19 +188,7 @@ impl Harness {
             .progs()
             .find(|p| p.name().to_string_lossy() == self.entry)
             .ok_or_else(|| err("program", "missing"))?;
-        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-        let mut len = size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
-        // SAFETY: `info` is a bpf_prog_info of `len` bytes, written by the kernel.
-        let rc = unsafe {
-            libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
-                prog.as_fd().as_raw_fd(),
-                &mut info,
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(err("prog info", std::io::Error::last_os_error()));
-        }
+        let info = crate::prog_info::info(prog.as_fd()).map_err(|e| err("prog info", e))?;
         Ok((info.run_time_ns, info.run_cnt))
     }
 

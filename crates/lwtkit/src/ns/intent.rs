@@ -73,9 +73,14 @@ pub enum Step {
     },
     /// Delete a map entry.
     MapDelete { pin: PathBuf, key: String },
-    /// Delete a route lwtkit added (hex of its RTM_NEWROUTE payload), if it
-    /// is still there.
-    DeleteRoute { route: String },
+    /// Delete a route lwtkit added (hex of its RTM_NEWROUTE payload: prefix,
+    /// table, device and metric), if it is still there and still carries
+    /// exactly `marks` ([`kernel::delete_if_ours`]).
+    DeleteRoute {
+        route: String,
+        #[serde(default)]
+        marks: Marks,
+    },
     /// Zero per-CPU counter entries: `(first, count)` ranges.
     ZeroCounters {
         pin: PathBuf,
@@ -198,15 +203,28 @@ pub fn apply(steps: &[Step]) -> Result<()> {
                     let _ = map.delete(&unhex(key));
                 }
             }
-            Step::DeleteRoute { route } => {
-                let Some(route) = crate::route::ops::from_hex(route) else {
+            Step::DeleteRoute { route, marks } => {
+                use crate::route::ops;
+                let Some(route) = ops::from_hex(route) else {
                     continue;
                 };
+                let Some(dst) = ops::dst_of(&route) else {
+                    continue;
+                };
+                let key = RouteKey {
+                    dst,
+                    table: ops::table_of(&route),
+                };
                 let mut rtnl = crate::route::netlink::Rtnl::open()?;
-                if let Err(e) = crate::route::ops::delete(&mut rtnl, &route) {
-                    if e.errno() != Some(libc::ESRCH) {
-                        return Err(e.into());
-                    }
+                let found = kernel::delete_if_ours(
+                    &mut rtnl,
+                    &key,
+                    ops::oif_of(&route),
+                    ops::metric_of(&route),
+                    marks,
+                )?;
+                if let kernel::Deleted::NotOurs(other) = found {
+                    tracing::warn!(route = %key, ?other, "left a route lwtkit did not make");
                 }
             }
             Step::ZeroCounters { pin, ranges } => {

@@ -22,6 +22,7 @@ mod error;
 pub mod gc;
 pub mod intent;
 pub mod lock;
+pub mod pins;
 pub mod store;
 pub mod watch;
 
@@ -47,15 +48,12 @@ pub const PIN_DIR: &str = lwtkit_common::pins::ROOT;
 
 /// Which records own which pin directories: a record `<kind>/KEY.json`
 /// owns the pins `<sub>/KEY/` (routes own directories at the top).
-const OWNED_PINS: [(&str, &str); 4] = [
-    ("routes", ""),
-    ("seg6local", "seg6local"),
-    ("decap", "decap"),
-    ("filters", "filters"),
+const OWNED_PINS: [(&str, &str, pins::Parent); 4] = [
+    ("routes", "", pins::Parent::Root),
+    ("seg6local", "seg6local", pins::Parent::Seg6local),
+    ("decap", "decap", pins::Parent::Decap),
+    ("filters", "filters", pins::Parent::Filters),
 ];
-
-/// Pins at the top that belong to the namespace, not to one record.
-const SHARED_PINS: [&str; 5] = ["seg6local", "decap", "filters", "encap", "events"];
 
 /// The current network namespace, as lwtkit keeps it.
 pub struct Namespace {
@@ -279,28 +277,30 @@ impl Txn<'_> {
     /// removed by hand. Removing a leftover tcx link pin detaches that
     /// decapsulator, which no record would let anyone remove otherwise.
     fn sweep(&self) {
-        for (kind, sub) in OWNED_PINS {
-            let pins = self.pins.join(sub);
-            let Ok(entries) = std::fs::read_dir(&pins) else {
+        for (kind, sub, parent) in OWNED_PINS {
+            let Ok(entries) = std::fs::read_dir(self.pins.join(sub)) else {
                 continue;
             };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if sub.is_empty() && (SHARED_PINS.contains(&name.as_str()) || !e.path().is_dir()) {
+                if parent == pins::Parent::Root && !e.path().is_dir() {
                     continue;
                 }
-                // Route and SID keys end in a prefix length, so `_next` marks their
-                // staging; a policy may be named `x_next`, its staging is `x:next`.
-                let staged =
-                    name.ends_with(":next") || (kind != "filters" && name.ends_with("_next"));
-                let recorded = self.dir.join(kind).join(format!("{name}.json")).exists();
-                if staged || !recorded {
+                let leftover = match pins::classify(parent, &name) {
+                    pins::PinEntry::Shared => continue,
+                    pins::PinEntry::Staging => true,
+                    pins::PinEntry::Owned => {
+                        !self.dir.join(kind).join(format!("{name}.json")).exists()
+                    }
+                };
+                if leftover {
                     tracing::info!(pins = %e.path().display(), "removing pins no record names");
                     let _ = store::remove_tree(&e.path());
-                } else if let Ok(inner) = std::fs::read_dir(e.path()) {
+                } else if parent == pins::Parent::Root {
                     // A route's hooks stage as `<hook>_next` beside `<hook>`.
-                    for i in inner.flatten() {
-                        if i.file_name().to_string_lossy().ends_with("_next") {
+                    for i in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                        let hook = i.file_name().to_string_lossy().into_owned();
+                        if pins::classify(pins::Parent::Route, &hook) == pins::PinEntry::Staging {
                             let _ = store::remove_tree(&i.path());
                         }
                     }

@@ -17,7 +17,7 @@ use super::{intent, Record, Step, Txn};
 use crate::{
     error::Result,
     route::{
-        kernel::{marks, Marks, RouteTable},
+        kernel::{delete_if_ours, Deleted, Marks},
         link,
         netlink::Rtnl,
         ops::RouteKey,
@@ -61,25 +61,32 @@ pub fn reap(txn: &Txn, rtnl: &mut Rtnl) -> Result<Vec<String>> {
             dst: w.dst,
             table: w.table,
         };
-        if let Some(route) = rtnl.lookup(&key)? {
-            let metric = route.attributes.iter().find_map(|a| match a {
-                netlink_packet_route::route::RouteAttribute::Priority(p) => Some(*p),
-                _ => None,
-            });
-            if marks(&route) == w.marks && metric == Some(w.metric) {
-                if let Err(e) = rtnl.delete(&route) {
-                    if e.errno() != Some(libc::ESRCH) {
-                        return Err(e.into());
-                    }
-                }
-            }
-        }
+        // Exactly lwtkit's route: its metric, its device, its programs. A
+        // kernel route of metric 0 for the same address (on another device)
+        // would win a plain lookup and hide it.
+        let found = delete_if_ours(rtnl, &key, Some(w.ifindex), w.metric, &w.marks)?;
         intent::apply(&w.forget)?;
         txn.remove::<Watch>(&w.key())?;
-        let what = format!(
-            "address {} is gone from its device, so lwtkit removed its local route {key} (the kernel removes only the local routes it made)",
-            w.addr
-        );
+        let what = match found {
+            Deleted::Ours => format!(
+                "address {} is gone from its device, so lwtkit removed its local route {key} (the kernel removes only the local routes it made)",
+                w.addr
+            ),
+            Deleted::Gone => format!(
+                "address {} is gone from its device and so is lwtkit's local route {key}; lwtkit dropped its records",
+                w.addr
+            ),
+            Deleted::NotOurs(other) => format!(
+                "address {} is gone from its device; the local route {key} of metric {} carries {} now, not lwtkit's programs, so lwtkit left it and dropped its records",
+                w.addr,
+                w.metric,
+                if other.is_empty() {
+                    "no program".to_string()
+                } else {
+                    other.into_values().collect::<Vec<_>>().join(", ")
+                }
+            ),
+        };
         tracing::warn!("{what}");
         done.push(what);
     }

@@ -22,7 +22,7 @@ use netlink_packet_route::{
 
 use super::{
     netlink::{NetlinkError, Rtnl},
-    ops::{dst_of, family, set_table, table_of, RouteKey},
+    ops::{dst_of, family, metric_of, set_table, table_of, RouteKey},
     table::{RT_TABLE_LOCAL, RT_TABLE_MAIN},
 };
 
@@ -46,29 +46,36 @@ pub fn find(rtnl: &mut Rtnl, key: &RouteKey) -> Result<Option<RouteMessage>, Net
     Ok(pick(table_routes(rtnl, family(&key.dst), key.table)?, key))
 }
 
+/// Every route of `key`'s table and prefix, whatever its metric (`ip
+/// route show table T exact DST`), lowest metric first.
+pub fn find_all(rtnl: &mut Rtnl, key: &RouteKey) -> Result<Vec<RouteMessage>, NetlinkError> {
+    let routes = match table_routes(rtnl, family(&key.dst), key.table) {
+        Err(e) if e.errno() == Some(libc::ENOPROTOOPT) => dump_family(rtnl, family(&key.dst))?,
+        other => other?,
+    };
+    Ok(all_of(routes, key))
+}
+
 /// The route `key` names among `routes`, as [`find`] defines it.
 pub fn pick(
     routes: impl IntoIterator<Item = RouteMessage>,
     key: &RouteKey,
 ) -> Option<RouteMessage> {
+    all_of(routes, key).into_iter().next()
+}
+
+/// The routes of `key` among `routes`, lowest metric first: exactly that
+/// table and prefix, broadcast and multicast routes and cached clones
+/// ignored.
+fn all_of(routes: impl IntoIterator<Item = RouteMessage>, key: &RouteKey) -> Vec<RouteMessage> {
     let mut found: Vec<RouteMessage> = routes
         .into_iter()
         .filter(|r| table_of(r) == key.table && dst_of(r) == Some(key.dst))
         .filter(|r| !matches!(r.header.kind, RouteType::Broadcast | RouteType::Multicast))
         .filter(|r| !r.header.flags.contains(RouteFlags::Cloned))
         .collect();
-    found.sort_by_key(priority);
-    found.into_iter().next()
-}
-
-fn priority(r: &RouteMessage) -> u32 {
-    r.attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Priority(p) => Some(*p),
-            _ => None,
-        })
-        .unwrap_or(0)
+    found.sort_by_key(metric_of);
+    found
 }
 
 /// Every route of `table` in one family, filtered by the kernel (`ip route

@@ -51,7 +51,7 @@ fn pick_takes_exact_table_and_prefix_lowest_metric_first() {
     ];
     let got = pick(routes, &key("fd00::3/128", 254)).expect("found");
     assert_eq!(table_of(&got), 254);
-    assert_eq!(priority(&got), 512);
+    assert_eq!(crate::route::ops::metric_of(&got), 512);
     assert_eq!(pick(Vec::new(), &key("fd00::3/128", 254)), None);
 }
 

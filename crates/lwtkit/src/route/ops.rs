@@ -100,6 +100,19 @@ pub fn oif_of(route: &RouteMessage) -> Option<u32> {
     })
 }
 
+/// The route's metric (RTA_PRIORITY); 0 when absent, as the kernel leaves
+/// it out of IPv4 routes of metric 0.
+pub fn metric_of(route: &RouteMessage) -> u32 {
+    route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Priority(p) => Some(*p),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 /// What a new route looks like when lwtkit creates it.
 pub struct NewRoute {
     pub key: RouteKey,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     codec::{BpfProgAttr, LwtBpf},
-    kernel::{marks, Marks, RouteTable},
+    kernel::{marks, split_program_name, Marks, RouteTable},
     netlink::Rtnl,
     ops::{self, RouteKey},
 };
@@ -104,13 +104,10 @@ pub fn swap_hooks(
 
 /// An fd of the program a route name ends with (`...#<id>`).
 fn fd_of_named(name: &str) -> Result<OwnedFd> {
-    let id: u32 = name
-        .rsplit_once('#')
-        .and_then(|(_, id)| id.parse().ok())
-        .ok_or_else(|| StateError::Io {
-            path: PathBuf::from(name),
-            reason: "the route's program name carries no program id".into(),
-        })?;
+    let id = split_program_name(name).1.ok_or_else(|| StateError::Io {
+        path: PathBuf::from(name),
+        reason: "the route's program name carries no program id".into(),
+    })?;
     // SAFETY: bpf_prog_get_fd_by_id takes a plain id and returns a new fd
     // (or a negative errno), which is owned here.
     let fd = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_fd_by_id(id) };

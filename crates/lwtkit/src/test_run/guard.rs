@@ -4,9 +4,7 @@
 //! (`skb_dst(skb)->dev`: `bpf_lwt_push_ip_encap` on xmit,
 //! `seg6_do_srh_encap` for the SEG6 modes on in), and a test-run skb has
 //! no route: a NULL dereference in the kernel (see docs/kernel.md).
-use std::os::fd::{AsRawFd, BorrowedFd};
-
-use libbpf_rs::libbpf_sys;
+use std::os::fd::BorrowedFd;
 
 use super::TestRunError;
 
@@ -85,21 +83,14 @@ fn kallsyms(names: &[&str]) -> Symbols {
         base: None,
         helpers: Vec::new(),
     };
-    let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
+    let Some(text) = crate::kallsyms::read() else {
         return syms;
     };
-    for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(addr), Some(_), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let Ok(addr) = u64::from_str_radix(addr, 16) else {
-            continue;
-        };
-        if name == "__bpf_call_base" {
-            syms.base = Some(addr);
-        } else if names.contains(&name) {
-            syms.helpers.push(addr);
+    for s in crate::kallsyms::parse(&text) {
+        if s.name == "__bpf_call_base" {
+            syms.base = Some(s.addr);
+        } else if names.contains(&s.name) {
+            syms.helpers.push(s.addr);
         }
     }
     syms
@@ -107,34 +98,14 @@ fn kallsyms(names: &[&str]) -> Symbols {
 
 /// The program's instructions as the verifier left them.
 fn xlated(fd: BorrowedFd<'_>) -> Result<Vec<u8>, TestRunError> {
-    let info_err = |e: std::io::Error| TestRunError::ProgramInfo(e.to_string());
-    // SAFETY: bpf_prog_info is plain data; zero is a valid value.
-    let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-    let mut len = size_of::<libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: info and len are valid for the call.
-    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
-    if rc != 0 {
-        return Err(info_err(std::io::Error::from_raw_os_error(-rc)));
-    }
-    let size = info.xlated_prog_len as usize;
-    if size == 0 {
+    let insns =
+        crate::prog_info::xlated(fd).map_err(|e| TestRunError::ProgramInfo(e.to_string()))?;
+    if insns.is_empty() {
         return Err(TestRunError::ProgramInfo(
             "the kernel does not show this program's instructions".into(),
         ));
     }
-    let mut buf = vec![0u8; size];
-    // SAFETY: as above; the kernel writes at most `size` bytes into buf.
-    let mut info2: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-    info2.xlated_prog_len = size as u32;
-    info2.xlated_prog_insns = buf.as_mut_ptr() as u64;
-    let mut len = size_of::<libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: info2 points at buf, which outlives the call.
-    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info2, &mut len) };
-    if rc != 0 {
-        return Err(info_err(std::io::Error::from_raw_os_error(-rc)));
-    }
-    buf.truncate(info2.xlated_prog_len as usize);
-    Ok(buf)
+    Ok(insns)
 }
 
 #[cfg(test)]

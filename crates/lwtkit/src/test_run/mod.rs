@@ -137,10 +137,9 @@ pub fn run(req: &TestRequest) -> Result<Vec<PacketOutcome>> {
     };
     let loaded = loader::load(&source, hook)?;
     // The name without the `#<id>` the loader adds for routes.
-    let program = match loaded.route_name.rsplit_once('#') {
-        Some((name, _)) => name.to_string(),
-        None => loaded.route_name.clone(),
-    };
+    let program = crate::route::kernel::split_program_name(&loaded.route_name)
+        .0
+        .to_string();
     // lwt_out has no bpf_lwt_push_encap (the verifier refuses the call).
     let finding = match hook {
         Hook::Out => guard::Finding::Safe,

@@ -38,8 +38,8 @@ pub fn from_spec(spec: &str) -> Result<Vec<u8>, TestRunError> {
         other => return Err(bad(&format!("unknown protocol `{other}` (tcp, udp, icmp)"))),
     };
     let ported = proto != ICMP;
-    let (src, sport) = endpoint(src, ported).map_err(|e| bad(&e))?;
-    let (dst, dport) = endpoint(dst, ported).map_err(|e| bad(&e))?;
+    let (src, sport) = endpoint(src, "source", ported).map_err(|e| bad(&e))?;
+    let (dst, dport) = endpoint(dst, "destination", ported).map_err(|e| bad(&e))?;
     if src.is_ipv4() != dst.is_ipv4() {
         return Err(bad("source and destination are of different families"));
     }
@@ -129,18 +129,30 @@ pub fn from_spec(spec: &str) -> Result<Vec<u8>, TestRunError> {
     Ok(p)
 }
 
-fn endpoint(s: &str, ported: bool) -> Result<(IpAddr, u16), String> {
-    if !ported {
-        let a = s.trim_start_matches('[').trim_end_matches(']');
-        return a
+/// `ADDR:PORT` (IPv6: `[ADDR]:PORT`), or a bare address when the protocol
+/// has no ports; `role` (source, destination) names the side in errors.
+fn endpoint(s: &str, role: &str, ported: bool) -> Result<(IpAddr, u16), String> {
+    let addr = |a: &str| -> Result<IpAddr, String> {
+        a.trim_start_matches('[')
+            .trim_end_matches(']')
             .parse()
-            .map(|ip| (ip, 0))
-            .map_err(|_| format!("`{s}` is not an address"));
+            .map_err(|_| format!("{role} `{a}` is not an address"))
+    };
+    if !ported {
+        return Ok((addr(s)?, 0));
     }
-    let sock: std::net::SocketAddr = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not ADDR:PORT (IPv6: [ADDR]:PORT)"))?;
-    Ok((sock.ip(), sock.port()))
+    let form = || format!("{role} `{s}` is not ADDR:PORT (IPv6: [ADDR]:PORT)");
+    let (a, port) = s.rsplit_once(':').ok_or_else(form)?;
+    // A bare IPv6 address has colons of its own: it needs the brackets.
+    if a.contains(':') && !(a.starts_with('[') && a.ends_with(']')) {
+        return Err(form());
+    }
+    let port = match port.parse::<u32>() {
+        Ok(p) => u16::try_from(p)
+            .map_err(|_| format!("{role} port `{port}` is out of range (0-65535)"))?,
+        Err(_) => return Err(format!("{role} port `{port}` is not a number (0-65535)")),
+    };
+    Ok((addr(a)?, port))
 }
 
 /// `S`, `SA`, `FA`, `R`, `PA`: tcpdump's letters (`.` is ACK too).
@@ -519,6 +531,16 @@ mod tests {
             ("tcp 10.0.0.2:1 > 10.0.0.3:2 flags SZ", "unknown TCP flag"),
             ("udp 10.0.0.2:1 > 10.0.0.3:2 len 10", "shorter"),
             ("udp 10.0.0.2:1 > 10.0.0.3:2 color red", "unknown key"),
+            (
+                "udp 10.0.0.2:1 > 10.0.0.3:99999",
+                "destination port `99999` is out of range (0-65535)",
+            ),
+            (
+                "tcp 10.0.0.2:http > 10.0.0.3:80",
+                "source port `http` is not a number",
+            ),
+            ("udp fd00::2:1 > [fd00::3]:2", "[ADDR]:PORT"),
+            ("udp [fd00::zz]:1 > [fd00::3]:2", "source `[fd00::zz]`"),
         ] {
             let e = from_spec(spec).expect_err(spec).to_string();
             assert!(e.contains(want), "{spec}: {e}");

@@ -41,6 +41,7 @@ use crate::{
     loader::{last_line, LibbpfLog},
     route::{
         encap::{self, Encap},
+        kernel::split_program_name,
         netlink::Rtnl,
         ops,
     },
@@ -149,7 +150,7 @@ pub fn targets(req: &TraceRequest) -> Result<Vec<Target>> {
             if req.hook.is_some_and(|h| h != hook) {
                 continue;
             }
-            let id = info.id.or_else(|| id_in_name(&info.name));
+            let id = info.id.or_else(|| split_program_name(&info.name).1);
             out.push(Target {
                 hook,
                 name: info.name,
@@ -169,11 +170,6 @@ pub fn targets(req: &TraceRequest) -> Result<Vec<Target>> {
         .into());
     }
     Ok(out)
-}
-
-/// lwtkit names its programs `<name>#<id>` on the route.
-fn id_in_name(name: &str) -> Option<u32> {
-    name.rsplit_once('#')?.1.parse().ok()
 }
 
 /// The route name a tracepoint event carries (NUL-terminated, truncated).
@@ -267,32 +263,14 @@ struct Tracer {
 /// The BTF name of the program's main function (what fexit attaches to).
 fn func_name(fd: &OwnedFd, name: &str, id: u32) -> Result<String> {
     let info_err = |e: String| attach_err(name, "reading the program", e, "");
-    // SAFETY: plain data, zero is valid.
-    let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-    let mut len = size_of::<libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: valid fd and out pointers.
-    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
-    if rc != 0 {
-        return Err(info_err(std::io::Error::from_raw_os_error(-rc).to_string()).into());
-    }
-    if info.btf_id == 0 || info.nr_func_info == 0 {
+    let (info, funcs) =
+        crate::prog_info::func_info(fd.as_fd()).map_err(|e| info_err(e.to_string()))?;
+    if funcs.is_empty() {
         return Err(TraceError::NoProgramBtf {
             name: name.into(),
             id,
         }
         .into());
-    }
-    let mut funcs = vec![libbpf_sys::bpf_func_info::default(); info.nr_func_info as usize];
-    // SAFETY: as above.
-    let mut info2: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-    info2.nr_func_info = funcs.len() as u32;
-    info2.func_info_rec_size = size_of::<libbpf_sys::bpf_func_info>() as u32;
-    info2.func_info = funcs.as_mut_ptr() as u64;
-    let mut len = size_of::<libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: func_info points at `funcs`, which outlives the call.
-    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info2, &mut len) };
-    if rc != 0 {
-        return Err(info_err(std::io::Error::from_raw_os_error(-rc).to_string()).into());
     }
     // The entry is the function at instruction 0.
     let main = funcs
@@ -349,25 +327,18 @@ fn tracer(target: &Target, id: u32, base: &TraceConfig) -> Result<Tracer> {
 /// Empty when kernel addresses are hidden.
 fn ranges() -> [[u64; 3]; layout::RANGES] {
     let mut out = [[0u64; 3]; layout::RANGES];
-    let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
+    let Some(text) = crate::kallsyms::read() else {
         return out;
     };
     let mut addrs: Vec<u64> = Vec::new();
     let mut found: Vec<(u64, u64)> = Vec::new();
-    for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(a), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let Ok(a) = u64::from_str_radix(a, 16) else {
-            continue;
-        };
-        addrs.push(a);
+    for s in crate::kallsyms::parse(&text) {
+        addrs.push(s.addr);
         // lwt_bpf is built in: module symbols (`[module]`) are not it.
-        if a == 0 || !matches!(kind, "t" | "T") || parts.next().is_some() {
+        if s.addr == 0 || !matches!(s.kind, "t" | "T") || s.module.is_some() {
             continue;
         }
-        let base = name.split('.').next().unwrap_or(name);
+        let base = s.name.split('.').next().unwrap_or(s.name);
         let hook = match base {
             "run_lwt_bpf" => 0,
             "bpf_input" => 1,
@@ -375,7 +346,7 @@ fn ranges() -> [[u64; 3]; layout::RANGES] {
             "bpf_xmit" => 3,
             _ => continue,
         };
-        found.push((a, hook));
+        found.push((s.addr, hook));
     }
     addrs.sort_unstable();
     for (slot, (start, hook)) in out.iter_mut().zip(found) {
@@ -722,13 +693,6 @@ impl PcapSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lwtkit_names_carry_the_id_and_others_do_not() {
-        assert_eq!(id_in_name("drop.o:[lwt_out]#42"), Some(42));
-        assert_eq!(id_in_name("lwtkit-filter-web:[lwt_out]#7"), Some(7));
-        assert_eq!(id_in_name("drop.o:[lwt_out]"), None);
-    }
 
     #[test]
     fn truncated_discovered_names_match_their_route() {
