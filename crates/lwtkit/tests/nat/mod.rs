@@ -43,6 +43,33 @@ impl Prog {
             .unwrap_or_else(|| panic!("no map {name}"))
     }
 
+    /// Writes the case the program applies to every packet.
+    pub fn set_case(&self, case: &NatCase) {
+        // SAFETY: NatCase is repr(C) with explicit padding, all bytes initialised.
+        let value = unsafe {
+            std::slice::from_raw_parts((case as *const NatCase).cast::<u8>(), size_of::<NatCase>())
+        };
+        self.map(maps::nat_test::CASE)
+            .update(&0u32.to_ne_bytes(), value, MapFlags::ANY)
+            .expect("case written");
+    }
+
+    /// The outcome of the last packet the program saw.
+    pub fn last_outcome(&self) -> u32 {
+        let result = self
+            .map(maps::nat_test::RESULT)
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .expect("lookup")
+            .expect("one slot");
+        u32::from_ne_bytes(result[..4].try_into().expect("4 bytes"))
+    }
+
+    /// Pins the program at `path` (on bpffs), for iproute2 to attach.
+    pub fn pin(&self, path: &std::path::Path) {
+        let mut prog = self.object.progs_mut().next().expect("one program");
+        prog.pin(path).expect("pinned");
+    }
+
     /// Runs the program once on `l3` with `case`: the return code, the
     /// outcome it recorded and the packet as it left.
     pub fn run(&self, case: &NatCase, l3: &[u8]) -> (i32, u32, Vec<u8>) {
