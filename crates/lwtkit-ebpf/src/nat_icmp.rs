@@ -234,8 +234,8 @@ fn rewrite_l4(ctx: &SkBuffContext, f: &L4Fields, addr: (u64, u64, u64), icmp_csu
 fn is_error_v4(kind: u8) -> bool {
     // Destination unreachable (port unreachable, fragmentation needed, ...),
     // time exceeded, parameter problem. Not redirects: a redirect names a
-    // gateway on the far side of the NAT (Linux's NAT only passes them
-    // untranslated); not source quench (deprecated, RFC 6633).
+    // gateway on the far side of the NAT (Linux's NAT drops those about a
+    // NATed connection); not source quench (deprecated, RFC 6633).
     matches!(kind, 3 | 11 | 12)
 }
 
