@@ -10,12 +10,15 @@ use std::{
     process::Command,
 };
 
-/// Kernel program binaries of crates/lwtkit-ebpf, embedded by name.
+/// Kernel program binaries of crates/lwtkit-ebpf, exported by name as
+/// `LWTKIT_<NAME>_OBJ`: the library embeds the built-ins, lwtkit's tests
+/// the test-only `lwtkit-nat-test`.
 const PROGRAMS: &[&str] = &[
     "lwtkit-count",
     "lwtkit-decap",
     "lwtkit-encap",
     "lwtkit-filter",
+    "lwtkit-nat-test",
     "lwtkit-pass",
     "lwtkit-seg6",
     "lwtkit-trace",

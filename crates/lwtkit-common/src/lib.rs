@@ -8,6 +8,8 @@
 pub mod encap;
 pub mod filter;
 pub mod maps;
+pub mod nat_icmp;
+pub mod nptv6;
 pub mod pins;
 pub mod trace;
 

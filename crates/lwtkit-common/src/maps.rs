@@ -86,6 +86,17 @@ pub mod pass {
     pub const ALL: &[&str] = &[];
 }
 
+/// `lwtkit-nat-test` (`bin/nat_test.rs`): a test-only program, not a
+/// built-in, that applies `nat_icmp` and `nptv6` to test-run packets.
+pub mod nat_test {
+    /// The one [`crate::nat_icmp::NatCase`] to apply.
+    pub const CASE: &str = "NAT_CASE";
+    /// The [`crate::nat_icmp::outcome`] of the last run (a `u32`).
+    pub const RESULT: &str = "NAT_RESULT";
+    /// The maps the object's program uses.
+    pub const ALL: &[&str] = &[CASE, RESULT];
+}
+
 /// Program sections, which give libbpf the program type.
 pub mod sections {
     pub const LWT_IN: &str = "lwt_in";
@@ -131,6 +142,7 @@ mod tests {
             seg6::ALL,
             count::ALL,
             pass::ALL,
+            nat_test::ALL,
             &[encap::TABLE_SECTION],
         ];
         for name in all.iter().flat_map(|names| names.iter()) {

@@ -1,9 +1,12 @@
-//! Building blocks shared by lwtkit's kernel programs: the LWT entry macro
-//! and the per-attachment counters.
+//! Building blocks shared by lwtkit's kernel programs: the LWT entry macro,
+//! the per-attachment counters, packet parsing and matching, and the NAT
+//! pieces (ICMP errors, NPTv6).
 #![no_std]
 
 pub mod counters;
 pub mod matcher;
+pub mod nat_icmp;
+pub mod nptv6;
 pub mod parse;
 
 /// Defines an LWT program entry point in section `$section` (`lwt_in`,
