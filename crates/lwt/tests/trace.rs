@@ -203,3 +203,56 @@ fn trace_reports_only_the_route_and_counts_what_the_ring_could_not_hold() {
     assert_eq!(events.len() + lost, sent, "{stderr}");
     assert_eq!(before, p.a.ip(&["-d", "route", "show", "10.0.0.3/32"]));
 }
+
+#[test]
+fn trace_shows_the_passes_of_an_in_program_on_a_forwarding_route() {
+    require_root!();
+    let ch = common::Chain::new("trcf");
+    // Neighbours first: a datagram waiting in an ARP queue is not traced.
+    ch.c.ip(&[
+        "neigh",
+        "replace",
+        "10.1.0.1",
+        "lladdr",
+        "02:00:00:00:00:01",
+        "dev",
+        "vc",
+    ]);
+    assert!(ch.a_to_c("10.1.0.2:7000").is_some(), "baseline");
+    ch.b.lwt_ok(&[
+        "attach",
+        "10.1.0.2/32",
+        "--dev",
+        "vbc",
+        "--hook",
+        "in",
+        "--builtin",
+        "count",
+    ]);
+    let mut child =
+        ch.b.lwt_spawn(&["-j", "trace", "10.1.0.2/32", "--timeout", "5"]);
+    let ready = wait_ready(&mut child);
+    assert!(ready.contains("tracing in lwtkit-count"), "{ready}");
+    // Forwarded from A: passed B's in program. Sent by B itself: no in
+    // program ran, nothing to report.
+    for _ in 0..3 {
+        assert!(ch.a_to_c("10.1.0.2:7001").is_some(), "forwarded");
+    }
+    common::send_udp(&ch.b, "10.1.0.2:7002", 3, 8);
+    let out = child.wait_with_output().expect("lwt trace");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<serde_json::Value> = stdout.lines().map(json).collect();
+    // a_to_c picks a port of its own per datagram.
+    let forwarded: Vec<_> = events.iter().filter(|e| e["src"] == "10.0.0.2").collect();
+    assert_eq!(forwarded.len(), 3, "{stdout}");
+    for e in forwarded {
+        assert_eq!(e["hook"], "in", "{e}");
+        assert_eq!(e["verdict"], "BPF_OK", "{e}");
+        assert_eq!(e["src"], "10.0.0.2", "{e}");
+    }
+    assert!(
+        events.iter().all(|e| e["dport"] != 7002),
+        "B's own packets: {stdout}"
+    );
+}

@@ -66,6 +66,8 @@ pub struct TraceConfig {
     pub skb_head: u32,
     /// `sk_buff.network_header` (u16, from `head`).
     pub skb_network_header: u32,
+    /// `sk_buff.skb_iif` (int): the device a received packet arrived on.
+    pub skb_iif: u32,
     /// [start, end, hook) of kernel code (from /proc/kallsyms) where a
     /// `kfree_skb` is a drop by an LWT program: `run_lwt_bpf` (shared by
     /// the hooks when not inlined: hook 0, the route's first traced
@@ -104,7 +106,10 @@ pub struct TraceEvent {
     pub source: u32,
     /// The device the packet was queued on (source 1).
     pub ifindex: u32,
-    pub _pad: u32,
+    /// The device it arrived on, 0 when this host sent it (source 1): a
+    /// forwarded packet queued on the route's device also passed the
+    /// route's `in` program.
+    pub iif: u32,
     pub data: [u8; SNAPLEN],
     /// The route's name for the program (tracepoint events only).
     pub name: [u8; NAME_LEN],

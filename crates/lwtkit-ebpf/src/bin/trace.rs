@@ -4,9 +4,9 @@
 //!   the skb and the program's exact return code.
 //! - `trace_queued` (tp_btf/net_dev_queue) and `trace_dropped`
 //!   (tp_btf/kfree_skb): for any program, with or without BTF. A packet
-//!   queued on a device of this namespace is reported (user space keeps
-//!   those of the traced route: its destination and device) as having
-//!   passed the route's out/xmit programs; a packet the kernel frees from
+//!   queued on the traced route's device with a destination in its
+//!   prefix is reported as having passed the route's out/xmit programs
+//!   (and its in program when it was received, i.e. forwarded); a packet the kernel frees from
 //!   inside `bpf_input/bpf_output/bpf_xmit` (net/core/lwt_bpf.c) whose
 //!   route is in this namespace is reported as dropped by that hook's
 //!   program, with the program's id and the name the route carries.
@@ -89,6 +89,7 @@ fn emit(
     src: u32,
     slot: u64,
     ifindex: u32,
+    iif: u32,
 ) -> Option<()> {
     // From the IP header: on a device queue skb->data is at L2 already.
     let data: u64 = read(skb + u64::from(cfg.skb_data))?;
@@ -118,7 +119,7 @@ fn emit(
         (*ev).len = len;
         (*ev).source = src;
         (*ev).ifindex = ifindex;
-        (*ev)._pad = 0;
+        (*ev).iif = iif;
         (*ev).prog_id = cfg.prog_id;
         (*ev).name[0] = 0;
         if slot != 0 {
@@ -159,7 +160,7 @@ fn verdict(ctx: *const u64) -> Option<()> {
     if !in_netns(cfg, dst) {
         return None;
     }
-    emit(cfg, skb, cfg.hook, retval, source::FEXIT, 0, 0)
+    emit(cfg, skb, cfg.hook, retval, source::FEXIT, 0, 0, 0)
 }
 
 /// The route's `struct bpf_lwt` if the skb's route has a BPF encap and
@@ -193,7 +194,7 @@ pub fn trace_queued(ctx: *const u64) -> i32 {
 #[inline(always)]
 fn queued(ctx: *const u64) -> Option<()> {
     let cfg = TRACE_CONFIG.get(0)?;
-    if cfg.hooks & (1 << 2 | 1 << 3) == 0 {
+    if cfg.hooks & (1 << 1 | 1 << 2 | 1 << 3) == 0 {
         return None;
     }
     let skb = arg(ctx, 0)?;
@@ -206,7 +207,8 @@ fn queued(ctx: *const u64) -> Option<()> {
     if !cfg.oifs.contains(&ifindex) || !to_prefix(cfg, skb)? {
         return None;
     }
-    emit(cfg, skb, 0, 0, source::QUEUED, 0, ifindex)
+    let iif: u32 = read(skb + u64::from(cfg.skb_iif)).unwrap_or(0);
+    emit(cfg, skb, 0, 0, source::QUEUED, 0, ifindex, iif)
 }
 
 /// Whether the packet's destination lies in the traced prefix (so only
@@ -276,7 +278,7 @@ fn dropped(ctx: *const u64) -> Option<()> {
     if hook == 0 || hook > 3 || cfg.hooks & (1 << hook) == 0 {
         return None;
     }
-    emit(cfg, skb, hook, 2, source::FREED, slot(lwt, hook), 0)
+    emit(cfg, skb, hook, 2, source::FREED, slot(lwt, hook), 0, 0)
 }
 
 gpl_license!();

@@ -143,6 +143,7 @@ pub fn offsets() -> Result<TraceConfig, TraceError> {
         lwt_type: btf.offset("lwtunnel_state", &["type"])?,
         skb_dev: btf.offset("sk_buff", &["dev"])?,
         dev_ifindex: btf.offset("net_device", &["ifindex"])?,
+        skb_iif: btf.offset("sk_buff", &["skb_iif"])?,
         skb_head: btf.offset("sk_buff", &["head"])?,
         skb_network_header: btf.offset("sk_buff", &["network_header"])?,
         ..TraceConfig::default()

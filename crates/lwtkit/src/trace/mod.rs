@@ -398,6 +398,7 @@ struct Raw {
     name: String,
     source: u32,
     ifindex: u32,
+    iif: u32,
 }
 
 fn decode(raw: &[u8], mono_to_wall: f64) -> Option<Raw> {
@@ -433,6 +434,7 @@ fn decode(raw: &[u8], mono_to_wall: f64) -> Option<Raw> {
         name: event_name(&ev.name),
         source: ev.source,
         ifindex: ev.ifindex,
+        iif: ev.iif,
     })
 }
 
@@ -643,9 +645,11 @@ fn matches(
             .into_iter()
             .collect();
     }
+    // A received packet queued on the route's device was forwarded by it:
+    // it passed the route's in program too.
     targets
         .iter()
-        .filter(|t| matches!(t.hook, Hook::Out | Hook::Xmit))
+        .filter(|t| matches!(t.hook, Hook::Out | Hook::Xmit) || (t.hook == Hook::In && ev.iif != 0))
         .filter(|t| t.oif == Some(ev.ifindex) && !on_fexit(t))
         .map(|t| TraceRecord {
             hook: t.hook,
@@ -717,7 +721,7 @@ mod tests {
             caplen: p.len() as u32,
             source: source::FREED,
             ifindex: 0,
-            _pad: 0,
+            iif: 0,
             data: [0; layout::SNAPLEN],
             name: [0; layout::NAME_LEN],
         };
