@@ -4,6 +4,7 @@
 
 pub mod counters;
 pub mod matcher;
+pub mod nat;
 pub mod parse;
 
 /// Defines an LWT program entry point in section `$section` (`lwt_in`,

@@ -12,11 +12,11 @@ use ipnet::IpNet;
 use std::collections::HashMap;
 
 use lwtkit_common::filter::{
-    dim, node, rule_flags as rf, Cell, RuleRecord, V6Words, HEADER_IDS, MAX_DEPTH, MAX_LEAF,
-    MAX_TREES,
+    action_flags, action_kind, dim, node, rule_flags as rf, ActionRecord, Cell, RuleRecord,
+    V6Words, HEADER_ACTIONS, HEADER_ACTION_SLOTS, HEADER_IDS, MAX_DEPTH, MAX_LEAF, MAX_TREES,
 };
 
-use super::rule::{Rule, Verdict};
+use super::rule::{Action, Rule, Verdict};
 
 /// Leaves with at most this many rules are not cut further.
 const BINTH: usize = 8;
@@ -113,6 +113,27 @@ pub fn compile_with_slots(
         b.cells[ids as usize + s / 8].w[s % 8] = f.id;
     }
     b.cells[0].w[HEADER_IDS] = ids;
+    // The action table, by counter slot: read only after a match whose
+    // flags name an action.
+    let acted: Vec<(u32, &Action)> = sorted
+        .iter()
+        .filter_map(|r| r.spec.action.as_ref().map(|a| (slot_of(r), a)))
+        .collect();
+    if let Some(top) = acted.iter().map(|(s, _)| *s).max() {
+        let n = top as usize + 1;
+        if b.cells.len() + n > b.budget {
+            return Err(CompileError::TooComplex {
+                cells: b.budget,
+                rules: flats.len(),
+            });
+        }
+        let first = b.alloc(n);
+        for (slot, a) in acted {
+            b.cells[first as usize + slot as usize] = as_cell(&action_record(a));
+        }
+        b.cells[0].w[HEADER_ACTIONS] = first;
+        b.cells[0].w[HEADER_ACTION_SLOTS] = n as u32;
+    }
     b.cells[0].w[4] = b.cells.len() as u32;
     Ok(Compiled {
         cells: b.cells,
@@ -204,6 +225,46 @@ fn as_cell<T: Copy>(v: &T) -> Cell {
     c
 }
 
+/// The kernel's kind of an action (0 for allow and drop).
+pub fn action_kind_of(a: Option<&Action>) -> u8 {
+    match a {
+        None => action_kind::NONE,
+        Some(Action::Snat { .. }) => action_kind::SNAT,
+        Some(Action::Dnat { .. }) => action_kind::DNAT,
+        Some(Action::Mark { .. }) => action_kind::MARK,
+        Some(Action::Redirect { .. }) => action_kind::REDIRECT,
+    }
+}
+
+/// An action's parameters as the kernel reads them.
+pub fn action_record(a: &Action) -> ActionRecord {
+    let mut r = ActionRecord {
+        kind: action_kind_of(Some(a)),
+        ..ActionRecord::default()
+    };
+    match a {
+        Action::Snat { to } | Action::Dnat { to, .. } => {
+            r.addr = words_of(to);
+            r.plen = to.prefix_len();
+            if matches!(to, IpNet::V6(_)) {
+                r.flags |= action_flags::V6;
+            }
+            if let Action::Dnat { port: Some(p), .. } = a {
+                r.flags |= action_flags::PORT;
+                r.port = *p;
+            }
+        }
+        Action::Mark { mark, reroute } => {
+            r.value = *mark;
+            if *reroute {
+                r.flags |= action_flags::REROUTE;
+            }
+        }
+        Action::Redirect { ifindex, .. } => r.value = *ifindex,
+    }
+    r
+}
+
 /// A rule as one or more flat rules (ports without a protocol match TCP and UDP).
 fn flatten(r: &Rule, slot: u32) -> Vec<Flat> {
     let s = &r.spec;
@@ -226,7 +287,14 @@ fn flatten(r: &Rule, slot: u32) -> Vec<Flat> {
         ..RuleRecord::default()
     };
     let mut v6w = V6Words::default();
-    let family = s.src.or(s.dst).map(|n| matches!(n, IpNet::V6(_)));
+    flags |= u16::from(action_kind_of(s.action.as_ref())) << rf::ACTION_SHIFT;
+    // A rule that writes an address matches that family only, even
+    // without a prefix of its own.
+    let family = s.src.or(s.dst).map(|n| matches!(n, IpNet::V6(_))).or(s
+        .action
+        .as_ref()
+        .and_then(|a| a.family())
+        .map(|f| f == 6));
     if let Some(v6) = family {
         flags |= rf::HAS_FAMILY;
         if v6 {

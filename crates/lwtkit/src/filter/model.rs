@@ -21,9 +21,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lwtkit_common::filter::MAX_EXT_HEADERS;
 
+use ipnet::IpNet;
+
 use super::{
     handling::{Fragments, Handling, Malformed},
-    rule::{ip_proto, Rule, RuleSpec, Verdict},
+    rule::{ip_proto, Action, Rule, RuleSpec, Verdict},
 };
 
 /// IPv6 extension headers the parser walks over.
@@ -344,6 +346,97 @@ pub fn evaluate(rules: &[Rule], default: Verdict, pkt: &PacketKey) -> (Verdict, 
         .filter(|r| matches(&r.spec, pkt))
         .min_by_key(|r| (r.spec.priority, r.id))
         .map_or((default, None), |r| (r.spec.verdict, Some(r.id)))
+}
+
+/// What a rule's action makes of a packet: the fields it rewrites and
+/// where the packet goes (the reference for the kernel's `nat.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Effect {
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    /// The TCP/UDP destination port (`dnat ... port N`; never on a later
+    /// fragment, which carries no port).
+    pub dport: Option<u16>,
+    pub mark: Option<u32>,
+    /// The route is looked up again (after a `dnat`, and `mark N reroute`).
+    pub reroute: bool,
+    /// Sent out of this ifindex.
+    pub redirect: Option<u32>,
+}
+
+/// `addr` mapped into `to`: the prefix bits of `to`, the host bits of
+/// `addr` (NETMAP); a whole address when `to` is one.
+pub fn netmap(addr: IpAddr, to: IpNet) -> IpAddr {
+    match (addr, to) {
+        (IpAddr::V4(a), IpNet::V4(t)) => {
+            let mask = u32::from(t.netmask());
+            IpAddr::V4(Ipv4Addr::from(
+                (u32::from(a) & !mask) | (u32::from(t.network()) & mask),
+            ))
+        }
+        (IpAddr::V6(a), IpNet::V6(t)) => {
+            let mask = u128::from(t.netmask());
+            IpAddr::V6(Ipv6Addr::from(
+                (u128::from(a) & !mask) | (u128::from(t.network()) & mask),
+            ))
+        }
+        // Validation keeps families apart; a mismatch rewrites nothing.
+        (a, _) => a,
+    }
+}
+
+/// What `action` makes of `pkt`. A `dnat` reroutes: the new destination
+/// may be routed elsewhere than the route the packet was on.
+pub fn effect(action: &Action, pkt: &PacketKey) -> Effect {
+    let mut e = Effect::default();
+    match action {
+        Action::Snat { to } => e.src = pkt.src_ip().map(|a| netmap(a, *to)),
+        Action::Dnat { to, port } => {
+            e.dst = pkt.dst_ip().map(|a| netmap(a, *to));
+            if pkt.l4 && matches!(pkt.proto, ip_proto::TCP | ip_proto::UDP) {
+                e.dport = *port;
+            }
+            e.reroute = true;
+        }
+        Action::Mark { mark, reroute } => {
+            e.mark = Some(*mark);
+            e.reroute = *reroute;
+        }
+        Action::Redirect { ifindex, .. } => e.redirect = Some(*ifindex),
+    }
+    e
+}
+
+/// The rule whose action applies to `pkt`, by id, and what it does. Whole
+/// packets: the rule that decides them. Later fragments (which rules never
+/// judge, having no ports) passed by `--fragments pass`: the rule that a
+/// packet with their addresses and protocol and no L4 header would meet,
+/// and of its action only an address rewrite, so a fragmented datagram's
+/// fragments are translated alike when its translation names no ports.
+pub fn action_for(rules: &[Rule], h: &Handling, pkt: &PacketKey) -> Option<(u32, Effect)> {
+    let probe = match pkt.class {
+        Class::Whole => *pkt,
+        Class::LaterFragment if h.fragments == Fragments::Pass => PacketKey {
+            class: Class::Whole,
+            ..*pkt
+        },
+        _ => return None,
+    };
+    let rule = rules
+        .iter()
+        .filter(|r| matches(&r.spec, &probe))
+        .min_by_key(|r| (r.spec.priority, r.id))?;
+    let action = rule.spec.action.as_ref()?;
+    if pkt.class == Class::LaterFragment
+        && !matches!(action, Action::Snat { .. } | Action::Dnat { .. })
+    {
+        return None;
+    }
+    let mut e = effect(action, &probe);
+    if pkt.class == Class::LaterFragment {
+        e.dport = None;
+    }
+    Some((rule.id, e))
 }
 
 #[cfg(test)]
