@@ -312,6 +312,85 @@ fn mark_and_reroute_takes_the_fwmark_tables_path() {
 }
 
 #[test]
+fn a_reroute_back_onto_its_own_route_is_counted_as_a_loop() {
+    require_root!();
+    let chain = Chain::new("natl");
+    let b = &chain.b;
+    // fwmark 7 looks up table 100, which has no route for A: the lookup
+    // falls back to main, to the same route and the same rule again.
+    b.ip(&["rule", "add", "fwmark", "7", "lookup", "100"]);
+    b.lwt_ok(&["filter", "create", "again"]);
+    b.lwt_ok(&[
+        "filter", "rule", "add", "again", "proto", "udp", "dport", "7003", "mark", "7", "reroute",
+    ]);
+    b.lwt_ok(&[
+        "filter",
+        "attach",
+        "again",
+        "10.0.0.2/32",
+        "--dev",
+        "vb",
+        "--hook",
+        "xmit",
+    ]);
+    let srv = chain
+        .a
+        .run(|| UdpSocket::bind("10.0.0.2:7003").expect("bind"));
+    srv.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    chain.c.run(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
+        for _ in 0..4 {
+            s.send_to(b"looping", "10.0.0.2:7003").expect("send");
+        }
+    });
+    let mut buf = [0u8; 64];
+    for _ in 0..4 {
+        let (n, _) = srv.recv_from(&mut buf).expect("arrived once rerouted");
+        assert_eq!(&buf[..n], b"looping");
+    }
+    let shown = json(&b.lwt_ok(&["-j", "filter", "show", "again"]));
+    let c = &shown["rules"][0]["action_counters"];
+    assert_eq!(c["done"], 4, "rerouted once each: {shown}");
+    assert_eq!(c["loops"], 4, "then met again with the mark set: {shown}");
+    let stats = b.lwt_ok(&["stats"]);
+    assert!(
+        stats.contains("rule 1 mark 7 reroute: rerouted 4 failed 0 loops 4"),
+        "{stats}"
+    );
+}
+
+#[test]
+fn fragmented_datagrams_are_translated_fragment_by_fragment() {
+    require_root!();
+    let g = gateway("natf");
+    // 3000 bytes over a 1500-byte MTU: three fragments each way. The
+    // receiver reassembles and checks the UDP checksum over the whole
+    // datagram, which the first fragment's translation had to keep right;
+    // later fragments must carry the same translated addresses to join it.
+    for (from, server, bind, to, want) in [
+        (&g.c, &g.a, "10.0.0.2:9300", "10.0.0.2:9300", PUBLIC),
+        (&g.a, &g.c, "10.1.0.2:9301", "203.0.113.7:9301", "10.0.0.2"),
+    ] {
+        let bind: SocketAddr = bind.parse().expect("address");
+        let to: SocketAddr = to.parse().expect("address");
+        let srv = server.run(move || UdpSocket::bind(bind).expect("bind"));
+        srv.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        from.run(move || {
+            UdpSocket::bind("0.0.0.0:0")
+                .expect("udp")
+                .send_to(&pattern(3000), to)
+                .expect("send")
+        });
+        let mut buf = vec![0u8; 4000];
+        let (n, peer) = srv.recv_from(&mut buf).expect("the datagram reassembled");
+        assert_eq!(&buf[..n], &pattern(3000)[..]);
+        assert_eq!(peer.ip().to_string(), want);
+    }
+}
+
+#[test]
 fn redirect_into_a_tun_and_refused_into_ethernet() {
     require_root!();
     let chain = Chain::new("natr");
