@@ -118,7 +118,7 @@ fn udp_exchange(from: &Netns, server: &Netns, bind: &str, to: &str) -> (SocketAd
         let _ = tx.send(got.map(|(_, p)| p));
     });
     let replier = from.run(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
+        let s = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).expect("udp");
         s.set_read_timeout(Some(Duration::from_secs(3)))
             .expect("timeout");
         s.send_to(b"nat-udp-check", to).expect("send");
@@ -524,6 +524,142 @@ fn actions_a_hook_cannot_serve_are_refused_and_nothing_changes() {
     assert!(err.contains("rule 2 of the file"), "{err}");
     assert_eq!(b.lwt_ok(&["-j", "filter", "show", "plain"]), shown);
     assert_eq!(b.routes(), routes);
+}
+
+/// An IPv6 gateway: `snat`/`dnat` between the inside fd01::/64 and the
+/// outside, on B's route to A's fd00::/64 and on a route for the public
+/// `to` (an address, or a /64 for NPTv6).
+fn gateway6(tag: &str, inside: &str, public: &str, public_route: &str) -> Chain {
+    let chain = Chain::new(tag);
+    chain.b.run(|| {
+        for dev in ["vb", "vbc"] {
+            set_tx_csum(dev, false).expect("tx checksum off");
+        }
+    });
+    let b = &chain.b;
+    b.lwt_ok(&["filter", "create", "out6"]);
+    b.lwt_ok(&[
+        "filter", "rule", "add", "out6", "src", inside, "snat", public,
+    ]);
+    b.lwt_ok(&["filter", "create", "in6"]);
+    b.lwt_ok(&[
+        "filter", "rule", "add", "in6", "dst", public, "dnat", inside,
+    ]);
+    b.lwt_ok(&[
+        "filter",
+        "attach",
+        "out6",
+        "fd00::2/128",
+        "--dev",
+        "vb",
+        "--hook",
+        "xmit",
+    ]);
+    b.lwt_ok(&[
+        "filter",
+        "attach",
+        "in6",
+        public_route,
+        "--dev",
+        "vbc",
+        "--hook",
+        "xmit",
+    ]);
+    chain
+}
+
+/// The one's-complement sum of an IPv6 address's 16-bit words.
+fn sum16(a: std::net::Ipv6Addr) -> u16 {
+    let mut s: u32 = a.segments().iter().map(|w| u32::from(*w)).sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+#[test]
+fn nptv6_maps_a_64_checksum_neutrally_both_ways() {
+    require_root!();
+    let g = gateway6("nat6n", "fd01::/64", "fd99::/64", "fd99::/64");
+    // Inside to outside: A sees an fd99::/64 address with the same
+    // one's-complement sum as fd01::2 (RFC 6296: no L4 checksum changes).
+    let (seen, reply) = udp_exchange(&g.c, &g.a, "[fd00::2]:9400", "[fd00::2]:9400");
+    let std::net::IpAddr::V6(public) = seen.ip() else {
+        panic!("IPv6 expected")
+    };
+    assert_eq!(public.segments()[..4], [0xfd99, 0, 0, 0], "{public}");
+    let inside: std::net::Ipv6Addr = "fd01::2".parse().expect("ip");
+    assert_eq!(sum16(public), sum16(inside), "{public} is checksum-neutral");
+    assert_ne!(
+        public.segments()[4..],
+        inside.segments()[4..],
+        "the interface id took the adjustment"
+    );
+    assert_eq!(reply.to_string(), "[fd00::2]:9400");
+    // Outside to that address reaches C, which sees the real client; and
+    // TCP through both translations.
+    let to = format!("[{public}]:9401");
+    let to: &'static str = Box::leak(to.into_boxed_str());
+    let (seen, _) = udp_exchange(&g.a, &g.c, "[fd01::2]:9401", to);
+    assert_eq!(seen.ip().to_string(), "fd00::2");
+    const SIZE: usize = 20 << 20;
+    let (peer, got) = transfer(&g.a, "[fd00::2]:9402", &g.c, "[fd00::2]:9402", SIZE);
+    assert_eq!(peer.ip(), std::net::IpAddr::V6(public));
+    assert_eq!(got, digest_of(SIZE));
+}
+
+#[test]
+fn ipv6_one_address_nat_updates_the_l4_checksums() {
+    require_root!();
+    let g = gateway6("nat6a", "fd01::2", "fd99::7", "fd99::7/128");
+    let cap_a = Capture::open(&g.a, "va");
+    let (seen, reply) = udp_exchange(&g.c, &g.a, "[fd00::2]:9500", "[fd00::2]:9500");
+    assert_eq!(seen.ip().to_string(), "fd99::7");
+    assert_eq!(reply.to_string(), "[fd00::2]:9500");
+    let frame = cap_a
+        .frame_with(b"nat-udp-check", Duration::from_secs(2))
+        .expect("A captured the datagram");
+    checksums6_hold(&frame);
+    let (seen, _) = udp_exchange(&g.a, &g.c, "[fd01::2]:9501", "[fd99::7]:9501");
+    assert_eq!(seen.ip().to_string(), "fd00::2");
+    const SIZE: usize = 20 << 20;
+    let (peer, got) = transfer(&g.a, "[fd00::2]:9502", &g.c, "[fd00::2]:9502", SIZE);
+    assert_eq!(peer.ip().to_string(), "fd99::7");
+    assert_eq!(got, digest_of(SIZE), "TCP with GSO through the IPv6 NAT");
+    let frame = cap_a
+        .frame_with(&[0x42; 8], Duration::from_secs(2))
+        .expect("a captured segment");
+    checksums6_hold(&frame);
+    let shown = json(&g.b.lwt_ok(&["-j", "filter", "show", "out6"]));
+    assert_eq!(shown["rules"][0]["action_counters"]["failed"], 0, "{shown}");
+}
+
+/// The UDP or TCP checksum of an IPv6 Ethernet frame is what etherparse
+/// computes from its bytes.
+fn checksums6_hold(frame: &[u8]) {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(frame).expect("a parsable frame");
+    let Some(NetSlice::Ipv6(ip)) = p.net else {
+        panic!("not IPv6")
+    };
+    let header = ip.header().to_header();
+    match p.transport {
+        Some(TransportSlice::Udp(u)) => {
+            let want = u
+                .to_header()
+                .calc_checksum_ipv6(&header, u.payload())
+                .expect("udp checksum");
+            assert_eq!(u.checksum(), want, "UDP checksum");
+        }
+        Some(TransportSlice::Tcp(t)) => {
+            let want = t
+                .to_header()
+                .calc_checksum_ipv6(&header, t.payload())
+                .expect("tcp checksum");
+            assert_eq!(t.checksum(), want, "TCP checksum");
+        }
+        other => panic!("not UDP or TCP: {other:?}"),
+    }
 }
 
 // ------------------------------------------------------------ helpers

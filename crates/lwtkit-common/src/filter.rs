@@ -160,10 +160,16 @@ pub struct ActionRecord {
     /// snat/dnat: the length of the target prefix (NETMAP: the bits taken
     /// from `addr`, the rest kept from the packet); 32 or 128 for one address.
     pub plen: u8,
-    pub _pad: u8,
+    /// IPv6 prefix translation (NPTv6, RFC 6296), checksum-neutral: where
+    /// [`Self::npt_adj`] goes: 1 into 16-bit word 3 (prefixes up to /48),
+    /// 2 into the first interface-id word that is not 0xffff (/49 to /64);
+    /// 0: not NPTv6 (the L4 checksum is updated instead).
+    pub npt_word: u8,
     /// dnat: the new destination port (host order).
     pub port: u16,
-    pub _pad2: u16,
+    /// NPTv6: the one's-complement adjustment added to the word
+    /// [`Self::npt_word`] names when the address is not 0xffff there.
+    pub npt_adj: u16,
     /// mark: the mark; redirect: the device's ifindex.
     pub value: u32,
     pub _pad3: u32,

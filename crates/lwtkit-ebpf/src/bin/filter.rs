@@ -24,7 +24,7 @@ use lwtkit_ebpf::{
     counters::count,
     gpl_license, lwt_program, map_named,
     matcher::{decide, generation, rule_id, Decision, CELLS, CONFIG},
-    nat::{rewrite_v4, Side},
+    nat::{rewrite_v4, rewrite_v6, Side},
     parse::{parse, PacketKey},
 };
 
@@ -97,7 +97,7 @@ fn judge<const HOOK: u8>(ctx: &SkBuffContext) -> i32 {
     let stats_slot = gen.wrapping_mul(cfg.rule_slots).wrapping_add(slot);
     let kind = ((d.flags & rf::ACTION_MASK) >> rf::ACTION_SHIFT) as u8;
     if d.matched && kind != ak::NONE {
-        (verdict, event) = act::<HOOK>(ctx, &d, kind, stats_slot, true);
+        (verdict, event) = act::<HOOK>(ctx, &key, &d, kind, stats_slot, true);
     }
     if let Some(s) = RULE_STATS.get_ptr_mut(stats_slot) {
         // SAFETY: this CPU's slot; no other writer.
@@ -119,7 +119,7 @@ fn judge<const HOOK: u8>(ctx: &SkBuffContext) -> i32 {
 /// fragment). A rewrite or redirect that fails drops the packet (it would
 /// otherwise leave untranslated).
 #[inline(always)]
-fn act<const HOOK: u8>(ctx: &SkBuffContext, d: &Decision, kind: u8, stats_slot: u32, whole: bool) -> (i32, u8) {
+fn act<const HOOK: u8>(ctx: &SkBuffContext, key: &PacketKey, d: &Decision, kind: u8, stats_slot: u32, whole: bool) -> (i32, u8) {
     let stats = ACTION_STATS.get_ptr_mut(stats_slot);
     let tally = |which: Tally| {
         if let Some(s) = stats {
@@ -138,9 +138,8 @@ fn act<const HOOK: u8>(ctx: &SkBuffContext, d: &Decision, kind: u8, stats_slot: 
     };
     match kind {
         ak::SNAT | ak::DNAT => {
-            // Attach refuses NAT on other hooks; IPv6 rewrites are refused
-            // at rule add until they exist.
-            if HOOK != XMIT || a.flags & af::V6 != 0 {
+            // Attach refuses NAT on other hooks.
+            if HOOK != XMIT || (a.flags & af::V6 != 0) != key.v6 {
                 tally(Tally::Failed);
                 return (BPF_DROP, ev::FAILED);
             }
@@ -149,7 +148,13 @@ fn act<const HOOK: u8>(ctx: &SkBuffContext, d: &Decision, kind: u8, stats_slot: 
             } else {
                 (Side::Dst, if a.flags & af::PORT != 0 && whole { Some(a.port) } else { None })
             };
-            if rewrite_v4(ctx, side, a.addr[0], a.plen, port).is_err() {
+            let done = if key.v6 {
+                let l4 = if whole { Some((key.dims[dim::PROTO] as u8, key.l4_off as usize)) } else { None };
+                rewrite_v6(ctx, side, &a.addr, a.plen, a.npt_word, a.npt_adj, l4, port)
+            } else {
+                rewrite_v4(ctx, side, a.addr[0], a.plen, port)
+            };
+            if done.is_err() {
                 tally(Tally::Failed);
                 return (BPF_DROP, ev::FAILED);
             }
@@ -241,7 +246,7 @@ fn fragment_action(ctx: &SkBuffContext, key: &PacketKey, cfg: &PolicyConfig, gen
         return BPF_OK;
     }
     let stats_slot = gen.wrapping_mul(cfg.rule_slots).wrapping_add(d.slot);
-    act::<XMIT>(ctx, &d, kind, stats_slot, false).0
+    act::<XMIT>(ctx, key, &d, kind, stats_slot, false).0
 }
 
 /// Slot 0 of the generation's rule counters: packets the default judged.

@@ -385,14 +385,44 @@ pub fn netmap(addr: IpAddr, to: IpNet) -> IpAddr {
     }
 }
 
-/// What `action` makes of `pkt`. A `dnat` reroutes: the new destination
-/// may be routed elsewhere than the route the packet was on.
-pub fn effect(action: &Action, pkt: &PacketKey) -> Effect {
+/// `addr` translated by a rule's action from prefix `from` (the rule's
+/// `src` for snat, `dst` for dnat) to `to`: NPTv6 (RFC 6296) for IPv6
+/// prefixes up to /64 of the same length (the prefix replaced, then a
+/// host word adjusted so the address's one's-complement sum stays: word 3
+/// up to /48, else the first interface-id word that is not 0xffff; `None`
+/// when that word is 0xffff, which cannot be translated), NETMAP otherwise.
+pub fn translate(addr: IpAddr, from: Option<IpNet>, to: IpNet) -> Option<IpAddr> {
+    let mapped = netmap(addr, to);
+    let (IpAddr::V6(m), Some(IpNet::V6(f)), IpNet::V6(t)) = (mapped, from, to) else {
+        return Some(mapped);
+    };
+    let Some((word, adj)) = super::compile::npt66(f, t) else {
+        return Some(mapped);
+    };
+    let mut w = m.segments();
+    let at = if word == 1 {
+        3
+    } else {
+        (4..8).find(|&i| w[i] != 0xffff)?
+    };
+    if w[at] == 0xffff {
+        return None;
+    }
+    let mut sum = u32::from(w[at]) + u32::from(adj);
+    sum = (sum & 0xffff) + (sum >> 16);
+    w[at] = if sum as u16 == 0xffff { 0 } else { sum as u16 };
+    Some(IpAddr::V6(Ipv6Addr::from(w)))
+}
+
+/// What `rule`'s action makes of `pkt`. A `dnat` reroutes: the new
+/// destination may be routed elsewhere than the route the packet was on.
+pub fn effect(rule: &RuleSpec, pkt: &PacketKey) -> Effect {
     let mut e = Effect::default();
+    let Some(action) = &rule.action else { return e };
     match action {
-        Action::Snat { to } => e.src = pkt.src_ip().map(|a| netmap(a, *to)),
+        Action::Snat { to } => e.src = pkt.src_ip().and_then(|a| translate(a, rule.src, *to)),
         Action::Dnat { to, port } => {
-            e.dst = pkt.dst_ip().map(|a| netmap(a, *to));
+            e.dst = pkt.dst_ip().and_then(|a| translate(a, rule.dst, *to));
             if pkt.l4 && matches!(pkt.proto, ip_proto::TCP | ip_proto::UDP) {
                 e.dport = *port;
             }
@@ -432,7 +462,7 @@ pub fn action_for(rules: &[Rule], h: &Handling, pkt: &PacketKey) -> Option<(u32,
     {
         return None;
     }
-    let mut e = effect(action, &probe);
+    let mut e = effect(&rule.spec, &probe);
     if pkt.class == Class::LaterFragment {
         e.dport = None;
     }

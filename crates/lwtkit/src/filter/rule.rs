@@ -784,9 +784,6 @@ impl RuleSpec {
                 family: family.unwrap_or(0),
             });
         }
-        if matches!(to, IpNet::V6(_)) {
-            return Err(RuleError::Ipv6NatNotYet(action.word()));
-        }
         if to.prefix_len() != to.max_prefix_len() {
             // NETMAP: the host bits come from the packet, so the rule must
             // match a prefix of the same length on that side.
@@ -971,8 +968,6 @@ pub enum RuleError {
         keyword: &'static str,
         len: u8,
     },
-    #[error("{0} of IPv6 addresses is not implemented yet (IPv4 only)")]
-    Ipv6NatNotYet(&'static str),
     #[error("`mark 0 reroute` cannot tell a rerouted packet from any unmarked one; use a mark of 1 or more")]
     RerouteMarkZero,
     #[error("bad mark `{0}`: expected a number 0-4294967295")]
