@@ -312,6 +312,82 @@ fn mark_and_reroute_takes_the_fwmark_tables_path() {
 }
 
 #[test]
+fn mark_and_reroute_steers_a_flow_into_an_lwt_encap_tunnel() {
+    require_root!();
+    let chain = Chain::new("natv");
+    // C decapsulates VXLAN into 192.168.70.2 (a kernel vxlan device).
+    chain.c.ip(&[
+        "link", "add", "vx0", "type", "vxlan", "id", "42", "local", "10.1.0.2", "dstport", "4789",
+    ]);
+    chain
+        .c
+        .ip(&["addr", "add", "192.168.70.2/24", "dev", "vx0"]);
+    chain.c.ip(&["link", "set", "vx0", "up"]);
+    let link = json(&chain.c.ip(&["-j", "link", "show", "vx0"]));
+    let mac = link[0]["address"].as_str().expect("mac").to_string();
+    let b = &chain.b;
+    // The tunnel lives in table 100; marked packets look that table up.
+    b.lwt_ok(&[
+        "encap",
+        "add",
+        "192.168.70.2/32",
+        "--dev",
+        "vbc",
+        "--type",
+        "vxlan",
+        "--remote",
+        "10.1.0.2",
+        "--vni",
+        "42",
+        "--inner-dst-mac",
+        &mac,
+        "--table",
+        "100",
+    ]);
+    b.ip(&["rule", "add", "fwmark", "7", "lookup", "100"]);
+    b.lwt_ok(&["filter", "create", "steer"]);
+    b.lwt_ok(&[
+        "filter", "rule", "add", "steer", "proto", "udp", "dport", "7200", "mark", "7", "reroute",
+    ]);
+    b.lwt_ok(&[
+        "filter",
+        "attach",
+        "steer",
+        "192.168.70.0/24",
+        "--dev",
+        "vbc",
+        "--hook",
+        "in",
+    ]);
+    let srv = chain
+        .c
+        .run(|| UdpSocket::bind("192.168.70.2:7200").expect("bind"));
+    srv.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    chain.a.run(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
+        for _ in 0..5 {
+            s.send_to(b"into the tunnel", "192.168.70.2:7200")
+                .expect("send");
+        }
+        for _ in 0..3 {
+            s.send_to(b"plain", "192.168.70.2:7201").expect("send");
+        }
+    });
+    let mut buf = [0u8; 64];
+    for _ in 0..5 {
+        let (n, _) = srv.recv_from(&mut buf).expect("arrived through the tunnel");
+        assert_eq!(&buf[..n], b"into the tunnel");
+    }
+    // The tunnel counted exactly the steered flow, not the other one.
+    std::thread::sleep(Duration::from_millis(300));
+    let tunnels = json(&b.lwt_ok(&["encap", "list", "-j"]));
+    assert_eq!(tunnels[0]["stats"]["packets"], 5, "{tunnels}");
+    let shown = json(&b.lwt_ok(&["-j", "filter", "show", "steer"]));
+    assert_eq!(shown["rules"][0]["action_counters"]["done"], 5, "{shown}");
+}
+
+#[test]
 fn a_reroute_back_onto_its_own_route_is_counted_as_a_loop() {
     require_root!();
     let chain = Chain::new("natl");
