@@ -243,12 +243,14 @@ pub fn rewrite_v6(
     Ok(())
 }
 
-/// Where ICMP errors would be translated: an ICMP error (destination
+/// Where ICMP errors are to be translated: an ICMP error (destination
 /// unreachable, time exceeded, ...) carries the start of the packet that
-/// caused it, whose addresses and port mirror the outer ones. Rewriting
-/// them is `nat_icmp.rs`'s job (another change); until it lands this
-/// returns without touching the embedded packet, so the outer header alone
-/// is translated.
+/// caused it, whose addresses and port mirror the outer ones. Called by the
+/// filter program (`bin/filter.rs`, `act`) after the outer IPv4 header of
+/// an ICMP error was rewritten on `side` to `to`/`plen`. Rewriting the
+/// embedded packet and its checksums is `nat_icmp.rs`'s job (another
+/// change); until it lands this returns without touching it, so the outer
+/// header alone is translated.
 #[inline(always)]
 pub fn icmp_error_hook(_ctx: &SkBuffContext, _side: Side, _to: u32, _plen: u8) {}
 

@@ -24,7 +24,7 @@ use lwtkit_ebpf::{
     counters::count,
     gpl_license, lwt_program, map_named,
     matcher::{decide, generation, rule_id, Decision, CELLS, CONFIG},
-    nat::{rewrite_v4, rewrite_v6, Side},
+    nat::{icmp_error_hook, is_icmp_error_v4, rewrite_v4, rewrite_v6, Side},
     parse::{parse, PacketKey},
 };
 
@@ -154,6 +154,12 @@ fn act<const HOOK: u8>(ctx: &SkBuffContext, key: &PacketKey, d: &Decision, kind:
             } else {
                 rewrite_v4(ctx, side, a.addr[0], a.plen, port)
             };
+            // ICMP errors carry the packet that caused them: its addresses
+            // (and ports) mirror the outer ones and are translated there
+            // (nat_icmp.rs, another change; a no-op until it lands).
+            if done.is_ok() && whole && !key.v6 && is_icmp_error_v4(key.dims[dim::PROTO], key.dims[dim::SPORT]) {
+                icmp_error_hook(ctx, side, a.addr[0], a.plen);
+            }
             if done.is_err() {
                 tally(Tally::Failed);
                 return (BPF_DROP, ev::FAILED);
