@@ -789,7 +789,7 @@ fn bad_input_is_named_and_changes_nothing() {
     refused(a, &add("src 10.0.0.3/24 drop"), "host bits");
     refused(a, &add("dport 70000 drop"), "port `70000` out of range");
     refused(a, &add("dport 90-80 drop"), "reversed port range `90-80`");
-    refused(a, &add("proto tcp dport 80"), "missing verdict");
+    refused(a, &add("proto tcp dport 80"), "missing action");
     refused(
         a,
         &["filter", "rule", "add", "nosuch", "dport", "80", "drop"],

@@ -54,6 +54,14 @@ pub mod node {
 pub const HEADER_CELL: u32 = 0;
 /// Header word holding the rule-id table's first cell.
 pub const HEADER_IDS: usize = 5;
+/// Header word holding the action table's first cell (0: no rule of the
+/// generation has an action beyond allow/drop). The action of counter slot
+/// `s` is the [`ActionRecord`] in cell `w[6] + s`, for `s < w[7]`; read only
+/// after a match whose flags name an action, so the matching walk does not
+/// grow.
+pub const HEADER_ACTIONS: usize = 6;
+/// Header word holding the number of slots the action table covers.
+pub const HEADER_ACTION_SLOTS: usize = 7;
 
 /// A rule as a leaf holds it: one 32-byte cell with everything an IPv4
 /// packet is checked against (IPv6 trees add a [`V6Words`] cell). A rule
@@ -114,6 +122,75 @@ pub mod rule_flags {
     /// The rule looks at the L4 header (ports, ICMP type, TCP flags): a
     /// packet without one (non-first fragment, truncated) never matches.
     pub const NEEDS_L4: u16 = 1 << 5;
+    /// The rule's action ([`super::action_kind`]), in bits 8 to 10; 0 for
+    /// allow and drop. Its parameters are in the generation's action table.
+    pub const ACTION_SHIFT: u16 = 8;
+    pub const ACTION_MASK: u16 = 0x7 << ACTION_SHIFT;
+}
+
+/// What a rule does beyond allow/drop (`(flags & ACTION_MASK) >> ACTION_SHIFT`,
+/// and [`ActionRecord::kind`]).
+pub mod action_kind {
+    pub const NONE: u8 = 0;
+    pub const SNAT: u8 = 1;
+    pub const DNAT: u8 = 2;
+    pub const MARK: u8 = 3;
+    pub const REDIRECT: u8 = 4;
+}
+
+/// [`ActionRecord::flags`].
+pub mod action_flags {
+    /// `mark N reroute`: return `BPF_LWT_REROUTE` after setting the mark.
+    pub const REROUTE: u8 = 1 << 0;
+    /// `dnat ... port N`: rewrite the TCP/UDP destination port too.
+    pub const PORT: u8 = 1 << 1;
+    /// The address is IPv6.
+    pub const V6: u8 = 1 << 2;
+}
+
+/// The parameters of one rule's action: one cell of the generation's action
+/// table, at the rule's counter slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ActionRecord {
+    /// [`action_kind`].
+    pub kind: u8,
+    /// [`action_flags`].
+    pub flags: u8,
+    /// snat/dnat: the length of the target prefix (NETMAP: the bits taken
+    /// from `addr`, the rest kept from the packet); 32 or 128 for one address.
+    pub plen: u8,
+    /// IPv6 prefix translation (NPTv6, RFC 6296), checksum-neutral: where
+    /// [`Self::npt_adj`] goes: 1 into 16-bit word 3 (prefixes up to /48),
+    /// 2 into the first interface-id word that is not 0xffff (/49 to /64);
+    /// 0: not NPTv6 (the L4 checksum is updated instead).
+    pub npt_word: u8,
+    /// dnat: the new destination port (host order).
+    pub port: u16,
+    /// NPTv6: the one's-complement adjustment added to the word
+    /// [`Self::npt_word`] names when the address is not 0xffff there.
+    pub npt_adj: u16,
+    /// mark: the mark; redirect: the device's ifindex.
+    pub value: u32,
+    pub _pad3: u32,
+    /// snat/dnat: the target address as four host-order values of its
+    /// big-endian words (IPv4 in word 0), as [`PacketKey`]'s dims hold them.
+    pub addr: [u32; 4],
+}
+
+/// What the actions of one rule did, per CPU, indexed like [`RuleStats`]
+/// (generation and counter slot) in the policy's `ACTION_STATS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ActionStats {
+    /// Translated (snat/dnat), rerouted (mark reroute), marked (mark
+    /// alone) or redirected, by the rule's kind.
+    pub done: u64,
+    /// The rewrite or redirect failed (helper error, device gone): dropped.
+    pub failed: u64,
+    /// `mark N reroute` met a packet already carrying mark N: not rerouted
+    /// again (it went on on its route).
+    pub loops: u64,
 }
 
 /// Policy-wide settings, the single entry of the policy's config map.
@@ -188,6 +265,18 @@ pub mod verdict_slot {
     pub const COUNT: u32 = 3;
 }
 
+/// [`Event::verdict`] values beyond allow (0) and drop (1): what an action did.
+pub mod event_verdict {
+    pub const ALLOW: u8 = 0;
+    pub const DROP: u8 = 1;
+    pub const TRANSLATED: u8 = 2;
+    pub const REROUTED: u8 = 3;
+    pub const REDIRECTED: u8 = 4;
+    pub const FAILED: u8 = 5;
+    pub const LOOP: u8 = 6;
+    pub const MARKED: u8 = 7;
+}
+
 /// Rule id reported when no rule matched (the default verdict applied).
 pub const NO_RULE: u32 = u32::MAX;
 
@@ -203,7 +292,7 @@ pub struct Event {
     pub rule_id: u32,
     /// 0 in, 1 out, 2 xmit.
     pub hook: u8,
-    /// 0 allow, 1 drop.
+    /// [`event_verdict`]: 0 allow, 1 drop, or what the rule's action did.
     pub verdict: u8,
     /// 4 or 6.
     pub family: u8,
@@ -220,6 +309,8 @@ pub struct Event {
 
 const _: () = assert!(core::mem::size_of::<RuleRecord>() == 32);
 const _: () = assert!(core::mem::size_of::<V6Words>() == 32);
+const _: () = assert!(core::mem::size_of::<ActionRecord>() == 32);
+const _: () = assert!(core::mem::size_of::<ActionStats>() == 24);
 const _: () = assert!(core::mem::size_of::<Cell>() == 32);
 const _: () = assert!(core::mem::size_of::<PolicyConfig>() == 36);
 const _: () = assert!(core::mem::size_of::<Event>() == 192);

@@ -28,8 +28,17 @@ pub mod filter {
     pub const RULE_STATS: &str = "RULE_STATS";
     /// The ring buffer of `log` rules' [`crate::filter::Event`]s.
     pub const EVENTS: &str = "EVENTS";
+    /// Per-rule [`crate::filter::ActionStats`], per CPU, indexed as `RULE_STATS`.
+    pub const ACTION_STATS: &str = "ACTION_STATS";
     /// The maps the object's programs use.
-    pub const ALL: &[&str] = &[CELLS, CONFIG, RULE_STATS, EVENTS, super::ATTACH_STATS];
+    pub const ALL: &[&str] = &[
+        CELLS,
+        CONFIG,
+        RULE_STATS,
+        ACTION_STATS,
+        EVENTS,
+        super::ATTACH_STATS,
+    ];
 }
 
 /// `lwtkit-encap` (`bin/encap.rs`).

@@ -3,7 +3,7 @@
 //! ```text
 //! /sys/fs/bpf/lwtkit/ns-<cookie>/                 one directory per namespace (cookie)
 //!   <route key>/<hook>/{prog,counters}            a hook lwtkit attached (route key: table_prefix)
-//!   filters/<policy>/{cells,config,rule_stats}    a filter policy's maps
+//!   filters/<policy>/{cells,config,rule_stats,action_stats}    a filter policy's maps
 //!   events                                        the namespace's event ring buffer
 //!   encap/{tunnels,stats}                         the tunnel maps
 //!   decap/<dev>/{config,stats,local,remote,link}  a decapsulator and its tcx link
@@ -39,11 +39,15 @@ pub mod filter {
     pub const CELLS: &str = "cells";
     pub const CONFIG: &str = "config";
     pub const RULE_STATS: &str = "rule_stats";
+    /// What rules' actions did ([`crate::filter::ActionStats`]); policies
+    /// made before actions have none (their programs get a map of their own).
+    pub const ACTION_STATS: &str = "action_stats";
     /// A policy's own maps: (map name, pin file in the policy's directory).
     pub const MAPS: &[(&str, &str)] = &[
         (m::CELLS, CELLS),
         (m::CONFIG, CONFIG),
         (m::RULE_STATS, RULE_STATS),
+        (m::ACTION_STATS, ACTION_STATS),
     ];
 }
 
@@ -108,6 +112,7 @@ mod tests {
             filter::CELLS,
             filter::CONFIG,
             filter::RULE_STATS,
+            filter::ACTION_STATS,
             encap::DIR,
             encap::TUNNELS,
             encap::STATS,

@@ -5,6 +5,7 @@
 
 pub mod counters;
 pub mod matcher;
+pub mod nat;
 pub mod nat_icmp;
 pub mod nptv6;
 pub mod parse;

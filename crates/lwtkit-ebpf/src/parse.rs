@@ -17,6 +17,9 @@ pub struct PacketKey {
     pub tcp_flags: u8,
     /// `lwtkit_common::filter::packet_class`: only `WHOLE` meets the rules.
     pub class: u32,
+    /// Where the L4 header starts (after IPv4 options or the IPv6 header
+    /// chain), for actions that update its checksum; 0 when not reached.
+    pub l4_off: u32,
 }
 
 const IPPROTO_TCP: u8 = 6;
@@ -52,7 +55,7 @@ fn load<T: Copy>(ctx: &SkBuffContext, off: usize) -> Option<T> {
 /// Parses the packet; malformed ones come back with class `MALFORMED`.
 #[inline(always)]
 pub fn parse(ctx: &SkBuffContext) -> PacketKey {
-    let mut key = PacketKey { dims: [0; 16], v6: false, l4: false, tcp_flags: 0, class: class::MALFORMED };
+    let mut key = PacketKey { dims: [0; 16], v6: false, l4: false, tcp_flags: 0, class: class::MALFORMED, l4_off: 0 };
     let len = ctx.len() as usize;
     // Either family needs 20 bytes: load them once, then what IPv6 adds.
     if len < 20 {
@@ -68,6 +71,7 @@ pub fn parse(ctx: &SkBuffContext) -> PacketKey {
     match l3 {
         L3::L4 { proto, off, first } => {
             key.dims[dim::PROTO] = u32::from(proto);
+            key.l4_off = off as u32;
             key.class = parse_l4(ctx, len, off, proto, first, &mut key);
         }
         L3::Class { proto, class } => {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use libbpf_rs::{MapHandle, RingBufferBuilder};
-use lwtkit_common::filter::{Event, EVENT_SNAPLEN, NO_RULE};
+use lwtkit_common::filter::{event_verdict, Event, EVENT_SNAPLEN, NO_RULE};
 use serde::Serialize;
 
 use crate::{
@@ -89,7 +89,16 @@ pub fn decode(
             .cloned()
             .unwrap_or_else(|| format!("#{}", ev.policy_id)),
         rule: (ev.rule_id != NO_RULE).then_some(ev.rule_id),
-        verdict: if ev.verdict == 1 { "drop" } else { "allow" },
+        verdict: match ev.verdict {
+            event_verdict::DROP => "drop",
+            event_verdict::TRANSLATED => "translated",
+            event_verdict::REROUTED => "rerouted",
+            event_verdict::REDIRECTED => "redirected",
+            event_verdict::FAILED => "failed",
+            event_verdict::LOOP => "loop",
+            event_verdict::MARKED => "marked",
+            _ => "allow",
+        },
         proto: ev.proto,
         src: addr(ev.src),
         dst: addr(ev.dst),

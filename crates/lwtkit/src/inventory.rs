@@ -113,6 +113,49 @@ pub struct HookStats {
     pub allowed: Counters,
     pub dropped: Counters,
     pub malformed: Counters,
+    /// A filter policy's rules with actions and what they did, summed over
+    /// every route and hook the policy is on (rule counters are the
+    /// policy's, not the attachment's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<RuleActionStats>,
+}
+
+/// What one rule's action did (`lwt stats`, under its policy's attachments).
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleActionStats {
+    pub rule: u32,
+    /// The action as the rule language writes it (`snat 203.0.113.7`).
+    pub action: String,
+    /// `translated`, `rerouted`, `marked` or `redirected`.
+    pub done_as: &'static str,
+    pub done: u64,
+    pub failed: u64,
+    pub loops: u64,
+}
+
+/// The action counters of `policy`'s rules, `None` when unreadable.
+fn policy_actions(policy: &str) -> Option<Vec<RuleActionStats>> {
+    let state = NetnsState::open_existing(std::path::Path::new(system::BPFFS)).ok()??;
+    let policies = crate::filter::store::Policies::new(&state);
+    let p = policies.get(policy).ok()?;
+    let counters = policies.action_counters(&p).ok()?;
+    Some(
+        p.rules
+            .iter()
+            .filter_map(|r| {
+                let a = r.spec.action.as_ref()?;
+                let c = counters.get(&r.id).copied().unwrap_or_default();
+                Some(RuleActionStats {
+                    rule: r.id,
+                    action: a.to_string(),
+                    done_as: a.done_word(),
+                    done: c.done,
+                    failed: c.failed,
+                    loops: c.loops,
+                })
+            })
+            .collect(),
+    )
 }
 
 /// Counters of every built-in lwtkit attached in this namespace, per-CPU
@@ -150,6 +193,7 @@ pub fn stats() -> Result<Vec<HookStats>> {
                             packets: st.malformed,
                             bytes: 0,
                         },
+                        actions: Vec::new(),
                     });
                 }
                 continue;
@@ -165,20 +209,26 @@ pub fn stats() -> Result<Vec<HookStats>> {
                 slot(verdict_slot::DROPPED),
                 slot(verdict_slot::MALFORMED),
             );
+            let policy = match &h.origin {
+                Origin::Filter { policy } => Some(policy.clone()),
+                _ => None,
+            };
+            let actions = policy
+                .as_deref()
+                .and_then(policy_actions)
+                .unwrap_or_default();
             out.push(HookStats {
                 dst: rec.dst.to_string(),
                 table: table_name(rec.table),
                 hook: *hook,
                 program: h.name.clone(),
-                policy: match &h.origin {
-                    Origin::Filter { policy } => Some(policy.clone()),
-                    _ => None,
-                },
+                policy,
                 packets: allowed.packets + dropped.packets + malformed.packets,
                 bytes: allowed.bytes + dropped.bytes + malformed.bytes,
                 allowed,
                 dropped,
                 malformed,
+                actions,
             });
         }
     }

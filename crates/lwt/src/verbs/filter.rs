@@ -236,6 +236,21 @@ fn render(v: &PolicyView) -> String {
                 String::new()
             }
         ));
+        if let Some(a) = &r.action_counters {
+            s.push_str(&format!(
+                "  {:>5}  {:<67} {} {} failed {}{}\n",
+                "",
+                "",
+                a.done_as,
+                a.counters.done,
+                a.counters.failed,
+                if a.done_as == "rerouted" {
+                    format!(" loops {}", a.counters.loops)
+                } else {
+                    String::new()
+                }
+            ));
+        }
     }
     s.push_str(&format!(
         "  {:>5}  default {:<58} packets {} bytes {}\n",

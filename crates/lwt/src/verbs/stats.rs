@@ -116,6 +116,21 @@ fn table(s: &[HookStats], rates: Option<&Vec<Rates>>) -> String {
             ));
         }
         text.push_str(&format!("  {}\n", h.program));
+        for a in &h.actions {
+            text.push_str(&format!(
+                "    rule {} {}: {} {} failed {}{}\n",
+                a.rule,
+                a.action,
+                a.done_as,
+                a.done,
+                a.failed,
+                if a.done_as == "rerouted" {
+                    format!(" loops {}", a.loops)
+                } else {
+                    String::new()
+                }
+            ));
+        }
     }
     text
 }

@@ -1,24 +1,30 @@
-//! Built-in `filter`: judges each packet by a policy's rules (allow or
-//! drop), counts per rule and per attachment, and reports `log` rules'
-//! packets through the ring buffer, rate-limited per rule.
+//! Built-in `filter`: judges each packet by a policy's rules (allow, drop,
+//! or an action: NAT, mark and reroute, redirect), counts per rule and per
+//! attachment, and reports `log` rules' packets through the ring buffer,
+//! rate-limited per rule.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     btf_maps::{PerCpuArray, RingBuf},
-    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
+    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_skb_load_bytes},
     macros::btf_map,
     programs::SkBuffContext,
 };
 use lwtkit_common::{
-    filter::{dim, packet_class as class, rule_flags as rf, verdict_slot, Event, PolicyConfig, RuleStats, EVENT_SNAPLEN},
+    filter::{
+        action_flags as af, action_kind as ak, dim, event_verdict as ev, packet_class as class, rule_flags as rf,
+        verdict_slot, ActionRecord, ActionStats, Cell, Event, PolicyConfig, RuleStats, EVENT_SNAPLEN,
+        HEADER_ACTIONS, HEADER_ACTION_SLOTS,
+    },
     maps,
-    verdict::{BPF_DROP, BPF_OK},
+    verdict::{BPF_DROP, BPF_LWT_REROUTE, BPF_OK, BPF_REDIRECT},
 };
 use lwtkit_ebpf::{
     counters::count,
     gpl_license, lwt_program, map_named,
-    matcher::{decide, generation, rule_id, Decision, CONFIG},
+    matcher::{decide, generation, rule_id, Decision, CELLS, CONFIG},
+    nat::{icmp_error_hook, is_icmp_error_v4, rewrite_v4, rewrite_v6, Side},
     parse::{parse, PacketKey},
 };
 
@@ -26,6 +32,17 @@ use lwtkit_ebpf::{
 #[btf_map]
 static RULE_STATS: PerCpuArray<RuleStats, 1> = PerCpuArray::new();
 map_named!(RULE_STATS, maps::filter::RULE_STATS);
+
+/// What each rule's action did, indexed like RULE_STATS (generation and
+/// counter slot), so RULE_STATS keeps its layout.
+#[btf_map]
+static ACTION_STATS: PerCpuArray<ActionStats, 1> = PerCpuArray::new();
+map_named!(ACTION_STATS, maps::filter::ACTION_STATS);
+
+/// The hooks, as events name them.
+const IN: u8 = 0;
+const OUT: u8 = 1;
+const XMIT: u8 = 2;
 
 /// Events of `log` rules (shared by every filter in the namespace).
 #[btf_map]
@@ -35,7 +52,7 @@ map_named!(EVENTS, maps::filter::EVENTS);
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[inline(always)]
-fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
+fn judge<const HOOK: u8>(ctx: &SkBuffContext) -> i32 {
     let Some(cfg) = CONFIG.get(0) else { return BPF_OK };
     let gen = generation(cfg);
     let len = u64::from(ctx.len());
@@ -50,6 +67,9 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
                 return BPF_DROP;
             }
             count(verdict_slot::ALLOWED, ctx.len());
+            if HOOK == XMIT {
+                return fragment_action(ctx, &key, cfg, gen);
+            }
             return BPF_OK;
         }
         class::MALFORMED if cfg.malformed_default != 0 => {
@@ -63,29 +83,176 @@ fn judge(ctx: &SkBuffContext, hook: u8) -> i32 {
         }
     }
     let d = decide(&key, cfg, gen);
-    let verdict = if !d.matched {
+    let mut verdict = if !d.matched {
         default
     } else if d.flags & rf::DROP != 0 {
         BPF_DROP
     } else {
         BPF_OK
     };
+    let mut event = if verdict == BPF_DROP { ev::DROP } else { ev::ALLOW };
     // Slot 0 of the generation counts packets no rule matched (rule slots
     // start at 1; ids, which events carry, are not slots).
     let slot = if d.matched { d.slot } else { 0 };
     let stats_slot = gen.wrapping_mul(cfg.rule_slots).wrapping_add(slot);
+    let kind = ((d.flags & rf::ACTION_MASK) >> rf::ACTION_SHIFT) as u8;
+    if d.matched && kind != ak::NONE {
+        (verdict, event) = act::<HOOK>(ctx, &key, &d, kind, stats_slot, true);
+    }
     if let Some(s) = RULE_STATS.get_ptr_mut(stats_slot) {
         // SAFETY: this CPU's slot; no other writer.
         let s = unsafe { &mut *s };
         s.packets += 1;
         s.bytes += len;
         if d.matched && d.flags & rf::LOG != 0 {
-            log_event(ctx, cfg, s, &key, &d, hook, verdict);
+            log_event(ctx, cfg, s, &key, &d, HOOK, event);
         }
     }
     let slot = if verdict == BPF_DROP { verdict_slot::DROPPED } else { verdict_slot::ALLOWED };
     count(slot, ctx.len());
     verdict
+}
+
+/// The action of the rule that matched (`d`, its kind `kind`), counted in
+/// ACTION_STATS entry `stats_slot`: the program's return code and what the
+/// event says. `whole`: the packet has its L4 header (not a later
+/// fragment). A rewrite or redirect that fails drops the packet (it would
+/// otherwise leave untranslated).
+#[inline(always)]
+fn act<const HOOK: u8>(ctx: &SkBuffContext, key: &PacketKey, d: &Decision, kind: u8, stats_slot: u32, whole: bool) -> (i32, u8) {
+    let stats = ACTION_STATS.get_ptr_mut(stats_slot);
+    let tally = |which: Tally| {
+        if let Some(s) = stats {
+            // SAFETY: this CPU's slot; no other writer.
+            let s = unsafe { &mut *s };
+            match which {
+                Tally::Done => s.done += 1,
+                Tally::Failed => s.failed += 1,
+                Tally::Loop => s.loops += 1,
+            }
+        }
+    };
+    let Some(a) = action_of(d) else {
+        tally(Tally::Failed);
+        return (BPF_DROP, ev::FAILED);
+    };
+    match kind {
+        ak::SNAT | ak::DNAT => {
+            // Attach refuses NAT on other hooks.
+            if HOOK != XMIT || (a.flags & af::V6 != 0) != key.v6 {
+                tally(Tally::Failed);
+                return (BPF_DROP, ev::FAILED);
+            }
+            let (side, port) = if kind == ak::SNAT {
+                (Side::Src, None)
+            } else {
+                (Side::Dst, if a.flags & af::PORT != 0 && whole { Some(a.port) } else { None })
+            };
+            let done = if key.v6 {
+                let l4 = if whole { Some((key.dims[dim::PROTO] as u8, key.l4_off as usize)) } else { None };
+                rewrite_v6(ctx, side, &a.addr, a.plen, a.npt_word, a.npt_adj, l4, port)
+            } else {
+                rewrite_v4(ctx, side, a.addr[0], a.plen, port)
+            };
+            // ICMP errors carry the packet that caused them: its addresses
+            // (and ports) mirror the outer ones and are translated there
+            // (nat_icmp.rs, another change; a no-op until it lands).
+            if done.is_ok() && whole && !key.v6 && is_icmp_error_v4(key.dims[dim::PROTO], key.dims[dim::SPORT]) {
+                icmp_error_hook(ctx, side, a.addr[0], a.plen);
+            }
+            if done.is_err() {
+                tally(Tally::Failed);
+                return (BPF_DROP, ev::FAILED);
+            }
+            tally(Tally::Done);
+            // A new destination is routed anew: it may lie on another
+            // route than the one the packet was on.
+            if kind == ak::DNAT {
+                (BPF_LWT_REROUTE, ev::TRANSLATED)
+            } else {
+                (BPF_OK, ev::TRANSLATED)
+            }
+        }
+        ak::MARK => {
+            let reroute = a.flags & af::REROUTE != 0;
+            if !reroute {
+                ctx.set_mark(a.value);
+                tally(Tally::Done);
+                return (BPF_OK, ev::MARKED);
+            }
+            // SAFETY: reads a field of the program's own context.
+            let mark = unsafe { (*ctx.skb.skb).mark };
+            if mark == a.value {
+                // Rerouted here already (a route whose policy marks it
+                // again): go on on this route instead of looping.
+                tally(Tally::Loop);
+                return (BPF_OK, ev::LOOP);
+            }
+            ctx.set_mark(a.value);
+            tally(Tally::Done);
+            if HOOK == OUT {
+                // `out` ignores BPF_LWT_REROUTE (attach refuses it there).
+                return (BPF_OK, ev::MARKED);
+            }
+            (BPF_LWT_REROUTE, ev::REROUTED)
+        }
+        ak::REDIRECT if HOOK == XMIT => {
+            // SAFETY: a helper call with plain integers.
+            let rc = unsafe { bpf_redirect(a.value, 0) };
+            if rc as i32 == BPF_REDIRECT {
+                tally(Tally::Done);
+                (BPF_REDIRECT, ev::REDIRECTED)
+            } else {
+                tally(Tally::Failed);
+                (BPF_DROP, ev::FAILED)
+            }
+        }
+        _ => {
+            tally(Tally::Failed);
+            (BPF_DROP, ev::FAILED)
+        }
+    }
+}
+
+/// Which ActionStats counter an action moves.
+#[derive(Clone, Copy)]
+enum Tally {
+    Done,
+    Failed,
+    Loop,
+}
+
+/// The action record of the matched rule's counter slot, from the
+/// generation's action table (read only after a match that has one).
+#[inline(always)]
+fn action_of(d: &Decision) -> Option<&'static ActionRecord> {
+    let header = CELLS.get(d.base)?;
+    if d.slot >= header.w[HEADER_ACTION_SLOTS] {
+        return None;
+    }
+    let c: &Cell = CELLS.get(d.base.wrapping_add(header.w[HEADER_ACTIONS]).wrapping_add(d.slot))?;
+    // SAFETY: an action-table cell is an ActionRecord (same size, plain data).
+    Some(unsafe { &*(c as *const Cell).cast::<ActionRecord>() })
+}
+
+/// A later fragment passed by `--fragments pass`, on xmit: in a policy
+/// with actions, the rule a packet with its addresses and protocol (and no
+/// L4 header) meets gives its address rewrite, so the fragments of a
+/// translated datagram are translated alike. Nothing else happens to it.
+#[inline(always)]
+fn fragment_action(ctx: &SkBuffContext, key: &PacketKey, cfg: &PolicyConfig, gen: u32) -> i32 {
+    let base = if gen == 1 { cfg.capacity } else { 0 };
+    let Some(header) = CELLS.get(base) else { return BPF_OK };
+    if header.w[HEADER_ACTION_SLOTS] == 0 {
+        return BPF_OK;
+    }
+    let d = decide(key, cfg, gen);
+    let kind = ((d.flags & rf::ACTION_MASK) >> rf::ACTION_SHIFT) as u8;
+    if !d.matched || (kind != ak::SNAT && kind != ak::DNAT) {
+        return BPF_OK;
+    }
+    let stats_slot = gen.wrapping_mul(cfg.rule_slots).wrapping_add(d.slot);
+    act::<XMIT>(ctx, key, &d, kind, stats_slot, false).0
 }
 
 /// Slot 0 of the generation's rule counters: packets the default judged.
@@ -103,7 +270,7 @@ fn count_default(cfg: &PolicyConfig, gen: u32, len: u64) {
 /// Token bucket per rule and CPU: `log_rate` events per second, bursts of
 /// `log_burst`; what does not fit is counted as suppressed.
 #[inline(always)]
-fn log_event(ctx: &SkBuffContext, cfg: &PolicyConfig, s: &mut RuleStats, key: &PacketKey, d: &Decision, hook: u8, verdict: i32) {
+fn log_event(ctx: &SkBuffContext, cfg: &PolicyConfig, s: &mut RuleStats, key: &PacketKey, d: &Decision, hook: u8, event: u8) {
     let now = unsafe { bpf_ktime_get_ns() };
     let elapsed = now.saturating_sub(s.last_ns).min(10 * NS_PER_SEC);
     s.last_ns = now;
@@ -125,7 +292,7 @@ fn log_event(ctx: &SkBuffContext, cfg: &PolicyConfig, s: &mut RuleStats, key: &P
     ev.policy_id = cfg.policy_id;
     ev.rule_id = rule_id(d);
     ev.hook = hook;
-    ev.verdict = u8::from(verdict == BPF_DROP);
+    ev.verdict = event;
     ev.family = if key.v6 { 6 } else { 4 };
     ev.proto = key.dims[dim::PROTO] as u8;
     ev.sport = key.dims[dim::SPORT] as u16;
@@ -159,15 +326,15 @@ fn snapshot(ctx: &SkBuffContext, data: &mut [u8; EVENT_SNAPLEN]) -> u32 {
 
 #[inline(always)]
 fn judge_in(ctx: SkBuffContext) -> i32 {
-    judge(&ctx, 0)
+    judge::<IN>(&ctx)
 }
 #[inline(always)]
 fn judge_out(ctx: SkBuffContext) -> i32 {
-    judge(&ctx, 1)
+    judge::<OUT>(&ctx)
 }
 #[inline(always)]
 fn judge_xmit(ctx: SkBuffContext) -> i32 {
-    judge(&ctx, 2)
+    judge::<XMIT>(&ctx)
 }
 
 lwt_program!(filter_in, "lwt_in", judge_in);

@@ -12,11 +12,11 @@ use ipnet::IpNet;
 use std::collections::HashMap;
 
 use lwtkit_common::filter::{
-    dim, node, rule_flags as rf, Cell, RuleRecord, V6Words, HEADER_IDS, MAX_DEPTH, MAX_LEAF,
-    MAX_TREES,
+    action_flags, action_kind, dim, node, rule_flags as rf, ActionRecord, Cell, RuleRecord,
+    V6Words, HEADER_ACTIONS, HEADER_ACTION_SLOTS, HEADER_IDS, MAX_DEPTH, MAX_LEAF, MAX_TREES,
 };
 
-use super::rule::{Rule, Verdict};
+use super::rule::{Action, Rule, RuleSpec, Verdict};
 
 /// Leaves with at most this many rules are not cut further.
 const BINTH: usize = 8;
@@ -107,6 +107,27 @@ pub fn compile_with_slots(
         b.cells[ids as usize + s / 8].w[s % 8] = f.id;
     }
     b.cells[0].w[HEADER_IDS] = ids;
+    // The action table, by counter slot: read only after a match whose
+    // flags name an action.
+    let acted: Vec<(u32, &Action, &RuleSpec)> = sorted
+        .iter()
+        .filter_map(|r| r.spec.action.as_ref().map(|a| (slot_of(r), a, &r.spec)))
+        .collect();
+    if let Some(top) = acted.iter().map(|(s, _, _)| *s).max() {
+        let n = top as usize + 1;
+        if b.cells.len() + n > b.budget {
+            return Err(CompileError::TooComplex {
+                cells: b.budget,
+                rules: flats.len(),
+            });
+        }
+        let first = b.alloc(n);
+        for (slot, a, spec) in acted {
+            b.cells[first as usize + slot as usize] = as_cell(&action_record(a, spec));
+        }
+        b.cells[0].w[HEADER_ACTIONS] = first;
+        b.cells[0].w[HEADER_ACTION_SLOTS] = n as u32;
+    }
     b.cells[0].w[4] = b.cells.len() as u32;
     Ok(Compiled {
         cells: b.cells,
@@ -198,6 +219,87 @@ fn as_cell<T: Copy>(v: &T) -> Cell {
     c
 }
 
+/// The kernel's kind of an action (0 for allow and drop).
+pub fn action_kind_of(a: Option<&Action>) -> u8 {
+    match a {
+        None => action_kind::NONE,
+        Some(Action::Snat { .. }) => action_kind::SNAT,
+        Some(Action::Dnat { .. }) => action_kind::DNAT,
+        Some(Action::Mark { .. }) => action_kind::MARK,
+        Some(Action::Redirect { .. }) => action_kind::REDIRECT,
+    }
+}
+
+/// NPTv6 (RFC 6296) between prefixes `from` and `to` of the same length
+/// (up to /64): which word takes the adjustment (`ActionRecord::npt_word`)
+/// and the adjustment, `sum(from) - sum(to)` in one's complement, so the
+/// address's sum (and every checksum over it) stays the same.
+pub fn npt66(from: ipnet::Ipv6Net, to: ipnet::Ipv6Net) -> Option<(u8, u16)> {
+    let plen = to.prefix_len();
+    if plen == 0 || plen > 64 || from.prefix_len() != plen {
+        return None;
+    }
+    let mask = u128::from(to.netmask());
+    let sum = |x: u128| {
+        let mut s = 0u32;
+        for i in 0..8 {
+            s += ((x >> (16 * i)) & 0xffff) as u32;
+        }
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    };
+    let f = sum(u128::from(from.network()) & mask);
+    let t = sum(u128::from(to.network()) & mask);
+    let mut adj = u32::from(f) + u32::from(!t);
+    while adj > 0xffff {
+        adj = (adj & 0xffff) + (adj >> 16);
+    }
+    Some((if plen <= 48 { 1 } else { 2 }, adj as u16))
+}
+
+/// An action's parameters as the kernel reads them (`spec`: the rule, whose
+/// `src`/`dst` prefix an IPv6 prefix translation maps from).
+pub fn action_record(a: &Action, spec: &RuleSpec) -> ActionRecord {
+    let mut r = ActionRecord {
+        kind: action_kind_of(Some(a)),
+        ..ActionRecord::default()
+    };
+    match a {
+        Action::Snat { to } | Action::Dnat { to, .. } => {
+            r.addr = words_of(to);
+            r.plen = to.prefix_len();
+            if let IpNet::V6(t) = to {
+                r.flags |= action_flags::V6;
+                let from = if matches!(a, Action::Snat { .. }) {
+                    spec.src
+                } else {
+                    spec.dst
+                };
+                if let Some(IpNet::V6(f)) = from {
+                    if let Some((word, adj)) = npt66(f, *t) {
+                        r.npt_word = word;
+                        r.npt_adj = adj;
+                    }
+                }
+            }
+            if let Action::Dnat { port: Some(p), .. } = a {
+                r.flags |= action_flags::PORT;
+                r.port = *p;
+            }
+        }
+        Action::Mark { mark, reroute } => {
+            r.value = *mark;
+            if *reroute {
+                r.flags |= action_flags::REROUTE;
+            }
+        }
+        Action::Redirect { ifindex, .. } => r.value = *ifindex,
+    }
+    r
+}
+
 /// A rule as one or more flat rules (ports without a protocol match TCP and UDP).
 fn flatten(r: &Rule, slot: u32) -> Vec<Flat> {
     let s = &r.spec;
@@ -220,7 +322,14 @@ fn flatten(r: &Rule, slot: u32) -> Vec<Flat> {
         ..RuleRecord::default()
     };
     let mut v6w = V6Words::default();
-    let family = s.src.or(s.dst).map(|n| matches!(n, IpNet::V6(_)));
+    flags |= u16::from(action_kind_of(s.action.as_ref())) << rf::ACTION_SHIFT;
+    // A rule that writes an address matches that family only, even
+    // without a prefix of its own.
+    let family = s.src.or(s.dst).map(|n| matches!(n, IpNet::V6(_))).or(s
+        .action
+        .as_ref()
+        .and_then(|a| a.family())
+        .map(|f| f == 6));
     if let Some(v6) = family {
         flags |= rf::HAS_FAMILY;
         if v6 {
@@ -551,6 +660,73 @@ fn choose_cut(flats: &[Flat], members: &[usize], region: &Region) -> Option<(usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn actions_go_to_the_table_by_slot_and_their_kind_into_the_flags() {
+        let rules: Vec<Rule> = [
+            (1, "src 10.1.0.0/24 snat 203.0.113.0/24"),
+            (2, "proto udp drop"),
+            (3, "dst 203.0.113.7 proto tcp dnat 10.1.0.2 port 8080"),
+            (4, "mark 7 reroute"),
+        ]
+        .into_iter()
+        .map(|(id, text)| Rule {
+            id,
+            spec: text.parse().expect("rule"),
+        })
+        .collect();
+        // Slots: rule 1 in 5, 2 in 1, 3 in 2, 4 in 3.
+        let slot = |r: &Rule| [0, 5, 1, 2, 3][r.id as usize];
+        let c = compile_with_slots(&rules, slot).expect("compiles");
+        let h = c.cells[0];
+        let (first, n) = (h.w[HEADER_ACTIONS] as usize, h.w[HEADER_ACTION_SLOTS]);
+        assert_eq!(n, 6, "slots 0 to 5");
+        let at = |s: usize| -> ActionRecord {
+            // SAFETY: an action cell is an ActionRecord (32 plain bytes).
+            unsafe { std::mem::transmute::<Cell, ActionRecord>(c.cells[first + s]) }
+        };
+        let snat = at(5);
+        assert_eq!((snat.kind, snat.plen), (action_kind::SNAT, 24));
+        assert_eq!(
+            snat.addr[0],
+            u32::from(std::net::Ipv4Addr::new(203, 0, 113, 0))
+        );
+        let dnat = at(2);
+        assert_eq!(
+            (dnat.kind, dnat.port, dnat.plen),
+            (action_kind::DNAT, 8080, 32)
+        );
+        assert_eq!(dnat.flags, action_flags::PORT);
+        let mark = at(3);
+        assert_eq!(
+            (mark.kind, mark.value, mark.flags),
+            (action_kind::MARK, 7, action_flags::REROUTE)
+        );
+        assert_eq!(at(1), ActionRecord::default(), "a drop rule has no action");
+        // The records of rule 3 say DNAT in their flags; a mark rule
+        // without addresses takes no family, an snat rule its address's.
+        let kinds: Vec<(u32, u16)> = c
+            .cells
+            .iter()
+            .take(first)
+            .filter_map(|cell| {
+                // SAFETY: any cell reads as a RuleRecord; only the slot and
+                // flags of real records are compared below.
+                let r: RuleRecord = unsafe { std::mem::transmute(*cell) };
+                (r.slot == 2 && r.dport_lo == 0 && r.proto == 6).then_some((r.slot, r.flags))
+            })
+            .collect();
+        assert!(
+            kinds
+                .iter()
+                .all(|(_, f)| (f & rf::ACTION_MASK) >> rf::ACTION_SHIFT
+                    == u16::from(action_kind::DNAT)),
+            "{kinds:?}"
+        );
+        // No action: no table.
+        let plain = compile(&rules[1..2]).expect("compiles");
+        assert_eq!(plain.cells[0].w[HEADER_ACTION_SLOTS], 0);
+    }
 
     #[test]
     fn heads_carry_the_user_id_and_the_counter_slot() {

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::{
     handling::{Fragments, Handling, Malformed},
-    rule::{parse_rules_file, Rule, RuleSpec, Verdict},
-    store::{Policies, Policy, RuleCounters},
+    rule::{parse_rules_file, Action, Rule, RuleSpec, Verdict},
+    store::{ActionCounters, Policies, Policy, RuleCounters},
 };
 use crate::{
     attach::{self, AttachRequest, Attached, DetachRequest, Detached},
@@ -87,10 +87,71 @@ pub fn delete(name: &str) -> Result<()> {
     })
 }
 
-pub fn add_rule(name: &str, spec: RuleSpec) -> Result<Rule> {
-    with_policies("lwt filter rule add", |p, _, txn| {
+pub fn add_rule(name: &str, mut spec: RuleSpec) -> Result<Rule> {
+    with_policies("lwt filter rule add", |p, state, txn| {
+        p.get(name)?;
+        resolve(&mut spec)?;
+        for a in attachments(state, name)? {
+            check_hook(name, "the new rule".into(), &spec, a.hook)?;
+        }
         p.add_rule(txn, name, spec)
     })
+}
+
+/// Resolves what a rule's action names in the namespace: a `redirect`
+/// device's ifindex, refusing a device that is gone or has a link-layer
+/// header (an LWT redirect sends the packet bare: `bpf_redirect` into an
+/// Ethernet device drops it).
+pub fn resolve(spec: &mut RuleSpec) -> Result<()> {
+    let Some(Action::Redirect { dev, ifindex }) = spec.action.as_mut() else {
+        return Ok(());
+    };
+    let index = attach::ifindex(dev).map_err(|_| FilterError::Redirect {
+        dev: dev.clone(),
+        reason: "no such device in this namespace".into(),
+    })?;
+    let kind = crate::route::link::link_type(&mut Rtnl::open()?, index)?.ok_or_else(|| {
+        FilterError::Redirect {
+            dev: dev.clone(),
+            reason: "no such device in this namespace".into(),
+        }
+    })?;
+    if !crate::route::link::takes_bare_ip(kind) {
+        return Err(FilterError::Redirect {
+            dev: dev.clone(),
+            reason: format!(
+                "the device has a link-layer header (type {kind}{}); an LWT redirect sends the bare IP packet, which such a device drops. Redirect into a layer-3 device (tun, wireguard, ip tunnels), or route to the device instead",
+                if kind == 1 { ", Ethernet" } else { "" }
+            ),
+        }
+        .into());
+    }
+    *ifindex = index;
+    Ok(())
+}
+
+/// Refuses a rule whose action `hook` cannot carry out.
+fn check_hook(policy: &str, rule: String, spec: &RuleSpec, hook: Hook) -> Result<()> {
+    let Some(action) = &spec.action else {
+        return Ok(());
+    };
+    let hooks = action.hooks();
+    if hooks.contains(&hook) {
+        return Ok(());
+    }
+    Err(FilterError::ActionHook {
+        policy: policy.into(),
+        rule,
+        text: spec.to_string(),
+        hook,
+        action: action.word(),
+        needs: hooks
+            .iter()
+            .map(|h| h.as_str())
+            .collect::<Vec<_>>()
+            .join(" or "),
+    }
+    .into())
 }
 
 pub fn del_rule(name: &str, id: u32) -> Result<Rule> {
@@ -118,7 +179,19 @@ pub fn replace_from_file(name: &str, file: &Path, allow_empty: bool) -> Result<P
         .into());
     }
     tracing::debug!(target: "lwtkit::timing", phase = "parse", us = started.elapsed().as_micros() as u64);
-    with_policies("lwt filter replace", |p, _, txn| {
+    let mut specs = specs;
+    with_policies("lwt filter replace", |p, state, txn| {
+        p.get(name)?;
+        let hooks: Vec<Hook> = attachments(state, name)?
+            .into_iter()
+            .map(|a| a.hook)
+            .collect();
+        for (line, spec) in specs.iter_mut().enumerate() {
+            resolve(spec)?;
+            for hook in &hooks {
+                check_hook(name, format!("rule {} of the file", line + 1), spec, *hook)?;
+            }
+        }
         p.replace(txn, name, specs)
     })
 }
@@ -201,6 +274,18 @@ pub struct RuleView {
     pub text: String,
     #[serde(flatten)]
     pub counters: RuleCounters,
+    /// What the rule's action did (rules with an action only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_counters: Option<ActionView>,
+}
+
+/// What a rule's action did, named as the action says it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionView {
+    /// `translated`, `rerouted`, `marked` or `redirected`.
+    pub done_as: &'static str,
+    #[serde(flatten)]
+    pub counters: ActionCounters,
 }
 
 pub fn show(name: &str) -> Result<PolicyView> {
@@ -223,6 +308,7 @@ pub fn list() -> Result<Vec<PolicyView>> {
 fn view(p: &Policies, state: &NetnsState, policy: Policy) -> Result<PolicyView> {
     let counters: std::collections::HashMap<u32, RuleCounters> =
         p.rule_counters(&policy)?.into_iter().collect();
+    let actions = p.action_counters(&policy)?;
     let mut rules: Vec<RuleView> = policy
         .rules
         .iter()
@@ -230,6 +316,10 @@ fn view(p: &Policies, state: &NetnsState, policy: Policy) -> Result<PolicyView> 
             rule: r.clone(),
             text: r.spec.to_string(),
             counters: counters.get(&r.id).copied().unwrap_or_default(),
+            action_counters: r.spec.action.as_ref().map(|a| ActionView {
+                done_as: a.done_word(),
+                counters: actions.get(&r.id).copied().unwrap_or_default(),
+            }),
         })
         .collect();
     rules.sort_by_key(|r| (r.rule.spec.priority, r.rule.id));
@@ -260,7 +350,27 @@ pub fn attach_policy(
     force: bool,
 ) -> Result<Attached> {
     with_policies("lwt filter attach", |p, _, txn| {
-        p.get(name)?;
+        let policy = p.get(name)?;
+        for r in &policy.rules {
+            check_hook(name, format!("rule {}", r.id), &r.spec, hook)?;
+            // The device a redirect names must still be the one resolved.
+            if let Some(Action::Redirect { ifindex, .. }) = &r.spec.action {
+                let mut spec = r.spec.clone();
+                resolve(&mut spec)?;
+                if let Some(Action::Redirect { ifindex: now, dev }) = &spec.action {
+                    if now != ifindex {
+                        return Err(FilterError::Redirect {
+                            dev: dev.clone(),
+                            reason: format!(
+                                "rule {} resolved it as ifindex {ifindex}, the namespace has it as {now} now; add the rule again",
+                                r.id
+                            ),
+                        }
+                        .into());
+                    }
+                }
+            }
+        }
         attach::attach_in(
             txn,
             &mut Rtnl::open()?,

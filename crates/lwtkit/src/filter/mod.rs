@@ -68,6 +68,19 @@ pub enum FilterError {
         dst: IpNet,
         hook: Hook,
     },
+    /// A rule's action that the hook cannot carry out.
+    #[error("policy `{policy}` {rule} (`{text}`) cannot run on hook {hook}: `{action}` needs hook {needs}; nothing changed")]
+    ActionHook {
+        policy: String,
+        /// `rule N`, or `the new rule`.
+        rule: String,
+        text: String,
+        hook: Hook,
+        action: &'static str,
+        needs: String,
+    },
+    #[error("redirect {dev}: {reason}")]
+    Redirect { dev: String, reason: String },
     #[error("policy `{policy}` is not attached to {dst} table {table}")]
     NotAttached {
         policy: String,

@@ -21,9 +21,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lwtkit_common::filter::MAX_EXT_HEADERS;
 
+use ipnet::IpNet;
+
 use super::{
     handling::{Fragments, Handling, Malformed},
-    rule::{ip_proto, Rule, RuleSpec, Verdict},
+    rule::{ip_proto, Action, Rule, RuleSpec, Verdict},
 };
 
 /// IPv6 extension headers the parser walks over.
@@ -344,6 +346,127 @@ pub fn evaluate(rules: &[Rule], default: Verdict, pkt: &PacketKey) -> (Verdict, 
         .filter(|r| matches(&r.spec, pkt))
         .min_by_key(|r| (r.spec.priority, r.id))
         .map_or((default, None), |r| (r.spec.verdict, Some(r.id)))
+}
+
+/// What a rule's action makes of a packet: the fields it rewrites and
+/// where the packet goes (the reference for the kernel's `nat.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Effect {
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    /// The TCP/UDP destination port (`dnat ... port N`; never on a later
+    /// fragment, which carries no port).
+    pub dport: Option<u16>,
+    pub mark: Option<u32>,
+    /// The route is looked up again (after a `dnat`, and `mark N reroute`).
+    pub reroute: bool,
+    /// Sent out of this ifindex.
+    pub redirect: Option<u32>,
+}
+
+/// `addr` mapped into `to`: the prefix bits of `to`, the host bits of
+/// `addr` (NETMAP); a whole address when `to` is one.
+pub fn netmap(addr: IpAddr, to: IpNet) -> IpAddr {
+    match (addr, to) {
+        (IpAddr::V4(a), IpNet::V4(t)) => {
+            let mask = u32::from(t.netmask());
+            IpAddr::V4(Ipv4Addr::from(
+                (u32::from(a) & !mask) | (u32::from(t.network()) & mask),
+            ))
+        }
+        (IpAddr::V6(a), IpNet::V6(t)) => {
+            let mask = u128::from(t.netmask());
+            IpAddr::V6(Ipv6Addr::from(
+                (u128::from(a) & !mask) | (u128::from(t.network()) & mask),
+            ))
+        }
+        // Validation keeps families apart; a mismatch rewrites nothing.
+        (a, _) => a,
+    }
+}
+
+/// `addr` translated by a rule's action from prefix `from` (the rule's
+/// `src` for snat, `dst` for dnat) to `to`: NPTv6 (RFC 6296) for IPv6
+/// prefixes up to /64 of the same length (the prefix replaced, then a
+/// host word adjusted so the address's one's-complement sum stays: word 3
+/// up to /48, else the first interface-id word that is not 0xffff; `None`
+/// when that word is 0xffff, which cannot be translated), NETMAP otherwise.
+pub fn translate(addr: IpAddr, from: Option<IpNet>, to: IpNet) -> Option<IpAddr> {
+    let mapped = netmap(addr, to);
+    let (IpAddr::V6(m), Some(IpNet::V6(f)), IpNet::V6(t)) = (mapped, from, to) else {
+        return Some(mapped);
+    };
+    let Some((word, adj)) = super::compile::npt66(f, t) else {
+        return Some(mapped);
+    };
+    let mut w = m.segments();
+    let at = if word == 1 {
+        3
+    } else {
+        (4..8).find(|&i| w[i] != 0xffff)?
+    };
+    if w[at] == 0xffff {
+        return None;
+    }
+    let mut sum = u32::from(w[at]) + u32::from(adj);
+    sum = (sum & 0xffff) + (sum >> 16);
+    w[at] = if sum as u16 == 0xffff { 0 } else { sum as u16 };
+    Some(IpAddr::V6(Ipv6Addr::from(w)))
+}
+
+/// What `rule`'s action makes of `pkt`. A `dnat` reroutes: the new
+/// destination may be routed elsewhere than the route the packet was on.
+pub fn effect(rule: &RuleSpec, pkt: &PacketKey) -> Effect {
+    let mut e = Effect::default();
+    let Some(action) = &rule.action else { return e };
+    match action {
+        Action::Snat { to } => e.src = pkt.src_ip().and_then(|a| translate(a, rule.src, *to)),
+        Action::Dnat { to, port } => {
+            e.dst = pkt.dst_ip().and_then(|a| translate(a, rule.dst, *to));
+            if pkt.l4 && matches!(pkt.proto, ip_proto::TCP | ip_proto::UDP) {
+                e.dport = *port;
+            }
+            e.reroute = true;
+        }
+        Action::Mark { mark, reroute } => {
+            e.mark = Some(*mark);
+            e.reroute = *reroute;
+        }
+        Action::Redirect { ifindex, .. } => e.redirect = Some(*ifindex),
+    }
+    e
+}
+
+/// The rule whose action applies to `pkt`, by id, and what it does. Whole
+/// packets: the rule that decides them. Later fragments (which rules never
+/// judge, having no ports) passed by `--fragments pass`: the rule that a
+/// packet with their addresses and protocol and no L4 header would meet,
+/// and of its action only an address rewrite, so a fragmented datagram's
+/// fragments are translated alike when its translation names no ports.
+pub fn action_for(rules: &[Rule], h: &Handling, pkt: &PacketKey) -> Option<(u32, Effect)> {
+    let probe = match pkt.class {
+        Class::Whole => *pkt,
+        Class::LaterFragment if h.fragments == Fragments::Pass => PacketKey {
+            class: Class::Whole,
+            ..*pkt
+        },
+        _ => return None,
+    };
+    let rule = rules
+        .iter()
+        .filter(|r| matches(&r.spec, &probe))
+        .min_by_key(|r| (r.spec.priority, r.id))?;
+    let action = rule.spec.action.as_ref()?;
+    if pkt.class == Class::LaterFragment
+        && !matches!(action, Action::Snat { .. } | Action::Dnat { .. })
+    {
+        return None;
+    }
+    let mut e = effect(&rule.spec, &probe);
+    if pkt.class == Class::LaterFragment {
+        e.dport = None;
+    }
+    Some((rule.id, e))
 }
 
 #[cfg(test)]

@@ -859,3 +859,107 @@ fn rules_specs_built_by_hand_follow_the_same_semantics() {
     };
     assert!(!matches(&odd, &pkt));
 }
+
+#[test]
+fn actions_say_what_a_packet_becomes() {
+    use std::net::IpAddr;
+    let rules: Vec<Rule> = [
+        (1, "src 192.0.2.0/24 snat 203.0.113.0/24"),
+        (2, "dst 198.51.100.7 proto udp dnat 10.1.0.2 port 8080"),
+        (3, "proto tcp mark 7 reroute"),
+    ]
+    .into_iter()
+    .map(|(id, text)| Rule {
+        id,
+        spec: text.parse().expect("rule"),
+    })
+    .collect();
+    let h = Handling::new(Verdict::Allow);
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    // NETMAP keeps the host bits: 192.0.2.1 becomes 203.0.113.1.
+    let pkt = parse_packet(&ipv4(6, &[], 0, &tcp(1, 2, SYN)));
+    let (id, e) = action_for(&rules, &h, &pkt).expect("rule 1 acts");
+    assert_eq!(id, 1);
+    assert_eq!(e.src, Some(ip("203.0.113.1")));
+    assert!(!e.reroute);
+    // The dnat rule wins for UDP to 198.51.100.7 only by priority ties:
+    // rule 1 matches first (lower id).
+    let rules2: Vec<Rule> = rules[1..].to_vec();
+    let pkt = parse_packet(&ipv4(17, &[], 0, &udp(1, 53)));
+    let (_, e) = action_for(&rules2, &h, &pkt).expect("rule 2 acts");
+    assert_eq!(e.dst, Some(ip("10.1.0.2")));
+    assert_eq!(e.dport, Some(8080));
+    assert!(e.reroute, "a new destination is routed anew");
+    // A later fragment gets the address only.
+    let frag = parse_packet(&ipv4(17, &[], 100, &[0; 16]));
+    assert_eq!(frag.class, Class::LaterFragment);
+    let (_, e) = action_for(&rules2, &h, &frag).expect("a later fragment is translated");
+    assert_eq!((e.dst, e.dport), (Some(ip("10.1.0.2")), None));
+    // ... unless fragments are dropped.
+    let drop_frags = Handling {
+        fragments: Fragments::Drop,
+        ..h
+    };
+    assert_eq!(action_for(&rules2, &drop_frags, &frag), None);
+    // mark and reroute.
+    let (_, e) = action_for(
+        &rules[2..],
+        &h,
+        &parse_packet(&ipv4(6, &[], 0, &tcp(1, 2, ACK))),
+    )
+    .expect("mark");
+    assert_eq!((e.mark, e.reroute), (Some(7), true));
+    assert_eq!(
+        netmap(ip("10.9.8.7"), "192.0.2.0/24".parse().expect("net")),
+        ip("192.0.2.7")
+    );
+    assert_eq!(
+        netmap(ip("fd00::1:2"), "fd99::/64".parse().expect("net")),
+        ip("fd99::1:2")
+    );
+    // NPTv6 (RFC 6296): same one's-complement sum, the adjustment in the
+    // first interface-id word (a /64) or in word 3 (a /48).
+    let sum = |a: IpAddr| {
+        let IpAddr::V6(a) = a else { panic!("v6") };
+        let mut s: u32 = a.segments().iter().map(|w| u32::from(*w)).sum();
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s
+    };
+    let net = |s: &str| Some(s.parse::<IpNet>().expect("net"));
+    let to64 = translate(
+        ip("fd01::2"),
+        net("fd01::/64"),
+        "fd99::/64".parse().expect("net"),
+    )
+    .expect("npt");
+    assert_eq!(sum(to64), sum(ip("fd01::2")));
+    let IpAddr::V6(t) = to64 else { panic!("v6") };
+    assert_eq!(t.segments()[..4], [0xfd99, 0, 0, 0]);
+    assert_ne!(t.segments()[4], 0, "word 4 took the adjustment");
+    // Back again: the inverse mapping gives the original address.
+    assert_eq!(
+        translate(to64, net("fd99::/64"), "fd01::/64".parse().expect("net")),
+        Some(ip("fd01::2"))
+    );
+    // A /48: word 3 (the subnet) takes the adjustment, the sum holds.
+    let to48 = translate(
+        ip("fd01:0:0:1::5"),
+        net("fd01::/48"),
+        "2001:db8:1::/48".parse().expect("net"),
+    )
+    .expect("npt");
+    assert_eq!(sum(to48), sum(ip("fd01:0:0:1::5")));
+    let IpAddr::V6(t) = to48 else { panic!("v6") };
+    assert_eq!(t.segments()[4..], [0, 0, 0, 5]);
+    // A /48 with subnet 0xffff is not translatable.
+    assert_eq!(
+        translate(
+            ip("fd01:0:0:ffff::5"),
+            net("fd01::/48"),
+            "2001:db8:1::/48".parse().expect("net")
+        ),
+        None
+    );
+}

@@ -3,11 +3,14 @@
 //!
 //! ```text
 //! [priority N] [src CIDR] [dst CIDR] [proto tcp|udp|icmp|icmpv6|NUM]
-//! [sport P|P-Q] [dport P|P-Q] [icmp-type N] [tcp-flags FLAGS] allow|drop [log]
+//! [sport P|P-Q] [dport P|P-Q] [icmp-type N] [tcp-flags FLAGS] ACTION [log]
+//!
+//! ACTION: allow | drop | snat ADDR|PREFIX | dnat ADDR|PREFIX [port N]
+//!         | mark N [reroute] | redirect DEV
 //! ```
 //!
-//! Keywords come in any order before the verdict, each at most once; `log`
-//! may only follow the verdict. Example: `dst 10.0.0.3/32 proto tcp dport
+//! Keywords come in any order before the action, each at most once; `log`
+//! may only follow the action. Example: `dst 10.0.0.3/32 proto tcp dport
 //! 8080 drop log`. A rules file holds one rule per line, `#` starts a comment.
 //!
 //! What a rule matches (the executable reference is [`super::model`]):
@@ -83,6 +86,115 @@ impl FromStr for Verdict {
 
     fn from_str(s: &str) -> Result<Self, RuleError> {
         Self::from_word(s).ok_or_else(|| RuleError::BadVerdict(s.to_string()))
+    }
+}
+
+/// What a rule does to a packet it matches beyond passing it: rewrite an
+/// address (NAT), set the mark (and route again), or send it out of a
+/// device. A rule with an action passes the packet (its verdict is allow).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Action {
+    /// Rewrite the source: to one address, or (a prefix) keeping the host
+    /// bits of the rule's `src` prefix (NETMAP).
+    Snat { to: IpNet },
+    /// Rewrite the destination, likewise from the rule's `dst` prefix, and
+    /// for TCP/UDP optionally the destination port.
+    Dnat {
+        to: IpNet,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+    },
+    /// Set `skb->mark`; `reroute`: look the route up again with it.
+    Mark {
+        mark: u32,
+        #[serde(default)]
+        reroute: bool,
+    },
+    /// Send the packet out of `dev` (a layer-3 device). `ifindex` is
+    /// resolved in the namespace when the rule is added (0 until then).
+    Redirect {
+        dev: String,
+        #[serde(default)]
+        ifindex: u32,
+    },
+}
+
+impl Action {
+    /// The action's keyword.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Action::Snat { .. } => "snat",
+            Action::Dnat { .. } => "dnat",
+            Action::Mark { .. } => "mark",
+            Action::Redirect { .. } => "redirect",
+        }
+    }
+
+    /// The family of the address it writes, if it writes one.
+    pub fn family(&self) -> Option<u8> {
+        match self {
+            Action::Snat { to } | Action::Dnat { to, .. } => Some(family_of(*to)),
+            _ => None,
+        }
+    }
+
+    /// The hooks that can carry it out: rewriting and redirecting need
+    /// `xmit` (the only LWT hook that may write the packet or redirect);
+    /// a reroute needs `in` or `xmit` (`out` ignores `BPF_LWT_REROUTE`).
+    pub fn hooks(&self) -> &'static [crate::hook::Hook] {
+        use crate::hook::Hook;
+        match self {
+            Action::Snat { .. } | Action::Dnat { .. } | Action::Redirect { .. } => &[Hook::Xmit],
+            Action::Mark { reroute: true, .. } => &[Hook::In, Hook::Xmit],
+            Action::Mark { reroute: false, .. } => &[Hook::In, Hook::Out, Hook::Xmit],
+        }
+    }
+
+    /// What the counters call the packets it handled.
+    pub fn done_word(&self) -> &'static str {
+        match self {
+            Action::Snat { .. } | Action::Dnat { .. } => "translated",
+            Action::Mark { reroute: true, .. } => "rerouted",
+            Action::Mark { reroute: false, .. } => "marked",
+            Action::Redirect { .. } => "redirected",
+        }
+    }
+}
+
+/// An address as the rule language prints it: a host prefix bare.
+struct AddrWord(IpNet);
+
+impl fmt::Display for AddrWord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            write!(f, "{}", self.0.addr())
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Snat { to } => write!(f, "snat {}", AddrWord(*to)),
+            Action::Dnat { to, port } => {
+                write!(f, "dnat {}", AddrWord(*to))?;
+                if let Some(p) = port {
+                    write!(f, " port {p}")?;
+                }
+                Ok(())
+            }
+            Action::Mark { mark, reroute } => {
+                write!(f, "mark {mark}")?;
+                if *reroute {
+                    f.write_str(" reroute")?;
+                }
+                Ok(())
+            }
+            Action::Redirect { dev, .. } => write!(f, "redirect {dev}"),
+        }
     }
 }
 
@@ -274,7 +386,11 @@ pub struct RuleSpec {
     pub dport: Option<PortRange>,
     pub icmp_type: Option<u8>,
     pub tcp_flags: Option<TcpFlags>,
+    /// `allow` for a rule with an action.
     pub verdict: Verdict,
+    /// What the rule does beyond passing the packet (NAT, mark, redirect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
     pub log: bool,
 }
 
@@ -332,7 +448,83 @@ impl Keyword {
 /// Words that can't be a keyword's value: taking one as such would only
 /// hide the real mistake (a missing value).
 fn is_reserved(word: &str) -> bool {
-    Keyword::from_word(word).is_some() || Verdict::from_word(word).is_some() || word == "log"
+    Keyword::from_word(word).is_some()
+        || Verdict::from_word(word).is_some()
+        || ACTION_WORDS.contains(&word)
+        || word == "log"
+}
+
+/// The actions that take parameters.
+const ACTION_WORDS: [&str; 4] = ["snat", "dnat", "mark", "redirect"];
+
+/// An action's address: `ADDR` (one address) or `PREFIX` (host bits clear).
+fn parse_target(word: &str) -> Result<IpNet, RuleError> {
+    parse_cidr(word)
+}
+
+/// A device name as the kernel takes one (`IFNAMSIZ` 16 with the NUL).
+fn parse_dev(word: &str) -> Result<String, RuleError> {
+    if word.is_empty()
+        || word.len() > 15
+        || word.contains(['/', ' '])
+        || word == "."
+        || word == ".."
+    {
+        return Err(RuleError::BadDevice(word.to_string()));
+    }
+    Ok(word.to_string())
+}
+
+/// Parses the action that starts at `words[*i]` (its keyword already
+/// taken as `word`), advancing `i` past its parameters.
+fn parse_action(word: &str, words: &[&str], i: &mut usize) -> Result<Action, RuleError> {
+    let mut value = |what: &'static str| -> Result<&str, RuleError> {
+        match words.get(*i) {
+            Some(&v) if !is_reserved(v) && v != "port" && v != "reroute" => {
+                *i += 1;
+                Ok(v)
+            }
+            _ => Err(RuleError::MissingValue(what)),
+        }
+    };
+    match word {
+        "snat" => Ok(Action::Snat {
+            to: parse_target(value("snat")?)?,
+        }),
+        "dnat" => {
+            let to = parse_target(value("dnat")?)?;
+            let port = if words.get(*i) == Some(&"port") {
+                *i += 1;
+                let p = match words.get(*i) {
+                    Some(&v) if !is_reserved(v) => v,
+                    _ => return Err(RuleError::MissingValue("port")),
+                };
+                *i += 1;
+                Some(parse_port(p, p)?)
+            } else {
+                None
+            };
+            Ok(Action::Dnat { to, port })
+        }
+        "mark" => {
+            let v = value("mark")?;
+            let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+            let mark = v
+                .parse::<u32>()
+                .ok()
+                .filter(|_| digits)
+                .ok_or_else(|| RuleError::BadMark(v.to_string()))?;
+            let reroute = words.get(*i) == Some(&"reroute");
+            if reroute {
+                *i += 1;
+            }
+            Ok(Action::Mark { mark, reroute })
+        }
+        _ => Ok(Action::Redirect {
+            dev: parse_dev(value("redirect")?)?,
+            ifindex: 0,
+        }),
+    }
 }
 
 fn parse_cidr(word: &str) -> Result<IpNet, RuleError> {
@@ -393,6 +585,7 @@ impl RuleSpec {
             icmp_type: None,
             tcp_flags: None,
             verdict,
+            action: None,
             log: false,
         }
     }
@@ -410,6 +603,10 @@ impl RuleSpec {
             i += 1;
             if let Some(verdict) = Verdict::from_word(word) {
                 break verdict;
+            }
+            if ACTION_WORDS.contains(&word) {
+                spec.action = Some(parse_action(word, words, &mut i)?);
+                break Verdict::Allow;
             }
             if word == "log" {
                 return Err(RuleError::LogBeforeVerdict);
@@ -463,7 +660,11 @@ impl RuleSpec {
             Some(&word) => {
                 return Err(RuleError::AfterVerdict {
                     word: word.to_string(),
-                    verdict,
+                    verdict: spec
+                        .action
+                        .as_ref()
+                        .map_or(verdict.as_str(), Action::word)
+                        .to_string(),
                 })
             }
         }
@@ -489,7 +690,14 @@ impl RuleSpec {
                 });
             }
         }
-        let addr_family = self.src.or(self.dst).map(family_of);
+        let addr_family = self
+            .src
+            .or(self.dst)
+            .map(family_of)
+            .or(self.action.as_ref().and_then(Action::family));
+        if let Some(action) = &self.action {
+            self.validate_action(action, addr_family)?;
+        }
         match (self.proto, addr_family) {
             (Some(ip_proto::ICMP), Some(6)) => {
                 return Err(RuleError::IcmpFamily {
@@ -546,6 +754,54 @@ impl RuleSpec {
         Ok(())
     }
 
+    /// An action's parameters against the rule's matching parts.
+    fn validate_action(&self, action: &Action, family: Option<u8>) -> Result<(), RuleError> {
+        if self.verdict != Verdict::Allow {
+            return Err(RuleError::ActionWithDrop);
+        }
+        let (to, matched, keyword) = match action {
+            Action::Snat { to } => (*to, self.src, "src"),
+            Action::Dnat { to, port } => {
+                if port.is_some() && !matches!(self.proto, Some(ip_proto::TCP | ip_proto::UDP)) {
+                    return Err(RuleError::PortNeedsTcpUdp(
+                        self.proto.map(|p| ProtoWord(p).to_string()),
+                    ));
+                }
+                (*to, self.dst, "dst")
+            }
+            Action::Mark {
+                mark: 0,
+                reroute: true,
+            } => return Err(RuleError::RerouteMarkZero),
+            Action::Mark { .. } => return Ok(()),
+            Action::Redirect { dev, .. } => return parse_dev(dev).map(|_| ()),
+        };
+        check_network(to)?;
+        if family.is_some_and(|f| f != family_of(to)) {
+            return Err(RuleError::ActionFamily {
+                action: action.word(),
+                to: to.to_string(),
+                family: family.unwrap_or(0),
+            });
+        }
+        if to.prefix_len() != to.max_prefix_len() {
+            // NETMAP: the host bits come from the packet, so the rule must
+            // match a prefix of the same length on that side.
+            match matched {
+                Some(m) if m.prefix_len() == to.prefix_len() => {}
+                _ => {
+                    return Err(RuleError::PrefixMapping {
+                        action: action.word(),
+                        to: to.to_string(),
+                        keyword,
+                        len: to.prefix_len(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `Some(4)`/`Some(6)` when the rule can only match packets of that
     /// family: it names addresses, or an ICMP type (`proto icmp` is IPv4,
     /// `icmpv6` IPv6). A plain `proto icmp` without `icmp-type` compares the
@@ -553,6 +809,10 @@ impl RuleSpec {
     pub fn family(&self) -> Option<u8> {
         if let Some(net) = self.src.or(self.dst) {
             return Some(family_of(net));
+        }
+        // A rule that writes an address takes that address's family.
+        if let Some(f) = self.action.as_ref().and_then(Action::family) {
+            return Some(f);
         }
         match (self.proto, self.icmp_type) {
             (Some(ip_proto::ICMP), Some(_)) => Some(4),
@@ -597,7 +857,10 @@ impl fmt::Display for RuleSpec {
         if let Some(flags) = self.tcp_flags {
             write!(f, "tcp-flags {flags} ")?;
         }
-        f.write_str(self.verdict.as_str())?;
+        match &self.action {
+            Some(action) => write!(f, "{action}")?,
+            None => f.write_str(self.verdict.as_str())?,
+        }
         if self.log {
             f.write_str(" log")?;
         }
@@ -635,7 +898,7 @@ pub fn parse_rules_file(text: &str) -> Result<Vec<RuleSpec>, RuleError> {
 /// A rule the user wrote wrong; each message names the offending word.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RuleError {
-    #[error("unknown keyword `{0}`; expected priority, src, dst, proto, sport, dport, icmp-type, tcp-flags, then allow or drop")]
+    #[error("unknown keyword `{0}`; expected priority, src, dst, proto, sport, dport, icmp-type, tcp-flags, then an action: allow, drop, snat, dnat, mark or redirect")]
     UnknownKeyword(String),
     #[error("missing value after `{0}`")]
     MissingValue(&'static str),
@@ -682,12 +945,35 @@ pub enum RuleError {
     BadPriority(String),
     #[error("bad verdict `{0}`: use allow or drop")]
     BadVerdict(String),
-    #[error("missing verdict: end the rule with allow or drop")]
+    #[error("missing action: end the rule with allow, drop, snat ADDR, dnat ADDR, mark N or redirect DEV")]
     MissingVerdict,
-    #[error("`log` goes after the verdict, e.g. `drop log`")]
+    #[error("`log` goes after the action, e.g. `drop log`")]
     LogBeforeVerdict,
-    #[error("unexpected `{word}` after `{verdict}`: only `log` may follow the verdict; put keywords before it")]
-    AfterVerdict { word: String, verdict: Verdict },
+    #[error("unexpected `{word}` after `{verdict}`: only `log` may follow the action; put keywords before it")]
+    AfterVerdict { word: String, verdict: String },
+    #[error("a rule with an action passes the packet on; it cannot also drop it")]
+    ActionWithDrop,
+    #[error("`port` after dnat needs proto tcp or udp{}", .0.as_ref().map(|p| format!(", not {p}")).unwrap_or_default())]
+    PortNeedsTcpUdp(Option<String>),
+    #[error("{action} {to} is IPv{}, but the rule matches IPv{family}; an address translation keeps the family", if *.family == 4 { 6 } else { 4 })]
+    ActionFamily {
+        action: &'static str,
+        to: String,
+        family: u8,
+    },
+    #[error("{action} {to} maps a prefix (host bits kept): the rule needs `{keyword}` of the same length (/{len}) to map from")]
+    PrefixMapping {
+        action: &'static str,
+        to: String,
+        keyword: &'static str,
+        len: u8,
+    },
+    #[error("`mark 0 reroute` cannot tell a rerouted packet from any unmarked one; use a mark of 1 or more")]
+    RerouteMarkZero,
+    #[error("bad mark `{0}`: expected a number 0-4294967295")]
+    BadMark(String),
+    #[error("bad device name `{0}`: 1-15 characters, no `/` or space")]
+    BadDevice(String),
     #[error("unexpected `{0}` after `log`: the rule ends there")]
     AfterLog(String),
     #[error("line {line}: {error}")]

@@ -501,15 +501,15 @@ fn every_word_error_names_the_word() {
         ),
         (
             "dport 80",
-            "missing verdict: end the rule with allow or drop",
+            "missing action: end the rule with allow, drop, snat ADDR, dnat ADDR, mark N or redirect DEV",
         ),
-        ("", "missing verdict: end the rule with allow or drop"),
+        ("", "missing action: end the rule with allow, drop"),
         ("dport", "missing value after `dport`"),
         ("dport drop", "missing value after `dport`"),
         ("src dst 10.0.0.0/8 drop", "missing value after `src`"),
         ("tcp-flags log", "missing value after `tcp-flags`"),
-        ("log drop", "`log` goes after the verdict"),
-        ("dport 80 log drop", "`log` goes after the verdict"),
+        ("log drop", "`log` goes after the action"),
+        ("dport 80 log drop", "`log` goes after the action"),
         (
             "drop log now",
             "unexpected `now` after `log`: the rule ends there",
@@ -517,7 +517,7 @@ fn every_word_error_names_the_word() {
         ("drop log log", "unexpected `log` after `log`"),
         (
             "drop dport 80",
-            "unexpected `dport` after `drop`: only `log` may follow the verdict",
+            "unexpected `dport` after `drop`: only `log` may follow the action",
         ),
         ("allow drop", "unexpected `drop` after `allow`"),
         ("Drop", "unknown keyword `Drop`"),
@@ -567,7 +567,7 @@ fn rules_file_errors_carry_the_line() {
         })
     );
     let e = parse_rules_file("allow\r\ndprt 1 drop\r\n").map_err(|e| e.to_string());
-    assert_eq!(e, Err("line 2: unknown keyword `dprt`; expected priority, src, dst, proto, sport, dport, icmp-type, tcp-flags, then allow or drop".into()));
+    assert_eq!(e, Err("line 2: unknown keyword `dprt`; expected priority, src, dst, proto, sport, dport, icmp-type, tcp-flags, then an action: allow, drop, snat, dnat, mark or redirect".into()));
 }
 
 #[test]
@@ -673,4 +673,85 @@ fn validate_rejects_specs_the_parser_would_not_build() {
         );
     }
     assert_eq!(base.validate(), Ok(()));
+}
+
+#[test]
+fn actions_parse_and_print_back_in_canonical_form() {
+    for text in [
+        "src 10.1.0.2/32 snat 203.0.113.7",
+        "src 10.1.0.0/24 snat 203.0.113.0/24 log",
+        "dst 203.0.113.7/32 dnat 10.1.0.2",
+        "dst 203.0.113.7/32 proto tcp dport 80 dnat 10.1.0.2 port 8080",
+        "dst 203.0.113.0/24 dnat 10.1.0.0/24",
+        "proto udp dport 53 mark 7 reroute",
+        "mark 4294967295",
+        "dst 198.51.100.0/24 redirect tun0 log",
+        "priority 5 snat 192.0.2.1",
+    ] {
+        assert_eq!(spec(text).to_string(), text, "{text}");
+    }
+    // A host prefix prints as the address.
+    assert_eq!(
+        spec("src 10.1.0.2/32 snat 203.0.113.7/32").to_string(),
+        "src 10.1.0.2/32 snat 203.0.113.7"
+    );
+    let s = spec("dst 203.0.113.7 proto tcp dnat 10.1.0.2 port 8080");
+    assert_eq!(s.verdict, Verdict::Allow);
+    assert_eq!(
+        s.action,
+        Some(Action::Dnat {
+            to: "10.1.0.2/32".parse().expect("test value"),
+            port: Some(8080)
+        })
+    );
+    assert_eq!(
+        spec("mark 7 reroute").action,
+        Some(Action::Mark {
+            mark: 7,
+            reroute: true
+        })
+    );
+    // A rule that writes an address takes that address's family.
+    assert_eq!(spec("proto udp snat 192.0.2.1").family(), Some(4));
+    let json = serde_json::to_string(&spec("mark 7 reroute")).expect("test value");
+    assert!(
+        json.contains(r#""action":{"kind":"mark","mark":7,"reroute":true}"#),
+        "{json}"
+    );
+    assert!(!serde_json::to_string(&spec("drop"))
+        .expect("test value")
+        .contains("action"));
+}
+
+#[test]
+fn action_errors_say_what_is_wrong() {
+    let cases: &[(&str, &str)] = &[
+        ("snat", "missing value after `snat`"),
+        ("snat log", "missing value after `snat`"),
+        ("dnat 10.0.0.1 port", "missing value after `port`"),
+        ("proto tcp dnat 10.0.0.1 port 70000", "port `70000` out of range"),
+        ("dnat 10.0.0.1 port 80", "`port` after dnat needs proto tcp or udp"),
+        ("proto icmp dnat 10.0.0.1 port 80", "`port` after dnat needs proto tcp or udp, not icmp"),
+        ("src 10.0.0.0/8 snat fd00::1", "snat fd00::1/128 is IPv6, but the rule matches IPv4"),
+        ("src fd00::/64 snat 192.0.2.1", "snat 192.0.2.1/32 is IPv4, but the rule matches IPv6"),
+        ("snat 192.0.2.0/24", "snat 192.0.2.0/24 maps a prefix (host bits kept): the rule needs `src` of the same length (/24)"),
+        ("src 10.0.0.0/16 snat 192.0.2.0/24", "the rule needs `src` of the same length (/24)"),
+        ("src 10.0.0.0/24 dnat 192.0.2.0/24", "the rule needs `dst` of the same length (/24)"),
+        ("snat 192.0.2.1/24", "bad CIDR `192.0.2.1/24`: host bits are set"),
+        ("mark x", "bad mark `x`"),
+        ("mark 4294967296", "bad mark `4294967296`"),
+        ("mark 0 reroute", "`mark 0 reroute` cannot tell"),
+        ("redirect", "missing value after `redirect`"),
+        ("redirect a/b", "bad device name `a/b`"),
+        ("redirect tun0 drop", "unexpected `drop` after `redirect`"),
+        ("snat 192.0.2.1 dport 80", "unexpected `dport` after `snat`"),
+        ("proto icmpv6 snat 192.0.2.1", "proto icmpv6 does not fit the rule's IPv4 addresses"),
+    ];
+    for (input, message) in cases {
+        let got = error(input).to_string();
+        assert!(
+            got.starts_with(message) || got.contains(message),
+            "`{input}`: got `{got}`, want `{message}...`"
+        );
+    }
 }

@@ -12,9 +12,11 @@
 //! Layout (little endian): the magic `LWTR`, format version, rule count,
 //! carried-counter count; then one 64-byte entry per rule (id, counter
 //! slot, priority, which parts are present, source and destination
-//! prefixes, protocol, ICMP type, TCP flags, port ranges); then one
-//! 40-byte entry per carried counter (id, packets, bytes, logged,
-//! suppressed).
+//! prefixes, protocol, ICMP type, TCP flags, port ranges), followed, for
+//! a rule with an action (format 2), by a 64-byte side entry with the
+//! action's parameters (kind, flags, port, mark or ifindex, target prefix,
+//! device name); then one 40-byte entry per carried counter (id, packets,
+//! bytes, logged, suppressed). Format 1 files (no actions) load as before.
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -23,12 +25,13 @@ use std::{
 use ipnet::IpNet;
 
 use super::{
-    rule::{PortRange, Rule, RuleSpec, TcpFlags, Verdict},
+    rule::{Action, PortRange, Rule, RuleSpec, TcpFlags, Verdict},
     store::RuleCounters,
 };
 
 const MAGIC: &[u8; 4] = b"LWTR";
-const FORMAT: u32 = 1;
+/// Written: 2 (side entries for actions); read: 1 and 2.
+const FORMAT: u32 = 2;
 const HEADER: usize = 16;
 const RULE: usize = 64;
 const CARRIED: usize = 40;
@@ -42,6 +45,17 @@ const ICMP: u32 = 1 << 5;
 const FLAGS: u32 = 1 << 6;
 const DROP: u32 = 1 << 7;
 const LOG: u32 = 1 << 8;
+/// The next 64-byte entry is this rule's action (format 2).
+const ACTION: u32 = 1 << 9;
+
+/// Side entry kinds.
+const A_SNAT: u8 = 1;
+const A_DNAT: u8 = 2;
+const A_MARK: u8 = 3;
+const A_REDIRECT: u8 = 4;
+/// Side entry flags.
+const A_PORT: u8 = 1;
+const A_REROUTE: u8 = 2;
 /// A journal entry that deletes the rule of its id.
 const DELETE: u32 = 1 << 31;
 
@@ -121,7 +135,101 @@ fn put_rule(e: &mut [u8], r: &Rule, slot: u32) {
     if s.log {
         flags |= LOG;
     }
+    if s.action.is_some() {
+        flags |= ACTION;
+    }
     e[12..16].copy_from_slice(&flags.to_le_bytes());
+}
+
+/// Bytes of rule `r`'s entries: 64, or 128 with an action's side entry.
+fn entry_len(r: &Rule) -> usize {
+    if r.spec.action.is_some() {
+        2 * RULE
+    } else {
+        RULE
+    }
+}
+
+/// Writes `a` into a 64-byte side entry.
+fn put_action(e: &mut [u8], a: &Action) {
+    match a {
+        Action::Snat { to } => {
+            e[0] = A_SNAT;
+            put_prefix(&mut e[8..26], to);
+        }
+        Action::Dnat { to, port } => {
+            e[0] = A_DNAT;
+            put_prefix(&mut e[8..26], to);
+            if let Some(p) = port {
+                e[1] |= A_PORT;
+                e[2..4].copy_from_slice(&p.to_le_bytes());
+            }
+        }
+        Action::Mark { mark, reroute } => {
+            e[0] = A_MARK;
+            if *reroute {
+                e[1] |= A_REROUTE;
+            }
+            e[4..8].copy_from_slice(&mark.to_le_bytes());
+        }
+        Action::Redirect { dev, ifindex } => {
+            e[0] = A_REDIRECT;
+            e[4..8].copy_from_slice(&ifindex.to_le_bytes());
+            let name = dev.as_bytes();
+            let n = name.len().min(16);
+            e[26] = n as u8;
+            e[27..27 + n].copy_from_slice(&name[..n]);
+        }
+    }
+}
+
+/// Reads a side entry.
+fn get_action(e: &[u8], id: u32) -> Result<Action, String> {
+    let prefix = || get_prefix(&e[8..26]).ok_or_else(|| format!("rule {id}: a bad action address"));
+    Ok(match e[0] {
+        A_SNAT => Action::Snat { to: prefix()? },
+        A_DNAT => Action::Dnat {
+            to: prefix()?,
+            port: (e[1] & A_PORT != 0).then(|| u16_at(e, 2)),
+        },
+        A_MARK => Action::Mark {
+            mark: u32_at(e, 4),
+            reroute: e[1] & A_REROUTE != 0,
+        },
+        A_REDIRECT => {
+            let n = usize::from(e[26]).min(16);
+            Action::Redirect {
+                dev: String::from_utf8(e[27..27 + n].to_vec())
+                    .map_err(|_| format!("rule {id}: a bad device name"))?,
+                ifindex: u32_at(e, 4),
+            }
+        }
+        k => return Err(format!("rule {id}: unknown action kind {k}")),
+    })
+}
+
+/// Writes rule `r` (and its action's side entry) at the start of `e`,
+/// which holds [`entry_len`] bytes.
+fn put_entries(e: &mut [u8], r: &Rule, slot: u32) {
+    put_rule(&mut e[..RULE], r, slot);
+    if let Some(a) = &r.spec.action {
+        put_action(&mut e[RULE..2 * RULE], a);
+    }
+}
+
+/// Reads the rule at the start of `b` and its side entry if it has one:
+/// the rule, its counter slot and the bytes taken.
+fn get_entries(b: &[u8]) -> Result<(Rule, u32, usize), String> {
+    let e = b.get(..RULE).ok_or("a cut rule entry")?;
+    let (mut rule, slot) = get_rule(e)?;
+    if u32_at(e, 12) & ACTION == 0 {
+        return Ok((rule, slot, RULE));
+    }
+    let side = b
+        .get(RULE..2 * RULE)
+        .ok_or_else(|| format!("rule {}: its action entry is cut", rule.id))?;
+    rule.spec.action = Some(get_action(side, rule.id)?);
+    Ok((rule, slot, 2 * RULE))
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -160,16 +268,23 @@ fn get_rule(e: &[u8]) -> Result<(Rule, u32), String> {
         } else {
             Verdict::Allow
         },
+        action: None,
         log: has(LOG),
     };
     Ok((Rule { id, spec }, u32_at(e, 4)))
 }
 
-/// A journal entry that adds rule `r` with counter slot `slot`.
+/// A journal entry that adds rule `r` with counter slot `slot` (two
+/// 64-byte entries for a rule with an action: [`entries_of`] counts them).
 pub fn add_entry(r: &Rule, slot: u32) -> Vec<u8> {
-    let mut e = vec![0u8; RULE];
-    put_rule(&mut e, r, slot);
+    let mut e = vec![0u8; entry_len(r)];
+    put_entries(&mut e, r, slot);
     e
+}
+
+/// The journal entries `bytes` (an [`add_entry`] or [`del_entry`]) take.
+pub fn entries_of(bytes: &[u8]) -> u32 {
+    (bytes.len() / RULE) as u32
 }
 
 /// A journal entry that deletes rule `id`.
@@ -196,13 +311,17 @@ pub fn replay(data: &mut RulesData, journal: &[u8], n: u32) -> Result<(), String
         )
     })?;
     let mut gone = std::collections::HashSet::new();
-    for e in entries.chunks_exact(RULE) {
+    let mut at = 0;
+    while at < entries.len() {
+        let e = &entries[at..];
         if u32_at(e, 12) & DELETE != 0 {
             gone.insert(u32_at(e, 0));
+            at += RULE;
         } else {
-            let (rule, slot) = get_rule(e)?;
+            let (rule, slot, used) = get_entries(e)?;
             data.slots.insert(rule.id, slot);
             data.rules.push(rule);
+            at += used;
         }
     }
     if !gone.is_empty() {
@@ -220,14 +339,18 @@ pub fn encode(
     slot_of: impl Fn(u32) -> u32,
     carried: &BTreeMap<u32, RuleCounters>,
 ) -> Vec<u8> {
-    let mut out = vec![0u8; HEADER + RULE * rules.len() + CARRIED * carried.len()];
+    let body_len: usize = rules.iter().map(entry_len).sum();
+    let mut out = vec![0u8; HEADER + body_len + CARRIED * carried.len()];
     out[0..4].copy_from_slice(MAGIC);
     out[4..8].copy_from_slice(&FORMAT.to_le_bytes());
     out[8..12].copy_from_slice(&(rules.len() as u32).to_le_bytes());
     out[12..16].copy_from_slice(&(carried.len() as u32).to_le_bytes());
-    let (body, tail) = out[HEADER..].split_at_mut(RULE * rules.len());
-    for (r, e) in rules.iter().zip(body.chunks_exact_mut(RULE)) {
-        put_rule(e, r, slot_of(r.id));
+    let (body, tail) = out[HEADER..].split_at_mut(body_len);
+    let mut at = 0;
+    for r in rules {
+        let n = entry_len(r);
+        put_entries(&mut body[at..at + n], r, slot_of(r.id));
+        at += n;
     }
     for ((id, c), e) in carried.iter().zip(tail.chunks_exact_mut(CARRIED)) {
         e[0..4].copy_from_slice(&id.to_le_bytes());
@@ -246,29 +369,39 @@ pub fn decode(b: &[u8]) -> Result<RulesData, String> {
     if b.len() < HEADER || &b[0..4] != MAGIC {
         return Err("not a rules file".into());
     }
-    if u32_at(b, 4) != FORMAT {
-        return Err(format!("rules file format {} unknown", u32_at(b, 4)));
+    let format = u32_at(b, 4);
+    if format != 1 && format != FORMAT {
+        return Err(format!("rules file format {format} unknown"));
     }
     let n = u32_at(b, 8) as usize;
     let m = u32_at(b, 12) as usize;
-    if b.len() != HEADER + RULE * n + CARRIED * m {
+    let mut data = RulesData {
+        rules: Vec::with_capacity(n.min(b.len() / RULE)),
+        ..RulesData::default()
+    };
+    let mut slots = Vec::with_capacity(n.min(b.len() / RULE));
+    let mut at = HEADER;
+    for _ in 0..n {
+        let e = b.get(at..).unwrap_or_default();
+        // Format 1 has no side entries (its ACTION bit is never set).
+        let (rule, slot, used) = get_entries(e).map_err(|reason| {
+            format!(
+                "rules file of {} bytes, {n} rules and {m} counters: {reason}",
+                b.len()
+            )
+        })?;
+        slots.push((rule.id, slot));
+        data.rules.push(rule);
+        at += used;
+    }
+    if b.len() != at + CARRIED * m {
         return Err(format!(
             "rules file of {} bytes, {n} rules and {m} counters need {}",
             b.len(),
-            HEADER + RULE * n + CARRIED * m
+            at + CARRIED * m
         ));
     }
-    let mut data = RulesData {
-        rules: Vec::with_capacity(n),
-        ..RulesData::default()
-    };
-    let (body, tail) = b[HEADER..].split_at(RULE * n);
-    let mut slots = Vec::with_capacity(n);
-    for e in body.chunks_exact(RULE) {
-        let (rule, slot) = get_rule(e)?;
-        slots.push((rule.id, slot));
-        data.rules.push(rule);
-    }
+    let tail = &b[at..];
     // Built in bulk (sorted first), not one insert at a time.
     data.slots = slots.into_iter().collect();
     for e in tail.chunks_exact(CARRIED) {
@@ -303,13 +436,20 @@ mod tests {
             "priority 7 src 10.0.0.0/8 dst 192.0.2.1 proto udp sport 5-6 dport 53 allow log\n\
                     src 2001:db8::/32 dst 2001:db8:1::1/128 proto tcp tcp-flags syn,!ack drop\n\
                     proto icmp icmp-type 8 drop\n\
-                    drop\n";
-        let rules: Vec<Rule> = parse_rules_file(text)
+                    drop\n\
+                    src 10.1.0.0/24 snat 203.0.113.0/24 log\n\
+                    dst 203.0.113.7 proto tcp dnat 10.1.0.2 port 8080\n\
+                    dport 53 mark 7 reroute\n\
+                    dst 198.51.100.0/24 redirect tun0\n";
+        let mut rules: Vec<Rule> = parse_rules_file(text)
             .expect("rules")
             .into_iter()
-            .zip([3u32, 9, 10, 4_000_000_000])
+            .zip([3u32, 9, 10, 4_000_000_000, 11, 12, 13, 14])
             .map(|(spec, id)| Rule { id, spec })
             .collect();
+        if let Some(Action::Redirect { ifindex, .. }) = rules[7].spec.action.as_mut() {
+            *ifindex = 42;
+        }
         let carried = BTreeMap::from([
             (
                 0,
@@ -335,6 +475,24 @@ mod tests {
         assert_eq!(back.slots.get(&4_000_000_000), Some(&1));
         assert_eq!(back.slots.get(&9), Some(&10));
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        assert_eq!(bytes.len(), HEADER + RULE * 12 + CARRIED * 2);
+
+        // A format-1 file (written before actions) still loads.
+        let plain: Vec<Rule> = rules[..4].to_vec();
+        let mut old = encode(&plain, |id| id % 1000 + 1, &carried);
+        old[4..8].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(decode(&old).expect("format 1").rules, plain);
+        let mut data = back.clone();
+        let with_action = Rule {
+            id: 4_000_000_003,
+            spec: rules[5].spec.clone(),
+        };
+        let entry = add_entry(&with_action, 99);
+        assert_eq!(entries_of(&entry), 2);
+        replay(&mut data, &entry, 2).expect("replay an action");
+        assert_eq!(data.rules.last(), Some(&with_action));
+        let rules: Vec<Rule> = rules[..4].to_vec();
+        let back = decode(&encode(&rules, |id| id % 1000 + 1, &carried)).expect("decode");
 
         // A journal: add a rule, delete two (one of them just added).
         let mut data = back;

@@ -209,6 +209,16 @@ impl RuleCounters {
     }
 }
 
+/// What a rule's action did, summed over CPUs and generations
+/// ([`lwtkit_common::filter::ActionStats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionCounters {
+    /// Translated, rerouted, marked or redirected (by the rule's action).
+    pub done: u64,
+    pub failed: u64,
+    pub loops: u64,
+}
+
 /// The policies of the current namespace.
 pub struct Policies<'a> {
     state: &'a NetnsState,
@@ -292,6 +302,9 @@ impl<'a> Policies<'a> {
         let mut maps_to_reuse: Vec<(String, PathBuf)> = pins::filter::MAPS
             .iter()
             .map(|(map, file)| (map.to_string(), dir.join(file)))
+            // Policies made before actions have no action counters: their
+            // programs get a map of their own.
+            .filter(|(map, pin)| map != maps::ACTION_STATS || pin.exists())
             .collect();
         maps_to_reuse.push((maps::EVENTS.into(), self.events_pin()));
         BuiltinSpec {
@@ -487,7 +500,9 @@ impl<'a> Policies<'a> {
                     m.set_map_flags(libbpf_rs::libbpf_sys::BPF_F_MMAPABLE)
                         .map_err(load_err)?;
                 }
-                maps::RULE_STATS => m.set_max_entries(2 * p.rule_slots()).map_err(load_err)?,
+                maps::RULE_STATS | maps::ACTION_STATS => {
+                    m.set_max_entries(2 * p.rule_slots()).map_err(load_err)?
+                }
                 maps::EVENTS if events.exists() => m.reuse_pinned_map(&events).map_err(load_err)?,
                 _ => {}
             }
@@ -607,7 +622,45 @@ impl<'a> Policies<'a> {
     fn zero_entries(&self, p: &Policy, entries: &[u32]) -> Result<()> {
         let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
         let map = open_map(&pin)?;
-        crate::percpu::zero(&map, entries).map_err(|e| map_err(&pin, e))
+        crate::percpu::zero(&map, entries).map_err(|e| map_err(&pin, e))?;
+        let pin = self.pin_dir(&p.name).join(pins::filter::ACTION_STATS);
+        if pin.exists() {
+            let map = open_map(&pin)?;
+            crate::percpu::zero(&map, entries).map_err(|e| map_err(&pin, e))?;
+        }
+        Ok(())
+    }
+
+    /// What the actions of `p`'s rules did, by rule id (rules without an
+    /// action are left out), summed over CPUs and both generations.
+    /// Policies made before actions have no such counters: none.
+    pub fn action_counters(&self, p: &Policy) -> Result<BTreeMap<u32, ActionCounters>> {
+        let pin = self.pin_dir(&p.name).join(pins::filter::ACTION_STATS);
+        let mut out = BTreeMap::new();
+        let acted: Vec<u32> = p
+            .rules
+            .iter()
+            .filter(|r| r.spec.action.is_some())
+            .map(|r| r.id)
+            .collect();
+        if acted.is_empty() || !pin.exists() {
+            return Ok(out);
+        }
+        let map = open_map(&pin)?;
+        let per_gen = p.rule_slots();
+        for id in acted {
+            let slot = p.slot_of(id);
+            let mut c = ActionCounters::default();
+            for g in [0, 1] {
+                let [done, failed, loops] =
+                    crate::percpu::sum(&map, g * per_gen + slot).map_err(|e| map_err(&pin, e))?;
+                c.done += done;
+                c.failed += failed;
+                c.loops += loops;
+            }
+            out.insert(id, c);
+        }
+        Ok(out)
     }
 
     /// The journal of `p`'s rules file.
@@ -751,20 +804,28 @@ impl<'a> Policies<'a> {
             },
         );
         if !post.is_empty() {
+            let ranges: Vec<(u32, u32)> = post
+                .iter()
+                .map(|(first, n)| (live * slots_per_gen + first, *n))
+                .collect();
             intent.done.push(Step::ZeroCounters {
                 pin: self.pin_dir(&after.name).join(pins::filter::RULE_STATS),
-                ranges: post
-                    .iter()
-                    .map(|(first, n)| (live * slots_per_gen + first, *n))
-                    .collect(),
+                ranges: ranges.clone(),
             });
+            let actions = self.pin_dir(&after.name).join(pins::filter::ACTION_STATS);
+            if actions.exists() {
+                intent.done.push(Step::ZeroCounters {
+                    pin: actions,
+                    ranges,
+                });
+            }
         }
         let journaled = entry
             .filter(|_| old.rules_file.is_some() && old.journal_len < JOURNAL_MAX && !migrating);
         let pending = timed("records", || -> Result<_> {
             if let Some(entry) = &journaled {
                 self.append_journal(&old, entry)?;
-                after.journal_len = old.journal_len + 1;
+                after.journal_len = old.journal_len + rules_file::entries_of(entry);
                 intent.done.push(txn.put_step(&after)?);
             } else {
                 let carried = after.carried.clone();
@@ -926,9 +987,14 @@ impl<'a> Policies<'a> {
             .filter(|r| !before.contains(&r.id))
             .map(|r| live * after.rule_slots() + after.slot_of(r.id))
             .collect();
+        let fresh = ranges_of(fresh);
+        done.push(Step::ZeroCounters {
+            pin: stage.join(pins::filter::ACTION_STATS),
+            ranges: fresh.clone(),
+        });
         done.push(Step::ZeroCounters {
             pin: stage.join(pins::filter::RULE_STATS),
-            ranges: ranges_of(fresh),
+            ranges: fresh,
         });
         for m in &moves {
             done.extend(m.renames.iter().cloned());
@@ -1254,6 +1320,9 @@ impl<'a> Policies<'a> {
         let mut total = 0;
         for (_, file) in pins::filter::MAPS {
             let pin = dir.join(file);
+            if *file == pins::filter::ACTION_STATS && !pin.exists() {
+                continue;
+            }
             let map = open_map(&pin)?;
             let fdinfo = format!("/proc/self/fdinfo/{}", map.as_fd().as_raw_fd());
             let text = fs::read_to_string(&fdinfo).map_err(|e| StateError::Io {

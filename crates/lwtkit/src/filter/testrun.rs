@@ -11,7 +11,7 @@ use std::{
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
 use lwtkit_common::{
     filter::{Cell, PolicyConfig, NO_RULE},
-    maps::filter::{CELLS, CONFIG, RULE_STATS},
+    maps::filter::{ACTION_STATS, CELLS, CONFIG, RULE_STATS},
 };
 
 use super::{
@@ -78,7 +78,7 @@ impl Harness {
                 m.set_max_entries(2 * cells)?;
                 m.set_map_flags(libbpf_rs::libbpf_sys::BPF_F_MMAPABLE)
             }
-            RULE_STATS => m.set_max_entries(2 * slots),
+            RULE_STATS | ACTION_STATS => m.set_max_entries(2 * slots),
             _ => Ok(()),
         })?;
         h.ids = ids;
@@ -160,6 +160,30 @@ impl Harness {
     /// as test-run needs one); returns the program's return code.
     pub fn run(&self, l3: &[u8]) -> Result<i32> {
         self.run_repeat(l3, 1).map(|(rc, _)| rc)
+    }
+
+    /// Runs the program once on an L3 packet; returns the program's return
+    /// code and the packet as it left it (L3, the Ethernet header taken off
+    /// again): what rewriting actions made of it.
+    pub fn run_out(&self, l3: &[u8]) -> Result<(i32, Vec<u8>)> {
+        let frame = ethernet_frame(l3);
+        let prog = self
+            .object
+            .progs_mut()
+            .find(|p| p.name().to_string_lossy() == self.entry)
+            .ok_or_else(|| err("program", "missing"))?;
+        let mut data = vec![0u8; frame.len() + 256];
+        let input = ProgramInput {
+            data_in: Some(&frame),
+            data_out: Some(&mut data),
+            repeat: 1,
+            ..Default::default()
+        };
+        let out = prog.test_run(input).map_err(|e| err("test run", e))?;
+        let rc = out.return_value as i32;
+        let len = out.data.map_or(0, |d| d.len());
+        data.truncate(len);
+        Ok((rc, data.get(14..).map(<[u8]>::to_vec).unwrap_or_default()))
     }
 
     /// Runs `repeat` times; returns the code and the mean time per run.

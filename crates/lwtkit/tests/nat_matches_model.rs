@@ -1,0 +1,381 @@
+//! The filter program's translations against the reference model: random
+//! IPv4 and IPv6 packets (TCP, UDP, ICMP, ICMPv6; IPv4 options, IPv6
+//! extension headers; first and later fragments; UDP without a checksum)
+//! meet NAT rules (one address, NETMAP prefixes, a port, NPTv6 /64 and /48)
+//! through BPF_PROG_TEST_RUN on `xmit`. The packet the program leaves must
+//! carry the model's addresses and port, every other byte unchanged but
+//! the checksums, and (for whole packets) checksums that hold, computed
+//! here from the bytes. Each run draws a seed; `LWTKIT_SEED` replays one.
+//! Needs root.
+use std::net::IpAddr;
+
+use lwtkit::{
+    filter::{
+        handling::Handling,
+        model::{action_for, parse_packet, Class},
+        rule::{Rule, Verdict},
+        testrun::Harness,
+    },
+    Hook,
+};
+
+const RULES: [&str; 7] = [
+    "src 10.1.0.0/24 snat 203.0.113.0/24",
+    "dst 198.51.100.7 proto udp dnat 10.1.0.9 port 5353",
+    "dst 198.51.100.8 dnat 10.1.0.8",
+    "src fd01::/64 snat fd99::/64",
+    "src fd02::/48 snat 2001:db8:7::/48",
+    "dst fd00::7 dnat fd01::9",
+    "dst fd00::8 proto tcp dnat fd01::8 port 8443",
+];
+
+const V4_SRC: [[u8; 4]; 3] = [[10, 1, 0, 5], [10, 1, 0, 200], [192, 0, 2, 1]];
+const V4_DST: [[u8; 4]; 3] = [[198, 51, 100, 7], [198, 51, 100, 8], [198, 51, 100, 9]];
+const V6_SRC: [&str; 4] = [
+    "fd01::2",
+    "fd01::ffff:ffff:1:2",
+    "fd02:0:0:12::9",
+    "fd03::1",
+];
+const V6_DST: [&str; 3] = ["fd00::7", "fd00::8", "fd00::9"];
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The Internet checksum of `parts` laid end to end (each of even length
+/// but the last).
+fn sum(parts: &[&[u8]]) -> u16 {
+    let mut s = 0u64;
+    let bytes: Vec<u8> = parts.concat();
+    for c in bytes.chunks(2) {
+        s += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// A packet: bytes, where its L4 header starts, and whether it is whole
+/// (not a fragment).
+struct Built {
+    bytes: Vec<u8>,
+    l4: usize,
+    proto: u8,
+    whole: bool,
+}
+
+fn l4_header(rng: &mut Rng, proto: u8) -> Vec<u8> {
+    let payload_len = 4 + 4 * rng.below(6) as usize;
+    let mut l4 = match proto {
+        6 => {
+            let mut t = vec![0u8; 20];
+            t[12] = 0x50;
+            t[13] = 0x18;
+            t
+        }
+        17 => vec![0u8; 8],
+        _ => {
+            let mut i = vec![0u8; 8];
+            i[0] = if proto == 1 { 8 } else { 128 };
+            i[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+            i
+        }
+    };
+    if proto == 6 || proto == 17 {
+        l4[0..2].copy_from_slice(&(40000 + rng.below(100) as u16).to_be_bytes());
+        let dport = [53u16, 80, 443, 5353][rng.below(4) as usize];
+        l4[2..4].copy_from_slice(&dport.to_be_bytes());
+    }
+    l4.extend((0..payload_len).map(|_| rng.below(256) as u8));
+    if proto == 17 {
+        let n = l4.len() as u16;
+        l4[4..6].copy_from_slice(&n.to_be_bytes());
+    }
+    l4
+}
+
+/// The L4 checksum field's offset in the L4 header, and whether it sums a
+/// pseudo-header.
+fn csum_at(proto: u8) -> Option<(usize, bool)> {
+    match proto {
+        6 => Some((16, true)),
+        17 => Some((6, true)),
+        1 => Some((2, false)),
+        58 => Some((2, true)),
+        _ => None,
+    }
+}
+
+/// The L4 checksum over `l4` with the pseudo-header of `src`, `dst`.
+fn l4_sum(v6: bool, src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> u16 {
+    let pseudo = csum_at(proto).is_some_and(|(_, p)| p);
+    let len = l4.len() as u32;
+    if !pseudo {
+        return sum(&[l4]);
+    }
+    if v6 {
+        sum(&[src, dst, &len.to_be_bytes(), &[0, 0, 0, proto], l4])
+    } else {
+        sum(&[src, dst, &[0, proto], &(len as u16).to_be_bytes(), l4])
+    }
+}
+
+fn build_v4(rng: &mut Rng) -> Built {
+    let proto = [6u8, 17, 1][rng.below(3) as usize];
+    let src = V4_SRC[rng.below(3) as usize];
+    let dst = V4_DST[rng.below(3) as usize];
+    let words = rng.below(3) as usize;
+    let ihl = 20 + 4 * words;
+    let mut l4 = l4_header(rng, proto);
+    let frag = rng.below(6);
+    // 0..3: whole; 4: a first fragment; 5: a later fragment.
+    let (flags, whole) = match frag {
+        4 => (0x2000u16, false),
+        5 => (0x0004u16, false),
+        _ => (0x4000u16, true),
+    };
+    if let Some((at, _)) = csum_at(proto) {
+        let zero_udp = proto == 17 && rng.below(4) == 0;
+        if !zero_udp {
+            let c = l4_sum(false, &src, &dst, proto, &l4);
+            l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        }
+    }
+    let mut p = vec![0u8; ihl];
+    p[0] = 0x40 | (ihl / 4) as u8;
+    let total = (ihl + l4.len()) as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p[4..6].copy_from_slice(&0x0badu16.to_be_bytes());
+    p[6..8].copy_from_slice(&flags.to_be_bytes());
+    p[8] = 64;
+    p[9] = proto;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    // NOP options.
+    p[20..ihl].fill(1);
+    let c = sum(&[&p]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend(&l4);
+    Built {
+        bytes: p,
+        l4: ihl,
+        proto,
+        whole,
+    }
+}
+
+fn v6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().expect("ipv6").octets()
+}
+
+fn build_v6(rng: &mut Rng) -> Built {
+    let proto = [6u8, 17, 58][rng.below(3) as usize];
+    let src = v6(V6_SRC[rng.below(4) as usize]);
+    let dst = v6(V6_DST[rng.below(3) as usize]);
+    let mut exts: Vec<u8> = Vec::new();
+    let mut kinds: Vec<u8> = (0..rng.below(3))
+        .map(|_| [60u8, 0][rng.below(2) as usize])
+        .collect();
+    // Hop-by-hop only first.
+    kinds.sort_by_key(|k| *k != 0);
+    kinds.dedup_by(|a, b| *a == 0 && *b == 0);
+    let frag = rng.below(6);
+    let whole = frag < 4;
+    if !whole {
+        kinds.push(44);
+    }
+    let mut l4 = l4_header(rng, proto);
+    if let Some((at, _)) = csum_at(proto) {
+        let c = l4_sum(true, &src, &dst, proto, &l4);
+        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    for (i, k) in kinds.iter().enumerate() {
+        let next = kinds.get(i + 1).copied().unwrap_or(proto);
+        if *k == 44 {
+            let off: u16 = if frag == 4 { 1 } else { (5 << 3) | 1 };
+            exts.extend([next, 0]);
+            exts.extend(off.to_be_bytes());
+            exts.extend(0x1234_5678u32.to_be_bytes());
+        } else {
+            let len = rng.below(2) as u8;
+            exts.extend([next, len]);
+            // PadN over the rest of the header.
+            let rest = 8 * (usize::from(len) + 1) - 2;
+            exts.extend([1u8, (rest - 2) as u8]);
+            exts.extend(std::iter::repeat_n(0u8, rest - 2));
+        }
+    }
+    let mut p = vec![0u8; 40];
+    p[0] = 0x60;
+    let plen = (exts.len() + l4.len()) as u16;
+    p[4..6].copy_from_slice(&plen.to_be_bytes());
+    p[6] = kinds.first().copied().unwrap_or(proto);
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src);
+    p[24..40].copy_from_slice(&dst);
+    let l4_at = 40 + exts.len();
+    p.extend(&exts);
+    p.extend(&l4);
+    Built {
+        bytes: p,
+        l4: l4_at,
+        proto,
+        whole,
+    }
+}
+
+fn addr(b: &[u8], v6: bool, dst: bool) -> IpAddr {
+    if v6 {
+        let at = if dst { 24 } else { 8 };
+        IpAddr::from(<[u8; 16]>::try_from(&b[at..at + 16]).expect("16 bytes"))
+    } else {
+        let at = if dst { 16 } else { 12 };
+        IpAddr::from(<[u8; 4]>::try_from(&b[at..at + 4]).expect("4 bytes"))
+    }
+}
+
+fn seed() -> u64 {
+    match std::env::var("LWTKIT_SEED") {
+        Ok(s) => match s.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => s.parse(),
+        }
+        .unwrap_or_else(|e| panic!("LWTKIT_SEED `{s}`: {e}")),
+        Err(_) => {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+#[test]
+fn translations_match_the_model_and_checksums_hold() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        if std::env::var_os("LWT_TEST_REQUIRE_ROOT").is_some_and(|v| !v.is_empty() && v != "0") {
+            panic!("translations_match_the_model_and_checksums_hold needs root (BPF_PROG_TEST_RUN), and LWT_TEST_REQUIRE_ROOT is set, so it may not be skipped");
+        }
+        eprintln!("SKIPPED translations_match_the_model_and_checksums_hold: needs root (BPF_PROG_TEST_RUN)");
+        return;
+    }
+    let seed = seed();
+    eprintln!("seed {seed:#x} (LWTKIT_SEED={seed:#x} replays this run)");
+    let rules: Vec<Rule> = RULES
+        .iter()
+        .zip(1..)
+        .map(|(text, id)| Rule {
+            id,
+            spec: text.parse().unwrap_or_else(|e| panic!("`{text}`: {e}")),
+        })
+        .collect();
+    let handling = Handling::new(Verdict::Allow);
+    let h = Harness::filter_with(&rules, &handling, Hook::Xmit, 0).expect("filter loads");
+    let mut rng = Rng(seed);
+    let mut translated = 0;
+    for n in 0..3000 {
+        let v6 = rng.below(2) == 1;
+        let p = if v6 {
+            build_v6(&mut rng)
+        } else {
+            build_v4(&mut rng)
+        };
+        let key = parse_packet(&p.bytes);
+        let want = action_for(&rules, &handling, &key);
+        let (rc, out) = h.run_out(&p.bytes).expect("test run");
+        let ctx = || {
+            format!(
+                "packet {n} (seed {seed:#x}): {:02x?}\nout {out:02x?}\nwant {want:?}",
+                p.bytes
+            )
+        };
+        assert_eq!(out.len(), p.bytes.len(), "{}", ctx());
+        let Some((_, e)) = want.clone() else {
+            assert_eq!(rc, 0, "{}", ctx());
+            assert_eq!(out, p.bytes, "untouched: {}", ctx());
+            continue;
+        };
+        translated += 1;
+        assert_eq!(rc, if e.reroute { 128 } else { 0 }, "{}", ctx());
+        assert_eq!(
+            addr(&out, v6, false),
+            e.src.unwrap_or(addr(&p.bytes, v6, false)),
+            "src: {}",
+            ctx()
+        );
+        assert_eq!(
+            addr(&out, v6, true),
+            e.dst.unwrap_or(addr(&p.bytes, v6, true)),
+            "dst: {}",
+            ctx()
+        );
+        let has_ports = p.whole || key.class != Class::LaterFragment;
+        if has_ports && (p.proto == 6 || p.proto == 17) {
+            let dport = u16::from_be_bytes([out[p.l4 + 2], out[p.l4 + 3]]);
+            assert_eq!(dport, e.dport.unwrap_or(key.dport), "dport: {}", ctx());
+        }
+        // Every other byte is as it was, but the checksums.
+        let csum = csum_at(p.proto).map(|(at, _)| p.l4 + at);
+        for (i, (a, b)) in p.bytes.iter().zip(&out).enumerate() {
+            let addr_bytes = if v6 { 8..40 } else { 12..20 };
+            let l3_sum = !v6 && (10..12).contains(&i);
+            let l4_sum = has_ports && csum.is_some_and(|c| (c..c + 2).contains(&i));
+            let port = has_ports && e.dport.is_some() && (p.l4 + 2..p.l4 + 4).contains(&i);
+            if !(addr_bytes.contains(&i) || l3_sum || l4_sum || port) {
+                assert_eq!(a, b, "byte {i}: {}", ctx());
+            }
+        }
+        if !v6 {
+            let ihl = usize::from(out[0] & 0xf) * 4;
+            assert_eq!(sum(&[&out[..ihl]]), 0, "IPv4 header checksum: {}", ctx());
+        }
+        if p.whole {
+            if let Some((at, _)) = csum_at(p.proto) {
+                let l4 = &out[p.l4..];
+                let field = u16::from_be_bytes([l4[at], l4[at + 1]]);
+                if p.proto == 17
+                    && !v6
+                    && u16::from_be_bytes([p.bytes[p.l4 + 6], p.bytes[p.l4 + 7]]) == 0
+                {
+                    assert_eq!(field, 0, "a UDP checksum of zero stays zero: {}", ctx());
+                } else {
+                    let (s, d) = if v6 {
+                        (&out[8..24], &out[24..40])
+                    } else {
+                        (&out[12..16], &out[16..20])
+                    };
+                    assert_eq!(
+                        l4_sum(v6, s, d, p.proto, l4),
+                        0,
+                        "L4 checksum holds: {}",
+                        ctx()
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("{translated} of 3000 packets translated");
+    assert!(
+        translated > 500,
+        "only {translated} packets were translated"
+    );
+}
