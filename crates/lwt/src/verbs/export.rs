@@ -7,7 +7,10 @@ use super::Output;
 
 pub fn run(output: Option<&Path>, out: &Output) -> anyhow::Result<()> {
     let file = lwtkit::config::export()?;
-    let text = file.to_toml();
+    let text = format!(
+        "# lwtkit's state in this namespace, as `lwt export` wrote it; `lwt apply -f` gives it back (docs/config.md)\n\n{}",
+        file.to_toml()
+    );
     match output {
         Some(path) => {
             std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;

@@ -277,6 +277,28 @@ builtin = "end"
     }
 
     #[test]
+    fn the_example_in_docs_config_md_parses() {
+        let doc = include_str!("../../../../docs/config.md");
+        let example = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/config.md has a TOML example");
+        let f = ConfigFile::parse(example).expect("the documented example parses");
+        assert_eq!(
+            (
+                f.attach.len(),
+                f.filter.len(),
+                f.tunnel.len(),
+                f.decap.len(),
+                f.sid.len()
+            ),
+            (4, 1, 1, 1, 1)
+        );
+        assert_eq!(f.filter[0].attach.len(), 2);
+    }
+
+    #[test]
     fn an_unknown_key_is_named_with_its_entry_and_line() {
         let text = "[[attach]]\nroute = \"10.0.0.3/32\"\ndev = \"v0\"\nhook = \"out\"\nbuiltin = \"count\"\n\n[[attach]]\nroute = \"10.0.0.4/32\"\ndev = \"v0\"\nhook = \"out\"\nbuiltin = \"count\"\nheadrom = 4\n";
         let e = ConfigFile::parse(text).expect_err("headrom is no key");
