@@ -76,6 +76,16 @@ pub enum Verb {
     /// SRv6 End.BPF behaviours on local SIDs.
     #[command(subcommand)]
     Seg6local(Seg6Verb),
+    /// Write this namespace's lwtkit state as a config file (TOML; see docs/config.md).
+    Export {
+        /// Write to FILE instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Make this namespace hold what a config file states: create, update and (with --prune) remove.
+    Apply(ApplyArgs),
+    /// What `apply` would change, drift made outside lwtkit included; exit 0 in sync, 1 differs, 2 error.
+    Diff(DiffArgs),
     /// Print a shell completion script (bash: `lwt completions bash > /etc/bash_completion.d/lwt`).
     Completions {
         /// The shell to complete for.
@@ -88,6 +98,29 @@ pub enum Verb {
         #[arg(long, value_name = "DIR", default_value = ".")]
         dir: PathBuf,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// The config file (TOML; relative obj and pinned paths are read from its directory).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Check the file and print the plan; change nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// Also remove what lwtkit manages here that the file does not name.
+    #[arg(long)]
+    pub prune: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The config file (TOML).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Count what the file does not name as differences (what `apply --prune` removes).
+    #[arg(long)]
+    pub prune: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -27,16 +27,22 @@ fn main() -> ExitCode {
     };
     init_logging(cli.global.verbose);
     let json = cli.global.json;
+    // `lwt diff` exits as diff(1) does: 1 for a difference, 2 for trouble.
+    let failure = if matches!(cli.verb, args::Verb::Diff(_)) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if json => {
             let kind = lwtkit::error::kind_of(e.chain()).unwrap_or("error");
             print_error(&format!("{e:#}"), kind);
-            ExitCode::FAILURE
+            failure
         }
         Err(e) => {
             eprintln!("lwt: error: {e:#}");
-            ExitCode::FAILURE
+            failure
         }
     }
 }
@@ -145,6 +151,14 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Verb::Encap(v) => verbs::encap::run(v, &out),
         args::Verb::Seg6local(v) => verbs::seg6local::run(v, &out),
         args::Verb::Decap(v) => verbs::decap::run(v, &out),
+        args::Verb::Export { output } => verbs::export::run(output.as_deref(), &out),
+        args::Verb::Apply(a) => verbs::apply::run(a, &out),
+        args::Verb::Diff(a) => {
+            if verbs::diff::run(a, &out)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! `Error::Attach(AttachError::Drift { .. })` or `Error::Load(LoadError::Verifier { log, .. })`.
 pub use crate::{
     attach::AttachError,
+    config::ConfigError,
     encap::{decap::DecapError, EncapError},
     events::EventsError,
     filter::FilterError,
@@ -73,6 +74,9 @@ pub enum Error {
     /// A BPF encap or End.BPF attribute that cannot be built or read.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// `lwt apply`, `diff`: the config file, its plan, a change that failed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Bad input whose message names the flag (the checks of [`crate::validate`]).
     #[error("{0}")]
     Invalid(String),
@@ -105,6 +109,7 @@ impl Error {
             Error::Scaffold(_) => "scaffold",
             Error::Trace(_) => "trace",
             Error::Codec(_) => "codec",
+            Error::Config(_) => "config",
         }
     }
 }
@@ -129,7 +134,7 @@ pub fn kind_of<'a>(
             DecapError => "decap", Seg6Error => "seg6local", EventsError => "events",
             ResetError => "reset", NetlinkError => "netlink", ProbeError => "probe",
             TestRunError => "test_run", ScaffoldError => "scaffold", TraceError => "trace",
-            CodecError => "codec",
+            CodecError => "codec", ConfigError => "config",
         );
         None
     })

@@ -12,6 +12,7 @@ pub mod seg6local;
 
 pub use hook::Hook;
 pub mod builtin;
+pub mod config;
 pub mod doctor;
 pub mod encap;
 pub mod error;

@@ -330,13 +330,29 @@ fn prepare_maps(open: &mut OpenObject, spec: &BuiltinSpec, route_name: &str) -> 
     Ok(())
 }
 
-fn load_object_file(
+/// Which program of the object file `attach` would load for `hook`, and
+/// its type, checked without loading anything: `lwt apply` validates a
+/// whole file this way before it changes anything.
+pub fn resolve_object(
     path: &Path,
     section: Option<&str>,
     program: Option<&str>,
     prog_type: Option<Hook>,
     hook: Hook,
-) -> Result<LoadedProgram> {
+) -> Result<String> {
+    let (_, chosen, _) = select_in_file(path, section, program, prog_type, hook)?;
+    Ok(chosen.section)
+}
+
+/// Opens `path` and picks the program for `hook`: the object (not
+/// loaded), the program and the type to load it as.
+fn select_in_file(
+    path: &Path,
+    section: Option<&str>,
+    program: Option<&str>,
+    prog_type: Option<Hook>,
+    hook: Hook,
+) -> Result<(OpenObject, ObjProgram, ProgramType)> {
     let obj_err = |reason: String| LoadError::Object {
         path: path.into(),
         reason,
@@ -347,7 +363,7 @@ fn load_object_file(
     let log = LibbpfLog::capture();
     let opened = ObjectBuilder::default().open_file(path);
     let messages = log.finish();
-    let mut open = opened.map_err(|e| {
+    let open = opened.map_err(|e| {
         let detail = last_line(&messages);
         obj_err(format!(
             "not a loadable BPF object: {e}{}{detail}",
@@ -362,7 +378,9 @@ fn load_object_file(
             prog_type: p.prog_type(),
         })
         .collect();
-    let chosen = select_program(&programs, section, program, hook).map_err(&obj_err)?;
+    let chosen = select_program(&programs, section, program, hook)
+        .map_err(&obj_err)?
+        .clone();
 
     let ty = match prog_type {
         Some(forced) => forced.prog_type(),
@@ -391,6 +409,17 @@ fn load_object_file(
         }
         .into());
     }
+    Ok((open, chosen, ty))
+}
+
+fn load_object_file(
+    path: &Path,
+    section: Option<&str>,
+    program: Option<&str>,
+    prog_type: Option<Hook>,
+    hook: Hook,
+) -> Result<LoadedProgram> {
+    let (mut open, chosen, ty) = select_in_file(path, section, program, prog_type, hook)?;
     let base = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
@@ -490,47 +519,7 @@ pub fn load_seg6local(source: &EndBpfSource) -> Result<LoadedProgram> {
             section,
             force_type,
         } => {
-            let obj_err = |reason: String| LoadError::Object {
-                path: path.clone(),
-                reason,
-            };
-            let bytes = std::fs::read(path).map_err(|e| obj_err(e.to_string()))?;
-            let log = LibbpfLog::capture();
-            let opened = ObjectBuilder::default().open_memory(&bytes);
-            let messages = log.finish();
-            let open = opened.map_err(|e| {
-                obj_err(format!(
-                    "not a loadable BPF object: {e}: {}",
-                    last_line(&messages)
-                ))
-            })?;
-            let programs: Vec<ObjProgram> = open
-                .progs()
-                .map(|p| ObjProgram {
-                    name: p.name().to_string_lossy().into_owned(),
-                    section: p.section().to_string_lossy().into_owned(),
-                    prog_type: p.prog_type(),
-                })
-                .collect();
-            let want = section.as_deref().unwrap_or(SECTION);
-            let matching: Vec<&ObjProgram> =
-                programs.iter().filter(|p| p.section == want).collect();
-            let chosen = match (matching.as_slice(), programs.as_slice()) {
-                ([one], _) => *one,
-                ([], [only]) if section.is_none() => only,
-                ([], _) => return Err(obj_err(format!("section `{want}` not found")).into()),
-                (many, _) => {
-                    return Err(obj_err(format!(
-                        "section `{want}` holds several programs: {}",
-                        many.iter()
-                            .map(|p| p.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                    .into())
-                }
-            };
-            check_seg6local_type(chosen, *force_type).map_err(&obj_err)?;
+            let (bytes, chosen) = select_seg6local(path, section.as_deref(), *force_type)?;
             let (name, sec) = (chosen.name.clone(), chosen.section.clone());
             let base = path
                 .file_name()
@@ -591,6 +580,72 @@ pub fn load_seg6local(source: &EndBpfSource) -> Result<LoadedProgram> {
         object: Some(object),
         counters_map,
     })
+}
+
+/// The End.BPF program of the object file `path` that `seg6local add`
+/// would load, checked without loading it: its section.
+pub fn resolve_seg6local_object(
+    path: &Path,
+    section: Option<&str>,
+    force_type: bool,
+) -> Result<String> {
+    Ok(select_seg6local(path, section, force_type)?.1.section)
+}
+
+/// Reads `path` and picks its End.BPF program: the bytes and the program.
+fn select_seg6local(
+    path: &Path,
+    section: Option<&str>,
+    force_type: bool,
+) -> Result<(Vec<u8>, ObjProgram)> {
+    const SECTION: &str = map_names::sections::LWT_SEG6LOCAL;
+    let obj_err = |reason: String| LoadError::Object {
+        path: path.into(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| obj_err(e.to_string()))?;
+    let log = LibbpfLog::capture();
+    let opened = ObjectBuilder::default().open_memory(&bytes);
+    let messages = log.finish();
+    let open = opened.map_err(|e| {
+        obj_err(format!(
+            "not a loadable BPF object: {e}: {}",
+            last_line(&messages)
+        ))
+    })?;
+    let programs: Vec<ObjProgram> = open
+        .progs()
+        .map(|p| ObjProgram {
+            name: p.name().to_string_lossy().into_owned(),
+            section: p.section().to_string_lossy().into_owned(),
+            prog_type: p.prog_type(),
+        })
+        .collect();
+    let want = section.unwrap_or(SECTION);
+    let matching: Vec<&ObjProgram> = programs.iter().filter(|p| p.section == want).collect();
+    let chosen = match (matching.as_slice(), programs.as_slice()) {
+        ([one], _) => *one,
+        ([], [only]) if section.is_none() => only,
+        ([], _) => return Err(obj_err(format!("section `{want}` not found")).into()),
+        (many, _) => {
+            return Err(obj_err(format!(
+                "section `{want}` holds several programs: {}",
+                many.iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .into())
+        }
+    };
+    check_seg6local_type(chosen, force_type).map_err(&obj_err)?;
+    let chosen = chosen.clone();
+    Ok((bytes, chosen))
+}
+
+/// Checks that `path` pins a program of `hook`'s type (nothing is loaded).
+pub fn check_pinned(path: &Path, hook: Hook) -> Result<()> {
+    load_pinned(path, hook).map(|_| ())
 }
 
 /// An End.BPF program must be `lwt_seg6local`: the kernel takes only that

@@ -135,6 +135,10 @@ pub struct SidRecord {
     pub origin: Origin,
     pub pin: std::path::PathBuf,
     pub counters: Option<std::path::PathBuf>,
+    /// The table `end-dt6` looks decapsulated packets up in (records
+    /// written before it was kept: main, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dt6_table: Option<u32>,
 }
 
 /// A SID as `lwt seg6local add/list` show it, in the keys every verb
@@ -265,6 +269,8 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
         counters: loaded
             .has_counters()
             .then(|| live.join(pins::program::COUNTERS)),
+        dt6_table: (req.builtin.as_deref() == Some("end-dt6"))
+            .then(|| req.dt6_table.unwrap_or(RT_TABLE_MAIN)),
     };
     let mut intent = Intent::new(
         "lwt seg6local add",

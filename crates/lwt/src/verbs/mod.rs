@@ -1,12 +1,15 @@
 //! One file per verb; each turns flags into a library request and renders
 //! the outcome as text or JSON.
+pub mod apply;
 pub mod attach;
 pub mod builtins;
 pub mod decap;
 pub mod detach;
+pub mod diff;
 pub mod doctor;
 pub mod encap;
 pub mod events;
+pub mod export;
 pub mod filter;
 pub mod hooks;
 pub mod list;

@@ -57,6 +57,7 @@ mod tests {
             origin: Origin::Builtin { name: "end".into() },
             pin: "/pins/seg6local/254_fc00__b_128/prog".into(),
             counters: None,
+            dt6_table: None,
         }
     }
 
