@@ -12,21 +12,37 @@ use lwtkit::filter::{bench_rules, compile::compile};
 
 use crate::e2e::Ns;
 
-/// The phases `lwt` reports (`lwtkit::timing`), in print order.
-const PHASES: [&str; 7] = [
-    "read", "records", "compile", "counters", "publish", "grow", "parse",
+/// The phases `lwt` reports (`lwtkit::timing`), in print order; the
+/// dotted ones are parts of the phase before the dot.
+const PHASES: [&str; NP] = [
+    "read",
+    "records",
+    "compile",
+    "counters",
+    "publish",
+    "grow",
+    "parse",
+    "records.journal",
+    "records.intent",
+    "records.finish",
+    "publish.cells",
+    "publish.flip",
+    "publish.wait",
+    "open",
+    "begin",
 ];
+const NP: usize = 15;
 
 /// One timed `lwt` run: wall ms, stdout, ms per phase.
 struct Run {
     ms: f64,
     out: String,
-    phases: [f64; 7],
+    phases: [f64; NP],
 }
 
 /// Sums the `phase="P" us=N` lines of `lwt`'s debug log by phase, in ms.
-fn phases(log: &str) -> [f64; 7] {
-    let mut sums = [0f64; 7];
+fn phases(log: &str) -> [f64; NP] {
+    let mut sums = [0f64; NP];
     for line in log.lines() {
         // Without the terminal colours tracing puts around fields.
         let plain: String = {
@@ -62,8 +78,8 @@ fn phases(log: &str) -> [f64; 7] {
     sums
 }
 
-fn median_phases(runs: &[Run]) -> [f64; 7] {
-    let mut out = [0f64; 7];
+fn median_phases(runs: &[Run]) -> [f64; NP] {
+    let mut out = [0f64; NP];
     for (i, o) in out.iter_mut().enumerate() {
         *o = median(runs.iter().map(|r| r.phases[i]).collect());
     }
@@ -82,6 +98,10 @@ fn print_row(label: &str, runs: &[Run]) {
         p[4],
         p[5],
         p[6]
+    );
+    println!(
+        "  {:<43}records: journal {:>3.0} intent {:>3.0} finish {:>3.0}   publish: cells {:>3.0} flip {:>3.0} wait {:>3.0}   open {:>3.0} lock {:>3.0}",
+        "", p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14]
     );
 }
 

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     compile::compile_with_slots,
     handling::{Fragments, Handling, Malformed},
+    patch,
     rule::{Rule, RuleSpec, Verdict},
     rules_file,
 };
@@ -531,6 +532,35 @@ impl<'a> Policies<'a> {
             })
     }
 
+    /// The live generation of `old` with one rule changed ([`patch`]), or
+    /// why it is not made that way.
+    fn patch(
+        &self,
+        old: &Policy,
+        after: &Policy,
+        change: patch::Change,
+    ) -> std::result::Result<Vec<Cell>, patch::Fallback> {
+        let pin = self.pin_dir(&old.name).join(pins::filter::CELLS);
+        let (per_gen, total) = (old.cells as usize, 2 * old.cells as usize);
+        let base = old.generation as usize * per_gen;
+        let unreadable = |e: Error| patch::Fallback::Unreadable(e.to_string());
+        let header = read_cells(&pin, base, 1, total).map_err(unreadable)?;
+        let used = header.first().map_or(0, |h| h.w[4] as usize);
+        if used == 0 || used > per_gen {
+            return Err(patch::Fallback::Unreadable(format!(
+                "the live header says {used} cells"
+            )));
+        }
+        let image = read_cells(&pin, base, used, total).map_err(unreadable)?;
+        patch::apply(
+            image,
+            &after.rules,
+            |r| after.slot_of(r.id),
+            change,
+            per_gen,
+        )
+    }
+
     /// Writes compiled `cells` into the idle generation, flips the
     /// generation and waits out readers of the old one.
     fn publish(&self, p: &Policy, cells: &[Cell]) -> Result<()> {
@@ -544,14 +574,16 @@ impl<'a> Policies<'a> {
         }
         let dir = self.pin_dir(&p.name);
         let next = p.generation ^ 1;
-        write_cells(
-            &dir.join(pins::filter::CELLS),
-            (next * p.cells) as usize,
-            cells,
-            (p.cells * 2) as usize,
-        )?;
-        write_config(&dir, &config_of(p, next))?;
-        wait_for_readers();
+        timed("publish.cells", || {
+            write_cells(
+                &dir.join(pins::filter::CELLS),
+                (next * p.cells) as usize,
+                cells,
+                (p.cells * 2) as usize,
+            )
+        })?;
+        timed("publish.flip", || write_config(&dir, &config_of(p, next)))?;
+        timed("publish.wait", wait_for_readers);
         Ok(())
     }
 
@@ -669,6 +701,17 @@ impl<'a> Policies<'a> {
         let mut pre: Vec<u32> = Vec::new();
         let mut post: Vec<(u32, u32)> = Vec::new();
         let mut entry = None;
+        // A one-rule change patches the live cells instead of compiling
+        // every rule again.
+        let one = match &change {
+            Change::Add(rule, slot) => Some((rule.clone(), *slot, true)),
+            Change::Del(id) => old
+                .rules
+                .iter()
+                .find(|r| r.id == *id)
+                .map(|r| (r.clone(), old.slot_of(*id), false)),
+            Change::Replace(_) => None,
+        };
         match change {
             Change::Add(rule, slot) => {
                 // Nobody counts in a free slot: both generations now.
@@ -694,7 +737,22 @@ impl<'a> Policies<'a> {
                 post = vec![(1, n)];
             }
         }
-        let cells = timed("compile", || self.compile(&after, &after.rules))?;
+        let patched = one.map(|(rule, slot, add)| {
+            let change = if add {
+                patch::Change::Add(&rule, slot)
+            } else {
+                patch::Change::Del(&rule, slot)
+            };
+            timed("patch", || self.patch(&old, &after, change))
+        });
+        let cells = match patched {
+            Some(Ok(cells)) => cells,
+            Some(Err(why)) => {
+                tracing::debug!(?why, "the change is compiled whole");
+                timed("compile", || self.compile(&after, &after.rules))?
+            }
+            None => timed("compile", || self.compile(&after, &after.rules))?,
+        };
         let top = after
             .rules
             .iter()
@@ -763,7 +821,7 @@ impl<'a> Policies<'a> {
             .filter(|_| old.rules_file.is_some() && old.journal_len < JOURNAL_MAX && !migrating);
         let pending = timed("records", || -> Result<_> {
             if let Some(entry) = &journaled {
-                self.append_journal(&old, entry)?;
+                timed("records.journal", || self.append_journal(&old, entry))?;
                 after.journal_len = old.journal_len + 1;
                 intent.done.push(txn.put_step(&after)?);
             } else {
@@ -778,7 +836,7 @@ impl<'a> Policies<'a> {
                 }
                 intent.undone.push(Step::Remove { path: new_file });
             }
-            txn.intend(intent)
+            timed("records.intent", || txn.intend(intent))
         })?;
         failpoint("filter-commit:intent");
         if let Err(e) = timed("publish", || self.publish(&old, &cells)) {
@@ -795,7 +853,9 @@ impl<'a> Policies<'a> {
         } else {
             None
         };
-        timed("records", || txn.finish(pending, Outcome::Done))?;
+        timed("records", || {
+            timed("records.finish", || txn.finish(pending, Outcome::Done))
+        })?;
         if let Some(exact) = exact {
             after.carried_extra = extra_of(&nonzero(exact.clone()), &after.carried);
             after.carried = nonzero(exact);
@@ -1319,7 +1379,7 @@ fn nonzero(c: BTreeMap<u32, RuleCounters>) -> BTreeMap<u32, RuleCounters> {
 /// Runs `f`, logging how long it took as `phase` at debug level under
 /// the `lwtkit::timing` target (`LWT_LOG=lwtkit::timing=debug`): where a
 /// change's time goes, for `lwtkit-bench changes`.
-fn timed<T>(phase: &str, f: impl FnOnce() -> T) -> T {
+pub(crate) fn timed<T>(phase: &str, f: impl FnOnce() -> T) -> T {
     let t = std::time::Instant::now();
     let out = f();
     tracing::debug!(target: "lwtkit::timing", phase, us = t.elapsed().as_micros() as u64);

@@ -1,0 +1,330 @@
+//! One rule added or deleted without compiling the whole rule set again:
+//! the live generation's cells are read back and only the leaves the rule
+//! overlaps change (a leaf that outgrows `MAX_LEAF` is cut into a subtree
+//! by the compiler's own builder). The result is a whole generation, which
+//! the store writes into the idle half and flips as for any change, so a
+//! packet still meets the old rule set or the new one.
+//!
+//! What stays as the compiler left it (see [`super::image::verify`]): each
+//! part of a rule lives in one tree per family; a leaf lists the parts of
+//! its tree that overlap it, in rank order, up to the first that covers
+//! it. A new rule goes into the tree of its family where it reaches the
+//! fewest leaves, with a rank between its neighbours' (the compiler spreads
+//! ranks out for this). New records are appended after the used cells (the
+//! old ones stay as garbage until the next whole compile), so the cells a
+//! change writes, its time, follow the leaves it touches, not the policy.
+//!
+//! When the change cannot be made in place it says why ([`Fallback`]) and
+//! the caller compiles the whole set: no room between the neighbours'
+//! ranks, a rule that reaches too many leaves, a deleted rule that covered
+//! a leaf (rules it hid there would have to come back), or a generation
+//! too full for the appended records.
+use std::collections::HashMap;
+
+use lwtkit_common::filter::{node, Cell, RuleRecord, V6Words, MAX_LEAF};
+
+use super::{
+    compile::{self, as_cell, Builder, Flat, HEADER_IDS_LEN},
+    image::{self, flat_of, overlaps, shadows, Leaf},
+    rule::Rule,
+};
+use lwtkit_common::filter::HEADER_IDS;
+
+/// Most leaves one change rewrites before a whole compile is the cheaper way.
+const MAX_TOUCHED: usize = 4096;
+/// Rank distance a new rule keeps from the rule before it: room for the
+/// next rules added after it (a new rule has the highest id, so rules of
+/// one priority arrive in rank order) before the ranks run out.
+const RANK_STEP: u64 = 64;
+
+/// Why a change was not made in place (the caller compiles the whole set).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fallback {
+    /// The cells are not a generation this module can read.
+    Unreadable(String),
+    /// No free rank between the new rule's neighbours.
+    NoRank,
+    /// The rule reaches more than `MAX_TOUCHED` leaves.
+    TooWide,
+    /// The deleted rule covered a leaf: rules it hid there come back.
+    Uncovers,
+    /// A leaf cut into a subtree failed (the whole compile says why).
+    Split,
+    /// The appended records do not fit the generation.
+    Full,
+}
+
+/// One rule's change.
+pub enum Change<'a> {
+    /// `rule` is new, counting in `slot`.
+    Add(&'a Rule, u32),
+    /// `rule`, counting in `slot`, goes.
+    Del(&'a Rule, u32),
+}
+
+/// Applies `change` to `image` (the live generation's used cells) and
+/// returns the new generation. `rules` are the rules after the change,
+/// `slot_of` their counter slots, `limit` the cells a generation holds.
+pub fn apply(
+    mut image: Vec<Cell>,
+    rules: &[Rule],
+    slot_of: impl Fn(&Rule) -> u32,
+    change: Change,
+    limit: usize,
+) -> Result<Vec<Cell>, Fallback> {
+    let h = image::header(&image).map_err(Fallback::Unreadable)?;
+    let mut runs = Runs::default();
+    match change {
+        Change::Add(rule, slot) => {
+            let mut parts = compile::flatten(rule, slot);
+            let ranks = ranks(&image, &h.roots)?;
+            let (mut lo, mut hi) = (0u64, u64::from(u32::MAX));
+            if ranks.get(slot as usize).is_some_and(Option::is_some) {
+                return Err(Fallback::Unreadable(format!("slot {slot} is in use")));
+            }
+            let key = (rule.spec.priority, rule.id);
+            for r in rules.iter().filter(|r| r.id != rule.id) {
+                if let Some(Some((min, max))) = ranks.get(slot_of(r) as usize) {
+                    if (r.spec.priority, r.id) < key {
+                        lo = lo.max(u64::from(*max));
+                    } else {
+                        hi = hi.min(u64::from(*min));
+                    }
+                }
+            }
+            let step = ((hi - lo) / (parts.len() as u64 + 1)).min(RANK_STEP);
+            if step == 0 || lo >= hi {
+                return Err(Fallback::NoRank);
+            }
+            for (i, p) in parts.iter_mut().enumerate() {
+                p.rec.rank = (lo + step * (i as u64 + 1)) as u32;
+            }
+            set_id(&mut image, slot, rule.id)?;
+            for part in &parts {
+                for (fam, v6) in [false, true].into_iter().enumerate() {
+                    if compile::family_ok(part, v6) {
+                        add_part(&mut image, &h.roots[fam], v6, part, &mut runs, limit)?;
+                    }
+                }
+            }
+        }
+        Change::Del(rule, slot) => {
+            let parts = compile::flatten(rule, slot);
+            let mut touched = 0;
+            for (fam, v6) in [false, true].into_iter().enumerate() {
+                let mut done = std::collections::HashSet::new();
+                for part in parts.iter().filter(|p| compile::family_ok(p, v6)) {
+                    for &root in &h.roots[fam] {
+                        let reach = |r: &compile::Region| overlaps(&part.ranges, r);
+                        let found = image::leaves(&image, root, v6, &reach, MAX_TOUCHED)
+                            .map_err(Fallback::Unreadable)?
+                            .ok_or(Fallback::TooWide)?;
+                        for leaf in found {
+                            touched += 1;
+                            if touched > MAX_TOUCHED {
+                                return Err(Fallback::TooWide);
+                            }
+                            if done.insert(leaf.at) {
+                                del_in_leaf(&mut image, &leaf, v6, slot, &mut runs)?;
+                            }
+                        }
+                    }
+                }
+            }
+            set_id(&mut image, slot, 0)?;
+        }
+    }
+    if image.len() > limit {
+        return Err(Fallback::Full);
+    }
+    image[0].w[4] = image.len() as u32;
+    Ok(image)
+}
+
+/// The lowest and highest rank of each counter slot's records.
+type Ranks = Vec<Option<(u32, u32)>>;
+
+fn ranks(image: &[Cell], roots: &[Vec<u32>; 2]) -> Result<Ranks, Fallback> {
+    let mut out: Ranks = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (fam, v6) in [false, true].into_iter().enumerate() {
+        for &root in &roots[fam] {
+            let all = image::leaves(image, root, v6, &|_| true, usize::MAX)
+                .map_err(Fallback::Unreadable)?
+                .unwrap_or_default();
+            for leaf in all {
+                let w = image[leaf.at as usize].w;
+                // Leaves that share their records: read them once.
+                if !seen.insert((w[2], w[1], v6)) {
+                    continue;
+                }
+                for (rec, _) in image::records(image, leaf.at, v6).map_err(Fallback::Unreadable)? {
+                    let s = rec.slot as usize;
+                    if out.len() <= s {
+                        out.resize(s + 1, None);
+                    }
+                    let e = out[s].get_or_insert((rec.rank, rec.rank));
+                    e.0 = e.0.min(rec.rank);
+                    e.1 = e.1.max(rec.rank);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes rule `id` at `slot` of the rule-id table, moving the table to the
+/// end of the used cells (twice as long) when the slot is past it.
+fn set_id(image: &mut Vec<Cell>, slot: u32, id: u32) -> Result<(), Fallback> {
+    let h = image::header(image).map_err(Fallback::Unreadable)?;
+    let (mut ids, len) = (h.ids, h.ids_len);
+    if slot / 8 >= len {
+        let grown = (slot / 8 + 1).max(2 * len);
+        let at = image.len() as u32;
+        let old: Vec<Cell> = image[ids as usize..(ids + len) as usize].to_vec();
+        image.extend(old);
+        image.resize((at + grown) as usize, Cell::default());
+        image[0].w[HEADER_IDS] = at;
+        image[0].w[HEADER_IDS_LEN] = grown;
+        image[0].w[4] = image.len() as u32;
+        ids = at;
+    }
+    image[(ids + slot / 8) as usize].w[(slot % 8) as usize] = id;
+    Ok(())
+}
+
+/// Record runs written by this change, by content: leaves that end up with
+/// the same records share one run, as the compiler's do.
+#[derive(Default)]
+struct Runs(HashMap<(bool, Vec<(u32, u32)>), u32>);
+
+/// Points the leaf at `at` to `list`, appending its records (or reusing a
+/// run this change wrote with the same ones).
+fn write_leaf(image: &mut Vec<Cell>, at: u32, v6: bool, list: &[(RuleRecord, V6Words)], runs: &mut Runs) {
+    let key = (v6, list.iter().map(|(r, _)| (r.slot, r.rank)).collect::<Vec<_>>());
+    let first = if list.is_empty() {
+        0
+    } else if let Some(&first) = runs.0.get(&key) {
+        first
+    } else {
+        let first = image.len() as u32;
+        for (rec, v6w) in list {
+            image.push(as_cell(rec));
+            if v6 {
+                image.push(as_cell(v6w));
+            }
+        }
+        runs.0.insert(key, first);
+        first
+    };
+    let mut c = Cell::default();
+    c.w[0] = node::LEAF;
+    c.w[1] = list.len() as u32;
+    c.w[2] = first;
+    image[at as usize] = c;
+    image[0].w[4] = image.len() as u32;
+}
+
+/// Adds one part of a new rule to the tree of family `v6` where it reaches
+/// the fewest leaves.
+fn add_part(
+    image: &mut Vec<Cell>,
+    roots: &[u32],
+    v6: bool,
+    part: &Flat,
+    runs: &mut Runs,
+    limit: usize,
+) -> Result<(), Fallback> {
+    let reach = |r: &compile::Region| overlaps(&part.ranges, r);
+    let mut best: Option<Vec<Leaf>> = None;
+    for &root in roots {
+        let cap = best.as_ref().map_or(MAX_TOUCHED, Vec::len);
+        if let Some(found) = image::leaves(image, root, v6, &reach, cap).map_err(Fallback::Unreadable)? {
+            if best.as_ref().is_none_or(|b| found.len() < b.len()) {
+                best = Some(found);
+            }
+        }
+    }
+    let touched = best.ok_or(Fallback::TooWide)?;
+    for leaf in touched {
+        let mut list = image::records(image, leaf.at, v6).map_err(Fallback::Unreadable)?;
+        let at = list.partition_point(|(r, _)| r.rank < part.rec.rank);
+        // A rule ranked before it already decides every packet here.
+        let hidden = list[..at].iter().any(|(r, w)| {
+            shadows(&flat_of(*r, *w, 0), &leaf.region)
+        });
+        if hidden {
+            continue;
+        }
+        if shadows(part, &leaf.region) {
+            list.truncate(at);
+        }
+        list.insert(at, (part.rec, part.v6));
+        if list.len() <= MAX_LEAF as usize {
+            write_leaf(image, leaf.at, v6, &list, runs);
+        } else {
+            split(image, &leaf, v6, &list, limit)?;
+        }
+    }
+    Ok(())
+}
+
+/// Cuts a leaf whose rules outgrew it into a subtree, as the compiler
+/// would have built it over the leaf's region.
+fn split(
+    image: &mut Vec<Cell>,
+    leaf: &Leaf,
+    v6: bool,
+    list: &[(RuleRecord, V6Words)],
+    limit: usize,
+) -> Result<(), Fallback> {
+    let h = image::header(image).map_err(Fallback::Unreadable)?;
+    let id_of = |slot: u32| {
+        image
+            .get((h.ids + slot / 8) as usize)
+            .map_or(0, |c| c.w[(slot % 8) as usize])
+    };
+    let flats: Vec<Flat> = list
+        .iter()
+        .map(|(r, w)| flat_of(*r, *w, id_of(r.slot)))
+        .collect();
+    let mut b = Builder {
+        cells: std::mem::take(image),
+        max_depth: 0,
+        max_leaf: 0,
+        budget: limit,
+        leaves: HashMap::new(),
+        stride: if v6 { 2 } else { 1 },
+    };
+    let built = b.build(&flats, (0..flats.len()).collect(), leaf.region, leaf.at, leaf.depth);
+    *image = b.cells;
+    image[0].w[4] = image.len() as u32;
+    built.map_err(|_| Fallback::Split)
+}
+
+/// Takes the records of counter slot `slot` out of a leaf.
+fn del_in_leaf(
+    image: &mut Vec<Cell>,
+    leaf: &Leaf,
+    v6: bool,
+    slot: u32,
+    runs: &mut Runs,
+) -> Result<(), Fallback> {
+    let list = image::records(image, leaf.at, v6).map_err(Fallback::Unreadable)?;
+    if !list.iter().any(|(r, _)| r.slot == slot) {
+        return Ok(());
+    }
+    // The last record may have covered the leaf, hiding rules after it.
+    if let Some((r, w)) = list.last() {
+        if r.slot == slot && shadows(&flat_of(*r, *w, 0), &leaf.region) {
+            return Err(Fallback::Uncovers);
+        }
+    }
+    let kept: Vec<_> = list.into_iter().filter(|(r, _)| r.slot != slot).collect();
+    write_leaf(image, leaf.at, v6, &kept, runs);
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "patch_tests.rs"]
+mod tests;
