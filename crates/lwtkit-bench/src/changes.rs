@@ -30,8 +30,9 @@ const PHASES: [&str; NP] = [
     "publish.wait",
     "open",
     "begin",
+    "patch",
 ];
-const NP: usize = 15;
+const NP: usize = 16;
 
 /// One timed `lwt` run: wall ms, stdout, ms per phase.
 struct Run {
@@ -89,11 +90,12 @@ fn median_phases(runs: &[Run]) -> [f64; NP] {
 fn print_row(label: &str, runs: &[Run]) {
     let p = median_phases(runs);
     println!(
-        "  {label:<36}{:>7.0} ms   read {:>4.0}  write {:>4.0}  compile {:>5.0}  counters {:>4.0}  publish {:>4.0}  grow {:>4.0}  parse {:>4.0}",
+        "  {label:<36}{:>7.0} ms   read {:>4.0}  write {:>4.0}  compile {:>5.0}  patch {:>4.0}  counters {:>4.0}  publish {:>4.0}  grow {:>4.0}  parse {:>4.0}",
         median(runs.iter().map(|r| r.ms).collect()),
         p[0],
         p[1],
         p[2],
+        p[15],
         p[3],
         p[4],
         p[5],

@@ -72,14 +72,13 @@ pub(super) fn header(image: &[Cell]) -> Result<Header, Broken> {
     })
 }
 
-/// The leaves of the tree at `root` whose region `want` accepts (it is
-/// asked of every node's region on the way down, so a walk can follow one
-/// rule's ranges); at most `limit` of them.
+/// The leaves of the tree at `root` that `along` (a rule's ranges; `None`:
+/// every leaf) overlaps, in order; at most `limit` of them (`None` past it).
 pub(super) fn leaves(
     image: &[Cell],
     root: u32,
     v6: bool,
-    want: &dyn Fn(&Region) -> bool,
+    along: Option<&Region>,
     limit: usize,
 ) -> Result<Option<Vec<Leaf>>, Broken> {
     let mut out = Vec::new();
@@ -111,15 +110,18 @@ pub(super) fn leaves(
                 if u64::from(first) + (1u64 << bits) > image.len() as u64 {
                     return Err(format!("children of node {at} past the used cells"));
                 }
+                let span = match along {
+                    Some(r) => compile::child_span(r[d], (lo, hi), shift),
+                    None => Some((0, (1usize << bits) - 1)),
+                };
+                let Some((c0, c1)) = span else { continue };
                 let step = 1u64 << shift;
                 // Pushed last to first, so leaves come out in order.
-                for c in (0..1u64 << bits).rev() {
-                    let clo = (u64::from(lo) + c * step) as u32;
+                for c in (c0..=c1).rev() {
+                    let clo = (u64::from(lo) + c as u64 * step) as u32;
                     let mut sub = region;
                     sub[d] = (clo, (u64::from(clo) + step - 1) as u32);
-                    if want(&sub) {
-                        stack.push((first + c as u32, sub, depth + 1));
-                    }
+                    stack.push((first + c as u32, sub, depth + 1));
                 }
             }
             _ => return Err(format!("cell {at} is no tree node")),
@@ -217,7 +219,7 @@ pub(super) fn shadows(f: &Flat, region: &Region) -> bool {
 }
 
 /// Two records of the same rule, whatever their rank.
-fn same_rule(a: &RuleRecord, b: &RuleRecord) -> bool {
+pub(super) fn same_rule(a: &RuleRecord, b: &RuleRecord) -> bool {
     RuleRecord { rank: 0, ..*a } == RuleRecord { rank: 0, ..*b }
 }
 
@@ -256,7 +258,7 @@ pub fn verify(image: &[Cell], rules: &[Rule], slot_of: impl Fn(&Rule) -> u32) ->
         let mut tree_of: Vec<Option<usize>> = vec![None; parts.len()];
         let mut listed: Vec<HashMap<u32, Vec<usize>>> = Vec::new();
         for (t, &root) in h.roots[fam].iter().enumerate() {
-            let all = leaves(image, root, v6, &|_| true, usize::MAX)?.unwrap_or_default();
+            let all = leaves(image, root, v6, None, usize::MAX)?.unwrap_or_default();
             let mut tree = HashMap::new();
             for leaf in all {
                 let mut list = Vec::new();
@@ -311,8 +313,8 @@ pub fn verify(image: &[Cell], rules: &[Rule], slot_of: impl Fn(&Rule) -> u32) ->
             }
             let mut hidden = false;
             for (t, &root) in h.roots[fam].iter().enumerate() {
-                let reach = |r: &Region| overlaps(&parts[k].ranges, r);
-                let all = leaves(image, root, v6, &reach, usize::MAX)?.unwrap_or_default();
+                let all = leaves(image, root, v6, Some(&parts[k].ranges), usize::MAX)?
+                    .unwrap_or_default();
                 hidden |= all.iter().all(|leaf| {
                     listed[t].get(&leaf.at).is_some_and(|list| {
                         list.iter()

@@ -25,7 +25,7 @@ use lwtkit_common::filter::{node, Cell, RuleRecord, V6Words, MAX_LEAF};
 
 use super::{
     compile::{self, as_cell, Builder, Flat, HEADER_IDS_LEN},
-    image::{self, flat_of, overlaps, shadows, Leaf},
+    image::{self, flat_of, shadows, Leaf},
     rule::Rule,
 };
 use lwtkit_common::filter::HEADER_IDS;
@@ -77,21 +77,7 @@ pub fn apply(
     match change {
         Change::Add(rule, slot) => {
             let mut parts = compile::flatten(rule, slot);
-            let ranks = ranks(&image, &h.roots)?;
-            let (mut lo, mut hi) = (0u64, u64::from(u32::MAX));
-            if ranks.get(slot as usize).is_some_and(Option::is_some) {
-                return Err(Fallback::Unreadable(format!("slot {slot} is in use")));
-            }
-            let key = (rule.spec.priority, rule.id);
-            for r in rules.iter().filter(|r| r.id != rule.id) {
-                if let Some(Some((min, max))) = ranks.get(slot_of(r) as usize) {
-                    if (r.spec.priority, r.id) < key {
-                        lo = lo.max(u64::from(*max));
-                    } else {
-                        hi = hi.min(u64::from(*min));
-                    }
-                }
-            }
+            let (lo, hi) = neighbour_ranks(&image, &h.roots, rules, rule, &slot_of)?;
             let step = ((hi - lo) / (parts.len() as u64 + 1)).min(RANK_STEP);
             if step == 0 || lo >= hi {
                 return Err(Fallback::NoRank);
@@ -109,25 +95,20 @@ pub fn apply(
             }
         }
         Change::Del(rule, slot) => {
-            let parts = compile::flatten(rule, slot);
-            let mut touched = 0;
-            for (fam, v6) in [false, true].into_iter().enumerate() {
-                let mut done = std::collections::HashSet::new();
-                for part in parts.iter().filter(|p| compile::family_ok(p, v6)) {
-                    for &root in &h.roots[fam] {
-                        let reach = |r: &compile::Region| overlaps(&part.ranges, r);
-                        let found = image::leaves(&image, root, v6, &reach, MAX_TOUCHED)
-                            .map_err(Fallback::Unreadable)?
-                            .ok_or(Fallback::TooWide)?;
-                        for leaf in found {
-                            touched += 1;
-                            if touched > MAX_TOUCHED {
-                                return Err(Fallback::TooWide);
-                            }
-                            if done.insert(leaf.at) {
-                                del_in_leaf(&mut image, &leaf, v6, slot, &mut runs)?;
-                            }
-                        }
+            for part in compile::flatten(rule, slot) {
+                for (fam, v6) in [false, true].into_iter().enumerate() {
+                    if !compile::family_ok(&part, v6) {
+                        continue;
+                    }
+                    // Only the tree that holds the part has its records.
+                    let Some((t, _)) = locate(&image, &h.roots[fam], v6, &part)? else {
+                        continue;
+                    };
+                    let found = image::leaves(&image, h.roots[fam][t], v6, Some(&part.ranges), MAX_TOUCHED)
+                        .map_err(Fallback::Unreadable)?
+                        .ok_or(Fallback::TooWide)?;
+                    for leaf in found {
+                        del_in_leaf(&mut image, &leaf, v6, slot, &mut runs)?;
                     }
                 }
             }
@@ -141,36 +122,109 @@ pub fn apply(
     Ok(image)
 }
 
-/// The lowest and highest rank of each counter slot's records.
-type Ranks = Vec<Option<(u32, u32)>>;
+/// Leaves a search looks at per tree before looking further.
+const CAPS: [usize; 3] = [16, 256, MAX_TOUCHED];
 
-fn ranks(image: &[Cell], roots: &[Vec<u32>; 2]) -> Result<Ranks, Fallback> {
-    let mut out: Ranks = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (fam, v6) in [false, true].into_iter().enumerate() {
-        for &root in &roots[fam] {
-            let all = image::leaves(image, root, v6, &|_| true, usize::MAX)
+/// The tree of family `v6` (an index into `roots`) that holds `part` (a
+/// record of the same rule and fields), and its rank there; `None` when no
+/// tree lists it (it is hidden wherever it reaches).
+fn locate(
+    image: &[Cell],
+    roots: &[u32],
+    v6: bool,
+    part: &Flat,
+) -> Result<Option<(usize, u32)>, Fallback> {
+    for cap in CAPS {
+        let mut complete = true;
+        for (t, &root) in roots.iter().enumerate() {
+            let Some(found) = image::leaves(image, root, v6, Some(&part.ranges), cap)
                 .map_err(Fallback::Unreadable)?
-                .unwrap_or_default();
-            for leaf in all {
-                let w = image[leaf.at as usize].w;
-                // Leaves that share their records: read them once.
-                if !seen.insert((w[2], w[1], v6)) {
-                    continue;
-                }
-                for (rec, _) in image::records(image, leaf.at, v6).map_err(Fallback::Unreadable)? {
-                    let s = rec.slot as usize;
-                    if out.len() <= s {
-                        out.resize(s + 1, None);
-                    }
-                    let e = out[s].get_or_insert((rec.rank, rec.rank));
-                    e.0 = e.0.min(rec.rank);
-                    e.1 = e.1.max(rec.rank);
+            else {
+                complete = false;
+                continue;
+            };
+            for leaf in found {
+                let list = image::records(image, leaf.at, v6).map_err(Fallback::Unreadable)?;
+                if let Some((r, _)) = list
+                    .iter()
+                    .find(|(r, _)| r.slot == part.rec.slot && image::same_rule(r, &part.rec))
+                {
+                    return Ok(Some((t, r.rank)));
                 }
             }
         }
+        if complete {
+            return Ok(None);
+        }
     }
-    Ok(out)
+    Err(Fallback::TooWide)
+}
+
+/// The ranks of the rules on either side of `rule` in rank order
+/// (priority, then id) that the trees hold: the new rule's ranks go
+/// strictly between them.
+fn neighbour_ranks(
+    image: &[Cell],
+    roots: &[Vec<u32>; 2],
+    rules: &[Rule],
+    rule: &Rule,
+    slot_of: &impl Fn(&Rule) -> u32,
+) -> Result<(u64, u64), Fallback> {
+    let key = |r: &Rule| (r.spec.priority, r.id);
+    // The ranks of a rule's parts that some tree holds.
+    let ranks_of = |r: &Rule| -> Result<Vec<u32>, Fallback> {
+        let mut out = Vec::new();
+        for part in compile::flatten(r, slot_of(r)) {
+            for (fam, v6) in [false, true].into_iter().enumerate() {
+                if compile::family_ok(&part, v6) {
+                    if let Some((_, rank)) = locate(image, &roots[fam], v6, &part)? {
+                        out.push(rank);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    };
+    let mut skip: Vec<u32> = vec![rule.id];
+    let mut lo = None;
+    // The nearest rule before it that the trees hold (a rule hidden
+    // everywhere has no rank: the one before it then).
+    for _ in 0..8 {
+        let Some(prev) = rules
+            .iter()
+            .filter(|r| key(r) < key(rule) && !skip.contains(&r.id))
+            .max_by_key(|r| key(r))
+        else {
+            lo = Some(0);
+            break;
+        };
+        match ranks_of(prev)?.into_iter().max() {
+            Some(rank) => {
+                lo = Some(u64::from(rank));
+                break;
+            }
+            None => skip.push(prev.id),
+        }
+    }
+    let mut hi = None;
+    for _ in 0..8 {
+        let Some(next) = rules
+            .iter()
+            .filter(|r| key(r) > key(rule) && !skip.contains(&r.id))
+            .min_by_key(|r| key(r))
+        else {
+            hi = Some(u64::from(u32::MAX));
+            break;
+        };
+        match ranks_of(next)?.into_iter().min() {
+            Some(rank) => {
+                hi = Some(u64::from(rank));
+                break;
+            }
+            None => skip.push(next.id),
+        }
+    }
+    lo.zip(hi).ok_or(Fallback::NoRank)
 }
 
 /// Writes rule `id` at `slot` of the rule-id table, moving the table to the
@@ -235,14 +289,22 @@ fn add_part(
     runs: &mut Runs,
     limit: usize,
 ) -> Result<(), Fallback> {
-    let reach = |r: &compile::Region| overlaps(&part.ranges, r);
+    // The tree where it reaches the fewest leaves, looking further only
+    // when no tree is done within a few leaves.
     let mut best: Option<Vec<Leaf>> = None;
-    for &root in roots {
-        let cap = best.as_ref().map_or(MAX_TOUCHED, Vec::len);
-        if let Some(found) = image::leaves(image, root, v6, &reach, cap).map_err(Fallback::Unreadable)? {
-            if best.as_ref().is_none_or(|b| found.len() < b.len()) {
-                best = Some(found);
+    for cap in CAPS {
+        for &root in roots {
+            let cap = best.as_ref().map_or(cap, Vec::len);
+            if let Some(found) = image::leaves(image, root, v6, Some(&part.ranges), cap)
+                .map_err(Fallback::Unreadable)?
+            {
+                if best.as_ref().is_none_or(|b| found.len() < b.len()) {
+                    best = Some(found);
+                }
             }
+        }
+        if best.is_some() {
+            break;
         }
     }
     let touched = best.ok_or(Fallback::TooWide)?;
