@@ -231,6 +231,7 @@ fn crash(ns: &Netns, c: &Case) -> &'static str {
 fn expected(point: &str) -> &'static str {
     if point.ends_with(":intent")
         || point.ends_with(":staged")
+        || point.ends_with(":zeroed")
         || point == "encap:map"
         || point == "filter-create:maps"
     {
@@ -559,6 +560,16 @@ fn counted_traffic(ns: &Netns) {
     }
 }
 
+/// [`counted_traffic`], then one more change (a rule for a port no datagram
+/// used), so what rules 1 and 2 counted is in the idle generation: the one a
+/// `replace` zeroes for its new rules before it flips.
+fn counted_traffic_then_flip(ns: &Netns) {
+    counted_traffic(ns);
+    ns.lwt_ok(&words(
+        "filter rule add web dst 10.0.0.8/32 proto udp dport 7009 allow",
+    ));
+}
+
 /// After the kill: every rule on record counts what it counted before
 /// (rules 1 and 2 kept their ids; a new rule starts at zero), and a
 /// datagram to each port meets exactly the rules the record lists:
@@ -633,6 +644,25 @@ fn commit_cases(rules_file: &Path) -> Vec<Case> {
                 )
             });
         }
+    }
+    // Killed once the new rules' counter slots are zeroed, before the flip:
+    // the counts they held (rules 1 and 2's, in the idle generation) come
+    // back with the old rules.
+    for verb in [
+        "filter rule add web dst 10.0.0.8/32 proto udp dport 7003 drop",
+        "filter rule del web 2",
+        replace.as_str(),
+    ] {
+        v.push(Case {
+            prepare: Some(counted_traffic_then_flip),
+            inspect: Some(rules_are_live_and_counted),
+            ..case(
+                "filter-commit:zeroed",
+                &POLICY,
+                verb,
+                &["filter detach web 10.0.0.8/32", "filter delete web"],
+            )
+        });
     }
     v
 }

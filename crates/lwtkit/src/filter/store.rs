@@ -37,7 +37,12 @@ use crate::{
     error::{Error, FilterError, LoadError, Result, StateError},
     hook::Hook,
     loader::{self, last_line, BuiltinSpec, LibbpfLog, ProgramSource},
-    ns::{failpoint, watch::Watch, Intent, Outcome, Probe, Step, Txn},
+    ns::{
+        failpoint,
+        intent::{flipped, wait_for_readers},
+        watch::Watch,
+        Intent, Outcome, Probe, Step, Txn,
+    },
     route::{
         kernel::{Marks, RouteTable},
         netlink::Rtnl,
@@ -583,6 +588,7 @@ impl<'a> Policies<'a> {
             )
         })?;
         timed("publish.flip", || write_config(&dir, &config_of(p, next)))?;
+        flipped();
         timed("publish.wait", wait_for_readers);
         Ok(())
     }
@@ -640,6 +646,33 @@ impl<'a> Policies<'a> {
         let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
         let map = open_map(&pin)?;
         crate::percpu::zero(&map, entries).map_err(|e| map_err(&pin, e))
+    }
+
+    /// The non-zero counter entries among `entries` (generation and slot
+    /// folded in) of the policy's counter map, summed over CPUs.
+    fn read_entries(&self, p: &Policy, entries: &[u32]) -> Result<Vec<(u32, [u64; 4])>> {
+        let (Some(&lo), Some(&hi)) = (entries.iter().min(), entries.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
+        let map = open_map(&pin)?;
+        // Many entries: one batch call over their range.
+        let batch = if entries.len() > 64 {
+            read_batch(&map, lo, hi - lo + 1)
+        } else {
+            None
+        };
+        let mut out = Vec::new();
+        for &e in entries {
+            let c = match batch.as_ref().and_then(|b| b.get((e - lo) as usize)) {
+                Some(c) => *c,
+                None => read_slot(&map, &pin, e)?,
+            };
+            if c != RuleCounters::default() {
+                out.push((e, [c.packets, c.bytes, c.logged, c.suppressed]));
+            }
+        }
+        Ok(out)
     }
 
     /// The journal of `p`'s rules file.
@@ -796,7 +829,11 @@ impl<'a> Policies<'a> {
             after.carried = nonzero(self.totals(&old, &self.pin_dir(&old.name), &kept)?);
             after.carried_extra.clear();
         }
-        timed("counters", || self.zero_entries(&after, &pre))?;
+        // What the entries to zero hold (for a replace, the idle
+        // generation's counts of the rules it replaces): zeroed only once
+        // the intent can put them back, so a change that fails or is
+        // killed before its flip loses no count.
+        let held = timed("counters", || self.read_entries(&after, &pre))?;
 
         // The flip is the change: once the config map says `next`, the new
         // rules are live and the record must say so, even if lwt is killed
@@ -815,6 +852,12 @@ impl<'a> Policies<'a> {
                     .iter()
                     .map(|(first, n)| (live * slots_per_gen + first, *n))
                     .collect(),
+            });
+        }
+        if !held.is_empty() {
+            intent.undone.push(Step::RestoreCounters {
+                pin: self.pin_dir(&after.name).join(pins::filter::RULE_STATS),
+                entries: held,
             });
         }
         let journaled = entry
@@ -839,6 +882,11 @@ impl<'a> Policies<'a> {
             timed("records.intent", || txn.intend(intent))
         })?;
         failpoint("filter-commit:intent");
+        if let Err(e) = timed("counters", || self.zero_entries(&after, &pre)) {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(e);
+        }
+        failpoint("filter-commit:zeroed");
         if let Err(e) = timed("publish", || self.publish(&old, &cells)) {
             txn.finish(pending, Outcome::Undone)?;
             return Err(e);
@@ -1045,9 +1093,9 @@ impl<'a> Policies<'a> {
                     failpoint("filter-grow:swap");
                 }
             }
-            // No packet walks the old maps any more: the new rules go live
-            // everywhere at once.
-            wait_for_readers();
+            // Every route runs the new maps: the new rules go live
+            // everywhere at once (a packet still on the old maps is judged
+            // by the old rules, as before the flip).
             write_config(&stage, &config_of(&after, next))
         });
         if let Err(e) = swapped {
@@ -1055,6 +1103,9 @@ impl<'a> Policies<'a> {
             return Err(e);
         }
         failpoint("filter-grow:flip");
+        // One grace period: no packet runs the old programs or walks the
+        // new maps' old generation any more.
+        flipped();
         wait_for_readers();
         // The rules that stay count on in the new maps' slots; what they
         // counted in the old maps is final now.
@@ -1640,25 +1691,47 @@ pub(crate) fn read_cells(pin: &Path, at: usize, n: usize, total: usize) -> Resul
             "cells past the end of the map",
         )));
     }
-    let len = (total * size_of::<Cell>()).next_multiple_of(4096);
-    // SAFETY: maps the whole array map (created BPF_F_MMAPABLE) shared and
-    // read only, reads within its bounds (checked above), unmaps.
+    // SAFETY: maps the cells asked for of the array map (created
+    // BPF_F_MMAPABLE) shared and read only, reads within them, unmaps.
     unsafe {
-        let base = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            map.as_fd().as_raw_fd(),
-            0,
-        );
-        if base == libc::MAP_FAILED {
-            return Err(err(std::io::Error::last_os_error()));
-        }
-        let cells = std::slice::from_raw_parts(base.cast::<Cell>().add(at), n).to_vec();
+        let (base, len, skip) =
+            map_cells(map.as_fd(), at, n, libc::PROT_READ).map_err(err)?;
+        let cells = std::slice::from_raw_parts(base.cast::<u8>().add(skip).cast::<Cell>(), n).to_vec();
         libc::munmap(base, len);
         Ok(cells)
     }
+}
+
+/// Maps cells `at..at + n` of an mmap-able cells map (whole pages around
+/// them, populated at once rather than page by page): the mapping, its
+/// length and the byte offset of cell `at` in it.
+///
+/// # Safety
+/// The caller unmaps it and stays within the `n` cells.
+unsafe fn map_cells(
+    fd: std::os::fd::BorrowedFd<'_>,
+    at: usize,
+    n: usize,
+    prot: libc::c_int,
+) -> std::io::Result<(*mut libc::c_void, usize, usize)> {
+    let start = at * size_of::<Cell>();
+    let offset = start / 4096 * 4096;
+    let len = (start + n * size_of::<Cell>() - offset).next_multiple_of(4096).max(4096);
+    // SAFETY: a fresh shared mapping of the map's fd; the caller's contract.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            fd.as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((base, len, start - offset))
 }
 
 fn open_map(pin: &Path) -> Result<MapHandle> {
@@ -1698,22 +1771,23 @@ pub(crate) fn write_cells_fd(
             "cells past the end of the map",
         ));
     }
-    let len = (total * size_of::<Cell>()).next_multiple_of(4096);
-    // SAFETY: maps the whole array map (created BPF_F_MMAPABLE) shared,
-    // writes within its bounds (checked above), unmaps before returning.
+    if cells.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: maps the cells written of the array map (created
+    // BPF_F_MMAPABLE) shared, writes within them, unmaps before returning.
     unsafe {
-        let base = libc::mmap(
-            std::ptr::null_mut(),
-            len,
+        let (base, len, skip) = map_cells(
+            fd,
+            at,
+            cells.len(),
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
+        )?;
+        std::ptr::copy_nonoverlapping(
+            cells.as_ptr(),
+            base.cast::<u8>().add(skip).cast::<Cell>(),
+            cells.len(),
         );
-        if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        std::ptr::copy_nonoverlapping(cells.as_ptr(), base.cast::<Cell>().add(at), cells.len());
         libc::munmap(base, len);
     }
     Ok(())
@@ -1784,16 +1858,4 @@ fn read_batch(map: &MapHandle, from: u32, n: u32) -> Option<Vec<RuleCounters>> {
             })
             .collect(),
     )
-}
-
-/// Waits for an RCU grace period: after it, no BPF program that started
-/// before the call is still running.
-fn wait_for_readers() {
-    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
-    // SAFETY: membarrier takes no pointers.
-    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
-    if rc != 0 {
-        // Without membarrier, wait far longer than any program runs.
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
