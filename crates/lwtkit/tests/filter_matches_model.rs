@@ -15,8 +15,8 @@ use lwtkit::{
         compile::compile_with_slots,
         handling::{Fragments, Handling, Malformed},
         image::verify,
-        patch::{self, Change},
         model::{judge, parse_packet, Class, Decider},
+        patch::{self, Change},
         rule::{PortRange, Rule, RuleSpec, TcpFlags, Verdict},
         testrun::Harness,
     },
@@ -595,7 +595,9 @@ fn kernel_filter_agrees_with_the_model_after_200_one_rule_changes_to_100k_rules(
                 }
                 Err(_) => {
                     whole += 1;
-                    compile_with_slots(&rules, |x| slots[&x.id]).expect("compiles").cells
+                    compile_with_slots(&rules, |x| slots[&x.id])
+                        .expect("compiles")
+                        .cells
                 }
             };
             // Checking the cells costs about a whole compile: every 25 changes.
@@ -605,8 +607,14 @@ fn kernel_filter_agrees_with_the_model_after_200_one_rule_changes_to_100k_rules(
                 });
             }
         }
-        eprintln!("{}: {patched} changes patched, {whole} compiled whole", family.name());
-        assert!(patched >= 150, "seed {seed:#x}: only {patched} of 200 changes patched");
+        eprintln!(
+            "{}: {patched} changes patched, {whole} compiled whole",
+            family.name()
+        );
+        assert!(
+            patched >= 150,
+            "seed {seed:#x}: only {patched} of 200 changes patched"
+        );
         let added: Vec<Rule> = rules.iter().filter(|x| x.id > 100_000).cloned().collect();
         let mut packets = sweep_packets(&rules, PACKETS, seed ^ 7);
         if !added.is_empty() {

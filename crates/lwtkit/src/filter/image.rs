@@ -40,7 +40,10 @@ pub(super) fn header(image: &[Cell]) -> Result<Header, Broken> {
     let h = image.first().ok_or("no header cell")?;
     let len = image.len() as u64;
     if u64::from(h.w[4]) != len {
-        return Err(format!("the header says {} cells are used, {len} given", h.w[4]));
+        return Err(format!(
+            "the header says {} cells are used, {len} given",
+            h.w[4]
+        ));
     }
     let mut roots = [Vec::new(), Vec::new()];
     for (fam, out) in roots.iter_mut().enumerate() {
@@ -234,7 +237,11 @@ pub(super) fn same_rule(a: &RuleRecord, b: &RuleRecord) -> bool {
 ///   region (what the compiler writes); a part in no tree is covered
 ///   everywhere, in some tree, by a part ranked before it;
 /// - the rule-id table names each rule's id at its slot.
-pub fn verify(image: &[Cell], rules: &[Rule], slot_of: impl Fn(&Rule) -> u32) -> Result<(), String> {
+pub fn verify(
+    image: &[Cell],
+    rules: &[Rule],
+    slot_of: impl Fn(&Rule) -> u32,
+) -> Result<(), String> {
     let h = header(image)?;
     let mut sorted: Vec<&Rule> = rules.iter().collect();
     sorted.sort_by_key(|r| (r.spec.priority, r.id));
@@ -245,7 +252,10 @@ pub fn verify(image: &[Cell], rules: &[Rule], slot_of: impl Fn(&Rule) -> u32) ->
         let slot = slot_of(r);
         let id_cell = h.ids as usize + slot as usize / 8;
         if slot / 8 >= h.ids_len || image[id_cell].w[slot as usize % 8] != r.id {
-            return Err(format!("the rule-id table does not name rule {} at slot {slot}", r.id));
+            return Err(format!(
+                "the rule-id table does not name rule {} at slot {slot}",
+                r.id
+            ));
         }
         for f in compile::flatten(r, slot) {
             by_slot.entry(slot).or_default().push(parts.len());
@@ -303,8 +313,17 @@ pub fn verify(image: &[Cell], rules: &[Rule], slot_of: impl Fn(&Rule) -> u32) ->
             listed.push(tree);
         }
         for (t, &root) in h.roots[fam].iter().enumerate() {
-            let members: Vec<usize> = (0..parts.len()).filter(|&k| tree_of[k] == Some(t)).collect();
-            expect(image, &parts, root, compile::full_region(v6), 0, members, &listed[t])?;
+            let members: Vec<usize> = (0..parts.len())
+                .filter(|&k| tree_of[k] == Some(t))
+                .collect();
+            expect(
+                image,
+                &parts,
+                root,
+                compile::full_region(v6),
+                members,
+                &listed[t],
+            )?;
         }
         // A part in no tree must be covered wherever it reaches, in one tree.
         for k in (0..parts.len()).filter(|&k| tree_of[k].is_none()) {
@@ -342,7 +361,6 @@ fn expect(
     parts: &[Flat],
     at: u32,
     region: Region,
-    depth: u32,
     members: Vec<usize>,
     listed: &HashMap<u32, Vec<usize>>,
 ) -> Result<(), String> {
@@ -387,7 +405,7 @@ fn expect(
         let clo = (u64::from(lo) + c as u64 * step) as u32;
         let mut sub = region;
         sub[d] = (clo, (u64::from(clo) + step - 1) as u32);
-        expect(image, parts, first + c as u32, sub, depth + 1, kid, listed)?;
+        expect(image, parts, first + c as u32, sub, kid, listed)?;
     }
     Ok(())
 }

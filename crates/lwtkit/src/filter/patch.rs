@@ -104,9 +104,10 @@ pub fn apply(
                     let Some((t, _)) = locate(&image, &h.roots[fam], v6, &part)? else {
                         continue;
                     };
-                    let found = image::leaves(&image, h.roots[fam][t], v6, Some(&part.ranges), MAX_TOUCHED)
-                        .map_err(Fallback::Unreadable)?
-                        .ok_or(Fallback::TooWide)?;
+                    let found =
+                        image::leaves(&image, h.roots[fam][t], v6, Some(&part.ranges), MAX_TOUCHED)
+                            .map_err(Fallback::Unreadable)?
+                            .ok_or(Fallback::TooWide)?;
                     for leaf in found {
                         del_in_leaf(&mut image, &leaf, v6, slot, &mut runs)?;
                     }
@@ -254,8 +255,19 @@ struct Runs(HashMap<(bool, Vec<(u32, u32)>), u32>);
 
 /// Points the leaf at `at` to `list`, appending its records (or reusing a
 /// run this change wrote with the same ones).
-fn write_leaf(image: &mut Vec<Cell>, at: u32, v6: bool, list: &[(RuleRecord, V6Words)], runs: &mut Runs) {
-    let key = (v6, list.iter().map(|(r, _)| (r.slot, r.rank)).collect::<Vec<_>>());
+fn write_leaf(
+    image: &mut Vec<Cell>,
+    at: u32,
+    v6: bool,
+    list: &[(RuleRecord, V6Words)],
+    runs: &mut Runs,
+) {
+    let key = (
+        v6,
+        list.iter()
+            .map(|(r, _)| (r.slot, r.rank))
+            .collect::<Vec<_>>(),
+    );
     let first = if list.is_empty() {
         0
     } else if let Some(&first) = runs.0.get(&key) {
@@ -312,9 +324,9 @@ fn add_part(
         let mut list = image::records(image, leaf.at, v6).map_err(Fallback::Unreadable)?;
         let at = list.partition_point(|(r, _)| r.rank < part.rec.rank);
         // A rule ranked before it already decides every packet here.
-        let hidden = list[..at].iter().any(|(r, w)| {
-            shadows(&flat_of(*r, *w, 0), &leaf.region)
-        });
+        let hidden = list[..at]
+            .iter()
+            .any(|(r, w)| shadows(&flat_of(*r, *w, 0), &leaf.region));
         if hidden {
             continue;
         }
@@ -358,7 +370,13 @@ fn split(
         leaves: HashMap::new(),
         stride: if v6 { 2 } else { 1 },
     };
-    let built = b.build(&flats, (0..flats.len()).collect(), leaf.region, leaf.at, leaf.depth);
+    let built = b.build(
+        &flats,
+        (0..flats.len()).collect(),
+        leaf.region,
+        leaf.at,
+        leaf.depth,
+    );
     *image = b.cells;
     image[0].w[4] = image.len() as u32;
     built.map_err(|_| Fallback::Split)

@@ -32,7 +32,9 @@ impl Policy {
     fn new(rules: Vec<Rule>) -> Self {
         let slots: HashMap<u32, u32> = rules.iter().zip(1..).map(|(r, s)| (r.id, s)).collect();
         let next_id = rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
-        let cells = compile_with_slots(&rules, |r| slots[&r.id]).expect("compiles").cells;
+        let cells = compile_with_slots(&rules, |r| slots[&r.id])
+            .expect("compiles")
+            .cells;
         Self {
             rules,
             slots,
@@ -45,7 +47,13 @@ impl Policy {
 
     fn change(&mut self, change: Change) {
         let slots = &self.slots;
-        let out = apply(self.cells.clone(), &self.rules, |r| slots[&r.id], change, LIMIT);
+        let out = apply(
+            self.cells.clone(),
+            &self.rules,
+            |r| slots[&r.id],
+            change,
+            LIMIT,
+        );
         self.cells = match out {
             Ok(cells) => {
                 self.patched += 1;
@@ -53,7 +61,9 @@ impl Policy {
             }
             Err(why) => {
                 *self.fallbacks.entry(format!("{why:?}")).or_default() += 1;
-                compile_with_slots(&self.rules, |r| slots[&r.id]).expect("compiles").cells
+                compile_with_slots(&self.rules, |r| slots[&r.id])
+                    .expect("compiles")
+                    .cells
             }
         };
         if let Err(e) = verify(&self.cells, &self.rules, |r| slots[&r.id]) {
@@ -101,7 +111,9 @@ impl Policy {
 /// the winning record.
 fn walk(cells: &[Cell], key: &PacketKey) -> Option<u32> {
     let words = |b: &[u8; 16]| -> [u32; 4] {
-        core::array::from_fn(|i| u32::from_be_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]))
+        core::array::from_fn(|i| {
+            u32::from_be_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+        })
     };
     let mut dims = [0u32; dim::COUNT];
     dims[dim::SRC0..dim::SRC0 + 4].copy_from_slice(&words(&key.src));
@@ -189,7 +201,10 @@ fn one_rule_changes_keep_every_family_equal_to_the_model() {
                 p.agrees(&packets);
             }
         }
-        eprintln!("{family:?}: {} patched, fallbacks {:?}", p.patched, p.fallbacks);
+        eprintln!(
+            "{family:?}: {} patched, fallbacks {:?}",
+            p.patched, p.fallbacks
+        );
         // Most changes are made in place.
         assert!(
             p.patched >= 150,
@@ -207,14 +222,18 @@ fn one_rule_changes_keep_every_family_equal_to_the_model() {
 
 #[test]
 fn a_leaf_that_outgrows_its_rules_becomes_a_subtree() {
-    let rule = |text: &str| RuleSpec::parse(&text.split_whitespace().collect::<Vec<_>>()).expect("rule");
+    let rule =
+        |text: &str| RuleSpec::parse(&text.split_whitespace().collect::<Vec<_>>()).expect("rule");
     let mut p = Policy::new(vec![Rule {
         id: 1,
         spec: rule("dst 10.0.0.0/8 proto udp drop"),
     }]);
     // 80 rules on one address, each its own port: more than a leaf holds.
     for port in 0..80u16 {
-        p.add(rule(&format!("dst 10.1.2.3/32 proto udp dport {} allow", 1000 + port)));
+        p.add(rule(&format!(
+            "dst 10.1.2.3/32 proto udp dport {} allow",
+            1000 + port
+        )));
     }
     assert!(p.fallbacks.is_empty(), "{:?}", p.fallbacks);
     let mut rng = Rng::new(5);
@@ -228,7 +247,8 @@ fn a_leaf_that_outgrows_its_rules_becomes_a_subtree() {
 
 #[test]
 fn deleting_a_rule_that_hid_others_compiles_whole() {
-    let rule = |text: &str| RuleSpec::parse(&text.split_whitespace().collect::<Vec<_>>()).expect("rule");
+    let rule =
+        |text: &str| RuleSpec::parse(&text.split_whitespace().collect::<Vec<_>>()).expect("rule");
     let mut p = Policy::new(vec![
         Rule {
             id: 1,
@@ -252,7 +272,9 @@ fn cells_made_by_changes_are_not_those_of_a_whole_compile_but_verify() {
         p.add(new_rule(Family::Bench, &mut rng));
     }
     let slots = &p.slots;
-    let whole = compile_with_slots(&p.rules, |r| slots[&r.id]).expect("compiles").cells;
+    let whole = compile_with_slots(&p.rules, |r| slots[&r.id])
+        .expect("compiles")
+        .cells;
     assert_ne!(whole, p.cells);
     verify(&whole, &p.rules, |r| slots[&r.id]).expect("a whole compile verifies");
     // A record of a rule not on record, or one missing, does not verify.

@@ -1694,9 +1694,9 @@ pub(crate) fn read_cells(pin: &Path, at: usize, n: usize, total: usize) -> Resul
     // SAFETY: maps the cells asked for of the array map (created
     // BPF_F_MMAPABLE) shared and read only, reads within them, unmaps.
     unsafe {
-        let (base, len, skip) =
-            map_cells(map.as_fd(), at, n, libc::PROT_READ).map_err(err)?;
-        let cells = std::slice::from_raw_parts(base.cast::<u8>().add(skip).cast::<Cell>(), n).to_vec();
+        let (base, len, skip) = map_cells(map.as_fd(), at, n, libc::PROT_READ).map_err(err)?;
+        let cells =
+            std::slice::from_raw_parts(base.cast::<u8>().add(skip).cast::<Cell>(), n).to_vec();
         libc::munmap(base, len);
         Ok(cells)
     }
@@ -1716,7 +1716,9 @@ unsafe fn map_cells(
 ) -> std::io::Result<(*mut libc::c_void, usize, usize)> {
     let start = at * size_of::<Cell>();
     let offset = start / 4096 * 4096;
-    let len = (start + n * size_of::<Cell>() - offset).next_multiple_of(4096).max(4096);
+    let len = (start + n * size_of::<Cell>() - offset)
+        .next_multiple_of(4096)
+        .max(4096);
     // SAFETY: a fresh shared mapping of the map's fd; the caller's contract.
     let base = unsafe {
         libc::mmap(
@@ -1777,12 +1779,7 @@ pub(crate) fn write_cells_fd(
     // SAFETY: maps the cells written of the array map (created
     // BPF_F_MMAPABLE) shared, writes within them, unmaps before returning.
     unsafe {
-        let (base, len, skip) = map_cells(
-            fd,
-            at,
-            cells.len(),
-            libc::PROT_READ | libc::PROT_WRITE,
-        )?;
+        let (base, len, skip) = map_cells(fd, at, cells.len(), libc::PROT_READ | libc::PROT_WRITE)?;
         std::ptr::copy_nonoverlapping(
             cells.as_ptr(),
             base.cast::<u8>().add(skip).cast::<Cell>(),

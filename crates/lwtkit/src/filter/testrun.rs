@@ -65,8 +65,11 @@ impl Harness {
         hook: Hook,
         generation: u32,
     ) -> Result<Self> {
-        let slots_by_id: std::collections::HashMap<u32, u32> =
-            rules.iter().zip(1..).map(|(r, slot)| (r.id, slot)).collect();
+        let slots_by_id: std::collections::HashMap<u32, u32> = rules
+            .iter()
+            .zip(1..)
+            .map(|(r, slot)| (r.id, slot))
+            .collect();
         let slot_of = |r: &Rule| slots_by_id.get(&r.id).copied().unwrap_or(0);
         let compiled = compile_with_slots(rules, slot_of).map_err(|e| err("compile", e))?;
         Self::filter_cells(

@@ -233,7 +233,8 @@ pub fn apply(steps: &[Step]) -> Result<()> {
             }
             Step::RestoreCounters { pin, entries } => {
                 if let Ok(map) = MapHandle::from_pinned_path(pin) {
-                    let cpus = libbpf_rs::num_possible_cpus().map_err(|e| store::state_err(pin, e))?;
+                    let cpus =
+                        libbpf_rs::num_possible_cpus().map_err(|e| store::state_err(pin, e))?;
                     let size = map.value_size() as usize;
                     for (entry, words) in entries {
                         let mut values = vec![vec![0u8; size]; cpus];
