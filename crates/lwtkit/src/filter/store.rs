@@ -171,12 +171,22 @@ impl Policy {
     fn free_slot(&self) -> u32 {
         let n = self.rules.len() + 1;
         let mut used = vec![false; n + 1];
-        for r in &self.rules {
-            if let Some(u) = used.get_mut(self.slot_of(r.id) as usize) {
+        for s in self.all_slots() {
+            if let Some(u) = used.get_mut(s as usize) {
                 *u = true;
             }
         }
         (1..=n).find(|s| !used[*s]).unwrap_or(n) as u32
+    }
+
+    /// The counter slot of every rule (in no particular order): the slot
+    /// map's values when it names every rule (one pass, no lookups).
+    fn all_slots(&self) -> Box<dyn Iterator<Item = u32> + '_> {
+        if self.slots.len() == self.rules.len() {
+            Box::new(self.slots.values().copied())
+        } else {
+            Box::new(self.rules.iter().map(|r| self.slot_of(r.id)))
+        }
     }
 }
 
@@ -786,12 +796,7 @@ impl<'a> Policies<'a> {
             }
             None => timed("compile", || self.compile(&after, &after.rules))?,
         };
-        let top = after
-            .rules
-            .iter()
-            .map(|r| after.slot_of(r.id))
-            .max()
-            .unwrap_or(0);
+        let top = after.all_slots().max().unwrap_or(0);
         let (capacity, ncells) =
             sizes_for(&after, top, cells.len()).ok_or_else(|| FilterError::TooBig {
                 policy: after.name.clone(),
