@@ -12,21 +12,38 @@ use lwtkit::filter::{bench_rules, compile::compile};
 
 use crate::e2e::Ns;
 
-/// The phases `lwt` reports (`lwtkit::timing`), in print order.
-const PHASES: [&str; 7] = [
-    "read", "records", "compile", "counters", "publish", "grow", "parse",
+/// The phases `lwt` reports (`lwtkit::timing`), in print order; the
+/// dotted ones are parts of the phase before the dot.
+const PHASES: [&str; NP] = [
+    "read",
+    "records",
+    "compile",
+    "counters",
+    "publish",
+    "grow",
+    "parse",
+    "records.journal",
+    "records.intent",
+    "records.finish",
+    "publish.cells",
+    "publish.flip",
+    "publish.wait",
+    "open",
+    "begin",
+    "patch",
 ];
+const NP: usize = 16;
 
 /// One timed `lwt` run: wall ms, stdout, ms per phase.
 struct Run {
     ms: f64,
     out: String,
-    phases: [f64; 7],
+    phases: [f64; NP],
 }
 
 /// Sums the `phase="P" us=N` lines of `lwt`'s debug log by phase, in ms.
-fn phases(log: &str) -> [f64; 7] {
-    let mut sums = [0f64; 7];
+fn phases(log: &str) -> [f64; NP] {
+    let mut sums = [0f64; NP];
     for line in log.lines() {
         // Without the terminal colours tracing puts around fields.
         let plain: String = {
@@ -62,8 +79,8 @@ fn phases(log: &str) -> [f64; 7] {
     sums
 }
 
-fn median_phases(runs: &[Run]) -> [f64; 7] {
-    let mut out = [0f64; 7];
+fn median_phases(runs: &[Run]) -> [f64; NP] {
+    let mut out = [0f64; NP];
     for (i, o) in out.iter_mut().enumerate() {
         *o = median(runs.iter().map(|r| r.phases[i]).collect());
     }
@@ -73,15 +90,20 @@ fn median_phases(runs: &[Run]) -> [f64; 7] {
 fn print_row(label: &str, runs: &[Run]) {
     let p = median_phases(runs);
     println!(
-        "  {label:<36}{:>7.0} ms   read {:>4.0}  write {:>4.0}  compile {:>5.0}  counters {:>4.0}  publish {:>4.0}  grow {:>4.0}  parse {:>4.0}",
+        "  {label:<36}{:>7.0} ms   read {:>4.0}  write {:>4.0}  compile {:>5.0}  patch {:>4.0}  counters {:>4.0}  publish {:>4.0}  grow {:>4.0}  parse {:>4.0}",
         median(runs.iter().map(|r| r.ms).collect()),
         p[0],
         p[1],
         p[2],
+        p[15],
         p[3],
         p[4],
         p[5],
         p[6]
+    );
+    println!(
+        "  {:<43}records: journal {:>3.0} intent {:>3.0} finish {:>3.0}   publish: cells {:>3.0} flip {:>3.0} wait {:>3.0}   open {:>3.0} lock {:>3.0}",
+        "", p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14]
     );
 }
 

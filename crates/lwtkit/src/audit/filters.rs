@@ -1,14 +1,16 @@
 //! Filter policies: the pins exist, the config map's live generation is
-//! the record's (and its other settings are the record's), and the rule
-//! set packets walk in the live generation is, cell for cell, what the
-//! record's rules compile to (the compiler is deterministic).
+//! the record's (and its other settings are the record's), and the cells
+//! packets walk in the live generation judge every packet as the record's
+//! rules do (`filter::image::verify`: the trees read back, each leaf
+//! checked against the rules that reach it; a policy changed one rule at a
+//! time has other cells than a whole compile of the same rules).
 use std::path::Path;
 
 use lwtkit_common::filter::{Cell, PolicyConfig};
 
 use super::Finding;
 use crate::filter::{
-    compile::compile_with_slots,
+    image::verify,
     store::{config_of, live_config, read_cells, Policy},
 };
 
@@ -83,23 +85,16 @@ pub(super) fn check(p: &Policy, seen: &Observed) -> Vec<Finding> {
             format!("{label}: the config map says {c:?}, the record {want:?}"),
         ));
     }
-    match compile_with_slots(&p.rules, |r| p.slot_of(r.id)) {
-        Err(e) => out.push(Finding::new(
+    let live = seen.live.as_deref().unwrap_or_default();
+    if let Err(why) = verify(live, &p.rules, |r| p.slot_of(r.id)) {
+        out.push(Finding::new(
             "rules",
-            format!("{label}: the rules on record do not compile: {e}"),
-        )),
-        Ok(compiled) if seen.live.as_ref() != Some(&compiled.cells) => {
-            out.push(Finding::new(
-                "rules",
-                format!(
-                    "{label}: packets walk another rule set than the {} rule(s) on record ({} live cells, {} compiled)",
-                    p.rules.len(),
-                    seen.live.as_ref().map_or(0, Vec::len),
-                    compiled.cells.len()
-                ),
-            ))
-        }
-        Ok(_) => {}
+            format!(
+                "{label}: packets walk another rule set than the {} rule(s) on record ({} live cells: {why})",
+                p.rules.len(),
+                live.len(),
+            ),
+        ));
     }
     out
 }
@@ -108,6 +103,7 @@ pub(super) fn check(p: &Policy, seen: &Observed) -> Vec<Finding> {
 mod tests {
     use super::*;
     use crate::filter::{
+        compile::compile_with_slots,
         handling::{Fragments, Malformed},
         rule::{Rule, RuleSpec, Verdict},
     };

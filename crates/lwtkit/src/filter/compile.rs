@@ -24,6 +24,19 @@ const BINTH: usize = 8;
 const SPFAC: usize = 2;
 /// Largest cut: 2^MAX_BITS children.
 const MAX_BITS: u32 = 8;
+/// Header word holding the number of cells of the rule-id table (the
+/// kernel reads only `HEADER_IDS`; a change in place needs the length).
+/// Marks the cell before the rule-id table as holding its length (word 0).
+pub const IDS_META: u32 = 0x6c77_6964;
+
+/// The cell before a rule-id table of `len` cells (read only by lwtkit:
+/// the kernel reads the table from the header's word 5).
+pub(super) fn ids_meta(len: u32) -> Cell {
+    let mut c = Cell::default();
+    c.w[0] = len;
+    c.w[1] = IDS_META;
+    c
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompileError {
@@ -36,14 +49,14 @@ pub enum CompileError {
 /// One rule as the tree sees it: a range per dimension plus the record
 /// the kernel checks in the leaf.
 #[derive(Clone, Debug)]
-struct Flat {
-    ranges: [(u32, u32); dim::COUNT],
+pub(super) struct Flat {
+    pub(super) ranges: [(u32, u32); dim::COUNT],
     /// Constraints the tree does not cut on (TCP flags).
-    leaf_only: bool,
-    id: u32,
-    rec: RuleRecord,
+    pub(super) leaf_only: bool,
+    pub(super) id: u32,
+    pub(super) rec: RuleRecord,
     /// Address words 1 to 3 (IPv6 trees' second record cell).
-    v6: V6Words,
+    pub(super) v6: V6Words,
 }
 
 /// The cells of one generation.
@@ -68,9 +81,12 @@ pub fn compile_with_slots(
     let mut sorted: Vec<&Rule> = rules.iter().collect();
     sorted.sort_by_key(|r| (r.spec.priority, r.id));
     let mut flats: Vec<Flat> = sorted.iter().flat_map(|r| flatten(r, slot_of(r))).collect();
-    // The kernel takes the match of lowest rank across trees.
-    for (rank, f) in flats.iter_mut().enumerate() {
-        f.rec.rank = rank as u32;
+    // The kernel takes the match of lowest rank across trees. Ranks are
+    // spread over the u32 range, so a rule added later fits between two
+    // others without renumbering every record (`super::patch`).
+    let gap = rank_gap(flats.len());
+    for (i, f) in flats.iter_mut().enumerate() {
+        f.rec.rank = ((i as u64 + 1) * u64::from(gap)) as u32;
     }
 
     let mut b = Builder {
@@ -101,7 +117,11 @@ pub fn compile_with_slots(
     }
     // The rule-id table, by counter slot: read only to log an event.
     let top = flats.iter().map(|f| f.rec.slot).max().unwrap_or(0) as usize;
-    let ids = b.claim(top / 8 + 1, flats.len())?;
+    // One cell before the table, read only by lwtkit, says how long it
+    // is (a one-rule change may move it and make it longer).
+    let meta = b.claim(top / 8 + 2, flats.len())?;
+    b.cells[meta as usize] = ids_meta(top as u32 / 8 + 1);
+    let ids = meta + 1;
     for f in &flats {
         let s = f.rec.slot as usize;
         b.cells[ids as usize + s / 8].w[s % 8] = f.id;
@@ -137,8 +157,15 @@ pub fn compile_with_slots(
 }
 
 /// Cells a rule set may compile into before lwtkit gives up on it.
-fn budget(rules: usize) -> usize {
+pub(super) fn budget(rules: usize) -> usize {
     64 * rules + 65_536
+}
+
+/// The distance between the ranks of consecutive rules of a compiled set
+/// of `flats` rules: the u32 range spread evenly (rank `u32::MAX` is the
+/// kernel's "no match", never a rule's).
+pub(super) fn rank_gap(flats: usize) -> u32 {
+    (u64::from(u32::MAX) / (flats as u64 + 1)).min(u64::from(u32::MAX)) as u32
 }
 
 /// Splits rules (in priority order) into at most `MAX_TREES` groups by
@@ -180,11 +207,11 @@ fn separate(flats: &[Flat], members: Vec<usize>) -> Vec<Vec<usize>> {
     groups.into_iter().map(|(_, g)| g).collect()
 }
 
-fn family_ok(f: &Flat, v6: bool) -> bool {
+pub(super) fn family_ok(f: &Flat, v6: bool) -> bool {
     f.rec.flags & rf::HAS_FAMILY == 0 || (f.rec.flags & rf::V6 != 0) == v6
 }
 
-fn full_region(v6: bool) -> [(u32, u32); dim::COUNT] {
+pub(super) fn full_region(v6: bool) -> [(u32, u32); dim::COUNT] {
     let mut r = [(0u32, 0u32); dim::COUNT];
     for (d, slot) in r.iter_mut().enumerate() {
         let width = dim::WIDTH[d];
@@ -196,7 +223,7 @@ fn full_region(v6: bool) -> [(u32, u32); dim::COUNT] {
     r
 }
 
-fn max_of(width: u8) -> u32 {
+pub(super) fn max_of(width: u8) -> u32 {
     if width >= 32 {
         u32::MAX
     } else {
@@ -205,7 +232,7 @@ fn max_of(width: u8) -> u32 {
 }
 
 /// A plain 32-byte value as a cell.
-fn as_cell<T: Copy>(v: &T) -> Cell {
+pub(super) fn as_cell<T: Copy>(v: &T) -> Cell {
     const { assert!(size_of::<T>() == 32) };
     let mut c = Cell::default();
     // SAFETY: T is 32 bytes of plain integers (asserted above).
@@ -301,7 +328,7 @@ pub fn action_record(a: &Action, spec: &RuleSpec) -> ActionRecord {
 }
 
 /// A rule as one or more flat rules (ports without a protocol match TCP and UDP).
-fn flatten(r: &Rule, slot: u32) -> Vec<Flat> {
+pub(super) fn flatten(r: &Rule, slot: u32) -> Vec<Flat> {
     let s = &r.spec;
     let mut flags = if s.verdict == Verdict::Drop {
         rf::DROP
@@ -430,7 +457,7 @@ fn words_of(net: &IpNet) -> [u32; 4] {
 }
 
 /// The range word `i` of a prefix covers.
-fn word_range(word: u32, plen: u32, i: u32) -> (u32, u32) {
+pub(super) fn word_range(word: u32, plen: u32, i: u32) -> (u32, u32) {
     let bits = plen.saturating_sub(32 * i).min(32);
     match bits {
         0 => (0, u32::MAX),
@@ -442,20 +469,20 @@ fn word_range(word: u32, plen: u32, i: u32) -> (u32, u32) {
     }
 }
 
-struct Builder {
-    cells: Vec<Cell>,
-    max_depth: u32,
-    max_leaf: usize,
+pub(super) struct Builder {
+    pub(super) cells: Vec<Cell>,
+    pub(super) max_depth: u32,
+    pub(super) max_leaf: usize,
     /// Most cells before the rule set is declared too intricate.
-    budget: usize,
+    pub(super) budget: usize,
     /// Leaves already written, by their rules: a leaf with the same rules
     /// as another (of the same family) shares its records.
-    leaves: HashMap<(u32, Vec<usize>), u32>,
+    pub(super) leaves: HashMap<(u32, Vec<usize>), u32>,
     /// Cells per record in the trees being built: 1 (IPv4), 2 (IPv6).
-    stride: u32,
+    pub(super) stride: u32,
 }
 
-type Region = [(u32, u32); dim::COUNT];
+pub(super) type Region = [(u32, u32); dim::COUNT];
 
 impl Builder {
     fn alloc(&mut self, n: usize) -> u32 {
@@ -477,7 +504,7 @@ impl Builder {
 
     /// Builds the subtree for `members` (indices into `flats`, in priority
     /// order) over `region` into the pre-allocated cell `at`.
-    fn build(
+    pub(super) fn build(
         &mut self,
         flats: &[Flat],
         members: Vec<usize>,
@@ -566,14 +593,18 @@ impl Builder {
 
 /// The kernel computes `child = w[1] + ((v >> shift) & mask)`; regions are
 /// aligned, so `(lo >> shift) & mask` is the index of the first child.
-fn child_index_base(lo: u32, shift: u32, bits: u32) -> u32 {
+pub(super) fn child_index_base(lo: u32, shift: u32, bits: u32) -> u32 {
     (lo >> shift) & ((1u32 << bits) - 1)
 }
 
 /// The first and last child (of `2^(width - shift)` children of
 /// `2^shift` values each, over the aligned `region`) that `range`
 /// overlaps; `None` when it misses the region.
-fn child_span(range: (u32, u32), region: (u32, u32), shift: u32) -> Option<(usize, usize)> {
+pub(super) fn child_span(
+    range: (u32, u32),
+    region: (u32, u32),
+    shift: u32,
+) -> Option<(usize, usize)> {
     let (a, b) = (range.0.max(region.0), range.1.min(region.1));
     if a > b {
         return None;
@@ -583,7 +614,7 @@ fn child_span(range: (u32, u32), region: (u32, u32), shift: u32) -> Option<(usiz
     Some((first, last))
 }
 
-fn covers(a: (u32, u32), b: (u32, u32)) -> bool {
+pub(super) fn covers(a: (u32, u32), b: (u32, u32)) -> bool {
     a.0 <= b.0 && a.1 >= b.1
 }
 
@@ -754,8 +785,10 @@ mod tests {
         let leaf = compiled.cells[compiled.cells[roots].w[0] as usize].w;
         assert_eq!((leaf[0], leaf[1]), (node::LEAF, 2));
         let rec = |i: usize| compiled.cells[leaf[2] as usize + i].w;
-        assert_eq!((rec(0)[6], rec(0)[7]), (1, 0));
-        assert_eq!((rec(1)[6], rec(1)[7]), (2, 1));
+        // Ranks are spread over the u32 range, in the same order.
+        let gap = rank_gap(2);
+        assert_eq!((rec(0)[6], rec(0)[7]), (1, gap));
+        assert_eq!((rec(1)[6], rec(1)[7]), (2, 2 * gap));
     }
 
     #[test]

@@ -27,8 +27,8 @@ fn with_policies<T>(
     f: impl FnOnce(&Policies, &NetnsState, &Txn) -> Result<T>,
 ) -> Result<T> {
     system::require_attach_privileges(what)?;
-    let ns = Namespace::open()?;
-    let txn = ns.begin(what)?;
+    let ns = super::store::timed("open", Namespace::open)?;
+    let txn = super::store::timed("begin", || ns.begin(what))?;
     let state = NetnsState::view(&txn);
     let policies = Policies::new(&state);
     f(&policies, &state, &txn)

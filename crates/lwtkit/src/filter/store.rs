@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     compile::compile_with_slots,
     handling::{Fragments, Handling, Malformed},
+    patch,
     rule::{Rule, RuleSpec, Verdict},
     rules_file,
 };
@@ -36,7 +37,12 @@ use crate::{
     error::{Error, FilterError, LoadError, Result, StateError},
     hook::Hook,
     loader::{self, last_line, BuiltinSpec, LibbpfLog, ProgramSource},
-    ns::{failpoint, watch::Watch, Intent, Outcome, Probe, Step, Txn},
+    ns::{
+        failpoint,
+        intent::{flipped, wait_for_readers},
+        watch::Watch,
+        Intent, Outcome, Probe, Step, Txn,
+    },
     route::{
         kernel::{Marks, RouteTable},
         netlink::Rtnl,
@@ -165,12 +171,22 @@ impl Policy {
     fn free_slot(&self) -> u32 {
         let n = self.rules.len() + 1;
         let mut used = vec![false; n + 1];
-        for r in &self.rules {
-            if let Some(u) = used.get_mut(self.slot_of(r.id) as usize) {
+        for s in self.all_slots() {
+            if let Some(u) = used.get_mut(s as usize) {
                 *u = true;
             }
         }
         (1..=n).find(|s| !used[*s]).unwrap_or(n) as u32
+    }
+
+    /// The counter slot of every rule (in no particular order): the slot
+    /// map's values when it names every rule (one pass, no lookups).
+    fn all_slots(&self) -> Box<dyn Iterator<Item = u32> + '_> {
+        if self.slots.len() == self.rules.len() {
+            Box::new(self.slots.values().copied())
+        } else {
+            Box::new(self.rules.iter().map(|r| self.slot_of(r.id)))
+        }
     }
 }
 
@@ -546,6 +562,35 @@ impl<'a> Policies<'a> {
             })
     }
 
+    /// The live generation of `old` with one rule changed ([`patch`]), or
+    /// why it is not made that way.
+    fn patch(
+        &self,
+        old: &Policy,
+        after: &Policy,
+        change: patch::Change,
+    ) -> std::result::Result<Vec<Cell>, patch::Fallback> {
+        let pin = self.pin_dir(&old.name).join(pins::filter::CELLS);
+        let (per_gen, total) = (old.cells as usize, 2 * old.cells as usize);
+        let base = old.generation as usize * per_gen;
+        let unreadable = |e: Error| patch::Fallback::Unreadable(e.to_string());
+        let header = read_cells(&pin, base, 1, total).map_err(unreadable)?;
+        let used = header.first().map_or(0, |h| h.w[4] as usize);
+        if used == 0 || used > per_gen {
+            return Err(patch::Fallback::Unreadable(format!(
+                "the live header says {used} cells"
+            )));
+        }
+        let image = read_cells(&pin, base, used, total).map_err(unreadable)?;
+        patch::apply(
+            image,
+            &after.rules,
+            |r| after.slot_of(r.id),
+            change,
+            per_gen,
+        )
+    }
+
     /// Writes compiled `cells` into the idle generation, flips the
     /// generation and waits out readers of the old one.
     fn publish(&self, p: &Policy, cells: &[Cell]) -> Result<()> {
@@ -559,14 +604,17 @@ impl<'a> Policies<'a> {
         }
         let dir = self.pin_dir(&p.name);
         let next = p.generation ^ 1;
-        write_cells(
-            &dir.join(pins::filter::CELLS),
-            (next * p.cells) as usize,
-            cells,
-            (p.cells * 2) as usize,
-        )?;
-        write_config(&dir, &config_of(p, next))?;
-        wait_for_readers();
+        timed("publish.cells", || {
+            write_cells(
+                &dir.join(pins::filter::CELLS),
+                (next * p.cells) as usize,
+                cells,
+                (p.cells * 2) as usize,
+            )
+        })?;
+        timed("publish.flip", || write_config(&dir, &config_of(p, next)))?;
+        flipped();
+        timed("publish.wait", wait_for_readers);
         Ok(())
     }
 
@@ -663,6 +711,33 @@ impl<'a> Policies<'a> {
         Ok(out)
     }
 
+    /// The non-zero counter entries among `entries` (generation and slot
+    /// folded in) of the policy's counter map, summed over CPUs.
+    fn read_entries(&self, p: &Policy, entries: &[u32]) -> Result<Vec<(u32, [u64; 4])>> {
+        let (Some(&lo), Some(&hi)) = (entries.iter().min(), entries.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        let pin = self.pin_dir(&p.name).join(pins::filter::RULE_STATS);
+        let map = open_map(&pin)?;
+        // Many entries: one batch call over their range.
+        let batch = if entries.len() > 64 {
+            read_batch(&map, lo, hi - lo + 1)
+        } else {
+            None
+        };
+        let mut out = Vec::new();
+        for &e in entries {
+            let c = match batch.as_ref().and_then(|b| b.get((e - lo) as usize)) {
+                Some(c) => *c,
+                None => read_slot(&map, &pin, e)?,
+            };
+            if c != RuleCounters::default() {
+                out.push((e, [c.packets, c.bytes, c.logged, c.suppressed]));
+            }
+        }
+        Ok(out)
+    }
+
     /// The journal of `p`'s rules file.
     fn journal_path(&self, p: &Policy) -> PathBuf {
         self.records_dir()
@@ -722,6 +797,17 @@ impl<'a> Policies<'a> {
         let mut pre: Vec<u32> = Vec::new();
         let mut post: Vec<(u32, u32)> = Vec::new();
         let mut entry = None;
+        // A one-rule change patches the live cells instead of compiling
+        // every rule again.
+        let one = match &change {
+            Change::Add(rule, slot) => Some((rule.clone(), *slot, true)),
+            Change::Del(id) => old
+                .rules
+                .iter()
+                .find(|r| r.id == *id)
+                .map(|r| (r.clone(), old.slot_of(*id), false)),
+            Change::Replace(_) => None,
+        };
         match change {
             Change::Add(rule, slot) => {
                 // Nobody counts in a free slot: both generations now.
@@ -747,13 +833,23 @@ impl<'a> Policies<'a> {
                 post = vec![(1, n)];
             }
         }
-        let cells = timed("compile", || self.compile(&after, &after.rules))?;
-        let top = after
-            .rules
-            .iter()
-            .map(|r| after.slot_of(r.id))
-            .max()
-            .unwrap_or(0);
+        let patched = one.map(|(rule, slot, add)| {
+            let change = if add {
+                patch::Change::Add(&rule, slot)
+            } else {
+                patch::Change::Del(&rule, slot)
+            };
+            timed("patch", || self.patch(&old, &after, change))
+        });
+        let cells = match patched {
+            Some(Ok(cells)) => cells,
+            Some(Err(why)) => {
+                tracing::debug!(?why, "the change is compiled whole");
+                timed("compile", || self.compile(&after, &after.rules))?
+            }
+            None => timed("compile", || self.compile(&after, &after.rules))?,
+        };
+        let top = after.all_slots().max().unwrap_or(0);
         let (capacity, ncells) =
             sizes_for(&after, top, cells.len()).ok_or_else(|| FilterError::TooBig {
                 policy: after.name.clone(),
@@ -791,7 +887,11 @@ impl<'a> Policies<'a> {
             after.carried = nonzero(self.totals(&old, &self.pin_dir(&old.name), &kept)?);
             after.carried_extra.clear();
         }
-        timed("counters", || self.zero_entries(&after, &pre))?;
+        // What the entries to zero hold (for a replace, the idle
+        // generation's counts of the rules it replaces): zeroed only once
+        // the intent can put them back, so a change that fails or is
+        // killed before its flip loses no count.
+        let held = timed("counters", || self.read_entries(&after, &pre))?;
 
         // The flip is the change: once the config map says `next`, the new
         // rules are live and the record must say so, even if lwt is killed
@@ -820,11 +920,17 @@ impl<'a> Policies<'a> {
                 });
             }
         }
+        if !held.is_empty() {
+            intent.undone.push(Step::RestoreCounters {
+                pin: self.pin_dir(&after.name).join(pins::filter::RULE_STATS),
+                entries: held,
+            });
+        }
         let journaled = entry
             .filter(|_| old.rules_file.is_some() && old.journal_len < JOURNAL_MAX && !migrating);
         let pending = timed("records", || -> Result<_> {
             if let Some(entry) = &journaled {
-                self.append_journal(&old, entry)?;
+                timed("records.journal", || self.append_journal(&old, entry))?;
                 after.journal_len = old.journal_len + rules_file::entries_of(entry);
                 intent.done.push(txn.put_step(&after)?);
             } else {
@@ -839,9 +945,14 @@ impl<'a> Policies<'a> {
                 }
                 intent.undone.push(Step::Remove { path: new_file });
             }
-            txn.intend(intent)
+            timed("records.intent", || txn.intend(intent))
         })?;
         failpoint("filter-commit:intent");
+        if let Err(e) = timed("counters", || self.zero_entries(&after, &pre)) {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(e);
+        }
+        failpoint("filter-commit:zeroed");
         if let Err(e) = timed("publish", || self.publish(&old, &cells)) {
             txn.finish(pending, Outcome::Undone)?;
             return Err(e);
@@ -856,7 +967,9 @@ impl<'a> Policies<'a> {
         } else {
             None
         };
-        timed("records", || txn.finish(pending, Outcome::Done))?;
+        timed("records", || {
+            timed("records.finish", || txn.finish(pending, Outcome::Done))
+        })?;
         if let Some(exact) = exact {
             after.carried_extra = extra_of(&nonzero(exact.clone()), &after.carried);
             after.carried = nonzero(exact);
@@ -1051,9 +1164,9 @@ impl<'a> Policies<'a> {
                     failpoint("filter-grow:swap");
                 }
             }
-            // No packet walks the old maps any more: the new rules go live
-            // everywhere at once.
-            wait_for_readers();
+            // Every route runs the new maps: the new rules go live
+            // everywhere at once (a packet still on the old maps is judged
+            // by the old rules, as before the flip).
             write_config(&stage, &config_of(&after, next))
         });
         if let Err(e) = swapped {
@@ -1061,6 +1174,9 @@ impl<'a> Policies<'a> {
             return Err(e);
         }
         failpoint("filter-grow:flip");
+        // One grace period: no packet runs the old programs or walks the
+        // new maps' old generation any more.
+        flipped();
         wait_for_readers();
         // The rules that stay count on in the new maps' slots; what they
         // counted in the old maps is final now.
@@ -1388,7 +1504,7 @@ fn nonzero(c: BTreeMap<u32, RuleCounters>) -> BTreeMap<u32, RuleCounters> {
 /// Runs `f`, logging how long it took as `phase` at debug level under
 /// the `lwtkit::timing` target (`LWT_LOG=lwtkit::timing=debug`): where a
 /// change's time goes, for `lwtkit-bench changes`.
-fn timed<T>(phase: &str, f: impl FnOnce() -> T) -> T {
+pub(crate) fn timed<T>(phase: &str, f: impl FnOnce() -> T) -> T {
     let t = std::time::Instant::now();
     let out = f();
     tracing::debug!(target: "lwtkit::timing", phase, us = t.elapsed().as_micros() as u64);
@@ -1649,25 +1765,49 @@ pub(crate) fn read_cells(pin: &Path, at: usize, n: usize, total: usize) -> Resul
             "cells past the end of the map",
         )));
     }
-    let len = (total * size_of::<Cell>()).next_multiple_of(4096);
-    // SAFETY: maps the whole array map (created BPF_F_MMAPABLE) shared and
-    // read only, reads within its bounds (checked above), unmaps.
+    // SAFETY: maps the cells asked for of the array map (created
+    // BPF_F_MMAPABLE) shared and read only, reads within them, unmaps.
     unsafe {
-        let base = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            map.as_fd().as_raw_fd(),
-            0,
-        );
-        if base == libc::MAP_FAILED {
-            return Err(err(std::io::Error::last_os_error()));
-        }
-        let cells = std::slice::from_raw_parts(base.cast::<Cell>().add(at), n).to_vec();
+        let (base, len, skip) = map_cells(map.as_fd(), at, n, libc::PROT_READ).map_err(err)?;
+        let cells =
+            std::slice::from_raw_parts(base.cast::<u8>().add(skip).cast::<Cell>(), n).to_vec();
         libc::munmap(base, len);
         Ok(cells)
     }
+}
+
+/// Maps cells `at..at + n` of an mmap-able cells map (whole pages around
+/// them, populated at once rather than page by page): the mapping, its
+/// length and the byte offset of cell `at` in it.
+///
+/// # Safety
+/// The caller unmaps it and stays within the `n` cells.
+unsafe fn map_cells(
+    fd: std::os::fd::BorrowedFd<'_>,
+    at: usize,
+    n: usize,
+    prot: libc::c_int,
+) -> std::io::Result<(*mut libc::c_void, usize, usize)> {
+    let start = at * size_of::<Cell>();
+    let offset = start / 4096 * 4096;
+    let len = (start + n * size_of::<Cell>() - offset)
+        .next_multiple_of(4096)
+        .max(4096);
+    // SAFETY: a fresh shared mapping of the map's fd; the caller's contract.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            fd.as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((base, len, start - offset))
 }
 
 fn open_map(pin: &Path) -> Result<MapHandle> {
@@ -1707,22 +1847,18 @@ pub(crate) fn write_cells_fd(
             "cells past the end of the map",
         ));
     }
-    let len = (total * size_of::<Cell>()).next_multiple_of(4096);
-    // SAFETY: maps the whole array map (created BPF_F_MMAPABLE) shared,
-    // writes within its bounds (checked above), unmaps before returning.
+    if cells.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: maps the cells written of the array map (created
+    // BPF_F_MMAPABLE) shared, writes within them, unmaps before returning.
     unsafe {
-        let base = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
+        let (base, len, skip) = map_cells(fd, at, cells.len(), libc::PROT_READ | libc::PROT_WRITE)?;
+        std::ptr::copy_nonoverlapping(
+            cells.as_ptr(),
+            base.cast::<u8>().add(skip).cast::<Cell>(),
+            cells.len(),
         );
-        if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        std::ptr::copy_nonoverlapping(cells.as_ptr(), base.cast::<Cell>().add(at), cells.len());
         libc::munmap(base, len);
     }
     Ok(())
@@ -1793,16 +1929,4 @@ fn read_batch(map: &MapHandle, from: u32, n: u32) -> Option<Vec<RuleCounters>> {
             })
             .collect(),
     )
-}
-
-/// Waits for an RCU grace period: after it, no BPF program that started
-/// before the call is still running.
-fn wait_for_readers() {
-    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
-    // SAFETY: membarrier takes no pointers.
-    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
-    if rc != 0 {
-        // Without membarrier, wait far longer than any program runs.
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }

@@ -65,14 +65,51 @@ impl Harness {
         hook: Hook,
         generation: u32,
     ) -> Result<Self> {
-        let generation = generation & 1;
-        let ids: Vec<u32> = rules.iter().map(|r| r.id).collect();
-        let slots_by_id: std::collections::HashMap<u32, u32> =
-            ids.iter().zip(1..).map(|(id, slot)| (*id, slot)).collect();
+        let slots_by_id: std::collections::HashMap<u32, u32> = rules
+            .iter()
+            .zip(1..)
+            .map(|(r, slot)| (r.id, slot))
+            .collect();
         let slot_of = |r: &Rule| slots_by_id.get(&r.id).copied().unwrap_or(0);
         let compiled = compile_with_slots(rules, slot_of).map_err(|e| err("compile", e))?;
-        let cells = compiled.cells.len().max(16) as u32;
-        let slots = ids.len() as u32 + 1;
+        Self::filter_cells(
+            rules,
+            &slots_by_id,
+            &compiled.cells,
+            handling,
+            hook,
+            generation,
+        )
+    }
+
+    /// As [`Harness::filter_with`], with cells made elsewhere (a policy
+    /// changed one rule at a time, [`super::patch`]) in which rule `id`
+    /// counts in slot `slots[id]`.
+    pub fn filter_cells(
+        rules: &[Rule],
+        slots: &std::collections::HashMap<u32, u32>,
+        cells: &[Cell],
+        handling: &Handling,
+        hook: Hook,
+        generation: u32,
+    ) -> Result<Self> {
+        let generation = generation & 1;
+        let top = rules
+            .iter()
+            .filter_map(|r| slots.get(&r.id))
+            .copied()
+            .max()
+            .unwrap_or(0);
+        let mut ids = vec![0u32; top as usize];
+        for r in rules {
+            if let Some(&s) = slots.get(&r.id) {
+                ids[s as usize - 1] = r.id;
+            }
+        }
+        let slots_by_id = slots.clone();
+        let image = cells;
+        let cells = image.len().max(16) as u32;
+        let slots = top + 1;
         let mut h = Self::load("filter", hook, |name, m| match name {
             CELLS => {
                 m.set_max_entries(2 * cells)?;
@@ -83,7 +120,7 @@ impl Harness {
         })?;
         h.ids = ids;
         h.slots_by_id = slots_by_id;
-        h.write_cells((generation * cells) as usize, &compiled.cells)?;
+        h.write_cells((generation * cells) as usize, image)?;
         h.generation = generation;
         h.slots = slots;
         let config = PolicyConfig {

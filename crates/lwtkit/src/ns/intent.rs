@@ -86,6 +86,14 @@ pub enum Step {
         pin: PathBuf,
         ranges: Vec<(u32, u32)>,
     },
+    /// Put back what per-CPU counter entries held (the first words of
+    /// each value, summed over CPUs: packets, bytes, logged, suppressed),
+    /// in the first CPU's slot, the others zero: what a change zeroed
+    /// before it was undone.
+    RestoreCounters {
+        pin: PathBuf,
+        entries: Vec<(u32, [u64; 4])>,
+    },
     /// Swap the programs of some hooks of a route in place, if it carries
     /// exactly the programs `before` names (a route gone, already swapped
     /// or changed by someone else is left alone).
@@ -196,6 +204,8 @@ pub fn apply(steps: &[Step]) -> Result<()> {
                 if let Ok(map) = MapHandle::from_pinned_path(pin) {
                     map.update(&unhex(key), &unhex(value), MapFlags::ANY)
                         .map_err(|e| store::state_err(pin, e))?;
+                    // Perhaps a policy's config: a flip.
+                    flipped();
                 }
             }
             Step::MapDelete { pin, key } => {
@@ -230,19 +240,30 @@ pub fn apply(steps: &[Step]) -> Result<()> {
             Step::ZeroCounters { pin, ranges } => {
                 if let Ok(map) = MapHandle::from_pinned_path(pin) {
                     // After a flip: no program that read the old generation
-                    // may still count there (an RCU grace period).
-                    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
-                    // SAFETY: membarrier takes no pointers.
-                    if unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) }
-                        != 0
-                    {
-                        std::thread::sleep(std::time::Duration::from_millis(50));
-                    }
+                    // may still count there.
+                    wait_for_readers();
                     let entries: Vec<u32> = ranges
                         .iter()
                         .flat_map(|(first, n)| *first..first.saturating_add(*n))
                         .collect();
                     crate::percpu::zero(&map, &entries).map_err(|e| store::state_err(pin, e))?;
+                }
+            }
+            Step::RestoreCounters { pin, entries } => {
+                if let Ok(map) = MapHandle::from_pinned_path(pin) {
+                    let cpus =
+                        libbpf_rs::num_possible_cpus().map_err(|e| store::state_err(pin, e))?;
+                    let size = map.value_size() as usize;
+                    for (entry, words) in entries {
+                        let mut values = vec![vec![0u8; size]; cpus];
+                        for (i, w) in words.iter().enumerate() {
+                            if let Some(b) = values[0].get_mut(8 * i..8 * i + 8) {
+                                b.copy_from_slice(&w.to_ne_bytes());
+                            }
+                        }
+                        map.update_percpu(&entry.to_ne_bytes(), &values, MapFlags::ANY)
+                            .map_err(|e| store::state_err(pin, e))?;
+                    }
                 }
             }
             Step::SwapHooks {
@@ -257,11 +278,41 @@ pub fn apply(steps: &[Step]) -> Result<()> {
                     table: *table,
                 };
                 let swapped = crate::route::swap::swap_hooks(&mut rtnl, &key, before, swaps)?;
+                flipped();
                 tracing::info!(route = %key, ?swapped, "swapping hooks of an interrupted change");
             }
         }
     }
     Ok(())
+}
+
+/// Whether a policy's live generation may have flipped since this
+/// process last waited for readers: at start it may have (a command killed
+/// right after a flip leaves one for the next to wait out).
+static FLIPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Says a policy's live generation (or the programs on its routes) just
+/// changed: the next [`wait_for_readers`] must wait.
+pub fn flipped() {
+    FLIPPED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Waits for an RCU grace period, unless one passed since the last flip
+/// of this process: afterwards no BPF program that started before the
+/// flip is still running (LWT programs run with bottom halves disabled,
+/// an RCU read-side section), so the old generation and its counters are
+/// nobody's. `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()`;
+/// without it, a sleep far longer than any program runs.
+pub fn wait_for_readers() {
+    if !FLIPPED.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes no pointers.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc != 0 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// The pending intents of a namespace, oldest first.

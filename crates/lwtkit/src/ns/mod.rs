@@ -320,6 +320,9 @@ impl Txn<'_> {
             tracing::info!(verb = %i.verb, pid = i.pid, ?outcome, "finishing an interrupted change");
             self.finish(Pending { path, intent: i }, outcome)?;
         }
+        // A command killed right after a flip: its packets may still walk
+        // what is now the idle generation, which this command may write.
+        intent::wait_for_readers();
         Ok(())
     }
 }
