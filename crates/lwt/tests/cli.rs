@@ -194,6 +194,8 @@ fn every_verbs_json_follows_one_schema() {
     )
     .expect("rules file");
     let rules = rules.to_str().expect("utf-8").to_string();
+    let config = std::env::temp_dir().join(format!("lwt-schema-{}.toml", std::process::id()));
+    let config = config.to_str().expect("utf-8").to_string();
     let steps: Vec<Vec<&str>> = vec![
         vec![
             "attach",
@@ -257,6 +259,32 @@ fn every_verbs_json_follows_one_schema() {
             "--builtin",
             "end",
         ],
+        vec!["filter", "create", "nat"],
+        vec![
+            "filter",
+            "rule",
+            "add",
+            "nat",
+            "src",
+            "10.0.0.2/32",
+            "snat",
+            "203.0.113.7",
+        ],
+        vec![
+            "filter",
+            "attach",
+            "nat",
+            "10.0.0.5/32",
+            "--dev",
+            "va",
+            "--hook",
+            "xmit",
+        ],
+        vec!["filter", "show", "nat"],
+        vec!["export", "-o", &config],
+        vec!["apply", "-f", &config, "--check"],
+        vec!["diff", "-f", &config],
+        vec!["apply", "-f", &config],
         vec!["list"],
         vec!["stats"],
         vec!["builtins"],
@@ -291,6 +319,8 @@ fn every_verbs_json_follows_one_schema() {
         vec!["encap", "del", "10.9.0.0/24"],
         vec!["filter", "detach", "web", "10.0.0.4/32"],
         vec!["filter", "delete", "web"],
+        vec!["filter", "detach", "nat", "10.0.0.5/32"],
+        vec!["filter", "delete", "nat"],
         vec!["detach", "10.0.0.3/32", "--hook", "xmit"],
         vec!["detach", "10.0.0.3/32"],
         vec!["reset"],
@@ -314,5 +344,6 @@ fn every_verbs_json_follows_one_schema() {
         "lwt -j doctor",
         &mut problems,
     );
+    let _ = std::fs::remove_file(&config);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
