@@ -1074,3 +1074,30 @@ impl Tun {
         n_found
     }
 }
+
+#[test]
+fn a_port_unreachable_comes_back_through_the_nat_to_the_inside_socket() {
+    require_root!();
+    let g = gateway("naticmp");
+    // A connected UDP socket learns of the ICMP error only if the packet
+    // embedded in it is the one it sent: 10.1.0.2 -> 10.0.0.2:9 (A saw
+    // 203.0.113.7 as the source; B must translate the embedded packet back).
+    let refused = g.c.run(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
+        s.connect("10.0.0.2:9").expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let mut buf = [0u8; 16];
+        (0..3).any(|_| {
+            let _ = s.send(b"anyone there?");
+            matches!(s.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+        })
+    });
+    assert!(refused, "the port unreachable reached the inside socket");
+    let shown = json(&g.b.lwt_ok(&["filter", "show", "in", "-j"]));
+    let rule = &shown["rules"][0];
+    assert!(
+        rule["packets"].as_u64().is_some_and(|n| n >= 1),
+        "the dnat rule saw the error: {shown}"
+    );
+}

@@ -15,8 +15,8 @@
 //!   gets `BPF_F_MARK_MANGLED_0`: a zero checksum (none) stays zero, and a
 //!   sum that becomes zero is written as 0xffff.
 //! - ICMP has no pseudo-header: an echo keeps its checksum and its id.
-//!   ICMP errors (the packet embedded in them) are translated by
-//!   `nat_icmp.rs` (not here yet): see [`icmp_error_hook`].
+//!   IPv4 ICMP errors (the packet embedded in them) are translated by
+//!   `nat_icmp.rs`: see [`icmp_error_v4`].
 //! - Fragments: a first fragment carries the L4 header and its checksum,
 //!   which covers the whole datagram: updated like an unfragmented packet.
 //!   A later fragment gets the address rewrite only.
@@ -243,19 +243,36 @@ pub fn rewrite_v6(
     Ok(())
 }
 
-/// Where ICMP errors are to be translated: an ICMP error (destination
-/// unreachable, time exceeded, ...) carries the start of the packet that
-/// caused it, whose addresses and port mirror the outer ones. Called by the
-/// filter program (`bin/filter.rs`, `act`) after the outer IPv4 header of
-/// an ICMP error was rewritten on `side` to `to`/`plen`. Rewriting the
-/// embedded packet and its checksums is `nat_icmp.rs`'s job (another
-/// change); until it lands this returns without touching it, so the outer
-/// header alone is translated.
+/// Translates an IPv4 ICMP error a rule rewrites on `side` to `to`/`plen`:
+/// the outer address, and the packet embedded in the error, which travels
+/// the other way (its opposite address, the embedded IPv4 and L4
+/// checksums, the ICMP checksum; [`crate::nat_icmp::translate`]). `None`
+/// when the error is not one to translate that way (its embedded packet
+/// is not the translated one, or is cut): the caller rewrites the outer
+/// header alone. `Some(Err(()))`: a helper failed part way; drop.
 #[inline(always)]
-pub fn icmp_error_hook(_ctx: &SkBuffContext, _side: Side, _to: u32, _plen: u8) {}
+pub fn icmp_error_v4(ctx: &SkBuffContext, side: Side, to: u32, plen: u8) -> Option<Result<(), ()>> {
+    use lwtkit_common::nat_icmp::{outcome, Translation};
+    let icmp = crate::nat_icmp::locate(ctx)?;
+    let h: [u8; 20] = ctx.load(0).ok()?;
+    let at = if side == Side::Src { 12 } else { 16 };
+    let old = u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let new = netmap4(old, to, plen);
+    let mut t = Translation {
+        dst: u8::from(side == Side::Dst),
+        ..Translation::default()
+    };
+    t.from[..4].copy_from_slice(&old.to_be_bytes());
+    t.to[..4].copy_from_slice(&new.to_be_bytes());
+    match crate::nat_icmp::translate(ctx, icmp, &t) {
+        outcome::TRANSLATED | outcome::TRANSLATED_L4 => Some(Ok(())),
+        outcome::FAILED => Some(Err(())),
+        _ => None,
+    }
+}
 
 /// Whether the IPv4 packet is an ICMP error (type 3, 4, 5, 11 or 12), for
-/// [`icmp_error_hook`].
+/// [`icmp_error_v4`].
 #[inline(always)]
 pub fn is_icmp_error_v4(proto: u32, icmp_type: u32) -> bool {
     proto == u32::from(IPPROTO_ICMP) && matches!(icmp_type, 3 | 4 | 5 | 11 | 12)

@@ -24,7 +24,7 @@ use lwtkit_ebpf::{
     counters::count,
     gpl_license, lwt_program, map_named,
     matcher::{decide, generation, rule_id, Decision, CELLS, CONFIG},
-    nat::{icmp_error_hook, is_icmp_error_v4, rewrite_v4, rewrite_v6, Side},
+    nat::{icmp_error_v4, is_icmp_error_v4, rewrite_v4, rewrite_v6, Side},
     parse::{parse, PacketKey},
 };
 
@@ -151,15 +151,13 @@ fn act<const HOOK: u8>(ctx: &SkBuffContext, key: &PacketKey, d: &Decision, kind:
             let done = if key.v6 {
                 let l4 = if whole { Some((key.dims[dim::PROTO] as u8, key.l4_off as usize)) } else { None };
                 rewrite_v6(ctx, side, &a.addr, a.plen, a.npt_word, a.npt_adj, l4, port)
+            } else if whole && is_icmp_error_v4(key.dims[dim::PROTO], key.dims[dim::SPORT]) {
+                // An ICMP error carries the packet that caused it, whose
+                // addresses mirror the outer ones: translated together.
+                icmp_error_v4(ctx, side, a.addr[0], a.plen).unwrap_or_else(|| rewrite_v4(ctx, side, a.addr[0], a.plen, port))
             } else {
                 rewrite_v4(ctx, side, a.addr[0], a.plen, port)
             };
-            // ICMP errors carry the packet that caused them: its addresses
-            // (and ports) mirror the outer ones and are translated there
-            // (nat_icmp.rs, another change; a no-op until it lands).
-            if done.is_ok() && whole && !key.v6 && is_icmp_error_v4(key.dims[dim::PROTO], key.dims[dim::SPORT]) {
-                icmp_error_hook(ctx, side, a.addr[0], a.plen);
-            }
             if done.is_err() {
                 tally(Tally::Failed);
                 return (BPF_DROP, ev::FAILED);
