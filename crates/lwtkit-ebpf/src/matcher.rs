@@ -65,13 +65,23 @@ pub fn generation(cfg: &PolicyConfig) -> u32 {
     unsafe { core::ptr::read_volatile(&cfg.generation) }
 }
 
+/// The first cell of `generation` (its header) in the policy's cells.
+#[inline(always)]
+pub fn base_of(cfg: &PolicyConfig, generation: u32) -> u32 {
+    if generation == 1 {
+        cfg.capacity
+    } else {
+        0
+    }
+}
+
 /// Finds the matching rule of lowest rank across the live generation's
 /// trees for the packet's family. The trees are walked by `bpf_loop`
 /// (which the verifier inlines into a plain loop), so it checks one walk
 /// rather than every tree's.
 #[inline(always)]
 pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32) -> Decision {
-    let base = if generation == 1 { cfg.capacity } else { 0 };
+    let base = base_of(cfg, generation);
     let none = Decision { matched: false, slot: 0, flags: 0, base };
     let Some(header) = cell(base) else { return none };
     let (trees, list, stride) = if key.v6 { (header.w[2], header.w[3], 2) } else { (header.w[0], header.w[1], 1) };

@@ -23,7 +23,7 @@ use lwtkit_common::{
 use lwtkit_ebpf::{
     counters::count,
     gpl_license, lwt_program, map_named,
-    matcher::{decide, generation, rule_id, Decision, CELLS, CONFIG},
+    matcher::{base_of, decide, generation, rule_id, Decision, CELLS, CONFIG},
     nat::{icmp_error_v4, is_icmp_error_v4, rewrite_v4, rewrite_v6, Side},
     parse::{parse, PacketKey},
 };
@@ -239,8 +239,7 @@ fn action_of(d: &Decision) -> Option<&'static ActionRecord> {
 /// translated datagram are translated alike. Nothing else happens to it.
 #[inline(always)]
 fn fragment_action(ctx: &SkBuffContext, key: &PacketKey, cfg: &PolicyConfig, gen: u32) -> i32 {
-    let base = if gen == 1 { cfg.capacity } else { 0 };
-    let Some(header) = CELLS.get(base) else { return BPF_OK };
+    let Some(header) = CELLS.get(base_of(cfg, gen)) else { return BPF_OK };
     if header.w[HEADER_ACTION_SLOTS] == 0 {
         return BPF_OK;
     }
