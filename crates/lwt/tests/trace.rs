@@ -256,3 +256,126 @@ fn trace_shows_the_passes_of_an_in_program_on_a_forwarding_route() {
         "B's own packets: {stdout}"
     );
 }
+
+#[test]
+fn trace_shows_drops_and_local_deliveries_of_an_iproute2_in_program() {
+    require_root!();
+    let p = Pair::new("trci");
+    serve_tcp(&p.b, &["10.0.0.3:8080", "10.0.0.3:8081"]);
+    assert!(tcp_works_soon(&p.a, "10.0.0.3:8081"), "baseline");
+    let obj = compile_bpf("drop_tcp_8080");
+    let show = ["-d", "route", "show", "table", "local", "10.0.0.3"];
+    p.b.ip(&[
+        "route",
+        "replace",
+        "local",
+        "10.0.0.3",
+        "dev",
+        "vb",
+        "table",
+        "local",
+        "proto",
+        "kernel",
+        "scope",
+        "host",
+        "src",
+        "10.0.0.3",
+        "encap",
+        "bpf",
+        "in",
+        "obj",
+        obj.to_str().expect("utf-8"),
+        "section",
+        "lwt_in",
+    ]);
+    let before = p.b.ip(&show);
+    assert!(before.contains("drop_tcp_8080.o:[lwt_in]"), "{before}");
+
+    let mut child =
+        p.b.lwt_spawn(&["-j", "trace", "10.0.0.3/32", "--local", "--timeout", "6"]);
+    let ready = wait_ready(&mut child);
+    assert!(
+        ready.contains("tracing in drop_tcp_8080.o:[lwt_in]"),
+        "{ready}"
+    );
+    assert!(!tcp_works(&p.a, "10.0.0.3:8080"), "8080 is dropped");
+    for _ in 0..3 {
+        assert!(tcp_works(&p.a, "10.0.0.3:8081"), "8081 passes");
+    }
+    let out = child.wait_with_output().expect("lwt trace");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<serde_json::Value> = stdout.lines().map(json).collect();
+    assert!(events.iter().all(|e| e["hook"] == "in"), "{stdout}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["prog"] == "drop_tcp_8080.o:[lwt_in]"),
+        "{stdout}"
+    );
+    let to_8080: Vec<_> = events.iter().filter(|e| e["dport"] == 8080).collect();
+    assert!(!to_8080.is_empty(), "no :8080 packet traced: {stdout}");
+    assert!(
+        to_8080.iter().all(|e| e["verdict"] == "BPF_DROP"),
+        "{stdout}"
+    );
+    // Three connections: each SYN, ACK, request, FIN... passed the program.
+    let to_8081: Vec<_> = events.iter().filter(|e| e["dport"] == 8081).collect();
+    assert!(to_8081.len() >= 9, "passes of :8081 missing: {stdout}");
+    assert!(to_8081.iter().all(|e| e["verdict"] == "BPF_OK"), "{stdout}");
+    let syns = to_8081
+        .iter()
+        .filter(|e| e["len"] == 60 && e["src"] == "10.0.0.2")
+        .count();
+    assert!(syns >= 3, "{stdout}");
+    assert_eq!(before, p.b.ip(&show), "the route is untouched");
+}
+
+#[test]
+fn trace_shows_local_deliveries_of_an_in_program_on_an_ipv6_local_route() {
+    require_root!();
+    let p = Pair::new("trci6");
+    serve_tcp(&p.b, &["[fd00::3]:8080", "[fd00::3]:8081"]);
+    assert!(tcp_works_soon(&p.a, "[fd00::3]:8081"), "baseline");
+    let obj = compile_bpf("drop_tcp_8080");
+    p.b.lwt_ok(&[
+        "attach",
+        "fd00::3/128",
+        "--local",
+        "--dev",
+        "vb",
+        "--hook",
+        "in",
+        "--obj",
+        obj.to_str().expect("utf-8"),
+        "--section",
+        "lwt_in",
+    ]);
+    let mut child =
+        p.b.lwt_spawn(&["-j", "trace", "fd00::3/128", "--local", "--timeout", "5"]);
+    wait_ready(&mut child);
+    assert!(!tcp_works(&p.a, "[fd00::3]:8080"), "8080 is dropped");
+    assert!(tcp_works(&p.a, "[fd00::3]:8081"), "8081 passes");
+    let out = child.wait_with_output().expect("lwt trace");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<serde_json::Value> = stdout.lines().map(json).collect();
+    assert!(events.iter().all(|e| e["hook"] == "in"), "{stdout}");
+    let verdicts = |port: u16| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| e["dport"] == port)
+            .map(|e| &e["verdict"])
+            .collect()
+    };
+    let (dropped, passed) = (verdicts(8080), verdicts(8081));
+    assert!(
+        !dropped.is_empty() && dropped.iter().all(|v| *v == "BPF_DROP"),
+        "{stdout}"
+    );
+    assert!(
+        passed.len() >= 3 && passed.iter().all(|v| *v == "BPF_OK"),
+        "{stdout}"
+    );
+    assert!(events.iter().all(|e| e["dst"] == "fd00::3"), "{stdout}");
+}

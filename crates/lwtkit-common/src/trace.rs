@@ -30,6 +30,9 @@ pub mod programs {
     /// tp_btf/kfree_skb: packets freed inside the kernel's LWT BPF hook
     /// functions (net/core/lwt_bpf.c), i.e. dropped by the program.
     pub const DROPPED: &str = "trace_dropped";
+    /// netfilter LOCAL_IN: packets delivered to this host through a route
+    /// whose `in` program is traced (they passed it).
+    pub const DELIVERED: &str = "trace_delivered";
 }
 
 /// Offsets into kernel structures, and what to trace.
@@ -102,7 +105,8 @@ pub struct TraceEvent {
     pub caplen: u32,
     /// 0: the fexit program's exact return code; 1: queued on a device of
     /// this namespace (it passed whatever hooks its route has); 2: freed
-    /// inside the hook (a drop).
+    /// inside the hook (a drop); 3: delivered locally through the route
+    /// (it passed the route's `in` program).
     pub source: u32,
     /// The device the packet was queued on (source 1).
     pub ifindex: u32,
@@ -120,6 +124,7 @@ pub mod source {
     pub const FEXIT: u32 = 0;
     pub const QUEUED: u32 = 1;
     pub const FREED: u32 = 2;
+    pub const DELIVERED: u32 = 3;
 }
 
 const _: () = assert!(core::mem::size_of::<TraceEvent>() == 40 + SNAPLEN + NAME_LEN);

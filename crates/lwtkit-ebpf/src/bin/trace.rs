@@ -10,6 +10,10 @@
 //!   inside `bpf_input/bpf_output/bpf_xmit` (net/core/lwt_bpf.c) whose
 //!   route is in this namespace is reported as dropped by that hook's
 //!   program, with the program's id and the name the route carries.
+//! - `trace_delivered` (a netfilter program on LOCAL_IN, first of the
+//!   namespace's hooks): a packet delivered locally through a route whose
+//!   `in` program is traced passed that program (`ip_local_deliver` /
+//!   `ip6_input` run after `lwt_input`, the route still on the skb).
 //! Kernel structures are read with bpf_probe_read_kernel at offsets user
 //! space takes from the kernel's BTF (TRACE_CONFIG).
 #![no_std]
@@ -238,6 +242,35 @@ fn to_prefix(cfg: &TraceConfig, skb: u64) -> Option<bool> {
         left -= bits;
     }
     Some(true)
+}
+
+/// `NF_ACCEPT` (include/uapi/linux/netfilter.h): the tracer never changes
+/// what happens to a packet.
+const NF_ACCEPT: i32 = 1;
+
+/// `struct bpf_nf_ctx { const struct nf_hook_state *state; struct sk_buff *skb; }`
+/// (include/net/netfilter/nf_bpf_link.h), on LOCAL_IN.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "netfilter")]
+pub fn trace_delivered(ctx: *const u64) -> i32 {
+    let _ = delivered(ctx);
+    NF_ACCEPT
+}
+
+#[inline(always)]
+fn delivered(ctx: *const u64) -> Option<()> {
+    let cfg = TRACE_CONFIG.get(0)?;
+    if cfg.hooks & (1 << 1) == 0 {
+        return None;
+    }
+    let skb = arg(ctx, 1)?;
+    let (_, lwt) = bpf_lwt(cfg, skb)?;
+    let slot = slot(lwt, 1);
+    if read::<u64>(slot).unwrap_or(0) == 0 || !to_prefix(cfg, skb)? {
+        return None;
+    }
+    let iif: u32 = read(skb + u64::from(cfg.skb_iif)).unwrap_or(0);
+    emit(cfg, skb, 1, 0, source::DELIVERED, slot, 0, iif)
 }
 
 /// `TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason

@@ -357,8 +357,10 @@ fn ranges() -> [[u64; 3]; layout::RANGES] {
 }
 
 /// The tracepoint programs, for the `targets` of the route to `prefix`.
+/// Without netfilter BPF links (CONFIG_NETFILTER_BPF_LINK), `in` targets
+/// get a note: their local deliveries cannot be seen.
 fn tracepoints(
-    targets: &[Target],
+    targets: &mut [Target],
     prefix: IpNet,
     base: &TraceConfig,
 ) -> Result<(Object, Vec<Link>)> {
@@ -385,10 +387,56 @@ fn tracepoints(
         prefix: bytes,
         ..*base
     };
-    let names = [programs::QUEUED, programs::DROPPED];
+    let tracepoints = [programs::QUEUED, programs::DROPPED];
+    let traces_in = config.hooks & 1 << Hook::In.nla_kind() != 0;
+    let mut names = tracepoints.to_vec();
+    if traces_in {
+        names.push(programs::DELIVERED);
+    }
     let mut object = open("tracepoints", &names, &config, |_| Ok(()))?;
-    let links = attach_all(&mut object, &names, "tracepoints")?;
+    let mut links = attach_all(&mut object, &tracepoints, "tracepoints")?;
+    if traces_in {
+        match delivered(&mut object, family) {
+            Ok(link) => links.push(link),
+            Err(e) => {
+                for t in targets.iter_mut().filter(|t| t.hook == Hook::In) {
+                    t.note = Some(format!("local deliveries (passes) not seen: {e}"));
+                }
+            }
+        }
+    }
     Ok((object, links))
+}
+
+/// Netfilter's LOCAL_IN of this namespace, first of its hooks: where a
+/// packet the route's `in` program passed for local delivery shows up
+/// (`ip_local_deliver`, `ip6_input`), its route still attached.
+fn delivered(object: &mut Object, family: u32) -> Result<Link> {
+    let prog = object
+        .progs_mut()
+        .find(|p| p.name() == programs::DELIVERED)
+        .ok_or_else(|| attach_err("tracepoints", "netfilter", "missing program", ""))?;
+    use libbpf_rs::{NFPROTO_IPV4, NFPROTO_IPV6, NF_INET_LOCAL_IN};
+    let opts = libbpf_rs::NetfilterOpts {
+        protocol_family: if family == 4 {
+            NFPROTO_IPV4
+        } else {
+            NFPROTO_IPV6
+        },
+        hooknum: NF_INET_LOCAL_IN,
+        // NF_IP_PRI_FIRST itself is refused for BPF links.
+        priority: i32::MIN + 1,
+        ..Default::default()
+    };
+    prog.attach_netfilter_with_opts(opts).map_err(|e| {
+        attach_err(
+            "tracepoints",
+            "attaching to netfilter LOCAL_IN",
+            format!("{e:#}"),
+            "",
+        )
+        .into()
+    })
 }
 
 /// A decoded event with what matching it to a target takes.
@@ -454,7 +502,7 @@ pub fn trace(
     let mut base = btf::offsets()?;
     base.netns_inum = system::netns_inode()? as u32;
     base.ranges = ranges();
-    let tp = tracepoints(&targets, req.prefix, &base)?;
+    let tp = tracepoints(&mut targets, req.prefix, &base)?;
     // fexit tracers by program id, once tried (None: it could not attach).
     let mut exact: HashMap<u32, Option<Tracer>> = HashMap::new();
     let try_fexit = |t: &mut Target, id: u32, exact: &mut HashMap<u32, Option<Tracer>>| {
@@ -638,6 +686,17 @@ fn matches(
         return targets
             .iter()
             .find(|t| t.hook == rec.hook && same_name(&t.name, &ev.name) && !on_fexit(t))
+            .map(|t| TraceRecord {
+                prog: t.name.clone(),
+                ..rec
+            })
+            .into_iter()
+            .collect();
+    }
+    if ev.source == source::DELIVERED {
+        return targets
+            .iter()
+            .find(|t| t.hook == Hook::In && same_name(&t.name, &ev.name) && !on_fexit(t))
             .map(|t| TraceRecord {
                 prog: t.name.clone(),
                 ..rec
