@@ -79,8 +79,9 @@ fn new_c_project_builds_and_its_pcap_test_runs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Builds an aya-ebpf crate with the pinned nightly and bpf-linker: about a
+/// minute of both CPUs, worth it: the generated project must build.
 #[test]
-#[ignore = "builds an aya-ebpf crate with the pinned nightly and bpf-linker: about a minute of both CPUs"]
 fn new_rust_project_builds_and_its_pcap_test_runs() {
     require_root!();
     let dir = temp_dir("rust");
