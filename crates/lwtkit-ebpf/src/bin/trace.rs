@@ -82,12 +82,21 @@ fn in_netns(cfg: &TraceConfig, dst: u64) -> bool {
     inum == Some(cfg.netns_inum)
 }
 
-/// Sends one event; `slot` is the route's `struct bpf_lwt_prog` for the
-/// hook (tracepoint events) or 0 (fexit).
+/// Where the skb's IP header starts (`head + network_header`).
+#[inline(always)]
+fn l3_of(cfg: &TraceConfig, skb: u64) -> Option<u64> {
+    let head: u64 = read(skb + u64::from(cfg.skb_head))?;
+    let nh: u16 = read(skb + u64::from(cfg.skb_network_header))?;
+    Some(head + u64::from(nh))
+}
+
+/// Sends one event; `l3` is [`l3_of`] the skb, `slot` the route's
+/// `struct bpf_lwt_prog` for the hook (tracepoint events) or 0 (fexit).
 #[inline(always)]
 fn emit(
     cfg: &TraceConfig,
     skb: u64,
+    l3: u64,
     hook: u32,
     retval: i32,
     src: u32,
@@ -97,9 +106,6 @@ fn emit(
 ) -> Option<()> {
     // From the IP header: on a device queue skb->data is at L2 already.
     let data: u64 = read(skb + u64::from(cfg.skb_data))?;
-    let head: u64 = read(skb + u64::from(cfg.skb_head))?;
-    let nh: u16 = read(skb + u64::from(cfg.skb_network_header))?;
-    let l3 = head + u64::from(nh);
     let len: u32 = read(skb + u64::from(cfg.skb_len))?;
     let len = if l3 >= data && l3 - data < 256 {
         len.saturating_sub((l3 - data) as u32)
@@ -164,7 +170,7 @@ fn verdict(ctx: *const u64) -> Option<()> {
     if !in_netns(cfg, dst) {
         return None;
     }
-    emit(cfg, skb, cfg.hook, retval, source::FEXIT, 0, 0, 0)
+    emit(cfg, skb, l3_of(cfg, skb)?, cfg.hook, retval, source::FEXIT, 0, 0, 0)
 }
 
 /// The route's `struct bpf_lwt` if the skb's route has a BPF encap and
@@ -208,20 +214,21 @@ fn queued(ctx: *const u64) -> Option<()> {
         return None;
     }
     let ifindex: u32 = read(dev + u64::from(cfg.dev_ifindex))?;
-    if !cfg.oifs.contains(&ifindex) || !to_prefix(cfg, skb)? {
+    if !cfg.oifs.contains(&ifindex) {
+        return None;
+    }
+    let l3 = l3_of(cfg, skb)?;
+    if !to_prefix(cfg, l3)? {
         return None;
     }
     let iif: u32 = read(skb + u64::from(cfg.skb_iif)).unwrap_or(0);
-    emit(cfg, skb, 0, 0, source::QUEUED, 0, ifindex, iif)
+    emit(cfg, skb, l3, 0, 0, source::QUEUED, 0, ifindex, iif)
 }
 
-/// Whether the packet's destination lies in the traced prefix (so only
-/// the traced route's packets reach user space).
+/// Whether the destination of the packet whose IP header is at `l3` lies
+/// in the traced prefix (so only the traced route's packets reach user space).
 #[inline(always)]
-fn to_prefix(cfg: &TraceConfig, skb: u64) -> Option<bool> {
-    let head: u64 = read(skb + u64::from(cfg.skb_head))?;
-    let nh: u16 = read(skb + u64::from(cfg.skb_network_header))?;
-    let l3 = head + u64::from(nh);
+fn to_prefix(cfg: &TraceConfig, l3: u64) -> Option<bool> {
     let version = read::<u8>(l3)? >> 4;
     let (at, bytes) = match version {
         4 if cfg.family == 4 => (16, 4),
@@ -266,11 +273,12 @@ fn delivered(ctx: *const u64) -> Option<()> {
     let skb = arg(ctx, 1)?;
     let (_, lwt) = bpf_lwt(cfg, skb)?;
     let slot = slot(lwt, 1);
-    if read::<u64>(slot).unwrap_or(0) == 0 || !to_prefix(cfg, skb)? {
+    let l3 = l3_of(cfg, skb)?;
+    if read::<u64>(slot).unwrap_or(0) == 0 || !to_prefix(cfg, l3)? {
         return None;
     }
     let iif: u32 = read(skb + u64::from(cfg.skb_iif)).unwrap_or(0);
-    emit(cfg, skb, 1, 0, source::DELIVERED, slot, 0, iif)
+    emit(cfg, skb, l3, 1, 0, source::DELIVERED, slot, 0, iif)
 }
 
 /// `TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason
@@ -311,7 +319,7 @@ fn dropped(ctx: *const u64) -> Option<()> {
     if hook == 0 || hook > 3 || cfg.hooks & (1 << hook) == 0 {
         return None;
     }
-    emit(cfg, skb, hook, 2, source::FREED, slot(lwt, hook), 0, 0)
+    emit(cfg, skb, l3_of(cfg, skb)?, hook, 2, source::FREED, slot(lwt, hook), 0, 0)
 }
 
 gpl_license!();
