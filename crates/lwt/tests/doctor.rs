@@ -55,6 +55,7 @@ fn doctor_passes_here_and_leaves_the_namespace_as_it_was() {
         "seg6",
         "seg6-bpf",
         "tcx",
+        "netfilter-bpf",
         "ringbuf",
         "bpf_loop",
         "memlock",
@@ -71,7 +72,7 @@ fn doctor_passes_here_and_leaves_the_namespace_as_it_was() {
         assert_ne!(c.1, "fail", "{c:?}");
     }
     // Probed for real in the throwaway namespace.
-    for name in ["lwt-bpf", "seg6", "seg6-bpf", "tcx"] {
+    for name in ["lwt-bpf", "seg6", "seg6-bpf", "tcx", "netfilter-bpf"] {
         assert_eq!(find(&cs, name).1, "ok", "{:?}", find(&cs, name));
     }
     assert_eq!(ns.routes(), before, "the doctor changed the namespace");

@@ -89,6 +89,7 @@ pub fn run() -> Report {
         checks::sandboxed("seg6", "an SRv6 route (encap seg6 mode encap)", &sandbox.seg6, Status::Warn, "the kernel lacks CONFIG_IPV6_SEG6_LWTUNNEL: `lwt seg6local` and SRv6 routes cannot work; use a kernel built with it (or load the module)"),
         checks::sandboxed("seg6-bpf", "a seg6local End.BPF route", &sandbox.seg6_bpf, Status::Warn, "the kernel lacks CONFIG_IPV6_SEG6_BPF: `lwt seg6local` cannot work; use a kernel built with it"),
         checks::sandboxed("tcx", "a tcx ingress link", &sandbox.tcx, Status::Warn, "tcx needs Linux 6.6: `lwt decap` cannot work here"),
+        checks::sandboxed("netfilter-bpf", "a netfilter BPF link (LOCAL_IN)", &sandbox.netfilter, Status::Warn, "the kernel lacks CONFIG_NETFILTER_BPF_LINK (Linux 6.4+): `lwt trace` cannot show the packets an `in` program passes for local delivery (its drops and forwarded passes still show)"),
     ];
     let helper = |name: &str| helper_allowed(ProgramType::LwtXmit, name);
     // Without the privilege libbpf's probes answer "no" rather than fail.

@@ -1,7 +1,7 @@
 //! The doctor's throwaway network namespace: a thread of its own that
 //! unshares its network namespace, tries what lwtkit needs from the kernel
 //! there (a route with a BPF program, a seg6 route, a seg6local End.BPF
-//! route, a tcx link), and ends. The namespace has no name and no other
+//! route, a tcx link, a netfilter BPF link), and ends. The namespace has no name and no other
 //! user, so the kernel removes it, and everything in it, when the thread
 //! ends, even if lwt is killed: nothing can be left behind.
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -34,6 +34,7 @@ pub struct Findings {
     pub seg6: Sandboxed,
     pub seg6_bpf: Sandboxed,
     pub tcx: Sandboxed,
+    pub netfilter: Sandboxed,
 }
 
 impl Findings {
@@ -43,7 +44,8 @@ impl Findings {
             lwt_bpf: n.clone(),
             seg6: n.clone(),
             seg6_bpf: n.clone(),
-            tcx: n,
+            tcx: n.clone(),
+            netfilter: n,
         }
     }
 }
@@ -81,6 +83,8 @@ fn in_namespace() -> Findings {
         seg6: seg6(&mut rtnl),
         seg6_bpf: seg6_bpf(&mut rtnl),
         tcx: tcx(),
+        netfilter: crate::trace::probe_netfilter_link()
+            .map_or_else(Sandboxed::Missing, |()| Sandboxed::Works),
     }
 }
 

@@ -408,6 +408,18 @@ fn tracepoints(
     Ok((object, links))
 }
 
+/// Whether this kernel lets `lwt trace` hook netfilter with a BPF link (to
+/// see an `in` program's local deliveries). The hook is registered in the
+/// calling thread's namespace for an instant: call it from a throwaway one.
+pub fn probe_netfilter_link() -> std::result::Result<(), String> {
+    let config = TraceConfig::default();
+    let mut object =
+        open("probe", &[programs::DELIVERED], &config, |_| Ok(())).map_err(|e| e.to_string())?;
+    delivered(&mut object, 4)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// Netfilter's LOCAL_IN of this namespace, first of its hooks: where a
 /// packet the route's `in` program passed for local delivery shows up
 /// (`ip_local_deliver`, `ip6_input`), its route still attached.
