@@ -131,7 +131,7 @@ pub fn resolve(spec: &mut RuleSpec) -> Result<()> {
 }
 
 /// Refuses a rule whose action `hook` cannot carry out.
-fn check_hook(policy: &str, rule: String, spec: &RuleSpec, hook: Hook) -> Result<()> {
+pub(crate) fn check_hook(policy: &str, rule: String, spec: &RuleSpec, hook: Hook) -> Result<()> {
     let Some(action) = &spec.action else {
         return Ok(());
     };
@@ -230,7 +230,7 @@ fn malformed_packets(state: &NetnsState, policy: &str) -> Result<u64> {
     Ok(total)
 }
 
-fn attachments(state: &NetnsState, policy: &str) -> Result<Vec<PolicyAttachment>> {
+pub(crate) fn attachments(state: &NetnsState, policy: &str) -> Result<Vec<PolicyAttachment>> {
     let mut out = Vec::new();
     for rec in state.records()? {
         for (hook, h) in &rec.hooks {
