@@ -383,11 +383,11 @@ fn add_side(txn: &Txn, rtnl: &mut Rtnl, rec: &mut NatRecord, outbound: bool) -> 
         (side.clone(), side.dev.clone())
     };
     txn.put(rec)?;
-    crate::ns::failpoint(if outbound {
-        "nat-add:outbound-rule"
+    if outbound {
+        crate::ns::failpoint("nat-add:outbound-rule");
     } else {
-        "nat-add:inbound-rule"
-    });
+        crate::ns::failpoint("nat-add:inbound-rule");
+    }
     if !attached_to(&state, &side)? {
         attach::attach_in(
             txn,
