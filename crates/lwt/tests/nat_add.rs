@@ -301,3 +301,49 @@ fn bad_nat_requests_are_refused_and_change_nothing() {
     );
     assert_eq!(snapshot(b), before);
 }
+
+#[test]
+fn concurrent_nat_adds_of_overlapping_mappings_make_exactly_one() {
+    require_root!();
+    let g = Chain::new("natac");
+    let b = &g.b;
+    let before = snapshot(b);
+    // Four commands at once, each a different inside /24 onto the same
+    // public /24 (they all overlap): one wins, the others are refused.
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            let inside = format!("10.1.{i}.0/24");
+            b.lwt_spawn(&[
+                "nat",
+                "add",
+                "--inside",
+                &inside,
+                "--public",
+                "203.0.113.0/24",
+                "--out-route",
+                "10.0.0.0/24",
+                "--public-dev",
+                "vbc",
+            ])
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("lwt ran"))
+        .collect();
+    let won = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(won, 1, "{outs:?}");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("overlaps the mapping"), "{err}");
+    }
+    let list = json(&b.lwt_ok(&["-j", "nat", "list"]));
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let out = json(&b.lwt_ok(&["-j", "filter", "show", "nat-out"]));
+    assert_eq!(out["rules"].as_array().map(Vec::len), Some(1), "{out}");
+    let found = b.findings();
+    assert!(found.is_empty(), "lwt check disagrees: {found:?}");
+    let inside = list[0]["inside"].as_str().expect("inside").to_string();
+    b.lwt_ok(&["nat", "del", "--inside", &inside]);
+    assert_eq!(snapshot(b), before);
+}
