@@ -67,6 +67,9 @@ pub enum Verb {
     /// Filter policies: named rule sets attached to routes, changed live.
     #[command(subcommand)]
     Filter(FilterVerb),
+    /// 1:1 NAT (NAT44, NPTv6): an inside prefix mapped onto a public one both ways, as filter rules.
+    #[command(subcommand)]
+    Nat(NatVerb),
     /// Steer prefixes into tunnels (VXLAN, FOU, GUE, IPIP, SIT, ip6ip6, 4in6, GRE, SRv6) without tunnel devices.
     #[command(subcommand)]
     Encap(EncapVerb),
@@ -387,6 +390,51 @@ pub enum FilterVerb {
         #[arg(long)]
         local: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NatVerb {
+    /// Map an inside prefix 1:1 onto a public one: `snat` on the outbound
+    /// route's xmit, `dnat` on a route for the public prefix (docs/nat.md).
+    Add(NatAddArgs),
+    /// Take a mapping off: its rules, and the policies and routes `nat add` made, back as they were.
+    #[command(group(clap::ArgGroup::new("which").required(true)))]
+    Del {
+        /// The mapping's inside prefix.
+        #[arg(long, value_name = "PREFIX", group = "which")]
+        inside: Option<String>,
+        /// The mapping's public prefix.
+        #[arg(long, value_name = "PREFIX", group = "which")]
+        public: Option<String>,
+    },
+    /// Every mapping, with what its rules counted.
+    #[command(visible_alias = "ls")]
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct NatAddArgs {
+    /// The inside prefix or address (10.1.0.0/24, fd01::/64, 10.1.0.2).
+    #[arg(long, value_name = "PREFIX")]
+    pub inside: String,
+    /// The public prefix or address, of the same length (203.0.113.0/24, fd99::/64).
+    #[arg(long, value_name = "PREFIX")]
+    pub public: String,
+    /// The route outbound packets leave by (its xmit hook gets the `snat` rule): 0.0.0.0/0, 10.0.0.0/24, ::/0...
+    #[arg(long, value_name = "PREFIX")]
+    pub out_route: String,
+    /// The outbound route's device [default: the route's, as the kernel has it].
+    #[arg(long, value_name = "DEV")]
+    pub out_dev: Option<String>,
+    /// The device of the public prefix's route, toward the inside [default: that of the route to --inside].
+    #[arg(long, value_name = "DEV")]
+    pub public_dev: Option<String>,
+    /// Routing table of both routes: a number, main, local, default or a name from rt_tables [default: main].
+    #[arg(long, value_name = "ID|NAME")]
+    pub table: Option<String>,
+    /// Name of the policies `nat add` creates where a route has none: NAME-out and NAME-in.
+    #[arg(long, value_name = "NAME", default_value = lwtkit::filter::nat::DEFAULT_NAME)]
+    pub name: String,
 }
 
 #[derive(Subcommand, Debug)]

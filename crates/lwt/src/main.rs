@@ -148,6 +148,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Verb::Events(a) => verbs::events::run(a, &out),
         args::Verb::Trace(a) => verbs::trace::run(a, &out),
         args::Verb::Filter(v) => verbs::filter::run(v, &out),
+        args::Verb::Nat(v) => verbs::nat::run(v, &out),
         args::Verb::Encap(v) => verbs::encap::run(v, &out),
         args::Verb::Seg6local(v) => verbs::seg6local::run(v, &out),
         args::Verb::Decap(v) => verbs::decap::run(v, &out),

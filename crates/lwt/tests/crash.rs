@@ -523,6 +523,71 @@ fn filter_cases() -> Vec<Case> {
     ]
 }
 
+const NAT_ADD: &str =
+    "nat add --inside 10.7.0.0/24 --public 203.0.113.0/24 --out-route 10.0.0.0/24 --public-dev va";
+
+/// `lwt nat add` and `del` make several changes (policies, rules,
+/// attachments), each crash-safe as its verb is; the mapping's record says
+/// what is half done, and the next `lwt nat` command finishes it.
+fn nat_cases() -> Vec<Case> {
+    let del = &["nat del --inside 10.7.0.0/24"][..];
+    vec![
+        case("nat-add:record", &[], NAT_ADD, del),
+        case("nat-add:outbound-rule", &[], NAT_ADD, del),
+        case("nat-add:inbound-rule", &[], NAT_ADD, del),
+        case(
+            "nat-del:rule",
+            &[NAT_ADD],
+            "nat del --inside 10.7.0.0/24",
+            del,
+        ),
+    ]
+}
+
+/// A `nat` verb killed at each of its own steps: `lwt check` agrees (each
+/// step it made is whole), `nat list` shows the mapping as interrupted,
+/// and the next `nat` command converges: `nat del` takes off what was
+/// made, back to the routes before, and a `nat add` run again makes it.
+fn crash_nat(ns: &Netns, c: &Case) {
+    let ctx = format!("`lwt {}` killed at {}", c.verb, c.point);
+    let pristine = snapshot(ns);
+    let pristine_routes = detailed_routes(ns);
+    run_all(ns, &c.setup);
+    let out = ns.lwt_env(&[("LWT_FAILPOINT", c.point)], &words(&c.verb));
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "{ctx}: not killed: {out:?}"
+    );
+    agrees(ns, &ctx);
+    let list = json(&ns.lwt_ok(&["-j", "nat", "list"]));
+    let state = &list[0]["state"];
+    assert!(*state == "adding" || *state == "removing", "{ctx}: {list}");
+    // The same add again first undoes (or finishes) the interrupted
+    // command, then makes the mapping whole.
+    ns.lwt_ok(&words(NAT_ADD));
+    let list = json(&ns.lwt_ok(&["-j", "nat", "list"]));
+    assert_eq!(list[0]["state"], "active", "{ctx}: {list}");
+    assert!(list[0]["outbound"]["id"].is_number(), "{ctx}: {list}");
+    assert!(list[0]["inbound"]["id"].is_number(), "{ctx}: {list}");
+    undo(ns, &c.undo);
+    assert_eq!(detailed_routes(ns), pristine_routes, "{ctx}: routes");
+    assert_eq!(snapshot(ns), pristine, "{ctx}: left something behind");
+    agrees(ns, &ctx);
+    // Killed again, then `nat del`: nothing is left either.
+    run_all(ns, &c.setup);
+    let out = ns.lwt_env(&[("LWT_FAILPOINT", c.point)], &words(&c.verb));
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{ctx}");
+    ns.lwt_ok(&words(c.undo[0].as_str()));
+    assert_eq!(
+        detailed_routes(ns),
+        pristine_routes,
+        "{ctx}: routes after del"
+    );
+    assert_eq!(snapshot(ns), pristine, "{ctx}: del left something behind");
+    assert_eq!(ns.lwt_ok(&["-j", "nat", "list"]).trim(), "[]", "{ctx}");
+}
+
 fn decap_cases() -> Vec<Case> {
     const GRE: &str = "decap add --dev vx --type gre";
     let del = &["decap del --dev vx"][..];
@@ -792,6 +857,7 @@ fn every_failpoint_of_the_library_is_exercised_here() {
         commit_cases(Path::new("/nonexistent")),
         grow_cases(Path::new("/nonexistent")),
         decap_cases(),
+        nat_cases(),
     ]
     .into_iter()
     .flatten()
@@ -799,7 +865,7 @@ fn every_failpoint_of_the_library_is_exercised_here() {
     .collect();
     // Killed in tests/ingress_v6.rs, which builds the IPv6 local route it needs.
     here.insert("attach:stand-in".to_string());
-    assert_eq!(in_library.len(), 26, "{in_library:?}");
+    assert_eq!(in_library.len(), 30, "{in_library:?}");
     assert_eq!(here, in_library);
 }
 
@@ -850,6 +916,15 @@ fn kill_9_at_every_step_of_a_growing_policy_leaves_it_old_or_new_on_every_route(
     require_root!();
     let p = pair("crg");
     crash_all(&p.a, &grow_cases(&three_rules_file()));
+}
+
+#[test]
+fn kill_9_in_nat_add_and_del_is_finished_by_the_next_nat_command() {
+    require_root!();
+    let p = pair("crn");
+    for c in nat_cases() {
+        crash_nat(&p.a, &c);
+    }
 }
 
 #[test]

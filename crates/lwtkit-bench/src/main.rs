@@ -15,12 +15,17 @@
 //! empty program; marks families over the targets.
 //! routes: `lwt attach`/`lwt detach` of one route among 500,000 routes
 //! against an empty namespace (`routes --lwt PATH` times another build).
+//! nat: 1:1 NAT through a gateway namespace: plain forwarding, lwtkit
+//! stateless NAT, nftables stateless rewriting (notrack) and nftables
+//! snat/dnat with conntrack (TCP and UDP both ways, ratios to plain
+//! forwarding), and a translation's cost by test-run (not part of `all`).
 //! changes: replace 100k rules with 100k others, add one, delete one
 //! (`changes --lwt PATH` times another build; not part of `all`).
 mod changes;
 mod e2e;
 mod encap_bench;
 mod mix;
+mod nat_bench;
 mod routes;
 mod testrun;
 
@@ -29,10 +34,10 @@ fn main() -> anyhow::Result<()> {
     let what = args.first().cloned().unwrap_or_else(|| "all".into());
     if !matches!(
         what.as_str(),
-        "testrun" | "mix" | "e2e" | "encap" | "routes" | "changes" | "all"
+        "testrun" | "mix" | "e2e" | "encap" | "routes" | "changes" | "nat" | "all"
     ) {
         anyhow::bail!(
-            "usage: lwtkit-bench [testrun|mix [--seed N]|e2e|encap [--types]|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|all]"
+            "usage: lwtkit-bench [testrun|mix [--seed N]|e2e|encap [--types]|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|nat|all]"
         );
     }
     if matches!(what.as_str(), "testrun" | "all") {
@@ -48,6 +53,9 @@ fn main() -> anyhow::Result<()> {
         encap_bench::run_types()?;
     } else if matches!(what.as_str(), "encap" | "all") {
         encap_bench::run()?;
+    }
+    if what == "nat" {
+        nat_bench::run()?;
     }
     if what == "changes" {
         changes::run(args.get(1..).unwrap_or_default())?;

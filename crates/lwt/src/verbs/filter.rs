@@ -274,5 +274,8 @@ fn render(v: &PolicyView) -> String {
             a.dst, a.table, a.dev, a.hook
         ));
     }
+    if let Some(note) = &v.note {
+        s.push_str(&format!("  note: {note}\n"));
+    }
     s
 }

@@ -13,6 +13,7 @@ pub mod export;
 pub mod filter;
 pub mod hooks;
 pub mod list;
+pub mod nat;
 pub mod new;
 pub mod seg6local;
 pub mod stats;

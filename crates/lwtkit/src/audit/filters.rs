@@ -128,6 +128,7 @@ mod tests {
             rules,
             carried: Default::default(),
             carried_extra: Default::default(),
+            carried_actions: Default::default(),
             slots: Default::default(),
             fragments: Fragments::Pass,
             malformed: Malformed::Drop,

@@ -131,7 +131,7 @@ pub fn resolve(spec: &mut RuleSpec) -> Result<()> {
 }
 
 /// Refuses a rule whose action `hook` cannot carry out.
-fn check_hook(policy: &str, rule: String, spec: &RuleSpec, hook: Hook) -> Result<()> {
+pub(crate) fn check_hook(policy: &str, rule: String, spec: &RuleSpec, hook: Hook) -> Result<()> {
     let Some(action) = &spec.action else {
         return Ok(());
     };
@@ -230,7 +230,7 @@ fn malformed_packets(state: &NetnsState, policy: &str) -> Result<u64> {
     Ok(total)
 }
 
-fn attachments(state: &NetnsState, policy: &str) -> Result<Vec<PolicyAttachment>> {
+pub(crate) fn attachments(state: &NetnsState, policy: &str) -> Result<Vec<PolicyAttachment>> {
     let mut out = Vec::new();
     for rec in state.records()? {
         for (hook, h) in &rec.hooks {
@@ -265,6 +265,10 @@ pub struct PolicyView {
     pub malformed_packets: u64,
     pub rules: Vec<RuleView>,
     pub attachments: Vec<PolicyAttachment>,
+    /// What the user should know about the counters (a policy made
+    /// before action counters: they read zero until its next rule change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -333,6 +337,12 @@ fn view(p: &Policies, state: &NetnsState, policy: Policy) -> Result<PolicyView> 
         malformed: policy.malformed,
         malformed_packets: malformed_packets(state, &policy.name)?,
         unmatched: counters.get(&0).copied().unwrap_or_default(),
+        note: (!p.keeps_action_counters(&policy.name)).then(|| {
+            format!(
+                "policy `{}` was made before action counters: its actions count nowhere lwtkit reads (shown as 0) until its next rule change (rule add, rule del or replace) moves it onto maps that keep them",
+                policy.name
+            )
+        }),
         rules,
         attachments: attachments(state, &policy.name)?,
     })

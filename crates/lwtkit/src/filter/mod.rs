@@ -8,6 +8,7 @@ pub mod image;
 pub use bench_rules::bench_rules;
 pub mod manage;
 pub mod model;
+pub mod nat;
 pub mod patch;
 pub mod rule;
 pub mod rules_file;
@@ -32,6 +33,9 @@ pub enum FilterError {
     Exists(String),
     #[error("rule: {0}")]
     Rule(RuleError),
+    /// What `lwt nat` refuses (the sentence names the mapping or route).
+    #[error("nat: {0}")]
+    Nat(String),
     /// A rules file that could not be read or parsed.
     #[error("rules file {path}: {reason}")]
     RulesFile { path: PathBuf, reason: String },

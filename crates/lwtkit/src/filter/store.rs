@@ -99,6 +99,11 @@ pub struct Policy {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub carried_extra: std::collections::BTreeMap<u32, RuleCounters>,
+    /// What earlier maps' action counters counted for rules that carried
+    /// over a growth (the new maps start at zero): added to what the
+    /// `action_stats` map counts, as `carried` is for rule counters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub carried_actions: std::collections::BTreeMap<u32, ActionCounters>,
     /// The id the next new rule gets: ids only grow, so an id never names
     /// two rules (a `rule del N` cannot hit a rule added since). 0 in
     /// records written before ids were kept monotonic: then one past the
@@ -233,6 +238,14 @@ pub struct ActionCounters {
     pub done: u64,
     pub failed: u64,
     pub loops: u64,
+}
+
+impl ActionCounters {
+    fn add(&mut self, o: &ActionCounters) {
+        self.done += o.done;
+        self.failed += o.failed;
+        self.loops += o.loops;
+    }
 }
 
 /// The policies of the current namespace.
@@ -453,6 +466,7 @@ impl<'a> Policies<'a> {
             rules: Vec::new(),
             carried: Default::default(),
             carried_extra: Default::default(),
+            carried_actions: Default::default(),
             next_id: 1,
             slots: Default::default(),
             fragments: handling.fragments,
@@ -683,30 +697,74 @@ impl<'a> Policies<'a> {
     /// action are left out), summed over CPUs and both generations.
     /// Policies made before actions have no such counters: none.
     pub fn action_counters(&self, p: &Policy) -> Result<BTreeMap<u32, ActionCounters>> {
-        let pin = self.pin_dir(&p.name).join(pins::filter::ACTION_STATS);
-        let mut out = BTreeMap::new();
         let acted: Vec<u32> = p
             .rules
             .iter()
             .filter(|r| r.spec.action.is_some())
             .map(|r| r.id)
             .collect();
-        if acted.is_empty() || !pin.exists() {
+        self.action_totals(p, &self.pin_dir(&p.name), &acted)
+    }
+
+    /// Whether the policy's maps keep action counters: policies made
+    /// before actions have no `action_stats` map (their programs count
+    /// into one of their own, which nothing reads) until their next rule
+    /// change moves them onto maps that have one ([`Policies::commit`]).
+    pub fn keeps_action_counters(&self, name: &str) -> bool {
+        self.pin_dir(name).join(pins::filter::ACTION_STATS).exists()
+    }
+
+    /// What the actions of rules `ids` of `p` did: what `p` carried, and
+    /// what the `action_stats` map pinned in `dir` counts in their slots
+    /// of both generations (nothing when there is no such map).
+    fn action_totals(
+        &self,
+        p: &Policy,
+        dir: &Path,
+        ids: &[u32],
+    ) -> Result<BTreeMap<u32, ActionCounters>> {
+        let pin = dir.join(pins::filter::ACTION_STATS);
+        let mut out: BTreeMap<u32, ActionCounters> = ids
+            .iter()
+            .map(|id| (*id, p.carried_actions.get(id).copied().unwrap_or_default()))
+            .collect();
+        if ids.is_empty() || !pin.exists() {
             return Ok(out);
         }
         let map = open_map(&pin)?;
         let per_gen = p.rule_slots();
-        for id in acted {
-            let slot = p.slot_of(id);
-            let mut c = ActionCounters::default();
+        for id in ids {
+            let slot = p.slot_of(*id);
+            let c = out.entry(*id).or_default();
             for g in [0, 1] {
                 let [done, failed, loops] =
                     crate::percpu::sum(&map, g * per_gen + slot).map_err(|e| map_err(&pin, e))?;
-                c.done += done;
-                c.failed += failed;
-                c.loops += loops;
+                c.add(&ActionCounters {
+                    done,
+                    failed,
+                    loops,
+                });
             }
-            out.insert(id, c);
+        }
+        Ok(out)
+    }
+
+    /// The non-zero entries among `entries` (generation and slot folded
+    /// in) of the policy's `action_stats` map, summed over CPUs, as
+    /// [`Step::RestoreCounters`] puts them back (none without the map).
+    fn read_action_entries(&self, p: &Policy, entries: &[u32]) -> Result<Vec<(u32, [u64; 4])>> {
+        let pin = self.pin_dir(&p.name).join(pins::filter::ACTION_STATS);
+        if entries.is_empty() || !pin.exists() {
+            return Ok(Vec::new());
+        }
+        let map = open_map(&pin)?;
+        let mut out = Vec::new();
+        for &e in entries {
+            let [done, failed, loops] =
+                crate::percpu::sum(&map, e).map_err(|e| map_err(&pin, e))?;
+            if done | failed | loops != 0 {
+                out.push((e, [done, failed, loops, 0]));
+            }
         }
         Ok(out)
     }
@@ -821,6 +879,7 @@ impl<'a> Policies<'a> {
                 after.slots.remove(&id);
                 after.carried.remove(&id);
                 after.carried_extra.remove(&id);
+                after.carried_actions.remove(&id);
                 entry = Some(rules_file::del_entry(id));
             }
             Change::Replace(rules) => {
@@ -829,6 +888,7 @@ impl<'a> Policies<'a> {
                 after.rules = rules;
                 after.carried.retain(|id, _| *id == 0);
                 after.carried_extra.retain(|id, _| *id == 0);
+                after.carried_actions.clear();
                 pre = (1..=n).map(|s| next * slots_per_gen + s).collect();
                 post = vec![(1, n)];
             }
@@ -856,7 +916,11 @@ impl<'a> Policies<'a> {
                 needs: cells.len(),
                 holds: MAX_CELLS,
             })?;
-        if (capacity, ncells) != (after.capacity, after.cells) {
+        // A policy made before action counters moves onto maps that have
+        // them the way a growing policy moves: new maps, a program on them
+        // swapped into every attachment, under one intent.
+        let without_actions = !self.keeps_action_counters(&old.name);
+        if (capacity, ncells) != (after.capacity, after.cells) || without_actions {
             after.capacity = capacity;
             after.cells = ncells;
             return self.grow(txn, old, after, &cells);
@@ -892,6 +956,7 @@ impl<'a> Policies<'a> {
         // the intent can put them back, so a change that fails or is
         // killed before its flip loses no count.
         let held = timed("counters", || self.read_entries(&after, &pre))?;
+        let held_actions = timed("counters", || self.read_action_entries(&after, &pre))?;
 
         // The flip is the change: once the config map says `next`, the new
         // rules are live and the record must say so, even if lwt is killed
@@ -924,6 +989,12 @@ impl<'a> Policies<'a> {
             intent.undone.push(Step::RestoreCounters {
                 pin: self.pin_dir(&after.name).join(pins::filter::RULE_STATS),
                 entries: held,
+            });
+        }
+        if !held_actions.is_empty() {
+            intent.undone.push(Step::RestoreCounters {
+                pin: self.pin_dir(&after.name).join(pins::filter::ACTION_STATS),
+                entries: held_actions,
             });
         }
         let journaled = entry
@@ -1062,6 +1133,21 @@ impl<'a> Policies<'a> {
                 return Err(e);
             }
         };
+        // The same for what their actions did (rules without an action
+        // count nothing there).
+        let acted: Vec<u32> = kept
+            .iter()
+            .copied()
+            .filter(|id| acts(&after, *id))
+            .collect();
+        let early_actions = match self.action_totals(&old, &dir, &acted) {
+            Ok(c) => nonzero_actions(c),
+            Err(e) => {
+                txn.finish(pending, Outcome::Undone)?;
+                return Err(e);
+            }
+        };
+        after.carried_actions = early_actions.clone();
         let (new_file, old_file) = match timed("records", || self.write_rules(&mut after, &early)) {
             Ok(files) => files,
             Err(e) => {
@@ -1181,13 +1267,20 @@ impl<'a> Policies<'a> {
         // The rules that stay count on in the new maps' slots; what they
         // counted in the old maps is final now.
         let exact = self.totals(&old, &dir, &kept).map(nonzero);
+        let exact_actions = self.action_totals(&old, &dir, &acted).map(nonzero_actions);
         timed("records", || txn.finish(pending, Outcome::Done))?;
+        let mut changed = false;
         if let Ok(exact) = exact {
             after.carried_extra = extra_of(&exact, &after.carried);
             after.carried = exact;
-            if !after.carried_extra.is_empty() {
-                self.save(txn, &after)?;
-            }
+            changed |= !after.carried_extra.is_empty();
+        }
+        if let Ok(exact) = exact_actions {
+            changed |= exact != early_actions;
+            after.carried_actions = exact;
+        }
+        if changed {
+            self.save(txn, &after)?;
         }
         Ok(after)
     }
@@ -1495,6 +1588,19 @@ fn ranges_of(mut entries: Vec<u32>) -> Vec<(u32, u32)> {
 }
 
 /// Counters without the zero ones.
+/// Whether rule `id` of `p` has an action (counts in `action_stats`).
+fn acts(p: &Policy, id: u32) -> bool {
+    p.rules
+        .iter()
+        .any(|r| r.id == id && r.spec.action.is_some())
+}
+
+fn nonzero_actions(c: BTreeMap<u32, ActionCounters>) -> BTreeMap<u32, ActionCounters> {
+    c.into_iter()
+        .filter(|(_, c)| *c != ActionCounters::default())
+        .collect()
+}
+
 fn nonzero(c: BTreeMap<u32, RuleCounters>) -> BTreeMap<u32, RuleCounters> {
     c.into_iter()
         .filter(|(_, v)| *v != RuleCounters::default())
