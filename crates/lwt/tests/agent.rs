@@ -280,6 +280,62 @@ fn agent_repairs_a_route_rewritten_outside_lwtkit_within_a_second_and_counts_it(
 }
 
 #[test]
+fn a_repair_waits_for_a_running_lwt_command_and_leaves_its_work_alone() {
+    require_root!();
+    let pair = Pair::new("agl");
+    let dir = ConfigDir::new("lock");
+    let file = dir.write("lab.toml", COUNT_ON_PEER);
+    let agent = Agent::start(&pair.a, &file);
+
+    // A command holds the namespace's lock (as every mutating `lwt` does).
+    let lock = std::fs::File::open(
+        PathBuf::from(format!("/run/lwtkit/ns-{}", pair.a.cookie())).join("lock"),
+    )
+    .expect("the namespace's lock file");
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) on a file this test opened.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    pair.a.ip(&["route", "replace", "10.0.0.3/32", "dev", "va"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    // The agent saw the drift but waits for the lock: nothing repaired yet
+    // (and readers, like diff, do not wait).
+    assert_eq!(program_id(&pair.a, "10.0.0.3"), None);
+    assert_eq!(diff_code(&pair.a, &file), Some(1));
+    drop(lock);
+    let released = Instant::now();
+    while program_id(&pair.a, "10.0.0.3").is_none() {
+        assert!(
+            released.elapsed() < Duration::from_secs(1),
+            "not repaired within a second of the lock's release:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(diff_code(&pair.a, &file), Some(0));
+
+    // What another command attaches (not in the file) is kept.
+    pair.a.lwt_ok(&[
+        "attach",
+        "10.0.0.9/32",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+        "--builtin",
+        "pass",
+    ]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let route = pair.a.ip(&["route", "show", "10.0.0.9"]);
+    assert!(route.contains("lwtkit-pass:[lwt_out]#"), "{route}");
+    let m = agent.metrics();
+    assert_eq!(
+        value(&m, "lwtkit_agent_drift_repairs_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(value(&m, "lwtkit_agent_apply_errors_total", &[]), Some(0.0));
+}
+
+#[test]
 fn metrics_parse_as_prometheus_text_and_count_the_traffic_sent() {
     require_root!();
     let pair = Pair::new("agm");
@@ -496,4 +552,25 @@ builtin = "pass"
         );
     }
     drop(agents);
+}
+
+#[test]
+fn a_bad_file_at_start_is_an_error_and_changes_nothing() {
+    require_root!();
+    let ns = node("agb");
+    let dir = ConfigDir::new("bad");
+    let file = dir.write(
+        "lab.toml",
+        &format!("{COUNT_ON_PEER}{WEB_TWO_RULES}").replace("dport 8080 drop", "dport 8080 dorp"),
+    );
+    let routes = ns.routes();
+    let out = ns.lwt(&["agent", "-f", p(&file), "--metrics", "127.0.0.1:0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("lab.toml") && err.contains("dorp"), "{err}");
+    assert_eq!(ns.routes(), routes);
+    assert!(ns.lwt_ok(&["-j", "filter", "list"]).trim() == "[]");
+    // And an interval that is no interval is refused by the flag's check.
+    let out = ns.lwt(&["agent", "-f", p(&file), "--interval", "0"]);
+    assert_eq!(out.status.code(), Some(2));
 }

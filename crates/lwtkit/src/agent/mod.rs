@@ -37,6 +37,9 @@ use crate::{
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// The longest a notification waits for its check, however long the burst.
 pub const MAX_DELAY: Duration = Duration::from_millis(400);
+/// The first retry after a failed check or apply; each next one waits
+/// twice as long, up to `--interval`.
+pub const RETRY: Duration = Duration::from_secs(1);
 /// `--interval`'s default: the fallback full check, in seconds.
 pub const DEFAULT_INTERVAL_SECS: f64 = 30.0;
 
@@ -147,6 +150,7 @@ enum Why {
     Notified,
     Reloaded,
     Interval,
+    Retry,
 }
 
 struct Agent {
@@ -156,6 +160,9 @@ struct Agent {
     /// The last text read, good or bad: a bad file is logged once.
     seen: String,
     stats: Arc<AgentStats>,
+    /// When to try again after a failed check or apply.
+    retry: Option<Instant>,
+    backoff: Duration,
 }
 
 /// Runs the agent until SIGTERM or SIGINT: the first apply's failure (a
@@ -177,6 +184,8 @@ pub fn run(opts: Options, metrics: Option<std::net::TcpListener>) -> Result<()> 
         good: text.clone(),
         seen: text,
         stats: stats.clone(),
+        retry: None,
+        backoff: RETRY,
     };
     let plan = config::apply_loaded(&loaded, agent.opts.prune, "lwt agent")?;
     agent.applied(&plan);
@@ -198,6 +207,7 @@ pub fn run(opts: Options, metrics: Option<std::net::TcpListener>) -> Result<()> 
             Some((first, last)) => (last + DEBOUNCE).min(first + MAX_DELAY).min(next_tick),
             None => next_tick,
         };
+        let deadline = agent.retry.map_or(deadline, |r| r.min(deadline));
         let wait = deadline.saturating_duration_since(now);
         let timeout = PollTimeout::try_from(wait.as_millis().min(i32::MAX as u128) as i32 + 1)
             .unwrap_or(PollTimeout::MAX);
@@ -255,6 +265,9 @@ pub fn run(opts: Options, metrics: Option<std::net::TcpListener>) -> Result<()> 
                 dirty = None;
                 agent.check(Why::Notified);
             }
+        }
+        if agent.retry.is_some_and(|r| now >= r) {
+            agent.check(Why::Retry);
         }
         if now >= next_tick {
             next_tick = now + agent.opts.interval;
@@ -326,20 +339,24 @@ impl Agent {
     /// Compares the good file with the namespace and applies it if they differ.
     fn check(&mut self, why: Why) {
         self.stats.checks.fetch_add(1, Ordering::Relaxed);
-        let failed = |stats: &AgentStats, e: &dyn std::fmt::Display| {
-            stats.apply_errors.fetch_add(1, Ordering::Relaxed);
-            stats.in_sync.store(0, Ordering::Relaxed);
-            tracing::warn!("lwt agent: {e}");
+        self.retry = None;
+        let interval = self.opts.interval;
+        let failed = |agent: &mut Agent, e: &dyn std::fmt::Display| {
+            agent.stats.apply_errors.fetch_add(1, Ordering::Relaxed);
+            agent.stats.in_sync.store(0, Ordering::Relaxed);
+            tracing::warn!("lwt agent: {e}; trying again in {:?}", agent.backoff);
+            agent.retry = Some(Instant::now() + agent.backoff);
+            agent.backoff = (agent.backoff * 2).min(interval);
         };
         // The good text is checked against the namespace as it is now (a
         // device may have gone, a tunnel's source address changed).
         let loaded = match config::load_text(&self.opts.file, &self.good) {
             Ok(l) => l,
-            Err(e) => return failed(&self.stats, &e),
+            Err(e) => return failed(self, &e),
         };
         let plan = match config::diff_loaded(&loaded, self.opts.prune) {
             Ok(p) => p,
-            Err(e) => return failed(&self.stats, &e),
+            Err(e) => return failed(self, &e),
         };
         tracing::debug!(?why, changes = plan.changes.len(), "checked");
         if plan.changes.is_empty() {
@@ -347,13 +364,17 @@ impl Agent {
                 self.stats.mark_applied();
             }
             self.stats.in_sync.store(1, Ordering::Relaxed);
+            self.backoff = RETRY;
             return;
         }
         // Planned again under the lock: a concurrent `lwt` command may
         // have changed the namespace since.
         match config::apply_loaded(&loaded, self.opts.prune, "lwt agent") {
-            Ok(plan) => self.applied(&plan),
-            Err(e) => failed(&self.stats, &e),
+            Ok(plan) => {
+                self.backoff = RETRY;
+                self.applied(&plan)
+            }
+            Err(e) => failed(self, &e),
         }
     }
 
