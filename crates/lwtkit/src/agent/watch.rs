@@ -22,20 +22,15 @@ use super::AgentError;
 /// family's route group; a device going down or away on the link group,
 /// and the routes the kernel flushes with it are not announced one by one
 /// (IPv4), so links and addresses wake the agent too.
-pub const GROUPS: [(u32, &str); 5] = [
-    (1, "RTNLGRP_LINK"),
-    (5, "RTNLGRP_IPV4_IFADDR"),
-    (7, "RTNLGRP_IPV4_ROUTE"),
-    (9, "RTNLGRP_IPV6_IFADDR"),
-    (11, "RTNLGRP_IPV6_ROUTE"),
+pub const GROUPS: [u32; 5] = [
+    libc::RTNLGRP_LINK,
+    libc::RTNLGRP_IPV4_IFADDR,
+    libc::RTNLGRP_IPV4_ROUTE,
+    libc::RTNLGRP_IPV6_IFADDR,
+    libc::RTNLGRP_IPV6_ROUTE,
 ];
 
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const RTM_NEWADDR: u16 = 20;
-const RTM_DELADDR: u16 = 21;
-const RTM_NEWROUTE: u16 = 24;
-const RTM_DELROUTE: u16 = 25;
+use libc::{RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE};
 
 /// What a batch of notifications said, for the log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,7 +63,7 @@ impl RouteWatch {
         };
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(err)?;
         socket.bind_auto().map_err(err)?;
-        for (group, _) in GROUPS {
+        for group in GROUPS {
             socket.add_membership(group).map_err(err)?;
         }
         // A burst (a device with many routes going away) should fit; if it
@@ -238,6 +233,12 @@ mod tests {
         m.extend_from_slice(&kind.to_ne_bytes());
         m.resize(len as usize, 0);
         m
+    }
+
+    #[test]
+    fn groups_are_the_uapi_numbers_netlink_add_membership_takes() {
+        // enum rtnetlink_groups: RTNLGRP_NONE is 0, so LINK is 1, ...
+        assert_eq!(GROUPS, [1, 5, 7, 9, 11]);
     }
 
     #[test]
