@@ -354,7 +354,7 @@ fn agent_families(s: &mut Scrape, a: &AgentStats) {
     let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     s.counter(
         "lwtkit_agent_drift_repairs",
-        "Changes that put back what was changed outside lwtkit (a rewritten or deleted route, a defunct decapsulator).",
+        "Changes that put back what was changed outside lwtkit (a rewritten or vanished route, a defunct decapsulator): repairs, and any change made while the namespace had held the current file.",
         vec![(vec![], n(&a.drift_repairs))],
     );
     s.counter(
@@ -494,7 +494,9 @@ mod tests {
     #[test]
     fn agent_counters_render_as_prometheus_text_with_lwtkit_names() {
         let a = AgentStats::default();
-        a.count(crate::config::Action::Repair);
+        a.count(crate::config::Action::Repair, false);
+        a.count(crate::config::Action::Create, true);
+        a.count(crate::config::Action::Create, false);
         let mut s = Scrape::default();
         agent_families(&mut s, &a);
         let mut registry = Registry::default();
@@ -502,8 +504,9 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).expect("encodes");
         assert!(out.contains("# TYPE lwtkit_agent_drift_repairs_total counter\n"));
-        assert!(out.contains("\nlwtkit_agent_drift_repairs_total 1\n"));
+        assert!(out.contains("\nlwtkit_agent_drift_repairs_total 2\n"));
         assert!(out.contains("lwtkit_agent_changes_total{action=\"repair\"} 1\n"));
+        assert!(out.contains("lwtkit_agent_changes_total{action=\"create\"} 2\n"));
         assert!(out.contains("# TYPE lwtkit_agent_config_applied_timestamp_seconds gauge\n"));
         for line in out.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("lwtkit_"), "{line}");

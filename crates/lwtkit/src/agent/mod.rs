@@ -86,7 +86,10 @@ impl Options {
 /// What the agent counted, shared with the metrics thread.
 #[derive(Debug, Default)]
 pub struct AgentStats {
-    /// Changes that put back what was changed outside lwtkit (`repair`).
+    /// Changes that put back what was changed outside lwtkit: `repair`
+    /// changes, and every change made while the namespace had held the
+    /// current file (a route flushed with its device comes back as a
+    /// `create`: lwtkit's record of it went with it).
     pub drift_repairs: AtomicU64,
     /// Every change the agent applied, by action (create, update, repair, remove).
     pub changes: [AtomicU64; 4],
@@ -113,11 +116,11 @@ const ACTIONS: [Action; 4] = [
 ];
 
 impl AgentStats {
-    fn count(&self, action: Action) {
+    fn count(&self, action: Action, drift: bool) {
         if let Some(i) = ACTIONS.iter().position(|a| *a == action) {
             self.changes[i].fetch_add(1, Ordering::Relaxed);
         }
-        if action == Action::Repair {
+        if drift || action == Action::Repair {
             self.drift_repairs.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -163,6 +166,9 @@ struct Agent {
     /// When to try again after a failed check or apply.
     retry: Option<Instant>,
     backoff: Duration,
+    /// The namespace has held the good file since it was read: whatever
+    /// differs now was changed outside lwtkit.
+    settled: bool,
 }
 
 /// Runs the agent until SIGTERM or SIGINT: the first apply's failure (a
@@ -186,6 +192,7 @@ pub fn run(opts: Options, metrics: Option<std::net::TcpListener>) -> Result<()> 
         stats: stats.clone(),
         retry: None,
         backoff: RETRY,
+        settled: false,
     };
     let plan = config::apply_loaded(&loaded, agent.opts.prune, "lwt agent")?;
     agent.applied(&plan);
@@ -320,6 +327,8 @@ impl Agent {
         }
         match config::load_text(&self.opts.file, &text) {
             Ok(_) => {
+                // SIGHUP on the same text: what differs is still drift.
+                self.settled &= text == self.good;
                 self.good = text;
                 self.stats.reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("lwt agent: {} read again", self.file());
@@ -365,6 +374,7 @@ impl Agent {
             }
             self.stats.in_sync.store(1, Ordering::Relaxed);
             self.backoff = RETRY;
+            self.settled = true;
             return;
         }
         // Planned again under the lock: a concurrent `lwt` command may
@@ -379,9 +389,9 @@ impl Agent {
     }
 
     /// Logs and counts each change of an applied plan.
-    fn applied(&self, plan: &Plan) {
+    fn applied(&mut self, plan: &Plan) {
         for c in &plan.changes {
-            self.stats.count(c.action);
+            self.stats.count(c.action, self.settled);
             tracing::info!(
                 "lwt agent: {} {} {}: {}",
                 c.action,
@@ -391,5 +401,6 @@ impl Agent {
             );
         }
         self.stats.mark_applied();
+        self.settled = true;
     }
 }
