@@ -46,6 +46,12 @@ fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
+/// A number for each agent's log file.
+fn log_serial() -> u32 {
+    static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// An `lwt -n NS agent` process started by the test, stopped (SIGTERM, then
 /// SIGKILL) by its pid when dropped, also when the test fails. Declare it
 /// after the namespaces it runs in, so it stops before they are reset.
@@ -57,8 +63,13 @@ struct Agent {
 
 impl Agent {
     fn start(ns: &Netns, file: &Path) -> Agent {
-        let log = file.with_extension(format!("{}.log", ns.name));
+        Agent::start_with(ns, file, &[])
+    }
+
+    fn start_with(ns: &Netns, file: &Path, env: &[(&str, &str)]) -> Agent {
+        let log = file.with_extension(format!("{}.{}.log", ns.name, log_serial()));
         let child = Command::new(env!("CARGO_BIN_EXE_lwt"))
+            .envs(env.iter().copied())
             .args(["-n", &ns.name, "agent", "-f", p(file)])
             .args(["--metrics", "127.0.0.1:0", "--interval", "30"])
             .stdout(Stdio::null())
@@ -635,4 +646,43 @@ fn a_route_flushed_with_its_device_is_attached_again_when_the_device_comes_back(
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(diff_code(&pair.a, &file), Some(0));
+}
+
+#[test]
+fn an_agent_killed_mid_repair_leaves_what_the_next_command_finishes() {
+    require_root!();
+    let pair = Pair::new("agk");
+    let dir = ConfigDir::new("kill");
+    let file = dir.write("lab.toml", COUNT_ON_PEER);
+    pair.a.lwt_ok(&["apply", "-f", p(&file)]);
+    // In sync at start, so the first kernel change it makes is the repair.
+    let mut agent = Agent::start_with(&pair.a, &file, &[("LWT_FAILPOINT", "attach:route")]);
+    pair.a.ip(&["route", "replace", "10.0.0.3/32", "dev", "va"]);
+    let started = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = agent.child.try_wait() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the agent was not killed mid-repair:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{}", agent.log());
+    // Killed after the route change, before its bookkeeping: the next
+    // command under the lock finishes it, and records agree with the kernel.
+    let route = pair.a.ip(&["route", "show", "10.0.0.3"]);
+    assert!(route.contains("lwtkit-count:[lwt_out]#"), "{route}");
+    pair.a.lwt_ok(&["check"]);
+    assert_eq!(diff_code(&pair.a, &file), Some(0));
+    let again = Agent::start(&pair.a, &file);
+    assert!(
+        again.log().contains(" applied (0 change(s))"),
+        "{}",
+        again.log()
+    );
+    pair.a.lwt_ok(&["check"]);
 }
