@@ -89,6 +89,8 @@ pub enum Verb {
     Apply(ApplyArgs),
     /// What `apply` would change, drift made outside lwtkit included; exit 0 in sync, 1 differs, 2 error.
     Diff(DiffArgs),
+    /// Apply a config file, then keep it true: repair drift within a second of a route or link change, re-read the file on change or SIGHUP.
+    Agent(AgentArgs),
     /// Print a shell completion script (bash: `lwt completions bash > /etc/bash_completion.d/lwt`).
     Completions {
         /// The shell to complete for.
@@ -122,6 +124,22 @@ pub struct DiffArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: PathBuf,
     /// Count what the file does not name as differences (what `apply --prune` removes).
+    #[arg(long)]
+    pub prune: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The config file (TOML), watched for changes; a bad new version is logged and the last good one kept.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (port 0: any free port, logged); listens in the namespace lwt was started in, not the -n one.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Seconds between full checks, the fallback to notifications (more than 0; default 30).
+    #[arg(long, default_value_t = lwtkit::agent::DEFAULT_INTERVAL_SECS, value_name = "SECS", value_parser = positive_seconds)]
+    pub interval: f64,
+    /// Also remove what lwtkit manages here that the file does not name (as apply --prune).
     #[arg(long)]
     pub prune: bool,
 }

@@ -25,7 +25,8 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    init_logging(cli.global.verbose);
+    // The agent is a service: its repairs are what it is for, so they show.
+    init_logging(cli.global.verbose, matches!(cli.verb, args::Verb::Agent(_)));
     let json = cli.global.json;
     // `lwt diff` exits as diff(1) does: 1 for a difference, 2 for trouble.
     let failure = if matches!(cli.verb, args::Verb::Diff(_)) {
@@ -55,8 +56,9 @@ fn print_error(message: &str, kind: &str) {
 
 /// Warnings (what lwtkit cleaned up on its own) show by default; `-v`
 /// shows each kernel change, `-vv` more; LWT_LOG overrides both.
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, service: bool) {
     let level = match verbose {
+        0 if service => "warn,lwtkit=info,lwt=info",
         0 => "warn",
         1 => "warn,lwtkit=debug,lwt=debug",
         _ => "debug,lwtkit=trace,lwt=trace",
@@ -74,6 +76,12 @@ fn init_logging(verbose: u8) {
 }
 
 fn run(cli: args::Cli) -> anyhow::Result<()> {
+    // The agent's metrics listen where lwt was started (the host, for
+    // `-n`): one Prometheus scrapes each namespace's agent on its port.
+    let metrics = match &cli.verb {
+        args::Verb::Agent(a) => verbs::agent::listen(a)?,
+        _ => None,
+    };
     // Like `ip -n`: everything below runs inside the namespace.
     if let Some(ns) = &cli.global.netns {
         lwtkit::system::enter_netns(ns)?;
@@ -154,6 +162,7 @@ fn run(cli: args::Cli) -> anyhow::Result<()> {
         args::Verb::Decap(v) => verbs::decap::run(v, &out),
         args::Verb::Export { output } => verbs::export::run(output.as_deref(), &out),
         args::Verb::Apply(a) => verbs::apply::run(a, &out),
+        args::Verb::Agent(a) => verbs::agent::run(a, metrics),
         args::Verb::Diff(a) => {
             if verbs::diff::run(a, &out)? {
                 std::process::exit(1);

@@ -5,6 +5,7 @@
 //! transparently (its sentence is the `Display`), so a library user matches
 //! `Error::Attach(AttachError::Drift { .. })` or `Error::Load(LoadError::Verifier { log, .. })`.
 pub use crate::{
+    agent::AgentError,
     attach::AttachError,
     config::ConfigError,
     encap::{decap::DecapError, EncapError},
@@ -77,6 +78,9 @@ pub enum Error {
     /// `lwt apply`, `diff`: the config file, its plan, a change that failed.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `lwt agent`: what it could not watch or serve.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
     /// Bad input whose message names the flag (the checks of [`crate::validate`]).
     #[error("{0}")]
     Invalid(String),
@@ -110,6 +114,7 @@ impl Error {
             Error::Trace(_) => "trace",
             Error::Codec(_) => "codec",
             Error::Config(_) => "config",
+            Error::Agent(_) => "agent",
         }
     }
 }
@@ -134,7 +139,7 @@ pub fn kind_of<'a>(
             DecapError => "decap", Seg6Error => "seg6local", EventsError => "events",
             ResetError => "reset", NetlinkError => "netlink", ProbeError => "probe",
             TestRunError => "test_run", ScaffoldError => "scaffold", TraceError => "trace",
-            CodecError => "codec", ConfigError => "config",
+            CodecError => "codec", ConfigError => "config", AgentError => "agent",
         );
         None
     })

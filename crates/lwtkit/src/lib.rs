@@ -11,6 +11,7 @@ pub mod route;
 pub mod seg6local;
 
 pub use hook::Hook;
+pub mod agent;
 pub mod builtin;
 pub mod config;
 pub mod doctor;

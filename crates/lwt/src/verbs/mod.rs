@@ -1,5 +1,6 @@
 //! One file per verb; each turns flags into a library request and renders
 //! the outcome as text or JSON.
+pub mod agent;
 pub mod apply;
 pub mod attach;
 pub mod builtins;

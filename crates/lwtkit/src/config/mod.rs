@@ -75,12 +75,17 @@ pub struct Loaded {
 /// Reads and checks the file at `path` (relative object and pin paths are
 /// read from its directory).
 pub fn load(path: &Path) -> Result<Loaded> {
-    let read_err = |reason: String| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
         path: path.into(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| read_err(e.to_string()))?;
-    let file = ConfigFile::parse(&text).map_err(|e| match e {
+        reason: e.to_string(),
+    })?;
+    load_text(path, &text)
+}
+
+/// Checks `text` as the contents of the file at `path` (`lwt agent` keeps
+/// the last good text, so a bad edit never replaces it).
+pub fn load_text(path: &Path, text: &str) -> Result<Loaded> {
+    let file = ConfigFile::parse(text).map_err(|e| match e {
         ConfigError::Syntax { .. } => ConfigError::Read {
             path: path.into(),
             reason: e.to_string(),
@@ -113,8 +118,12 @@ fn plan_of(loaded: &Loaded, ns: &Namespace, prune: bool) -> Result<Plan> {
 /// `lwt diff -f FILE`: what `apply` would change (no lock, nothing changed).
 pub fn diff(path: &Path, prune: bool) -> Result<Plan> {
     system::require_attach_privileges("lwt diff")?;
-    let loaded = load(path)?;
-    plan_of(&loaded, &Namespace::open_readonly()?, prune)
+    diff_loaded(&load(path)?, prune)
+}
+
+/// What applying `loaded` would change (no lock, nothing changed).
+pub fn diff_loaded(loaded: &Loaded, prune: bool) -> Result<Plan> {
+    plan_of(loaded, &Namespace::open_readonly()?, prune)
 }
 
 /// What an apply did.
@@ -140,12 +149,21 @@ pub fn apply(path: &Path, check: bool, prune: bool) -> Result<Applied> {
             plan,
         });
     }
+    Ok(Applied {
+        applied: true,
+        plan: apply_loaded(&loaded, prune, "lwt apply")?,
+    })
+}
+
+/// Applies `loaded` under the namespace's lock, as `verb`: the plan is
+/// made from lwtkit's records and the kernel once the lock is held.
+pub fn apply_loaded(loaded: &Loaded, prune: bool, verb: &str) -> Result<Plan> {
     let ns = Namespace::open()?;
-    let txn = ns.begin("lwt apply")?;
-    let plan = plan_of(&loaded, &txn, prune)?;
+    let txn = ns.begin(verb)?;
+    let plan = plan_of(loaded, &txn, prune)?;
     let mut rtnl = Rtnl::open()?;
     for (done, change) in plan.changes.iter().enumerate() {
-        tracing::debug!(action = %change.action, object = %change.object, "lwt apply");
+        tracing::debug!(action = %change.action, object = %change.object, "{verb}");
         apply::run(&txn, &mut rtnl, &loaded.desired, change).map_err(|error| {
             ConfigError::Change {
                 action: change.action,
@@ -155,10 +173,7 @@ pub fn apply(path: &Path, check: bool, prune: bool) -> Result<Applied> {
             }
         })?;
     }
-    Ok(Applied {
-        applied: true,
-        plan,
-    })
+    Ok(plan)
 }
 
 /// `lwt export`: the namespace's current lwtkit state as a config file.
