@@ -1075,6 +1075,37 @@ impl Tun {
     }
 }
 
+/// Sends from a connected UDP socket in `ns` to `to` (a closed port) a few
+/// times; whether the socket got ECONNREFUSED, which it does only when the
+/// packet embedded in the port unreachable is the one it sent.
+fn refused(ns: &Netns, to: &'static str) -> bool {
+    ns.run(move || {
+        let s = UdpSocket::bind(if to.starts_with('[') {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        })
+        .expect("udp");
+        s.connect(to).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let mut buf = [0u8; 16];
+        (0..3).any(|_| {
+            let _ = s.send(b"anyone there?");
+            matches!(s.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+        })
+    })
+}
+
+/// The policy's first rule counted `n` or more translations and no failure.
+fn translated_at_least(b: &Netns, policy: &str, n: u64) {
+    let shown = json(&b.lwt_ok(&["filter", "show", policy, "-j"]));
+    let counters = &shown["rules"][0]["action_counters"];
+    assert_eq!(counters["done_as"], "translated", "{shown}");
+    assert!(counters["done"].as_u64() >= Some(n), "{shown}");
+    assert_eq!(counters["failed"], 0, "{shown}");
+}
+
 #[test]
 fn a_port_unreachable_comes_back_through_the_nat_to_the_inside_socket() {
     require_root!();
@@ -1082,22 +1113,324 @@ fn a_port_unreachable_comes_back_through_the_nat_to_the_inside_socket() {
     // A connected UDP socket learns of the ICMP error only if the packet
     // embedded in it is the one it sent: 10.1.0.2 -> 10.0.0.2:9 (A saw
     // 203.0.113.7 as the source; B must translate the embedded packet back).
-    let refused = g.c.run(|| {
-        let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
-        s.connect("10.0.0.2:9").expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(3)))
-            .expect("timeout");
-        let mut buf = [0u8; 16];
-        (0..3).any(|_| {
-            let _ = s.send(b"anyone there?");
-            matches!(s.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
-        })
-    });
-    assert!(refused, "the port unreachable reached the inside socket");
-    let shown = json(&g.b.lwt_ok(&["filter", "show", "in", "-j"]));
-    let rule = &shown["rules"][0];
     assert!(
-        rule["packets"].as_u64().is_some_and(|n| n >= 1),
-        "the dnat rule saw the error: {shown}"
+        refused(&g.c, "10.0.0.2:9"),
+        "the port unreachable reached the inside socket"
     );
+    translated_at_least(&g.b, "in", 1);
+}
+
+#[test]
+fn an_ipv6_port_unreachable_comes_back_through_one_address_and_nptv6_rules() {
+    require_root!();
+    for (tag, inside, public, route) in [
+        ("nat6pa", "fd01::2", "fd99::7", "fd99::7/128"),
+        ("nat6pn", "fd01::/64", "fd99::/64", "fd99::/64"),
+    ] {
+        let g = gateway6(tag, inside, public, route);
+        // A's port unreachable embeds what A got (from the public
+        // address): only its translation back finds the inside socket.
+        assert!(
+            refused(&g.c, "[fd00::2]:9"),
+            "{public}: the error reached the inside socket"
+        );
+        // The error is counted as a translation of the return rule.
+        translated_at_least(&g.b, "in6", 1);
+    }
+}
+
+/// A network beyond A (10.9.0.0/24, fd09::/64 on a device `far0` of
+/// `mtu`), which A forwards to and B routes via A with the `snat` policy
+/// (`out`, `out6`) on the route: a far hop for traceroute and PMTU
+/// discovery. Returns nothing; the routes are B's and A's only.
+fn far_network(g: &Chain, mtu: &str) {
+    let a = &g.a;
+    // A veth pair with no host behind it: A's errors come before any
+    // neighbour is looked up.
+    a.ip(&[
+        "link", "add", "far0", "mtu", mtu, "type", "veth", "peer", "name", "far1", "mtu", mtu,
+    ]);
+    a.ip(&["link", "set", "far1", "up"]);
+    a.ip(&["addr", "add", "10.9.0.1/24", "dev", "far0"]);
+    if mtu.parse::<u32>().is_ok_and(|m| m >= 1280) {
+        // IPv6 needs links of 1280 bytes or more.
+        a.ip(&["addr", "add", "fd09::1/64", "dev", "far0", "nodad"]);
+    }
+    a.ip(&["link", "set", "far0", "up"]);
+    a.sysctl(&["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+    let b = &g.b;
+    for (policy, net, via) in [
+        ("out", "10.9.0.0/24", "10.0.0.2"),
+        ("out6", "fd09::/64", "fd00::2"),
+    ] {
+        if b.lwt(&["filter", "show", policy]).status.success() {
+            b.ip(&["route", "add", net, "via", via, "dev", "vb"]);
+            b.lwt_ok(&[
+                "filter", "attach", policy, net, "--dev", "vb", "--hook", "xmit",
+            ]);
+        }
+    }
+}
+
+/// An ICMP error read from a socket's error queue (`IP_RECVERR`,
+/// `IPV6_RECVERR`): who sent it, its type and code, and its info (the MTU
+/// of a fragmentation needed / packet too big).
+#[derive(Debug, PartialEq, Eq)]
+struct SockError {
+    offender: std::net::IpAddr,
+    kind: u8,
+    code: u8,
+    info: u32,
+}
+
+/// A UDP socket in the calling thread's namespace connected to `to`, with
+/// errors queued (`IP_RECVERR` / `IPV6_RECVERR`) and hop limit `hops`.
+fn probe_socket(to: SocketAddr, hops: i32) -> UdpSocket {
+    let s = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).expect("udp");
+    s.connect(to).expect("connect");
+    let (level, recverr, ttl) = if to.is_ipv6() {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVERR,
+            libc::IPV6_UNICAST_HOPS,
+        )
+    } else {
+        (libc::IPPROTO_IP, libc::IP_RECVERR, libc::IP_TTL)
+    };
+    setsockopt(&s, level, recverr, 1);
+    setsockopt(&s, level, ttl, hops);
+    s
+}
+
+fn setsockopt(s: &UdpSocket, level: i32, name: i32, value: i32) {
+    // SAFETY: a valid socket and a 4-byte option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt {level}/{name}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+fn getsockopt(s: &UdpSocket, level: i32, name: i32) -> i32 {
+    let mut value = 0i32;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: a valid socket and a 4-byte buffer.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "getsockopt {level}/{name}: {}",
+        std::io::Error::last_os_error()
+    );
+    value
+}
+
+/// The next error on the socket's error queue, if one is there.
+fn queued_error(s: &UdpSocket) -> Option<SockError> {
+    let mut data = [0u8; 256];
+    let mut control = [0u64; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; the buffers outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: as above.
+    let n = unsafe {
+        libc::recvmsg(
+            s.as_raw_fd(),
+            &mut msg,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return None;
+    }
+    // SAFETY: walking the control messages the kernel wrote into `msg`.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !c.is_null() {
+        // SAFETY: `c` points at a control message header inside `control`.
+        let h = unsafe { &*c };
+        let v4 = h.cmsg_level == libc::SOL_IP && h.cmsg_type == libc::IP_RECVERR;
+        let v6 = h.cmsg_level == libc::SOL_IPV6 && h.cmsg_type == libc::IPV6_RECVERR;
+        if v4 || v6 {
+            // SAFETY: an IP(V6)_RECVERR message holds a sock_extended_err
+            // and then the offender's address (SO_EE_OFFENDER).
+            unsafe {
+                let p = libc::CMSG_DATA(c);
+                let ee: libc::sock_extended_err = std::ptr::read_unaligned(p.cast());
+                let at = p.add(std::mem::size_of::<libc::sock_extended_err>());
+                let offender = if v6 {
+                    let sa: libc::sockaddr_in6 = std::ptr::read_unaligned(at.cast());
+                    std::net::IpAddr::from(sa.sin6_addr.s6_addr)
+                } else {
+                    let sa: libc::sockaddr_in = std::ptr::read_unaligned(at.cast());
+                    std::net::IpAddr::from(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)))
+                };
+                return Some(SockError {
+                    offender,
+                    kind: ee.ee_type,
+                    code: ee.ee_code,
+                    info: ee.ee_info,
+                });
+            }
+        }
+        // SAFETY: as above.
+        c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
+    }
+    None
+}
+
+/// What a traceroute probe with hop limit `hops` from `ns` to `to` gets
+/// back: the first error queued on its socket within about 3 s.
+fn hop(ns: &Netns, to: &'static str, hops: i32) -> Option<SockError> {
+    let to: SocketAddr = to.parse().expect("address");
+    ns.run(move || {
+        let s = probe_socket(to, hops);
+        for _ in 0..3 {
+            let _ = s.send(b"traceroute probe");
+            for _ in 0..10 {
+                if let Some(e) = queued_error(&s) {
+                    return Some(e);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        None
+    })
+}
+
+#[test]
+fn traceroute_through_the_nat_shows_the_gateway_and_the_far_hop() {
+    require_root!();
+    let g = gateway("natrt");
+    far_network(&g, "1500");
+    // Hop 1: B's own time exceeded (the probe had not been translated yet).
+    let first = hop(&g.c, "10.9.0.2:33434", 1).expect("hop 1 answered");
+    assert_eq!(
+        (first.offender.to_string().as_str(), first.kind),
+        ("10.1.0.1", 11),
+        "{first:?}"
+    );
+    // Hop 2: A's time exceeded, about the probe as A saw it (from the
+    // public address): it reaches the socket only translated back.
+    let second = hop(&g.c, "10.9.0.2:33434", 2).expect("hop 2 answered through the NAT");
+    assert_eq!(
+        (second.offender.to_string().as_str(), second.kind),
+        ("10.0.0.2", 11),
+        "{second:?}"
+    );
+    translated_at_least(&g.b, "in", 1);
+
+    let g = gateway6("natrt6", "fd01::2", "fd99::7", "fd99::7/128");
+    far_network(&g, "1500");
+    let first = hop(&g.c, "[fd09::2]:33434", 1).expect("hop 1 answered");
+    assert_eq!(
+        (first.offender.to_string().as_str(), first.kind),
+        ("fd01::1", 3),
+        "{first:?}"
+    );
+    let second = hop(&g.c, "[fd09::2]:33434", 2).expect("hop 2 answered through the NAT");
+    assert_eq!(
+        (second.offender.to_string().as_str(), second.kind),
+        ("fd00::2", 3),
+        "{second:?}"
+    );
+    translated_at_least(&g.b, "in6", 1);
+}
+
+/// The path MTU a connected UDP socket in `ns` learns for `to` after
+/// sending `size` bytes with DF (IPv4) / without fragmentation (IPv6) a
+/// few times: `IP_MTU` / `IPV6_MTU`, and the error the router sent.
+fn learned_mtu(ns: &Netns, to: &'static str, size: usize) -> (i32, Option<SockError>) {
+    let to: SocketAddr = to.parse().expect("address");
+    ns.run(move || {
+        let s = probe_socket(to, 64);
+        let (level, discover, dont, mtu) = if to.is_ipv6() {
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_DO,
+                libc::IPV6_MTU,
+            )
+        } else {
+            (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DO,
+                libc::IP_MTU,
+            )
+        };
+        setsockopt(&s, level, discover, dont);
+        let payload = vec![0x5au8; size];
+        let mut error = None;
+        for _ in 0..10 {
+            let _ = s.send(&payload);
+            std::thread::sleep(Duration::from_millis(200));
+            if error.is_none() {
+                error = queued_error(&s);
+            }
+            if error.is_some() {
+                break;
+            }
+        }
+        (getsockopt(&s, level, mtu), error)
+    })
+}
+
+#[test]
+fn pmtu_discovery_through_the_nat_learns_the_far_links_mtu() {
+    require_root!();
+    let g = gateway("natmtu");
+    far_network(&g, "1000");
+    // A cannot forward 1200 bytes with DF onto its 1000-byte link: its
+    // fragmentation needed, translated back, teaches the inside socket.
+    let (mtu, error) = learned_mtu(&g.c, "10.9.0.2:33434", 1200);
+    let error = error.expect("the fragmentation needed reached the socket");
+    assert_eq!(
+        (
+            error.offender.to_string().as_str(),
+            error.kind,
+            error.code,
+            error.info
+        ),
+        ("10.0.0.2", 3, 4, 1000),
+        "{error:?}"
+    );
+    assert_eq!(mtu, 1000);
+    translated_at_least(&g.b, "in", 1);
+
+    let g = gateway6("natmtu6", "fd01::/64", "fd99::/64", "fd99::/64");
+    far_network(&g, "1280");
+    let (mtu, error) = learned_mtu(&g.c, "[fd09::2]:33434", 1400);
+    let error = error.expect("the packet too big reached the socket");
+    assert_eq!(
+        (error.offender.to_string().as_str(), error.kind, error.info),
+        ("fd00::2", 2, 1280),
+        "{error:?}"
+    );
+    assert_eq!(mtu, 1280);
+    translated_at_least(&g.b, "in6", 1);
 }
