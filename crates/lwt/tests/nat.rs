@@ -1325,40 +1325,48 @@ fn hop(ns: &Netns, to: &'static str, hops: i32) -> Option<SockError> {
 #[test]
 fn traceroute_through_the_nat_shows_the_gateway_and_the_far_hop() {
     require_root!();
-    let g = gateway("natrt");
-    far_network(&g, "1500");
-    // Hop 1: B's own time exceeded (the probe had not been translated yet).
-    let first = hop(&g.c, "10.9.0.2:33434", 1).expect("hop 1 answered");
-    assert_eq!(
-        (first.offender.to_string().as_str(), first.kind),
-        ("10.1.0.1", 11),
-        "{first:?}"
-    );
-    // Hop 2: A's time exceeded, about the probe as A saw it (from the
-    // public address): it reaches the socket only translated back.
-    let second = hop(&g.c, "10.9.0.2:33434", 2).expect("hop 2 answered through the NAT");
-    assert_eq!(
-        (second.offender.to_string().as_str(), second.kind),
-        ("10.0.0.2", 11),
-        "{second:?}"
-    );
-    translated_at_least(&g.b, "in", 1);
-
-    let g = gateway6("natrt6", "fd01::2", "fd99::7", "fd99::7/128");
-    far_network(&g, "1500");
-    let first = hop(&g.c, "[fd09::2]:33434", 1).expect("hop 1 answered");
-    assert_eq!(
-        (first.offender.to_string().as_str(), first.kind),
-        ("fd01::1", 3),
-        "{first:?}"
-    );
-    let second = hop(&g.c, "[fd09::2]:33434", 2).expect("hop 2 answered through the NAT");
-    assert_eq!(
-        (second.offender.to_string().as_str(), second.kind),
-        ("fd00::2", 3),
-        "{second:?}"
-    );
-    translated_at_least(&g.b, "in6", 1);
+    struct Family {
+        gateway: fn() -> Chain,
+        far: &'static str,
+        /// The return policy, the gateway's and the far router's
+        /// addresses, time exceeded's type.
+        policy: &'static str,
+        hops: [&'static str; 2],
+        time_exceeded: u8,
+    }
+    let families = [
+        Family {
+            gateway: || gateway("natrt"),
+            far: "10.9.0.2:33434",
+            policy: "in",
+            hops: ["10.1.0.1", "10.0.0.2"],
+            time_exceeded: 11,
+        },
+        Family {
+            gateway: || gateway6("natrt6", "fd01::2", "fd99::7", "fd99::7/128"),
+            far: "[fd09::2]:33434",
+            policy: "in6",
+            hops: ["fd01::1", "fd00::2"],
+            time_exceeded: 3,
+        },
+    ];
+    for f in families {
+        let (far, time_exceeded) = (f.far, f.time_exceeded);
+        let g = (f.gateway)();
+        far_network(&g, "1500");
+        // Hop 1: B's own time exceeded (the probe was not translated yet).
+        // Hop 2: A's, about the probe as A saw it (from the public
+        // address): it reaches the socket only translated back.
+        for (hops, offender) in [(1, f.hops[0]), (2, f.hops[1])] {
+            let e = hop(&g.c, far, hops).unwrap_or_else(|| panic!("{far}: hop {hops} answered"));
+            assert_eq!(
+                (e.offender.to_string().as_str(), e.kind),
+                (offender, time_exceeded),
+                "{far} hop {hops}: {e:?}"
+            );
+        }
+        translated_at_least(&g.b, f.policy, 1);
+    }
 }
 
 /// The path MTU a connected UDP socket in `ns` learns for `to` after
@@ -1403,34 +1411,52 @@ fn learned_mtu(ns: &Netns, to: &'static str, size: usize) -> (i32, Option<SockEr
 #[test]
 fn pmtu_discovery_through_the_nat_learns_the_far_links_mtu() {
     require_root!();
-    let g = gateway("natmtu");
-    far_network(&g, "1000");
-    // A cannot forward 1200 bytes with DF onto its 1000-byte link: its
-    // fragmentation needed, translated back, teaches the inside socket.
-    let (mtu, error) = learned_mtu(&g.c, "10.9.0.2:33434", 1200);
-    let error = error.expect("the fragmentation needed reached the socket");
-    assert_eq!(
-        (
-            error.offender.to_string().as_str(),
-            error.kind,
-            error.code,
-            error.info
-        ),
-        ("10.0.0.2", 3, 4, 1000),
-        "{error:?}"
-    );
-    assert_eq!(mtu, 1000);
-    translated_at_least(&g.b, "in", 1);
-
-    let g = gateway6("natmtu6", "fd01::/64", "fd99::/64", "fd99::/64");
-    far_network(&g, "1280");
-    let (mtu, error) = learned_mtu(&g.c, "[fd09::2]:33434", 1400);
-    let error = error.expect("the packet too big reached the socket");
-    assert_eq!(
-        (error.offender.to_string().as_str(), error.kind, error.info),
-        ("fd00::2", 2, 1280),
-        "{error:?}"
-    );
-    assert_eq!(mtu, 1280);
-    translated_at_least(&g.b, "in6", 1);
+    struct Family {
+        gateway: fn() -> Chain,
+        /// The far link's MTU, the far address, the datagram's size, the
+        /// return policy, the error's type and code (fragmentation
+        /// needed; packet too big) and who sends it.
+        link: &'static str,
+        far: &'static str,
+        size: usize,
+        policy: &'static str,
+        error: (u8, u8),
+        router: &'static str,
+    }
+    let families = [
+        Family {
+            gateway: || gateway("natmtu"),
+            link: "1000",
+            far: "10.9.0.2:33434",
+            size: 1200,
+            policy: "in",
+            error: (3, 4),
+            router: "10.0.0.2",
+        },
+        Family {
+            gateway: || gateway6("natmtu6", "fd01::/64", "fd99::/64", "fd99::/64"),
+            link: "1280",
+            far: "[fd09::2]:33434",
+            size: 1400,
+            policy: "in6",
+            error: (2, 0),
+            router: "fd00::2",
+        },
+    ];
+    for f in families {
+        let g = (f.gateway)();
+        far_network(&g, f.link);
+        // A cannot forward the datagram onto its smaller link: its error,
+        // translated back, teaches the inside socket the path MTU.
+        let (mtu, error) = learned_mtu(&g.c, f.far, f.size);
+        let e = error.unwrap_or_else(|| panic!("{}: the error reached the socket", f.far));
+        let want: u32 = f.link.parse().expect("mtu");
+        assert_eq!(
+            (e.offender.to_string().as_str(), (e.kind, e.code), e.info),
+            (f.router, f.error, want),
+            "{e:?}"
+        );
+        assert_eq!(mtu, want as i32, "{}", f.far);
+        translated_at_least(&g.b, f.policy, 1);
+    }
 }
