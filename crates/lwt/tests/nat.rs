@@ -99,6 +99,11 @@ fn set_tx_csum(dev: &str, on: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A UDP socket of the family of `to`, on any address and port.
+fn udp_socket_for(to: &SocketAddr) -> UdpSocket {
+    UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).expect("udp")
+}
+
 /// One UDP datagram from `from` to `to` (bound in `server`); what the
 /// receiver saw as its source, and the reply the sender got back from
 /// whom.
@@ -118,7 +123,7 @@ fn udp_exchange(from: &Netns, server: &Netns, bind: &str, to: &str) -> (SocketAd
         let _ = tx.send(got.map(|(_, p)| p));
     });
     let replier = from.run(move || {
-        let s = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).expect("udp");
+        let s = udp_socket_for(&to);
         s.set_read_timeout(Some(Duration::from_secs(3)))
             .expect("timeout");
         s.send_to(b"nat-udp-check", to).expect("send");
@@ -713,26 +718,41 @@ fn ipv6_one_address_nat_updates_the_l4_checksums() {
 /// The UDP or TCP checksum of an IPv6 Ethernet frame is what etherparse
 /// computes from its bytes.
 fn checksums6_hold(frame: &[u8]) {
-    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    use etherparse::{NetSlice, SlicedPacket};
     let p = SlicedPacket::from_ethernet(frame).expect("a parsable frame");
-    let Some(NetSlice::Ipv6(ip)) = p.net else {
+    let Some(NetSlice::Ipv6(ip)) = &p.net else {
         panic!("not IPv6")
     };
     let header = ip.header().to_header();
-    match p.transport {
+    transport_checksum_holds(
+        &p,
+        |u, data| u.calc_checksum_ipv6(&header, data).expect("udp checksum"),
+        |t, data| t.calc_checksum_ipv6(&header, data).expect("tcp checksum"),
+    );
+}
+
+/// The UDP or TCP checksum of a sliced frame is what `udp` / `tcp`
+/// compute from its header and payload.
+fn transport_checksum_holds(
+    p: &etherparse::SlicedPacket<'_>,
+    udp: impl Fn(&etherparse::UdpHeader, &[u8]) -> u16,
+    tcp: impl Fn(&etherparse::TcpHeader, &[u8]) -> u16,
+) {
+    use etherparse::TransportSlice;
+    match &p.transport {
         Some(TransportSlice::Udp(u)) => {
-            let want = u
-                .to_header()
-                .calc_checksum_ipv6(&header, u.payload())
-                .expect("udp checksum");
-            assert_eq!(u.checksum(), want, "UDP checksum");
+            assert_eq!(
+                u.checksum(),
+                udp(&u.to_header(), u.payload()),
+                "UDP checksum"
+            )
         }
         Some(TransportSlice::Tcp(t)) => {
-            let want = t
-                .to_header()
-                .calc_checksum_ipv6(&header, t.payload())
-                .expect("tcp checksum");
-            assert_eq!(t.checksum(), want, "TCP checksum");
+            assert_eq!(
+                t.checksum(),
+                tcp(&t.to_header(), t.payload()),
+                "TCP checksum"
+            )
         }
         other => panic!("not UDP or TCP: {other:?}"),
     }
@@ -805,9 +825,9 @@ fn transfer(
 /// The IPv4 header checksum and the UDP or TCP checksum of an Ethernet
 /// frame are what etherparse computes from its bytes; returns the addresses.
 fn checksums_hold(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
-    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    use etherparse::{NetSlice, SlicedPacket};
     let p = SlicedPacket::from_ethernet(frame).expect("a parsable frame");
-    let Some(NetSlice::Ipv4(ip)) = p.net else {
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
         panic!("not IPv4")
     };
     let header = ip.header().to_header();
@@ -816,23 +836,11 @@ fn checksums_hold(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
         header.calc_header_checksum(),
         "IPv4 header checksum"
     );
-    match p.transport {
-        Some(TransportSlice::Udp(u)) => {
-            let want = u
-                .to_header()
-                .calc_checksum_ipv4(&header, u.payload())
-                .expect("udp checksum");
-            assert_eq!(u.checksum(), want, "UDP checksum");
-        }
-        Some(TransportSlice::Tcp(t)) => {
-            let want = t
-                .to_header()
-                .calc_checksum_ipv4(&header, t.payload())
-                .expect("tcp checksum");
-            assert_eq!(t.checksum(), want, "TCP checksum");
-        }
-        other => panic!("not UDP or TCP: {other:?}"),
-    }
+    transport_checksum_holds(
+        &p,
+        |u, data| u.calc_checksum_ipv4(&header, data).expect("udp checksum"),
+        |t, data| t.calc_checksum_ipv4(&header, data).expect("tcp checksum"),
+    );
     (header.source.into(), header.destination.into())
 }
 
@@ -1080,12 +1088,8 @@ impl Tun {
 /// packet embedded in the port unreachable is the one it sent.
 fn refused(ns: &Netns, to: &'static str) -> bool {
     ns.run(move || {
-        let s = UdpSocket::bind(if to.starts_with('[') {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        })
-        .expect("udp");
+        let to: SocketAddr = to.parse().expect("address");
+        let s = udp_socket_for(&to);
         s.connect(to).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
@@ -1186,7 +1190,7 @@ struct SockError {
 /// A UDP socket in the calling thread's namespace connected to `to`, with
 /// errors queued (`IP_RECVERR` / `IPV6_RECVERR`) and hop limit `hops`.
 fn probe_socket(to: SocketAddr, hops: i32) -> UdpSocket {
-    let s = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).expect("udp");
+    let s = udp_socket_for(&to);
     s.connect(to).expect("connect");
     let (level, recverr, ttl) = if to.is_ipv6() {
         (
