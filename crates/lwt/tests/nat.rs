@@ -99,6 +99,11 @@ fn set_tx_csum(dev: &str, on: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A UDP socket of the family of `to`, on any address and port.
+fn udp_socket_for(to: &SocketAddr) -> UdpSocket {
+    UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).expect("udp")
+}
+
 /// One UDP datagram from `from` to `to` (bound in `server`); what the
 /// receiver saw as its source, and the reply the sender got back from
 /// whom.
@@ -118,7 +123,7 @@ fn udp_exchange(from: &Netns, server: &Netns, bind: &str, to: &str) -> (SocketAd
         let _ = tx.send(got.map(|(_, p)| p));
     });
     let replier = from.run(move || {
-        let s = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).expect("udp");
+        let s = udp_socket_for(&to);
         s.set_read_timeout(Some(Duration::from_secs(3)))
             .expect("timeout");
         s.send_to(b"nat-udp-check", to).expect("send");
@@ -713,26 +718,41 @@ fn ipv6_one_address_nat_updates_the_l4_checksums() {
 /// The UDP or TCP checksum of an IPv6 Ethernet frame is what etherparse
 /// computes from its bytes.
 fn checksums6_hold(frame: &[u8]) {
-    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    use etherparse::{NetSlice, SlicedPacket};
     let p = SlicedPacket::from_ethernet(frame).expect("a parsable frame");
-    let Some(NetSlice::Ipv6(ip)) = p.net else {
+    let Some(NetSlice::Ipv6(ip)) = &p.net else {
         panic!("not IPv6")
     };
     let header = ip.header().to_header();
-    match p.transport {
+    transport_checksum_holds(
+        &p,
+        |u, data| u.calc_checksum_ipv6(&header, data).expect("udp checksum"),
+        |t, data| t.calc_checksum_ipv6(&header, data).expect("tcp checksum"),
+    );
+}
+
+/// The UDP or TCP checksum of a sliced frame is what `udp` / `tcp`
+/// compute from its header and payload.
+fn transport_checksum_holds(
+    p: &etherparse::SlicedPacket<'_>,
+    udp: impl Fn(&etherparse::UdpHeader, &[u8]) -> u16,
+    tcp: impl Fn(&etherparse::TcpHeader, &[u8]) -> u16,
+) {
+    use etherparse::TransportSlice;
+    match &p.transport {
         Some(TransportSlice::Udp(u)) => {
-            let want = u
-                .to_header()
-                .calc_checksum_ipv6(&header, u.payload())
-                .expect("udp checksum");
-            assert_eq!(u.checksum(), want, "UDP checksum");
+            assert_eq!(
+                u.checksum(),
+                udp(&u.to_header(), u.payload()),
+                "UDP checksum"
+            )
         }
         Some(TransportSlice::Tcp(t)) => {
-            let want = t
-                .to_header()
-                .calc_checksum_ipv6(&header, t.payload())
-                .expect("tcp checksum");
-            assert_eq!(t.checksum(), want, "TCP checksum");
+            assert_eq!(
+                t.checksum(),
+                tcp(&t.to_header(), t.payload()),
+                "TCP checksum"
+            )
         }
         other => panic!("not UDP or TCP: {other:?}"),
     }
@@ -805,9 +825,9 @@ fn transfer(
 /// The IPv4 header checksum and the UDP or TCP checksum of an Ethernet
 /// frame are what etherparse computes from its bytes; returns the addresses.
 fn checksums_hold(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
-    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    use etherparse::{NetSlice, SlicedPacket};
     let p = SlicedPacket::from_ethernet(frame).expect("a parsable frame");
-    let Some(NetSlice::Ipv4(ip)) = p.net else {
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
         panic!("not IPv4")
     };
     let header = ip.header().to_header();
@@ -816,23 +836,11 @@ fn checksums_hold(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
         header.calc_header_checksum(),
         "IPv4 header checksum"
     );
-    match p.transport {
-        Some(TransportSlice::Udp(u)) => {
-            let want = u
-                .to_header()
-                .calc_checksum_ipv4(&header, u.payload())
-                .expect("udp checksum");
-            assert_eq!(u.checksum(), want, "UDP checksum");
-        }
-        Some(TransportSlice::Tcp(t)) => {
-            let want = t
-                .to_header()
-                .calc_checksum_ipv4(&header, t.payload())
-                .expect("tcp checksum");
-            assert_eq!(t.checksum(), want, "TCP checksum");
-        }
-        other => panic!("not UDP or TCP: {other:?}"),
-    }
+    transport_checksum_holds(
+        &p,
+        |u, data| u.calc_checksum_ipv4(&header, data).expect("udp checksum"),
+        |t, data| t.calc_checksum_ipv4(&header, data).expect("tcp checksum"),
+    );
     (header.source.into(), header.destination.into())
 }
 
@@ -1075,6 +1083,33 @@ impl Tun {
     }
 }
 
+/// Sends from a connected UDP socket in `ns` to `to` (a closed port) a few
+/// times; whether the socket got ECONNREFUSED, which it does only when the
+/// packet embedded in the port unreachable is the one it sent.
+fn refused(ns: &Netns, to: &'static str) -> bool {
+    ns.run(move || {
+        let to: SocketAddr = to.parse().expect("address");
+        let s = udp_socket_for(&to);
+        s.connect(to).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let mut buf = [0u8; 16];
+        (0..3).any(|_| {
+            let _ = s.send(b"anyone there?");
+            matches!(s.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+        })
+    })
+}
+
+/// The policy's first rule counted `n` or more translations and no failure.
+fn translated_at_least(b: &Netns, policy: &str, n: u64) {
+    let shown = json(&b.lwt_ok(&["filter", "show", policy, "-j"]));
+    let counters = &shown["rules"][0]["action_counters"];
+    assert_eq!(counters["done_as"], "translated", "{shown}");
+    assert!(counters["done"].as_u64() >= Some(n), "{shown}");
+    assert_eq!(counters["failed"], 0, "{shown}");
+}
+
 #[test]
 fn a_port_unreachable_comes_back_through_the_nat_to_the_inside_socket() {
     require_root!();
@@ -1082,22 +1117,350 @@ fn a_port_unreachable_comes_back_through_the_nat_to_the_inside_socket() {
     // A connected UDP socket learns of the ICMP error only if the packet
     // embedded in it is the one it sent: 10.1.0.2 -> 10.0.0.2:9 (A saw
     // 203.0.113.7 as the source; B must translate the embedded packet back).
-    let refused = g.c.run(|| {
-        let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
-        s.connect("10.0.0.2:9").expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(3)))
-            .expect("timeout");
-        let mut buf = [0u8; 16];
-        (0..3).any(|_| {
-            let _ = s.send(b"anyone there?");
-            matches!(s.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
-        })
-    });
-    assert!(refused, "the port unreachable reached the inside socket");
-    let shown = json(&g.b.lwt_ok(&["filter", "show", "in", "-j"]));
-    let rule = &shown["rules"][0];
     assert!(
-        rule["packets"].as_u64().is_some_and(|n| n >= 1),
-        "the dnat rule saw the error: {shown}"
+        refused(&g.c, "10.0.0.2:9"),
+        "the port unreachable reached the inside socket"
     );
+    translated_at_least(&g.b, "in", 1);
+}
+
+#[test]
+fn an_ipv6_port_unreachable_comes_back_through_one_address_and_nptv6_rules() {
+    require_root!();
+    for (tag, inside, public, route) in [
+        ("nat6pa", "fd01::2", "fd99::7", "fd99::7/128"),
+        ("nat6pn", "fd01::/64", "fd99::/64", "fd99::/64"),
+    ] {
+        let g = gateway6(tag, inside, public, route);
+        // A's port unreachable embeds what A got (from the public
+        // address): only its translation back finds the inside socket.
+        assert!(
+            refused(&g.c, "[fd00::2]:9"),
+            "{public}: the error reached the inside socket"
+        );
+        // The error is counted as a translation of the return rule.
+        translated_at_least(&g.b, "in6", 1);
+    }
+}
+
+/// A network beyond A (10.9.0.0/24, fd09::/64 on a device `far0` of
+/// `mtu`), which A forwards to and B routes via A with the `snat` policy
+/// (`out`, `out6`) on the route: a far hop for traceroute and PMTU
+/// discovery. Returns nothing; the routes are B's and A's only.
+fn far_network(g: &Chain, mtu: &str) {
+    let a = &g.a;
+    // A veth pair with no host behind it: A's errors come before any
+    // neighbour is looked up.
+    a.ip(&[
+        "link", "add", "far0", "mtu", mtu, "type", "veth", "peer", "name", "far1", "mtu", mtu,
+    ]);
+    a.ip(&["link", "set", "far1", "up"]);
+    a.ip(&["addr", "add", "10.9.0.1/24", "dev", "far0"]);
+    if mtu.parse::<u32>().is_ok_and(|m| m >= 1280) {
+        // IPv6 needs links of 1280 bytes or more.
+        a.ip(&["addr", "add", "fd09::1/64", "dev", "far0", "nodad"]);
+    }
+    a.ip(&["link", "set", "far0", "up"]);
+    a.sysctl(&["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+    let b = &g.b;
+    for (policy, net, via) in [
+        ("out", "10.9.0.0/24", "10.0.0.2"),
+        ("out6", "fd09::/64", "fd00::2"),
+    ] {
+        if b.lwt(&["filter", "show", policy]).status.success() {
+            b.ip(&["route", "add", net, "via", via, "dev", "vb"]);
+            b.lwt_ok(&[
+                "filter", "attach", policy, net, "--dev", "vb", "--hook", "xmit",
+            ]);
+        }
+    }
+}
+
+/// An ICMP error read from a socket's error queue (`IP_RECVERR`,
+/// `IPV6_RECVERR`): who sent it, its type and code, and its info (the MTU
+/// of a fragmentation needed / packet too big).
+#[derive(Debug, PartialEq, Eq)]
+struct SockError {
+    offender: std::net::IpAddr,
+    kind: u8,
+    code: u8,
+    info: u32,
+}
+
+/// A UDP socket in the calling thread's namespace connected to `to`, with
+/// errors queued (`IP_RECVERR` / `IPV6_RECVERR`) and hop limit `hops`.
+fn probe_socket(to: SocketAddr, hops: i32) -> UdpSocket {
+    let s = udp_socket_for(&to);
+    s.connect(to).expect("connect");
+    let (level, recverr, ttl) = if to.is_ipv6() {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVERR,
+            libc::IPV6_UNICAST_HOPS,
+        )
+    } else {
+        (libc::IPPROTO_IP, libc::IP_RECVERR, libc::IP_TTL)
+    };
+    setsockopt(&s, level, recverr, 1);
+    setsockopt(&s, level, ttl, hops);
+    s
+}
+
+fn setsockopt(s: &UdpSocket, level: i32, name: i32, value: i32) {
+    // SAFETY: a valid socket and a 4-byte option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt {level}/{name}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+fn getsockopt(s: &UdpSocket, level: i32, name: i32) -> i32 {
+    let mut value = 0i32;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: a valid socket and a 4-byte buffer.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "getsockopt {level}/{name}: {}",
+        std::io::Error::last_os_error()
+    );
+    value
+}
+
+/// The next error on the socket's error queue, if one is there.
+fn queued_error(s: &UdpSocket) -> Option<SockError> {
+    let mut data = [0u8; 256];
+    let mut control = [0u64; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; the buffers outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: as above.
+    let n = unsafe {
+        libc::recvmsg(
+            s.as_raw_fd(),
+            &mut msg,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return None;
+    }
+    // SAFETY: walking the control messages the kernel wrote into `msg`.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !c.is_null() {
+        // SAFETY: `c` points at a control message header inside `control`.
+        let h = unsafe { &*c };
+        let v4 = h.cmsg_level == libc::SOL_IP && h.cmsg_type == libc::IP_RECVERR;
+        let v6 = h.cmsg_level == libc::SOL_IPV6 && h.cmsg_type == libc::IPV6_RECVERR;
+        if v4 || v6 {
+            // SAFETY: an IP(V6)_RECVERR message holds a sock_extended_err
+            // and then the offender's address (SO_EE_OFFENDER).
+            unsafe {
+                let p = libc::CMSG_DATA(c);
+                let ee: libc::sock_extended_err = std::ptr::read_unaligned(p.cast());
+                let at = p.add(std::mem::size_of::<libc::sock_extended_err>());
+                let offender = if v6 {
+                    let sa: libc::sockaddr_in6 = std::ptr::read_unaligned(at.cast());
+                    std::net::IpAddr::from(sa.sin6_addr.s6_addr)
+                } else {
+                    let sa: libc::sockaddr_in = std::ptr::read_unaligned(at.cast());
+                    std::net::IpAddr::from(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)))
+                };
+                return Some(SockError {
+                    offender,
+                    kind: ee.ee_type,
+                    code: ee.ee_code,
+                    info: ee.ee_info,
+                });
+            }
+        }
+        // SAFETY: as above.
+        c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
+    }
+    None
+}
+
+/// What a traceroute probe with hop limit `hops` from `ns` to `to` gets
+/// back: the first error queued on its socket within about 3 s.
+fn hop(ns: &Netns, to: &'static str, hops: i32) -> Option<SockError> {
+    let to: SocketAddr = to.parse().expect("address");
+    ns.run(move || {
+        let s = probe_socket(to, hops);
+        for _ in 0..3 {
+            let _ = s.send(b"traceroute probe");
+            for _ in 0..10 {
+                if let Some(e) = queued_error(&s) {
+                    return Some(e);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        None
+    })
+}
+
+#[test]
+fn traceroute_through_the_nat_shows_the_gateway_and_the_far_hop() {
+    require_root!();
+    struct Family {
+        gateway: fn() -> Chain,
+        far: &'static str,
+        /// The return policy, the gateway's and the far router's
+        /// addresses, time exceeded's type.
+        policy: &'static str,
+        hops: [&'static str; 2],
+        time_exceeded: u8,
+    }
+    let families = [
+        Family {
+            gateway: || gateway("natrt"),
+            far: "10.9.0.2:33434",
+            policy: "in",
+            hops: ["10.1.0.1", "10.0.0.2"],
+            time_exceeded: 11,
+        },
+        Family {
+            gateway: || gateway6("natrt6", "fd01::2", "fd99::7", "fd99::7/128"),
+            far: "[fd09::2]:33434",
+            policy: "in6",
+            hops: ["fd01::1", "fd00::2"],
+            time_exceeded: 3,
+        },
+    ];
+    for f in families {
+        let (far, time_exceeded) = (f.far, f.time_exceeded);
+        let g = (f.gateway)();
+        far_network(&g, "1500");
+        // Hop 1: B's own time exceeded (the probe was not translated yet).
+        // Hop 2: A's, about the probe as A saw it (from the public
+        // address): it reaches the socket only translated back.
+        for (hops, offender) in [(1, f.hops[0]), (2, f.hops[1])] {
+            let e = hop(&g.c, far, hops).unwrap_or_else(|| panic!("{far}: hop {hops} answered"));
+            assert_eq!(
+                (e.offender.to_string().as_str(), e.kind),
+                (offender, time_exceeded),
+                "{far} hop {hops}: {e:?}"
+            );
+        }
+        translated_at_least(&g.b, f.policy, 1);
+    }
+}
+
+/// The path MTU a connected UDP socket in `ns` learns for `to` after
+/// sending `size` bytes with DF (IPv4) / without fragmentation (IPv6) a
+/// few times: `IP_MTU` / `IPV6_MTU`, and the error the router sent.
+fn learned_mtu(ns: &Netns, to: &'static str, size: usize) -> (i32, Option<SockError>) {
+    let to: SocketAddr = to.parse().expect("address");
+    ns.run(move || {
+        let s = probe_socket(to, 64);
+        let (level, discover, dont, mtu) = if to.is_ipv6() {
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_DO,
+                libc::IPV6_MTU,
+            )
+        } else {
+            (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DO,
+                libc::IP_MTU,
+            )
+        };
+        setsockopt(&s, level, discover, dont);
+        let payload = vec![0x5au8; size];
+        let mut error = None;
+        for _ in 0..10 {
+            let _ = s.send(&payload);
+            std::thread::sleep(Duration::from_millis(200));
+            if error.is_none() {
+                error = queued_error(&s);
+            }
+            if error.is_some() {
+                break;
+            }
+        }
+        (getsockopt(&s, level, mtu), error)
+    })
+}
+
+#[test]
+fn pmtu_discovery_through_the_nat_learns_the_far_links_mtu() {
+    require_root!();
+    struct Family {
+        gateway: fn() -> Chain,
+        /// The far link's MTU, the far address, the datagram's size, the
+        /// return policy, the error's type and code (fragmentation
+        /// needed; packet too big) and who sends it.
+        link: &'static str,
+        far: &'static str,
+        size: usize,
+        policy: &'static str,
+        error: (u8, u8),
+        router: &'static str,
+    }
+    let families = [
+        Family {
+            gateway: || gateway("natmtu"),
+            link: "1000",
+            far: "10.9.0.2:33434",
+            size: 1200,
+            policy: "in",
+            error: (3, 4),
+            router: "10.0.0.2",
+        },
+        Family {
+            gateway: || gateway6("natmtu6", "fd01::/64", "fd99::/64", "fd99::/64"),
+            link: "1280",
+            far: "[fd09::2]:33434",
+            size: 1400,
+            policy: "in6",
+            error: (2, 0),
+            router: "fd00::2",
+        },
+    ];
+    for f in families {
+        let g = (f.gateway)();
+        far_network(&g, f.link);
+        // A cannot forward the datagram onto its smaller link: its error,
+        // translated back, teaches the inside socket the path MTU.
+        let (mtu, error) = learned_mtu(&g.c, f.far, f.size);
+        let e = error.unwrap_or_else(|| panic!("{}: the error reached the socket", f.far));
+        let want: u32 = f.link.parse().expect("mtu");
+        assert_eq!(
+            (e.offender.to_string().as_str(), (e.kind, e.code), e.info),
+            (f.router, f.error, want),
+            "{e:?}"
+        );
+        assert_eq!(mtu, want as i32, "{}", f.far);
+        translated_at_least(&g.b, f.policy, 1);
+    }
 }

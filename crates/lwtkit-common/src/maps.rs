@@ -30,6 +30,9 @@ pub mod filter {
     pub const EVENTS: &str = "EVENTS";
     /// Per-rule [`crate::filter::ActionStats`], per CPU, indexed as `RULE_STATS`.
     pub const ACTION_STATS: &str = "ACTION_STATS";
+    /// Per-CPU scratch of the ICMPv6 error translation (the BPF stack is
+    /// shared by the matcher's frame and the translation's).
+    pub const NAT_SCRATCH: &str = "NAT_SCRATCH";
     /// The maps the object's programs use.
     pub const ALL: &[&str] = &[
         CELLS,
@@ -37,6 +40,7 @@ pub mod filter {
         RULE_STATS,
         ACTION_STATS,
         EVENTS,
+        NAT_SCRATCH,
         super::ATTACH_STATS,
     ];
 }
@@ -102,8 +106,10 @@ pub mod nat_test {
     pub const CASE: &str = "NAT_CASE";
     /// The [`crate::nat_icmp::outcome`] of the last run (a `u32`).
     pub const RESULT: &str = "NAT_RESULT";
+    /// Per-CPU scratch of the translation (as the filter's).
+    pub const SCRATCH: &str = "NAT_SCRATCH";
     /// The maps the object's program uses.
-    pub const ALL: &[&str] = &[CASE, RESULT];
+    pub const ALL: &[&str] = &[CASE, RESULT, SCRATCH];
 }
 
 /// Program sections, which give libbpf the program type.

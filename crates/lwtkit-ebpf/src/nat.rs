@@ -15,12 +15,18 @@
 //!   gets `BPF_F_MARK_MANGLED_0`: a zero checksum (none) stays zero, and a
 //!   sum that becomes zero is written as 0xffff.
 //! - ICMP has no pseudo-header: an echo keeps its checksum and its id.
-//!   IPv4 ICMP errors (the packet embedded in them) are translated by
-//!   `nat_icmp.rs`: see [`icmp_error_v4`].
+//!   ICMP and ICMPv6 errors (the packet embedded in them) are translated
+//!   by `nat_icmp.rs`: see [`icmp_error_v4`] and [`icmp_error_v6`].
 //! - Fragments: a first fragment carries the L4 header and its checksum,
 //!   which covers the whole datagram: updated like an unfragmented packet.
 //!   A later fragment gets the address rewrite only.
-use aya_ebpf::{helpers::bpf_csum_diff, programs::SkBuffContext};
+use aya_ebpf::{
+    helpers::{bpf_csum_diff, bpf_skb_load_bytes},
+    programs::SkBuffContext,
+};
+use lwtkit_common::nat_icmp::{outcome, Translation};
+
+use crate::nat_icmp::{translate_v6, V6Addrs};
 
 /// `bpf_l4_csum_replace` flags (include/uapi/linux/bpf.h).
 const BPF_F_PSEUDO_HDR: u64 = 1 << 4;
@@ -132,6 +138,72 @@ fn rewrite_dport(ctx: &SkBuffContext, ihl: usize, proto: u8, port: u16) -> Resul
     ctx.store(at, &new, 0).map_err(|_| ())
 }
 
+/// `old` (an IPv6 address as network-order words) mapped by a rule onto
+/// `to`/`plen` (NETMAP per word), with the RFC 6296 NPTv6 adjustment when
+/// `npt_word` names one; `Err(())`: no word can take the adjustment.
+#[inline(always)]
+fn map_v6(old: &[u32; 4], to: &[u32; 4], plen: u8, npt_word: u8, npt_adj: u16) -> Result<[u32; 4], ()> {
+    let mut new = *old;
+    for i in 0..4 {
+        let p = plen.saturating_sub(32 * i as u8).min(32);
+        // Words as host-order values of the big-endian words.
+        let o = u32::from_be(old[i]);
+        new[i] = netmap4(o, to[i], p).to_be();
+    }
+    if npt_word == 0 {
+        return Ok(new);
+    }
+    // RFC 6296 3.2, 3.5: the adjustment goes into word 3 (prefixes up to
+    // /48, the subnet word) or into the first interface-id word that is
+    // not 0xffff (/49 to /64); a /48 subnet of 0xffff cannot be translated.
+    let mut w = 8usize;
+    if npt_word == NPT_WORD3 {
+        w = 3;
+    } else {
+        // Words 4 to 7: the halves of address words 2 and 3.
+        let iid = [u32::from_be(new[2]) >> 16, u32::from_be(new[2]) & 0xffff, u32::from_be(new[3]) >> 16, u32::from_be(new[3]) & 0xffff];
+        if iid[0] != 0xffff {
+            w = 4;
+        } else if iid[1] != 0xffff {
+            w = 5;
+        } else if iid[2] != 0xffff {
+            w = 6;
+        } else if iid[3] != 0xffff {
+            w = 7;
+        }
+    }
+    if w >= 8 {
+        return Err(());
+    }
+    // Stack arrays are indexed by constants only (the verifier refuses
+    // arithmetic on a stack pointer with a variable offset).
+    let shift = if w % 2 == 0 { 16 } else { 0 };
+    let host = u32::from_be(match w / 2 {
+        0 => new[0],
+        1 => new[1],
+        2 => new[2],
+        _ => new[3],
+    });
+    let v = ((host >> shift) & 0xffff) as u16;
+    if v == 0xffff {
+        return Err(());
+    }
+    let mut sum = u32::from(v) + u32::from(npt_adj);
+    sum = (sum & 0xffff) + (sum >> 16);
+    let mut nv = sum as u16;
+    if nv == 0xffff {
+        nv = 0;
+    }
+    let word = ((host & !(0xffffu32 << shift)) | (u32::from(nv) << shift)).to_be();
+    match w / 2 {
+        0 => new[0] = word,
+        1 => new[1] = word,
+        2 => new[2] = word,
+        _ => new[3] = word,
+    }
+    Ok(new)
+}
+
 /// Rewrites the IPv6 `side` address to `to`/`plen` (NETMAP per word).
 /// `npt_word`/`npt_adj`: RFC 6296 NPTv6, checksum-neutral (the adjustment
 /// goes into that 16-bit word, no L4 checksum changes); otherwise the L4
@@ -152,64 +224,10 @@ pub fn rewrite_v6(
 ) -> Result<(), ()> {
     let at = if side == Side::Src { 8 } else { 24 };
     let old: [u32; 4] = ctx.load(at).map_err(|_| ())?;
-    let mut new = old;
-    for i in 0..4 {
-        let p = plen.saturating_sub(32 * i as u8).min(32);
-        // Words as host-order values of the big-endian words.
-        let o = u32::from_be(old[i]);
-        new[i] = netmap4(o, to[i], p).to_be();
-    }
-    if npt_word != 0 {
-        // RFC 6296 3.2, 3.5: the adjustment goes into word 3 (prefixes up
-        // to /48, the subnet word) or into the first interface-id word
-        // that is not 0xffff (/49 to /64); a /48 subnet of 0xffff cannot
-        // be translated.
-        let mut w = 8usize;
-        if npt_word == NPT_WORD3 {
-            w = 3;
-        } else {
-            // Words 4 to 7: the halves of address words 2 and 3.
-            let iid = [u32::from_be(new[2]) >> 16, u32::from_be(new[2]) & 0xffff, u32::from_be(new[3]) >> 16, u32::from_be(new[3]) & 0xffff];
-            if iid[0] != 0xffff {
-                w = 4;
-            } else if iid[1] != 0xffff {
-                w = 5;
-            } else if iid[2] != 0xffff {
-                w = 6;
-            } else if iid[3] != 0xffff {
-                w = 7;
-            }
-        }
-        if w >= 8 {
-            return Err(());
-        }
-        // Stack arrays are indexed by constants only (the verifier refuses
-        // arithmetic on a stack pointer with a variable offset).
-        let shift = if w % 2 == 0 { 16 } else { 0 };
-        let host = u32::from_be(match w / 2 {
-            0 => new[0],
-            1 => new[1],
-            2 => new[2],
-            _ => new[3],
-        });
-        let v = ((host >> shift) & 0xffff) as u16;
-        if v == 0xffff {
-            return Err(());
-        }
-        let mut sum = u32::from(v) + u32::from(npt_adj);
-        sum = (sum & 0xffff) + (sum >> 16);
-        let mut nv = sum as u16;
-        if nv == 0xffff {
-            nv = 0;
-        }
-        let word = ((host & !(0xffffu32 << shift)) | (u32::from(nv) << shift)).to_be();
-        match w / 2 {
-            0 => new[0] = word,
-            1 => new[1] = word,
-            2 => new[2] = word,
-            _ => new[3] = word,
-        }
-    } else if let Some((proto, off)) = l4 {
+    let new = map_v6(&old, to, plen, npt_word, npt_adj)?;
+    // NPTv6 is checksum-neutral: no L4 checksum changes.
+    let l4 = if npt_word == 0 { l4 } else { None };
+    if let Some((proto, off)) = l4 {
         let (csum, mut flags) = match proto {
             IPPROTO_TCP => (off + 16, BPF_F_PSEUDO_HDR),
             IPPROTO_UDP => (off + 6, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0),
@@ -217,10 +235,9 @@ pub fn rewrite_v6(
             _ => (0, 0),
         };
         if csum != 0 {
-            let mut from = old;
-            let mut to_words = new;
-            // SAFETY: two 16-byte buffers on the stack, sizes as passed.
-            let diff = unsafe { bpf_csum_diff(from.as_mut_ptr(), 16, to_words.as_mut_ptr(), 16, 0) };
+            // SAFETY: two 16-byte buffers on the stack, sizes as passed
+            // (the helper only reads them).
+            let diff = unsafe { bpf_csum_diff(old.as_ptr().cast_mut(), 16, new.as_ptr().cast_mut(), 16, 0) };
             if diff < 0 {
                 return Err(());
             }
@@ -249,26 +266,89 @@ pub fn rewrite_v6(
 /// checksums, the ICMP checksum; [`crate::nat_icmp::translate`]). `None`
 /// when the error is not one to translate that way (its embedded packet
 /// is not the translated one, or is cut): the caller rewrites the outer
-/// header alone. `Some(Err(()))`: a helper failed part way; drop.
+/// header alone. `Some(Err(()))`: a helper failed part way; drop. `s`:
+/// where the translation is built.
 #[inline(always)]
-pub fn icmp_error_v4(ctx: &SkBuffContext, side: Side, to: u32, plen: u8) -> Option<Result<(), ()>> {
-    use lwtkit_common::nat_icmp::{outcome, Translation};
+pub fn icmp_error_v4(ctx: &SkBuffContext, side: Side, to: u32, plen: u8, s: &mut NatScratch) -> Option<Result<(), ()>> {
     let icmp = crate::nat_icmp::locate(ctx)?;
     let h: [u8; 20] = ctx.load(0).ok()?;
     let at = if side == Side::Src { 12 } else { 16 };
     let old = u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
     let new = netmap4(old, to, plen);
-    let mut t = Translation {
+    s.t = Translation {
         dst: u8::from(side == Side::Dst),
         ..Translation::default()
     };
-    t.from[..4].copy_from_slice(&old.to_be_bytes());
-    t.to[..4].copy_from_slice(&new.to_be_bytes());
-    match crate::nat_icmp::translate(ctx, icmp, &t) {
+    s.t.from[..4].copy_from_slice(&old.to_be_bytes());
+    s.t.to[..4].copy_from_slice(&new.to_be_bytes());
+    match crate::nat_icmp::translate(ctx, icmp, &s.t, &mut s.addrs) {
         outcome::TRANSLATED | outcome::TRANSLATED_L4 => Some(Ok(())),
         outcome::FAILED => Some(Err(())),
         _ => None,
     }
+}
+
+/// What [`icmp_error_v4`] and [`icmp_error_v6`] work in: the translation
+/// and the addresses it checks, kept off the BPF stack (the filter
+/// program's frame and the translation's share its 512 bytes).
+#[repr(C)]
+#[derive(Default)]
+pub struct NatScratch {
+    pub t: Translation,
+    pub addrs: V6Addrs,
+    pub old: [u32; 4],
+}
+
+/// Translates an ICMPv6 error (its ICMPv6 header at `icmp`) a rule
+/// rewrites on `side` to `to`/`plen` (NPTv6 with `npt_word`/`npt_adj`, as
+/// [`rewrite_v6`]): the outer address, the embedded packet's opposite
+/// address, its L4 checksum (unchanged in value for NPTv6, which is
+/// checksum-neutral) and the ICMPv6 checksum with its pseudo-header
+/// ([`crate::nat_icmp::translate_v6`]). `None` when the error is not one
+/// to translate that way: the caller rewrites the outer header alone.
+/// `Some(Err(()))`: a helper failed part way; drop.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn icmp_error_v6(
+    ctx: &SkBuffContext,
+    side: Side,
+    icmp: usize,
+    to: &[u32; 4],
+    plen: u8,
+    npt_word: u8,
+    npt_adj: u16,
+    s: &mut NatScratch,
+) -> Option<Result<(), ()>> {
+    let at = if side == Side::Src { 8 } else { 24 };
+    // SAFETY: `s.old` is 16 writable bytes.
+    let rc = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), at, s.old.as_mut_ptr().cast(), 16) };
+    if rc != 0 {
+        return None;
+    }
+    // An address no word of which can take the NPTv6 adjustment is left to
+    // the outer rewrite, which refuses it the same way.
+    let new = map_v6(&s.old, to, plen, npt_word, npt_adj).ok()?;
+    s.t.v6 = 1;
+    s.t.dst = u8::from(side == Side::Dst);
+    s.t.from_port = 0;
+    s.t.to_port = 0;
+    for i in 0..4 {
+        s.t.from[4 * i..4 * i + 4].copy_from_slice(&s.old[i].to_ne_bytes());
+        s.t.to[4 * i..4 * i + 4].copy_from_slice(&new[i].to_ne_bytes());
+    }
+    match translate_v6(ctx, icmp, &s.t, &mut s.addrs) {
+        outcome::TRANSLATED | outcome::TRANSLATED_L4 => Some(Ok(())),
+        outcome::FAILED => Some(Err(())),
+        _ => None,
+    }
+}
+
+/// Whether the IPv6 packet is an ICMPv6 error (destination unreachable,
+/// packet too big, time exceeded, parameter problem), for
+/// [`icmp_error_v6`].
+#[inline(always)]
+pub fn is_icmp_error_v6(proto: u32, icmp_type: u32) -> bool {
+    proto == u32::from(IPPROTO_ICMPV6) && matches!(icmp_type, 1..=4)
 }
 
 /// Whether the IPv4 packet is an ICMP error (type 3, 4, 5, 11 or 12), for

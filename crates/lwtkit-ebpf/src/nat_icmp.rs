@@ -30,7 +30,7 @@
 //!
 //! Nothing is written before everything is read and checked: a packet that
 //! is not translated comes back untouched with the reason.
-use aya_ebpf::programs::SkBuffContext;
+use aya_ebpf::{helpers::bpf_skb_load_bytes, programs::SkBuffContext};
 use lwtkit_common::{
     filter::MAX_EXT_HEADERS,
     nat_icmp::{outcome, Translation},
@@ -119,13 +119,16 @@ fn walk_v6(ctx: &SkBuffContext, mut nh: u8, mut off: usize) -> Walk {
 /// to the outer header); returns an [`outcome`]. [`outcome::FAILED`] means
 /// a helper failed after the first write: drop the packet. Any other
 /// outcome but `TRANSLATED*` leaves the packet as it was.
+/// An ICMPv6 error's addresses are read into `a`.
 #[inline(always)]
-pub fn translate(ctx: &SkBuffContext, icmp: Icmp, t: &Translation) -> u32 {
+pub fn translate(ctx: &SkBuffContext, icmp: Icmp, t: &Translation, a: &mut V6Addrs) -> u32 {
     if icmp.v6 != (t.v6 != 0) {
         return outcome::MISMATCH;
     }
-    let r = if icmp.v6 { translate_v6(ctx, icmp.off, t) } else { translate_v4(ctx, icmp.off, t) };
-    match r {
+    if icmp.v6 {
+        return translate_v6(ctx, icmp.off, t, a);
+    }
+    match translate_v4(ctx, icmp.off, t) {
         Ok(code) | Err(code) => code,
     }
 }
@@ -295,23 +298,54 @@ fn translate_v4(ctx: &SkBuffContext, icmp: usize, t: &Translation) -> Result<u32
     Ok(if f.csum.is_some() { outcome::TRANSLATED_L4 } else { outcome::TRANSLATED })
 }
 
+/// The outer and embedded addresses an ICMPv6 error is checked by, read
+/// into memory the caller provides: the filter program's per-CPU scratch
+/// (its stack is spent by the matcher), the test program's stack.
+#[repr(C)]
+#[derive(Default)]
+pub struct V6Addrs {
+    pub outer: [u8; 16],
+    pub inner: [u8; 16],
+}
+
+/// Reads the 16 bytes at `off` into `to` (no copy through the stack).
 #[inline(always)]
-fn translate_v6(ctx: &SkBuffContext, icmp: usize, t: &Translation) -> Result<u32, u32> {
-    let h: [u8; 8] = ctx.load(icmp & 0xffff).map_err(|_| outcome::MALFORMED)?;
-    if !is_error_v6(h[0]) {
+fn load16(ctx: &SkBuffContext, off: usize, to: &mut [u8; 16]) -> Result<(), u32> {
+    // SAFETY: `to` is 16 writable bytes.
+    let rc = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), (off & 0xffff) as u32, to.as_mut_ptr().cast(), 16) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(outcome::MALFORMED)
+    }
+}
+
+/// [`translate`] of an ICMPv6 error, with its addresses read into `a`.
+#[inline(always)]
+pub fn translate_v6(ctx: &SkBuffContext, icmp: usize, t: &Translation, a: &mut V6Addrs) -> u32 {
+    match translate_v6_in(ctx, icmp, t, a) {
+        Ok(code) | Err(code) => code,
+    }
+}
+
+#[inline(always)]
+fn translate_v6_in(ctx: &SkBuffContext, icmp: usize, t: &Translation, a: &mut V6Addrs) -> Result<u32, u32> {
+    let kind: u8 = ctx.load(icmp & 0xffff).map_err(|_| outcome::MALFORMED)?;
+    if !is_error_v6(kind) {
         return Ok(outcome::NOT_ERROR);
     }
     let e = icmp + 8;
-    let ip: [u8; 40] = ctx.load(e & 0xffff).map_err(|_| outcome::MALFORMED)?;
+    // The embedded IPv6 header must be there whole (its last byte is).
+    let _: u8 = ctx.load((e + 39) & 0xffff).map_err(|_| outcome::MALFORMED)?;
+    let ip: [u8; 8] = ctx.load(e & 0xffff).map_err(|_| outcome::MALFORMED)?;
     if ip[0] >> 4 != 6 {
         return Err(outcome::MALFORMED);
     }
     let dst = t.dst != 0;
     let (outer_at, inner_at) = if dst { (24, 8) } else { (8, 24) };
-    let outer: [u8; 16] = ctx.load(outer_at).map_err(|_| outcome::MALFORMED)?;
-    let mut inner = [0u8; 16];
-    inner.copy_from_slice(if dst { &ip[8..24] } else { &ip[24..40] });
-    if outer != t.from || inner != t.from {
+    load16(ctx, outer_at, &mut a.outer)?;
+    load16(ctx, e + inner_at, &mut a.inner)?;
+    if a.outer != t.from || a.inner != t.from {
         return Err(outcome::MISMATCH);
     }
     let len = ctx.len() as usize;

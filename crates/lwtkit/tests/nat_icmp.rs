@@ -66,45 +66,83 @@ fn outbound(g: &Gateway, l4: L4, ports: Option<(u16, u16)>, payload_len: usize) 
     (inside, public)
 }
 
-/// Runs one error from outside back through the gateway's return rule
-/// (`dst public -> inside`, port `public -> inside` when given) and checks
-/// it against the error the inside host should see.
-#[allow(clippy::too_many_arguments)]
-fn return_error(
-    p: &Prog,
-    g: &Gateway,
-    sender: &[u8],
+/// One error from outside back through the gateway's return rule
+/// (`dst public -> inside`, port `public -> inside` when given), about a
+/// datagram of the inside host's cut after `cut` bytes: built, then
+/// checked against the error the inside host should see ([`Self::gives`]).
+#[derive(Clone, Copy)]
+struct ReturnError<'a> {
+    sender: &'a [u8],
     kind: u8,
     code: u8,
     rest: [u8; 4],
     l4: L4,
     ports: Option<(u16, u16)>,
-    n: usize,
-    want: u32,
-) {
-    let (inside, public) = outbound(g, l4, ports, 24);
-    let arrived = error_about(sender, &g.public, kind, code, rest, &public, n);
-    let expected = icmp(
-        sender,
-        &g.inside,
-        kind,
-        code,
-        rest,
-        &embedded_expected(&inside, &public, n),
-        &[],
-    );
-    assert_checksums(&arrived, "the error as it arrives");
-    let case = translation(
-        &g.public,
-        &g.inside,
-        true,
-        ports.map(|(i, o)| (o, i)).unwrap_or((0, 0)),
-    );
-    let (rc, got, out) = p.run(&case, &arrived);
-    let what = format!("type {kind} code {code} {l4:?} ports {ports:?} cut {n}");
-    assert_eq!((rc, name(got)), (0, name(want)), "{what}");
-    assert_same(&out, &expected, &what);
-    assert_checksums(&out, &what);
+    cut: usize,
+}
+
+impl<'a> ReturnError<'a> {
+    fn new(sender: &'a [u8], kind: u8, code: u8, l4: L4, cut: usize) -> Self {
+        ReturnError {
+            sender,
+            kind,
+            code,
+            rest: [0; 4],
+            l4,
+            ports: None,
+            cut,
+        }
+    }
+
+    /// The error's bytes 4-7 (an MTU, a pointer).
+    fn rest(self, rest: [u8; 4]) -> Self {
+        ReturnError { rest, ..self }
+    }
+
+    /// The inside port and the public one it was translated to.
+    fn ports(self, ports: (u16, u16)) -> Self {
+        ReturnError {
+            ports: Some(ports),
+            ..self
+        }
+    }
+
+    /// Runs the error through `p` and checks the outcome is `want` and the
+    /// packet the one the inside host should see.
+    fn gives(self, p: &Prog, g: &Gateway, want: u32) {
+        let ReturnError {
+            sender,
+            kind,
+            code,
+            rest,
+            l4,
+            ports,
+            cut,
+        } = self;
+        let (inside, public) = outbound(g, l4, ports, 24);
+        let arrived = error_about(sender, &g.public, kind, code, rest, &public, cut);
+        let expected = icmp(
+            sender,
+            &g.inside,
+            kind,
+            code,
+            rest,
+            &embedded_expected(&inside, &public, cut),
+            &[],
+        );
+        assert_checksums(&arrived, "the error as it arrives");
+        let case = translation(
+            &g.public,
+            &g.inside,
+            true,
+            ports.map(|(i, o)| (o, i)).unwrap_or((0, 0)),
+        );
+        let (rc, got, out) = p.run(&case, &arrived);
+        let what = format!("type {kind} code {code} {l4:?} ports {ports:?} cut {cut}");
+        assert_eq!((rc, name(got)), (0, name(want)), "{what}");
+        assert_same(&out, &expected, &what);
+        assert_checksums(&out, &what);
+    }
 }
 
 #[test]
@@ -116,108 +154,30 @@ fn errors_coming_back_through_an_snat_gateway_reach_the_inside_host() {
     let g = gateway4();
     let whole = 1000;
     // Port unreachable from the far host, embedding the whole UDP datagram.
-    return_error(
-        &p,
-        &g,
-        &g.far,
-        3,
-        3,
-        [0; 4],
-        L4::Udp,
-        None,
-        whole,
-        outcome::TRANSLATED_L4,
-    );
+    ReturnError::new(&g.far, 3, 3, L4::Udp, whole).gives(&p, &g, outcome::TRANSLATED_L4);
     // With the source port translated back as well (a NAPT-style rule).
-    return_error(
-        &p,
-        &g,
-        &g.far,
-        3,
-        3,
-        [0; 4],
-        L4::Udp,
-        Some((5000, 40000)),
-        whole,
-        outcome::TRANSLATED_L4,
-    );
+    ReturnError::new(&g.far, 3, 3, L4::Udp, whole)
+        .ports((5000, 40000))
+        .gives(&p, &g, outcome::TRANSLATED_L4);
     // Time exceeded from a router (traceroute), embedding TCP, whole.
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        11,
-        0,
-        [0; 4],
-        L4::Tcp,
-        None,
-        whole,
-        outcome::TRANSLATED_L4,
-    );
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        11,
-        0,
-        [0; 4],
-        L4::Tcp,
-        Some((5000, 40000)),
-        whole,
-        outcome::TRANSLATED_L4,
-    );
+    ReturnError::new(&g.router, 11, 0, L4::Tcp, whole).gives(&p, &g, outcome::TRANSLATED_L4);
+    ReturnError::new(&g.router, 11, 0, L4::Tcp, whole)
+        .ports((5000, 40000))
+        .gives(&p, &g, outcome::TRANSLATED_L4);
     // Fragmentation needed with a next-hop MTU of 1400 (PMTU discovery).
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        3,
-        4,
-        [0, 0, 0x05, 0x78],
-        L4::Tcp,
-        None,
-        whole,
-        outcome::TRANSLATED_L4,
-    );
+    ReturnError::new(&g.router, 3, 4, L4::Tcp, whole)
+        .rest([0, 0, 0x05, 0x78])
+        .gives(&p, &g, outcome::TRANSLATED_L4);
     // Parameter problem, pointer 9.
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        12,
-        0,
-        [9, 0, 0, 0],
-        L4::Udp,
-        None,
-        whole,
-        outcome::TRANSLATED_L4,
-    );
+    ReturnError::new(&g.router, 12, 0, L4::Udp, whole)
+        .rest([9, 0, 0, 0])
+        .gives(&p, &g, outcome::TRANSLATED_L4);
     // A UDP datagram sent without a checksum keeps none.
-    return_error(
-        &p,
-        &g,
-        &g.far,
-        3,
-        3,
-        [0; 4],
-        L4::UdpNoSum,
-        Some((5000, 40000)),
-        whole,
-        outcome::TRANSLATED,
-    );
+    ReturnError::new(&g.far, 3, 3, L4::UdpNoSum, whole)
+        .ports((5000, 40000))
+        .gives(&p, &g, outcome::TRANSLATED);
     // Time exceeded for a ping (ICMP has no pseudo-header: address only).
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        11,
-        0,
-        [0; 4],
-        L4::Echo,
-        None,
-        whole,
-        outcome::TRANSLATED,
-    );
+    ReturnError::new(&g.router, 11, 0, L4::Echo, whole).gives(&p, &g, outcome::TRANSLATED);
 }
 
 #[test]
@@ -229,96 +189,25 @@ fn errors_with_a_cut_datagram_keep_the_senders_checksum() {
     let g = gateway4();
     // RFC 792's minimum: the IP header and 8 bytes. UDP's checksum is in
     // them, TCP's is not.
-    return_error(
-        &p,
-        &g,
-        &g.far,
-        3,
-        3,
-        [0; 4],
-        L4::Udp,
-        Some((5000, 40000)),
-        28,
-        outcome::TRANSLATED_L4,
-    );
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        11,
-        0,
-        [0; 4],
-        L4::Tcp,
-        Some((5000, 40000)),
-        28,
-        outcome::TRANSLATED,
-    );
+    ReturnError::new(&g.far, 3, 3, L4::Udp, 28)
+        .ports((5000, 40000))
+        .gives(&p, &g, outcome::TRANSLATED_L4);
+    ReturnError::new(&g.router, 11, 0, L4::Tcp, 28)
+        .ports((5000, 40000))
+        .gives(&p, &g, outcome::TRANSLATED);
     // TCP cut right after its checksum field, and right before it.
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        11,
-        0,
-        [0; 4],
-        L4::Tcp,
-        None,
-        20 + 18,
-        outcome::TRANSLATED_L4,
-    );
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        11,
-        0,
-        [0; 4],
-        L4::Tcp,
-        None,
-        20 + 16,
-        outcome::TRANSLATED,
-    );
+    ReturnError::new(&g.router, 11, 0, L4::Tcp, 20 + 18).gives(&p, &g, outcome::TRANSLATED_L4);
+    ReturnError::new(&g.router, 11, 0, L4::Tcp, 20 + 16).gives(&p, &g, outcome::TRANSLATED);
     // Half the field: that byte stays as it came (as in Linux, which wants
     // the whole TCP header before it touches the checksum).
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        11,
-        0,
-        [0; 4],
-        L4::Tcp,
-        None,
-        20 + 17,
-        outcome::TRANSLATED,
-    );
+    ReturnError::new(&g.router, 11, 0, L4::Tcp, 20 + 17).gives(&p, &g, outcome::TRANSLATED);
     // Ports not asked for: only the embedded IP header is needed.
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        11,
-        0,
-        [0; 4],
-        L4::Tcp,
-        None,
-        20,
-        outcome::TRANSLATED,
-    );
+    ReturnError::new(&g.router, 11, 0, L4::Tcp, 20).gives(&p, &g, outcome::TRANSLATED);
     // Cut inside the whole TCP datagram's payload: the header checksum
     // field is there, the update gives the sender's checksum back.
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        11,
-        0,
-        [0; 4],
-        L4::Tcp,
-        Some((5000, 40000)),
-        20 + 20 + 5,
-        outcome::TRANSLATED_L4,
-    );
+    ReturnError::new(&g.router, 11, 0, L4::Tcp, 20 + 20 + 5)
+        .ports((5000, 40000))
+        .gives(&p, &g, outcome::TRANSLATED_L4);
 }
 
 #[test]
@@ -330,83 +219,28 @@ fn icmpv6_errors_come_back_translated() {
     let g = gateway6();
     let whole = 1000;
     // Packet too big, MTU 1280, embedding TCP.
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        2,
-        0,
-        [0, 0, 0x05, 0x00],
-        L4::Tcp,
-        None,
-        whole,
-        outcome::TRANSLATED_L4,
-    );
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        2,
-        0,
-        [0, 0, 0x05, 0x00],
-        L4::Tcp,
-        Some((5000, 40000)),
-        whole,
-        outcome::TRANSLATED_L4,
-    );
+    ReturnError::new(&g.router, 2, 0, L4::Tcp, whole)
+        .rest([0, 0, 0x05, 0x00])
+        .gives(&p, &g, outcome::TRANSLATED_L4);
+    ReturnError::new(&g.router, 2, 0, L4::Tcp, whole)
+        .rest([0, 0, 0x05, 0x00])
+        .ports((5000, 40000))
+        .gives(&p, &g, outcome::TRANSLATED_L4);
     // Port unreachable (code 4), embedding UDP, with the port.
-    return_error(
-        &p,
-        &g,
-        &g.far,
-        1,
-        4,
-        [0; 4],
-        L4::Udp,
-        Some((5000, 40000)),
-        whole,
-        outcome::TRANSLATED_L4,
-    );
+    ReturnError::new(&g.far, 1, 4, L4::Udp, whole)
+        .ports((5000, 40000))
+        .gives(&p, &g, outcome::TRANSLATED_L4);
     // Hop limit exceeded for a ping6: the embedded ICMPv6 checksum covers
     // the embedded addresses and is updated.
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        3,
-        0,
-        [0; 4],
-        L4::Echo,
-        None,
-        whole,
-        outcome::TRANSLATED_L4,
-    );
+    ReturnError::new(&g.router, 3, 0, L4::Echo, whole).gives(&p, &g, outcome::TRANSLATED_L4);
     // Parameter problem, pointer 6.
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        4,
-        0,
-        [0, 0, 0, 6],
-        L4::Udp,
-        None,
-        whole,
-        outcome::TRANSLATED_L4,
-    );
+    ReturnError::new(&g.router, 4, 0, L4::Udp, whole)
+        .rest([0, 0, 0, 6])
+        .gives(&p, &g, outcome::TRANSLATED_L4);
     // Cut: the IPv6 header and 8 bytes of TCP (no checksum field).
-    return_error(
-        &p,
-        &g,
-        &g.router,
-        3,
-        0,
-        [0; 4],
-        L4::Tcp,
-        Some((5000, 40000)),
-        48,
-        outcome::TRANSLATED,
-    );
+    ReturnError::new(&g.router, 3, 0, L4::Tcp, 48)
+        .ports((5000, 40000))
+        .gives(&p, &g, outcome::TRANSLATED);
 }
 
 /// The other direction: a host behind a `dnat` rule answers with an error;

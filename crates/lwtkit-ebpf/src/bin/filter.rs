@@ -6,6 +6,7 @@
 #![no_main]
 
 use aya_ebpf::{
+    bindings::__sk_buff,
     btf_maps::{PerCpuArray, RingBuf},
     helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_skb_load_bytes},
     macros::btf_map,
@@ -24,7 +25,7 @@ use lwtkit_ebpf::{
     counters::count,
     gpl_license, lwt_program, map_named,
     matcher::{base_of, decide, generation, rule_id, Decision, CELLS, CONFIG},
-    nat::{icmp_error_v4, is_icmp_error_v4, rewrite_v4, rewrite_v6, Side},
+    nat::{icmp_error_v4, icmp_error_v6, is_icmp_error_v4, is_icmp_error_v6, rewrite_v4, rewrite_v6, NatScratch, Side},
     parse::{parse, PacketKey},
 };
 
@@ -143,22 +144,16 @@ fn act<const HOOK: u8>(ctx: &SkBuffContext, key: &PacketKey, d: &Decision, kind:
                 tally(Tally::Failed);
                 return (BPF_DROP, ev::FAILED);
             }
-            let (side, port) = if kind == ak::SNAT {
-                (Side::Src, None)
-            } else {
-                (Side::Dst, if a.flags & af::PORT != 0 && whole { Some(a.port) } else { None })
-            };
+            let what = u32::from(kind == ak::DNAT) * NAT_DNAT
+                | u32::from(whole) * NAT_WHOLE
+                | (key.dims[dim::PROTO] & 0xff) << 8
+                | (key.dims[dim::SPORT] & 0xff) << 16;
             let done = if key.v6 {
-                let l4 = if whole { Some((key.dims[dim::PROTO] as u8, key.l4_off as usize)) } else { None };
-                rewrite_v6(ctx, side, &a.addr, a.plen, a.npt_word, a.npt_adj, l4, port)
-            } else if whole && is_icmp_error_v4(key.dims[dim::PROTO], key.dims[dim::SPORT]) {
-                // An ICMP error carries the packet that caused it, whose
-                // addresses mirror the outer ones: translated together.
-                icmp_error_v4(ctx, side, a.addr[0], a.plen).unwrap_or_else(|| rewrite_v4(ctx, side, a.addr[0], a.plen, port))
+                filter_nat6(ctx.skb.skb, d.base, d.slot, what, key.l4_off)
             } else {
-                rewrite_v4(ctx, side, a.addr[0], a.plen, port)
+                filter_nat4(ctx.skb.skb, d.base, d.slot, what)
             };
-            if done.is_err() {
+            if done != NAT_DONE {
                 tally(Tally::Failed);
                 return (BPF_DROP, ev::FAILED);
             }
@@ -210,6 +205,99 @@ fn act<const HOOK: u8>(ctx: &SkBuffContext, key: &PacketKey, d: &Decision, kind:
             (BPF_DROP, ev::FAILED)
         }
     }
+}
+
+/// Scratch memory of [`filter_nat`]'s ICMP error translations, per CPU.
+#[btf_map]
+static NAT_SCRATCH: PerCpuArray<NatScratch, 1> = PerCpuArray::new();
+map_named!(NAT_SCRATCH, maps::filter::NAT_SCRATCH);
+
+/// [`filter_nat`]'s `what`: a dnat (else snat); the packet has its L4
+/// header (not a later fragment). Bits 8-15 hold the protocol, 16-23 the
+/// ICMP type (the low byte of the key's source port).
+const NAT_DNAT: u32 = 1;
+const NAT_WHOLE: u32 = 2;
+/// [`filter_nat`]'s results: translated; a helper failed (drop).
+const NAT_DONE: u32 = 0;
+const NAT_FAILED: u32 = 1;
+
+/// The address translation of the snat/dnat rule in counter slot `slot`
+/// of the generation at `base` (its record read here), for a packet as
+/// `what` says, its L4 header at `l4_off`: an IPv4 or IPv6 rewrite, or an
+/// ICMP/ICMPv6 error translated whole (the embedded packet with it).
+///
+/// A global BPF function: the verifier checks it once, for any arguments
+/// (the context and scalars), instead of once per path the matcher leaves
+/// by, which took the program past the verifier's million instructions;
+/// and its stack frame is its own (inlined, the translation's buffers and
+/// `judge`'s exceeded LLVM's 512-byte frame). The two frames together must
+/// still fit 512 bytes (the verifier adds them up): an ICMP error's
+/// translation and addresses live in [`NAT_SCRATCH`], and each family has
+/// a function (and frame) of its own, [`filter_nat4`] and [`filter_nat6`].
+#[inline(always)]
+fn filter_nat<const V6: bool>(skb: *mut __sk_buff, base: u32, slot: u32, what: u32, l4_off: u32) -> u32 {
+    let ctx = SkBuffContext::new(skb);
+    let d = Decision { matched: true, slot, flags: 0, base };
+    let Some(a) = action_of(&d) else { return NAT_FAILED };
+    let whole = what & NAT_WHOLE != 0;
+    let (side, port) = if what & NAT_DNAT == 0 {
+        (Side::Src, None)
+    } else {
+        (Side::Dst, if a.flags & af::PORT != 0 && whole { Some(a.port) } else { None })
+    };
+    let proto = (what >> 8) & 0xff;
+    let icmp_type = (what >> 16) & 0xff;
+    let done = if V6 {
+        let mut error = None;
+        if whole && is_icmp_error_v6(proto, icmp_type) {
+            if let Some(s) = NAT_SCRATCH.get_ptr_mut(0) {
+                // SAFETY: this CPU's scratch; nothing else uses it meanwhile.
+                let s = unsafe { &mut *s };
+                // An ICMPv6 error carries the packet that caused it, whose
+                // addresses mirror the outer ones: translated together.
+                error = icmp_error_v6(&ctx, side, l4_off as usize, &a.addr, a.plen, a.npt_word, a.npt_adj, s);
+            }
+        }
+        match error {
+            Some(r) => r,
+            None => {
+                let l4 = if whole { Some((proto as u8, l4_off as usize)) } else { None };
+                rewrite_v6(&ctx, side, &a.addr, a.plen, a.npt_word, a.npt_adj, l4, port)
+            }
+        }
+    } else if whole && is_icmp_error_v4(proto, icmp_type) {
+        // An ICMP error carries the packet that caused it, whose
+        // addresses mirror the outer ones: translated together.
+        let error = match NAT_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: this CPU's scratch; nothing else uses it meanwhile.
+            Some(s) => icmp_error_v4(&ctx, side, a.addr[0], a.plen, unsafe { &mut *s }),
+            None => None,
+        };
+        error.unwrap_or_else(|| rewrite_v4(&ctx, side, a.addr[0], a.plen, port))
+    } else {
+        rewrite_v4(&ctx, side, a.addr[0], a.plen, port)
+    };
+    if done.is_ok() {
+        NAT_DONE
+    } else {
+        NAT_FAILED
+    }
+}
+
+/// [`filter_nat`] of an IPv4 packet (whose L4 offset the rewrite reads
+/// from the header: an argument it did not use would be left unset by the
+/// compiler, which the verifier refuses).
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn filter_nat4(skb: *mut __sk_buff, base: u32, slot: u32, what: u32) -> u32 {
+    filter_nat::<false>(skb, base, slot, what, 0)
+}
+
+/// [`filter_nat`] of an IPv6 packet.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn filter_nat6(skb: *mut __sk_buff, base: u32, slot: u32, what: u32, l4_off: u32) -> u32 {
+    filter_nat::<true>(skb, base, slot, what, l4_off)
 }
 
 /// Which ActionStats counter an action moves.
