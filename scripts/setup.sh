@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # Installs what lwtkit needs to build and run, idempotently: Debian packages,
 # the pinned nightly with rust-src, bpf-linker against LLVM 22, and bpffs.
+# `--packaging` also installs cargo-deb (scripts/package-deb.sh asks for it;
+# the default setup does not spend the build).
 set -euo pipefail
+
+PACKAGING=0
+for arg in "$@"; do
+    case "$arg" in
+        --packaging) PACKAGING=1 ;;
+        *) echo "setup: unknown argument $arg (known: --packaging)" >&2; exit 2 ;;
+    esac
+done
 
 NIGHTLY="nightly-2026-05-19"
 LLVM_MAJOR=22
@@ -38,7 +48,14 @@ if ! command -v bpf-linker >/dev/null || ! bpf-linker --version 2>/dev/null | gr
         cargo install --locked bpf-linker --version '^0.13' --no-default-features --features "llvm-${LLVM_MAJOR}"
 fi
 
-if ! mount | grep -q ' /sys/fs/bpf type bpf'; then
+if ((PACKAGING)) && ! cargo deb --version >/dev/null 2>&1; then
+    log "installing cargo-deb (about 2 minutes)"
+    cargo install --locked cargo-deb
+fi
+
+# LWTKIT_SETUP_NO_BPFFS=1: a container image build, where nothing can be
+# mounted and the build needs no bpffs.
+if [[ -z ${LWTKIT_SETUP_NO_BPFFS:-} ]] && ! mount | grep -q ' /sys/fs/bpf type bpf'; then
     log "mounting bpffs on /sys/fs/bpf"
     mount -t bpf bpf /sys/fs/bpf
 fi

@@ -332,11 +332,14 @@ pub enum FilterVerb {
         #[arg(long, value_enum, default_value = "drop")]
         malformed: MalformedArg,
     },
-    /// Change what a policy does with non-first fragments and malformed packets.
+    /// Change a policy's default verdict, or what it does with non-first fragments and malformed packets.
     #[command(group(clap::ArgGroup::new("setting").required(true).multiple(true)))]
     Set {
         /// The policy's name.
         name: String,
+        /// The verdict for packets no rule matches: allow or drop.
+        #[arg(long, value_enum, group = "setting")]
+        default: Option<VerdictArg>,
         /// Non-first fragments: pass or drop.
         #[arg(long, value_enum, group = "setting")]
         fragments: Option<FragmentsArg>,

@@ -489,3 +489,129 @@ remote = "10.0.0.3"
         );
     }
 }
+
+#[test]
+fn a_new_default_verdict_in_the_file_is_set_live_on_every_route_of_the_policy() {
+    require_root!();
+    let pair = Pair::new("cfgdef");
+    let (a, b) = (&pair.a, &pair.b);
+    serve_tcp(b, &["10.0.0.3:8080", "10.0.0.3:8081"]);
+    let text = |default: &str| {
+        format!(
+            r#"
+[[filter]]
+name = "web"
+default = "{default}"
+rules = ["proto tcp dport 8080 drop"]
+attach = [
+  {{ route = "10.0.0.3/32", dev = "va", hook = "xmit" }},
+  {{ route = "10.0.0.0/24", dev = "va", hook = "out" }},
+]
+"#
+        )
+    };
+    let allow = write("default-allow", &text("allow"));
+    a.lwt_ok(&["apply", "-f", p(&allow)]);
+    assert!(tcp_works_soon(a, "10.0.0.3:8081"));
+    assert!(!tcp_works(a, "10.0.0.3:8080"), "the rule drops 8080");
+    let ids = program_ids(a);
+
+    let drop = write("default-drop", &text("drop"));
+    let out = a.lwt(&["diff", "-f", p(&drop)]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("default allow -> drop"), "{said}");
+
+    let done = json(&a.lwt_ok(&["apply", "-j", "-f", p(&drop)]));
+    let changes = done["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 1, "one change: {done}");
+    assert_eq!(changes[0]["object"], "policy web");
+    assert_eq!(changes[0]["action"], "update");
+    // Live, in the map every attachment reads: the routes keep their programs.
+    assert_eq!(program_ids(a), ids, "no route was touched");
+    assert!(!tcp_works(a, "10.0.0.3:8081"), "no rule allows 8081 now");
+    assert!(!tcp_works(a, "10.0.0.3:8080"));
+    let shown = json(&a.lwt_ok(&["filter", "show", "web", "-j"]));
+    assert_eq!(shown["default"], "drop", "{shown}");
+    assert_eq!(shown["attachments"].as_array().map(Vec::len), Some(2));
+    assert_eq!(a.lwt(&["diff", "-f", p(&drop)]).status.code(), Some(0));
+    assert!(a.findings().is_empty(), "{:?}", a.findings());
+
+    // And back.
+    a.lwt_ok(&["apply", "-f", p(&allow)]);
+    assert!(tcp_works_soon(a, "10.0.0.3:8081"));
+    assert!(!tcp_works(a, "10.0.0.3:8080"));
+}
+
+/// Compiles `examples/bpf/drop_tcp_8080.c` dropping TCP to `port` into
+/// `out` (the same path for both builds: a rebuild in place).
+fn build_drop(port: u16, out: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bpf/drop_tcp_8080.c");
+    let text = std::fs::read_to_string(&src).expect("example source");
+    let changed = text.replace("bswap16(8080)", &format!("bswap16({port})"));
+    assert_ne!(port == 8080, changed != text, "the port is in the source");
+    let c = out.with_extension("c");
+    std::fs::write(&c, changed).expect("write source");
+    let arch_include = format!("-I/usr/include/{}-linux-gnu", std::env::consts::ARCH);
+    let built = std::process::Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", &arch_include, "-c"])
+        .arg(&c)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .expect("clang is installed (scripts/setup.sh)");
+    assert!(built.status.success(), "{built:?}");
+}
+
+#[test]
+fn an_object_rebuilt_at_the_same_path_is_a_change_that_apply_loads() {
+    require_root!();
+    let pair = Pair::new("cfgobj");
+    let (a, b) = (&pair.a, &pair.b);
+    serve_tcp(b, &["10.0.0.3:8080", "10.0.0.3:8081"]);
+    let dir = std::env::temp_dir().join(format!("lwtkit-config-obj-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let obj = dir.join("drop.o");
+    build_drop(8080, &obj);
+    let file = write(
+        "rebuilt",
+        &format!(
+            r#"
+[[attach]]
+route = "10.0.0.3/32"
+dev = "va"
+hook = "xmit"
+obj = "{}"
+section = "lwt_xmit"
+"#,
+            p(&obj)
+        ),
+    );
+    a.lwt_ok(&["apply", "-f", p(&file)]);
+    assert!(tcp_works_soon(a, "10.0.0.3:8081"));
+    assert!(!tcp_works(a, "10.0.0.3:8080"));
+    assert_eq!(a.lwt(&["diff", "-f", p(&file)]).status.code(), Some(0));
+    let ids = program_ids(a);
+
+    // Rebuilt in place: the same path and section, other bytes.
+    build_drop(8081, &obj);
+    let out = a.lwt(&["diff", "-f", p(&file)]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("the file changed since it was attached"),
+        "{said}"
+    );
+    let done = json(&a.lwt_ok(&["apply", "-j", "-f", p(&file)]));
+    assert_eq!(done["changes"].as_array().map(Vec::len), Some(1), "{done}");
+    assert_ne!(program_ids(a), ids, "the new build was loaded");
+    assert!(
+        tcp_works_soon(a, "10.0.0.3:8080"),
+        "the new build lets 8080 through"
+    );
+    assert!(!tcp_works(a, "10.0.0.3:8081"), "and drops 8081");
+    assert_eq!(a.lwt(&["diff", "-f", p(&file)]).status.code(), Some(0));
+    let second = json(&a.lwt_ok(&["apply", "-j", "-f", p(&file)]));
+    assert_eq!(second["changes"], serde_json::json!([]), "{second}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -517,7 +517,7 @@ fn filter_cases() -> Vec<Case> {
         case(
             "filter-set:config",
             &["filter create web"],
-            "filter set web --fragments drop --malformed default",
+            "filter set web --default drop --fragments drop --malformed default",
             &["filter delete web"],
         ),
     ]

@@ -462,6 +462,7 @@ pub fn attach_with(
             .has_counters()
             .then(|| live.join(pins::program::COUNTERS)),
         origin: loaded.origin.clone(),
+        object_sha256: loaded.object_sha256.clone(),
     };
     let created = existing.is_none() || stand_in;
     let mut new_record = record.clone().unwrap_or_else(|| RouteRecord {

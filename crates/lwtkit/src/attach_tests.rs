@@ -56,6 +56,7 @@ fn hook(name: &str, origin: Origin) -> HookRecord {
         pin: format!("/nonexistent/{name}").into(),
         counters: None,
         origin,
+        object_sha256: None,
     }
 }
 

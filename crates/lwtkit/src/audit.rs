@@ -306,6 +306,7 @@ mod tests {
                     pin: "/pins/254_10_0_0_9_32/out/prog".into(),
                     counters: None,
                     origin,
+                    object_sha256: None,
                 },
             )]),
             mtu_hook: None,

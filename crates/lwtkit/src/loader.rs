@@ -123,6 +123,8 @@ pub struct LoadedProgram {
     /// The name the route will carry.
     pub route_name: String,
     pub origin: Origin,
+    /// SHA-256 (hex) of the object file it came from (objects only).
+    pub object_sha256: Option<String>,
     /// Kept alive so the counters map can be pinned.
     object: Option<Object>,
     counters_map: Option<&'static str>,
@@ -166,6 +168,7 @@ impl LoadedProgram {
             pin,
             counters,
             origin: self.origin.clone(),
+            object_sha256: self.object_sha256.clone(),
         })
     }
 }
@@ -227,6 +230,7 @@ fn load_any(source: &ProgramSource, hook: Hook) -> Result<LoadedProgram> {
             fd,
             route_name: name.clone(),
             origin: origin.clone(),
+            object_sha256: None,
             object: None,
             counters_map: None,
         });
@@ -294,6 +298,7 @@ fn load_builtin(spec: &BuiltinSpec, hook: Hook) -> Result<LoadedProgram> {
         fd,
         route_name,
         origin: spec.origin.clone(),
+        object_sha256: None,
         object: Some(object),
         counters_map: b.counters_map,
     })
@@ -328,6 +333,29 @@ fn prepare_maps(open: &mut OpenObject, spec: &BuiltinSpec, route_name: &str) -> 
         .into());
     }
     Ok(())
+}
+
+/// SHA-256 (hex) of the object file at `path`: what `lwt apply` compares
+/// with the digest recorded at attach to see a file rebuilt in place.
+pub fn object_digest(path: &Path) -> Result<String> {
+    let err = |reason: String| LoadError::Object {
+        path: path.into(),
+        reason,
+    };
+    // As `select_in_file` says it.
+    if !path.is_file() {
+        return Err(err("no such file".into()).into());
+    }
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    Ok(digest_hex(&bytes))
+}
+
+fn digest_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Which program of the object file `attach` would load for `hook`, and
@@ -419,6 +447,9 @@ fn load_object_file(
     prog_type: Option<Hook>,
     hook: Hook,
 ) -> Result<LoadedProgram> {
+    // Read before the file is opened: a rebuild in between then shows as
+    // a changed file to the next `lwt apply`, never as the same one.
+    let object_sha256 = Some(object_digest(path)?);
     let (mut open, chosen, ty) = select_in_file(path, section, program, prog_type, hook)?;
     let base = path
         .file_name()
@@ -437,6 +468,7 @@ fn load_object_file(
             path: absolute(path),
             section: chosen.section.clone(),
         },
+        object_sha256,
         object: Some(object),
         counters_map: None,
     })
@@ -471,6 +503,7 @@ fn load_pinned(path: &Path, hook: Hook) -> Result<LoadedProgram> {
         origin: Origin::Pinned {
             path: absolute(path),
         },
+        object_sha256: None,
         object: None,
         counters_map: None,
     })
@@ -573,10 +606,15 @@ pub fn load_seg6local(source: &EndBpfSource) -> Result<LoadedProgram> {
         EndBpfSource::Object { .. } => format!("{label}#{id}"),
     };
     check_name(&route_name)?;
+    let object_sha256 = match source {
+        EndBpfSource::Object { .. } => Some(digest_hex(&bytes)),
+        EndBpfSource::Builtin { .. } => None,
+    };
     Ok(LoadedProgram {
         fd,
         route_name,
         origin,
+        object_sha256,
         object: Some(object),
         counters_map,
     })

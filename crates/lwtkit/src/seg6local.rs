@@ -139,6 +139,10 @@ pub struct SidRecord {
     /// written before it was kept: main, the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dt6_table: Option<u32>,
+    /// SHA-256 (hex) of the object file of an object's program (as
+    /// [`crate::state::HookRecord::object_sha256`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_sha256: Option<String>,
 }
 
 /// A SID as `lwt seg6local add/list` show it, in the keys every verb
@@ -271,6 +275,7 @@ pub fn add_in(txn: &Txn, rtnl: &mut Rtnl, req: &Seg6Request) -> Result<SidRecord
             .then(|| live.join(pins::program::COUNTERS)),
         dt6_table: (req.builtin.as_deref() == Some("end-dt6"))
             .then(|| req.dt6_table.unwrap_or(RT_TABLE_MAIN)),
+        object_sha256: loaded.object_sha256.clone(),
     };
     let mut intent = Intent::new(
         "lwt seg6local add",

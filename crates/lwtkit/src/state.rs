@@ -96,6 +96,11 @@ pub struct HookRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counters: Option<PathBuf>,
     pub origin: Origin,
+    /// SHA-256 (hex) of the object file the program was loaded from, read
+    /// before it was opened: `lwt apply` tells a file rebuilt at the same
+    /// path by it. `None` for built-ins, pins and records older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_sha256: Option<String>,
 }
 
 /// One route lwtkit manages.

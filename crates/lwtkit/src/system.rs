@@ -128,8 +128,29 @@ fn ns_id(file: &File) -> std::result::Result<u64, i32> {
 /// is in, those bind-mounted anywhere (`ip netns`, container runtimes:
 /// nsfs mounts in any mount namespace) and those held open by a file
 /// descriptor. `None` when the kernel cannot tell a namespace's cookie
-/// from outside it (no `NS_GET_ID`).
+/// from outside it (no `NS_GET_ID`), or when some task's namespace is out
+/// of sight: this process is in a PID namespace of its own (a container
+/// without the host's PIDs), or the kernel refused a task's
+/// /proc/PID/task/TID/ns/net (a ptrace access check, which a process with
+/// fewer capabilities than the task fails, as under a systemd unit's
+/// CapabilityBoundingSet) and that task is not in a namespace a visible
+/// task is in. A namespace out of sight is not proven dead.
 pub fn live_netns_cookies() -> Option<std::collections::HashSet<u64>> {
+    if !in_initial_pid_namespace() {
+        tracing::debug!("not in the initial PID namespace: some tasks are out of sight");
+        return None;
+    }
+    // Which namespace a task is in, told by the inode of its /proc/.../net/dev
+    // (each namespace's proc entries are its own), which no ptrace check
+    // guards: refused tasks are matched against visible ones by it.
+    let net_dev = |task: &Path| {
+        std::fs::metadata(task.join("net/dev"))
+            .map(|m| m.ino())
+            .ok()
+    };
+    let mut visible_nets: std::collections::HashSet<u64> =
+        net_dev(Path::new("/proc/self")).into_iter().collect();
+    let mut refused: Vec<PathBuf> = Vec::new();
     let mut candidates: std::collections::HashMap<u64, PathBuf> = Default::default();
     let mut mount_namespaces = std::collections::HashSet::new();
     let nsfs_dev = std::fs::metadata("/proc/self/ns/net")
@@ -155,7 +176,16 @@ pub fn live_netns_cookies() -> Option<std::collections::HashSet<u64>> {
             }
             if let Ok(tasks) = std::fs::read_dir(dir.join("task")) {
                 for t in tasks.flatten() {
-                    consider(t.path().join("ns/net"));
+                    let task = t.path();
+                    match std::fs::metadata(task.join("ns/net")) {
+                        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                            refused.push(task);
+                            continue;
+                        }
+                        Ok(_) => visible_nets.extend(net_dev(&task)),
+                        Err(_) => {}
+                    }
+                    consider(task.join("ns/net"));
                 }
             }
             if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
@@ -190,6 +220,16 @@ pub fn live_netns_cookies() -> Option<std::collections::HashSet<u64>> {
             consider(n.path());
         }
     }
+    if let Some(task) = refused
+        .iter()
+        .find(|t| !net_dev(t).is_some_and(|n| visible_nets.contains(&n)))
+    {
+        tracing::debug!(
+            "{} refused (no CAP_SYS_PTRACE over it) and in a namespace no visible task is in",
+            task.display()
+        );
+        return None;
+    }
     let mut live = std::collections::HashSet::new();
     for path in candidates.values() {
         let Ok(file) = File::open(path) else {
@@ -206,6 +246,14 @@ pub fn live_netns_cookies() -> Option<std::collections::HashSet<u64>> {
     // Our own namespace, whatever the scan saw.
     live.insert(netns_cookie().ok()?);
     Some(live)
+}
+
+/// Whether this process is in the initial PID namespace, whose /proc shows
+/// every task (the kernel gives the initial namespaces fixed inode
+/// numbers: `PROC_PID_INIT_INO`).
+fn in_initial_pid_namespace() -> bool {
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == PROC_PID_INIT_INO)
 }
 
 /// The named namespace (`/run/netns/NAME`) this process is in, if any.

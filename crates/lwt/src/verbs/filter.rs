@@ -33,6 +33,15 @@ impl<'a> RuleOut<'a> {
     }
 }
 
+impl From<VerdictArg> for Verdict {
+    fn from(a: VerdictArg) -> Self {
+        match a {
+            VerdictArg::Allow => Verdict::Allow,
+            VerdictArg::Drop => Verdict::Drop,
+        }
+    }
+}
+
 impl From<FragmentsArg> for Fragments {
     fn from(a: FragmentsArg) -> Self {
         match a {
@@ -60,12 +69,8 @@ pub fn run(v: FilterVerb, out: &Output) -> anyhow::Result<()> {
             fragments,
             malformed,
         } => {
-            let default = match default {
-                VerdictArg::Allow => Verdict::Allow,
-                VerdictArg::Drop => Verdict::Drop,
-            };
             let handling = Handling {
-                default,
+                default: default.into(),
                 fragments: fragments.into(),
                 malformed: malformed.into(),
             };
@@ -91,16 +96,22 @@ pub fn run(v: FilterVerb, out: &Output) -> anyhow::Result<()> {
         }
         FilterVerb::Set {
             name,
+            default,
             fragments,
             malformed,
         } => {
-            let p = manage::set(&name, fragments.map(Into::into), malformed.map(Into::into))?;
+            let p = manage::set(
+                &name,
+                default.map(Into::into),
+                fragments.map(Into::into),
+                malformed.map(Into::into),
+            )?;
             out.emit(
-                &serde_json::json!({ "policy": p.name, "fragments": p.fragments, "malformed": p.malformed }),
+                &serde_json::json!({ "policy": p.name, "default": p.default, "fragments": p.fragments, "malformed": p.malformed }),
                 |_| {
                     format!(
-                        "policy {}: fragments {}, malformed {}",
-                        p.name, p.fragments, p.malformed
+                        "policy {}: default {}, fragments {}, malformed {}",
+                        p.name, p.default.as_str(), p.fragments, p.malformed
                     )
                 },
             )

@@ -58,6 +58,7 @@ mod tests {
             pin: "/pins/seg6local/254_fc00__b_128/prog".into(),
             counters: None,
             dt6_table: None,
+            object_sha256: None,
         }
     }
 

@@ -173,6 +173,7 @@ mod tests {
                     pin: "/p".into(),
                     counters: None,
                     origin,
+                    object_sha256: None,
                 },
             )]
             .into(),

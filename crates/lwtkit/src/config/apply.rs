@@ -3,7 +3,7 @@
 //! decapsulator's or SID's add/del) inside the apply's one transaction,
 //! so each is atomic and crash-safe as that verb is, and a killed apply
 //! converges on the next.
-use super::plan::{Change, Desired, Op, Program, SidProgram};
+use super::plan::{Change, Desired, Op, Program, SidProgram, WantedPolicy};
 use crate::{
     attach::{self, AttachRequest, DetachRequest},
     encap::{self, decap, EncapRequest},
@@ -18,6 +18,14 @@ use crate::{
 
 fn missing(what: String) -> Error {
     Error::Invalid(format!("the plan names {what}, which the file does not"))
+}
+
+/// The policy `name` as the file states it.
+fn wanted_policy<'a>(desired: &'a Desired, name: &str) -> Result<&'a WantedPolicy> {
+    desired
+        .policies
+        .get(name)
+        .ok_or_else(|| missing(format!("policy {name}")))
 }
 
 /// Runs one change.
@@ -42,10 +50,7 @@ pub fn run(txn: &Txn, rtnl: &mut Rtnl, desired: &Desired, change: &Change) -> Re
         Op::DelSid(route) => seg6local::del_in(txn, rtnl, route.dst, Some(route.table)).map(|_| ()),
         Op::DelDecap(dev) => decap::del_in(txn, dev),
         Op::CreatePolicy(name) => {
-            let want = desired
-                .policies
-                .get(name)
-                .ok_or_else(|| missing(format!("policy {name}")))?;
+            let want = wanted_policy(desired, name)?;
             policies.create_with(txn, name, want.handling, want.capacity)?;
             if !want.rules.is_empty() {
                 policies.replace(txn, name, want.rules.clone())?;
@@ -53,24 +58,19 @@ pub fn run(txn: &Txn, rtnl: &mut Rtnl, desired: &Desired, change: &Change) -> Re
             Ok(())
         }
         Op::SetPolicy(name) => {
-            let want = desired
-                .policies
-                .get(name)
-                .ok_or_else(|| missing(format!("policy {name}")))?;
+            let want = wanted_policy(desired, name)?;
             policies
                 .set_handling(
                     txn,
                     name,
+                    Some(want.handling.default),
                     Some(want.handling.fragments),
                     Some(want.handling.malformed),
                 )
                 .map(|_| ())
         }
         Op::ReplaceRules(name) => {
-            let want = desired
-                .policies
-                .get(name)
-                .ok_or_else(|| missing(format!("policy {name}")))?;
+            let want = wanted_policy(desired, name)?;
             policies.replace(txn, name, want.rules.clone()).map(|_| ())
         }
         Op::DeletePolicy(name) => policies.delete(txn, name),
@@ -113,6 +113,7 @@ pub fn run(txn: &Txn, rtnl: &mut Rtnl, desired: &Desired, change: &Change) -> Re
                     section,
                     program,
                     prog_type,
+                    ..
                 } => ProgramSource::Object {
                     path: path.clone(),
                     // The section the file's selection resolved to, unless
@@ -158,6 +159,7 @@ pub fn run(txn: &Txn, rtnl: &mut Rtnl, desired: &Desired, change: &Change) -> Re
                     path,
                     section,
                     force_type,
+                    ..
                 } => (
                     None,
                     Some((path.clone(), Some(section.clone()))),

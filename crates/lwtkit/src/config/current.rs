@@ -25,7 +25,7 @@ use crate::{
         ops::RouteKey,
     },
     seg6local::SidRecord,
-    state::{NetnsState, Origin, RouteRecord},
+    state::{HookRecord, NetnsState, Origin, RouteRecord},
 };
 
 fn describe(m: &Marks) -> String {
@@ -55,9 +55,9 @@ fn gateway(route: &RouteMessage) -> Option<std::net::IpAddr> {
     })
 }
 
-/// The program a hook's origin names (`None`: a tunnel's).
-fn program_of(origin: &Origin, hook: Hook) -> Option<Program> {
-    Some(match origin {
+/// The program a hook's record names (`None`: a tunnel's).
+fn program_of(h: &HookRecord, hook: Hook) -> Option<Program> {
+    Some(match &h.origin {
         Origin::Builtin { name } => Program::Builtin(name.clone()),
         Origin::Object { path, section } => Program::Object {
             path: path.clone(),
@@ -65,6 +65,7 @@ fn program_of(origin: &Origin, hook: Hook) -> Option<Program> {
             program: None,
             // A section libbpf does not give this hook's type was forced.
             prog_type: (Hook::from_section(section) != Some(hook)).then_some(hook),
+            digest: h.object_sha256.clone(),
         },
         Origin::Pinned { path } => Program::Pinned(path.clone()),
         Origin::Filter { policy } => Program::Filter(policy.clone()),
@@ -78,6 +79,7 @@ fn sid_program(r: &SidRecord) -> SidProgram {
             path: path.clone(),
             section: section.clone(),
             force_type: section != lwtkit_common::maps::sections::LWT_SEG6LOCAL,
+            digest: r.object_sha256.clone(),
         },
         Origin::Builtin { name } => SidProgram::Builtin {
             name: name.clone(),
@@ -113,7 +115,7 @@ pub fn current(ns: &Namespace, rtnl: &mut Rtnl) -> Result<Current> {
             .filter(|_| rec.original.is_none())
             .and_then(gateway);
         for (hook, h) in &rec.hooks {
-            let Some(program) = program_of(&h.origin, *hook) else {
+            let Some(program) = program_of(h, *hook) else {
                 continue;
             };
             c.hooks.insert(

@@ -179,6 +179,7 @@ fn attach_entry(e: &AttachEntry, base: &Path) -> Result<(RouteId, Hook, WantedHo
                 e.hook,
             )?;
             Program::Object {
+                digest: Some(loader::object_digest(&path)?),
                 path,
                 section,
                 program: e.program.clone(),
@@ -411,6 +412,7 @@ fn sid_entry(e: &SidEntry, base: &Path) -> Result<(RouteId, WantedSid)> {
         }
         (None, Some((path, section))) => SidProgram::Object {
             section: loader::resolve_seg6local_object(path, section.as_deref(), force_type)?,
+            digest: Some(loader::object_digest(path)?),
             path: path.clone(),
             force_type,
         },

@@ -139,6 +139,7 @@ pub fn export(current: &Current) -> ConfigFile {
                 path,
                 section,
                 force_type,
+                ..
             } => {
                 e.obj = Some(path.clone());
                 e.section = Some(section.clone());

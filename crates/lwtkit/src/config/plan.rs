@@ -28,7 +28,66 @@ impl std::fmt::Display for RouteId {
     }
 }
 
-/// The program on a hook, as compared (objects by path and section).
+/// An object file's program as compared: the file, the section the
+/// file's selection resolved to, and the file's content (SHA-256, hex).
+#[derive(Clone, Copy, Debug)]
+pub struct ObjectRef<'a> {
+    pub path: &'a std::path::Path,
+    pub section: &'a str,
+    pub digest: Option<&'a str>,
+}
+
+impl ObjectRef<'_> {
+    /// The same file's same section with the same content. How the file
+    /// selects the program does not matter once it resolved; a digest the
+    /// record lacks (attached before lwtkit kept them) is no difference.
+    fn same(&self, other: &ObjectRef<'_>) -> bool {
+        self.path == other.path
+            && self.section == other.section
+            && match (self.digest, other.digest) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+
+    /// The same file and section, its content changed since the attach.
+    fn rebuilt(&self, other: &ObjectRef<'_>) -> bool {
+        self.path == other.path && self.section == other.section && !self.same(other)
+    }
+}
+
+/// A hook's or a SID's program, compared by [`same_program`].
+trait Compared: PartialEq {
+    /// The object file's program, when it is one.
+    fn object(&self) -> Option<ObjectRef<'_>>;
+}
+
+/// Whether two programs are the same for the kernel: objects as
+/// [`ObjectRef`] says, everything else by equality.
+fn same_program<P: Compared>(a: &P, b: &P) -> bool {
+    match (a.object(), b.object()) {
+        (Some(x), Some(y)) => x.same(&y),
+        _ => a == b,
+    }
+}
+
+/// What differs between the held and the wanted program, in words.
+fn program_change<P: Compared + std::fmt::Display>(held: &P, want: &P) -> String {
+    match (held.object(), want.object()) {
+        (Some(h), Some(w)) if h.rebuilt(&w) => format!(
+            "{held}: the file changed since it was attached (sha256 {} -> {})",
+            short(h.digest),
+            short(w.digest)
+        ),
+        _ => format!("{held} -> {want}"),
+    }
+}
+
+fn short(digest: Option<&str>) -> &str {
+    digest.map_or("?", |d| d.get(..12).unwrap_or(d))
+}
+
+/// The program on a hook, as compared (objects by path, section and content).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Program {
     Builtin(String),
@@ -38,6 +97,8 @@ pub enum Program {
         /// How the file selects it (kept for the attach itself).
         program: Option<String>,
         prog_type: Option<Hook>,
+        /// SHA-256 of the file (`None`: a record older than digests).
+        digest: Option<String>,
     },
     Pinned(std::path::PathBuf),
     Filter(String),
@@ -51,24 +112,22 @@ impl Program {
             _ => Owner::Attach,
         }
     }
+}
 
-    /// Whether two programs are the same for the kernel (how the file
-    /// selects an object's program does not matter once it resolved).
-    fn same(&self, other: &Program) -> bool {
-        match (self, other) {
-            (
-                Program::Object {
-                    path: a,
-                    section: s,
-                    ..
-                },
-                Program::Object {
-                    path: b,
-                    section: t,
-                    ..
-                },
-            ) => a == b && s == t,
-            (a, b) => a == b,
+impl Compared for Program {
+    fn object(&self) -> Option<ObjectRef<'_>> {
+        match self {
+            Program::Object {
+                path,
+                section,
+                digest,
+                ..
+            } => Some(ObjectRef {
+                path,
+                section,
+                digest: digest.as_deref(),
+            }),
+            _ => None,
         }
     }
 }
@@ -125,25 +184,25 @@ pub enum SidProgram {
         path: std::path::PathBuf,
         section: String,
         force_type: bool,
+        /// SHA-256 of the file (`None`: a record older than digests).
+        digest: Option<String>,
     },
 }
 
-impl SidProgram {
-    fn same(&self, other: &SidProgram) -> bool {
-        match (self, other) {
-            (
-                SidProgram::Object {
-                    path: a,
-                    section: s,
-                    ..
-                },
-                SidProgram::Object {
-                    path: b,
-                    section: t,
-                    ..
-                },
-            ) => a == b && s == t,
-            (a, b) => a == b,
+impl Compared for SidProgram {
+    fn object(&self) -> Option<ObjectRef<'_>> {
+        match self {
+            SidProgram::Object {
+                path,
+                section,
+                digest,
+                ..
+            } => Some(ObjectRef {
+                path,
+                section,
+                digest: digest.as_deref(),
+            }),
+            SidProgram::Builtin { .. } => None,
         }
     }
 }
@@ -390,21 +449,14 @@ pub fn plan(desired: &Desired, current: &Current, prune: bool) -> Result<Plan, U
                 op: Op::CreatePolicy(name.clone()),
             }),
             Some(held) => {
-                if held.handling.default != want.handling.default {
-                    return Err(Unplannable(format!(
-                        "policy {name}: the file's default verdict is {}, the policy's {}; a policy's default cannot change in place (give the policy another name in the file: its routes then move to it)",
-                        want.handling.default.as_str(),
-                        held.handling.default.as_str()
-                    )));
-                }
-                let (hf, hm) = (held.handling.fragments, held.handling.malformed);
-                let (wf, wm) = (want.handling.fragments, want.handling.malformed);
-                if (hf, hm) != (wf, wm) {
+                if held.handling != want.handling {
+                    // One write of the policy's config map: every route it
+                    // is on judges by the new settings at once.
                     changes.push(Change {
                         action: Action::Update,
                         kind: "filter",
                         object: object.clone(),
-                        detail: vec![format!("fragments {hf} -> {wf}, malformed {hm} -> {wm}")],
+                        detail: vec![handling_detail(&held.handling, &want.handling)],
                         op: Op::SetPolicy(name.clone()),
                     });
                 }
@@ -484,8 +536,8 @@ pub fn plan(desired: &Desired, current: &Current, prune: bool) -> Result<Plan, U
         if held.local != want.local {
             detail.push(format!("local {} -> {}", held.local, want.local));
         }
-        if !held.program.same(&want.program) {
-            detail.push(format!("{} -> {}", held.program, want.program));
+        if !same_program(&held.program, &want.program) {
+            detail.push(program_change(&held.program, &want.program));
         }
         if want.headroom.is_some() && want.headroom != held.headroom {
             detail.push(format!(
@@ -678,8 +730,8 @@ pub fn plan(desired: &Desired, current: &Current, prune: bool) -> Result<Plan, U
         if held.dev != want.dev {
             detail.push(format!("dev {} -> {}", held.dev, want.dev));
         }
-        if !held.program.same(&want.program) {
-            detail.push(format!("{} -> {}", held.program, want.program));
+        if !same_program(&held.program, &want.program) {
+            detail.push(program_change(&held.program, &want.program));
         }
         if detail.is_empty() {
             continue;
@@ -725,6 +777,31 @@ fn kernel_detail(k: &Kernel) -> Option<String> {
             "its route was changed outside lwtkit (it carries {found}); added again"
         )),
     }
+}
+
+/// The settings that differ, `default drop -> allow, fragments ...`.
+fn handling_detail(held: &Handling, want: &Handling) -> String {
+    let mut parts = Vec::new();
+    if held.default != want.default {
+        parts.push(format!(
+            "default {} -> {}",
+            held.default.as_str(),
+            want.default.as_str()
+        ));
+    }
+    if held.fragments != want.fragments {
+        parts.push(format!(
+            "fragments {} -> {}",
+            held.fragments, want.fragments
+        ));
+    }
+    if held.malformed != want.malformed {
+        parts.push(format!(
+            "malformed {} -> {}",
+            held.malformed, want.malformed
+        ));
+    }
+    parts.join(", ")
 }
 
 fn rules_detail(held: &[RuleSpec], want: &[RuleSpec]) -> String {
@@ -885,15 +962,102 @@ mod tests {
     }
 
     #[test]
-    fn a_new_default_verdict_is_refused() {
+    fn a_new_default_verdict_is_one_set_with_the_other_settings() {
         let mut d = Desired::default();
         let mut c = Current::default();
-        let (mut w, h) = policy(&[]);
+        let (mut w, h) = policy(&["dport 80 drop"]);
         w.handling.default = Verdict::Drop;
+        w.handling.malformed = crate::filter::handling::Malformed::Default;
         d.policies.insert("p".into(), w);
         c.policies.insert("p".into(), h);
-        let e = plan(&d, &c, false).expect_err("cannot change in place");
-        assert!(e.0.contains("default"), "{e:?}");
+        let p = plan(&d, &c, false).expect("plans");
+        assert_eq!(ops(&p), vec![Op::SetPolicy("p".into())]);
+        assert_eq!(
+            p.changes[0].detail,
+            vec!["default allow -> drop, malformed drop -> default".to_string()]
+        );
+    }
+
+    fn object(digest: Option<&str>) -> Program {
+        Program::Object {
+            path: "/srv/drop.o".into(),
+            section: "lwt_xmit".into(),
+            program: None,
+            prog_type: None,
+            digest: digest.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn an_object_rebuilt_at_the_same_path_is_replaced_in_place() {
+        let mut d = Desired::default();
+        let mut c = Current::default();
+        let r = route("10.0.0.3/32");
+        d.hooks
+            .insert((r, Hook::Xmit), wanted(object(Some("bbbbbbbbbbbbbbbb"))));
+        c.hooks.insert(
+            (r, Hook::Xmit),
+            held(object(Some("aaaaaaaaaaaaaaaa")), Kernel::Ours),
+        );
+        let p = plan(&d, &c, false).expect("plans");
+        assert_eq!(ops(&p), vec![Op::AttachHook(r, Hook::Xmit)]);
+        assert_eq!(p.changes[0].action, Action::Update);
+        assert!(
+            p.changes[0].detail[0].contains(
+                "the file changed since it was attached (sha256 aaaaaaaaaaaa -> bbbbbbbbbbbb)"
+            ),
+            "{:?}",
+            p.changes[0].detail
+        );
+        // The same content: nothing to do.
+        c.hooks.insert(
+            (r, Hook::Xmit),
+            held(object(Some("bbbbbbbbbbbbbbbb")), Kernel::Ours),
+        );
+        assert!(plan(&d, &c, false).expect("plans").changes.is_empty());
+    }
+
+    #[test]
+    fn a_record_older_than_digests_is_not_a_difference() {
+        let mut d = Desired::default();
+        let mut c = Current::default();
+        let r = route("10.0.0.3/32");
+        d.hooks
+            .insert((r, Hook::Xmit), wanted(object(Some("bbbbbbbbbbbbbbbb"))));
+        c.hooks
+            .insert((r, Hook::Xmit), held(object(None), Kernel::Ours));
+        assert!(plan(&d, &c, false).expect("plans").changes.is_empty());
+    }
+
+    #[test]
+    fn a_sid_object_rebuilt_in_place_is_added_again() {
+        let mut d = Desired::default();
+        let mut c = Current::default();
+        let r = route("fc00::b/128");
+        let sid = |digest: &str| SidProgram::Object {
+            path: "/srv/end.o".into(),
+            section: "lwt_seg6local".into(),
+            force_type: false,
+            digest: Some(digest.into()),
+        };
+        d.sids.insert(
+            r,
+            WantedSid {
+                dev: "v0".into(),
+                program: sid("22"),
+            },
+        );
+        c.sids.insert(
+            r,
+            HeldSid {
+                dev: "v0".into(),
+                program: sid("11"),
+                kernel: Kernel::Ours,
+            },
+        );
+        let p = plan(&d, &c, false).expect("plans");
+        assert_eq!(ops(&p), vec![Op::AddSid(r)]);
+        assert!(p.changes[0].detail[0].contains("the file changed"));
     }
 
     #[test]

@@ -57,15 +57,17 @@ pub fn create_with(name: &str, handling: Handling, capacity: Option<u32>) -> Res
     })
 }
 
-/// `lwt filter set`: what happens to non-first fragments and malformed
-/// packets (`None`: unchanged), live on every route the policy is on.
+/// `lwt filter set`: the default verdict and what happens to non-first
+/// fragments and malformed packets (`None`: unchanged), live on every
+/// route the policy is on, in one write.
 pub fn set(
     name: &str,
+    default: Option<Verdict>,
     fragments: Option<Fragments>,
     malformed: Option<Malformed>,
 ) -> Result<Policy> {
     with_policies("lwt filter set", |p, _, txn| {
-        p.set_handling(txn, name, fragments, malformed)
+        p.set_handling(txn, name, default, fragments, malformed)
     })
 }
 

@@ -356,6 +356,7 @@ impl<'a> Policies<'a> {
         // next change write into the live half (or undo a setting).
         if let Ok(cfg) = live_settings(&self.pin_dir(name).join(pins::filter::CONFIG)) {
             policy.generation = cfg.generation;
+            policy.default = cfg.default;
             if let Some((fragments, malformed)) = cfg.handling {
                 policy.fragments = fragments;
                 policy.malformed = malformed;
@@ -632,18 +633,23 @@ impl<'a> Policies<'a> {
         Ok(())
     }
 
-    /// `lwt filter set`: changes what happens to non-first fragments and
-    /// malformed packets (`None`: keep), live on every route the policy is
-    /// on. The config map is rewritten with the same generation, so
-    /// packets see the old or the new setting, and the rules unchanged.
+    /// `lwt filter set`: changes the default verdict and what happens to
+    /// non-first fragments and malformed packets (`None`: keep), live on
+    /// every route the policy is on. All three are words of the config map,
+    /// which is rewritten whole with the same generation in one update, so
+    /// each packet sees the old settings or the new ones, and the rules
+    /// unchanged. Rule counters stay; the default's (rule 0) counts on
+    /// under the new verdict.
     pub fn set_handling(
         &self,
         txn: &Txn,
         name: &str,
+        default: Option<Verdict>,
         fragments: Option<Fragments>,
         malformed: Option<Malformed>,
     ) -> Result<Policy> {
         let mut p = self.get(name)?;
+        p.default = default.unwrap_or(p.default);
         p.fragments = fragments.unwrap_or(p.fragments);
         p.malformed = malformed.unwrap_or(p.malformed);
         let dir = self.pin_dir(name);
@@ -1374,6 +1380,7 @@ impl<'a> Policies<'a> {
                             .counters
                             .map(|_| live_dir.join(pins::program::COUNTERS)),
                         origin: h.origin.clone(),
+                        object_sha256: None,
                     },
                 );
                 m.swaps.push(HookSwap {
@@ -1744,6 +1751,8 @@ pub fn live_generation(config: &Path) -> Result<u32> {
 /// What a policy's config map holds now.
 pub struct LiveConfig {
     pub generation: u32,
+    /// For packets no rule matches.
+    pub default: Verdict,
     /// The fragment and malformed settings (`None`: a config map written
     /// before they existed).
     pub handling: Option<(Fragments, Malformed)>,
@@ -1764,6 +1773,11 @@ pub fn live_settings(config: &Path) -> Result<LiveConfig> {
             .map(u32::from_ne_bytes)
     };
     let generation = word(0).ok_or_else(|| StateError::MissingPin(config.into()))?;
+    let default = match word(std::mem::offset_of!(PolicyConfig, default_drop) / 4) {
+        Some(0) => Verdict::Allow,
+        Some(_) => Verdict::Drop,
+        None => return Err(StateError::MissingPin(config.into()).into()),
+    };
     let handling = word(std::mem::offset_of!(PolicyConfig, fragments_drop) / 4)
         .zip(word(
             std::mem::offset_of!(PolicyConfig, malformed_default) / 4,
@@ -1784,6 +1798,7 @@ pub fn live_settings(config: &Path) -> Result<LiveConfig> {
         });
     Ok(LiveConfig {
         generation,
+        default,
         handling,
     })
 }

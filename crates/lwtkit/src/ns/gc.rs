@@ -29,8 +29,11 @@ fn cookie_of_dir(name: &str) -> Option<u64> {
 /// Removes the records and pins of every namespace that is gone. Both
 /// halves are looked at: a state directory whose pins are gone and a pin
 /// directory whose records are gone. Skipped (not an error) when another
-/// process is collecting, or when this kernel cannot name namespaces by
-/// cookie (it would have to guess by inode).
+/// process is collecting, when this kernel cannot name namespaces by
+/// cookie (it would have to guess by inode), or when this process cannot
+/// see every task's namespaces (a PID namespace of its own, or too few
+/// capabilities to read another task's: a namespace out of sight is not
+/// proven dead).
 pub fn collect(state_root: &Path, pin_root: &Path) -> Collected {
     let mut done = Collected::default();
     let gc_dir = state_root;
@@ -45,7 +48,9 @@ pub fn collect(state_root: &Path, pin_root: &Path) -> Collected {
         return done;
     };
     let Some(live) = system::live_netns_cookies() else {
-        tracing::debug!("NS_GET_ID unsupported: garbage collection skipped");
+        tracing::debug!(
+            "garbage collection skipped: no NS_GET_ID, or some tasks' namespaces are out of sight"
+        );
         return done;
     };
     let mut dead: HashSet<u64> = HashSet::new();
