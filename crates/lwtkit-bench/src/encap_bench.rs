@@ -184,28 +184,39 @@ fn vxlan_setup(mode: &str) -> anyhow::Result<Setup> {
 
 /// MB/s of one TCP stream A -> `to` in B (sender on CPU 0, receiver on 1).
 fn tcp(a: &Ns, b: &Ns, to: SocketAddr) -> anyhow::Result<f64> {
-    let listener = in_netns(b, move || TcpListener::bind(to))??;
-    let server = std::thread::spawn(move || -> std::io::Result<usize> {
+    tcp_stream(a, b, to, TCP_BYTES).map(|(mbs, _)| mbs)
+}
+
+/// MB/s of one stream of `bytes` from `from` to `to` in `into` (sender on
+/// CPU 0, receiver on 1), and the source address the receiver saw.
+pub fn tcp_stream(
+    from: &Ns,
+    into: &Ns,
+    to: SocketAddr,
+    bytes: usize,
+) -> anyhow::Result<(f64, IpAddr)> {
+    let listener = in_netns(into, move || TcpListener::bind(to))??;
+    let server = std::thread::spawn(move || -> std::io::Result<(usize, IpAddr)> {
         pin(1);
-        let (mut c, _) = listener.accept()?;
+        let (mut c, peer) = listener.accept()?;
         let mut buf = vec![0u8; 1 << 16];
         let mut n = 0;
         loop {
             let r = c.read(&mut buf)?;
             if r == 0 {
-                return Ok(n);
+                return Ok((n, peer.ip()));
             }
             n += r;
         }
     });
-    let secs = in_netns(a, move || -> anyhow::Result<f64> {
+    let secs = in_netns(from, move || -> anyhow::Result<f64> {
         pin(0);
         let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
         c.set_write_timeout(Some(Duration::from_secs(10)))?;
         let chunk = vec![0x42u8; 1 << 16];
         let t = Instant::now();
         let mut sent = 0;
-        while sent < TCP_BYTES {
+        while sent < bytes {
             c.write_all(&chunk)?;
             sent += chunk.len();
         }
@@ -213,11 +224,11 @@ fn tcp(a: &Ns, b: &Ns, to: SocketAddr) -> anyhow::Result<f64> {
         let _ = c.read(&mut [0u8; 1]);
         Ok(t.elapsed().as_secs_f64())
     })??;
-    let got = server
+    let (got, peer) = server
         .join()
         .map_err(|_| anyhow::anyhow!("server panicked"))??;
-    anyhow::ensure!(got == TCP_BYTES, "received {got} of {TCP_BYTES} bytes");
-    Ok(TCP_BYTES as f64 / secs / 1e6)
+    anyhow::ensure!(got == bytes, "received {got} of {bytes} bytes");
+    Ok((bytes as f64 / secs / 1e6, peer))
 }
 
 /// One UDP measurement, or the sum of several.
@@ -333,13 +344,13 @@ fn route_prog_id(a: &Ns, target: IpAddr) -> Option<u32> {
     lwtkit::route::kernel::split_program_name(name).1
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
 /// The order of the modes in run `run`: rotated, so no mode always goes first.
-fn order(n: usize, run: usize) -> impl Iterator<Item = usize> {
+pub fn order(n: usize, run: usize) -> impl Iterator<Item = usize> {
     (0..n).map(move |i| (i + run) % n)
 }
 

@@ -24,9 +24,9 @@
 //! calls `bpf_lwt_push_encap`, which `Harness` checks).
 use std::{
     fs::File,
-    io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    time::{Duration, Instant},
+    io::Read,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    time::Duration,
 };
 
 use lwtkit::{
@@ -39,7 +39,7 @@ use lwtkit::{
 
 use crate::{
     e2e::{in_netns, lwt, send_for, sh, Ns},
-    encap_bench::pin,
+    encap_bench::{median, order, pin, tcp_stream},
 };
 
 const TCP_BYTES: usize = 128 << 20;
@@ -299,39 +299,7 @@ fn udp(
 /// MB/s of one TCP stream C -> A:7001 (sender CPU 0, receiver CPU 1).
 fn tcp(g: &Gateway) -> anyhow::Result<f64> {
     let to: SocketAddr = "10.0.0.2:7001".parse()?;
-    let listener = in_netns(&g.a, move || TcpListener::bind(to))??;
-    let server = std::thread::spawn(move || -> std::io::Result<(usize, IpAddr)> {
-        pin(1);
-        let (mut c, peer) = listener.accept()?;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut n = 0;
-        loop {
-            let r = c.read(&mut buf)?;
-            if r == 0 {
-                return Ok((n, peer.ip()));
-            }
-            n += r;
-        }
-    });
-    let secs = in_netns(&g.c, move || -> anyhow::Result<f64> {
-        pin(0);
-        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
-        c.set_write_timeout(Some(Duration::from_secs(10)))?;
-        let chunk = vec![0x42u8; 1 << 16];
-        let t = Instant::now();
-        let mut sent = 0;
-        while sent < TCP_BYTES {
-            c.write_all(&chunk)?;
-            sent += chunk.len();
-        }
-        c.shutdown(std::net::Shutdown::Write)?;
-        let _ = c.read(&mut [0u8; 1]);
-        Ok(t.elapsed().as_secs_f64())
-    })??;
-    let (got, peer) = server
-        .join()
-        .map_err(|_| anyhow::anyhow!("server panicked"))??;
-    anyhow::ensure!(got == TCP_BYTES, "received {got} of {TCP_BYTES} bytes");
+    let (mbs, peer) = tcp_stream(&g.c, &g.a, to, TCP_BYTES)?;
     // The source A saw is the translated one (and A's answers to it came
     // back to C, or the stream would not have finished): the NAT works.
     anyhow::ensure!(
@@ -339,16 +307,7 @@ fn tcp(g: &Gateway) -> anyhow::Result<f64> {
         "A saw the stream from {peer}, not {}",
         g.inside_seen_from_a
     );
-    Ok(TCP_BYTES as f64 / secs / 1e6)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn order(n: usize, run: usize) -> impl Iterator<Item = usize> {
-    (0..n).map(move |i| (i + run) % n)
+    Ok(mbs)
 }
 
 fn load() -> String {
