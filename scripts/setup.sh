@@ -35,6 +35,13 @@ if ((${#missing[@]})); then
 fi
 
 export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v rustup >/dev/null; then
+    # A machine without Rust: rustup's own installer, stable with rustfmt
+    # and clippy (the test command runs both).
+    log "installing rustup and stable Rust"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+        sh -s -- -y --profile default --default-toolchain stable
+fi
 if ! rustup toolchain list | grep -q "^${NIGHTLY}"; then
     log "installing Rust ${NIGHTLY} with rust-src"
     rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src
