@@ -247,6 +247,196 @@ fn dnat_with_a_port_rewrites_the_destination_port() {
     checksums_hold(&frame);
 }
 
+/// A TCP port forward on B: the public `public`:80 to the inside
+/// `inside`:8080 (`dnat ... port 8080` on B's route for the public
+/// address), and, once `reverse` is set, the reply side (`snat ... port
+/// 80` on B's route to A, [`reverse_rule`]).
+fn port_forward(tag: &str, public: &str, inside: &str, public_route: &str) -> Chain {
+    let chain = Chain::new(tag);
+    chain.b.run(|| {
+        for dev in ["vb", "vbc"] {
+            set_tx_csum(dev, false).expect("tx checksum off");
+        }
+    });
+    let b = &chain.b;
+    b.lwt_ok(&["filter", "create", "fwd"]);
+    let added = b.lwt_ok(&[
+        "filter", "rule", "add", "fwd", "dst", public, "proto", "tcp", "dport", "80", "dnat",
+        inside, "port", "8080",
+    ]);
+    assert!(
+        added.contains(&format!("dnat {inside} port 8080")),
+        "{added}"
+    );
+    b.lwt_ok(&[
+        "filter",
+        "attach",
+        "fwd",
+        public_route,
+        "--dev",
+        "vbc",
+        "--hook",
+        "xmit",
+    ]);
+    chain
+}
+
+/// Adds the reply side of [`port_forward`]'s forward: on B's route to A,
+/// the inside server's source (and port 8080) back to the public address
+/// and port 80.
+fn reverse_rule(g: &Chain, public: &str, inside: &str, client_route: &str) {
+    let b = &g.b;
+    b.lwt_ok(&["filter", "create", "back"]);
+    let added = b.lwt_ok(&[
+        "filter", "rule", "add", "back", "src", inside, "proto", "tcp", "sport", "8080", "snat",
+        public, "port", "80",
+    ]);
+    assert!(added.contains(&format!("snat {public} port 80")), "{added}");
+    b.lwt_ok(&[
+        "filter",
+        "attach",
+        "back",
+        client_route,
+        "--dev",
+        "vb",
+        "--hook",
+        "xmit",
+    ]);
+}
+
+/// One TCP exchange from A to `to` with C's server on `bind`: the peer the
+/// server saw, the peer A's socket is connected to, and the reply A read.
+/// `Err`: A could not connect.
+fn tcp_exchange(
+    g: &Chain,
+    bind: &str,
+    to: &str,
+) -> Result<(SocketAddr, SocketAddr, Vec<u8>), std::io::Error> {
+    let bind: SocketAddr = bind.parse().expect("address");
+    let to: SocketAddr = to.parse().expect("address");
+    let listener = g.c.run(move || TcpListener::bind(bind).expect("bind"));
+    listener.set_nonblocking(true).expect("nonblocking");
+    let (tx, rx) = mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((mut s, peer)) => {
+                    s.set_nonblocking(false).expect("blocking");
+                    s.set_read_timeout(Some(Duration::from_secs(3)))
+                        .expect("timeout");
+                    let mut buf = [0u8; 64];
+                    let n = s.read(&mut buf).expect("read");
+                    assert_eq!(&buf[..n], b"port-forward-request");
+                    s.write_all(b"port-forward-reply").expect("write");
+                    let _ = tx.send(peer);
+                    return;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    });
+    let got =
+        g.a.run(move || -> Result<(SocketAddr, Vec<u8>), std::io::Error> {
+            let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            s.write_all(b"port-forward-request")?;
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf)?;
+            Ok((s.peer_addr()?, buf[..n].to_vec()))
+        });
+    server.join().expect("server");
+    let (connected, reply) = got?;
+    let seen = rx.recv().expect("the server saw the request");
+    Ok((seen, connected, reply))
+}
+
+/// The TCP source port of an Ethernet frame.
+fn tcp_source_port(frame: &[u8]) -> u16 {
+    use etherparse::{SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(frame).expect("a parsable frame");
+    let Some(TransportSlice::Tcp(t)) = &p.transport else {
+        panic!("not TCP")
+    };
+    t.source_port()
+}
+
+#[test]
+fn a_tcp_port_forward_works_both_ways_with_the_reverse_snat_port_rule() {
+    require_root!();
+    let g = port_forward("natf", PUBLIC, "10.1.0.2", "203.0.113.7/32");
+    // Without the reply side, C answers from 10.1.0.2:8080: A's TCP
+    // resets that, and the connection never opens.
+    let refused = tcp_exchange(&g, "10.1.0.2:8080", "203.0.113.7:80");
+    assert!(
+        refused.is_err(),
+        "connected without the reverse rule: {refused:?}"
+    );
+    reverse_rule(&g, PUBLIC, "10.1.0.2", "10.0.0.2/32");
+    let cap_a = Capture::open(&g.a, "va");
+    let (seen, connected, reply) = tcp_exchange(&g, "10.1.0.2:8080", "203.0.113.7:80")
+        .expect("connects with the reverse rule");
+    assert_eq!(
+        seen.ip().to_string(),
+        "10.0.0.2",
+        "the server sees the real client"
+    );
+    assert_eq!(connected.to_string(), "203.0.113.7:80");
+    assert_eq!(reply, b"port-forward-reply");
+    // The reply as A received it: from port 80, its checksums holding
+    // (C's segment was CHECKSUM_PARTIAL; B finished it in software).
+    let frame = cap_a
+        .frame_with(b"port-forward-reply", Duration::from_secs(2))
+        .expect("A captured the reply");
+    let (src, _) = checksums_hold(&frame);
+    assert_eq!(src.to_string(), PUBLIC);
+    assert_eq!(tcp_source_port(&frame), 80);
+    let shown = json(&g.b.lwt_ok(&["-j", "filter", "show", "back"]));
+    let rule = &shown["rules"][0];
+    assert_eq!(rule["action"]["kind"], "snat", "{shown}");
+    assert_eq!(rule["action"]["port"], 80, "{shown}");
+    assert!(
+        rule["action_counters"]["done"].as_u64() >= Some(2),
+        "{shown}"
+    );
+    assert_eq!(rule["action_counters"]["failed"], 0, "{shown}");
+    let text = g.b.lwt_ok(&["filter", "show", "back"]);
+    assert!(
+        text.contains("src 10.1.0.2/32 proto tcp sport 8080 snat 203.0.113.7 port 80"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_ipv6_tcp_port_forward_works_with_the_reverse_snat_port_rule() {
+    require_root!();
+    let g = port_forward("natf6", "fd99::7", "fd01::2", "fd99::7/128");
+    let refused = tcp_exchange(&g, "[fd01::2]:8080", "[fd99::7]:80");
+    assert!(
+        refused.is_err(),
+        "connected without the reverse rule: {refused:?}"
+    );
+    reverse_rule(&g, "fd99::7", "fd01::2", "fd00::2/128");
+    let cap_a = Capture::open(&g.a, "va");
+    let (seen, connected, reply) =
+        tcp_exchange(&g, "[fd01::2]:8080", "[fd99::7]:80").expect("connects with the reverse rule");
+    assert_eq!(
+        seen.ip().to_string(),
+        "fd00::2",
+        "the server sees the real client"
+    );
+    assert_eq!(connected.to_string(), "[fd99::7]:80");
+    assert_eq!(reply, b"port-forward-reply");
+    let frame = cap_a
+        .frame_with(b"port-forward-reply", Duration::from_secs(2))
+        .expect("A captured the reply");
+    checksums6_hold(&frame);
+    assert_eq!(tcp_source_port(&frame), 80);
+}
+
 #[test]
 fn mark_and_reroute_takes_the_fwmark_tables_path() {
     require_root!();

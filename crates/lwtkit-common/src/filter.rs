@@ -142,7 +142,8 @@ pub mod action_kind {
 pub mod action_flags {
     /// `mark N reroute`: return `BPF_LWT_REROUTE` after setting the mark.
     pub const REROUTE: u8 = 1 << 0;
-    /// `dnat ... port N`: rewrite the TCP/UDP destination port too.
+    /// `snat ... port N` / `dnat ... port N`: rewrite the TCP/UDP source /
+    /// destination port too.
     pub const PORT: u8 = 1 << 1;
     /// The address is IPv6.
     pub const V6: u8 = 1 << 2;
@@ -165,7 +166,8 @@ pub struct ActionRecord {
     /// 2 into the first interface-id word that is not 0xffff (/49 to /64);
     /// 0: not NPTv6 (the L4 checksum is updated instead).
     pub npt_word: u8,
-    /// dnat: the new destination port (host order).
+    /// snat/dnat with [`action_flags::PORT`]: the new source/destination
+    /// port (host order).
     pub port: u16,
     /// NPTv6: the one's-complement adjustment added to the word
     /// [`Self::npt_word`] names when the address is not 0xffff there.

@@ -1,9 +1,10 @@
 //! Stateless address translation on `lwt_xmit` (the only LWT hook that may
 //! write the packet): rewrite an IPv4 or IPv6 source or destination address
 //! (one address, or a prefix keeping the host bits: NETMAP; IPv6 prefixes
-//! up to /64 as RFC 6296 NPTv6, checksum-neutral) and a TCP/UDP
-//! destination port, with every checksum updated incrementally by the
-//! kernel's helpers.
+//! up to /64 as RFC 6296 NPTv6, checksum-neutral) and the TCP/UDP port on
+//! the same side (`snat ... port N`: the source port, `dnat ... port N`:
+//! the destination port), with every checksum updated incrementally by
+//! the kernel's helpers.
 //!
 //! - The IPv4 header checksum: `bpf_l3_csum_replace`.
 //! - TCP/UDP: `bpf_l4_csum_replace` with `BPF_F_PSEUDO_HDR` for the
@@ -70,7 +71,7 @@ pub fn netmap4(old: u32, to: u32, plen: u8) -> u32 {
 }
 
 /// Rewrites the IPv4 `side` address to `to`/`plen` (NETMAP; `plen` 32:
-/// the address itself) and, with `port`, the TCP/UDP destination port.
+/// the address itself) and, with `port`, the TCP/UDP port on that side.
 /// `Err(())` when a helper refused (the packet is then dropped by the
 /// caller and counted as failed).
 #[inline(always)]
@@ -90,9 +91,9 @@ pub fn rewrite_v4(ctx: &SkBuffContext, side: Side, to: u32, plen: u8, port: Opti
     if has_l4 && new != old {
         l4_pseudo(ctx, ihl, proto, old.to_be(), new.to_be())?;
     }
-    if has_l4 && side == Side::Dst {
+    if has_l4 {
         if let Some(p) = port {
-            rewrite_dport(ctx, ihl, proto, p)?;
+            rewrite_port(ctx, side, ihl, proto, p)?;
         }
     }
     if new != old {
@@ -118,16 +119,19 @@ fn l4_pseudo(ctx: &SkBuffContext, ihl: usize, proto: u8, old: u32, new: u32) -> 
         .map_err(|_| ())
 }
 
-/// Sets the TCP/UDP destination port to `port`, updating the checksum
-/// (no pseudo-header: the port is in the L4 header itself).
+/// Sets the TCP/UDP `side` port (source: bytes 0-1 of the L4 header,
+/// destination: 2-3) to `port`, updating the checksum (no pseudo-header:
+/// the port is in the L4 header itself, so for a `CHECKSUM_PARTIAL` packet
+/// the helper leaves the field, a pseudo-header sum, alone and the final
+/// sum covers the new port).
 #[inline(always)]
-fn rewrite_dport(ctx: &SkBuffContext, ihl: usize, proto: u8, port: u16) -> Result<(), ()> {
+fn rewrite_port(ctx: &SkBuffContext, side: Side, ihl: usize, proto: u8, port: u16) -> Result<(), ()> {
     let (csum, flags) = match proto {
         IPPROTO_TCP => (ihl + 16, 2),
         IPPROTO_UDP => (ihl + 6, BPF_F_MARK_MANGLED_0 | 2),
         _ => return Ok(()),
     };
-    let at = (ihl + 2) & 0xffff;
+    let at = (ihl + if side == Side::Src { 0 } else { 2 }) & 0xffff;
     let old: u16 = ctx.load(at).map_err(|_| ())?;
     let new = port.to_be();
     if old == new {
@@ -209,7 +213,7 @@ fn map_v6(old: &[u32; 4], to: &[u32; 4], plen: u8, npt_word: u8, npt_adj: u16) -
 /// goes into that 16-bit word, no L4 checksum changes); otherwise the L4
 /// checksum at `l4` (protocol and offset, `None` for a later fragment) is
 /// updated for the pseudo-header by the difference of the addresses, and
-/// with `port` the TCP/UDP destination port is rewritten too.
+/// with `port` the TCP/UDP port on `side` is rewritten too.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn rewrite_v6(
@@ -248,10 +252,8 @@ pub fn rewrite_v6(
                     .map_err(|_| ())?;
             }
         }
-        if side == Side::Dst {
-            if let Some(p) = port {
-                rewrite_dport(ctx, off, proto, p)?;
-            }
+        if let Some(p) = port {
+            rewrite_port(ctx, side, off, proto, p)?;
         }
     }
     if new != old {

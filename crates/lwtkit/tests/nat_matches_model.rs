@@ -1,9 +1,10 @@
 //! The filter program's translations against the reference model: random
 //! IPv4 and IPv6 packets (TCP, UDP, ICMP, ICMPv6; IPv4 options, IPv6
 //! extension headers; first and later fragments; UDP without a checksum)
-//! meet NAT rules (one address, NETMAP prefixes, a port, NPTv6 /64 and /48)
+//! meet NAT rules (one address, NETMAP prefixes, a destination or source
+//! port, NPTv6 /64 and /48)
 //! through BPF_PROG_TEST_RUN on `xmit`. The packet the program leaves must
-//! carry the model's addresses and port, every other byte unchanged but
+//! carry the model's addresses and ports, every other byte unchanged but
 //! the checksums, and (for whole packets) checksums that hold, computed
 //! here from the bytes. Each run draws a seed; `LWTKIT_SEED` replays one.
 //! Needs root.
@@ -19,7 +20,7 @@ use lwtkit::{
     Hook,
 };
 
-const RULES: [&str; 7] = [
+const RULES: [&str; 9] = [
     "src 10.1.0.0/24 snat 203.0.113.0/24",
     "dst 198.51.100.7 proto udp dnat 10.1.0.9 port 5353",
     "dst 198.51.100.8 dnat 10.1.0.8",
@@ -27,6 +28,9 @@ const RULES: [&str; 7] = [
     "src fd02::/48 snat 2001:db8:7::/48",
     "dst fd00::7 dnat fd01::9",
     "dst fd00::8 proto tcp dnat fd01::8 port 8443",
+    // The reply side of a port forward: the source port rewritten.
+    "src 192.0.2.1 proto tcp sport 40000-40049 snat 203.0.113.80 port 80",
+    "src fd03::1 proto udp snat fd99::3 port 53",
 ];
 
 const V4_SRC: [[u8; 4]; 3] = [[10, 1, 0, 5], [10, 1, 0, 200], [192, 0, 2, 1]];
@@ -292,6 +296,7 @@ fn translations_match_the_model_and_checksums_hold() {
     let h = Harness::filter_with(&rules, &handling, Hook::Xmit, 0).expect("filter loads");
     let mut rng = Rng(seed);
     let mut translated = 0;
+    let mut sport_rewritten = 0;
     for n in 0..3000 {
         let v6 = rng.below(2) == 1;
         let p = if v6 {
@@ -315,6 +320,9 @@ fn translations_match_the_model_and_checksums_hold() {
             continue;
         };
         translated += 1;
+        if p.whole && e.sport.is_some() {
+            sport_rewritten += 1;
+        }
         assert_eq!(rc, if e.reroute { 128 } else { 0 }, "{}", ctx());
         assert_eq!(
             addr(&out, v6, false),
@@ -330,6 +338,8 @@ fn translations_match_the_model_and_checksums_hold() {
         );
         let has_ports = p.whole || key.class != Class::LaterFragment;
         if has_ports && (p.proto == 6 || p.proto == 17) {
+            let sport = u16::from_be_bytes([out[p.l4], out[p.l4 + 1]]);
+            assert_eq!(sport, e.sport.unwrap_or(key.sport), "sport: {}", ctx());
             let dport = u16::from_be_bytes([out[p.l4 + 2], out[p.l4 + 3]]);
             assert_eq!(dport, e.dport.unwrap_or(key.dport), "dport: {}", ctx());
         }
@@ -339,7 +349,9 @@ fn translations_match_the_model_and_checksums_hold() {
             let addr_bytes = if v6 { 8..40 } else { 12..20 };
             let l3_sum = !v6 && (10..12).contains(&i);
             let l4_sum = has_ports && csum.is_some_and(|c| (c..c + 2).contains(&i));
-            let port = has_ports && e.dport.is_some() && (p.l4 + 2..p.l4 + 4).contains(&i);
+            let port = has_ports
+                && ((e.sport.is_some() && (p.l4..p.l4 + 2).contains(&i))
+                    || (e.dport.is_some() && (p.l4 + 2..p.l4 + 4).contains(&i)));
             if !(addr_bytes.contains(&i) || l3_sum || l4_sum || port) {
                 assert_eq!(a, b, "byte {i}: {}", ctx());
             }
@@ -373,7 +385,11 @@ fn translations_match_the_model_and_checksums_hold() {
             }
         }
     }
-    eprintln!("{translated} of 3000 packets translated");
+    eprintln!("{translated} of 3000 packets translated, {sport_rewritten} with a new source port");
+    assert!(
+        sport_rewritten > 20,
+        "only {sport_rewritten} packets had their source port rewritten"
+    );
     assert!(
         translated > 500,
         "only {translated} packets were translated"

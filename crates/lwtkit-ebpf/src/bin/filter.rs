@@ -240,11 +240,10 @@ fn filter_nat<const V6: bool>(skb: *mut __sk_buff, base: u32, slot: u32, what: u
     let d = Decision { matched: true, slot, flags: 0, base };
     let Some(a) = action_of(&d) else { return NAT_FAILED };
     let whole = what & NAT_WHOLE != 0;
-    let (side, port) = if what & NAT_DNAT == 0 {
-        (Side::Src, None)
-    } else {
-        (Side::Dst, if a.flags & af::PORT != 0 && whole { Some(a.port) } else { None })
-    };
+    let side = if what & NAT_DNAT == 0 { Side::Src } else { Side::Dst };
+    // `snat ... port N` rewrites the source port, `dnat ... port N` the
+    // destination port; a later fragment carries none.
+    let port = if a.flags & af::PORT != 0 && whole { Some(a.port) } else { None };
     let proto = (what >> 8) & 0xff;
     let icmp_type = (what >> 16) & 0xff;
     let done = if V6 {

@@ -294,7 +294,7 @@ pub fn action_record(a: &Action, spec: &RuleSpec) -> ActionRecord {
         ..ActionRecord::default()
     };
     match a {
-        Action::Snat { to } | Action::Dnat { to, .. } => {
+        Action::Snat { to, port } | Action::Dnat { to, port } => {
             r.addr = words_of(to);
             r.plen = to.prefix_len();
             if let IpNet::V6(t) = to {
@@ -311,7 +311,7 @@ pub fn action_record(a: &Action, spec: &RuleSpec) -> ActionRecord {
                     }
                 }
             }
-            if let Action::Dnat { port: Some(p), .. } = a {
+            if let Some(p) = port {
                 r.flags |= action_flags::PORT;
                 r.port = *p;
             }

@@ -354,8 +354,11 @@ pub fn evaluate(rules: &[Rule], default: Verdict, pkt: &PacketKey) -> (Verdict, 
 pub struct Effect {
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
-    /// The TCP/UDP destination port (`dnat ... port N`; never on a later
+    /// The TCP/UDP source port (`snat ... port N`; never on a later
     /// fragment, which carries no port).
+    pub sport: Option<u16>,
+    /// The TCP/UDP destination port (`dnat ... port N`; never on a later
+    /// fragment).
     pub dport: Option<u16>,
     pub mark: Option<u32>,
     /// The route is looked up again (after a `dnat`, and `mark N reroute`).
@@ -420,7 +423,12 @@ pub fn effect(rule: &RuleSpec, pkt: &PacketKey) -> Effect {
     let mut e = Effect::default();
     let Some(action) = &rule.action else { return e };
     match action {
-        Action::Snat { to } => e.src = pkt.src_ip().and_then(|a| translate(a, rule.src, *to)),
+        Action::Snat { to, port } => {
+            e.src = pkt.src_ip().and_then(|a| translate(a, rule.src, *to));
+            if pkt.l4 && matches!(pkt.proto, ip_proto::TCP | ip_proto::UDP) {
+                e.sport = *port;
+            }
+        }
         Action::Dnat { to, port } => {
             e.dst = pkt.dst_ip().and_then(|a| translate(a, rule.dst, *to));
             if pkt.l4 && matches!(pkt.proto, ip_proto::TCP | ip_proto::UDP) {
@@ -464,6 +472,7 @@ pub fn action_for(rules: &[Rule], h: &Handling, pkt: &PacketKey) -> Option<(u32,
     }
     let mut e = effect(&rule.spec, &probe);
     if pkt.class == Class::LaterFragment {
+        e.sport = None;
         e.dport = None;
     }
     Some((rule.id, e))

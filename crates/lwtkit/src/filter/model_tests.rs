@@ -901,6 +901,28 @@ fn actions_say_what_a_packet_becomes() {
         ..h
     };
     assert_eq!(action_for(&rules2, &drop_frags, &frag), None);
+    // snat ... port N: the reply side of a port forward rewrites the
+    // source port, TCP and UDP alike; a later fragment gets the address only.
+    let fwd: Vec<Rule> = ["src 192.0.2.0/24 proto tcp sport 2 snat 203.0.113.0/24 port 80"]
+        .iter()
+        .map(|text| Rule {
+            id: 4,
+            spec: text.parse().expect("rule"),
+        })
+        .collect();
+    let (_, e) =
+        action_for(&fwd, &h, &parse_packet(&ipv4(6, &[], 0, &tcp(2, 9, ACK)))).expect("snat port");
+    assert_eq!(
+        (e.src, e.sport, e.dport),
+        (Some(ip("203.0.113.1")), Some(80), None)
+    );
+    assert!(!e.reroute);
+    let frag = parse_packet(&ipv4(6, &[], 100, &[0; 16]));
+    assert_eq!(
+        action_for(&fwd, &h, &frag),
+        None,
+        "a port rule cannot be found for a later fragment"
+    );
     // mark and reroute.
     let (_, e) = action_for(
         &rules[2..],

@@ -5,7 +5,7 @@
 //! [priority N] [src CIDR] [dst CIDR] [proto tcp|udp|icmp|icmpv6|NUM]
 //! [sport P|P-Q] [dport P|P-Q] [icmp-type N] [tcp-flags FLAGS] ACTION [log]
 //!
-//! ACTION: allow | drop | snat ADDR|PREFIX | dnat ADDR|PREFIX [port N]
+//! ACTION: allow | drop | snat ADDR|PREFIX [port N] | dnat ADDR|PREFIX [port N]
 //!         | mark N [reroute] | redirect DEV
 //! ```
 //!
@@ -96,8 +96,13 @@ impl FromStr for Verdict {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Action {
     /// Rewrite the source: to one address, or (a prefix) keeping the host
-    /// bits of the rule's `src` prefix (NETMAP).
-    Snat { to: IpNet },
+    /// bits of the rule's `src` prefix (NETMAP), and for TCP/UDP optionally
+    /// the source port (the reply side of a port forward).
+    Snat {
+        to: IpNet,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+    },
     /// Rewrite the destination, likewise from the rule's `dst` prefix, and
     /// for TCP/UDP optionally the destination port.
     Dnat {
@@ -134,7 +139,7 @@ impl Action {
     /// The family of the address it writes, if it writes one.
     pub fn family(&self) -> Option<u8> {
         match self {
-            Action::Snat { to } | Action::Dnat { to, .. } => Some(family_of(*to)),
+            Action::Snat { to, .. } | Action::Dnat { to, .. } => Some(family_of(*to)),
             _ => None,
         }
     }
@@ -178,9 +183,8 @@ impl fmt::Display for AddrWord {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::Snat { to } => write!(f, "snat {}", AddrWord(*to)),
-            Action::Dnat { to, port } => {
-                write!(f, "dnat {}", AddrWord(*to))?;
+            Action::Snat { to, port } | Action::Dnat { to, port } => {
+                write!(f, "{} {}", self.word(), AddrWord(*to))?;
                 if let Some(p) = port {
                     write!(f, " port {p}")?;
                 }
@@ -488,11 +492,8 @@ fn parse_action(word: &str, words: &[&str], i: &mut usize) -> Result<Action, Rul
         }
     };
     match word {
-        "snat" => Ok(Action::Snat {
-            to: parse_target(value("snat")?)?,
-        }),
-        "dnat" => {
-            let to = parse_target(value("dnat")?)?;
+        "snat" | "dnat" => {
+            let to = parse_target(value(if word == "snat" { "snat" } else { "dnat" })?)?;
             let port = if words.get(*i) == Some(&"port") {
                 *i += 1;
                 let p = match words.get(*i) {
@@ -500,11 +501,24 @@ fn parse_action(word: &str, words: &[&str], i: &mut usize) -> Result<Action, Rul
                     _ => return Err(RuleError::MissingValue("port")),
                 };
                 *i += 1;
-                Some(parse_port(p, p)?)
+                match parse_port(p, p)? {
+                    0 => {
+                        return Err(RuleError::PortZero(if word == "snat" {
+                            "snat"
+                        } else {
+                            "dnat"
+                        }))
+                    }
+                    p => Some(p),
+                }
             } else {
                 None
             };
-            Ok(Action::Dnat { to, port })
+            Ok(if word == "snat" {
+                Action::Snat { to, port }
+            } else {
+                Action::Dnat { to, port }
+            })
         }
         "mark" => {
             let v = value("mark")?;
@@ -760,14 +774,18 @@ impl RuleSpec {
             return Err(RuleError::ActionWithDrop);
         }
         let (to, matched, keyword) = match action {
-            Action::Snat { to } => (*to, self.src, "src"),
-            Action::Dnat { to, port } => {
+            Action::Snat { to, port } | Action::Dnat { to, port } => {
                 if port.is_some() && !matches!(self.proto, Some(ip_proto::TCP | ip_proto::UDP)) {
-                    return Err(RuleError::PortNeedsTcpUdp(
-                        self.proto.map(|p| ProtoWord(p).to_string()),
-                    ));
+                    return Err(RuleError::PortNeedsTcpUdp {
+                        action: action.word(),
+                        proto: self.proto.map(|p| ProtoWord(p).to_string()),
+                    });
                 }
-                (*to, self.dst, "dst")
+                if matches!(action, Action::Snat { .. }) {
+                    (*to, self.src, "src")
+                } else {
+                    (*to, self.dst, "dst")
+                }
             }
             Action::Mark {
                 mark: 0,
@@ -953,8 +971,13 @@ pub enum RuleError {
     AfterVerdict { word: String, verdict: String },
     #[error("a rule with an action passes the packet on; it cannot also drop it")]
     ActionWithDrop,
-    #[error("`port` after dnat needs proto tcp or udp{}", .0.as_ref().map(|p| format!(", not {p}")).unwrap_or_default())]
-    PortNeedsTcpUdp(Option<String>),
+    #[error("`port` after {action} needs proto tcp or udp{}", .proto.as_ref().map(|p| format!(", not {p}")).unwrap_or_default())]
+    PortNeedsTcpUdp {
+        action: &'static str,
+        proto: Option<String>,
+    },
+    #[error("`port 0` after {0}: a translated port must be 1-65535")]
+    PortZero(&'static str),
     #[error("{action} {to} is IPv{}, but the rule matches IPv{family}; an address translation keeps the family", if *.family == 4 { 6 } else { 4 })]
     ActionFamily {
         action: &'static str,

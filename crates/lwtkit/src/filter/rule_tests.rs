@@ -682,6 +682,8 @@ fn actions_parse_and_print_back_in_canonical_form() {
         "src 10.1.0.0/24 snat 203.0.113.0/24 log",
         "dst 203.0.113.7/32 dnat 10.1.0.2",
         "dst 203.0.113.7/32 proto tcp dport 80 dnat 10.1.0.2 port 8080",
+        "src 10.1.0.2/32 proto tcp sport 8080 snat 203.0.113.7 port 80",
+        "src 10.1.0.0/24 proto udp snat 203.0.113.0/24 port 53 log",
         "dst 203.0.113.0/24 dnat 10.1.0.0/24",
         "proto udp dport 53 mark 7 reroute",
         "mark 4294967295",
@@ -705,6 +707,13 @@ fn actions_parse_and_print_back_in_canonical_form() {
         })
     );
     assert_eq!(
+        spec("src 10.1.0.2 proto tcp sport 8080 snat 203.0.113.7 port 80").action,
+        Some(Action::Snat {
+            to: "203.0.113.7/32".parse().expect("test value"),
+            port: Some(80)
+        })
+    );
+    assert_eq!(
         spec("mark 7 reroute").action,
         Some(Action::Mark {
             mark: 7,
@@ -713,6 +722,19 @@ fn actions_parse_and_print_back_in_canonical_form() {
     );
     // A rule that writes an address takes that address's family.
     assert_eq!(spec("proto udp snat 192.0.2.1").family(), Some(4));
+    let json = serde_json::to_string(&spec(
+        "src 10.1.0.2 proto tcp sport 8080 snat 203.0.113.7 port 80",
+    ))
+    .expect("test value");
+    assert!(
+        json.contains(r#""action":{"kind":"snat","to":"203.0.113.7/32","port":80}"#),
+        "{json}"
+    );
+    let json = serde_json::to_string(&spec("src 10.1.0.2 snat 203.0.113.7")).expect("test value");
+    assert!(
+        json.contains(r#""action":{"kind":"snat","to":"203.0.113.7/32"}"#),
+        "{json}"
+    );
     let json = serde_json::to_string(&spec("mark 7 reroute")).expect("test value");
     assert!(
         json.contains(r#""action":{"kind":"mark","mark":7,"reroute":true}"#),
@@ -732,6 +754,13 @@ fn action_errors_say_what_is_wrong() {
         ("proto tcp dnat 10.0.0.1 port 70000", "port `70000` out of range"),
         ("dnat 10.0.0.1 port 80", "`port` after dnat needs proto tcp or udp"),
         ("proto icmp dnat 10.0.0.1 port 80", "`port` after dnat needs proto tcp or udp, not icmp"),
+        ("proto tcp dnat 10.0.0.1 port 0", "`port 0` after dnat: a translated port must be 1-65535"),
+        ("snat 10.0.0.1 port", "missing value after `port`"),
+        ("proto udp snat 10.0.0.1 port 65536", "port `65536` out of range"),
+        ("proto tcp snat 10.0.0.1 port 0", "`port 0` after snat: a translated port must be 1-65535"),
+        ("snat 10.0.0.1 port 80", "`port` after snat needs proto tcp or udp"),
+        ("proto icmp snat 10.0.0.1 port 80", "`port` after snat needs proto tcp or udp, not icmp"),
+        ("src 10.0.0.1 proto tcp snat 10.0.0.2 port x", "bad port `x`"),
         ("src 10.0.0.0/8 snat fd00::1", "snat fd00::1/128 is IPv6, but the rule matches IPv4"),
         ("src fd00::/64 snat 192.0.2.1", "snat 192.0.2.1/32 is IPv4, but the rule matches IPv6"),
         ("snat 192.0.2.0/24", "snat 192.0.2.0/24 maps a prefix (host bits kept): the rule needs `src` of the same length (/24)"),

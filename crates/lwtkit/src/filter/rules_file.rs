@@ -153,12 +153,12 @@ fn entry_len(r: &Rule) -> usize {
 /// Writes `a` into a 64-byte side entry.
 fn put_action(e: &mut [u8], a: &Action) {
     match a {
-        Action::Snat { to } => {
-            e[0] = A_SNAT;
-            put_prefix(&mut e[8..26], to);
-        }
-        Action::Dnat { to, port } => {
-            e[0] = A_DNAT;
+        Action::Snat { to, port } | Action::Dnat { to, port } => {
+            e[0] = if matches!(a, Action::Snat { .. }) {
+                A_SNAT
+            } else {
+                A_DNAT
+            };
             put_prefix(&mut e[8..26], to);
             if let Some(p) = port {
                 e[1] |= A_PORT;
@@ -187,7 +187,10 @@ fn put_action(e: &mut [u8], a: &Action) {
 fn get_action(e: &[u8], id: u32) -> Result<Action, String> {
     let prefix = || get_prefix(&e[8..26]).ok_or_else(|| format!("rule {id}: a bad action address"));
     Ok(match e[0] {
-        A_SNAT => Action::Snat { to: prefix()? },
+        A_SNAT => Action::Snat {
+            to: prefix()?,
+            port: (e[1] & A_PORT != 0).then(|| u16_at(e, 2)),
+        },
         A_DNAT => Action::Dnat {
             to: prefix()?,
             port: (e[1] & A_PORT != 0).then(|| u16_at(e, 2)),
@@ -440,11 +443,12 @@ mod tests {
                     src 10.1.0.0/24 snat 203.0.113.0/24 log\n\
                     dst 203.0.113.7 proto tcp dnat 10.1.0.2 port 8080\n\
                     dport 53 mark 7 reroute\n\
-                    dst 198.51.100.0/24 redirect tun0\n";
+                    dst 198.51.100.0/24 redirect tun0\n\
+                    src 10.1.0.2 proto tcp sport 8080 snat 203.0.113.7 port 80\n";
         let mut rules: Vec<Rule> = parse_rules_file(text)
             .expect("rules")
             .into_iter()
-            .zip([3u32, 9, 10, 4_000_000_000, 11, 12, 13, 14])
+            .zip([3u32, 9, 10, 4_000_000_000, 11, 12, 13, 14, 15])
             .map(|(spec, id)| Rule { id, spec })
             .collect();
         if let Some(Action::Redirect { ifindex, .. }) = rules[7].spec.action.as_mut() {
@@ -475,7 +479,7 @@ mod tests {
         assert_eq!(back.slots.get(&4_000_000_000), Some(&1));
         assert_eq!(back.slots.get(&9), Some(&10));
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
-        assert_eq!(bytes.len(), HEADER + RULE * 12 + CARRIED * 2);
+        assert_eq!(bytes.len(), HEADER + RULE * 14 + CARRIED * 2);
 
         // A format-1 file (written before actions) still loads.
         let plain: Vec<Rule> = rules[..4].to_vec();
