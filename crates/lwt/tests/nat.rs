@@ -104,57 +104,27 @@ fn udp_socket_for(to: &SocketAddr) -> UdpSocket {
     UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).expect("udp")
 }
 
-/// One UDP datagram from `from` to `to` (bound in `server`); what the
-/// receiver saw as its source, and the reply the sender got back from
-/// whom.
-fn udp_exchange(from: &Netns, server: &Netns, bind: &str, to: &str) -> (SocketAddr, SocketAddr) {
-    let bind: SocketAddr = bind.parse().expect("address");
-    let to: SocketAddr = to.parse().expect("address");
-    let srv = server.run(move || UdpSocket::bind(bind).expect("bind"));
-    srv.set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        let got = srv.recv_from(&mut buf);
-        if let Ok((_, peer)) = got {
-            let _ = srv.send_to(b"nat-udp-reply", peer);
-        }
-        let _ = tx.send(got.map(|(_, p)| p));
-    });
-    let replier = from.run(move || {
-        let s = udp_socket_for(&to);
-        s.set_read_timeout(Some(Duration::from_secs(3)))
-            .expect("timeout");
-        s.send_to(b"nat-udp-check", to).expect("send");
-        let mut buf = [0u8; 64];
-        s.recv_from(&mut buf).map(|(_, p)| p)
-    });
-    let seen = rx.recv().expect("server").expect("the datagram arrived");
-    (seen, replier.expect("the reply arrived"))
-}
-
 #[test]
 fn gateway_translates_udp_both_ways_with_correct_checksums() {
     require_root!();
     let g = gateway("natu");
     let cap_a = Capture::open(&g.a, "va");
     // Inside to outside: A sees the public address; C gets A's reply.
-    let (seen, reply) = udp_exchange(&g.c, &g.a, "10.0.0.2:9100", "10.0.0.2:9100");
+    let (seen, reply) = common::udp_exchange(&g.c, &g.a, "10.0.0.2:9100", "10.0.0.2:9100", 1);
     assert_eq!(seen.ip().to_string(), PUBLIC);
     assert_eq!(reply.to_string(), "10.0.0.2:9100");
     let frame = cap_a
-        .frame_with(b"nat-udp-check", Duration::from_secs(2))
+        .frame_with(common::UDP_EXCHANGE_PAYLOAD, Duration::from_secs(2))
         .expect("A captured the datagram");
     let (src, _) = checksums_hold(&frame);
     assert_eq!(src, PUBLIC.parse::<Ipv4Addr>().expect("ip"));
     // Outside to the public address: C sees the real client.
     let cap_c = Capture::open(&g.c, "vc");
-    let (seen, reply) = udp_exchange(&g.a, &g.c, "10.1.0.2:9101", "203.0.113.7:9101");
+    let (seen, reply) = common::udp_exchange(&g.a, &g.c, "10.1.0.2:9101", "203.0.113.7:9101", 1);
     assert_eq!(seen.ip().to_string(), "10.0.0.2");
     assert_eq!(reply.to_string(), "203.0.113.7:9101");
     let frame = cap_c
-        .frame_with(b"nat-udp-check", Duration::from_secs(2))
+        .frame_with(common::UDP_EXCHANGE_PAYLOAD, Duration::from_secs(2))
         .expect("C captured the datagram");
     checksums_hold(&frame);
     // Counted per rule as translated.
@@ -242,7 +212,7 @@ fn dnat_with_a_port_rewrites_the_destination_port() {
     assert_eq!(&buf[..n], b"nat-udp-check");
     assert_eq!(peer.ip().to_string(), "10.0.0.2");
     let frame = cap_c
-        .frame_with(b"nat-udp-check", Duration::from_secs(2))
+        .frame_with(common::UDP_EXCHANGE_PAYLOAD, Duration::from_secs(2))
         .expect("captured");
     checksums_hold(&frame);
 }
@@ -854,7 +824,7 @@ fn nptv6_maps_a_64_checksum_neutrally_both_ways() {
     let g = gateway6("nat6n", "fd01::/64", "fd99::/64", "fd99::/64");
     // Inside to outside: A sees an fd99::/64 address with the same
     // one's-complement sum as fd01::2 (RFC 6296: no L4 checksum changes).
-    let (seen, reply) = udp_exchange(&g.c, &g.a, "[fd00::2]:9400", "[fd00::2]:9400");
+    let (seen, reply) = common::udp_exchange(&g.c, &g.a, "[fd00::2]:9400", "[fd00::2]:9400", 1);
     let std::net::IpAddr::V6(public) = seen.ip() else {
         panic!("IPv6 expected")
     };
@@ -871,7 +841,7 @@ fn nptv6_maps_a_64_checksum_neutrally_both_ways() {
     // TCP through both translations.
     let to = format!("[{public}]:9401");
     let to: &'static str = Box::leak(to.into_boxed_str());
-    let (seen, _) = udp_exchange(&g.a, &g.c, "[fd01::2]:9401", to);
+    let (seen, _) = common::udp_exchange(&g.a, &g.c, "[fd01::2]:9401", to, 1);
     assert_eq!(seen.ip().to_string(), "fd00::2");
     const SIZE: usize = 20 << 20;
     let (peer, got) = transfer(&g.a, "[fd00::2]:9402", &g.c, "[fd00::2]:9402", SIZE);
@@ -884,14 +854,14 @@ fn ipv6_one_address_nat_updates_the_l4_checksums() {
     require_root!();
     let g = gateway6("nat6a", "fd01::2", "fd99::7", "fd99::7/128");
     let cap_a = Capture::open(&g.a, "va");
-    let (seen, reply) = udp_exchange(&g.c, &g.a, "[fd00::2]:9500", "[fd00::2]:9500");
+    let (seen, reply) = common::udp_exchange(&g.c, &g.a, "[fd00::2]:9500", "[fd00::2]:9500", 1);
     assert_eq!(seen.ip().to_string(), "fd99::7");
     assert_eq!(reply.to_string(), "[fd00::2]:9500");
     let frame = cap_a
-        .frame_with(b"nat-udp-check", Duration::from_secs(2))
+        .frame_with(common::UDP_EXCHANGE_PAYLOAD, Duration::from_secs(2))
         .expect("A captured the datagram");
     checksums6_hold(&frame);
-    let (seen, _) = udp_exchange(&g.a, &g.c, "[fd01::2]:9501", "[fd99::7]:9501");
+    let (seen, _) = common::udp_exchange(&g.a, &g.c, "[fd01::2]:9501", "[fd99::7]:9501", 1);
     assert_eq!(seen.ip().to_string(), "fd00::2");
     const SIZE: usize = 20 << 20;
     let (peer, got) = transfer(&g.a, "[fd00::2]:9502", &g.c, "[fd00::2]:9502", SIZE);

@@ -4,49 +4,7 @@
 //! both ways; traffic shows it, `nat del` puts B's routes back.
 mod common;
 
-use std::{
-    net::{SocketAddr, UdpSocket},
-    sync::mpsc,
-    time::Duration,
-};
-
 use common::{json, serve_tcp, tcp_works_soon, Chain, Netns};
-
-/// One UDP datagram from `from` to `to` (a socket bound to `bind` in
-/// `server` answers it): the source the server saw, and the source of
-/// the answer the sender got.
-fn udp_exchange(from: &Netns, server: &Netns, bind: &str, to: &str) -> (SocketAddr, SocketAddr) {
-    let bind: SocketAddr = bind.parse().expect("address");
-    let to: SocketAddr = to.parse().expect("address");
-    let srv = server.run(move || UdpSocket::bind(bind).expect("bind"));
-    srv.set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        let got = srv.recv_from(&mut buf);
-        if let Ok((_, peer)) = got {
-            let _ = srv.send_to(b"reply", peer);
-        }
-        let _ = tx.send(got.map(|(_, p)| p));
-    });
-    let answer = from.run(move || {
-        let s = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).expect("udp");
-        s.set_read_timeout(Some(Duration::from_secs(3)))
-            .expect("timeout");
-        // One more try on a loaded machine (neighbour discovery).
-        for _ in 0..2 {
-            s.send_to(b"nat-add", to).expect("send");
-            let mut buf = [0u8; 64];
-            if let Ok((_, p)) = s.recv_from(&mut buf) {
-                return Ok(p);
-            }
-        }
-        Err("no answer")
-    });
-    let seen = rx.recv().expect("server").expect("the datagram arrived");
-    (seen, answer.expect("the answer arrived"))
-}
 
 /// What a user sees of B: routes of both families, policies, mappings.
 fn snapshot(b: &Netns) -> String {
@@ -97,11 +55,11 @@ fn nat_add_maps_an_inside_ipv4_network_onto_a_public_one_both_ways_and_del_resto
     assert!(inb.contains("dst 203.0.113.0/24 dnat 10.1.0.0/24"), "{inb}");
 
     // Inside to outside: A sees the public address (host bits kept).
-    let (seen, answer) = udp_exchange(&g.c, &g.a, "10.0.0.2:9300", "10.0.0.2:9300");
+    let (seen, answer) = common::udp_exchange(&g.c, &g.a, "10.0.0.2:9300", "10.0.0.2:9300", 2);
     assert_eq!(seen.ip().to_string(), "203.0.113.2");
     assert_eq!(answer.to_string(), "10.0.0.2:9300");
     // Outside to the public address: the inside host, which sees A.
-    let (seen, answer) = udp_exchange(&g.a, &g.c, "10.1.0.2:9301", "203.0.113.2:9301");
+    let (seen, answer) = common::udp_exchange(&g.a, &g.c, "10.1.0.2:9301", "203.0.113.2:9301", 2);
     assert_eq!(seen.ip().to_string(), "10.0.0.2");
     assert_eq!(answer.to_string(), "203.0.113.2:9301");
     serve_tcp(&g.c, &["10.1.0.2:8080"]);
@@ -141,7 +99,7 @@ fn nat_add_maps_an_inside_ipv4_network_onto_a_public_one_both_ways_and_del_resto
     b.lwt_ok(&["nat", "del", "--public", "198.51.100.0/24"]);
     assert_eq!(snapshot(b), before, "nat del put B back as it was");
     // Without the mapping the inside leaves untranslated again.
-    let (seen, _) = udp_exchange(&g.c, &g.a, "10.0.0.2:9302", "10.0.0.2:9302");
+    let (seen, _) = common::udp_exchange(&g.c, &g.a, "10.0.0.2:9302", "10.0.0.2:9302", 2);
     assert_eq!(seen.ip().to_string(), "10.1.0.2");
 }
 
@@ -161,7 +119,7 @@ fn nat_add_maps_an_inside_ipv6_prefix_by_nptv6_both_ways() {
         "--out-route",
         "fd00::/64",
     ]);
-    let (seen, answer) = udp_exchange(&g.c, &g.a, "[fd00::2]:9400", "[fd00::2]:9400");
+    let (seen, answer) = common::udp_exchange(&g.c, &g.a, "[fd00::2]:9400", "[fd00::2]:9400", 2);
     let std::net::IpAddr::V6(public) = seen.ip() else {
         panic!("IPv6 expected")
     };
@@ -169,7 +127,7 @@ fn nat_add_maps_an_inside_ipv6_prefix_by_nptv6_both_ways() {
     assert_eq!(answer.to_string(), "[fd00::2]:9400");
     // The outside reaches the inside host at the address it saw.
     let to = format!("[{public}]:9401");
-    let (seen, _) = udp_exchange(&g.a, &g.c, "[fd01::2]:9401", &to);
+    let (seen, _) = common::udp_exchange(&g.a, &g.c, "[fd01::2]:9401", &to, 2);
     assert_eq!(seen.ip().to_string(), "fd00::2");
     let list = json(&b.lwt_ok(&["-j", "nat", "list"]));
     let m = mapping(&list, "fd01::/64");

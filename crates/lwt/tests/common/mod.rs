@@ -584,3 +584,47 @@ pub fn compile_bpf(name: &str) -> PathBuf {
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// What [`udp_exchange`] sends (captures find the datagram by it).
+pub const UDP_EXCHANGE_PAYLOAD: &[u8] = b"nat-udp-check";
+
+/// One UDP datagram from `from` to `to` (a socket bound to `bind` in
+/// `server` answers it), sent up to `tries` times: the source the server
+/// saw, and the source of the answer the sender got.
+pub fn udp_exchange(
+    from: &Netns,
+    server: &Netns,
+    bind: &str,
+    to: &str,
+    tries: usize,
+) -> (SocketAddr, SocketAddr) {
+    let bind: SocketAddr = bind.parse().expect("address");
+    let to: SocketAddr = to.parse().expect("address");
+    let srv = server.run(move || UdpSocket::bind(bind).expect("bind"));
+    srv.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let got = srv.recv_from(&mut buf);
+        if let Ok((_, peer)) = got {
+            let _ = srv.send_to(b"reply", peer);
+        }
+        let _ = tx.send(got.map(|(_, p)| p));
+    });
+    let answer = from.run(move || {
+        let s = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).expect("udp");
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        for _ in 0..tries {
+            s.send_to(UDP_EXCHANGE_PAYLOAD, to).expect("send");
+            let mut buf = [0u8; 64];
+            if let Ok((_, p)) = s.recv_from(&mut buf) {
+                return Ok(p);
+            }
+        }
+        Err("no answer")
+    });
+    let seen = rx.recv().expect("server").expect("the datagram arrived");
+    (seen, answer.expect("the answer arrived"))
+}
