@@ -592,61 +592,35 @@ pub fn plan(desired: &Desired, current: &Current, prune: bool) -> Result<Plan, U
 
     // Tunnels.
     for (route, want) in &desired.tunnels {
-        let object = format!("tunnel {route}");
-        let add = Op::AddTunnel(*route);
-        let Some(held) = current.tunnels.get(route) else {
-            changes.push(Change {
-                action: Action::Create,
-                kind: "tunnel",
-                object,
-                detail: vec![format!(
-                    "{} on dev {} hook {}",
-                    want.spec.kind, want.dev, want.hook
-                )],
-                op: add,
-            });
-            continue;
-        };
-        if let Some(why) = kernel_detail(&held.kernel) {
-            changes.push(Change {
-                action: Action::Repair,
-                kind: "tunnel",
-                object,
-                detail: vec![why],
-                op: add,
-            });
-            continue;
-        }
-        let mut detail = Vec::new();
-        if held.dev != want.dev {
-            detail.push(format!("dev {} -> {}", held.dev, want.dev));
-        }
-        if held.hook != want.hook {
-            detail.push(format!("hook {} -> {}", held.hook, want.hook));
-        }
-        if held.spec != want.spec {
-            detail.push("tunnel header settings differ".into());
-        }
-        if detail.is_empty() {
-            continue;
-        }
-        if held.dev != want.dev || held.hook != want.hook {
-            detail.push("removed, then added again".into());
-            changes.push(Change {
-                action: Action::Update,
-                kind: "tunnel",
-                object: object.clone(),
-                detail: detail.clone(),
-                op: Op::DelTunnel(*route),
-            });
-        }
-        changes.push(Change {
-            action: Action::Update,
-            kind: "tunnel",
-            object,
-            detail,
-            op: add,
+        let held = current.tunnels.get(route).map(|held| {
+            let mut detail = Vec::new();
+            if held.dev != want.dev {
+                detail.push(format!("dev {} -> {}", held.dev, want.dev));
+            }
+            if held.hook != want.hook {
+                detail.push(format!("hook {} -> {}", held.hook, want.hook));
+            }
+            if held.spec != want.spec {
+                detail.push("tunnel header settings differ".into());
+            }
+            let moved = held.dev != want.dev || held.hook != want.hook;
+            Held {
+                kernel: &held.kernel,
+                detail,
+                moved,
+            }
         });
+        route_object(
+            RouteObject {
+                kind: "tunnel",
+                object: format!("tunnel {route}"),
+                created: format!("{} on dev {} hook {}", want.spec.kind, want.dev, want.hook),
+                add: Op::AddTunnel(*route),
+                del: Op::DelTunnel(*route),
+            },
+            held,
+            &mut changes,
+        );
     }
     for route in current.tunnels.keys() {
         if !desired.tunnels.contains_key(route) {
@@ -704,54 +678,31 @@ pub fn plan(desired: &Desired, current: &Current, prune: bool) -> Result<Plan, U
 
     // SIDs.
     for (route, want) in &desired.sids {
-        let object = format!("sid {route}");
-        let add = Op::AddSid(*route);
-        let Some(held) = current.sids.get(route) else {
-            changes.push(Change {
-                action: Action::Create,
-                kind: "sid",
-                object,
-                detail: vec![format!("{} on dev {}", want.program, want.dev)],
-                op: add,
-            });
-            continue;
-        };
-        if let Some(why) = kernel_detail(&held.kernel) {
-            changes.push(Change {
-                action: Action::Repair,
-                kind: "sid",
-                object,
-                detail: vec![why],
-                op: add,
-            });
-            continue;
-        }
-        let mut detail = Vec::new();
-        if held.dev != want.dev {
-            detail.push(format!("dev {} -> {}", held.dev, want.dev));
-        }
-        if !same_program(&held.program, &want.program) {
-            detail.push(program_change(&held.program, &want.program));
-        }
-        if detail.is_empty() {
-            continue;
-        }
-        if held.dev != want.dev {
-            changes.push(Change {
-                action: Action::Update,
-                kind: "sid",
-                object: object.clone(),
-                detail: detail.clone(),
-                op: Op::DelSid(*route),
-            });
-        }
-        changes.push(Change {
-            action: Action::Update,
-            kind: "sid",
-            object,
-            detail,
-            op: add,
+        let held = current.sids.get(route).map(|held| {
+            let mut detail = Vec::new();
+            if held.dev != want.dev {
+                detail.push(format!("dev {} -> {}", held.dev, want.dev));
+            }
+            if !same_program(&held.program, &want.program) {
+                detail.push(program_change(&held.program, &want.program));
+            }
+            Held {
+                kernel: &held.kernel,
+                detail,
+                moved: held.dev != want.dev,
+            }
         });
+        route_object(
+            RouteObject {
+                kind: "sid",
+                object: format!("sid {route}"),
+                created: format!("{} on dev {}", want.program, want.dev),
+                add: Op::AddSid(*route),
+                del: Op::DelSid(*route),
+            },
+            held,
+            &mut changes,
+        );
     }
     for route in current.sids.keys() {
         if !desired.sids.contains_key(route) {
@@ -767,6 +718,62 @@ pub fn plan(desired: &Desired, current: &Current, prune: bool) -> Result<Plan, U
     // A stable sort keeps each object's own order (off before on).
     changes.sort_by_key(|c| c.op.phase());
     Ok(Plan { changes, unnamed })
+}
+
+/// An object lwtkit holds on a route of its own (a tunnel, a SID), as
+/// the plan names it and changes it.
+struct RouteObject {
+    kind: &'static str,
+    object: String,
+    /// The detail of its creation.
+    created: String,
+    add: Op,
+    del: Op,
+}
+
+/// What lwtkit holds of a [`RouteObject`] now: its route's state, what
+/// differs from the desired form, and whether that needs a removal first
+/// (another device or hook).
+struct Held<'a> {
+    kernel: &'a Kernel,
+    detail: Vec<String>,
+    moved: bool,
+}
+
+/// The changes that bring one [`RouteObject`] to its desired form:
+/// created when lwtkit holds none (`held` None), added again when its
+/// route is gone or was changed outside lwtkit, else updated in place or,
+/// when it moved, removed and added again; nothing when nothing differs.
+fn route_object(o: RouteObject, held: Option<Held>, changes: &mut Vec<Change>) {
+    let change = |action, object, detail, op| Change {
+        action,
+        kind: o.kind,
+        object,
+        detail,
+        op,
+    };
+    let Some(held) = held else {
+        changes.push(change(Action::Create, o.object, vec![o.created], o.add));
+        return;
+    };
+    if let Some(why) = kernel_detail(held.kernel) {
+        changes.push(change(Action::Repair, o.object, vec![why], o.add));
+        return;
+    }
+    let mut detail = held.detail;
+    if detail.is_empty() {
+        return;
+    }
+    if held.moved {
+        detail.push("removed, then added again".into());
+        changes.push(change(
+            Action::Update,
+            o.object.clone(),
+            detail.clone(),
+            o.del,
+        ));
+    }
+    changes.push(change(Action::Update, o.object, detail, o.add));
 }
 
 fn kernel_detail(k: &Kernel) -> Option<String> {
