@@ -47,6 +47,9 @@ struct Opts {
     seed: u64,
     /// Only sizes up to this many bytes.
     max_size: u64,
+    /// Chase only every `stride`-th element (64: one per 4 KiB page, so
+    /// the lines read fit the caches while their pages do not fit the TLB).
+    stride: u32,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
@@ -56,6 +59,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
         hot: 1_000_000,
         seed: 1,
         max_size: u64::MAX,
+        stride: 1,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -71,8 +75,9 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
             "--hot" => o.hot = val()?.clamp(1, u64::from(u32::MAX)) as u32,
             "--seed" => o.seed = val()?,
             "--max-mib" => o.max_size = val()?.max(1) << 20,
+            "--stride" => o.stride = val()?.clamp(1, 1 << 16) as u32,
             _ => anyhow::bail!(
-                "usage: lwtkit-bench memlat [--reps N] [--runs N] [--hot REPEAT] [--seed N] [--max-mib N]"
+                "usage: lwtkit-bench memlat [--reps N] [--runs N] [--hot REPEAT] [--seed N] [--max-mib N] [--stride ELEMENTS]"
             ),
         }
     }
@@ -416,9 +421,15 @@ fn chunks(name: &'static str, inner_flags: u32, next: &[u32]) -> anyhow::Result<
     layout(name, maps, progs)
 }
 
-fn build(size: u64, seed: u64) -> anyhow::Result<Vec<Layout>> {
+/// Every layout at `size` bytes, linked in one random cycle through
+/// every `stride`-th element (the others point at element 0, unvisited).
+fn build(size: u64, seed: u64, stride: u32) -> anyhow::Result<Vec<Layout>> {
     let n = (size / u64::from(ELEM)) as u32;
-    let next = cycle(n, seed ^ size);
+    let order = cycle((n / stride).max(2), seed ^ size);
+    let mut next = vec![0u32; n as usize];
+    for (p, &to) in order.iter().enumerate() {
+        next[p * stride as usize] = to * stride;
+    }
     let (array, hash) = (sys::BPF_MAP_TYPE_ARRAY, sys::BPF_MAP_TYPE_HASH);
     Ok(vec![
         measured(|| flat("array", array, 0, &next))?,
@@ -533,8 +544,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "memlat: ns per dependent read, pointer chase through a random cycle of {ELEM}-byte elements, \
          BPF_PROG_TEST_RUN on a socket filter; sweep = {} cold runs (repeat = 1) per program, timed by the \
          kernel's program stats; hot = repeat {} (test-run's mean); ns/read = (run(D) - run(0)) / D; \
-         median of {} repetitions, layouts and depths in rotated order",
-        o.runs, o.hot, o.reps
+         median of {} repetitions, layouts and depths in rotated order; every {} element(s) chased",
+        o.runs, o.hot, o.reps, o.stride
     );
     println!("load average at start: {}", loadavg());
     println!(
@@ -553,7 +564,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "D4/rd"
     );
     for &size in SIZES.iter().filter(|&&s| s <= o.max_size) {
-        let layouts = build(size, o.seed)?;
+        let layouts = build(size, o.seed, o.stride)?;
         let mut sw: Vec<Vec<[f64; 4]>> = vec![Vec::new(); layouts.len()];
         let mut ht: Vec<Vec<[f64; 4]>> = vec![Vec::new(); layouts.len()];
         let (mut sw_empty, mut ht_empty) = (Vec::new(), Vec::new());
