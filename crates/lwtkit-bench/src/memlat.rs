@@ -615,3 +615,37 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     println!("load average at end: {}", loadavg());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chase_visits_every_element_once_before_coming_back() {
+        for n in [2u32, 3, 1000, 4096] {
+            let next = cycle(n, 7);
+            let (mut at, mut seen) = (0u32, vec![false; n as usize]);
+            for _ in 0..n {
+                assert!(
+                    !seen[at as usize],
+                    "element {at} visited twice in a chase of {n}"
+                );
+                seen[at as usize] = true;
+                at = next[at as usize];
+            }
+            assert_eq!(at, 0);
+        }
+    }
+
+    #[test]
+    fn chase_programs_end_in_a_common_exit() {
+        let p = chase_program(Kind::Chunks, 3, 4, 2);
+        let exit = p.len() - 2;
+        for (i, ins) in p.iter().enumerate() {
+            if ins.code == 0x15 {
+                assert_eq!(i as i64 + 1 + i64::from(ins.off), exit as i64);
+            }
+        }
+        assert_eq!(p[exit + 1].code, 0x95);
+    }
+}
