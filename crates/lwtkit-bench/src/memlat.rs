@@ -24,6 +24,10 @@
 //! - `hash`: `BPF_MAP_TYPE_HASH`, preallocated (elements in one vmalloc
 //!   area); `hash-noprealloc`: `BPF_F_NO_PREALLOC` (elements from slab);
 //!   a read is a hash lookup (bucket, then element).
+//!
+//! `--stride 64` chases one element per 4 KiB page: the lines read then
+//! fit the caches while their pages overflow the TLB, which isolates the
+//! page walk's share.
 use std::{
     ffi::CString,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
