@@ -21,9 +21,13 @@
 //! forwarding), and a translation's cost by test-run (not part of `all`).
 //! changes: replace 100k rules with 100k others, add one, delete one
 //! (`changes --lwt PATH` times another build; not part of `all`).
+//! memlat: ns per dependent random read into BPF maps of 64 KiB to 32 MiB
+//! by layout (one array, mmapable array, array of kmalloc'ed arrays, hash
+//! maps), cold (repeat = 1, kernel stats) and hot (not part of `all`).
 mod changes;
 mod e2e;
 mod encap_bench;
+mod memlat;
 mod mix;
 mod nat_bench;
 mod routes;
@@ -34,10 +38,10 @@ fn main() -> anyhow::Result<()> {
     let what = args.first().cloned().unwrap_or_else(|| "all".into());
     if !matches!(
         what.as_str(),
-        "testrun" | "mix" | "e2e" | "encap" | "routes" | "changes" | "nat" | "all"
+        "testrun" | "mix" | "memlat" | "e2e" | "encap" | "routes" | "changes" | "nat" | "all"
     ) {
         anyhow::bail!(
-            "usage: lwtkit-bench [testrun|mix [--seed N]|e2e|encap [--types]|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|nat|all]"
+            "usage: lwtkit-bench [testrun|mix [--seed N]|memlat|e2e|encap [--types]|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|nat|all]"
         );
     }
     if matches!(what.as_str(), "testrun" | "all") {
@@ -45,6 +49,9 @@ fn main() -> anyhow::Result<()> {
     }
     if what == "mix" {
         mix::run(args.get(1..).unwrap_or_default())?;
+    }
+    if what == "memlat" {
+        memlat::run(args.get(1..).unwrap_or_default())?;
     }
     if matches!(what.as_str(), "e2e" | "all") {
         e2e::run()?;
