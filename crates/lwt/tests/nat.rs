@@ -1739,9 +1739,32 @@ fn traceroute_through_the_nat_shows_the_gateway_and_the_far_hop() {
 /// sending `size` bytes with DF (IPv4) / without fragmentation (IPv6) a
 /// few times: `IP_MTU` / `IPV6_MTU`, and the error the router sent.
 fn learned_mtu(ns: &Netns, to: &'static str, size: usize) -> (i32, Option<SockError>) {
+    learned_mtu_from(ns, None, to, size)
+}
+
+/// [`learned_mtu`] from a socket bound to `bind` (else any address).
+fn learned_mtu_from(
+    ns: &Netns,
+    bind: Option<&'static str>,
+    to: &'static str,
+    size: usize,
+) -> (i32, Option<SockError>) {
     let to: SocketAddr = to.parse().expect("address");
     ns.run(move || {
-        let s = probe_socket(to, 64);
+        let s = match bind {
+            None => probe_socket(to, 64),
+            Some(bind) => {
+                let s = UdpSocket::bind(bind).expect("bind");
+                s.connect(to).expect("connect");
+                let (level, recverr) = if to.is_ipv6() {
+                    (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+                } else {
+                    (libc::IPPROTO_IP, libc::IP_RECVERR)
+                };
+                setsockopt(&s, level, recverr, 1);
+                s
+            }
+        };
         let (level, discover, dont, mtu) = if to.is_ipv6() {
             (
                 libc::IPPROTO_IPV6,
@@ -1824,5 +1847,61 @@ fn pmtu_discovery_through_the_nat_learns_the_far_links_mtu() {
         );
         assert_eq!(mtu, want as i32, "{}", f.far);
         translated_at_least(&g.b, f.policy, 1);
+    }
+}
+
+#[test]
+fn a_server_behind_a_port_forward_learns_the_path_mtu_beyond_the_client_side() {
+    require_root!();
+    for (tag, net, far_net, via, link, bind, far, size, router, error) in [
+        (
+            "natfm",
+            ["203.0.113.7", "10.1.0.2", "203.0.113.7/32", "10.0.0.2/32"],
+            "10.9.0.0/24",
+            "10.0.0.2",
+            "1000",
+            "10.1.0.2:8080",
+            "10.9.0.2:33434",
+            1200,
+            "10.0.0.2",
+            (3, 4),
+        ),
+        (
+            "natfm6",
+            ["fd99::7", "fd01::2", "fd99::7/128", "fd00::2/128"],
+            "fd09::/64",
+            "fd00::2",
+            "1280",
+            "[fd01::2]:8080",
+            "[fd09::2]:33434",
+            1400,
+            "fd00::2",
+            (2, 0),
+        ),
+    ] {
+        // The server C:8080 behind the forward answers a client beyond A,
+        // whose next link is narrower: A's error goes to the public
+        // address about public:80 -> client, and only the forward's rule,
+        // port included, makes it C:8080's.
+        let g = udp_port_forward(tag, net, true);
+        far_network(&g, link);
+        let b = &g.b;
+        b.ip(&["route", "add", far_net, "via", via, "dev", "vb"]);
+        b.lwt_ok(&[
+            "filter", "attach", "back", far_net, "--dev", "vb", "--hook", "xmit",
+        ]);
+        let (mtu, e) = learned_mtu_from(&g.c, Some(bind), far, size);
+        let e = e.unwrap_or_else(|| panic!("{far}: the error reached the server's socket"));
+        let want: u32 = link.parse().expect("mtu");
+        assert_eq!(
+            (e.offender.to_string().as_str(), (e.kind, e.code), e.info),
+            (router, error, want),
+            "{e:?}"
+        );
+        assert_eq!(mtu, want as i32, "{far}");
+        assert!(
+            done_of(b, "fwd", "dnat") >= 1,
+            "counted on the forward's rule"
+        );
     }
 }
