@@ -319,7 +319,9 @@ pub enum Decider {
     Malformed,
 }
 
-/// The verdict of a policy for a packet, and who gave it.
+/// The verdict of a policy for a packet, and who gave it. On `xmit`, an
+/// ICMP/ICMPv6 error that its flow's rule translates ([`error_action`],
+/// which reads the packet's bytes) passes before this applies.
 pub fn judge(rules: &[Rule], h: &Handling, pkt: &PacketKey) -> (Verdict, Decider) {
     match pkt.class {
         Class::Whole => match evaluate(rules, h.default, pkt) {
