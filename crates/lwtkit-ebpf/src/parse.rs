@@ -227,8 +227,8 @@ pub fn embedded_flow(ctx: &SkBuffContext, v6: bool, icmp: usize, key: &mut Packe
         if ip[0] >> 4 != 6 {
             return false;
         }
-        // Straight into the key (no copy through the stack, which the
-        // caller's frame shares with `judge`'s), then to host order.
+        // Straight into the key (no copy through the stack: the verifier
+        // adds the caller's frame to `judge`'s), then to host order.
         let skb = ctx.skb.skb.cast();
         let dst = key.dims[dim::DST0..dim::DST0 + 4].as_mut_ptr().cast();
         let src = key.dims[dim::SRC0..dim::SRC0 + 4].as_mut_ptr().cast();
@@ -239,8 +239,9 @@ pub fn embedded_flow(ctx: &SkBuffContext, v6: bool, icmp: usize, key: &mut Packe
         if rc != 0 {
             return false;
         }
-        for i in 0..8 {
-            key.dims[i] = u32::from_be(key.dims[i]);
+        for i in 0..4 {
+            key.dims[dim::SRC0 + i] = u32::from_be(key.dims[dim::SRC0 + i]);
+            key.dims[dim::DST0 + i] = u32::from_be(key.dims[dim::DST0 + i]);
         }
         match crate::nat_icmp::walk_v6(ctx, ip[6], e + 40) {
             crate::nat_icmp::Walk::L4 { proto, off } => (proto, off),
