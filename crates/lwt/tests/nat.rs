@@ -1303,6 +1303,208 @@ fn an_ipv6_port_unreachable_comes_back_through_one_address_and_nptv6_rules() {
     }
 }
 
+/// A UDP port forward on B: `public`:80 to `inside`:8080 (`fwd` on B's
+/// route for the public address) and its reply side (`back` on B's route
+/// to the client A, `client_route`): `src inside proto udp sport 8080 snat
+/// public`, with `port 80` when `with_port`.
+fn udp_port_forward(
+    tag: &str,
+    [public, inside, public_route, client_route]: [&str; 4],
+    with_port: bool,
+) -> Chain {
+    let chain = Chain::new(tag);
+    chain.b.run(|| {
+        for dev in ["vb", "vbc"] {
+            set_tx_csum(dev, false).expect("tx checksum off");
+        }
+    });
+    let b = &chain.b;
+    b.lwt_ok(&["filter", "create", "fwd"]);
+    b.lwt_ok(&[
+        "filter", "rule", "add", "fwd", "dst", public, "proto", "udp", "dport", "80", "dnat",
+        inside, "port", "8080",
+    ]);
+    b.lwt_ok(&["filter", "create", "back"]);
+    let mut back = vec![
+        "filter", "rule", "add", "back", "src", inside, "proto", "udp", "sport", "8080", "snat",
+        public,
+    ];
+    if with_port {
+        back.extend(["port", "80"]);
+    }
+    b.lwt_ok(&back);
+    for (policy, route, dev) in [("fwd", public_route, "vbc"), ("back", client_route, "vb")] {
+        b.lwt_ok(&[
+            "filter", "attach", policy, route, "--dev", dev, "--hook", "xmit",
+        ]);
+    }
+    chain
+}
+
+/// The ICMP or ICMPv6 error in an Ethernet frame: its source, and the
+/// source and destination of the UDP datagram embedded in it; every
+/// checksum of it holds (the outer IPv4 header's, the ICMP one with the
+/// ICMPv6 pseudo-header, the embedded IPv4 header's and UDP's: the
+/// datagram is embedded whole).
+fn udp_error_of(frame: &[u8]) -> (std::net::IpAddr, SocketAddr, SocketAddr) {
+    use std::net::IpAddr;
+    let l3 = &frame[14..];
+    let v6 = l3[0] >> 4 == 6;
+    let addr = |b: &[u8], at: usize| -> IpAddr {
+        if v6 {
+            IpAddr::from(<[u8; 16]>::try_from(&b[at..at + 16]).expect("16 bytes"))
+        } else {
+            IpAddr::from(<[u8; 4]>::try_from(&b[at..at + 4]).expect("4 bytes"))
+        }
+    };
+    let pseudo = |src: &[u8], dst: &[u8], proto: u8, body: &[u8]| -> u16 {
+        let mut b = Vec::new();
+        b.extend(src);
+        b.extend(dst);
+        if v6 {
+            b.extend((body.len() as u32).to_be_bytes());
+            b.extend([0, 0, 0, proto]);
+        } else {
+            b.extend([0, proto]);
+            b.extend((body.len() as u16).to_be_bytes());
+        }
+        b.extend(body);
+        inet_sum(&b)
+    };
+    let hlen = if v6 { 40 } else { usize::from(l3[0] & 0xf) * 4 };
+    let total = if v6 {
+        40 + usize::from(u16::from_be_bytes([l3[4], l3[5]]))
+    } else {
+        usize::from(u16::from_be_bytes([l3[2], l3[3]]))
+    };
+    let l3 = &l3[..total];
+    let icmp = &l3[hlen..];
+    if v6 {
+        assert_eq!(l3[6], 58, "ICMPv6");
+        let (s, d) = (&l3[8..24], &l3[24..40]);
+        assert_eq!(pseudo(s, d, 58, icmp), 0, "ICMPv6 checksum");
+    } else {
+        assert_eq!(l3[9], 1, "ICMP");
+        assert_eq!(inet_sum(&l3[..hlen]), 0, "IPv4 header checksum");
+        assert_eq!(inet_sum(icmp), 0, "ICMP checksum");
+    }
+    let inner = &icmp[8..];
+    let (ihlen, iaddrs) = if v6 {
+        (40, 8..40)
+    } else {
+        (usize::from(inner[0] & 0xf) * 4, 12..20)
+    };
+    if !v6 {
+        assert_eq!(
+            inet_sum(&inner[..ihlen]),
+            0,
+            "embedded IPv4 header checksum"
+        );
+    }
+    let udp = &inner[ihlen..];
+    let half = (iaddrs.end - iaddrs.start) / 2;
+    let (s, d) = (
+        &inner[iaddrs.start..iaddrs.start + half],
+        &inner[iaddrs.start + half..iaddrs.end],
+    );
+    assert_eq!(pseudo(s, d, 17, udp), 0, "embedded UDP checksum");
+    let port = |at: usize| u16::from_be_bytes([udp[at], udp[at + 1]]);
+    (
+        addr(l3, if v6 { 8 } else { 12 }),
+        SocketAddr::new(addr(inner, iaddrs.start), port(0)),
+        SocketAddr::new(addr(inner, iaddrs.start + half), port(2)),
+    )
+}
+
+/// The `done` action counter of `policy`'s rule whose text contains `rule`.
+fn done_of(b: &Netns, policy: &str, rule: &str) -> u64 {
+    let shown = json(&b.lwt_ok(&["filter", "show", policy, "-j"]));
+    let rules = shown["rules"].as_array().expect("rules");
+    let r = rules
+        .iter()
+        .find(|r| r.to_string().contains(rule))
+        .unwrap_or_else(|| panic!("no rule `{rule}` in {shown}"));
+    assert_eq!(r["action_counters"]["failed"], 0, "{shown}");
+    r["action_counters"]["done"].as_u64().expect("done")
+}
+
+#[test]
+fn a_port_unreachable_from_a_forwarded_closed_port_reaches_the_client_with_the_public_port() {
+    require_root!();
+    for (tag, net, to, public, client) in [
+        (
+            "natpu",
+            ["203.0.113.7", "10.1.0.2", "203.0.113.7/32", "10.0.0.2/32"],
+            "203.0.113.7:80",
+            "203.0.113.7",
+            "10.0.0.2",
+        ),
+        (
+            "natpu6",
+            ["fd99::7", "fd01::2", "fd99::7/128", "fd00::2/128"],
+            "[fd99::7]:80",
+            "fd99::7",
+            "fd00::2",
+        ),
+    ] {
+        // A sends to the public address's port 80; B forwards it to C's
+        // port 8080, which is closed; C's port unreachable (from C, about
+        // A -> C:8080) goes back through B's reply-side rule, the flow's.
+        let g = udp_port_forward(tag, net, false);
+        let cap = Capture::open(&g.a, "va");
+        // Without `port 80` on the reply side the error is translated by
+        // the flow's rule but keeps the inside port: A's socket, connected
+        // to :80, never learns of it.
+        assert!(
+            !refused(&g.a, to),
+            "{to}: refused though the error names port 8080"
+        );
+        let frame = cap
+            .frame_with(b"anyone there?", Duration::from_secs(2))
+            .expect("A captured the port unreachable");
+        let (from, _, about) = udp_error_of(&frame);
+        assert_eq!(
+            from.to_string(),
+            public,
+            "the error comes from the public address"
+        );
+        assert_eq!(about.ip().to_string(), public);
+        assert_eq!(about.port(), 8080, "no port rule: the embedded port stays");
+        assert!(
+            done_of(&g.b, "back", "snat") >= 1,
+            "counted on the flow's rule"
+        );
+        // The reply side with its port: the same error now names the
+        // public port 80, and A's socket gets ECONNREFUSED.
+        let b = &g.b;
+        b.lwt_ok(&["filter", "rule", "del", "back", "1"]);
+        b.lwt_ok(&[
+            "filter", "rule", "add", "back", "src", net[1], "proto", "udp", "sport", "8080",
+            "snat", public, "port", "80",
+        ]);
+        let cap = Capture::open(&g.a, "va");
+        assert!(
+            refused(&g.a, to),
+            "{to}: the port unreachable reached A's socket"
+        );
+        let frame = cap
+            .frame_with(b"anyone there?", Duration::from_secs(2))
+            .expect("A captured the port unreachable");
+        let (from, sent, about) = udp_error_of(&frame);
+        assert_eq!(from.to_string(), public);
+        assert_eq!(sent.ip().to_string(), client);
+        assert_eq!(
+            about.to_string(),
+            to,
+            "the embedded destination is the public port"
+        );
+        assert!(
+            done_of(&g.b, "back", "port 80") >= 1,
+            "counted on the flow's rule"
+        );
+    }
+}
+
 /// A network beyond A (10.9.0.0/24, fd09::/64 on a device `far0` of
 /// `mtu`), which A forwards to and B routes via A with the `snat` policy
 /// (`out`, `out6`) on the route: a far hop for traceroute and PMTU
@@ -1537,9 +1739,32 @@ fn traceroute_through_the_nat_shows_the_gateway_and_the_far_hop() {
 /// sending `size` bytes with DF (IPv4) / without fragmentation (IPv6) a
 /// few times: `IP_MTU` / `IPV6_MTU`, and the error the router sent.
 fn learned_mtu(ns: &Netns, to: &'static str, size: usize) -> (i32, Option<SockError>) {
+    learned_mtu_from(ns, None, to, size)
+}
+
+/// [`learned_mtu`] from a socket bound to `bind` (else any address).
+fn learned_mtu_from(
+    ns: &Netns,
+    bind: Option<&'static str>,
+    to: &'static str,
+    size: usize,
+) -> (i32, Option<SockError>) {
     let to: SocketAddr = to.parse().expect("address");
     ns.run(move || {
-        let s = probe_socket(to, 64);
+        let s = match bind {
+            None => probe_socket(to, 64),
+            Some(bind) => {
+                let s = UdpSocket::bind(bind).expect("bind");
+                s.connect(to).expect("connect");
+                let (level, recverr) = if to.is_ipv6() {
+                    (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+                } else {
+                    (libc::IPPROTO_IP, libc::IP_RECVERR)
+                };
+                setsockopt(&s, level, recverr, 1);
+                s
+            }
+        };
         let (level, discover, dont, mtu) = if to.is_ipv6() {
             (
                 libc::IPPROTO_IPV6,
@@ -1622,5 +1847,61 @@ fn pmtu_discovery_through_the_nat_learns_the_far_links_mtu() {
         );
         assert_eq!(mtu, want as i32, "{}", f.far);
         translated_at_least(&g.b, f.policy, 1);
+    }
+}
+
+#[test]
+fn a_server_behind_a_port_forward_learns_the_path_mtu_beyond_the_client_side() {
+    require_root!();
+    for (tag, net, far_net, via, link, bind, far, size, router, error) in [
+        (
+            "natfm",
+            ["203.0.113.7", "10.1.0.2", "203.0.113.7/32", "10.0.0.2/32"],
+            "10.9.0.0/24",
+            "10.0.0.2",
+            "1000",
+            "10.1.0.2:8080",
+            "10.9.0.2:33434",
+            1200,
+            "10.0.0.2",
+            (3, 4),
+        ),
+        (
+            "natfm6",
+            ["fd99::7", "fd01::2", "fd99::7/128", "fd00::2/128"],
+            "fd09::/64",
+            "fd00::2",
+            "1280",
+            "[fd01::2]:8080",
+            "[fd09::2]:33434",
+            1400,
+            "fd00::2",
+            (2, 0),
+        ),
+    ] {
+        // The server C:8080 behind the forward answers a client beyond A,
+        // whose next link is narrower: A's error goes to the public
+        // address about public:80 -> client, and only the forward's rule,
+        // port included, makes it C:8080's.
+        let g = udp_port_forward(tag, net, true);
+        far_network(&g, link);
+        let b = &g.b;
+        b.ip(&["route", "add", far_net, "via", via, "dev", "vb"]);
+        b.lwt_ok(&[
+            "filter", "attach", "back", far_net, "--dev", "vb", "--hook", "xmit",
+        ]);
+        let (mtu, e) = learned_mtu_from(&g.c, Some(bind), far, size);
+        let e = e.unwrap_or_else(|| panic!("{far}: the error reached the server's socket"));
+        let want: u32 = link.parse().expect("mtu");
+        assert_eq!(
+            (e.offender.to_string().as_str(), (e.kind, e.code), e.info),
+            (router, error, want),
+            "{e:?}"
+        );
+        assert_eq!(mtu, want as i32, "{far}");
+        assert!(
+            done_of(b, "fwd", "dnat") >= 1,
+            "counted on the forward's rule"
+        );
     }
 }

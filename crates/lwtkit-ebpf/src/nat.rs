@@ -27,7 +27,10 @@ use aya_ebpf::{
 };
 use lwtkit_common::nat_icmp::{outcome, Translation};
 
-use crate::nat_icmp::{translate_v6, V6Addrs};
+use crate::{
+    nat_icmp::{translate_v6, V6Addrs},
+    parse::PacketKey,
+};
 
 /// `bpf_l4_csum_replace` flags (include/uapi/linux/bpf.h).
 const BPF_F_PSEUDO_HDR: u64 = 1 << 4;
@@ -269,9 +272,18 @@ pub fn rewrite_v6(
 /// when the error is not one to translate that way (its embedded packet
 /// is not the translated one, or is cut): the caller rewrites the outer
 /// header alone. `Some(Err(()))`: a helper failed part way; drop. `s`:
-/// where the translation is built.
+/// where the translation is built. `port`: the rule's port (`snat/dnat
+/// ... port N`), which the embedded packet's opposite port becomes (with
+/// its checksums); the error's flow then must have its ports in it.
 #[inline(always)]
-pub fn icmp_error_v4(ctx: &SkBuffContext, side: Side, to: u32, plen: u8, s: &mut NatScratch) -> Option<Result<(), ()>> {
+pub fn icmp_error_v4(
+    ctx: &SkBuffContext,
+    side: Side,
+    to: u32,
+    plen: u8,
+    port: u16,
+    s: &mut NatScratch,
+) -> Option<Result<(), ()>> {
     let icmp = crate::nat_icmp::locate(ctx)?;
     let h: [u8; 20] = ctx.load(0).ok()?;
     let at = if side == Side::Src { 12 } else { 16 };
@@ -279,6 +291,7 @@ pub fn icmp_error_v4(ctx: &SkBuffContext, side: Side, to: u32, plen: u8, s: &mut
     let new = netmap4(old, to, plen);
     s.t = Translation {
         dst: u8::from(side == Side::Dst),
+        to_port: port,
         ..Translation::default()
     };
     s.t.from[..4].copy_from_slice(&old.to_be_bytes());
@@ -299,6 +312,11 @@ pub struct NatScratch {
     pub t: Translation,
     pub addrs: V6Addrs,
     pub old: [u32; 4],
+    /// The filter's reversed key of an ICMP error's embedded packet (its
+    /// flow) and the rule it matched: counter slot and flags.
+    pub flow: PacketKey,
+    pub flow_slot: u32,
+    pub flow_flags: u32,
 }
 
 /// Translates an ICMPv6 error (its ICMPv6 header at `icmp`) a rule
@@ -308,7 +326,8 @@ pub struct NatScratch {
 /// checksum-neutral) and the ICMPv6 checksum with its pseudo-header
 /// ([`crate::nat_icmp::translate_v6`]). `None` when the error is not one
 /// to translate that way: the caller rewrites the outer header alone.
-/// `Some(Err(()))`: a helper failed part way; drop.
+/// `Some(Err(()))`: a helper failed part way; drop. `port`: as for
+/// [`icmp_error_v4`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn icmp_error_v6(
@@ -319,6 +338,7 @@ pub fn icmp_error_v6(
     plen: u8,
     npt_word: u8,
     npt_adj: u16,
+    port: u16,
     s: &mut NatScratch,
 ) -> Option<Result<(), ()>> {
     let at = if side == Side::Src { 8 } else { 24 };
@@ -333,7 +353,7 @@ pub fn icmp_error_v6(
     s.t.v6 = 1;
     s.t.dst = u8::from(side == Side::Dst);
     s.t.from_port = 0;
-    s.t.to_port = 0;
+    s.t.to_port = port;
     for i in 0..4 {
         s.t.from[4 * i..4 * i + 4].copy_from_slice(&s.old[i].to_ne_bytes());
         s.t.to[4 * i..4 * i + 4].copy_from_slice(&new[i].to_ne_bytes());

@@ -77,7 +77,7 @@ pub fn locate(ctx: &SkBuffContext) -> Option<Icmp> {
 }
 
 /// Where an IPv6 extension header chain led.
-enum Walk {
+pub enum Walk {
     /// The upper-layer header `proto` starts at `off`.
     L4 { proto: u8, off: usize },
     /// A fragment that is not the first: no upper-layer header.
@@ -90,7 +90,7 @@ enum Walk {
 
 /// Walks IPv6 extension headers from `off`, the first being `nh`.
 #[inline(always)]
-fn walk_v6(ctx: &SkBuffContext, mut nh: u8, mut off: usize) -> Walk {
+pub fn walk_v6(ctx: &SkBuffContext, mut nh: u8, mut off: usize) -> Walk {
     for _ in 0..MAX_EXT_HEADERS {
         match nh {
             0 | 43 | 60 | 51 => {
@@ -267,8 +267,11 @@ fn translate_v4(ctx: &SkBuffContext, icmp: usize, t: &Translation) -> Result<u32
     let dst = t.dst != 0;
     let (outer_at, inner_at) = if dst { (16, 12) } else { (12, 16) };
     let outer: [u8; 4] = ctx.load(outer_at).map_err(|_| outcome::MALFORMED)?;
-    let inner = if dst { [ip[12], ip[13], ip[14], ip[15]] } else { [ip[16], ip[17], ip[18], ip[19]] };
-    if outer != from || inner != from {
+    // Read again rather than taken from `ip`: byte by byte, the compiler
+    // spills each one (a frame the verifier's 512 bytes cannot spare).
+    let inner: [u8; 4] = ctx.load((e + inner_at) & 0xffff).map_err(|_| outcome::MALFORMED)?;
+    let from32 = u32::from_ne_bytes(from);
+    if u32::from_ne_bytes(outer) != from32 || u32::from_ne_bytes(inner) != from32 {
         return Err(outcome::MISMATCH);
     }
     let later = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use lwtkit::{
     filter::{
         handling::Handling,
-        model::{action_for, parse_packet, Class},
+        model::{action_for, error_action, judge, parse_packet, Class},
         rule::{Rule, Verdict},
         testrun::Harness,
     },
@@ -393,5 +393,402 @@ fn translations_match_the_model_and_checksums_hold() {
     assert!(
         translated > 500,
         "only {translated} packets were translated"
+    );
+}
+
+/// A port forward both ways (the public 203.0.113.7:80 / fd99::7:80 to the
+/// inside 10.1.0.2:8080 / fd01::2:8080, TCP and UDP), and the inside
+/// network's address rules behind it (NETMAP, NPTv6), which the error of a
+/// flow must not take instead of the flow's port rule.
+const FORWARD: [&str; 10] = [
+    "dst 203.0.113.7 proto tcp dport 80 dnat 10.1.0.2 port 8080",
+    "dst 203.0.113.7 proto udp dport 80 dnat 10.1.0.2 port 8080",
+    "src 10.1.0.2 proto tcp sport 8080 snat 203.0.113.7 port 80",
+    "src 10.1.0.2 proto udp sport 8080 snat 203.0.113.7 port 80",
+    "dst fd99::7 proto tcp dport 80 dnat fd01::2 port 8080",
+    "dst fd99::7 proto udp dport 80 dnat fd01::2 port 8080",
+    "src fd01::2 proto tcp sport 8080 snat fd99::7 port 80",
+    "src fd01::2 proto udp sport 8080 snat fd99::7 port 80",
+    "src 10.1.0.0/24 snat 198.51.100.0/24",
+    "src fd01::/64 snat fd98::/64",
+];
+
+/// An ICMP (ICMPv6) error of `kind` from `src` to `dst` about the packet
+/// `inner` (its IP header and L4 header, checksums right), cut to `keep`
+/// bytes of it; the outer checksums right.
+fn icmp_error(v6: bool, kind: u8, src: &[u8], dst: &[u8], inner: &[u8], keep: usize) -> Vec<u8> {
+    let mut icmp = vec![kind, 0, 0, 0, 0, 0, 0x05, 0x78];
+    icmp.extend(&inner[..keep.min(inner.len())]);
+    let c = if v6 {
+        l4_sum(true, src, dst, 58, &icmp)
+    } else {
+        sum(&[&icmp])
+    };
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ip_packet(v6, if v6 { 58 } else { 1 }, src, dst, &icmp)
+}
+
+/// An IP packet of `proto` from `src` to `dst` around `l4` (IPv4: its
+/// header checksum right).
+fn ip_packet(v6: bool, proto: u8, src: &[u8], dst: &[u8], l4: &[u8]) -> Vec<u8> {
+    let mut p;
+    if v6 {
+        p = vec![0u8; 40];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+        p[6] = proto;
+        p[7] = 64;
+        p[8..24].copy_from_slice(src);
+        p[24..40].copy_from_slice(dst);
+    } else {
+        p = vec![0u8; 20];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = proto;
+        p[12..16].copy_from_slice(src);
+        p[16..20].copy_from_slice(dst);
+        let c = sum(&[&p]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    p.extend(l4);
+    p
+}
+
+/// A TCP or UDP packet from `src`:`sport` to `dst`:`dport`, its checksum right.
+fn flow_packet(v6: bool, proto: u8, src: &[u8], dst: &[u8], sport: u16, dport: u16) -> Vec<u8> {
+    let mut l4 = if proto == 6 {
+        vec![0u8; 20]
+    } else {
+        vec![0u8; 8]
+    };
+    l4[0..2].copy_from_slice(&sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&dport.to_be_bytes());
+    if proto == 6 {
+        l4[12] = 0x50;
+        l4[13] = 0x18;
+    }
+    l4.extend(b"payload!");
+    if proto == 17 {
+        let n = l4.len() as u16;
+        l4[4..6].copy_from_slice(&n.to_be_bytes());
+    }
+    let (at, _) = csum_at(proto).expect("tcp or udp");
+    let c = l4_sum(v6, src, dst, proto, &l4);
+    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    ip_packet(v6, proto, src, dst, &l4)
+}
+
+/// One error of the kinds a port-forward gateway meets, drawn at random:
+/// (a) from a router beyond the client about the public side's reply,
+/// addressed to the public address; (b) from the inside server about the
+/// forwarded packet, to the client. Sometimes the flow is not the
+/// forward's (another port), the error comes from another inside host, is
+/// cut before the ports, or is not a translated type.
+fn forward_error(rng: &mut Rng) -> (Vec<u8>, bool) {
+    let v6 = rng.below(2) == 1;
+    let proto = [6u8, 17][rng.below(2) as usize];
+    // The public address, the inside server, the client, a router beyond
+    // the client, another inside host.
+    let [public, inside, client, router, other] = if v6 {
+        ["fd99::7", "fd01::2", "fd00::2", "fd00::fe", "fd01::fe"].map(v6_addr)
+    } else {
+        [
+            [203, 0, 113, 7],
+            [10, 1, 0, 2],
+            [10, 0, 0, 2],
+            [10, 0, 0, 254],
+            [10, 1, 0, 254],
+        ]
+        .map(|a: [u8; 4]| a.to_vec())
+    };
+    let cport = 40000 + rng.below(1000) as u16;
+    let odd = rng.below(8);
+    let kind = if v6 {
+        [1u8, 2, 3, 4][rng.below(4) as usize]
+    } else if odd == 7 {
+        [4u8, 5][rng.below(2) as usize]
+    } else {
+        [3u8, 11, 12][rng.below(3) as usize]
+    };
+    // The embedded packet whole, or cut two bytes into its ports.
+    let keep = |inner: &[u8]| {
+        let l4 = if proto == 6 { 20 } else { 8 };
+        if odd == 2 {
+            inner.len() - b"payload!".len() - l4 + 2
+        } else {
+            inner.len()
+        }
+    };
+    let mut p = if rng.below(2) == 0 {
+        // (a): the reply public:80 -> client, reported to the public address.
+        let sport = if odd == 1 { 81 } else { 80 };
+        let inner = flow_packet(v6, proto, &public, &client, sport, cport);
+        icmp_error(v6, kind, &router, &public, &inner, keep(&inner))
+    } else {
+        // (b): client -> inside:8080 reported by the inside host (or
+        // another inside host: a router on the inside).
+        let dport = if odd == 1 { 8081 } else { 8080 };
+        let inner = flow_packet(v6, proto, &client, &inside, cport, dport);
+        let from = if odd == 3 { &other } else { &inside };
+        icmp_error(v6, kind, from, &client, &inner, keep(&inner))
+    };
+    // Now and then an error about a later fragment (no ports).
+    if odd == 4 && !v6 {
+        let e = 28;
+        p[e + 6] = 0x00;
+        p[e + 7] = 0x10;
+        let c = {
+            let mut h = p[e..e + 20].to_vec();
+            h[10] = 0;
+            h[11] = 0;
+            sum(&[&h])
+        };
+        p[e + 10..e + 12].copy_from_slice(&c.to_be_bytes());
+        let mut icmp = p[20..].to_vec();
+        icmp[2] = 0;
+        icmp[3] = 0;
+        let c = sum(&[&icmp]);
+        p[22..24].copy_from_slice(&c.to_be_bytes());
+    }
+    let whole_inner = odd != 2;
+    (p, whole_inner)
+}
+
+fn v6_addr(s: &str) -> Vec<u8> {
+    v6(s).to_vec()
+}
+
+/// The addresses (at `src_at`, `dst_at`) and ports of the embedded packet
+/// of an error whose ICMP header is at `icmp`.
+struct Inner {
+    at: usize,
+    l4: usize,
+    proto: u8,
+}
+
+fn inner_of(p: &[u8]) -> Inner {
+    let v6 = p[0] >> 4 == 6;
+    let at = if v6 { 48 } else { 28 };
+    if v6 {
+        Inner {
+            at,
+            l4: at + 40,
+            proto: p[at + 6],
+        }
+    } else {
+        Inner {
+            at,
+            l4: at + usize::from(p[at] & 0xf) * 4,
+            proto: p[at + 9],
+        }
+    }
+}
+
+#[test]
+fn icmp_errors_about_port_forwarded_flows_match_the_model() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        if std::env::var_os("LWT_TEST_REQUIRE_ROOT").is_some_and(|v| !v.is_empty() && v != "0") {
+            panic!("icmp_errors_about_port_forwarded_flows_match_the_model needs root (BPF_PROG_TEST_RUN), and LWT_TEST_REQUIRE_ROOT is set, so it may not be skipped");
+        }
+        eprintln!("SKIPPED icmp_errors_about_port_forwarded_flows_match_the_model: needs root (BPF_PROG_TEST_RUN)");
+        return;
+    }
+    let seed = seed();
+    eprintln!("seed {seed:#x} (LWTKIT_SEED={seed:#x} replays this run)");
+    let parse = |texts: &[&str]| -> Vec<Rule> {
+        texts
+            .iter()
+            .zip(1..)
+            .map(|(text, id)| Rule {
+                id,
+                spec: text.parse().unwrap_or_else(|e| panic!("`{text}`: {e}")),
+            })
+            .collect()
+    };
+    // The forward; the forward under a default drop; the forward behind a
+    // drop of every ICMP error (a drop stays a drop).
+    let forward = parse(&FORWARD);
+    let mut guarded_texts = vec!["proto icmp drop", "proto icmpv6 drop"];
+    guarded_texts.extend(FORWARD);
+    let guarded = parse(&guarded_texts);
+    let policies = [
+        ("forward", &forward, Handling::new(Verdict::Allow)),
+        ("default drop", &forward, Handling::new(Verdict::Drop)),
+        ("icmp dropped", &guarded, Handling::new(Verdict::Allow)),
+    ];
+    let mut rng = Rng(seed);
+    let mut by_flow = [[0u32; 2]; 2];
+    let mut port_rewritten = 0;
+    let mut dropped = 0;
+    for (name, rules, handling) in &policies {
+        let h = Harness::filter_with(rules, handling, Hook::Xmit, 0).expect("filter loads");
+        for n in 0..600 {
+            let (p, whole_inner) = forward_error(&mut rng);
+            let v6 = p[0] >> 4 == 6;
+            let want = error_action(rules, &p);
+            let (rc, out) = h.run_out(&p).expect("test run");
+            let ctx = || {
+                format!(
+                    "{name}, packet {n} (seed {seed:#x}): {p:02x?}\nout {out:02x?}\nwant {want:?}"
+                )
+            };
+            assert_eq!(out.len(), p.len(), "{}", ctx());
+            let Some((id, e)) = want.clone() else {
+                // Judged as any packet: its own rule or the default.
+                let key = parse_packet(&p);
+                let (verdict, _) = judge(rules, handling, &key);
+                if verdict == Verdict::Drop {
+                    dropped += u32::from(*name == "icmp dropped");
+                    assert_eq!(rc, 2, "dropped: {}", ctx());
+                    continue;
+                }
+                match action_for(rules, handling, &key) {
+                    None => {
+                        assert_eq!(rc, 0, "{}", ctx());
+                        assert_eq!(out, p, "untouched: {}", ctx());
+                    }
+                    Some((_, fx)) => {
+                        assert_eq!(rc, if fx.reroute { 128 } else { 0 }, "{}", ctx());
+                        assert_eq!(
+                            addr(&out, v6, false),
+                            fx.src.unwrap_or(addr(&p, v6, false)),
+                            "src: {}",
+                            ctx()
+                        );
+                        assert_eq!(
+                            addr(&out, v6, true),
+                            fx.dst.unwrap_or(addr(&p, v6, true)),
+                            "dst: {}",
+                            ctx()
+                        );
+                    }
+                }
+                continue;
+            };
+            assert_ne!(
+                *name,
+                "icmp dropped",
+                "a drop of the error itself stands: {}",
+                ctx()
+            );
+            let rule = &rules[(id - 1) as usize].spec;
+            let dnat = e.effect.dst.is_some();
+            by_flow[usize::from(v6)][usize::from(dnat)] += 1;
+            assert_eq!(rc, if e.effect.reroute { 128 } else { 0 }, "{}", ctx());
+            // The outer header.
+            assert_eq!(
+                addr(&out, v6, false),
+                e.effect.src.unwrap_or(addr(&p, v6, false)),
+                "src: {}",
+                ctx()
+            );
+            assert_eq!(
+                addr(&out, v6, true),
+                e.effect.dst.unwrap_or(addr(&p, v6, true)),
+                "dst: {}",
+                ctx()
+            );
+            // The embedded packet: the opposite address and port.
+            let i = inner_of(&p);
+            let inner_addr = |b: &[u8], dst: bool| addr(&b[i.at..], v6, dst);
+            assert_eq!(
+                inner_addr(&out, false),
+                e.inner_src.unwrap_or(inner_addr(&p, false)),
+                "embedded src: {}",
+                ctx()
+            );
+            assert_eq!(
+                inner_addr(&out, true),
+                e.inner_dst.unwrap_or(inner_addr(&p, true)),
+                "embedded dst: {}",
+                ctx()
+            );
+            let port = |b: &[u8], at: usize| u16::from_be_bytes([b[i.l4 + at], b[i.l4 + at + 1]]);
+            assert_eq!(
+                port(&out, 0),
+                e.inner_sport.unwrap_or(port(&p, 0)),
+                "embedded sport: {} ({rule})",
+                ctx()
+            );
+            assert_eq!(
+                port(&out, 2),
+                e.inner_dport.unwrap_or(port(&p, 2)),
+                "embedded dport: {}",
+                ctx()
+            );
+            if e.inner_sport.is_some() || e.inner_dport.is_some() {
+                port_rewritten += 1;
+            }
+            // Every other byte as it was, but the checksums.
+            let icmp_at = if v6 { 40 } else { 20 };
+            let (csum_at_inner, _) = csum_at(i.proto).expect("tcp or udp");
+            for (k, (a, b)) in p.iter().zip(&out).enumerate() {
+                let addrs = |base: usize| {
+                    if v6 {
+                        base + 8..base + 40
+                    } else {
+                        base + 12..base + 20
+                    }
+                };
+                let changed = addrs(0).contains(&k)
+                    || addrs(i.at).contains(&k)
+                    || (!v6 && (10..12).contains(&k))
+                    || (!v6 && (i.at + 10..i.at + 12).contains(&k))
+                    || (icmp_at + 2..icmp_at + 4).contains(&k)
+                    || (i.l4..i.l4 + 4).contains(&k)
+                    || (i.l4 + csum_at_inner..i.l4 + csum_at_inner + 2).contains(&k);
+                if !changed {
+                    assert_eq!(a, b, "byte {k}: {}", ctx());
+                }
+            }
+            // Every checksum holds, computed here from the bytes.
+            if !v6 {
+                assert_eq!(sum(&[&out[..20]]), 0, "IPv4 header checksum: {}", ctx());
+                assert_eq!(
+                    sum(&[&out[i.at..i.at + 20]]),
+                    0,
+                    "embedded IPv4 header checksum: {}",
+                    ctx()
+                );
+                assert_eq!(sum(&[&out[20..]]), 0, "ICMP checksum: {}", ctx());
+            } else {
+                assert_eq!(
+                    l4_sum(true, &out[8..24], &out[24..40], 58, &out[40..]),
+                    0,
+                    "ICMPv6 checksum: {}",
+                    ctx()
+                );
+            }
+            if whole_inner {
+                let (s, d) = if v6 {
+                    (&out[i.at + 8..i.at + 24], &out[i.at + 24..i.at + 40])
+                } else {
+                    (&out[i.at + 12..i.at + 16], &out[i.at + 16..i.at + 20])
+                };
+                assert_eq!(
+                    l4_sum(v6, s, d, i.proto, &out[i.l4..]),
+                    0,
+                    "embedded L4 checksum: {}",
+                    ctx()
+                );
+            }
+        }
+    }
+    eprintln!("translated by their flow's rule: v4 snat {}, v4 dnat {}, v6 snat {}, v6 dnat {}; {port_rewritten} with the port; {dropped} dropped by the drop of ICMP", by_flow[0][0], by_flow[0][1], by_flow[1][0], by_flow[1][1]);
+    for (family, counts) in [("IPv4", by_flow[0]), ("IPv6", by_flow[1])] {
+        assert!(
+            counts[0] > 20 && counts[1] > 20,
+            "too few {family} errors translated by their flow: {counts:?}"
+        );
+    }
+    assert!(
+        port_rewritten > 100,
+        "only {port_rewritten} embedded ports rewritten"
+    );
+    assert!(
+        dropped > 100,
+        "only {dropped} errors dropped by `proto icmp drop`"
     );
 }

@@ -26,7 +26,7 @@ use lwtkit_ebpf::{
     gpl_license, lwt_program, map_named,
     matcher::{base_of, decide, generation, rule_id, Decision, CELLS, CONFIG},
     nat::{icmp_error_v4, icmp_error_v6, is_icmp_error_v4, is_icmp_error_v6, rewrite_v4, rewrite_v6, NatScratch, Side},
-    parse::{parse, PacketKey},
+    parse::{embedded_flow, parse, PacketKey},
 };
 
 /// Per-rule statistics, indexed by counter slot (sized at policy creation).
@@ -83,7 +83,10 @@ fn judge<const HOOK: u8>(ctx: &SkBuffContext) -> i32 {
             return BPF_DROP;
         }
     }
-    let d = decide(&key, cfg, gen);
+    let mut d = decide(&key, cfg, gen);
+    // An ICMP error about a translated flow: translated by the flow's rule
+    // (then `d` is that rule), or `None` and judged as any packet.
+    let flow = if HOOK == XMIT { error_of_flow(ctx, &key, &mut d, cfg, gen) } else { None };
     let mut verdict = if !d.matched {
         default
     } else if d.flags & rf::DROP != 0 {
@@ -97,7 +100,9 @@ fn judge<const HOOK: u8>(ctx: &SkBuffContext) -> i32 {
     let slot = if d.matched { d.slot } else { 0 };
     let stats_slot = gen.wrapping_mul(cfg.rule_slots).wrapping_add(slot);
     let kind = ((d.flags & rf::ACTION_MASK) >> rf::ACTION_SHIFT) as u8;
-    if d.matched && kind != ak::NONE {
+    if let Some(done) = flow {
+        (verdict, event) = done;
+    } else if d.matched && kind != ak::NONE {
         (verdict, event) = act::<HOOK>(ctx, &key, &d, kind, stats_slot, true);
     }
     if let Some(s) = RULE_STATS.get_ptr_mut(stats_slot) {
@@ -207,6 +212,159 @@ fn act<const HOOK: u8>(ctx: &SkBuffContext, key: &PacketKey, d: &Decision, kind:
     }
 }
 
+/// An ICMP or ICMPv6 error (`key`, which the rules judged as `d`) about a
+/// flow a snat/dnat rule translates, on xmit in a policy with actions:
+/// translated by that rule, the flow's, found by the error's embedded
+/// packet reversed ([`filter_flow`]), with the rule's port on the
+/// embedded packet. Only when the error's own decision does not stand
+/// against it: no rule, or an allow or snat/dnat rule (a drop stays a
+/// drop, a mark or redirect its own). Then `d` becomes the flow's rule,
+/// whose action counters count it, and the result is the verdict and
+/// event; `None` (`d` untouched) when the error is not such, or the flow's
+/// translation does not apply to it (the outer address is not the
+/// embedded one's counterpart), and it is judged as any packet.
+#[inline(always)]
+fn error_of_flow(ctx: &SkBuffContext, key: &PacketKey, d: &mut Decision, cfg: &PolicyConfig, gen: u32) -> Option<(i32, u8)> {
+    let proto = key.dims[dim::PROTO];
+    let icmp_type = key.dims[dim::SPORT];
+    let error = if key.v6 { is_icmp_error_v6(proto, icmp_type) } else { is_icmp_error_v4(proto, icmp_type) };
+    if !error || !key.l4 {
+        return None;
+    }
+    let kind = ((d.flags & rf::ACTION_MASK) >> rf::ACTION_SHIFT) as u8;
+    if d.matched && (d.flags & rf::DROP != 0 || (kind != ak::NONE && kind != ak::SNAT && kind != ak::DNAT)) {
+        return None;
+    }
+    if filter_flow_key(ctx.skb.skb, gen, key.l4_off) != FLOW_FOUND || filter_flow(gen) != FLOW_FOUND {
+        return None;
+    }
+    let s = NAT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch, which filter_flow just wrote.
+    let (slot, flags) = unsafe { ((*s).flow_slot, (*s).flow_flags as u16) };
+    let fd = Decision { matched: true, slot, flags, base: d.base };
+    let fkind = ((flags & rf::ACTION_MASK) >> rf::ACTION_SHIFT) as u8;
+    let a = action_of(&fd)?;
+    if (a.flags & af::V6 != 0) != key.v6 {
+        return None;
+    }
+    let done = filter_flow_nat(ctx.skb.skb, fd.base, fd.slot, u32::from(fkind == ak::DNAT), key.l4_off);
+    if done == NAT_SKIPPED {
+        return None;
+    }
+    *d = fd;
+    let stats_slot = gen.wrapping_mul(cfg.rule_slots).wrapping_add(slot);
+    if let Some(st) = ACTION_STATS.get_ptr_mut(stats_slot) {
+        // SAFETY: this CPU's slot; no other writer.
+        let st = unsafe { &mut *st };
+        if done == NAT_DONE {
+            st.done += 1;
+        } else {
+            st.failed += 1;
+        }
+    }
+    Some(if done != NAT_DONE {
+        (BPF_DROP, ev::FAILED)
+    } else if fkind == ak::DNAT {
+        (BPF_LWT_REROUTE, ev::TRANSLATED)
+    } else {
+        (BPF_OK, ev::TRANSLATED)
+    })
+}
+
+/// [`filter_flow_key`]: the key is built; [`filter_flow`]: the error's
+/// flow matched a snat/dnat rule, whose counter slot and flags are in
+/// [`NAT_SCRATCH`].
+const FLOW_FOUND: u32 = 1;
+
+/// The flow of the ICMP/ICMPv6 error (its ICMP header at `icmp`), as its
+/// packets meet the rules: the embedded packet reversed
+/// ([`embedded_flow`]), written into [`NAT_SCRATCH`]; [`FLOW_FOUND`] when
+/// it is a TCP or UDP packet with its ports and generation `gen` of the
+/// policy has actions (else no rule can translate it: 0).
+///
+/// Global functions, as [`filter_nat4`] and for the same reasons: the
+/// parse and the matcher are verified once more, not once per path of
+/// `judge`'s, and their frames are beside `judge`'s, not inside. The
+/// verifier adds up the frames of a call chain (`judge`, [`filter_flow`],
+/// the matcher's two `bpf_loop` callbacks) against 512 bytes: the parse
+/// has a function of its own, outside that chain, and the key lives in
+/// the scratch map.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn filter_flow_key(skb: *mut __sk_buff, gen: u32, icmp: u32) -> u32 {
+    let ctx = SkBuffContext::new(skb);
+    let Some(cfg) = CONFIG.get(0) else { return 0 };
+    let Some(header) = CELLS.get(base_of(cfg, gen)) else { return 0 };
+    if header.w[HEADER_ACTION_SLOTS] == 0 {
+        return 0;
+    }
+    let Some(s) = NAT_SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's scratch; nothing else uses it meanwhile.
+    let s = unsafe { &mut *s };
+    let Ok(version) = ctx.load::<u8>(0) else { return 0 };
+    if embedded_flow(&ctx, version >> 4 == 6, icmp as usize, &mut s.flow) {
+        FLOW_FOUND
+    } else {
+        0
+    }
+}
+
+/// The rule of generation `gen` that the flow [`filter_flow_key`] left in
+/// [`NAT_SCRATCH`] meets: [`FLOW_FOUND`] when that is a snat or dnat rule
+/// (its slot and flags then in the scratch), 0 otherwise.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn filter_flow(gen: u32) -> u32 {
+    let Some(cfg) = CONFIG.get(0) else { return 0 };
+    let Some(s) = NAT_SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's scratch; nothing else uses it meanwhile.
+    let s = unsafe { &mut *s };
+    let d = decide(&s.flow, cfg, gen);
+    let kind = ((d.flags & rf::ACTION_MASK) >> rf::ACTION_SHIFT) as u8;
+    if !d.matched || (kind != ak::SNAT && kind != ak::DNAT) {
+        return 0;
+    }
+    s.flow_slot = d.slot;
+    s.flow_flags = u32::from(d.flags);
+    FLOW_FOUND
+}
+
+/// The ICMP/ICMPv6 error (its ICMP header at `icmp`) translated by its
+/// flow's snat (`dnat` 0) or dnat (1) rule in counter slot `slot` of the
+/// generation at `base`: the outer address, the embedded packet's opposite
+/// address and, for a rule with `port N`, its opposite port, with every
+/// checksum ([`icmp_error_v4`], [`icmp_error_v6`]). [`NAT_SKIPPED`] when
+/// the translation does not apply to the error (untouched), else as
+/// [`filter_nat`].
+///
+/// A global function of its own rather than a mode of [`filter_nat4`]:
+/// with the port path alive the translation's frame grows, and the
+/// verifier adds `judge`'s frame and the callee's ("combined stack size
+/// ... Too large" past 512 bytes); this one holds the error translations
+/// alone.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn filter_flow_nat(skb: *mut __sk_buff, base: u32, slot: u32, dnat: u32, icmp: u32) -> u32 {
+    let ctx = SkBuffContext::new(skb);
+    let d = Decision { matched: true, slot, flags: 0, base };
+    let Some(a) = action_of(&d) else { return NAT_FAILED };
+    let Some(s) = NAT_SCRATCH.get_ptr_mut(0) else { return NAT_FAILED };
+    // SAFETY: this CPU's scratch; nothing else uses it meanwhile.
+    let s = unsafe { &mut *s };
+    let side = if dnat == 0 { Side::Src } else { Side::Dst };
+    let port = if a.flags & af::PORT != 0 { a.port } else { 0 };
+    let done = if a.flags & af::V6 != 0 {
+        icmp_error_v6(&ctx, side, icmp as usize, &a.addr, a.plen, a.npt_word, a.npt_adj, port, s)
+    } else {
+        icmp_error_v4(&ctx, side, a.addr[0], a.plen, port, s)
+    };
+    match done {
+        Some(Ok(())) => NAT_DONE,
+        Some(Err(())) => NAT_FAILED,
+        None => NAT_SKIPPED,
+    }
+}
+
 /// Scratch memory of [`filter_nat`]'s ICMP error translations, per CPU.
 #[btf_map]
 static NAT_SCRATCH: PerCpuArray<NatScratch, 1> = PerCpuArray::new();
@@ -220,6 +378,9 @@ const NAT_WHOLE: u32 = 2;
 /// [`filter_nat`]'s results: translated; a helper failed (drop).
 const NAT_DONE: u32 = 0;
 const NAT_FAILED: u32 = 1;
+/// [`filter_flow_nat`]'s result when the flow's translation does not
+/// apply to the error: nothing done.
+const NAT_SKIPPED: u32 = 2;
 
 /// The address translation of the snat/dnat rule in counter slot `slot`
 /// of the generation at `base` (its record read here), for a packet as
@@ -254,7 +415,7 @@ fn filter_nat<const V6: bool>(skb: *mut __sk_buff, base: u32, slot: u32, what: u
                 let s = unsafe { &mut *s };
                 // An ICMPv6 error carries the packet that caused it, whose
                 // addresses mirror the outer ones: translated together.
-                error = icmp_error_v6(&ctx, side, l4_off as usize, &a.addr, a.plen, a.npt_word, a.npt_adj, s);
+                error = icmp_error_v6(&ctx, side, l4_off as usize, &a.addr, a.plen, a.npt_word, a.npt_adj, 0, s);
             }
         }
         match error {
@@ -269,7 +430,7 @@ fn filter_nat<const V6: bool>(skb: *mut __sk_buff, base: u32, slot: u32, what: u
         // addresses mirror the outer ones: translated together.
         let error = match NAT_SCRATCH.get_ptr_mut(0) {
             // SAFETY: this CPU's scratch; nothing else uses it meanwhile.
-            Some(s) => icmp_error_v4(&ctx, side, a.addr[0], a.plen, unsafe { &mut *s }),
+            Some(s) => icmp_error_v4(&ctx, side, a.addr[0], a.plen, 0, unsafe { &mut *s }),
             None => None,
         };
         error.unwrap_or_else(|| rewrite_v4(&ctx, side, a.addr[0], a.plen, port))

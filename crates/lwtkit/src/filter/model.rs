@@ -319,7 +319,9 @@ pub enum Decider {
     Malformed,
 }
 
-/// The verdict of a policy for a packet, and who gave it.
+/// The verdict of a policy for a packet, and who gave it. On `xmit`, an
+/// ICMP/ICMPv6 error that its flow's rule translates ([`error_action`],
+/// which reads the packet's bytes) passes before this applies.
 pub fn judge(rules: &[Rule], h: &Handling, pkt: &PacketKey) -> (Verdict, Decider) {
     match pkt.class {
         Class::Whole => match evaluate(rules, h.default, pkt) {
@@ -476,6 +478,203 @@ pub fn action_for(rules: &[Rule], h: &Handling, pkt: &PacketKey) -> Option<(u32,
         e.dport = None;
     }
     Some((rule.id, e))
+}
+
+/// What the flow's rule makes of an ICMP/ICMPv6 error about it
+/// ([`error_action`]): the outer header's rewrite (`effect`: the address
+/// on the rule's side; `reroute` for a `dnat`), and the embedded packet's
+/// opposite address and port (a `dnat` rule rewrites the embedded source
+/// and source port, an `snat` rule the embedded destination and
+/// destination port).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErrorEffect {
+    pub effect: Effect,
+    pub inner_src: Option<IpAddr>,
+    pub inner_dst: Option<IpAddr>,
+    pub inner_sport: Option<u16>,
+    pub inner_dport: Option<u16>,
+}
+
+/// Whether an error of `family` with ICMP type `kind` is one the filter
+/// looks into for its flow: IPv4 destination unreachable, source quench,
+/// redirect, time exceeded, parameter problem; ICMPv6 destination
+/// unreachable, packet too big, time exceeded, parameter problem.
+fn is_error(family: u8, kind: u8) -> bool {
+    match family {
+        4 => matches!(kind, 3 | 4 | 5 | 11 | 12),
+        _ => matches!(kind, 1..=4),
+    }
+}
+
+/// Whether the translation translates an error of this type: not IPv4
+/// redirects or source quench (a redirect names a gateway beyond the NAT).
+fn is_translated_error(family: u8, kind: u8) -> bool {
+    match family {
+        4 => matches!(kind, 3 | 11 | 12),
+        _ => matches!(kind, 1..=4),
+    }
+}
+
+/// Walks an IPv6 extension header chain from `off`, the first header
+/// being `nh`, as the translation does: the upper-layer protocol and its
+/// offset, or `None` (cut, a later fragment, longer than the bound).
+fn walk_chain(l3: &[u8], mut nh: u8, mut off: usize) -> Option<(u8, usize)> {
+    for _ in 0..MAX_EXT_HEADERS {
+        match nh {
+            ext::HOP_BY_HOP | ext::ROUTING | ext::DEST_OPTS | ext::AH => {
+                let (next, units) = (*l3.get(off)?, usize::from(*l3.get(off + 1)?));
+                off += if nh == ext::AH {
+                    (units + 2) * 4
+                } else {
+                    (units + 1) * 8
+                };
+                nh = next;
+            }
+            ext::FRAGMENT => {
+                let f = l3.get(off..off + 4)?;
+                if be16(f, 2) >> 3 != 0 {
+                    return None;
+                }
+                off += 8;
+                nh = f[0];
+            }
+            _ => return Some((nh, off)),
+        }
+    }
+    (!ext::is_ext(nh)).then_some((nh, off))
+}
+
+/// The flow an ICMP or ICMPv6 error (a [`Class::Whole`] packet starting at
+/// its IP header) reports, as the flow's own packets meet the rules: the
+/// packet embedded in the error reversed (its destination as source, its
+/// source as destination, ports swapped, the same protocol, no TCP
+/// flags). `None` unless the packet is an error of a type in [`is_error`]
+/// and the embedded packet is TCP or UDP of the same family with its ports
+/// in the packet (not a later fragment, not cut before them). Also the
+/// ICMP header's offset.
+pub fn error_flow(l3: &[u8]) -> Option<(PacketKey, usize)> {
+    let outer = parse_packet(l3);
+    if !matches!(
+        (outer.family, outer.proto),
+        (4, ip_proto::ICMP) | (6, ip_proto::ICMPV6)
+    ) {
+        return None;
+    }
+    if outer.class != Class::Whole || !outer.l4 || !is_error(outer.family, outer.sport as u8) {
+        return None;
+    }
+    let icmp = if outer.family == 4 {
+        usize::from(l3[0] & 0xf) * 4
+    } else {
+        walk_chain(l3, l3[6], 40)?.1
+    };
+    let e = icmp + 8;
+    let mut key = PacketKey {
+        family: outer.family,
+        l4: true,
+        ..PacketKey::default()
+    };
+    let (proto, l4) = if outer.family == 4 {
+        let ip = l3.get(e..e + 20)?;
+        let ihl = usize::from(ip[0] & 0xf) * 4;
+        if ip[0] >> 4 != 4 || ihl < 20 || be16(ip, 6) & 0x1fff != 0 {
+            return None;
+        }
+        key.dst[..4].copy_from_slice(&ip[12..16]);
+        key.src[..4].copy_from_slice(&ip[16..20]);
+        (ip[9], e + ihl)
+    } else {
+        let ip = l3.get(e..e + 40)?;
+        if ip[0] >> 4 != 6 {
+            return None;
+        }
+        key.dst.copy_from_slice(&ip[8..24]);
+        key.src.copy_from_slice(&ip[24..40]);
+        walk_chain(l3, ip[6], e + 40)?
+    };
+    if proto != ip_proto::TCP && proto != ip_proto::UDP {
+        return None;
+    }
+    let ports = l3.get(l4..l4 + 4)?;
+    key.proto = proto;
+    key.sport = be16(ports, 2);
+    key.dport = be16(ports, 0);
+    Some((key, icmp))
+}
+
+/// An ICMP/ICMPv6 error (`l3`, on `xmit`) translated by the rule of the
+/// flow it reports ([`error_flow`]): the rule's id and what it does. Only
+/// when the error's own decision does not stand against it — no rule
+/// matched it, or an allow or snat/dnat rule did (a drop stays a drop, a
+/// mark or redirect its own) — and the flow's best rule is a `snat` or
+/// `dnat` whose translation applies to the error: of a type the
+/// translation knows ([`is_translated_error`]), its outer address on the
+/// rule's side (the destination for `dnat`, the source for `snat`) the
+/// embedded packet's opposite one, and mappable. Then the error passes,
+/// translated, even under a default `drop`. `None`: the error is judged
+/// as any packet ([`judge`], [`action_for`]).
+pub fn error_action(rules: &[Rule], l3: &[u8]) -> Option<(u32, ErrorEffect)> {
+    let outer = parse_packet(l3);
+    let (flow, icmp) = error_flow(l3)?;
+    if let Some(r) = rules
+        .iter()
+        .filter(|r| matches(&r.spec, &outer))
+        .min_by_key(|r| (r.spec.priority, r.id))
+    {
+        let stands = match &r.spec.action {
+            None => r.spec.verdict == Verdict::Drop,
+            Some(a) => !matches!(a, Action::Snat { .. } | Action::Dnat { .. }),
+        };
+        if stands {
+            return None;
+        }
+    }
+    let rule = rules
+        .iter()
+        .filter(|r| matches(&r.spec, &flow))
+        .min_by_key(|r| (r.spec.priority, r.id))?;
+    if !is_translated_error(outer.family, l3[icmp]) {
+        return None;
+    }
+    let e = icmp + 8;
+    let (src_at, dst_at, len) = if outer.family == 4 {
+        (12, 16, 4)
+    } else {
+        (8, 24, 16)
+    };
+    let addr_at = |at: usize| {
+        ip(outer.family, &{
+            let mut b = [0u8; 16];
+            b[..len].copy_from_slice(&l3[at..at + len]);
+            b
+        })
+    };
+    let mut out = ErrorEffect::default();
+    match rule.spec.action.as_ref()? {
+        Action::Dnat { to, port } => {
+            let old = addr_at(dst_at)?;
+            if addr_at(e + src_at)? != old {
+                return None;
+            }
+            let new = translate(old, rule.spec.dst, *to)?;
+            out.effect.dst = Some(new);
+            out.effect.reroute = true;
+            out.inner_src = Some(new);
+            out.inner_sport = *port;
+        }
+        Action::Snat { to, port } => {
+            let old = addr_at(src_at)?;
+            if addr_at(e + dst_at)? != old {
+                return None;
+            }
+            let new = translate(old, rule.spec.src, *to)?;
+            out.effect.src = Some(new);
+            out.inner_dst = Some(new);
+            out.inner_dport = *port;
+        }
+        _ => return None,
+    }
+    Some((rule.id, out))
 }
 
 #[cfg(test)]

@@ -985,3 +985,123 @@ fn actions_say_what_a_packet_becomes() {
         None
     );
 }
+
+/// An IPv4 ICMP error of `kind` from `src` to `dst` about a UDP datagram
+/// `isrc`:`isport` -> `idst`:`idport`, cut to `keep` bytes of it.
+fn error4(
+    kind: u8,
+    [src, dst]: [[u8; 4]; 2],
+    inner: ([u8; 4], u16, [u8; 4], u16),
+    keep: usize,
+) -> Vec<u8> {
+    let (isrc, isport, idst, idport) = inner;
+    let mut datagram = ipv4(17, &[], 0, &udp(isport, idport));
+    datagram[12..16].copy_from_slice(&isrc);
+    datagram[16..20].copy_from_slice(&idst);
+    datagram.truncate(keep);
+    let mut message = icmp(kind, 3);
+    message.extend(datagram);
+    let mut p = ipv4(1, &[], 0, &message);
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    p
+}
+
+const INSIDE: [u8; 4] = [10, 1, 0, 2];
+const CLIENT: [u8; 4] = [10, 0, 0, 2];
+
+/// The reply side of a UDP port forward (public 203.0.113.7:80 to the
+/// inside 10.1.0.2:8080), before a 1:1 rule for the inside network.
+fn forward_back() -> Vec<Rule> {
+    rules(&[
+        "src 10.1.0.2 proto udp sport 8080 snat 203.0.113.7 port 80",
+        "src 10.1.0.0/24 snat 198.51.100.0/24",
+    ])
+}
+
+#[test]
+fn an_error_is_matched_by_its_embedded_packet_reversed() {
+    let p = error4(3, [INSIDE, CLIENT], (CLIENT, 40000, INSIDE, 8080), 28);
+    let (flow, at) = error_flow(&p).expect("a flow");
+    assert_eq!(at, 20, "the ICMP header's offset");
+    assert_eq!(
+        (
+            flow.src_ip(),
+            flow.dst_ip(),
+            flow.proto,
+            flow.sport,
+            flow.dport,
+            flow.l4
+        ),
+        (
+            Some(IpAddr::V4(INSIDE.into())),
+            Some(IpAddr::V4(CLIENT.into())),
+            ip_proto::UDP,
+            8080,
+            40000,
+            true
+        )
+    );
+    // Ports cut away, a later fragment, not an error: no flow.
+    assert_eq!(
+        error_flow(&error4(
+            3,
+            [INSIDE, CLIENT],
+            (CLIENT, 40000, INSIDE, 8080),
+            22
+        )),
+        None
+    );
+    assert_eq!(error_flow(&ipv4(1, &[], 0, &icmp(8, 0))), None);
+}
+
+#[test]
+fn an_error_about_a_forwarded_flow_takes_the_flows_rule_and_port() {
+    let p = error4(3, [INSIDE, CLIENT], (CLIENT, 40000, INSIDE, 8080), 28);
+    let (id, e) = error_action(&forward_back(), &p).expect("translated by its flow");
+    let public = Some(IpAddr::V4([203, 0, 113, 7].into()));
+    // The forward's rule, not the 1:1 rule that matches the error itself.
+    assert_eq!(id, 1);
+    assert_eq!(
+        (e.effect.src, e.inner_dst, e.inner_dport),
+        (public, public, Some(80))
+    );
+    assert_eq!(
+        (e.effect.dst, e.inner_src, e.inner_sport, e.effect.reroute),
+        (None, None, None, false)
+    );
+}
+
+#[test]
+fn an_error_about_a_flow_is_judged_by_itself_when_the_flow_cannot_take_it() {
+    let about = (CLIENT, 40000, INSIDE, 8080);
+    // A drop of the error itself stands.
+    let mut guarded = rules(&["proto icmp drop"]);
+    guarded.extend(
+        forward_back()
+            .into_iter()
+            .map(|r| Rule { id: r.id + 1, ..r }),
+    );
+    assert_eq!(
+        error_action(&guarded, &error4(3, [INSIDE, CLIENT], about, 28)),
+        None
+    );
+    // Another inside host reports it: the outer address is not the flow's.
+    assert_eq!(
+        error_action(
+            &forward_back(),
+            &error4(11, [[10, 1, 0, 254], CLIENT], about, 28)
+        ),
+        None
+    );
+    // A redirect is not translated.
+    assert_eq!(
+        error_action(&forward_back(), &error4(5, [INSIDE, CLIENT], about, 28)),
+        None
+    );
+    // Another flow (port 8081) meets the 1:1 rule, reversed: that one.
+    let other = (CLIENT, 40000, INSIDE, 8081);
+    let (id, e) =
+        error_action(&forward_back(), &error4(3, [INSIDE, CLIENT], other, 28)).expect("1:1");
+    assert_eq!((id, e.inner_dport), (2, None));
+}
