@@ -53,9 +53,14 @@ pub fn sh(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
 
 pub fn lwt(ns: &Ns, args: &[&str]) -> anyhow::Result<String> {
     let exe = std::env::current_exe()?.with_file_name("lwt");
+    lwt_at(exe.to_str().unwrap_or("lwt"), ns, args)
+}
+
+/// `lwt` of the build at `exe` (another build, for before/after).
+pub fn lwt_at(exe: &str, ns: &Ns, args: &[&str]) -> anyhow::Result<String> {
     let mut full = vec!["-n", ns.0.as_str()];
     full.extend_from_slice(args);
-    sh(exe.to_str().unwrap_or("lwt"), &full)
+    sh(exe, &full)
 }
 
 /// The benchmark's rules: no source ports (the nft map key has none), none
@@ -240,7 +245,7 @@ fn sink(ns: &Ns, addr: &str) -> anyhow::Result<UdpSocket> {
 }
 
 /// Sends UDP from A for SECONDS; returns (packets per second, sender CPU ns per packet).
-fn blast(a: &Ns) -> anyhow::Result<(f64, f64)> {
+fn blast(a: &Ns, seconds: f64) -> anyhow::Result<(f64, f64)> {
     let path = format!("/run/netns/{}", a.0);
     std::thread::scope(|s| {
         s.spawn(|| -> anyhow::Result<(f64, f64)> {
@@ -254,12 +259,39 @@ fn blast(a: &Ns) -> anyhow::Result<(f64, f64)> {
             crate::encap_bench::pin(0);
             let sock = UdpSocket::bind("10.0.0.2:40000")?;
             sock.connect("10.0.0.3:9")?;
-            let (sent, secs, cpu_ns) = send_for(&sock, &[0x5au8; 18], SECONDS)?;
+            let (sent, secs, cpu_ns) = send_for(&sock, &[0x5au8; 18], seconds)?;
             Ok((sent as f64 / secs, cpu_ns / sent.max(1) as f64))
         })
         .join()
         .map_err(|_| anyhow::anyhow!("sender thread panicked"))?
     })
+}
+
+/// `blast NETNS ADDR:PORT SECONDS`: the sender alone, from namespace
+/// NETNS (one made by hand, for a profile); prints packets per second and
+/// CPU ns per packet.
+pub fn blast_cmd(args: &[String]) -> anyhow::Result<()> {
+    let [ns, to, secs] = args else {
+        anyhow::bail!("usage: lwtkit-bench blast NETNS ADDR:PORT SECONDS");
+    };
+    let to: std::net::SocketAddr = to.parse()?;
+    let secs: f64 = secs.parse()?;
+    let f = File::open(format!("/run/netns/{ns}"))?;
+    // SAFETY: setns on a valid namespace fd, for this thread only.
+    anyhow::ensure!(
+        unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0,
+        "setns"
+    );
+    crate::encap_bench::pin(0);
+    let sock = UdpSocket::bind("0.0.0.0:0")?;
+    sock.connect(to)?;
+    let (sent, took, cpu_ns) = send_for(&sock, &[0x5au8; 18], secs)?;
+    println!(
+        "{:.1} kpps, {:.0} CPU ns/pkt",
+        sent as f64 / took / 1e3,
+        cpu_ns / sent.max(1) as f64
+    );
+    Ok(())
 }
 
 /// Sends `payload` on the connected `sock` with `sendmmsg` (BATCH per call)
@@ -306,16 +338,18 @@ enum Mode {
     NoFilter,
     Lwtkit,
     NftMap,
+    /// The same policy attached by another build's `lwt` (`--lwt PATH`),
+    /// so its own filter program runs on the same maps.
+    Other,
 }
 
 impl Mode {
-    const ALL: [Mode; 3] = [Mode::NoFilter, Mode::Lwtkit, Mode::NftMap];
-
     fn name(self) -> &'static str {
         match self {
             Mode::NoFilter => "no filter",
             Mode::Lwtkit => "lwtkit filter (lwt_out)",
             Mode::NftMap => "nftables interval map",
+            Mode::Other => "lwtkit, --lwt build",
         }
     }
 }
@@ -347,35 +381,75 @@ fn nft_unload(a: &Ns) -> anyhow::Result<()> {
 }
 
 /// Puts `mode` in place, sends for SECONDS, takes it away again.
-fn measure(a: &Ns, mode: Mode, nft_map_file: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+fn measure(
+    a: &Ns,
+    mode: Mode,
+    nft_map_file: &std::path::Path,
+    other: Option<&str>,
+) -> anyhow::Result<(f64, f64)> {
+    let attach = [
+        "filter",
+        "attach",
+        "bench",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        "out",
+    ];
+    let detach = ["filter", "detach", "bench", "10.0.0.3/32"];
+    let other = other.unwrap_or("lwt");
     match mode {
         Mode::NoFilter => {}
         Mode::Lwtkit => {
-            lwt(
-                a,
-                &[
-                    "filter",
-                    "attach",
-                    "bench",
-                    "10.0.0.3/32",
-                    "--dev",
-                    "va",
-                    "--hook",
-                    "out",
-                ],
-            )?;
+            lwt(a, &attach)?;
+        }
+        Mode::Other => {
+            lwt_at(other, a, &attach)?;
         }
         Mode::NftMap => nft_load(a, nft_map_file)?,
     }
-    let result = blast(a);
+    let result = blast(a, SECONDS);
     match mode {
         Mode::NoFilter => {}
         Mode::Lwtkit => {
-            lwt(a, &["filter", "detach", "bench", "10.0.0.3/32"])?;
+            lwt(a, &detach)?;
+        }
+        Mode::Other => {
+            lwt_at(other, a, &detach)?;
         }
         Mode::NftMap => nft_unload(a)?,
     }
     result
+}
+
+/// The filter program's own ns per packet in real traffic (the kernel's
+/// run-time statistics, on only for these extra runs, so the timed runs
+/// above do not carry their two clock reads per packet), attached by
+/// `exe`, for `seconds`; and that run's sender CPU ns per packet.
+fn in_program(a: &Ns, exe: &str, seconds: f64) -> anyhow::Result<(f64, f64)> {
+    lwt_at(
+        exe,
+        a,
+        &[
+            "filter",
+            "attach",
+            "bench",
+            "10.0.0.3/32",
+            "--dev",
+            "va",
+            "--hook",
+            "out",
+        ],
+    )?;
+    let progs = crate::progstats::Programs::on_routes(a)?;
+    let stats = crate::progstats::stats_on()?;
+    let before = progs.read()?;
+    let sent = blast(a, seconds);
+    let after = progs.read()?;
+    drop(stats);
+    lwt_at(exe, a, &["filter", "detach", "bench", "10.0.0.3/32"])?;
+    Ok((after.per_run_since(before), sent?.1))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -383,7 +457,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn run() -> anyhow::Result<()> {
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let other = match args {
+        [] => None,
+        [flag, path] if flag == "--lwt" => Some(path.as_str()),
+        _ => anyhow::bail!("usage: lwtkit-bench e2e [--lwt PATH]"),
+    };
+    let modes: Vec<Mode> = if other.is_some() {
+        vec![Mode::NoFilter, Mode::Lwtkit, Mode::Other, Mode::NftMap]
+    } else {
+        vec![Mode::NoFilter, Mode::Lwtkit, Mode::NftMap]
+    };
     let rules = rules();
     println!(
         "\nend to end: UDP 18-byte payloads A -> B over veth, sendmmsg x{BATCH}, {SECONDS} s per mode and run, {} non-overlapping rules, none matching; {RUNS} runs, the modes alternating in rotated order; medians, and the median of each run's ratio to that run's no-filter figure",
@@ -426,20 +510,47 @@ pub fn run() -> anyhow::Result<()> {
     std::fs::write(&map_file, nft_map(&rules))?;
 
     // runs[mode][run] = (pps, cpu ns per packet)
-    let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new(); Mode::ALL.len()];
+    let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new(); modes.len()];
     for run in 0..RUNS {
-        for k in 0..Mode::ALL.len() {
-            let i = (run + k) % Mode::ALL.len();
-            runs[i].push(measure(&a, Mode::ALL[i], &map_file)?);
+        for k in 0..modes.len() {
+            let i = (run + k) % modes.len();
+            runs[i].push(measure(&a, modes[i], &map_file, other)?);
         }
     }
+    // The program's own cost in this traffic, against its test-run cost
+    // on the benchmark's packet (one hot packet, repeated).
+    // Alternating when there are two builds: RUNS one-second runs each.
+    let this = std::env::current_exe()?
+        .with_file_name("lwt")
+        .to_string_lossy()
+        .into_owned();
+    let mut exes = vec![this.as_str()];
+    exes.extend(other);
+    let mut inside: Vec<Vec<(f64, f64)>> = vec![Vec::new(); exes.len()];
+    for run in 0..RUNS {
+        for k in 0..exes.len() {
+            let i = (run + k) % exes.len();
+            inside[i].push(in_program(&a, exes[i], 1.0)?);
+        }
+    }
+    let h = lwtkit::filter::testrun::Harness::filter(&rules, Verdict::Allow, lwtkit::Hook::Out)?;
+    let floor = lwtkit::filter::testrun::Harness::builtin("pass", lwtkit::Hook::Out)?;
+    let pkt = lwtkit_bench_packet();
+    let testrun_ns = |h: &lwtkit::filter::testrun::Harness| -> anyhow::Result<f64> {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            v.push(h.run_repeat(&pkt, 1_000_000)?.1.as_nanos() as f64);
+        }
+        Ok(median(v))
+    };
+    let (filter_tr, floor_tr) = (testrun_ns(&h)?, testrun_ns(&floor)?);
     lwt(&a, &["filter", "delete", "bench"])?;
 
     // The plain chain is two orders of magnitude slower: one run, shorter.
     let chain_file = dir.join("rules-chain.nft");
     std::fs::write(&chain_file, nft_chain(&rules))?;
     nft_load(&a, &chain_file)?;
-    let chain = blast(&a)?;
+    let chain = blast(&a, SECONDS)?;
     nft_unload(&a)?;
 
     // Loading 100k rules through `lwt filter replace`, end to end.
@@ -469,7 +580,7 @@ pub fn run() -> anyhow::Result<()> {
         "", "kpps", "pps ratio", "CPU ns/pkt", "CPU ratio"
     );
     let base = &runs[0];
-    for (i, mode) in Mode::ALL.iter().enumerate() {
+    for (i, mode) in modes.iter().enumerate() {
         let pps_ratios: Vec<f64> = runs[i].iter().zip(base).map(|(r, b)| r.0 / b.0).collect();
         let cpu_ratios: Vec<f64> = runs[i].iter().zip(base).map(|(r, b)| r.1 / b.1).collect();
         let each: Vec<String> = pps_ratios.iter().map(|r| format!("{r:.2}")).collect();
@@ -492,6 +603,18 @@ pub fn run() -> anyhow::Result<()> {
         chain.0 / base_pps,
         chain.1,
         chain.1 / base_cpu
+    );
+    for (exe, runs) in exes.iter().zip(&inside) {
+        let each: Vec<String> = runs.iter().map(|r| format!("{:.0}", r.0)).collect();
+        println!(
+            "filter program of {exe} in this traffic (BPF_ENABLE_STATS, {RUNS} more 1-s runs): median {:.0} ns per packet in the program ({}); sender CPU {:.0} ns/pkt",
+            median(runs.iter().map(|r| r.0).collect()),
+            each.join(" "),
+            median(runs.iter().map(|r| r.1).collect()),
+        );
+    }
+    println!(
+        "same policy by BPF_PROG_TEST_RUN on lwt_out, this packet repeated 1M times: {filter_tr:.0} ns (empty program {floor_tr:.0} ns)"
     );
     println!(
         "lwt filter replace of {} rules: {:.2} s; of 100000 benchmark rules: {:.2} s",

@@ -6,7 +6,10 @@
 //! e2e: UDP across a veth pair between two throwaway namespaces: no
 //! filter, lwtkit, nftables as a plain chain, nftables with a set; the
 //! sender's CPU time per packet and packets per second, as ratios to the
-//! no-filter run. Needs root; removes its namespaces.
+//! no-filter run; then the filter program's own ns per packet in that
+//! traffic (BPF run-time statistics) beside its test-run figure
+//! (`e2e --lwt PATH` adds the same policy attached by another build).
+//! Needs root; removes its namespaces.
 //! encap: VXLAN through lwtkit against plain routing and a kernel device;
 //! `encap --types`: every tunnel type's TCP throughput against plain routing.
 //! mix: the filter's cost per rule family (`mix [--seed N] [--reps N]
@@ -19,6 +22,8 @@
 //! stateless NAT, nftables stateless rewriting (notrack) and nftables
 //! snat/dnat with conntrack (TCP and UDP both ways, ratios to plain
 //! forwarding), and a translation's cost by test-run (not part of `all`).
+//! blast NETNS ADDR:PORT SECONDS: the benchmarks' UDP sender alone (for
+//! profiling a setup made by hand): 18-byte payloads, sendmmsg x64, CPU 0.
 //! changes: replace 100k rules with 100k others, add one, delete one
 //! (`changes --lwt PATH` times another build; not part of `all`).
 //! memlat: ns per dependent random read into BPF maps of 64 KiB to 32 MiB
@@ -30,6 +35,7 @@ mod encap_bench;
 mod memlat;
 mod mix;
 mod nat_bench;
+mod progstats;
 mod routes;
 mod testrun;
 
@@ -38,10 +44,19 @@ fn main() -> anyhow::Result<()> {
     let what = args.first().cloned().unwrap_or_else(|| "all".into());
     if !matches!(
         what.as_str(),
-        "testrun" | "mix" | "memlat" | "e2e" | "encap" | "routes" | "changes" | "nat" | "all"
+        "testrun"
+            | "mix"
+            | "memlat"
+            | "e2e"
+            | "encap"
+            | "routes"
+            | "changes"
+            | "nat"
+            | "blast"
+            | "all"
     ) {
         anyhow::bail!(
-            "usage: lwtkit-bench [testrun|mix [--seed N]|memlat|e2e|encap [--types]|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|nat|all]"
+            "usage: lwtkit-bench [testrun|mix [--seed N]|memlat|e2e [--lwt PATH]|encap [--types]|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|nat|blast NETNS ADDR:PORT SECONDS|all]"
         );
     }
     if matches!(what.as_str(), "testrun" | "all") {
@@ -54,7 +69,11 @@ fn main() -> anyhow::Result<()> {
         memlat::run(args.get(1..).unwrap_or_default())?;
     }
     if matches!(what.as_str(), "e2e" | "all") {
-        e2e::run()?;
+        e2e::run(if what == "e2e" {
+            args.get(1..).unwrap_or_default()
+        } else {
+            &[]
+        })?;
     }
     if what == "encap" && args.get(1).is_some_and(|a| a == "--types") {
         encap_bench::run_types()?;
@@ -63,6 +82,9 @@ fn main() -> anyhow::Result<()> {
     }
     if what == "nat" {
         nat_bench::run()?;
+    }
+    if what == "blast" {
+        e2e::blast_cmd(args.get(1..).unwrap_or_default())?;
     }
     if what == "changes" {
         changes::run(args.get(1..).unwrap_or_default())?;

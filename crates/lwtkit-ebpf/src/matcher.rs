@@ -41,19 +41,23 @@ fn cell(index: u32) -> Option<&'static Cell> {
 }
 
 /// State shared with the per-tree callback of `bpf_loop`.
+///
+/// The fields that start at zero lie between ones that do not: four
+/// adjacent zeroes become a call to the object's `memset`, a loop of one
+/// byte per iteration.
 #[repr(C)]
 struct Search<'a> {
     key: &'a PacketKey,
     base: u32,
+    best_slot: u32,
     list: u32,
+    best_flags: u32,
     /// Cells per record: 1 in IPv4 trees, 2 in IPv6 trees.
     stride: u32,
-    best_rank: u32,
-    best_slot: u32,
-    best_flags: u32,
     /// The leaf being scanned: its first record cell (absolute) and its
     /// number of records.
     records: u32,
+    best_rank: u32,
     count: u32,
 }
 

@@ -56,7 +56,22 @@ fn load<T: Copy>(ctx: &SkBuffContext, off: usize) -> Option<T> {
 /// Parses the packet; malformed ones come back with class `MALFORMED`.
 #[inline(always)]
 pub fn parse(ctx: &SkBuffContext) -> PacketKey {
-    let mut key = PacketKey { dims: [0; 16], v6: false, l4: false, tcp_flags: 0, class: class::MALFORMED, l4_off: 0 };
+    parse_from(ctx, 0)
+}
+
+/// [`parse`] without the call to the object's `memset`: the key starts
+/// from zeroes the compiler cannot see, as literal ones make it build the
+/// key with that call, a loop of one byte per iteration (16 to 32 per
+/// packet). It costs stack: `xmit`, whose frame and its NAT function's
+/// must fit the verifier's 512 bytes together, keeps [`parse`].
+#[inline(always)]
+pub fn parse_lean(ctx: &SkBuffContext) -> PacketKey {
+    parse_from(ctx, crate::opaque_zero())
+}
+
+#[inline(always)]
+fn parse_from(ctx: &SkBuffContext, zero: u32) -> PacketKey {
+    let mut key = PacketKey { dims: [zero; 16], v6: false, l4: false, tcp_flags: 0, class: class::MALFORMED, l4_off: 0 };
     let len = ctx.len() as usize;
     // Either family needs 20 bytes: load them once, then what IPv6 adds.
     if len < 20 {

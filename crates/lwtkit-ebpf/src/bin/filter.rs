@@ -26,7 +26,7 @@ use lwtkit_ebpf::{
     gpl_license, lwt_program, map_named,
     matcher::{base_of, decide, generation, rule_id, Decision, CELLS, CONFIG},
     nat::{icmp_error_v4, icmp_error_v6, is_icmp_error_v4, is_icmp_error_v6, rewrite_v4, rewrite_v6, NatScratch, Side},
-    parse::{embedded_flow, parse, PacketKey},
+    parse::{embedded_flow, parse, parse_lean, PacketKey},
 };
 
 /// Per-rule statistics, indexed by counter slot (sized at policy creation).
@@ -58,7 +58,7 @@ fn judge<const HOOK: u8>(ctx: &SkBuffContext) -> i32 {
     let gen = generation(cfg);
     let len = u64::from(ctx.len());
     let default = if cfg.default_drop != 0 { BPF_DROP } else { BPF_OK };
-    let key = parse(ctx);
+    let key = if HOOK == XMIT { parse(ctx) } else { parse_lean(ctx) };
     match key.class {
         class::WHOLE => {}
         class::LATER_FRAGMENT => {
