@@ -274,12 +274,7 @@ extern "C" {
 
 #[test]
 fn translations_match_the_model_and_checksums_hold() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc_geteuid() } != 0 {
-        if std::env::var_os("LWT_TEST_REQUIRE_ROOT").is_some_and(|v| !v.is_empty() && v != "0") {
-            panic!("translations_match_the_model_and_checksums_hold needs root (BPF_PROG_TEST_RUN), and LWT_TEST_REQUIRE_ROOT is set, so it may not be skipped");
-        }
-        eprintln!("SKIPPED translations_match_the_model_and_checksums_hold: needs root (BPF_PROG_TEST_RUN)");
+    if !root("translations_match_the_model_and_checksums_hold") {
         return;
     }
     let seed = seed();
@@ -587,12 +582,7 @@ fn inner_of(p: &[u8]) -> Inner {
 
 #[test]
 fn icmp_errors_about_port_forwarded_flows_match_the_model() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc_geteuid() } != 0 {
-        if std::env::var_os("LWT_TEST_REQUIRE_ROOT").is_some_and(|v| !v.is_empty() && v != "0") {
-            panic!("icmp_errors_about_port_forwarded_flows_match_the_model needs root (BPF_PROG_TEST_RUN), and LWT_TEST_REQUIRE_ROOT is set, so it may not be skipped");
-        }
-        eprintln!("SKIPPED icmp_errors_about_port_forwarded_flows_match_the_model: needs root (BPF_PROG_TEST_RUN)");
+    if !root("icmp_errors_about_port_forwarded_flows_match_the_model") {
         return;
     }
     let seed = seed();
@@ -790,5 +780,95 @@ fn icmp_errors_about_port_forwarded_flows_match_the_model() {
     assert!(
         dropped > 100,
         "only {dropped} errors dropped by `proto icmp drop`"
+    );
+}
+
+/// Whether the test may run (root); without root it skips loudly, or
+/// fails when LWT_TEST_REQUIRE_ROOT says it may not skip.
+fn root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("LWT_TEST_REQUIRE_ROOT").is_some_and(|v| !v.is_empty() && v != "0") {
+        panic!("{test} needs root (BPF_PROG_TEST_RUN), and LWT_TEST_REQUIRE_ROOT is set, so it may not be skipped");
+    }
+    eprintln!("SKIPPED {test}: needs root (BPF_PROG_TEST_RUN)");
+    false
+}
+
+/// Host `i` of 100,000 inside hosts (10.0.0.0 + i) and its public address
+/// (100.64.0.0 + a permutation of i: not a prefix mapping, each one a rule).
+fn inside(i: u32) -> [u8; 4] {
+    (0x0a00_0000 + i).to_be_bytes()
+}
+fn public(i: u32) -> [u8; 4] {
+    (0x6440_0000 + (i.wrapping_mul(7919).wrapping_add(12345) & 0x1_ffff)).to_be_bytes()
+}
+
+#[test]
+fn a_hundred_thousand_one_to_one_mappings_translate_every_sampled_host() {
+    if !root("a_hundred_thousand_one_to_one_mappings_translate_every_sampled_host") {
+        return;
+    }
+    const HOSTS: u32 = 100_000;
+    let seed = seed();
+    eprintln!("seed {seed:#x} (LWTKIT_SEED={seed:#x} replays this run)");
+    let ip = |a: [u8; 4]| std::net::Ipv4Addr::from(a);
+    // Even hosts: `src INSIDE snat PUBLIC`; odd hosts: `dst PUBLIC dnat INSIDE`.
+    let rules: Vec<Rule> = (0..HOSTS)
+        .map(|i| {
+            let text = if i % 2 == 0 {
+                format!("src {} snat {}", ip(inside(i)), ip(public(i)))
+            } else {
+                format!("dst {} dnat {}", ip(public(i)), ip(inside(i)))
+            };
+            Rule {
+                id: i + 1,
+                spec: text.parse().unwrap_or_else(|e| panic!("`{text}`: {e}")),
+            }
+        })
+        .collect();
+    let h = Harness::filter(&rules, Verdict::Allow, Hook::Xmit).expect("100,000 mappings load");
+    let far = [198, 51, 100, 1];
+    let mut rng = Rng(seed | 1);
+    let (mut snat, mut dnat, mut untouched) = (0, 0, 0);
+    for n in 0..3000 {
+        let i = rng.below(u64::from(HOSTS)) as u32;
+        let outbound = rng.below(2) == 0;
+        let (src, dst) = if outbound {
+            (inside(i), far)
+        } else {
+            (far, public(i))
+        };
+        let p = flow_packet(false, 17, &src, &dst, 40000 + (n % 1000) as u16, 53);
+        let (rc, out) = h.run_out(&p).expect("test run");
+        let ctx = || format!("packet {n} host {i} (seed {seed:#x}): {p:02x?} -> {out:02x?}");
+        let (want_src, want_dst, want_rc) = match (outbound, i % 2 == 0) {
+            (true, true) => (public(i), dst, 0),
+            (false, false) => (src, inside(i), 128),
+            // No rule for this host in this direction.
+            _ => (src, dst, 0),
+        };
+        assert_eq!(rc, want_rc, "{}", ctx());
+        assert_eq!(out[12..16], want_src, "src: {}", ctx());
+        assert_eq!(out[16..20], want_dst, "dst: {}", ctx());
+        assert_eq!(sum(&[&out[..20]]), 0, "IPv4 header checksum: {}", ctx());
+        assert_eq!(
+            l4_sum(false, &out[12..16], &out[16..20], 17, &out[20..]),
+            0,
+            "UDP checksum: {}",
+            ctx()
+        );
+        match (out == p, want_rc) {
+            (true, _) => untouched += 1,
+            (false, 128) => dnat += 1,
+            (false, _) => snat += 1,
+        }
+    }
+    eprintln!("3000 packets: {snat} source-translated, {dnat} destination-translated, {untouched} without a mapping");
+    assert!(
+        snat > 500 && dnat > 500 && untouched > 1000,
+        "the sample missed a kind: {snat} {dnat} {untouched}"
     );
 }
