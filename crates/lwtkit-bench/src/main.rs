@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
             | "all"
     ) {
         anyhow::bail!(
-            "usage: lwtkit-bench [testrun|mix [--seed N]|memlat|e2e [--lwt PATH]|encap [--types]|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|nat|blast NETNS ADDR:PORT SECONDS|all]"
+            "usage: lwtkit-bench [testrun|mix [--seed N]|memlat|e2e [--lwt PATH]|encap [--types]|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|nat [--mappings]|blast NETNS ADDR:PORT SECONDS|all]"
         );
     }
     if matches!(what.as_str(), "testrun" | "all") {
@@ -81,7 +81,11 @@ fn main() -> anyhow::Result<()> {
         encap_bench::run()?;
     }
     if what == "nat" {
-        nat_bench::run()?;
+        if args.get(1).is_some_and(|a| a == "--mappings") {
+            nat_bench::mappings()?;
+        } else {
+            nat_bench::run()?;
+        }
     }
     if what == "blast" {
         e2e::blast_cmd(args.get(1..).unwrap_or_default())?;

@@ -504,5 +504,100 @@ pub fn run() -> anyhow::Result<()> {
     println!("load average at the end {}", load());
     in_program(&gws[1])?;
     drop(gws);
-    testrun()
+    testrun()?;
+    mappings()
+}
+
+/// Inside host `i` (10.0.0.0 + i) and its public address (100.64.0.0 + a
+/// permutation of i, so no prefix maps one onto the other).
+fn host(i: u32) -> ([u8; 4], [u8; 4]) {
+    let public = 0x6440_0000 + (i.wrapping_mul(7919).wrapping_add(12345) & 0x1_ffff);
+    ((0x0a00_0000 + i).to_be_bytes(), public.to_be_bytes())
+}
+
+/// A UDP packet from `src` (to 198.51.100.1:53), its UDP checksum not
+/// zero (a zero one would skip the L4 update).
+fn from(src: [u8; 4]) -> Vec<u8> {
+    let mut p = crate::testrun::udp_packet(53);
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&[198, 51, 100, 1]);
+    p[26..28].copy_from_slice(&0x1234u16.to_be_bytes());
+    p
+}
+
+/// What many 1:1 mappings cost a packet (issue 9: "100k 1:1 mappings keep
+/// the per-packet cost flat like any policy"), by test-run on `lwt_xmit`:
+/// policies of `n` mapped hosts, each one `/32` rule per direction
+/// (`src INSIDE snat PUBLIC`, `src PUBLIC snat INSIDE`, so a repeated
+/// packet is translated back and forth), for n = 5 and 50,000 (10 and
+/// 100,000 rules). Hot: one mapped host repeated; sweep: 10,000 packets
+/// of random mapped hosts, each run once (every one checked translated).
+/// Each beside the empty program; the three programs take turns; median
+/// of RUNS.
+pub fn mappings() -> anyhow::Result<()> {
+    const SWEEP: usize = 10_000;
+    let floor = Harness::builtin("pass", Hook::Xmit)?;
+    println!(
+        "\n1:1 mappings by BPF_PROG_TEST_RUN on lwt_xmit: hot = one mapped host x {REPEAT}; sweep = mean over {SWEEP} packets of random mapped hosts, once each; median of {RUNS}; load average {}",
+        load()
+    );
+    println!(
+        "{:<8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8}",
+        "rules", "hot ns", "hot +ns", "hot x10", "sweep ns", "sweep +ns", "swp x10"
+    );
+    // Both policies first, so every repetition times the empty program
+    // and both policies one after the other.
+    let mut policies = Vec::new();
+    for hosts in [5u32, 50_000] {
+        let lines: Vec<String> = (0..hosts)
+            .flat_map(|i| {
+                let (inside, public) = host(i);
+                let (a, b) = (
+                    std::net::Ipv4Addr::from(inside),
+                    std::net::Ipv4Addr::from(public),
+                );
+                [format!("src {a} snat {b}"), format!("src {b} snat {a}")]
+            })
+            .collect();
+        let rules = rules(&lines.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let h = Harness::filter(&rules, Verdict::Allow, Hook::Xmit)?;
+        let mut rng = lwtkit::filter::bench_families::Rng::new(7);
+        let sweep: Vec<Vec<u8>> = (0..SWEEP)
+            .map(|_| from(host(rng.below(u64::from(hosts)) as u32).0))
+            .collect();
+        for p in &sweep {
+            anyhow::ensure!(h.run_out(p)?.1 != *p, "a swept packet was not translated");
+        }
+        policies.push((rules.len(), h, from(host(hosts / 2).0), sweep));
+    }
+    // Per policy: floor hot, hot, floor sweep, sweep.
+    let mut cols: Vec<[Vec<f64>; 4]> = vec![Default::default(); policies.len()];
+    for _ in 0..RUNS {
+        for ((_, h, hot, sweep), c) in policies.iter().zip(&mut cols) {
+            c[0].push(floor.run_repeat(hot, REPEAT)?.1.as_nanos() as f64);
+            c[1].push(h.run_repeat(hot, REPEAT)?.1.as_nanos() as f64);
+            let (mut f, mut t) = (Duration::ZERO, Duration::ZERO);
+            for p in sweep {
+                f += floor.run_repeat(p, 1)?.1;
+                t += h.run_repeat(p, 1)?.1;
+            }
+            c[2].push(f.as_nanos() as f64 / SWEEP as f64);
+            c[3].push(t.as_nanos() as f64 / SWEEP as f64);
+        }
+    }
+    let mut small = None;
+    for ((n, ..), c) in policies.iter().zip(cols) {
+        let [fh, th, fs, ts] = c.map(median);
+        let (x_hot, x_sweep) = match small {
+            Some((h10, s10)) => (format!("{:.2}", th / h10), format!("{:.2}", ts / s10)),
+            None => ("-".into(), "-".into()),
+        };
+        small.get_or_insert((th, ts));
+        println!(
+            "{n:<8} {th:>8.1} {:>+8.1} {x_hot:>8} {ts:>9.1} {:>+9.1} {x_sweep:>8}",
+            th - fh,
+            ts - fs
+        );
+    }
+    Ok(())
 }
