@@ -21,18 +21,26 @@ use common::{json, Chain, Netns};
 
 const PUBLIC: &str = "203.0.113.7";
 
-/// The gateway: `snat` on B's route to A (xmit), `dnat` on B's route for
-/// the public address (xmit). B's devices finish checksums in software
-/// (tx checksum offload off), so what A and C capture is the final sum
-/// that B's incremental updates lead to, also for CHECKSUM_PARTIAL and GSO
-/// packets from A and C.
-fn gateway(tag: &str) -> Chain {
+/// A chain A - B - C whose gateway B finishes checksums in software (tx
+/// checksum offload off on both its devices), so what A and C capture is
+/// the final sum B's incremental updates lead to.
+fn software_checksums(tag: &str) -> Chain {
     let chain = Chain::new(tag);
     chain.b.run(|| {
         for dev in ["vb", "vbc"] {
             set_tx_csum(dev, false).expect("tx checksum off");
         }
     });
+    chain
+}
+
+/// The gateway: `snat` on B's route to A (xmit), `dnat` on B's route for
+/// the public address (xmit). B's devices finish checksums in software
+/// (tx checksum offload off), so what A and C capture is the final sum
+/// that B's incremental updates lead to, also for CHECKSUM_PARTIAL and GSO
+/// packets from A and C.
+fn gateway(tag: &str) -> Chain {
+    let chain = software_checksums(tag);
     let b = &chain.b;
     b.lwt_ok(&["filter", "create", "out"]);
     b.lwt_ok(&[
@@ -222,12 +230,7 @@ fn dnat_with_a_port_rewrites_the_destination_port() {
 /// address), and, once `reverse` is set, the reply side (`snat ... port
 /// 80` on B's route to A, [`reverse_rule`]).
 fn port_forward(tag: &str, public: &str, inside: &str, public_route: &str) -> Chain {
-    let chain = Chain::new(tag);
-    chain.b.run(|| {
-        for dev in ["vb", "vbc"] {
-            set_tx_csum(dev, false).expect("tx checksum off");
-        }
-    });
+    let chain = software_checksums(tag);
     let b = &chain.b;
     b.lwt_ok(&["filter", "create", "fwd"]);
     let added = b.lwt_ok(&[
@@ -771,12 +774,7 @@ fn actions_a_hook_cannot_serve_are_refused_and_nothing_changes() {
 /// outside, on B's route to A's fd00::/64 and on a route for the public
 /// `to` (an address, or a /64 for NPTv6).
 fn gateway6(tag: &str, inside: &str, public: &str, public_route: &str) -> Chain {
-    let chain = Chain::new(tag);
-    chain.b.run(|| {
-        for dev in ["vb", "vbc"] {
-            set_tx_csum(dev, false).expect("tx checksum off");
-        }
-    });
+    let chain = software_checksums(tag);
     let b = &chain.b;
     b.lwt_ok(&["filter", "create", "out6"]);
     b.lwt_ok(&[
@@ -1312,12 +1310,7 @@ fn udp_port_forward(
     [public, inside, public_route, client_route]: [&str; 4],
     with_port: bool,
 ) -> Chain {
-    let chain = Chain::new(tag);
-    chain.b.run(|| {
-        for dev in ["vb", "vbc"] {
-            set_tx_csum(dev, false).expect("tx checksum off");
-        }
-    });
+    let chain = software_checksums(tag);
     let b = &chain.b;
     b.lwt_ok(&["filter", "create", "fwd"]);
     b.lwt_ok(&[

@@ -380,6 +380,18 @@ fn nft_unload(a: &Ns) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bench policy on the sender's route to B.
+const ATTACH: [&str; 8] = [
+    "filter",
+    "attach",
+    "bench",
+    "10.0.0.3/32",
+    "--dev",
+    "va",
+    "--hook",
+    "out",
+];
+
 /// Puts `mode` in place, sends for SECONDS, takes it away again.
 fn measure(
     a: &Ns,
@@ -387,25 +399,15 @@ fn measure(
     nft_map_file: &std::path::Path,
     other: Option<&str>,
 ) -> anyhow::Result<(f64, f64)> {
-    let attach = [
-        "filter",
-        "attach",
-        "bench",
-        "10.0.0.3/32",
-        "--dev",
-        "va",
-        "--hook",
-        "out",
-    ];
     let detach = ["filter", "detach", "bench", "10.0.0.3/32"];
     let other = other.unwrap_or("lwt");
     match mode {
         Mode::NoFilter => {}
         Mode::Lwtkit => {
-            lwt(a, &attach)?;
+            lwt(a, &ATTACH)?;
         }
         Mode::Other => {
-            lwt_at(other, a, &attach)?;
+            lwt_at(other, a, &ATTACH)?;
         }
         Mode::NftMap => nft_load(a, nft_map_file)?,
     }
@@ -428,20 +430,7 @@ fn measure(
 /// above do not carry their two clock reads per packet), attached by
 /// `exe`, for `seconds`; and that run's sender CPU ns per packet.
 fn in_program(a: &Ns, exe: &str, seconds: f64) -> anyhow::Result<(f64, f64)> {
-    lwt_at(
-        exe,
-        a,
-        &[
-            "filter",
-            "attach",
-            "bench",
-            "10.0.0.3/32",
-            "--dev",
-            "va",
-            "--hook",
-            "out",
-        ],
-    )?;
+    lwt_at(exe, a, &ATTACH)?;
     let progs = crate::progstats::Programs::on_routes(a)?;
     let stats = crate::progstats::stats_on()?;
     let before = progs.read()?;
