@@ -200,7 +200,7 @@ fn separate(flats: &[Flat], members: Vec<usize>, merge: bool) -> Vec<Vec<usize>>
             None => groups.push((sig, vec![k])),
         }
     }
-    // Groups narrow in the same address field go into one tree: it cuts
+    // Groups narrow in the same address field go into one tree: it can cut
     // on that field, which copies none of them, so a packet walks one
     // tree instead of several (a /24 or /32 destination splits 100k rules
     // as well as it splits any one group of them). The smaller group
