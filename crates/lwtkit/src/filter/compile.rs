@@ -78,6 +78,18 @@ pub fn compile_with_slots(
     rules: &[Rule],
     slot_of: impl Fn(&Rule) -> u32,
 ) -> Result<Compiled, CompileError> {
+    // Merged groups (see `separate`) copy a rule across the cuts of the
+    // other groups' field when its own range there is wider; a set that
+    // fails that way (over the budget) is compiled again as separate
+    // trees, so no rule set that compiled without merging fails with it.
+    compile_grouped(rules, &slot_of, true).or_else(|_| compile_grouped(rules, &slot_of, false))
+}
+
+fn compile_grouped(
+    rules: &[Rule],
+    slot_of: &impl Fn(&Rule) -> u32,
+    merge: bool,
+) -> Result<Compiled, CompileError> {
     let mut sorted: Vec<&Rule> = rules.iter().collect();
     sorted.sort_by_key(|r| (r.spec.priority, r.id));
     let mut flats: Vec<Flat> = sorted.iter().flat_map(|r| flatten(r, slot_of(r))).collect();
@@ -104,7 +116,7 @@ pub fn compile_with_slots(
         let members: Vec<usize> = (0..flats.len())
             .filter(|&k| family_ok(&flats[k], v6))
             .collect();
-        let groups = separate(&flats, members);
+        let groups = separate(&flats, members, merge);
         b.stride = if v6 { 2 } else { 1 };
         let list = b.alloc(1);
         for (t, group) in groups.into_iter().enumerate() {
@@ -171,7 +183,7 @@ pub(super) fn rank_gap(flats: usize) -> u32 {
 /// Splits rules (in priority order) into at most `MAX_TREES` groups by
 /// which of src, dst, sport, dport are wide (cover at least half the field
 /// for ports, a /16 or shorter for addresses).
-fn separate(flats: &[Flat], members: Vec<usize>) -> Vec<Vec<usize>> {
+fn separate(flats: &[Flat], members: Vec<usize>, merge: bool) -> Vec<Vec<usize>> {
     let wide = |f: &Flat| -> u8 {
         let r = &f.ranges;
         let big = |(lo, hi): (u32, u32), half: u32| hi - lo >= half;
@@ -186,6 +198,26 @@ fn separate(flats: &[Flat], members: Vec<usize>) -> Vec<Vec<usize>> {
         match groups.iter_mut().find(|(s, _)| *s == sig) {
             Some((_, g)) => g.push(k),
             None => groups.push((sig, vec![k])),
+        }
+    }
+    // Groups narrow in the same address field go into one tree: it can cut
+    // on that field, which copies none of them, so a packet walks one
+    // tree instead of several (a /24 or /32 destination splits 100k rules
+    // as well as it splits any one group of them). The smaller group
+    // folds into the largest such group; what the merged tree then finds
+    // wide is what either found wide.
+    groups.sort_by_key(|(_, g)| std::cmp::Reverse(g.len()));
+    let mut i = 1;
+    while merge && i < groups.len() {
+        let shared = |a: u8, b: u8| !a & !b & 0b11 != 0;
+        match (0..i).find(|&j| shared(groups[j].0, groups[i].0)) {
+            Some(j) => {
+                let (sig, mut g) = groups.remove(i);
+                groups[j].0 |= sig;
+                groups[j].1.append(&mut g);
+                groups[j].1.sort_unstable();
+            }
+            None => i += 1,
         }
     }
     // Too many groups: fold the smallest into the one with the widest
@@ -789,6 +821,46 @@ mod tests {
         let gap = rank_gap(2);
         assert_eq!((rec(0)[6], rec(0)[7]), (1, gap));
         assert_eq!((rec(1)[6], rec(1)[7]), (2, 2 * gap));
+    }
+
+    #[test]
+    fn groups_narrow_in_the_same_address_share_one_tree() {
+        // Wide sources with and without source ports, wide source ports
+        // without sources: four groups by which fields are wide, all
+        // narrow in the destination, so one tree cuts them all there.
+        let rules: Vec<Rule> = (0..400u32)
+            .map(|i| {
+                let dst = format!("198.{}.{}.0/24", i % 200, i / 2);
+                let text = match i % 4 {
+                    0 => {
+                        format!("src 10.0.0.0/8 dst {dst} proto udp sport 1000-2000 dport 53 drop")
+                    }
+                    1 => format!("src 10.0.0.0/8 dst {dst} proto udp dport 53 drop"),
+                    2 => format!("dst {dst} proto udp dport 53 drop"),
+                    _ => format!("src 10.1.0.0/24 dst {dst} proto udp sport 7 dport 53 drop"),
+                };
+                Rule {
+                    id: i + 1,
+                    spec: text.parse().expect("rule"),
+                }
+            })
+            .collect();
+        let c = compile(&rules).expect("compiles");
+        assert_eq!(c.cells[0].w[0], 1, "one IPv4 tree");
+        // Separate trees remain for groups with no narrow address in common.
+        let apart: Vec<Rule> = (0..400u32)
+            .map(|i| {
+                let text = match i % 2 {
+                    0 => format!("src 10.{}.{}.0/24 proto udp drop", i % 200, i / 2),
+                    _ => format!("dst 198.{}.{}.0/24 proto udp drop", i % 200, i / 2),
+                };
+                Rule {
+                    id: i + 1,
+                    spec: text.parse().expect("rule"),
+                }
+            })
+            .collect();
+        assert_eq!(compile(&apart).expect("compiles").cells[0].w[0], 2);
     }
 
     #[test]
