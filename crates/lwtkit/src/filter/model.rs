@@ -184,12 +184,7 @@ fn parse_ipv6(l3: &[u8]) -> PacketKey {
                     return key;
                 }
                 let next = l3[off];
-                let units = usize::from(l3[off + 1]);
-                off += if nh == ext::AH {
-                    (units + 2) * 4
-                } else {
-                    (units + 1) * 8
-                };
+                off += ext_len(nh, l3[off + 1]);
                 nh = next;
             }
             ext::FRAGMENT => {
@@ -515,6 +510,18 @@ fn is_translated_error(family: u8, kind: u8) -> bool {
     }
 }
 
+/// The length in bytes of an IPv6 extension header `nh` whose length
+/// byte is `units`: AH counts 4-byte units after the first two, the others
+/// 8-byte units after the first.
+fn ext_len(nh: u8, units: u8) -> usize {
+    let units = usize::from(units);
+    if nh == ext::AH {
+        (units + 2) * 4
+    } else {
+        (units + 1) * 8
+    }
+}
+
 /// Walks an IPv6 extension header chain from `off`, the first header
 /// being `nh`, as the translation does: the upper-layer protocol and its
 /// offset, or `None` (cut, a later fragment, longer than the bound).
@@ -522,12 +529,8 @@ fn walk_chain(l3: &[u8], mut nh: u8, mut off: usize) -> Option<(u8, usize)> {
     for _ in 0..MAX_EXT_HEADERS {
         match nh {
             ext::HOP_BY_HOP | ext::ROUTING | ext::DEST_OPTS | ext::AH => {
-                let (next, units) = (*l3.get(off)?, usize::from(*l3.get(off + 1)?));
-                off += if nh == ext::AH {
-                    (units + 2) * 4
-                } else {
-                    (units + 1) * 8
-                };
+                let next = *l3.get(off)?;
+                off += ext_len(nh, *l3.get(off + 1)?);
                 nh = next;
             }
             ext::FRAGMENT => {
