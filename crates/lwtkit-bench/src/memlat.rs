@@ -67,12 +67,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = || -> anyhow::Result<u64> {
-            Ok(it
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("{a} needs a value"))?
-                .parse()?)
-        };
+        let mut val = || crate::mix::flag_value(&mut it, a);
         match a.as_str() {
             "--reps" => o.reps = val()?.max(1) as usize,
             "--runs" => o.runs = val()?.max(1) as usize,

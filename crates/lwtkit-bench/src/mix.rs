@@ -41,12 +41,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = || -> anyhow::Result<u64> {
-            Ok(it
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("{a} needs a value"))?
-                .parse()?)
-        };
+        let mut val = || flag_value(&mut it, a);
         match a.as_str() {
             "--seed" => o.seed = val()?,
             "--reps" => o.reps = val()?.max(1) as usize,
@@ -89,6 +84,15 @@ fn check(h: &Harness, rules: &[Rule], packets: &[(bool, Vec<u8>)]) -> anyhow::Re
         out[2] += usize::from(rule.is_some());
     }
     Ok(out)
+}
+
+/// The number after option `flag` on a bench's command line.
+pub fn flag_value(it: &mut std::slice::Iter<String>, flag: &str) -> anyhow::Result<u64> {
+    let v = it
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+    v.parse()
+        .map_err(|e| anyhow::anyhow!("{flag} {v}: {e} (a whole number)"))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
