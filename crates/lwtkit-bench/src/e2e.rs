@@ -1,6 +1,7 @@
 //! End to end: UDP from namespace A to B across a veth pair, with the same
 //! rules as lwtkit's filter, nftables as a plain chain, and nftables as one
-//! concatenated interval map. The benchmark itself uses `ip` and `nft` to
+//! concatenated interval map; and lwtkit's empty program on the same route
+//! and hook, which separates the hook's cost from the rules'. The benchmark itself uses `ip` and `nft` to
 //! build its topology and baselines; the product never does.
 use std::{
     fs::File,
@@ -336,6 +337,9 @@ pub fn send_for(sock: &UdpSocket, payload: &[u8], seconds: f64) -> anyhow::Resul
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     NoFilter,
+    /// lwtkit's empty built-in (`pass`) on the same hook: what the route's
+    /// `lwt_out` hook and a program call cost before any rule.
+    Empty,
     Lwtkit,
     NftMap,
     /// The same policy attached by another build's `lwt` (`--lwt PATH`),
@@ -347,6 +351,7 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::NoFilter => "no filter",
+            Mode::Empty => "empty program (lwt_out)",
             Mode::Lwtkit => "lwtkit filter (lwt_out)",
             Mode::NftMap => "nftables interval map",
             Mode::Other => "lwtkit, --lwt build",
@@ -392,6 +397,21 @@ const ATTACH: [&str; 8] = [
     "out",
 ];
 
+const DETACH: [&str; 4] = ["filter", "detach", "bench", "10.0.0.3/32"];
+
+/// lwtkit's empty program on the same route and hook.
+const ATTACH_EMPTY: [&str; 8] = [
+    "attach",
+    "10.0.0.3/32",
+    "--dev",
+    "va",
+    "--hook",
+    "out",
+    "--builtin",
+    "pass",
+];
+const DETACH_EMPTY: [&str; 4] = ["detach", "10.0.0.3/32", "--hook", "out"];
+
 /// Puts `mode` in place, sends for SECONDS, takes it away again.
 fn measure(
     a: &Ns,
@@ -399,10 +419,12 @@ fn measure(
     nft_map_file: &std::path::Path,
     other: Option<&str>,
 ) -> anyhow::Result<(f64, f64)> {
-    let detach = ["filter", "detach", "bench", "10.0.0.3/32"];
     let other = other.unwrap_or("lwt");
     match mode {
         Mode::NoFilter => {}
+        Mode::Empty => {
+            lwt(a, &ATTACH_EMPTY)?;
+        }
         Mode::Lwtkit => {
             lwt(a, &ATTACH)?;
         }
@@ -414,11 +436,14 @@ fn measure(
     let result = blast(a, SECONDS);
     match mode {
         Mode::NoFilter => {}
+        Mode::Empty => {
+            lwt(a, &DETACH_EMPTY)?;
+        }
         Mode::Lwtkit => {
-            lwt(a, &detach)?;
+            lwt(a, &DETACH)?;
         }
         Mode::Other => {
-            lwt_at(other, a, &detach)?;
+            lwt_at(other, a, &DETACH)?;
         }
         Mode::NftMap => nft_unload(a)?,
     }
@@ -428,16 +453,23 @@ fn measure(
 /// The filter program's own ns per packet in real traffic (the kernel's
 /// run-time statistics, on only for these extra runs, so the timed runs
 /// above do not carry their two clock reads per packet), attached by
-/// `exe`, for `seconds`; and that run's sender CPU ns per packet.
-fn in_program(a: &Ns, exe: &str, seconds: f64) -> anyhow::Result<(f64, f64)> {
-    lwt_at(exe, a, &ATTACH)?;
+/// `exe` with `attach` (taken away by `detach`), for `seconds`; and that
+/// run's sender CPU ns per packet.
+fn in_program(
+    a: &Ns,
+    exe: &str,
+    attach: &[&str],
+    detach: &[&str],
+    seconds: f64,
+) -> anyhow::Result<(f64, f64)> {
+    lwt_at(exe, a, attach)?;
     let progs = crate::progstats::Programs::on_routes(a)?;
     let stats = crate::progstats::stats_on()?;
     let before = progs.read()?;
     let sent = blast(a, seconds);
     let after = progs.read()?;
     drop(stats);
-    lwt_at(exe, a, &["filter", "detach", "bench", "10.0.0.3/32"])?;
+    lwt_at(exe, a, detach)?;
     Ok((after.per_run_since(before), sent?.1))
 }
 
@@ -453,9 +485,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         _ => anyhow::bail!("usage: lwtkit-bench e2e [--lwt PATH]"),
     };
     let modes: Vec<Mode> = if other.is_some() {
-        vec![Mode::NoFilter, Mode::Lwtkit, Mode::Other, Mode::NftMap]
+        vec![
+            Mode::NoFilter,
+            Mode::Empty,
+            Mode::Lwtkit,
+            Mode::Other,
+            Mode::NftMap,
+        ]
     } else {
-        vec![Mode::NoFilter, Mode::Lwtkit, Mode::NftMap]
+        vec![Mode::NoFilter, Mode::Empty, Mode::Lwtkit, Mode::NftMap]
     };
     let rules = rules();
     println!(
@@ -513,13 +551,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .with_file_name("lwt")
         .to_string_lossy()
         .into_owned();
-    let mut exes = vec![this.as_str()];
-    exes.extend(other);
-    let mut inside: Vec<Vec<(f64, f64)>> = vec![Vec::new(); exes.len()];
+    // (what, which build, attach, detach)
+    let mut programs = vec![("filter program", this.as_str(), &ATTACH[..], &DETACH[..])];
+    programs.extend(other.map(|exe| ("filter program", exe, &ATTACH[..], &DETACH[..])));
+    programs.push((
+        "empty program",
+        this.as_str(),
+        &ATTACH_EMPTY[..],
+        &DETACH_EMPTY[..],
+    ));
+    let mut inside: Vec<Vec<(f64, f64)>> = vec![Vec::new(); programs.len()];
     for run in 0..RUNS {
-        for k in 0..exes.len() {
-            let i = (run + k) % exes.len();
-            inside[i].push(in_program(&a, exes[i], 1.0)?);
+        for k in 0..programs.len() {
+            let i = (run + k) % programs.len();
+            let (_, exe, attach, detach) = programs[i];
+            inside[i].push(in_program(&a, exe, attach, detach, 1.0)?);
         }
     }
     let h = lwtkit::filter::testrun::Harness::filter(&rules, Verdict::Allow, lwtkit::Hook::Out)?;
@@ -593,10 +639,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         chain.1,
         chain.1 / base_cpu
     );
-    for (exe, runs) in exes.iter().zip(&inside) {
+    for ((what, exe, _, _), runs) in programs.iter().zip(&inside) {
         let each: Vec<String> = runs.iter().map(|r| format!("{:.0}", r.0)).collect();
         println!(
-            "filter program of {exe} in this traffic (BPF_ENABLE_STATS, {RUNS} more 1-s runs): median {:.0} ns per packet in the program ({}); sender CPU {:.0} ns/pkt",
+            "{what} of {exe} in this traffic (BPF_ENABLE_STATS, {RUNS} more 1-s runs): median {:.0} ns per packet in the program ({}); sender CPU {:.0} ns/pkt",
             median(runs.iter().map(|r| r.0).collect()),
             each.join(" "),
             median(runs.iter().map(|r| r.1).collect()),

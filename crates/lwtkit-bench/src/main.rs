@@ -4,11 +4,12 @@
 //! measured by BPF_PROG_TEST_RUN (mean of 1M repeats, median of 5 runs),
 //! beside the empty program (`pass`) of the same hook.
 //! e2e: UDP across a veth pair between two throwaway namespaces: no
-//! filter, lwtkit, nftables as a plain chain, nftables with a set; the
-//! sender's CPU time per packet and packets per second, as ratios to the
-//! no-filter run; then the filter program's own ns per packet in that
-//! traffic (BPF run-time statistics) beside its test-run figure
-//! (`e2e --lwt PATH` adds the same policy attached by another build).
+//! filter, an empty program on the hook, lwtkit, nftables as a plain
+//! chain, nftables with a set; the sender's CPU time per packet and
+//! packets per second, as ratios to the no-filter run; then the filter
+//! program's own ns per packet in that traffic (BPF run-time statistics),
+//! and the empty program's, beside its test-run figure (`e2e --lwt PATH`
+//! adds the same policy attached by another build).
 //! Needs root; removes its namespaces.
 //! encap: VXLAN through lwtkit against plain routing and a kernel device;
 //! `encap --types`: every tunnel type's TCP throughput against plain routing.
