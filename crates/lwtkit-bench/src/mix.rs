@@ -107,44 +107,69 @@ fn stats_mean(h: &Harness, before: (u64, u64)) -> anyhow::Result<f64> {
     Ok((ns - before.0) as f64 / (runs - before.1).max(1) as f64)
 }
 
-/// Median over `reps` interleaved repetitions of: (floor hot, filter hot,
-/// floor sweep mean, filter sweep mean, floor in-program sweep mean,
-/// filter in-program sweep mean), in ns. The in-program means are the
-/// kernel's own run-time statistics of the same sweep run again
-/// (`BPF_ENABLE_STATS`: `sched_clock` around each run of the program
-/// alone, without test-run's `ktime_get_ns` pair and loop).
-fn measure(
-    floor: &Harness,
-    h: &Harness,
-    hot: &[u8],
-    packets: &[(bool, Vec<u8>)],
-    reps: usize,
-) -> anyhow::Result<[f64; 6]> {
-    let mut cols: [Vec<f64>; 6] = Default::default();
+/// Sweep packets, each with whether it was aimed at a rule.
+type Sweep = [(bool, Vec<u8>)];
+
+/// One rule set of a family, ready to run.
+struct Set {
+    n: usize,
+    shape: String,
+    h: Harness,
+    hot: Vec<u8>,
+    packets: Vec<(bool, Vec<u8>)>,
+    hit: usize,
+    aimed_hit: usize,
+}
+
+/// What one repetition measured of one program, in ns: the hot packet
+/// (mean of HOT_REPEAT test runs), the sweep's mean by test run, and the
+/// same sweep by the kernel's run-time statistics (`BPF_ENABLE_STATS`:
+/// `sched_clock` around each run of the program alone, without test-run's
+/// `ktime_get_ns` pair and loop).
+#[derive(Clone, Copy, Default)]
+struct Costs {
+    hot: f64,
+    sweep: f64,
+    prog: f64,
+}
+
+/// `reps` repetitions, each measuring the empty program and every set in
+/// turn (hot packets, then sweeps, then the sweeps again with the
+/// statistics on, which add two clock reads to every run), so a burst of
+/// other work on the machine falls on all of them alike. Returns
+/// `reps[set + 1]`, index 0 the empty program (on the largest set's
+/// packets).
+fn measure(floor: &Harness, sets: &[Set], reps: usize) -> anyhow::Result<Vec<Vec<Costs>>> {
+    let largest = sets.last().ok_or_else(|| anyhow::anyhow!("no rule set"))?;
+    let progs: Vec<(&Harness, &[u8], &Sweep)> =
+        std::iter::once((floor, &largest.hot[..], &largest.packets[..]))
+            .chain(sets.iter().map(|s| (&s.h, &s.hot[..], &s.packets[..])))
+            .collect();
+    let mut out = Vec::new();
     for _ in 0..reps {
-        cols[0].push(floor.run_repeat(hot, HOT_REPEAT)?.1.as_nanos() as f64);
-        cols[1].push(h.run_repeat(hot, HOT_REPEAT)?.1.as_nanos() as f64);
-        let (mut f, mut s) = (Duration::ZERO, Duration::ZERO);
-        for (_, p) in packets {
-            f += floor.run_repeat(p, 1)?.1;
-            s += h.run_repeat(p, 1)?.1;
+        let mut row = vec![Costs::default(); progs.len()];
+        for (c, (h, hot, _)) in row.iter_mut().zip(&progs) {
+            c.hot = h.run_repeat(hot, HOT_REPEAT)?.1.as_nanos() as f64;
         }
-        // A second pass with the statistics on (they add two clock reads
-        // to every run, which test-run's own figure would include).
+        for (c, (h, _, packets)) in row.iter_mut().zip(&progs) {
+            let mut t = Duration::ZERO;
+            for (_, p) in packets.iter() {
+                t += h.run_repeat(p, 1)?.1;
+            }
+            c.sweep = t.as_nanos() as f64 / packets.len() as f64;
+        }
         let stats = enable_stats()?;
-        let (f0, s0) = (floor.run_stats()?, h.run_stats()?);
-        for (_, p) in packets {
-            floor.run(p)?;
-            h.run(p)?;
+        for (c, (h, _, packets)) in row.iter_mut().zip(&progs) {
+            let before = h.run_stats()?;
+            for (_, p) in packets.iter() {
+                h.run(p)?;
+            }
+            c.prog = stats_mean(h, before)?;
         }
-        let (fp, sp) = (stats_mean(floor, f0)?, stats_mean(h, s0)?);
         drop(stats);
-        cols[2].push(f.as_nanos() as f64 / packets.len() as f64);
-        cols[3].push(s.as_nanos() as f64 / packets.len() as f64);
-        cols[4].push(fp);
-        cols[5].push(sp);
+        out.push(row);
     }
-    Ok(cols.map(median))
+    Ok(out)
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -152,7 +177,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let hook = Hook::Out;
     let floor = Harness::builtin("pass", hook)?;
     println!(
-        "filter per-packet cost by rule family, BPF_PROG_TEST_RUN on {hook}, seed {}: hot = one packet x {HOT_REPEAT}; sweep = mean over {} different packets run once each (half aimed at a rule); each beside the empty program, interleaved; median of {} repetitions",
+        "filter per-packet cost by rule family, BPF_PROG_TEST_RUN on {hook}, seed {}: hot = one packet x {HOT_REPEAT}; sweep = mean over {} different packets run once each (half aimed at a rule); the empty program, the 10-rule set and the large one interleaved in each of {} repetitions; medians of each repetition's figures (+ns: over that repetition's empty program; x10: over its 10-rule figure)",
         o.seed, o.sweep, o.reps
     );
     println!(
@@ -180,7 +205,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             continue;
         }
         let seed = family_seed(o.seed, i);
-        let mut base: Option<(f64, f64, f64)> = None;
+        let mut sets = Vec::new();
         for n in [10, o.rules] {
             let rules = family_rules(family, n, seed);
             let shape = match compile(&rules) {
@@ -210,12 +235,38 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     family.name()
                 );
             }
-            let [fh, hh, fs, hs, fp, hp] = measure(&floor, &h, &hot, &packets, o.reps)?;
-            let (bh, bs, bp) = *base.get_or_insert((hh, hs, hp));
-            let (over_h, over_s, over_p) = (hh - fh, hs - fs, hp - fp);
-            let (rh, rs, rp) = (hh / bh, hs / bs, hp / bp);
+            sets.push(Set {
+                n,
+                shape,
+                h,
+                hot,
+                packets,
+                hit,
+                aimed_hit,
+            });
+        }
+        if sets.len() < 2 {
+            continue;
+        }
+        let reps = measure(&floor, &sets, o.reps)?;
+        for (k, set) in sets.iter().enumerate() {
+            // Medians over the repetitions of each one's own figures, its
+            // excess over that repetition's empty program and its ratio to
+            // that repetition's 10-rule figure.
+            let col = |f: &dyn Fn(&[Costs]) -> f64| median(reps.iter().map(|r| f(r)).collect());
+            let [hh, hs, hp] = [
+                col(&|r| r[k + 1].hot),
+                col(&|r| r[k + 1].sweep),
+                col(&|r| r[k + 1].prog),
+            ];
+            let over_h = col(&|r| r[k + 1].hot - r[0].hot);
+            let over_s = col(&|r| r[k + 1].sweep - r[0].sweep);
+            let over_p = col(&|r| r[k + 1].prog - r[0].prog);
+            let rh = col(&|r| r[k + 1].hot / r[1].hot);
+            let rs = col(&|r| r[k + 1].sweep / r[1].sweep);
+            let rp = col(&|r| r[k + 1].prog / r[1].prog);
             let mut marks = Vec::new();
-            if n == o.rules {
+            if set.n == o.rules {
                 if over_h > MAX_OVER_NS {
                     marks.push("hot +ns");
                 }
@@ -239,9 +290,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 }
             }
             println!(
-                "{:<12} {n:>7} {shape:>17} {hh:>8.1} {over_h:>+9.1} {rh:>7.2} {hs:>9.1} {over_s:>+10.1} {rs:>7.2} {hp:>8.1} {over_p:>+8.1} {rp:>7.2}  {:>15}  {}",
+                "{:<12} {:>7} {:>17} {hh:>8.1} {over_h:>+9.1} {rh:>7.2} {hs:>9.1} {over_s:>+10.1} {rs:>7.2} {hp:>8.1} {over_p:>+8.1} {rp:>7.2}  {:>15}  {}",
                 family.name(),
-                format!("{hit}/{} ({aimed_hit} aimed)", packets.len()),
+                set.n,
+                set.shape,
+                format!("{}/{} ({} aimed)", set.hit, set.packets.len(), set.aimed_hit),
                 if marks.is_empty() {
                     "-".to_string()
                 } else {
