@@ -29,6 +29,9 @@ struct Opts {
     rules: usize,
     /// Only the family of this name.
     only: Option<String>,
+    /// Write each family's rule sets and hot packet into this folder
+    /// instead of measuring (for `lwt test --policy` with two builds).
+    dump: Option<String>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
@@ -38,6 +41,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
         sweep: 10_000,
         rules: 100_000,
         only: None,
+        dump: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -48,8 +52,9 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
             "--sweep" => o.sweep = val()?.max(2) as usize,
             "--rules" => o.rules = val()?.max(10) as usize,
             "--only" => o.only = it.next().cloned(),
+            "--dump" => o.dump = it.next().cloned(),
             _ => anyhow::bail!(
-                "usage: lwtkit-bench mix [--seed N] [--reps N] [--sweep PACKETS] [--rules N] [--only FAMILY]"
+                "usage: lwtkit-bench mix [--seed N] [--reps N] [--sweep PACKETS] [--rules N] [--only FAMILY] [--dump DIR]"
             ),
         }
     }
@@ -172,8 +177,59 @@ fn measure(floor: &Harness, sets: &[Set], reps: usize) -> anyhow::Result<Vec<Vec
     Ok(out)
 }
 
+/// `--dump DIR`: for each family, `FAMILY-N.rules` (one rule a line, as
+/// `lwt filter replace --file` reads them) at 10 and `--rules` rules, and
+/// `FAMILY.pcap`, the hot packet the measurement uses (raw IP).
+fn dump(o: &Opts, dir: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    for (i, family) in Family::ALL.into_iter().enumerate() {
+        if o.only.as_deref().is_some_and(|f| f != family.name()) {
+            continue;
+        }
+        let seed = family_seed(o.seed, i);
+        for n in [10, o.rules] {
+            let rules = family_rules(family, n, seed);
+            let mut f = std::io::BufWriter::new(std::fs::File::create(format!(
+                "{dir}/{}-{n}.rules",
+                family.name()
+            ))?);
+            for r in &rules {
+                writeln!(f, "{}", r.spec)?;
+            }
+            f.flush()?;
+            if n == 10 {
+                let hot = build_packet(&packet_for(&mut Rng::new(seed), &rules[0].spec));
+                // pcap: the global header (link type 101, raw IP), one record.
+                let mut p = Vec::new();
+                for w in [0xa1b2_c3d4u32.to_le_bytes(), [2, 0, 4, 0]] {
+                    p.extend_from_slice(&w);
+                }
+                for w in [
+                    0u32,
+                    0,
+                    65_535,
+                    101,
+                    0,
+                    0,
+                    hot.len() as u32,
+                    hot.len() as u32,
+                ] {
+                    p.extend_from_slice(&w.to_le_bytes());
+                }
+                p.extend_from_slice(&hot);
+                std::fs::write(format!("{dir}/{}.pcap", family.name()), p)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let o = parse(args)?;
+    if let Some(dir) = &o.dump {
+        return dump(&o, dir);
+    }
     let hook = Hook::Out;
     let floor = Harness::builtin("pass", hook)?;
     println!(

@@ -123,9 +123,10 @@ extern "C" fn search_tree(index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// Walks one tree to its leaf, then scans the leaf's records (a nested
-/// `bpf_loop`, so the verifier checks one record's scan, not 64 of them
-/// after each of the walk's 32 possible depths).
+/// Walks one tree to its leaf, then checks the leaf's records: the first
+/// [`INLINE_RECORDS`] in line, any beyond them (a leaf the compiler could
+/// not split) by a nested `bpf_loop`, so the verifier checks one chunk's
+/// scan, not 64 records after each of the walk's 32 possible depths.
 #[inline(always)]
 fn walk(s: &mut Search, root: u32) {
     let key = s.key;
@@ -151,23 +152,43 @@ fn walk(s: &mut Search, root: u32) {
     }
     s.records = base.wrapping_add(leaf.w[2]);
     s.count = leaf.w[1].min(MAX_LEAF);
-    // SAFETY: the callback gets `s` back as its context and only reads and
-    // writes it within this call.
-    unsafe {
-        bpf_loop(s.count.div_ceil(SCAN_CHUNK), scan_records as *mut c_void, (s as *mut Search).cast(), 0);
+    for i in 0..INLINE_RECORDS {
+        if i >= s.count {
+            return;
+        }
+        if let Scan::Stop = check_record(s, i) {
+            return;
+        }
+    }
+    if s.count > INLINE_RECORDS {
+        // SAFETY: the callback gets `s` back as its context and only reads
+        // and writes it within this call.
+        unsafe {
+            bpf_loop(
+                (s.count - INLINE_RECORDS).div_ceil(SCAN_CHUNK),
+                scan_records as *mut c_void,
+                (s as *mut Search).cast(),
+                0,
+            );
+        }
     }
 }
 
-/// Records checked per call of the leaf scan's callback (a call costs
-/// about as much as checking a record).
+/// Records a leaf's walk checks in line, without a callback: as many as
+/// the compiler puts in a leaf it can still split (its `BINTH`), so only
+/// leaves of rules it could not separate take the nested loop.
+const INLINE_RECORDS: u32 = 8;
+
+/// Records checked per call of the leaf scan's callback, past the
+/// [`INLINE_RECORDS`] (a call costs about as much as checking a record).
 const SCAN_CHUNK: u32 = 4;
 
-/// Checks records `index * SCAN_CHUNK ..` of the leaf; returns 1 (stop)
-/// at a match or past the last record.
+/// Checks records `INLINE_RECORDS + index * SCAN_CHUNK ..` of the leaf;
+/// returns 1 (stop) at a match or past the last record.
 extern "C" fn scan_records(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `Search` that `walk` passed to bpf_loop.
     let s = unsafe { &mut *ctx.cast::<Search>() };
-    let first = (index as u32).wrapping_mul(SCAN_CHUNK);
+    let first = INLINE_RECORDS + (index as u32).wrapping_mul(SCAN_CHUNK);
     for j in 0..SCAN_CHUNK {
         let i = first + j;
         if i >= s.count {

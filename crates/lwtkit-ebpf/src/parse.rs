@@ -53,6 +53,62 @@ fn load<T: Copy>(ctx: &SkBuffContext, off: usize) -> Option<T> {
     }
 }
 
+/// `N` words of the packet at `off`, each in memory order (the bytes of
+/// word `i` are bytes `4i..4i+4`: [`byte`] and [`be32`] read them): one
+/// 32-bit load a word from the linear data, where a read of unknown
+/// alignment (as [`load`]'s) becomes one load per byte and the shifts and
+/// ors that put them together; else copied by `bpf_skb_load_bytes`.
+#[inline(always)]
+fn load_words<const N: usize>(ctx: &SkBuffContext, off: usize) -> Option<[u32; N]> {
+    // SAFETY: reads two fields of the program's own context.
+    let (start, end) = unsafe { ((*ctx.skb.skb).data as usize, (*ctx.skb.skb).data_end as usize) };
+    let at = start + (off & 0xffff);
+    if at + 4 * N <= end {
+        let mut w = [0u32; N];
+        for (i, word) in w.iter_mut().enumerate() {
+            *word = load_word(at + 4 * i);
+        }
+        Some(w)
+    } else {
+        ctx.load(off & 0xffff).ok()
+    }
+}
+
+/// The 4 bytes at `at` (a packet pointer whose 4 bytes the caller checked
+/// against `data_end`), in memory order, by one 32-bit load. The verifier
+/// allows packet loads of any alignment where the CPU has efficient
+/// unaligned access (`check_pkt_ptr_alignment`: x86-64, arm64); the
+/// compiler cannot know that, hence the instruction written out.
+#[inline(always)]
+fn load_word(at: usize) -> u32 {
+    #[cfg(target_arch = "bpf")]
+    {
+        let v: u64;
+        // SAFETY: reads 4 bytes the caller proved to be in the packet.
+        unsafe {
+            core::arch::asm!("{v} = *(u32 *)({p} + 0)", p = in(reg) at, v = lateout(reg) v, options(pure, readonly, nostack))
+        };
+        v as u32
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    {
+        // SAFETY: as above.
+        unsafe { core::ptr::read_unaligned(at as *const u32) }
+    }
+}
+
+/// Byte `i` of words read by [`load_words`].
+#[inline(always)]
+fn byte<const N: usize>(w: &[u32; N], i: usize) -> u8 {
+    (u32::from_le(w[i / 4]) >> (8 * (i % 4))) as u8
+}
+
+/// The big-endian value of word `i` of words read by [`load_words`].
+#[inline(always)]
+fn be32<const N: usize>(w: &[u32; N], i: usize) -> u32 {
+    u32::from_be(w[i])
+}
+
 /// Parses the packet; malformed ones come back with class `MALFORMED`.
 #[inline(always)]
 pub fn parse(ctx: &SkBuffContext) -> PacketKey {
@@ -77,8 +133,8 @@ fn parse_from(ctx: &SkBuffContext, zero: u32) -> PacketKey {
     if len < 20 {
         return key;
     }
-    let Some(h) = load::<[u8; 20]>(ctx, 0) else { return key };
-    let l3 = match h[0] >> 4 {
+    let Some(h) = load_words::<5>(ctx, 0) else { return key };
+    let l3 = match byte(&h, 0) >> 4 {
         4 => parse_v4(&h, len, &mut key),
         6 => parse_v6(ctx, &h, len, &mut key),
         _ => None,
@@ -111,15 +167,15 @@ fn fragment_class(offset: u16) -> Option<u32> {
 }
 
 #[inline(always)]
-fn parse_v4(h: &[u8; 20], len: usize, key: &mut PacketKey) -> Option<L3> {
-    let ihl = usize::from(h[0] & 0xf) * 4;
+fn parse_v4(h: &[u32; 5], len: usize, key: &mut PacketKey) -> Option<L3> {
+    let ihl = usize::from(byte(h, 0) & 0xf) * 4;
     if ihl < 20 || ihl > len {
         return None;
     }
-    key.dims[dim::SRC0] = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
-    key.dims[dim::DST0] = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
-    let frag = u16::from_be_bytes([h[6], h[7]]);
-    let proto = h[9];
+    key.dims[dim::SRC0] = be32(h, 3);
+    key.dims[dim::DST0] = be32(h, 4);
+    let frag = u16::from_be_bytes([byte(h, 6), byte(h, 7)]);
+    let proto = byte(h, 9);
     if let Some(class) = fragment_class(frag & 0x1fff) {
         return Some(L3::Class { proto, class });
     }
@@ -127,19 +183,21 @@ fn parse_v4(h: &[u8; 20], len: usize, key: &mut PacketKey) -> Option<L3> {
 }
 
 #[inline(always)]
-fn parse_v6(ctx: &SkBuffContext, first_bytes: &[u8; 20], len: usize, key: &mut PacketKey) -> Option<L3> {
+fn parse_v6(ctx: &SkBuffContext, first: &[u32; 5], len: usize, key: &mut PacketKey) -> Option<L3> {
     if len < 40 {
         return None;
     }
     // Bytes 20..40: the rest of the source and the destination.
-    let rest: [u8; 20] = load(ctx, 20)?;
-    let byte = |i: usize| if i < 20 { first_bytes[i] } else { rest[i - 20] };
+    let rest = load_words::<5>(ctx, 20)?;
     key.v6 = true;
-    for i in 0..4 {
-        key.dims[dim::SRC0 + i] = u32::from_be_bytes([byte(8 + 4 * i), byte(9 + 4 * i), byte(10 + 4 * i), byte(11 + 4 * i)]);
-        key.dims[dim::DST0 + i] = u32::from_be_bytes([rest[4 + 4 * i], rest[5 + 4 * i], rest[6 + 4 * i], rest[7 + 4 * i]]);
+    for i in 0..3 {
+        key.dims[dim::SRC0 + i] = be32(first, 2 + i);
     }
-    let mut nh = first_bytes[6];
+    key.dims[dim::SRC0 + 3] = be32(&rest, 0);
+    for i in 0..4 {
+        key.dims[dim::DST0 + i] = be32(&rest, 1 + i);
+    }
+    let mut nh = byte(first, 6);
     let mut off = 40usize;
     let mut first = false;
     // A chain cut short is evasive in a first fragment, malformed otherwise.
@@ -195,15 +253,18 @@ fn parse_l4(ctx: &SkBuffContext, len: usize, off: usize, proto: u8, first: bool,
     }
     match proto {
         IPPROTO_TCP => {
-            let Some(t) = load::<[u8; 14]>(ctx, off) else { return short };
-            key.dims[dim::SPORT] = u32::from(u16::from_be_bytes([t[0], t[1]]));
-            key.dims[dim::DPORT] = u32::from(u16::from_be_bytes([t[2], t[3]]));
-            key.tcp_flags = t[13];
+            // Bytes 0..4 (ports) and 12..14 (offset, flags): the 14 that
+            // `need` checked, in whole words.
+            let Some(p) = load_words::<1>(ctx, off) else { return short };
+            let Some(f) = load::<[u8; 2]>(ctx, off + 12) else { return short };
+            key.dims[dim::SPORT] = u32::from(u16::from_be_bytes([byte(&p, 0), byte(&p, 1)]));
+            key.dims[dim::DPORT] = u32::from(u16::from_be_bytes([byte(&p, 2), byte(&p, 3)]));
+            key.tcp_flags = f[1];
         }
         IPPROTO_UDP => {
-            let Some(u) = load::<[u8; 4]>(ctx, off) else { return short };
-            key.dims[dim::SPORT] = u32::from(u16::from_be_bytes([u[0], u[1]]));
-            key.dims[dim::DPORT] = u32::from(u16::from_be_bytes([u[2], u[3]]));
+            let Some(p) = load_words::<1>(ctx, off) else { return short };
+            key.dims[dim::SPORT] = u32::from(u16::from_be_bytes([byte(&p, 0), byte(&p, 1)]));
+            key.dims[dim::DPORT] = u32::from(u16::from_be_bytes([byte(&p, 2), byte(&p, 3)]));
         }
         _ => {
             let Some(i) = load::<[u8; 2]>(ctx, off) else { return short };

@@ -22,8 +22,12 @@ use super::rule::{Action, Rule, RuleSpec, Verdict};
 const BINTH: usize = 8;
 /// Space factor: a cut may grow the rule copies to `SPFAC` times a node's rules.
 const SPFAC: usize = 2;
-/// Largest cut: 2^MAX_BITS children.
-const MAX_BITS: u32 = 8;
+/// Largest cut: 2^MAX_BITS children (the space factor bounds it by the
+/// node's rules first: only nodes of thousands of rules cut this wide).
+/// Every level costs a packet one dependent read, the walk's longest
+/// step; 12 bits take a level off 100k-rule trees for 128 KiB of cells.
+/// At most 15 (4 bits of the node word).
+const MAX_BITS: u32 = 12;
 /// Header word holding the number of cells of the rule-id table (the
 /// kernel reads only `HEADER_IDS`; a change in place needs the length).
 /// Marks the cell before the rule-id table as holding its length (word 0).
