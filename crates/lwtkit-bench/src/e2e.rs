@@ -347,7 +347,7 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::NoFilter => "no filter",
-            Mode::Lwtkit => "lwtkit filter (lwt_out)",
+            Mode::Lwtkit => "lwtkit filter",
             Mode::NftMap => "nftables interval map",
             Mode::Other => "lwtkit, --lwt build",
         }
@@ -380,17 +380,26 @@ fn nft_unload(a: &Ns) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The hook the bench policy runs on (`--hook`, default `out`).
+static HOOK: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+fn hook() -> &'static str {
+    HOOK.get().copied().unwrap_or("out")
+}
+
 /// The bench policy on the sender's route to B.
-const ATTACH: [&str; 8] = [
-    "filter",
-    "attach",
-    "bench",
-    "10.0.0.3/32",
-    "--dev",
-    "va",
-    "--hook",
-    "out",
-];
+fn attach_args() -> [&'static str; 8] {
+    [
+        "filter",
+        "attach",
+        "bench",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        hook(),
+    ]
+}
 
 /// Puts `mode` in place, sends for SECONDS, takes it away again.
 fn measure(
@@ -404,10 +413,10 @@ fn measure(
     match mode {
         Mode::NoFilter => {}
         Mode::Lwtkit => {
-            lwt(a, &ATTACH)?;
+            lwt(a, &attach_args())?;
         }
         Mode::Other => {
-            lwt_at(other, a, &ATTACH)?;
+            lwt_at(other, a, &attach_args())?;
         }
         Mode::NftMap => nft_load(a, nft_map_file)?,
     }
@@ -430,7 +439,7 @@ fn measure(
 /// above do not carry their two clock reads per packet), attached by
 /// `exe`, for `seconds`; and that run's sender CPU ns per packet.
 fn in_program(a: &Ns, exe: &str, seconds: f64) -> anyhow::Result<(f64, f64)> {
-    lwt_at(exe, a, &ATTACH)?;
+    lwt_at(exe, a, &attach_args())?;
     let progs = crate::progstats::Programs::on_routes(a)?;
     let stats = crate::progstats::stats_on()?;
     let before = progs.read()?;
@@ -447,11 +456,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let other = match args {
-        [] => None,
-        [flag, path] if flag == "--lwt" => Some(path.as_str()),
-        _ => anyhow::bail!("usage: lwtkit-bench e2e [--lwt PATH]"),
-    };
+    let usage = "usage: lwtkit-bench e2e [--lwt PATH] [--hook out|xmit]";
+    let mut other = None;
+    let mut rest = args;
+    while let [flag, value, tail @ ..] = rest {
+        match (flag.as_str(), value.as_str()) {
+            ("--lwt", path) => other = Some(path),
+            ("--hook", h @ ("out" | "xmit")) => {
+                let _ = HOOK.set(if h == "out" { "out" } else { "xmit" });
+            }
+            _ => anyhow::bail!(usage),
+        }
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        anyhow::bail!(usage);
+    }
     let modes: Vec<Mode> = if other.is_some() {
         vec![Mode::NoFilter, Mode::Lwtkit, Mode::Other, Mode::NftMap]
     } else {
@@ -459,8 +479,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     };
     let rules = rules();
     println!(
-        "\nend to end: UDP 18-byte payloads A -> B over veth, sendmmsg x{BATCH}, {SECONDS} s per mode and run, {} non-overlapping rules, none matching; {RUNS} runs, the modes alternating in rotated order; medians, and the median of each run's ratio to that run's no-filter figure",
-        rules.len()
+        "\nend to end: UDP 18-byte payloads A -> B over veth, sendmmsg x{BATCH}, {SECONDS} s per mode and run, {} non-overlapping rules, none matching, the policy on lwt_{}; {RUNS} runs, the modes alternating in rotated order; medians, and the median of each run's ratio to that run's no-filter figure",
+        rules.len(),
+        hook()
     );
     let (a, b) = pair("flt")?;
     std::thread::sleep(Duration::from_millis(300));
@@ -522,8 +543,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             inside[i].push(in_program(&a, exes[i], 1.0)?);
         }
     }
-    let h = lwtkit::filter::testrun::Harness::filter(&rules, Verdict::Allow, lwtkit::Hook::Out)?;
-    let floor = lwtkit::filter::testrun::Harness::builtin("pass", lwtkit::Hook::Out)?;
+    let on: lwtkit::Hook = hook().parse().map_err(anyhow::Error::msg)?;
+    let h = lwtkit::filter::testrun::Harness::filter(&rules, Verdict::Allow, on)?;
+    let floor = lwtkit::filter::testrun::Harness::builtin("pass", on)?;
     let pkt = lwtkit_bench_packet();
     let testrun_ns = |h: &lwtkit::filter::testrun::Harness| -> anyhow::Result<f64> {
         let mut v = Vec::new();
@@ -603,7 +625,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
     }
     println!(
-        "same policy by BPF_PROG_TEST_RUN on lwt_out, this packet repeated 1M times: {filter_tr:.0} ns (empty program {floor_tr:.0} ns)"
+        "same policy by BPF_PROG_TEST_RUN on lwt_{}, this packet repeated 1M times: {filter_tr:.0} ns (empty program {floor_tr:.0} ns)",
+        hook()
     );
     println!(
         "lwt filter replace of {} rules: {:.2} s; of 100000 benchmark rules: {:.2} s",

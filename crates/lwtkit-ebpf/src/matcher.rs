@@ -86,8 +86,7 @@ pub fn base_of(cfg: &PolicyConfig, generation: u32) -> u32 {
 ///
 /// `trees(v6)`: the most trees of that family the program instance was
 /// specialised for (a load-time constant, `ProgramSpec`): 0, no walk at
-/// all; 1, the one tree's walk called directly, without the loop; more,
-/// the loop. The verifier sees the constant and drops the other paths.
+/// all; 1, the one tree's walk inline, without the loop; more, the loop. The verifier sees the constant and drops the other paths.
 #[inline(always)]
 pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32, trees: impl Fn(bool) -> u32) -> Decision {
     let base = base_of(cfg, generation);
@@ -100,8 +99,11 @@ pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32, trees: impl 
     let (trees, list, stride) = if key.v6 { (header.w[2], header.w[3], 2) } else { (header.w[0], header.w[1], 1) };
     let mut search = Search { key, base, list, stride, best_rank: u32::MAX, best_slot: 0, best_flags: 0, records: 0, count: 0 };
     if most == 1 {
+        // The one tree's walk, inline: no loop and no call.
         if trees != 0 {
-            search_tree(0, (&mut search as *mut Search).cast());
+            if let Some(roots) = cell(base.wrapping_add(list)) {
+                walk(&mut search, roots.w[0]);
+            }
         }
     } else {
         // SAFETY: the callback gets `search` back as its context and only

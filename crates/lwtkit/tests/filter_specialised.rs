@@ -147,3 +147,53 @@ extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
 }
+
+/// Not a check: the hot test-run cost of the specialised program against
+/// the one with every path, on 10,000 benchmark rules (IPv4, no log, no
+/// actions), alternating in one process. `cargo test --release -p lwtkit
+/// --test filter_specialised -- --ignored --nocapture`.
+#[test]
+#[ignore = "a timing, not a check"]
+fn timing_specialised_against_every_path() {
+    if !root_or_skip("timing_specialised_against_every_path") {
+        return;
+    }
+    let rules = lwtkit::filter::bench_rules(10_000, 7);
+    let handling = Handling::new(Verdict::Allow);
+    let pkt = packet(false, 17, 9);
+    let cells = lwtkit::filter::compile::compile(&rules)
+        .expect("compiles")
+        .cells;
+    println!(
+        "specialised for: {}",
+        lwtkit::filter::spec::describe(lwtkit::filter::spec::needs(&rules, &cells))
+    );
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(15);
+    for hook in [Hook::Out, Hook::Xmit] {
+        let lean = Harness::filter_with(&rules, &handling, hook, 0).expect("specialised loads");
+        let full = Harness::filter_as(&rules, &handling, hook, ProgramSpec::GENERIC)
+            .expect("generic loads");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let order: [(&Harness, &mut Vec<f64>); 2] = if round % 2 == 0 {
+                [(&lean, &mut a), (&full, &mut b)]
+            } else {
+                [(&full, &mut b), (&lean, &mut a)]
+            };
+            for (h, v) in order {
+                let (_, t) = h.run_repeat(&pkt, 300_000).expect("runs");
+                v.push(t.as_nanos() as f64);
+            }
+        }
+        let stats = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (v[0], v[v.len() / 2])
+        };
+        let ((amin, amed), (bmin, bmed)) = (stats(&mut a), stats(&mut b));
+        let ((ai, aj), (bi, bj)) = (lean.sizes().expect("sizes"), full.sizes().expect("sizes"));
+        println!("{hook}: specialised min {amin:.0} median {amed:.0} ns ({ai} insns, {aj} B JIT); every path min {bmin:.0} median {bmed:.0} ns ({bi} insns, {bj} B JIT); {rounds} alternating rounds of 300,000 runs");
+    }
+}
