@@ -86,7 +86,8 @@ pub fn base_of(cfg: &PolicyConfig, generation: u32) -> u32 {
 ///
 /// `trees(v6)`: the most trees of that family the program instance was
 /// specialised for (a load-time constant, `ProgramSpec`): 0, no walk at
-/// all; 1, the one tree's walk inline, without the loop; more, the loop. The verifier sees the constant and drops the other paths.
+/// all; 1, the one tree's walk inline, without the loop; more, the loop.
+/// The verifier sees the constant and drops the other paths.
 #[inline(always)]
 pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32, trees: impl Fn(bool) -> u32) -> Decision {
     let base = base_of(cfg, generation);
