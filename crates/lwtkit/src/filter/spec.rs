@@ -133,6 +133,17 @@ mod tests {
     }
 
     #[test]
+    fn a_record_written_before_specialisation_runs_every_path() {
+        let old =
+            r#"{"id":1,"name":"web","default":"allow","capacity":256,"cells":4096,"generation":0}"#;
+        let p: crate::filter::store::Policy =
+            serde_json::from_str(old).expect("an old record reads");
+        assert_eq!(p.spec, None);
+        assert_eq!(p.program_spec(), ProgramSpec::GENERIC);
+        assert_eq!(describe(p.program_spec()), "every path");
+    }
+
+    #[test]
     fn a_union_covers_both_and_tree_counts_are_zero_one_or_many() {
         let a = ProgramSpec {
             v4_trees: 1,
