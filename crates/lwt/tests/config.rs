@@ -47,6 +47,11 @@ fn stable(v: &Value) -> Value {
                         // The host's addresses as they are now (a link-local
                         // one may still be in DAD at the first look).
                         "accepting",
+                        // What a policy's programs are specialised for
+                        // depends on its history (one-rule changes only
+                        // widen them; a replace, as `apply` makes, narrows).
+                        "program",
+                        "program_spec",
                     ]
                     .contains(&k.as_str())
                 })

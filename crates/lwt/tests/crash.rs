@@ -33,6 +33,11 @@ struct Case {
     prepare: Option<fn(&Netns)>,
     /// Run once the killed verb was finished by `lwt check`.
     inspect: Option<fn(&Netns)>,
+    /// Whether the states compared may differ in what the policy's
+    /// programs are specialised for (`filter show`'s `program`): a kill
+    /// while a replace swaps leaner programs in leaves the wider ones,
+    /// which judge alike (the case's `inspect` checks which).
+    loose_program: bool,
 }
 
 fn case(point: &'static str, setup: &[&str], verb: &str, undo: &[&str]) -> Case {
@@ -43,6 +48,7 @@ fn case(point: &'static str, setup: &[&str], verb: &str, undo: &[&str]) -> Case 
         undo: undo.iter().map(|s| s.to_string()).collect(),
         prepare: None,
         inspect: None,
+        loose_program: false,
     }
 }
 
@@ -96,6 +102,12 @@ fn strip(v: Value) -> Value {
 /// What a user sees of the namespace: every route of both families and
 /// every listing.
 fn snapshot(ns: &Netns) -> String {
+    snapshot_of(ns, true)
+}
+
+/// [`snapshot`], with or without what the policies' programs are
+/// specialised for.
+fn snapshot_of(ns: &Netns, program: bool) -> String {
     let mut s = normalize(&detailed_routes(ns));
     for verb in [
         "list",
@@ -106,7 +118,15 @@ fn snapshot(ns: &Netns) -> String {
     ] {
         let mut args = vec!["-j"];
         args.extend(words(verb));
-        let v = strip(json(&ns.lwt_ok(&args)));
+        let mut v = strip(json(&ns.lwt_ok(&args)));
+        if !program {
+            for p in v.as_array_mut().into_iter().flatten() {
+                if let Some(m) = p.as_object_mut() {
+                    m.remove("program");
+                    m.remove("program_spec");
+                }
+            }
+        }
         s.push_str(&format!("{verb}: {}\n", normalize(&v.to_string())));
     }
     s
@@ -169,6 +189,7 @@ fn agrees(ns: &Netns, context: &str) {
 /// namespace `before` the verb or `after` it.
 fn crash(ns: &Netns, c: &Case) -> &'static str {
     let ctx = format!("`lwt {}` killed at {}", c.verb, c.point);
+    let snapshot = |ns: &Netns| snapshot_of(ns, !c.loose_program);
     let pristine = snapshot(ns);
     let pristine_routes = detailed_routes(ns);
     run_all(ns, &c.setup);
@@ -229,6 +250,14 @@ fn crash(ns: &Netns, c: &Case) -> &'static str {
 /// (the intent written, nothing else; a tunnel's map entry written, its
 /// route not; a policy's maps made, its record not) or after it.
 fn expected(point: &str) -> &'static str {
+    // Leaner programs are swapped in once a replace is done.
+    if point.starts_with("filter-narrow:") {
+        return "after";
+    }
+    // Wider programs go on every route before the change's flip.
+    if point == "filter-widen:swap" {
+        return "before";
+    }
     if point.ends_with(":intent")
         || point.ends_with(":staged")
         || point.ends_with(":zeroed")
@@ -802,6 +831,125 @@ fn grown_or_not(ns: &Netns) {
     );
 }
 
+/// [`POLICY`] on a second route too: a change's new programs go on both.
+const TWO_ROUTES: [&str; 5] = [
+    "filter create web",
+    "filter rule add web dst 10.0.0.8/32 proto udp dport 7001 drop",
+    "filter rule add web dst 10.0.0.8/32 proto udp dport 7002 drop",
+    "filter attach web 10.0.0.8/32 --dev va --hook out",
+    "filter attach web 10.0.0.7/32 --dev va --hook out",
+];
+
+/// Programs specialised for what the rules use, killed at each step of
+/// swapping others in: a first `log` rule needs programs with the log
+/// path on both routes before its flip (the old programs and rules, or
+/// the new ones); a replace without it swaps leaner ones in after its
+/// flip (the new rules either way, on the wider programs or the leaner).
+fn spec_cases(rules_file: &Path) -> Vec<Case> {
+    let replace = format!("filter replace web --file {}", rules_file.display());
+    let undo = [
+        "filter detach web 10.0.0.8/32",
+        "filter detach web 10.0.0.7/32",
+        "filter delete web",
+    ];
+    let mut v = Vec::new();
+    for point in [
+        "filter-commit:intent",
+        "filter-commit:zeroed",
+        "filter-widen:swap",
+        "filter-commit:flip",
+    ] {
+        v.push(Case {
+            prepare: Some(counted_traffic),
+            inspect: Some(specialised_for_the_rules),
+            ..case(
+                point,
+                &TWO_ROUTES,
+                "filter rule add web dst 10.0.0.8/32 proto udp dport 7003 drop log",
+                &undo,
+            )
+        });
+    }
+    let mut logging = TWO_ROUTES.map(String::from).to_vec();
+    logging.push("filter rule add web dst 10.0.0.9/32 proto udp dport 7009 drop log".into());
+    for point in [
+        "filter-narrow:intent",
+        "filter-narrow:staged",
+        "filter-narrow:swap",
+    ] {
+        v.push(Case {
+            prepare: Some(counted_traffic),
+            inspect: Some(specialised_for_the_rules),
+            loose_program: true,
+            setup: logging.clone(),
+            ..case(point, &[], &replace, &undo)
+        });
+    }
+    v
+}
+
+/// After a kill while programs were swapped: the rules on record are live
+/// and counted on both routes, which carry the policy's programs; those
+/// keep the log path if a rule logs (and may keep it after a replace
+/// dropped it: the next replace swaps leaner ones in).
+fn specialised_for_the_rules(ns: &Netns) {
+    rules_are_live_and_counted(ns);
+    let shown = json(&ns.lwt_ok(&["filter", "show", "web", "-j"]));
+    let logs = shown["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .any(|r| r["log"] == true);
+    let log_path = shown["program_spec"]["log"] == 1;
+    assert!(
+        log_path || !logs,
+        "a log rule on programs without the log path: {shown}"
+    );
+    let routes = ns.ip(&["route", "show"]);
+    assert_eq!(
+        routes.matches("lwtkit-filter-web").count(),
+        2,
+        "both routes keep the filter: {routes}"
+    );
+    // The second route's program counts in the policy's maps.
+    assert_eq!(
+        send_udp_lossy(ns, "10.0.0.7:7001", 1, 32),
+        1,
+        "no rule for 10.0.0.7"
+    );
+    let now = json(&ns.lwt_ok(&["filter", "show", "web", "-j"]));
+    assert_eq!(
+        now["unmatched"]["packets"].as_u64(),
+        shown["unmatched"]["packets"].as_u64().map(|n| n + 1),
+        "the second route judges by the policy: {now}"
+    );
+    if log_path && !logs {
+        let file = std::env::temp_dir().join(format!(
+            "lwtkit-crash-tests-{}/narrow-again",
+            std::process::id()
+        ));
+        let rules: Vec<String> = shown["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .map(|r| r["text"].as_str().expect("text").to_string() + "\n")
+            .collect();
+        std::fs::write(&file, rules.concat()).expect("rules file");
+        ns.lwt_ok(&[
+            "filter",
+            "replace",
+            "web",
+            "--file",
+            file.to_str().expect("utf-8"),
+        ]);
+        let again = json(&ns.lwt_ok(&["filter", "show", "web", "-j"]));
+        assert_eq!(
+            again["program_spec"]["log"], 0,
+            "the next replace narrows: {again}"
+        );
+    }
+}
+
 fn three_rules_file() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("lwtkit-crash-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -856,6 +1004,7 @@ fn every_failpoint_of_the_library_is_exercised_here() {
         filter_cases(),
         commit_cases(Path::new("/nonexistent")),
         grow_cases(Path::new("/nonexistent")),
+        spec_cases(Path::new("/nonexistent")),
         decap_cases(),
         nat_cases(),
     ]
@@ -865,7 +1014,7 @@ fn every_failpoint_of_the_library_is_exercised_here() {
     .collect();
     // Killed in tests/ingress_v6.rs, which builds the IPv6 local route it needs.
     here.insert("attach:stand-in".to_string());
-    assert_eq!(in_library.len(), 30, "{in_library:?}");
+    assert_eq!(in_library.len(), 34, "{in_library:?}");
     assert_eq!(here, in_library);
 }
 
@@ -916,6 +1065,13 @@ fn kill_9_at_every_step_of_a_growing_policy_leaves_it_old_or_new_on_every_route(
     require_root!();
     let p = pair("crg");
     crash_all(&p.a, &grow_cases(&three_rules_file()));
+}
+
+#[test]
+fn kill_9_while_specialised_programs_are_swapped_leaves_rules_old_or_new_on_every_route() {
+    require_root!();
+    let p = pair("crs");
+    crash_all(&p.a, &spec_cases(&rules_file()));
 }
 
 #[test]

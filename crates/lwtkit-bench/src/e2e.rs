@@ -362,8 +362,8 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::NoFilter => "no filter",
-            Mode::Empty => "empty program (lwt_out)",
-            Mode::Lwtkit => "lwtkit filter (lwt_out)",
+            Mode::Empty => "empty program",
+            Mode::Lwtkit => "lwtkit filter",
             Mode::NftMap => "nftables interval map",
             Mode::Other => "lwtkit, --lwt build",
         }
@@ -396,32 +396,47 @@ fn nft_unload(a: &Ns) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The bench policy on the sender's route to B.
-const ATTACH: [&str; 8] = [
-    "filter",
-    "attach",
-    "bench",
-    "10.0.0.3/32",
-    "--dev",
-    "va",
-    "--hook",
-    "out",
-];
+/// The hook the bench policy runs on (`--hook`, default `out`).
+static HOOK: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
 
-const DETACH: [&str; 4] = ["filter", "detach", "bench", "10.0.0.3/32"];
+fn hook() -> &'static str {
+    HOOK.get().copied().unwrap_or("out")
+}
+
+/// The bench policy on the sender's route to B.
+fn attach_args() -> [&'static str; 8] {
+    [
+        "filter",
+        "attach",
+        "bench",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        hook(),
+    ]
+}
+
+fn detach_args() -> [&'static str; 4] {
+    ["filter", "detach", "bench", "10.0.0.3/32"]
+}
 
 /// lwtkit's empty program on the same route and hook.
-const ATTACH_EMPTY: [&str; 8] = [
-    "attach",
-    "10.0.0.3/32",
-    "--dev",
-    "va",
-    "--hook",
-    "out",
-    "--builtin",
-    "pass",
-];
-const DETACH_EMPTY: [&str; 4] = ["detach", "10.0.0.3/32", "--hook", "out"];
+fn attach_empty_args() -> [&'static str; 8] {
+    [
+        "attach",
+        "10.0.0.3/32",
+        "--dev",
+        "va",
+        "--hook",
+        hook(),
+        "--builtin",
+        "pass",
+    ]
+}
+fn detach_empty_args() -> [&'static str; 4] {
+    ["detach", "10.0.0.3/32", "--hook", hook()]
+}
 
 /// Puts `mode` in place, sends for SLICE_SECONDS, takes it away again:
 /// the datagrams sent, the seconds taken, the sender's CPU ns.
@@ -435,13 +450,13 @@ fn measure(
     match mode {
         Mode::NoFilter => {}
         Mode::Empty => {
-            lwt(a, &ATTACH_EMPTY)?;
+            lwt(a, &attach_empty_args())?;
         }
         Mode::Lwtkit => {
-            lwt(a, &ATTACH)?;
+            lwt(a, &attach_args())?;
         }
         Mode::Other => {
-            lwt_at(other, a, &ATTACH)?;
+            lwt_at(other, a, &attach_args())?;
         }
         Mode::NftMap => nft_load(a, nft_map_file)?,
     }
@@ -449,13 +464,13 @@ fn measure(
     match mode {
         Mode::NoFilter => {}
         Mode::Empty => {
-            lwt(a, &DETACH_EMPTY)?;
+            lwt(a, &detach_empty_args())?;
         }
         Mode::Lwtkit => {
-            lwt(a, &DETACH)?;
+            lwt(a, &detach_args())?;
         }
         Mode::Other => {
-            lwt_at(other, a, &DETACH)?;
+            lwt_at(other, a, &detach_args())?;
         }
         Mode::NftMap => nft_unload(a)?,
     }
@@ -491,11 +506,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let other = match args {
-        [] => None,
-        [flag, path] if flag == "--lwt" => Some(path.as_str()),
-        _ => anyhow::bail!("usage: lwtkit-bench e2e [--lwt PATH]"),
-    };
+    let usage = "usage: lwtkit-bench e2e [--lwt PATH] [--hook out|xmit]";
+    let mut other = None;
+    let mut rest = args;
+    while let [flag, value, tail @ ..] = rest {
+        match (flag.as_str(), value.as_str()) {
+            ("--lwt", path) => other = Some(path),
+            ("--hook", h @ ("out" | "xmit")) => {
+                let _ = HOOK.set(if h == "out" { "out" } else { "xmit" });
+            }
+            _ => anyhow::bail!(usage),
+        }
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        anyhow::bail!(usage);
+    }
     let modes: Vec<Mode> = if other.is_some() {
         vec![
             Mode::NoFilter,
@@ -509,8 +535,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     };
     let rules = rules();
     println!(
-        "\nend to end: UDP 18-byte payloads A -> B over veth, sendmmsg x{BATCH}, {SLICES} slices of {SLICE_SECONDS} s per mode and run, the modes alternating in each slice in rotated order, {} non-overlapping rules, none matching; {RUNS} runs; medians, and the median of each run's ratio to that run's no-filter figure",
-        rules.len()
+        "\nend to end: UDP 18-byte payloads A -> B over veth, sendmmsg x{BATCH}, {SLICES} slices of {SLICE_SECONDS} s per mode and run, the modes alternating in each slice in rotated order, {} non-overlapping rules, none matching, the policy and the empty program on lwt_{}; {RUNS} runs; medians, and the median of each run's ratio to that run's no-filter figure",
+        rules.len(),
+        hook()
     );
     let (a, b) = pair("flt")?;
     std::thread::sleep(Duration::from_millis(300));
@@ -571,13 +598,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .to_string_lossy()
         .into_owned();
     // (what, which build, attach, detach)
-    let mut programs = vec![("filter program", this.as_str(), &ATTACH[..], &DETACH[..])];
-    programs.extend(other.map(|exe| ("filter program", exe, &ATTACH[..], &DETACH[..])));
+    let (attach, detach) = (attach_args(), detach_args());
+    let (attach_empty, detach_empty) = (attach_empty_args(), detach_empty_args());
+    let mut programs = vec![("filter program", this.as_str(), &attach[..], &detach[..])];
+    programs.extend(other.map(|exe| ("filter program", exe, &attach[..], &detach[..])));
     programs.push((
         "empty program",
         this.as_str(),
-        &ATTACH_EMPTY[..],
-        &DETACH_EMPTY[..],
+        &attach_empty[..],
+        &detach_empty[..],
     ));
     let mut inside: Vec<Vec<(f64, f64)>> = vec![Vec::new(); programs.len()];
     for run in 0..RUNS {
@@ -587,8 +616,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             inside[i].push(in_program(&a, exe, attach, detach, 1.0)?);
         }
     }
-    let h = lwtkit::filter::testrun::Harness::filter(&rules, Verdict::Allow, lwtkit::Hook::Out)?;
-    let floor = lwtkit::filter::testrun::Harness::builtin("pass", lwtkit::Hook::Out)?;
+    let on: lwtkit::Hook = hook().parse().map_err(anyhow::Error::msg)?;
+    let h = lwtkit::filter::testrun::Harness::filter(&rules, Verdict::Allow, on)?;
+    let floor = lwtkit::filter::testrun::Harness::builtin("pass", on)?;
     let pkt = lwtkit_bench_packet();
     let testrun_ns = |h: &lwtkit::filter::testrun::Harness| -> anyhow::Result<f64> {
         let mut v = Vec::new();
@@ -668,7 +698,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
     }
     println!(
-        "same policy by BPF_PROG_TEST_RUN on lwt_out, this packet repeated 1M times: {filter_tr:.0} ns (empty program {floor_tr:.0} ns)"
+        "same policy by BPF_PROG_TEST_RUN on lwt_{}, this packet repeated 1M times: {filter_tr:.0} ns (empty program {floor_tr:.0} ns)",
+        hook()
     );
     println!(
         "lwt filter replace of {} rules: {:.2} s; of 100000 benchmark rules: {:.2} s",

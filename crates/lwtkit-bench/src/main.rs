@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             | "all"
     ) {
         anyhow::bail!(
-            "usage: lwtkit-bench [testrun|mix [--seed N]|memlat|e2e [--lwt PATH]|encap [--types]|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|nat [--mappings]|blast NETNS ADDR:PORT SECONDS|all]"
+            "usage: lwtkit-bench [testrun|mix [--seed N]|memlat|e2e [--lwt PATH] [--hook out|xmit]|encap [--types]|routes [--lwt PATH]|changes [--lwt PATH] [--capacity N]|nat [--mappings]|blast NETNS ADDR:PORT SECONDS|all]"
         );
     }
     if matches!(what.as_str(), "testrun" | "all") {

@@ -309,6 +309,73 @@ pub struct Event {
     pub data: [u8; EVENT_SNAPLEN],
 }
 
+/// What one instance of the filter program is specialised for: the
+/// paths of `bin/filter.rs` it keeps. User space sets it before load as the
+/// `.rodata.spec` section ([`crate::maps::filter::SPEC_SECTION`]); libbpf
+/// freezes that map, so the verifier reads each field as a constant, never
+/// visits the paths it rules out and removes them (`opt_remove_dead_code`).
+/// An instance must cover every generation packets may walk: a policy
+/// change that needs more first swaps in an instance that has it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+pub struct ProgramSpec {
+    /// Most IPv4 trees of a generation: 0 (IPv4 packets meet no rule), 1
+    /// (the walk is called directly), or more (a `bpf_loop` over the trees,
+    /// up to [`MAX_TREES`]).
+    pub v4_trees: u32,
+    /// The same for IPv6.
+    pub v6_trees: u32,
+    /// 1: some rule logs (the event path is kept).
+    pub log: u32,
+    /// 1: some rule has an action (NAT, mark, redirect: their paths, the
+    /// ICMP error and fragment translations, are kept).
+    pub actions: u32,
+}
+
+impl ProgramSpec {
+    /// Every path: what the object holds before user space sets the
+    /// section, and what a policy without a recorded specialisation runs.
+    pub const GENERIC: ProgramSpec = ProgramSpec {
+        v4_trees: MAX_TREES,
+        v6_trees: MAX_TREES,
+        log: 1,
+        actions: 1,
+    };
+    /// No path a rule uses: an empty policy's.
+    pub const NONE: ProgramSpec = ProgramSpec {
+        v4_trees: 0,
+        v6_trees: 0,
+        log: 0,
+        actions: 0,
+    };
+
+    /// Every path either needs: an instance that serves both.
+    pub fn union(self, o: ProgramSpec) -> ProgramSpec {
+        ProgramSpec {
+            v4_trees: Self::trees(self.v4_trees.max(o.v4_trees)),
+            v6_trees: Self::trees(self.v6_trees.max(o.v6_trees)),
+            log: self.log | o.log,
+            actions: self.actions | o.actions,
+        }
+    }
+
+    /// Whether this instance has every path `o` needs.
+    pub fn covers(self, o: ProgramSpec) -> bool {
+        self.union(o) == self
+    }
+
+    /// Tree counts the program tells apart: 0, 1, and any more.
+    pub fn trees(n: u32) -> u32 {
+        if n > 1 {
+            MAX_TREES
+        } else {
+            n
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<ProgramSpec>() == 16);
 const _: () = assert!(core::mem::size_of::<RuleRecord>() == 32);
 const _: () = assert!(core::mem::size_of::<V6Words>() == 32);
 const _: () = assert!(core::mem::size_of::<ActionRecord>() == 32);

@@ -33,7 +33,12 @@ pub mod filter {
     /// Per-CPU scratch of the ICMPv6 error translation (the BPF stack is
     /// shared by the matcher's frame and the translation's).
     pub const NAT_SCRATCH: &str = "NAT_SCRATCH";
-    /// The maps the object's programs use.
+    /// ELF section (and libbpf map) of the program's load-time
+    /// specialisation, a [`crate::filter::ProgramSpec`]: which paths the
+    /// instance keeps. The kernel side spells the same name in its
+    /// `link_section` (checked against this one at compile time).
+    pub const SPEC_SECTION: &str = ".rodata.spec";
+    /// The maps the object's programs use (data sections aside).
     pub const ALL: &[&str] = &[
         CELLS,
         CONFIG,
@@ -158,7 +163,7 @@ mod tests {
             count::ALL,
             pass::ALL,
             nat_test::ALL,
-            &[encap::TABLE_SECTION],
+            &[encap::TABLE_SECTION, filter::SPEC_SECTION],
         ];
         for name in all.iter().flat_map(|names| names.iter()) {
             assert!(!name.is_empty() && name.len() <= 15, "{name}");

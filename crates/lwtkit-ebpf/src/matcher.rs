@@ -83,22 +83,40 @@ pub fn base_of(cfg: &PolicyConfig, generation: u32) -> u32 {
 /// trees for the packet's family. The trees are walked by `bpf_loop`
 /// (which the verifier inlines into a plain loop), so it checks one walk
 /// rather than every tree's.
+///
+/// `trees(v6)`: the most trees of that family the program instance was
+/// specialised for (a load-time constant, `ProgramSpec`): 0, no walk at
+/// all; 1, the one tree's walk inline, without the loop; more, the loop.
+/// The verifier sees the constant and drops the other paths.
 #[inline(always)]
-pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32) -> Decision {
+pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32, trees: impl Fn(bool) -> u32) -> Decision {
     let base = base_of(cfg, generation);
     let none = Decision { matched: false, slot: 0, flags: 0, base };
+    let most = trees(key.v6);
+    if most == 0 {
+        return none;
+    }
     let Some(header) = cell(base) else { return none };
     let (trees, list, stride) = if key.v6 { (header.w[2], header.w[3], 2) } else { (header.w[0], header.w[1], 1) };
     let mut search = Search { key, base, list, stride, best_rank: u32::MAX, best_slot: 0, best_flags: 0, records: 0, count: 0 };
-    // SAFETY: the callback gets `search` back as its context and only reads
-    // and writes it within this call.
-    unsafe {
-        bpf_loop(
-            trees.min(MAX_TREES),
-            search_tree as *mut c_void,
-            (&mut search as *mut Search).cast(),
-            0,
-        );
+    if most == 1 {
+        // The one tree's walk, inline: no loop and no call.
+        if trees != 0 {
+            if let Some(roots) = cell(base.wrapping_add(list)) {
+                walk(&mut search, roots.w[0]);
+            }
+        }
+    } else {
+        // SAFETY: the callback gets `search` back as its context and only
+        // reads and writes it within this call.
+        unsafe {
+            bpf_loop(
+                trees.min(MAX_TREES),
+                search_tree as *mut c_void,
+                (&mut search as *mut Search).cast(),
+                0,
+            );
+        }
     }
     Decision { matched: search.best_rank != u32::MAX, slot: search.best_slot, flags: search.best_flags as u16, base }
 }

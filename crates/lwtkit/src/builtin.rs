@@ -190,6 +190,12 @@ mod tests {
                     "encap's data sections: {data:?}"
                 );
             }
+            if b.name == "filter" {
+                assert!(
+                    data.iter().any(|d| d == maps::filter::SPEC_SECTION),
+                    "filter's data sections: {data:?}"
+                );
+            }
             for (hook, entry) in b.entries {
                 assert!(
                     progs.iter().any(|(n, s)| n == entry && s == hook.section()),

@@ -285,6 +285,7 @@ fn render(v: &PolicyView) -> String {
             a.dst, a.table, a.dev, a.hook
         ));
     }
+    s.push_str(&format!("  program: {}\n", v.program));
     if let Some(note) = &v.note {
         s.push_str(&format!("  note: {note}\n"));
     }

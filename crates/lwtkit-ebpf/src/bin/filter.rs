@@ -15,7 +15,7 @@ use aya_ebpf::{
 use lwtkit_common::{
     filter::{
         action_flags as af, action_kind as ak, dim, event_verdict as ev, packet_class as class, rule_flags as rf,
-        verdict_slot, ActionRecord, ActionStats, Cell, Event, PolicyConfig, RuleStats, EVENT_SNAPLEN,
+        verdict_slot, ActionRecord, ActionStats, Cell, Event, PolicyConfig, ProgramSpec, RuleStats, EVENT_SNAPLEN,
         HEADER_ACTIONS, HEADER_ACTION_SLOTS,
     },
     maps,
@@ -52,6 +52,42 @@ map_named!(EVENTS, maps::filter::EVENTS);
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
+/// What this instance is specialised for, set by user space before load
+/// (libbpf freezes the map, so the verifier reads every field as a
+/// constant and removes the paths it rules out). The placeholder keeps
+/// every path. The section is `lwtkit_common::maps::filter::SPEC_SECTION`.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".rodata.spec")]
+static FILTER_SPEC: ProgramSpec = ProgramSpec::GENERIC;
+const _: () = assert!(maps::same(".rodata.spec", maps::filter::SPEC_SECTION));
+
+/// The specialisation's fields, each read where it decides (a volatile
+/// load: the compiler cannot fold in the placeholder, and the verifier
+/// sees the loaded value, not a register the compiler spilled).
+#[inline(always)]
+fn spec_trees(v6: bool) -> u32 {
+    // SAFETY: aligned u32s of a static.
+    unsafe {
+        if v6 {
+            core::ptr::read_volatile(&FILTER_SPEC.v6_trees)
+        } else {
+            core::ptr::read_volatile(&FILTER_SPEC.v4_trees)
+        }
+    }
+}
+
+#[inline(always)]
+fn spec_log() -> bool {
+    // SAFETY: an aligned u32 of a static.
+    unsafe { core::ptr::read_volatile(&FILTER_SPEC.log) != 0 }
+}
+
+#[inline(always)]
+fn spec_actions() -> bool {
+    // SAFETY: an aligned u32 of a static.
+    unsafe { core::ptr::read_volatile(&FILTER_SPEC.actions) != 0 }
+}
+
 #[inline(always)]
 fn judge<const HOOK: u8>(ctx: &SkBuffContext) -> i32 {
     let Some(cfg) = CONFIG.get(0) else { return BPF_OK };
@@ -68,7 +104,7 @@ fn judge<const HOOK: u8>(ctx: &SkBuffContext) -> i32 {
                 return BPF_DROP;
             }
             count(verdict_slot::ALLOWED, ctx.len());
-            if HOOK == XMIT {
+            if HOOK == XMIT && spec_actions() {
                 return fragment_action(ctx, &key, cfg, gen);
             }
             return BPF_OK;
@@ -83,10 +119,10 @@ fn judge<const HOOK: u8>(ctx: &SkBuffContext) -> i32 {
             return BPF_DROP;
         }
     }
-    let mut d = decide(&key, cfg, gen);
+    let mut d = decide(&key, cfg, gen, spec_trees);
     // An ICMP error about a translated flow: translated by the flow's rule
     // (then `d` is that rule), or `None` and judged as any packet.
-    let flow = if HOOK == XMIT { error_of_flow(ctx, &key, &mut d, cfg, gen) } else { None };
+    let flow = if HOOK == XMIT && spec_actions() { error_of_flow(ctx, &key, &mut d, cfg, gen) } else { None };
     let mut verdict = if !d.matched {
         default
     } else if d.flags & rf::DROP != 0 {
@@ -102,7 +138,7 @@ fn judge<const HOOK: u8>(ctx: &SkBuffContext) -> i32 {
     let kind = ((d.flags & rf::ACTION_MASK) >> rf::ACTION_SHIFT) as u8;
     if let Some(done) = flow {
         (verdict, event) = done;
-    } else if d.matched && kind != ak::NONE {
+    } else if d.matched && kind != ak::NONE && spec_actions() {
         (verdict, event) = act::<HOOK>(ctx, &key, &d, kind, stats_slot, true);
     }
     if let Some(s) = RULE_STATS.get_ptr_mut(stats_slot) {
@@ -110,7 +146,7 @@ fn judge<const HOOK: u8>(ctx: &SkBuffContext) -> i32 {
         let s = unsafe { &mut *s };
         s.packets += 1;
         s.bytes += len;
-        if d.matched && d.flags & rf::LOG != 0 {
+        if d.matched && d.flags & rf::LOG != 0 && spec_log() {
             log_event(ctx, cfg, s, &key, &d, HOOK, event);
         }
     }
@@ -319,7 +355,7 @@ pub extern "C" fn filter_flow(gen: u32) -> u32 {
     let Some(s) = NAT_SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: this CPU's scratch; nothing else uses it meanwhile.
     let s = unsafe { &mut *s };
-    let d = decide(&s.flow, cfg, gen);
+    let d = decide(&s.flow, cfg, gen, spec_trees);
     let kind = ((d.flags & rf::ACTION_MASK) >> rf::ACTION_SHIFT) as u8;
     if !d.matched || (kind != ak::SNAT && kind != ak::DNAT) {
         return 0;
@@ -491,7 +527,7 @@ fn fragment_action(ctx: &SkBuffContext, key: &PacketKey, cfg: &PolicyConfig, gen
     if header.w[HEADER_ACTION_SLOTS] == 0 {
         return BPF_OK;
     }
-    let d = decide(key, cfg, gen);
+    let d = decide(key, cfg, gen, spec_trees);
     let kind = ((d.flags & rf::ACTION_MASK) >> rf::ACTION_SHIFT) as u8;
     if !d.matched || (kind != ak::SNAT && kind != ak::DNAT) {
         return BPF_OK;

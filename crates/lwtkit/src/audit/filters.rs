@@ -136,6 +136,7 @@ mod tests {
             rules_version: 0,
             journal_len: 0,
             both_generations: true,
+            spec: None,
         }
     }
 

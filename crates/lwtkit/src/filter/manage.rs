@@ -267,6 +267,10 @@ pub struct PolicyView {
     pub malformed_packets: u64,
     pub rules: Vec<RuleView>,
     pub attachments: Vec<PolicyAttachment>,
+    /// What the policy's programs are specialised for (the paths they
+    /// keep): `program` in text, `program` and `program_spec` in JSON.
+    pub program: String,
+    pub program_spec: lwtkit_common::filter::ProgramSpec,
     /// What the user should know about the counters (a policy made
     /// before action counters: they read zero until its next rule change).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -338,6 +342,8 @@ fn view(p: &Policies, state: &NetnsState, policy: Policy) -> Result<PolicyView> 
         fragments: policy.fragments,
         malformed: policy.malformed,
         malformed_packets: malformed_packets(state, &policy.name)?,
+        program: super::spec::describe(policy.program_spec()),
+        program_spec: policy.program_spec(),
         unmatched: counters.get(&0).copied().unwrap_or_default(),
         note: (!p.keeps_action_counters(&policy.name)).then(|| {
             format!(

@@ -12,6 +12,7 @@ pub mod nat;
 pub mod patch;
 pub mod rule;
 pub mod rules_file;
+pub mod spec;
 pub mod store;
 pub mod testrun;
 

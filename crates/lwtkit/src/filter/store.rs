@@ -18,7 +18,7 @@ use std::{
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ObjectBuilder};
 use lwtkit_common::{
-    filter::{Cell, PolicyConfig},
+    filter::{Cell, PolicyConfig, ProgramSpec},
     maps::filter as maps,
     pins,
 };
@@ -29,7 +29,7 @@ use super::{
     handling::{Fragments, Handling, Malformed},
     patch,
     rule::{Rule, RuleSpec, Verdict},
-    rules_file,
+    rules_file, spec,
 };
 use crate::{
     attach::{self, Standing},
@@ -142,6 +142,12 @@ pub struct Policy {
     /// moves them over.
     #[serde(default)]
     pub both_generations: bool,
+    /// What the policy's programs are specialised for ([`super::spec`]):
+    /// every program attached for it is loaded with this, which covers
+    /// every generation packets may walk. `None` (records written before
+    /// specialisation): every path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<ProgramSpec>,
 }
 
 impl Policy {
@@ -163,6 +169,11 @@ impl Policy {
     pub fn next_rule_id(&self) -> u32 {
         let past_highest = self.rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
         self.next_id.max(past_highest)
+    }
+
+    /// What the policy's programs are specialised for.
+    pub fn program_spec(&self) -> ProgramSpec {
+        self.spec.unwrap_or(ProgramSpec::GENERIC)
     }
 
     /// The counter slot of rule `id`.
@@ -312,7 +323,17 @@ impl<'a> Policies<'a> {
     /// policy's pinned maps and the namespace's event ring buffer, named
     /// `lwtkit-filter-<policy>` on the route.
     pub fn program(&self, name: &str) -> BuiltinSpec {
-        self.program_on(name, &self.pin_dir(name))
+        self.program_on(name, &self.pin_dir(name), self.spec_of(name))
+    }
+
+    /// What policy `name`'s programs are specialised for, by its record
+    /// alone (its rules are not read): every path when it names none or
+    /// cannot be read (the program then loads, or fails, as before).
+    pub fn spec_of(&self, name: &str) -> ProgramSpec {
+        fs::read(self.record_path(name))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Policy>(&bytes).ok())
+            .map_or(ProgramSpec::GENERIC, |p| p.program_spec())
     }
 
     /// [`Policies::program`] for `lwt test`: it reads the policy's rules
@@ -326,8 +347,9 @@ impl<'a> Policies<'a> {
         spec
     }
 
-    /// [`Policies::program`] on the maps pinned in `dir`.
-    fn program_on(&self, name: &str, dir: &Path) -> BuiltinSpec {
+    /// [`Policies::program`] on the maps pinned in `dir`, specialised as
+    /// `spec`.
+    fn program_on(&self, name: &str, dir: &Path, spec: ProgramSpec) -> BuiltinSpec {
         let mut maps_to_reuse: Vec<(String, PathBuf)> = pins::filter::MAPS
             .iter()
             .map(|(map, file)| (map.to_string(), dir.join(file)))
@@ -340,7 +362,7 @@ impl<'a> Policies<'a> {
             name: "filter".into(),
             route_name: format!("lwtkit-filter-{name}"),
             maps_to_reuse,
-            constants: Vec::new(),
+            constants: spec::constants(spec),
             origin: Origin::Filter {
                 policy: name.into(),
             },
@@ -476,9 +498,12 @@ impl<'a> Policies<'a> {
             rules_version: 0,
             journal_len: 0,
             both_generations: true,
+            spec: None,
         };
         let mut created = policy.clone();
         created.generation = 1;
+        // No rule yet: the first programs keep no path a rule uses.
+        created.spec = Some(ProgramSpec::NONE);
         // A kill before the record is written leaves pins no record names:
         // the next command removes them.
         let Step::Put { path, json } = txn.put_step(&created)? else {
@@ -849,6 +874,42 @@ impl<'a> Policies<'a> {
     /// set that does not fit the policy's maps grows them
     /// ([`Policies::grow`]).
     fn commit(&self, txn: &Txn, old: Policy, change: Change, next_id: u32) -> Result<Policy> {
+        let replace = matches!(change, Change::Replace(_));
+        let after = self.commit_rules(txn, old, change, next_id)?;
+        if !replace {
+            return Ok(after);
+        }
+        // A replace makes the paths the old rules needed unneeded: the
+        // programs are swapped for ones without them (no packet walks the
+        // old generation any more). One-rule changes keep the wider
+        // programs until then: each swap loads and verifies a program per
+        // attachment. Best effort: the wider programs judge the same.
+        let needs = self.live_needs(&after)?;
+        if needs == after.program_spec() {
+            return Ok(after);
+        }
+        let name = after.name.clone();
+        match self.respecialise(txn, after, needs) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                tracing::warn!("policy {name} keeps its wider programs: {e}");
+                self.get(&name)
+            }
+        }
+    }
+
+    /// What the live generation of `p` (its rules, compiled in its cells)
+    /// needs of the program.
+    fn live_needs(&self, p: &Policy) -> Result<ProgramSpec> {
+        let pin = self.pin_dir(&p.name).join(pins::filter::CELLS);
+        let total = 2 * p.cells as usize;
+        let header = read_cells(&pin, (p.generation * p.cells) as usize, 1, total)?;
+        Ok(spec::needs(&p.rules, &header))
+    }
+
+    /// [`Policies::commit`] of the rules: the cells, counters and records,
+    /// on programs that have every path the old and new rules need.
+    fn commit_rules(&self, txn: &Txn, old: Policy, change: Change, next_id: u32) -> Result<Policy> {
         let live = old.generation;
         let next = live ^ 1;
         let slots_per_gen = old.rule_slots();
@@ -915,6 +976,10 @@ impl<'a> Policies<'a> {
             }
             None => timed("compile", || self.compile(&after, &after.rules))?,
         };
+        // The programs must serve both generations until the flip: a
+        // path the new rules need and the programs lack comes first.
+        let wide = old.program_spec().union(spec::needs(&after.rules, &cells));
+        after.spec = Some(wide);
         let top = after.all_slots().max().unwrap_or(0);
         let (capacity, ncells) =
             sizes_for(&after, top, cells.len()).ok_or_else(|| FilterError::TooBig {
@@ -931,6 +996,21 @@ impl<'a> Policies<'a> {
             after.cells = ncells;
             return self.grow(txn, old, after, &cells);
         }
+        // Programs with the paths the new rules need and the attached ones
+        // lack: staged now (a kill leaves staging the namespace sweeps),
+        // swapped onto every route right before the flip under the
+        // change's intent: a kill before the flip swaps the old programs
+        // back, after it finishes the swaps.
+        let mut widening = if wide == old.program_spec() {
+            None
+        } else {
+            let mut rtnl = Rtnl::open()?;
+            let routes = self.attached_routes(txn, &mut rtnl, &old.name)?;
+            let moves = timed("specialise", || {
+                self.stage_programs(&old.name, &self.pin_dir(&old.name), wide, &routes)
+            })?;
+            Some((rtnl, moves))
+        };
         // A record written before both generations counted: what its rules
         // counted so far goes to `carried`, both generations start over.
         let migrating = !old.both_generations;
@@ -1003,6 +1083,9 @@ impl<'a> Policies<'a> {
                 entries: held_actions,
             });
         }
+        if let Some((_, moves)) = &widening {
+            self.swap_steps(txn, moves, &mut intent)?;
+        }
         let journaled = entry
             .filter(|_| old.rules_file.is_some() && old.journal_len < JOURNAL_MAX && !migrating);
         let pending = timed("records", || -> Result<_> {
@@ -1030,6 +1113,18 @@ impl<'a> Policies<'a> {
             return Err(e);
         }
         failpoint("filter-commit:zeroed");
+        if let Some((rtnl, moves)) = widening.as_mut().filter(|(_, m)| !m.is_empty()) {
+            if let Err(e) = timed("specialise", || {
+                self.swap_all(rtnl, &old.name, moves, || failpoint("filter-widen:swap"))
+            }) {
+                txn.finish(pending, Outcome::Undone)?;
+                return Err(e);
+            }
+            // One grace period: no packet runs the old programs, which
+            // lack paths the new rules need, when the flip comes.
+            flipped();
+            wait_for_readers();
+        }
         if let Err(e) = timed("publish", || self.publish(&old, &cells)) {
             txn.finish(pending, Outcome::Undone)?;
             return Err(e);
@@ -1291,6 +1386,155 @@ impl<'a> Policies<'a> {
         Ok(after)
     }
 
+    /// Swaps a program specialised as `spec` onto every route and hook
+    /// policy `p` is attached to, on the same maps, with no moment without
+    /// the filter, and records `spec` as the policy's: what a change that
+    /// needs a path the programs lack does first (`spec` then covers the
+    /// old generation and the new), and what a replace that leaves paths
+    /// unneeded does after its flip. The rules are untouched: packets are
+    /// judged alike before and after.
+    ///
+    /// As a growth ([`Policies::grow`]) without new maps: the programs are
+    /// loaded and pinned beside the live ones, the intent names every step
+    /// for both outcomes, a mark file is the commit point (before it a
+    /// kill undoes, after it recovery finishes the swaps), then each route
+    /// is replaced in place and the staged pins and records follow.
+    fn respecialise(&self, txn: &Txn, mut p: Policy, spec: ProgramSpec) -> Result<Policy> {
+        // Called after a change, whose record names its rules file.
+        debug_assert!(p.rules_file.is_some() || p.rules.is_empty());
+        let name = p.name.clone();
+        let mark = self.records_dir().join(format!("{name}.spec"));
+        let mut rtnl = Rtnl::open()?;
+        let routes = self.attached_routes(txn, &mut rtnl, &name)?;
+        if routes.is_empty() {
+            // Nothing runs the policy: the record alone says what the next
+            // attachment loads.
+            p.spec = Some(spec);
+            txn.put(&p)?;
+            return Ok(p);
+        }
+        let mut cleanup = Vec::new();
+        for (_, rec, hooks) in &routes {
+            for hook in hooks {
+                cleanup.push(Step::RemoveTree {
+                    path: staged_hook_dir(&rec.hooks[hook].pin, *hook),
+                });
+            }
+        }
+        cleanup.push(Step::Remove { path: mark.clone() });
+        let probe = || Probe::Record {
+            path: mark.clone(),
+            json: SPEC_MARK.into(),
+        };
+        let mut intent = Intent::new("lwt filter specialise", probe());
+        intent.done = cleanup.clone();
+        intent.undone = cleanup.clone();
+        let mut pending = txn.intend(intent)?;
+        failpoint("filter-narrow:intent");
+        tracing::debug!(policy = %name, from = ?p.spec, to = ?spec, "specialising the policy's programs");
+        let staged = timed("specialise", || {
+            self.stage_programs(&name, &self.pin_dir(&name), spec, &routes)
+        });
+        let moves = match staged {
+            Ok(m) => m,
+            Err(e) => {
+                txn.finish(pending, Outcome::Undone)?;
+                return Err(e);
+            }
+        };
+        p.spec = Some(spec);
+        let mut intent = Intent::new("lwt filter specialise", probe());
+        self.swap_steps(txn, &moves, &mut intent)?;
+        let (mut done, mut undone) = (intent.done, intent.undone);
+        done.push(txn.put_step(&p)?);
+        done.push(Step::Remove { path: mark.clone() });
+        undone.extend(cleanup);
+        let mut intent = Intent::new("lwt filter specialise", probe());
+        intent.done = done;
+        intent.undone = undone;
+        txn.amend(&mut pending, intent)?;
+        failpoint("filter-narrow:staged");
+
+        // The commit point: from here a kill finishes the swaps.
+        if let Err(e) = crate::ns::store::write_atomic(&mark, SPEC_MARK.as_bytes()) {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(e);
+        }
+        let swapped = timed("specialise", || {
+            self.swap_all(&mut rtnl, &name, &moves, || failpoint("filter-narrow:swap"))
+        });
+        if let Err(e) = swapped {
+            txn.finish(pending, Outcome::Undone)?;
+            return Err(e);
+        }
+        // One grace period: no packet runs the old programs any more (the
+        // caller may flip to rules they lack).
+        flipped();
+        wait_for_readers();
+        timed("records", || txn.finish(pending, Outcome::Done))?;
+        Ok(p)
+    }
+
+    /// The steps of swapping `moves`' staged programs in, for both
+    /// outcomes of `intent`: done, each route swapped (if it still carries
+    /// what it did), the staged pins in place and the records; undone, the
+    /// old programs back and the staging gone.
+    fn swap_steps(&self, txn: &Txn, moves: &[Move], intent: &mut Intent) -> Result<()> {
+        for m in moves {
+            intent.done.push(Step::SwapHooks {
+                dst: m.key.dst,
+                table: m.key.table,
+                before: m.before.clone(),
+                swaps: m.swaps.clone(),
+            });
+            intent.undone.push(Step::SwapHooks {
+                dst: m.key.dst,
+                table: m.key.table,
+                before: marks_after(&m.before, &m.swaps),
+                swaps: m.back.clone(),
+            });
+        }
+        for m in moves {
+            intent.done.extend(m.renames.iter().cloned());
+            intent.done.push(txn.put_step(&m.record)?);
+            // A stand-in local route's watch knows it by its programs.
+            if let Some(mut w) = txn.get::<Watch>(&m.key.record_key())? {
+                w.marks = marks_after(&m.before, &m.swaps);
+                intent.done.push(txn.put_step(&w)?);
+            }
+            for r in &m.renames {
+                if let Step::Rename { from, .. } = r {
+                    intent.undone.push(Step::RemoveTree { path: from.clone() });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces every route of `moves` in place with its staged programs
+    /// (a route changed outside lwtkit meanwhile is left alone), calling
+    /// `after_first` (a failpoint) after the first.
+    fn swap_all(
+        &self,
+        rtnl: &mut Rtnl,
+        name: &str,
+        moves: &[Move],
+        after_first: impl Fn(),
+    ) -> Result<()> {
+        for (i, m) in moves.iter().enumerate() {
+            match swap_hooks(rtnl, &m.key, &m.before, &m.swaps)? {
+                Swapped::Done => {}
+                Swapped::NotOurs { found } => {
+                    tracing::warn!(route = %m.key, ?found, "a route of policy {name} changed outside lwtkit; left alone");
+                }
+            }
+            if i == 0 {
+                after_first();
+            }
+        }
+        Ok(())
+    }
+
     /// The routes policy `name` runs on that are still lwtkit's (a route
     /// gone or changed outside lwtkit is left alone), with its hooks there.
     fn attached_routes(
@@ -1348,6 +1592,20 @@ impl<'a> Policies<'a> {
         write_cells(&new_cells, (live * p.cells) as usize, &old_cells, total)?;
         write_cells(&new_cells, ((live ^ 1) * p.cells) as usize, cells, total)?;
         write_config(stage, &config_of(p, live))?;
+        self.stage_programs(&p.name, stage, p.program_spec(), routes)
+    }
+
+    /// A filter program for every hook of `routes`, on the policy's maps
+    /// pinned in `maps` and specialised as `spec`, pinned beside the live
+    /// one (and on the hook's own counters map, so `lwt stats` goes on):
+    /// what each route's swap needs.
+    fn stage_programs(
+        &self,
+        name: &str,
+        maps: &Path,
+        spec: ProgramSpec,
+        routes: &[(RouteKey, RouteRecord, Vec<Hook>)],
+    ) -> Result<Vec<Move>> {
         let mut moves = Vec::new();
         for (key, rec, hooks) in routes {
             let mut m = Move {
@@ -1362,12 +1620,13 @@ impl<'a> Policies<'a> {
                 let h = &rec.hooks[hook];
                 let live_dir = h.pin.parent().map(Path::to_path_buf).unwrap_or_default();
                 let staged = staged_hook_dir(&h.pin, *hook);
-                let mut spec = self.program_on(&p.name, stage);
+                let mut program = self.program_on(name, maps, spec);
                 if let Some(c) = &h.counters {
-                    spec.maps_to_reuse
+                    program
+                        .maps_to_reuse
                         .push((lwtkit_common::maps::ATTACH_STATS.into(), c.clone()));
                 }
-                let mut loaded = loader::load(&ProgramSource::Builtin(spec), *hook)?;
+                let mut loaded = loader::load(&ProgramSource::Builtin(program), *hook)?;
                 crate::ns::store::remove_tree(&staged)?;
                 crate::ns::store::ensure_dir(&staged)?;
                 let pinned = loaded.pin(&staged)?;
@@ -1641,6 +1900,9 @@ struct Move {
 
 /// The text of the mark file that commits a growth.
 const GROW_MARK: &str = "growing\n";
+
+/// The text of the mark file that commits a swap of specialised programs.
+const SPEC_MARK: &str = "specialising\n";
 
 /// Where a hook's new program is staged: `<hook>_next` beside the live
 /// `<hook>` directory of the program pinned at `pin` (swept once no

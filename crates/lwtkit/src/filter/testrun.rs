@@ -10,14 +10,15 @@ use std::{
 
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder, ProgramInput};
 use lwtkit_common::{
-    filter::{Cell, PolicyConfig, NO_RULE},
-    maps::filter::{ACTION_STATS, CELLS, CONFIG, RULE_STATS},
+    filter::{Cell, PolicyConfig, ProgramSpec, NO_RULE},
+    maps::filter::{ACTION_STATS, CELLS, CONFIG, RULE_STATS, SPEC_SECTION},
 };
 
 use super::{
     compile::compile_with_slots,
     handling::{Fragments, Handling, Malformed},
     rule::{Rule, Verdict},
+    spec,
     store::config_bytes,
 };
 use crate::{
@@ -82,9 +83,37 @@ impl Harness {
         )
     }
 
+    /// As [`Harness::filter_with`], the program specialised as `spec`
+    /// (which must cover what the rules need) instead of for the rules.
+    pub fn filter_as(
+        rules: &[Rule],
+        handling: &Handling,
+        hook: Hook,
+        spec: ProgramSpec,
+    ) -> Result<Self> {
+        let slots_by_id: std::collections::HashMap<u32, u32> = rules
+            .iter()
+            .zip(1..)
+            .map(|(r, slot)| (r.id, slot))
+            .collect();
+        let slot_of = |r: &Rule| slots_by_id.get(&r.id).copied().unwrap_or(0);
+        let compiled = compile_with_slots(rules, slot_of).map_err(|e| err("compile", e))?;
+        Self::filter_spec(
+            rules,
+            &slots_by_id,
+            &compiled.cells,
+            handling,
+            hook,
+            0,
+            spec,
+        )
+    }
+
     /// As [`Harness::filter_with`], with cells made elsewhere (a policy
     /// changed one rule at a time, [`super::patch`]) in which rule `id`
-    /// counts in slot `slots[id]`.
+    /// counts in slot `slots[id]`. The program is specialised for what
+    /// `rules` and `cells` need ([`spec::needs`]), as a policy's would be
+    /// after a replace with them.
     pub fn filter_cells(
         rules: &[Rule],
         slots: &std::collections::HashMap<u32, u32>,
@@ -92,6 +121,19 @@ impl Harness {
         handling: &Handling,
         hook: Hook,
         generation: u32,
+    ) -> Result<Self> {
+        let spec = spec::needs(rules, cells);
+        Self::filter_spec(rules, slots, cells, handling, hook, generation, spec)
+    }
+
+    fn filter_spec(
+        rules: &[Rule],
+        slots: &std::collections::HashMap<u32, u32>,
+        cells: &[Cell],
+        handling: &Handling,
+        hook: Hook,
+        generation: u32,
+        spec: ProgramSpec,
     ) -> Result<Self> {
         let generation = generation & 1;
         let top = rules
@@ -110,7 +152,9 @@ impl Harness {
         let image = cells;
         let cells = image.len().max(16) as u32;
         let slots = top + 1;
+        let spec = spec::bytes(spec);
         let mut h = Self::load("filter", hook, |name, m| match name {
+            SPEC_SECTION => m.set_initial_value(&spec),
             CELLS => {
                 m.set_max_entries(2 * cells)?;
                 m.set_map_flags(libbpf_rs::libbpf_sys::BPF_F_MMAPABLE)
@@ -251,6 +295,18 @@ impl Harness {
             .ok_or_else(|| err("program", "missing"))?;
         let info = crate::prog_info::info(prog.as_fd()).map_err(|e| err("prog info", e))?;
         Ok((info.run_time_ns, info.run_cnt))
+    }
+
+    /// The program's size: instructions after the verifier (8 bytes each)
+    /// and bytes of machine code the JIT made.
+    pub fn sizes(&self) -> Result<(u32, u32)> {
+        let prog = self
+            .object
+            .progs()
+            .find(|p| p.name().to_string_lossy() == self.entry)
+            .ok_or_else(|| err("program", "missing"))?;
+        let info = crate::prog_info::info(prog.as_fd()).map_err(|e| err("prog info", e))?;
+        Ok((info.xlated_prog_len / 8, info.jited_prog_len))
     }
 
     /// Per-rule packet counters summed over CPUs, by counter slot: index 0
