@@ -89,7 +89,12 @@ pub fn base_of(cfg: &PolicyConfig, generation: u32) -> u32 {
 /// all; 1, the one tree's walk inline, without the loop; more, the loop.
 /// The verifier sees the constant and drops the other paths.
 #[inline(always)]
-pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32, trees: impl Fn(bool) -> u32) -> Decision {
+pub fn decide<const INLINE: u32>(
+    key: &PacketKey,
+    cfg: &PolicyConfig,
+    generation: u32,
+    trees: impl Fn(bool) -> u32,
+) -> Decision {
     let base = base_of(cfg, generation);
     let none = Decision { matched: false, slot: 0, flags: 0, base };
     let most = trees(key.v6);
@@ -103,7 +108,7 @@ pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32, trees: impl 
         // The one tree's walk, inline: no loop and no call.
         if trees != 0 {
             if let Some(roots) = cell(base.wrapping_add(list)) {
-                walk(&mut search, roots.w[0]);
+                walk::<INLINE>(&mut search, roots.w[0]);
             }
         }
     } else {
@@ -112,7 +117,7 @@ pub fn decide(key: &PacketKey, cfg: &PolicyConfig, generation: u32, trees: impl 
         unsafe {
             bpf_loop(
                 trees.min(MAX_TREES),
-                search_tree as *mut c_void,
+                search_tree::<INLINE> as *mut c_void,
                 (&mut search as *mut Search).cast(),
                 0,
             );
@@ -132,21 +137,22 @@ pub fn rule_id(d: &Decision) -> u32 {
     }
 }
 
-extern "C" fn search_tree(index: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn search_tree<const INLINE: u32>(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `Search` that `decide` passed to bpf_loop.
     let s = unsafe { &mut *ctx.cast::<Search>() };
     let Some(roots) = cell(s.base.wrapping_add(s.list)) else { return 1 };
     let root = roots.w[(index & 7) as usize];
-    walk(s, root);
+    walk::<INLINE>(s, root);
     0
 }
 
 /// Walks one tree to its leaf, then checks the leaf's records: the first
-/// [`INLINE_RECORDS`] in line, any beyond them (a leaf the compiler could
+/// `INLINE` in line ([`INLINE_RECORDS`] where the verifier can afford
+/// them), any beyond them (a leaf the compiler could
 /// not split) by a nested `bpf_loop`, so the verifier checks one chunk's
 /// scan, not 64 records after each of the walk's 32 possible depths.
 #[inline(always)]
-fn walk(s: &mut Search, root: u32) {
+fn walk<const INLINE: u32>(s: &mut Search, root: u32) {
     let key = s.key;
     let base = s.base;
     let mut at = root;
@@ -170,7 +176,7 @@ fn walk(s: &mut Search, root: u32) {
     }
     s.records = base.wrapping_add(leaf.w[2]);
     s.count = leaf.w[1].min(MAX_LEAF);
-    for i in 0..INLINE_RECORDS {
+    for i in 0..INLINE {
         if i >= s.count {
             return;
         }
@@ -178,13 +184,13 @@ fn walk(s: &mut Search, root: u32) {
             return;
         }
     }
-    if s.count > INLINE_RECORDS {
+    if s.count > INLINE {
         // SAFETY: the callback gets `s` back as its context and only reads
         // and writes it within this call.
         unsafe {
             bpf_loop(
-                (s.count - INLINE_RECORDS).div_ceil(SCAN_CHUNK),
-                scan_records as *mut c_void,
+                (s.count - INLINE).div_ceil(SCAN_CHUNK),
+                scan_records::<INLINE> as *mut c_void,
                 (s as *mut Search).cast(),
                 0,
             );
@@ -195,18 +201,18 @@ fn walk(s: &mut Search, root: u32) {
 /// Records a leaf's walk checks in line, without a callback: as many as
 /// the compiler puts in a leaf it can still split (its `BINTH`), so only
 /// leaves of rules it could not separate take the nested loop.
-const INLINE_RECORDS: u32 = 8;
+pub const INLINE_RECORDS: u32 = 8;
 
 /// Records checked per call of the leaf scan's callback, past the
 /// [`INLINE_RECORDS`] (a call costs about as much as checking a record).
 const SCAN_CHUNK: u32 = 4;
 
-/// Checks records `INLINE_RECORDS + index * SCAN_CHUNK ..` of the leaf;
+/// Checks records `INLINE + index * SCAN_CHUNK ..` of the leaf;
 /// returns 1 (stop) at a match or past the last record.
-extern "C" fn scan_records(index: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn scan_records<const INLINE: u32>(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `Search` that `walk` passed to bpf_loop.
     let s = unsafe { &mut *ctx.cast::<Search>() };
-    let first = INLINE_RECORDS + (index as u32).wrapping_mul(SCAN_CHUNK);
+    let first = INLINE + (index as u32).wrapping_mul(SCAN_CHUNK);
     for j in 0..SCAN_CHUNK {
         let i = first + j;
         if i >= s.count {

@@ -24,7 +24,7 @@ use lwtkit_common::{
 use lwtkit_ebpf::{
     counters::count,
     gpl_license, lwt_program, map_named,
-    matcher::{base_of, decide, generation, rule_id, Decision, CELLS, CONFIG},
+    matcher::{self, base_of, generation, rule_id, Decision, CELLS, CONFIG, INLINE_RECORDS},
     nat::{icmp_error_v4, icmp_error_v6, is_icmp_error_v4, is_icmp_error_v6, rewrite_v4, rewrite_v6, NatScratch, Side},
     parse::{embedded_flow, parse, parse_lean, PacketKey},
 };
@@ -76,6 +76,28 @@ fn spec_trees(v6: bool) -> u32 {
     }
 }
 
+/// The rule that `key` meets in generation `gen`, walked as this
+/// instance is specialised ([`spec_trees`]). A program with actions
+/// (`xmit` only) decides in up to three places (the packet, a later
+/// fragment's rewrite, an ICMP error's flow) ahead of the NAT code: it
+/// walks its trees in the loop even when there is one, and checks every
+/// leaf record in the loop's callback. The inline walk and inline leaf
+/// records keep precise state that the verifier would carry through all
+/// of that, past its 1M-instruction limit.
+#[inline(always)]
+fn decide(key: &PacketKey, cfg: &PolicyConfig, gen: u32) -> Decision {
+    if spec_actions() {
+        // More than one tree is the loop's case: one tree is walked there too.
+        let loop_walk = |v6| match spec_trees(v6) {
+            1 => 2,
+            n => n,
+        };
+        matcher::decide::<0>(key, cfg, gen, loop_walk)
+    } else {
+        matcher::decide::<INLINE_RECORDS>(key, cfg, gen, spec_trees)
+    }
+}
+
 #[inline(always)]
 fn spec_log() -> bool {
     // SAFETY: an aligned u32 of a static.
@@ -119,7 +141,7 @@ fn judge<const HOOK: u8>(ctx: &SkBuffContext) -> i32 {
             return BPF_DROP;
         }
     }
-    let mut d = decide(&key, cfg, gen, spec_trees);
+    let mut d = decide(&key, cfg, gen);
     // An ICMP error about a translated flow: translated by the flow's rule
     // (then `d` is that rule), or `None` and judged as any packet.
     let flow = if HOOK == XMIT && spec_actions() { error_of_flow(ctx, &key, &mut d, cfg, gen) } else { None };
@@ -355,7 +377,7 @@ pub extern "C" fn filter_flow(gen: u32) -> u32 {
     let Some(s) = NAT_SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: this CPU's scratch; nothing else uses it meanwhile.
     let s = unsafe { &mut *s };
-    let d = decide(&s.flow, cfg, gen, spec_trees);
+    let d = decide(&s.flow, cfg, gen);
     let kind = ((d.flags & rf::ACTION_MASK) >> rf::ACTION_SHIFT) as u8;
     if !d.matched || (kind != ak::SNAT && kind != ak::DNAT) {
         return 0;
@@ -527,7 +549,7 @@ fn fragment_action(ctx: &SkBuffContext, key: &PacketKey, cfg: &PolicyConfig, gen
     if header.w[HEADER_ACTION_SLOTS] == 0 {
         return BPF_OK;
     }
-    let d = decide(key, cfg, gen, spec_trees);
+    let d = decide(key, cfg, gen);
     let kind = ((d.flags & rf::ACTION_MASK) >> rf::ACTION_SHIFT) as u8;
     if !d.matched || (kind != ak::SNAT && kind != ak::DNAT) {
         return BPF_OK;
