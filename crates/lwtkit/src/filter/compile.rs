@@ -25,9 +25,12 @@ const SPFAC: usize = 2;
 /// Largest cut: 2^MAX_BITS children (the space factor bounds it by the
 /// node's rules first: only nodes of thousands of rules cut this wide).
 /// Every level costs a packet one dependent read, the walk's longest
-/// step; 12 bits take a level off 100k-rule trees for 128 KiB of cells.
-/// At most 15 (4 bits of the node word).
-const MAX_BITS: u32 = 12;
+/// step. 12 bits took a level off some 100k-rule trees, but a narrow rule
+/// then reached more leaves than a one-rule change rewrites (`patch`'s
+/// `MAX_TOUCHED`), so `rule add` compiled whole (193 ms against 99-112),
+/// and the sweep gained nothing measurable on the AMD host (docs/
+/// benchmarks.md, "Wider cuts, again"). At most 15 (4 bits of the node word).
+const MAX_BITS: u32 = 8;
 /// Header word holding the number of cells of the rule-id table (the
 /// kernel reads only `HEADER_IDS`; a change in place needs the length).
 /// Marks the cell before the rule-id table as holding its length (word 0).
