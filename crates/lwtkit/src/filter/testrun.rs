@@ -15,7 +15,7 @@ use lwtkit_common::{
 };
 
 use super::{
-    compile::compile_with_slots,
+    compile::{compile_with_slots, Compiled},
     handling::{Fragments, Handling, Malformed},
     rule::{Rule, Verdict},
     spec,
@@ -66,13 +66,7 @@ impl Harness {
         hook: Hook,
         generation: u32,
     ) -> Result<Self> {
-        let slots_by_id: std::collections::HashMap<u32, u32> = rules
-            .iter()
-            .zip(1..)
-            .map(|(r, slot)| (r.id, slot))
-            .collect();
-        let slot_of = |r: &Rule| slots_by_id.get(&r.id).copied().unwrap_or(0);
-        let compiled = compile_with_slots(rules, slot_of).map_err(|e| err("compile", e))?;
+        let (slots_by_id, compiled) = compiled(rules)?;
         Self::filter_cells(
             rules,
             &slots_by_id,
@@ -91,13 +85,7 @@ impl Harness {
         hook: Hook,
         spec: ProgramSpec,
     ) -> Result<Self> {
-        let slots_by_id: std::collections::HashMap<u32, u32> = rules
-            .iter()
-            .zip(1..)
-            .map(|(r, slot)| (r.id, slot))
-            .collect();
-        let slot_of = |r: &Rule| slots_by_id.get(&r.id).copied().unwrap_or(0);
-        let compiled = compile_with_slots(rules, slot_of).map_err(|e| err("compile", e))?;
+        let (slots_by_id, compiled) = compiled(rules)?;
         Self::filter_spec(
             rules,
             &slots_by_id,
@@ -381,4 +369,17 @@ pub fn ethernet_frame(l3: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&ethertype);
     f.extend_from_slice(l3);
     f
+}
+
+/// `rules` with the rule at index `i` in counter slot `i + 1`: those
+/// slots by rule id, and the rules compiled with them.
+fn compiled(rules: &[Rule]) -> Result<(std::collections::HashMap<u32, u32>, Compiled)> {
+    let slots_by_id: std::collections::HashMap<u32, u32> = rules
+        .iter()
+        .zip(1..)
+        .map(|(r, slot)| (r.id, slot))
+        .collect();
+    let slot_of = |r: &Rule| slots_by_id.get(&r.id).copied().unwrap_or(0);
+    let compiled = compile_with_slots(rules, slot_of).map_err(|e| err("compile", e))?;
+    Ok((slots_by_id, compiled))
 }
