@@ -187,14 +187,14 @@ fn every_verbs_json_follows_one_schema() {
     let p = Pair::new("clij");
     let obj_out = common::compile_bpf("drop_tcp_8080");
     let obj = obj_out.to_str().expect("utf-8");
-    let rules = std::env::temp_dir().join(format!("lwt-schema-{}.rules", std::process::id()));
+    let rules = common::scratch("schema.rules");
     std::fs::write(
         &rules,
         "proto udp dport 53 drop\ndst 10.0.0.3/32 proto tcp dport 8080 drop log\n",
     )
     .expect("rules file");
     let rules = rules.to_str().expect("utf-8").to_string();
-    let config = std::env::temp_dir().join(format!("lwt-schema-{}.toml", std::process::id()));
+    let config = common::scratch("schema.toml");
     let config = config.to_str().expect("utf-8").to_string();
     let steps: Vec<Vec<&str>> = vec![
         vec![

@@ -91,9 +91,7 @@ fn args(line: &str) -> Vec<String> {
 }
 
 fn replace_file(k: usize) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("lwtkit-concurrency-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join(format!("rules{k}"));
+    let file = common::scratch(&format!("rules{k}"));
     let text: String = replace_ports(k)
         .iter()
         .map(|p| format!("dst 10.30.0.0/24 proto udp dport {p} drop\n"))

@@ -10,9 +10,7 @@ use serde_json::Value;
 
 /// A config file of its own for each test.
 fn write(tag: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lwtkit-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(format!("{tag}.toml"));
+    let path = common::scratch(&format!("{tag}.toml"));
     std::fs::write(&path, text).expect("write config");
     path
 }

@@ -951,9 +951,7 @@ fn specialised_for_the_rules(ns: &Netns) {
 }
 
 fn three_rules_file() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("lwtkit-crash-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("three-rules");
+    let file = common::scratch("three-rules");
     std::fs::write(
         &file,
         "dst 10.0.0.8/32 proto udp dport 7001 drop\ndst 10.0.0.8/32 proto udp dport 7004 drop\nproto udp dport 7002 drop\n",
@@ -963,9 +961,7 @@ fn three_rules_file() -> std::path::PathBuf {
 }
 
 fn rules_file() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("lwtkit-crash-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("rules");
+    let file = common::scratch("rules");
     std::fs::write(
         &file,
         "dst 10.0.0.8/32 proto udp dport 7001 drop\ndst 10.0.0.8/32 proto udp dport 7004 drop\n",

@@ -489,7 +489,7 @@ fn bad_arguments_are_named_and_change_nothing() {
         "not managed by lwtkit",
     );
     // Not a BPF object at all.
-    let junk = std::env::temp_dir().join(format!("lwtkit-junk-{}.o", std::process::id()));
+    let junk = common::scratch("junk.o");
     std::fs::write(&junk, b"not an elf").expect("write");
     fails_cleanly(
         &ns,

@@ -88,9 +88,7 @@ fn prog_id(ns: &Netns, dst: &str, hook: &str) -> u64 {
 
 /// A file in a per-process temp dir.
 fn temp_file(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lwtkit-filter-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(name)
+    common::scratch(name)
 }
 
 #[test]

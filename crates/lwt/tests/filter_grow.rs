@@ -39,9 +39,7 @@ fn stats_row(ns: &Netns, dst: &str, hook: &str) -> Value {
 }
 
 fn temp_file(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lwtkit-grow-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(name)
+    common::scratch(name)
 }
 
 /// `n` distinct drop rules (UDP to 198.18.x.y, port 1000 + i % 50000),

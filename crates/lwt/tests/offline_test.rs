@@ -10,9 +10,7 @@ use common::{compile_bpf, json, lwt, Netns};
 use etherparse::PacketBuilder;
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lwtkit-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(name)
+    common::scratch(name)
 }
 
 /// A pcap (Ethernet link type, as tcpdump writes) holding a SYN to :8080

@@ -560,9 +560,7 @@ pub fn compile_bpf(name: &str) -> PathBuf {
     .map(|d| d.join(format!("{name}.c")))
     .find(|p| p.exists())
     .unwrap_or_else(|| panic!("no C source for {name}"));
-    let dir = std::env::temp_dir().join(format!("lwtkit-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let obj = dir.join(format!("{name}.o"));
+    let obj = scratch(&format!("{name}.o"));
     let arch_include = format!("-I/usr/include/{}-linux-gnu", std::env::consts::ARCH);
     let out = Command::new("clang")
         .args(["-O2", "-g", "-target", "bpf", &arch_include, "-c"])
@@ -627,4 +625,32 @@ pub fn udp_exchange(
     });
     let seen = rx.recv().expect("server").expect("the datagram arrived");
     (seen, answer.expect("the answer arrived"))
+}
+
+/// This test process's scratch directory under the system's temp dir,
+/// made on first use and removed when the process exits, so a test run
+/// leaves no files behind.
+pub fn scratch_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch_path();
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        // SAFETY: registers a plain function with no state.
+        unsafe { libc::atexit(remove_scratch) };
+        dir
+    })
+    .clone()
+}
+
+/// `name` in [`scratch_dir`].
+pub fn scratch(name: &str) -> PathBuf {
+    scratch_dir().join(name)
+}
+
+fn scratch_path() -> PathBuf {
+    std::env::temp_dir().join(format!("lwtkit-tests-{}", std::process::id()))
+}
+
+extern "C" fn remove_scratch() {
+    let _ = std::fs::remove_dir_all(scratch_path());
 }
