@@ -924,10 +924,7 @@ fn specialised_for_the_rules(ns: &Netns) {
         "the second route judges by the policy: {now}"
     );
     if log_path && !logs {
-        let file = std::env::temp_dir().join(format!(
-            "lwtkit-crash-tests-{}/narrow-again",
-            std::process::id()
-        ));
+        let file = common::scratch("narrow-again");
         let rules: Vec<String> = shown["rules"]
             .as_array()
             .expect("rules")
