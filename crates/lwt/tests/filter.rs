@@ -77,20 +77,6 @@ fn stats_row(ns: &Netns, dst: &str, hook: &str) -> Value {
         .unwrap_or_else(|| panic!("no stats row for {dst} hook {hook}: {stats}"))
 }
 
-/// The program id `lwt list -j` reports on one hook of a route.
-fn prog_id(ns: &Netns, dst: &str, hook: &str) -> u64 {
-    let list = json(&ns.lwt_ok(&["list", "-j"]));
-    list.as_array()
-        .and_then(|rs| rs.iter().find(|r| r["dst"] == dst))
-        .and_then(|r| r[hook]["id"].as_u64())
-        .unwrap_or_else(|| panic!("no program id on {dst} hook {hook}: {list}"))
-}
-
-/// A file in a per-process temp dir.
-fn temp_file(name: &str) -> PathBuf {
-    common::scratch(name)
-}
-
 #[test]
 fn seed_egress_as_one_rule_drops_tcp_8080_and_detach_restores() {
     require_root!();
@@ -267,8 +253,8 @@ fn rules_change_live_on_every_route_the_policy_is_attached_to() {
     // The empty policy's programs walk no tree: the first rule swapped
     // programs that do onto both routes; the next changes keep them.
     let ids = [
-        prog_id(&p.a, "10.0.0.3/32", "out"),
-        prog_id(&p.a, "10.0.0.4/32", "out"),
+        common::prog_id(&p.a, "10.0.0.3/32", "out"),
+        common::prog_id(&p.a, "10.0.0.4/32", "out"),
     ];
     // Both connections run at once: one rule add changed both routes.
     let [a3, a4] = both(&p.a, "10.0.0.3:8080", "10.0.0.4:8080");
@@ -279,8 +265,8 @@ fn rules_change_live_on_every_route_the_policy_is_attached_to() {
     assert!(a3 && a4, "8080 works again on both routes ({a3}, {a4})");
     assert_eq!(
         [
-            prog_id(&p.a, "10.0.0.3/32", "out"),
-            prog_id(&p.a, "10.0.0.4/32", "out"),
+            common::prog_id(&p.a, "10.0.0.3/32", "out"),
+            common::prog_id(&p.a, "10.0.0.4/32", "out"),
         ],
         ids,
         "a rule change that needs no new path keeps the programs"
@@ -307,7 +293,7 @@ fn replace_swaps_the_whole_rule_set_and_a_bad_file_changes_nothing() {
     attach(&p.a, "rp", "10.0.0.3/32", "va", "out", &[]);
     assert!(!tcp_works(&p.a, "10.0.0.3:8080"), "old rule drops 8080");
 
-    let good = temp_file("replace-good.rules");
+    let good = common::scratch("replace-good.rules");
     std::fs::write(
         &good,
         "# 8081 is closed now; 8080 open again\n\
@@ -346,7 +332,7 @@ fn replace_swaps_the_whole_rule_set_and_a_bad_file_changes_nothing() {
     );
     assert!(rule(&shown, 2)["packets"].as_u64().is_some_and(|n| n > 0));
 
-    let bad = temp_file("replace-bad.rules");
+    let bad = common::scratch("replace-bad.rules");
     std::fs::write(
         &bad,
         "# bad on line 3\nproto tcp dport 8082 drop\nproto tcp dport 70000 drop\n",
@@ -370,7 +356,7 @@ fn replace_swaps_the_whole_rule_set_and_a_bad_file_changes_nothing() {
     assert!(err.contains("/nonexistent/rules"), "{err}");
 
     // A file of comments only: refused unless --allow-empty says so.
-    let empty = temp_file("replace-empty.rules");
+    let empty = common::scratch("replace-empty.rules");
     std::fs::write(&empty, "# nothing yet\n\n").expect("write rules file");
     let empty = empty.to_str().expect("utf-8");
     let err = p.a.lwt_err(&["filter", "replace", "rp", "--file", empty]);
@@ -405,7 +391,7 @@ fn events_report_logged_drops_as_json_text_and_pcap() {
     );
     attach(&p.a, "logged", "10.0.0.3/32", "va", "out", &[]);
 
-    let pcap = temp_file("events.pcap");
+    let pcap = common::scratch("events.pcap");
     let pcap_arg = pcap.to_str().expect("utf-8");
     let args = [
         "events",
@@ -511,7 +497,7 @@ fn ipv6_events_carry_v6_addresses_and_raw_ip_bytes() {
         &["dst fd00::3/128 proto udp dport 9 drop log"],
     );
     attach(&p.a, "v6log", "fd00::3/128", "va", "out", &[]);
-    let pcap = temp_file("events6.pcap");
+    let pcap = common::scratch("events6.pcap");
     let args = [
         "events",
         "--count",
@@ -603,7 +589,7 @@ fn replace_starts_the_new_rules_counters_at_zero_under_load() {
         let _ = done_tx.send(());
     });
     // The rule of `busy` matches the flood; the rule of `idle` matches nothing sent.
-    let (busy, idle) = (temp_file("busy.rules"), temp_file("idle.rules"));
+    let (busy, idle) = (common::scratch("busy.rules"), common::scratch("idle.rules"));
     std::fs::write(&busy, "proto udp dport 9 drop\n").expect("write rules file");
     std::fs::write(&idle, "proto udp dport 1 drop\n").expect("write rules file");
     let replace = |file: &PathBuf| {
@@ -707,7 +693,7 @@ fn rule_ids_are_never_reused_and_each_rule_counts_from_zero() {
         assert_eq!(rule(&show(&p.a, "ids"), 4 + round)["packets"], 3);
     }
 
-    let file = temp_file("ids.rules");
+    let file = common::scratch("ids.rules");
     std::fs::write(
         &file,
         "proto udp dport 9004 drop\nproto udp dport 9005 drop\n",
@@ -937,7 +923,7 @@ fn counters_of_a_large_policy_survive_adding_and_deleting_other_rules() {
     let p = Pair::new("fbig");
     // 200 rules (more than the carry-over reads one by one), then the
     // counted one last.
-    let file = temp_file("big.rules");
+    let file = common::scratch("big.rules");
     let mut text: String = (0..200)
         .map(|i| {
             format!(

@@ -38,10 +38,6 @@ fn stats_row(ns: &Netns, dst: &str, hook: &str) -> Value {
         .unwrap_or_else(|| panic!("no stats row for {dst} hook {hook}: {stats}"))
 }
 
-fn temp_file(name: &str) -> PathBuf {
-    common::scratch(name)
-}
-
 /// `n` distinct drop rules (UDP to 198.18.x.y, port 1000 + i % 50000),
 /// then `extra` lines.
 fn rules_file(name: &str, n: usize, extra: &[&str]) -> PathBuf {
@@ -58,7 +54,7 @@ fn rules_file(name: &str, n: usize, extra: &[&str]) -> PathBuf {
         text.push_str(l);
         text.push('\n');
     }
-    let file = temp_file(name);
+    let file = common::scratch(name);
     std::fs::write(&file, text).expect("rules file");
     file
 }

@@ -28,15 +28,6 @@ fn rule_with<'a>(show: &'a Value, text: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no rule `{text}` in {show}"))
 }
 
-/// The program id `lwt list -j` reports on one hook of a route.
-fn prog_id(ns: &Netns, dst: &str, hook: &str) -> u64 {
-    let list = json(&ns.lwt_ok(&["list", "-j"]));
-    list.as_array()
-        .and_then(|rs| rs.iter().find(|r| r["dst"] == dst))
-        .and_then(|r| r[hook]["id"].as_u64())
-        .unwrap_or_else(|| panic!("no program id on {dst} hook {hook}: {list}"))
-}
-
 fn add(ns: &Netns, policy: &str, rule: &str) {
     let mut args = vec!["filter", "rule", "add", policy];
     args.extend(rule.split_whitespace());
@@ -68,7 +59,7 @@ fn a_log_rule_added_to_a_specialised_policy_logs_real_packets() {
     let p = Pair::new("spl");
     attached(&p, "web", &["dst 10.0.0.3/32 proto udp dport 7 drop"]);
     assert_eq!(spec(&p.a, "web"), (1, 0, 0, 0), "IPv4 rules only, no log");
-    let before = prog_id(&p.a, "10.0.0.3/32", "out");
+    let before = common::prog_id(&p.a, "10.0.0.3/32", "out");
     assert_eq!(send_udp_lossy(&p.a, "10.0.0.3:7", 5, 16), 0, "7 is dropped");
 
     add(&p.a, "web", "dst 10.0.0.3/32 proto udp dport 9 drop log");
@@ -78,7 +69,7 @@ fn a_log_rule_added_to_a_specialised_policy_logs_real_packets() {
         "the programs keep the log path now"
     );
     assert_ne!(
-        prog_id(&p.a, "10.0.0.3/32", "out"),
+        common::prog_id(&p.a, "10.0.0.3/32", "out"),
         before,
         "a new program on the route"
     );
@@ -98,7 +89,7 @@ fn a_log_rule_added_to_a_specialised_policy_logs_real_packets() {
     // A replace without logging swaps leaner programs back, counters stay.
     let file = std::env::temp_dir().join(format!("lwtkit-spec-{}.rules", std::process::id()));
     std::fs::write(&file, "dst 10.0.0.3/32 proto udp dport 7 drop\n").expect("rules file");
-    let logging = prog_id(&p.a, "10.0.0.3/32", "out");
+    let logging = common::prog_id(&p.a, "10.0.0.3/32", "out");
     p.a.lwt_ok(&[
         "filter",
         "replace",
@@ -113,7 +104,7 @@ fn a_log_rule_added_to_a_specialised_policy_logs_real_packets() {
         "no log path after the replace"
     );
     assert_ne!(
-        prog_id(&p.a, "10.0.0.3/32", "out"),
+        common::prog_id(&p.a, "10.0.0.3/32", "out"),
         logging,
         "a leaner program"
     );

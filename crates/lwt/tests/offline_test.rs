@@ -9,14 +9,10 @@ use std::path::{Path, PathBuf};
 use common::{compile_bpf, json, lwt, Netns};
 use etherparse::PacketBuilder;
 
-fn temp(name: &str) -> PathBuf {
-    common::scratch(name)
-}
-
 /// A pcap (Ethernet link type, as tcpdump writes) holding a SYN to :8080
 /// and one to :8081, built by etherparse rather than lwt.
 fn syns_pcap() -> PathBuf {
-    let path = temp("syns.pcap");
+    let path = common::scratch("syns.pcap");
     let file = std::fs::File::create(&path).expect("create pcap");
     let header = pcap_file::pcap::PcapHeader {
         datalink: pcap_file::DataLink::ETHERNET,
@@ -167,7 +163,7 @@ fn filter_rule_form_gives_the_same_verdicts_as_the_seed_program() {
 fn rewriting_program_output_pcap_shows_the_rewrite() {
     require_root!();
     let obj = compile_bpf("rewrite_8080_to_8081");
-    let out_pcap = temp("rewritten.pcap");
+    let out_pcap = common::scratch("rewritten.pcap");
     let out = test_ok(
         None,
         &[

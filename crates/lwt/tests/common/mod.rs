@@ -654,3 +654,12 @@ fn scratch_path() -> PathBuf {
 extern "C" fn remove_scratch() {
     let _ = std::fs::remove_dir_all(scratch_path());
 }
+
+/// The program id `lwt list -j` reports on one hook of a route.
+pub fn prog_id(ns: &Netns, dst: &str, hook: &str) -> u64 {
+    let list = json(&ns.lwt_ok(&["list", "-j"]));
+    list.as_array()
+        .and_then(|rs| rs.iter().find(|r| r["dst"] == dst))
+        .and_then(|r| r[hook]["id"].as_u64())
+        .unwrap_or_else(|| panic!("no program id on {dst} hook {hook}: {list}"))
+}
