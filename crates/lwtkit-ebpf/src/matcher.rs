@@ -88,6 +88,11 @@ pub fn base_of(cfg: &PolicyConfig, generation: u32) -> u32 {
 /// specialised for (a load-time constant, `ProgramSpec`): 0, no walk at
 /// all; 1, the one tree's walk inline, without the loop; more, the loop.
 /// The verifier sees the constant and drops the other paths.
+///
+/// `INLINE`: the leaf records checked in line ([`INLINE_RECORDS`]); 0
+/// keeps all of the walk in callbacks, the one tree's included: the
+/// verifier then leaves the search's fields unknown after it, which a
+/// caller with much code after the decision needs (filter.rs, `decide`).
 #[inline(always)]
 pub fn decide<const INLINE: u32>(
     key: &PacketKey,
@@ -104,7 +109,7 @@ pub fn decide<const INLINE: u32>(
     let Some(header) = cell(base) else { return none };
     let (trees, list, stride) = if key.v6 { (header.w[2], header.w[3], 2) } else { (header.w[0], header.w[1], 1) };
     let mut search = Search { key, base, list, stride, best_rank: u32::MAX, best_slot: 0, best_flags: 0, records: 0, count: 0 };
-    if most == 1 {
+    if most == 1 && INLINE > 0 {
         // The one tree's walk, inline: no loop and no call.
         if trees != 0 {
             if let Some(roots) = cell(base.wrapping_add(list)) {

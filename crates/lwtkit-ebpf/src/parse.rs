@@ -109,6 +109,13 @@ fn be32<const N: usize>(w: &[u32; N], i: usize) -> u32 {
     u32::from_be(w[i])
 }
 
+/// The ports from `p`, the first word of a TCP or UDP header.
+#[inline(always)]
+fn set_ports(p: &[u32; 1], key: &mut PacketKey) {
+    key.dims[dim::SPORT] = u32::from(u16::from_be_bytes([byte(p, 0), byte(p, 1)]));
+    key.dims[dim::DPORT] = u32::from(u16::from_be_bytes([byte(p, 2), byte(p, 3)]));
+}
+
 /// Parses the packet; malformed ones come back with class `MALFORMED`.
 #[inline(always)]
 pub fn parse(ctx: &SkBuffContext) -> PacketKey {
@@ -257,14 +264,12 @@ fn parse_l4(ctx: &SkBuffContext, len: usize, off: usize, proto: u8, first: bool,
             // `need` checked, in whole words.
             let Some(p) = load_words::<1>(ctx, off) else { return short };
             let Some(f) = load::<[u8; 2]>(ctx, off + 12) else { return short };
-            key.dims[dim::SPORT] = u32::from(u16::from_be_bytes([byte(&p, 0), byte(&p, 1)]));
-            key.dims[dim::DPORT] = u32::from(u16::from_be_bytes([byte(&p, 2), byte(&p, 3)]));
+            set_ports(&p, key);
             key.tcp_flags = f[1];
         }
         IPPROTO_UDP => {
             let Some(p) = load_words::<1>(ctx, off) else { return short };
-            key.dims[dim::SPORT] = u32::from(u16::from_be_bytes([byte(&p, 0), byte(&p, 1)]));
-            key.dims[dim::DPORT] = u32::from(u16::from_be_bytes([byte(&p, 2), byte(&p, 3)]));
+            set_ports(&p, key);
         }
         _ => {
             let Some(i) = load::<[u8; 2]>(ctx, off) else { return short };

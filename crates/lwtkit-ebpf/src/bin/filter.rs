@@ -79,20 +79,15 @@ fn spec_trees(v6: bool) -> u32 {
 /// The rule that `key` meets in generation `gen`, walked as this
 /// instance is specialised ([`spec_trees`]). A program with actions
 /// (`xmit` only) decides in up to three places (the packet, a later
-/// fragment's rewrite, an ICMP error's flow) ahead of the NAT code: it
-/// walks its trees in the loop even when there is one, and checks every
-/// leaf record in the loop's callback. The inline walk and inline leaf
-/// records keep precise state that the verifier would carry through all
-/// of that, past its 1M-instruction limit.
+/// fragment's rewrite, an ICMP error's flow) ahead of the NAT code: its
+/// whole walk stays in callbacks (`decide::<0>`), one tree's included.
+/// The inline walk and inline leaf records keep precise state that the
+/// verifier would carry through all of that, past its 1M-instruction
+/// limit and the 512-byte stack.
 #[inline(always)]
 fn decide(key: &PacketKey, cfg: &PolicyConfig, gen: u32) -> Decision {
     if spec_actions() {
-        // More than one tree is the loop's case: one tree is walked there too.
-        let loop_walk = |v6| match spec_trees(v6) {
-            1 => 2,
-            n => n,
-        };
-        matcher::decide::<0>(key, cfg, gen, loop_walk)
+        matcher::decide::<0>(key, cfg, gen, spec_trees)
     } else {
         matcher::decide::<INLINE_RECORDS>(key, cfg, gen, spec_trees)
     }
