@@ -200,25 +200,8 @@ fn dump(o: &Opts, dir: &str) -> anyhow::Result<()> {
             f.flush()?;
             if n == 10 {
                 let hot = build_packet(&packet_for(&mut Rng::new(seed), &rules[0].spec));
-                // pcap: the global header (link type 101, raw IP), one record.
-                let mut p = Vec::new();
-                for w in [0xa1b2_c3d4u32.to_le_bytes(), [2, 0, 4, 0]] {
-                    p.extend_from_slice(&w);
-                }
-                for w in [
-                    0u32,
-                    0,
-                    65_535,
-                    101,
-                    0,
-                    0,
-                    hot.len() as u32,
-                    hot.len() as u32,
-                ] {
-                    p.extend_from_slice(&w.to_le_bytes());
-                }
-                p.extend_from_slice(&hot);
-                std::fs::write(format!("{dir}/{}.pcap", family.name()), p)?;
+                let path = std::path::PathBuf::from(format!("{dir}/{}.pcap", family.name()));
+                lwtkit::test_run::packet::write_pcap(&path, &[&hot])?;
             }
         }
     }
